@@ -1,0 +1,9 @@
+//! Authentication: password hashing, access and refresh tokens, and the request extractor.
+
+mod extract;
+mod password;
+mod tokens;
+
+pub use extract::Authenticated;
+pub use password::{PasswordError, PasswordHasher};
+pub use tokens::{hash_refresh_token, new_refresh_token, AccessClaims, JwtKeyPair, TokenError, TokenService};

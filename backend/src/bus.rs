@@ -1,0 +1,182 @@
+//! The event bus: how a change made by the API reaches the gateway sessions that must hear
+//! of it, on this node or another.
+//!
+//! The API publishes [`BusEvent`]s by [`Topic`]. A node's gateway registers one
+//! [`EventSink`] (its hub, which fans out to local sessions) and tells the bus which topics
+//! it has local subscribers for. [`InProcessBus`] hands every event straight to the local
+//! sink (the embedded single-process mode); a Redis pub/sub bus implements the same trait
+//! for scale-out, subscribing to a Redis channel per topic.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use copains_client_core::{SessionId, UserId};
+use serde::Serialize;
+
+/// A routing key: `user:<id>` (everything a user's devices must hear) or `session:<id>`
+/// (control of one login session's connections).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Topic(Arc<str>);
+
+impl Topic {
+    /// Events for every device of a user.
+    pub fn user(id: UserId) -> Self {
+        Self(format!("user:{id}").into())
+    }
+
+    /// Control of one login session (an event here closes its gateway connections).
+    pub fn session(id: SessionId) -> Self {
+        Self(format!("session:{id}").into())
+    }
+
+    /// The topic name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The login session, for a `session:` topic.
+    pub fn as_session(&self) -> Option<SessionId> {
+        self.0.strip_prefix("session:").and_then(|s| s.parse().ok())
+    }
+
+    /// Parses a topic name received from another node.
+    pub fn parse(name: &str) -> Option<Self> {
+        let (kind, id) = name.split_once(':')?;
+        (matches!(kind, "user" | "session") && id.parse::<i64>().is_ok()).then(|| Self(name.into()))
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One event: a gateway event name and its JSON payload, serialized once for every receiver.
+#[derive(Debug, Clone)]
+pub struct BusEvent {
+    /// Where it goes.
+    pub topic: Topic,
+    /// Gateway event name (`t`).
+    pub name: Arc<str>,
+    /// JSON payload (`d`).
+    pub payload: Arc<str>,
+}
+
+impl BusEvent {
+    /// Serializes `payload` once.
+    pub fn new(topic: Topic, name: &str, payload: &impl Serialize) -> Result<Self, BusError> {
+        let payload = serde_json::to_string(payload).map_err(|e| BusError::Encode(e.to_string()))?;
+        Ok(Self { topic, name: name.into(), payload: payload.into() })
+    }
+}
+
+/// Failures of the bus.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The payload could not be serialized.
+    #[error("cannot encode event: {0}")]
+    Encode(String),
+    /// The transport failed (e.g. Redis unreachable).
+    #[error("event bus unavailable: {0}")]
+    Transport(String),
+}
+
+/// Receives the events of the topics this node subscribed to.
+pub trait EventSink: Send + Sync + 'static {
+    /// Delivers one event to the local subscribers of its topic. Must not block.
+    fn deliver(&self, event: &BusEvent);
+}
+
+/// Carries events between the API and the gateway sessions, across nodes.
+#[async_trait]
+pub trait EventBus: Send + Sync + 'static {
+    /// Publishes an event to every subscriber of its topic, on every node.
+    async fn publish(&self, event: BusEvent) -> Result<(), BusError>;
+    /// This node now has local subscribers on `topic`.
+    async fn subscribe(&self, topic: &Topic) -> Result<(), BusError>;
+    /// This node no longer has local subscribers on `topic`.
+    async fn unsubscribe(&self, topic: &Topic) -> Result<(), BusError>;
+    /// Sets where incoming events go. Called once, by the gateway of this node.
+    fn attach(&self, sink: Arc<dyn EventSink>);
+}
+
+/// The single-process bus: publishing delivers to the local sink at once.
+#[derive(Default)]
+pub struct InProcessBus {
+    sink: OnceLock<Arc<dyn EventSink>>,
+}
+
+impl fmt::Debug for InProcessBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InProcessBus").field("attached", &self.sink.get().is_some()).finish()
+    }
+}
+
+impl InProcessBus {
+    /// A bus with no sink yet (events published before a gateway attaches are dropped, as
+    /// no session could be listening).
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl EventBus for InProcessBus {
+    async fn publish(&self, event: BusEvent) -> Result<(), BusError> {
+        if let Some(sink) = self.sink.get() {
+            sink.deliver(&event);
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self, _topic: &Topic) -> Result<(), BusError> {
+        // Every event already reaches the one local sink, which filters by topic.
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, _topic: &Topic) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    fn attach(&self, sink: Arc<dyn EventSink>) {
+        if self.sink.set(sink).is_err() {
+            tracing::warn!("a second gateway tried to attach to the in-process bus; ignored");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parking_lot::Mutex;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(String, String, String)>>);
+    impl EventSink for Recorder {
+        fn deliver(&self, e: &BusEvent) {
+            self.0.lock().push((e.topic.to_string(), e.name.to_string(), e.payload.to_string()));
+        }
+    }
+
+    #[tokio::test]
+    async fn in_process_bus_delivers_to_the_attached_sink() {
+        let bus = InProcessBus::new();
+        let early = BusEvent::new(Topic::user(UserId(1)), "X", &serde_json::json!({"a": 1})).expect("event");
+        bus.publish(early).await.expect("publish before attach is a no-op");
+        let rec = Arc::new(Recorder::default());
+        bus.attach(rec.clone());
+        let ev = BusEvent::new(Topic::session(SessionId(5)), "Y", &serde_json::json!([1, 2])).expect("event");
+        bus.publish(ev).await.expect("publish");
+        assert_eq!(*rec.0.lock(), vec![("session:5".into(), "Y".into(), "[1,2]".into())]);
+    }
+
+    #[test]
+    fn topics_parse_back() {
+        assert_eq!(Topic::parse("user:12"), Some(Topic::user(UserId(12))));
+        assert_eq!(Topic::session(SessionId(3)).as_session(), Some(SessionId(3)));
+        assert_eq!(Topic::parse("channel:1"), None);
+        assert_eq!(Topic::parse("user:x"), None);
+    }
+}

@@ -1,0 +1,119 @@
+//! The REST boundary error: every failure becomes a status and the JSON error body.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use copains_client_core::{ApiErrorBody, ErrorCode};
+
+use crate::store::StoreError;
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// An error answered to a REST client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: malformed body.
+    #[error("{0}")]
+    Malformed(String),
+    /// 422: a field breaks a rule.
+    #[error("{0}")]
+    Validation(String),
+    /// 413.
+    #[error("request body is larger than {0} bytes")]
+    TooLarge(usize),
+    /// 401: wrong username or password.
+    #[error("wrong username or password")]
+    InvalidCredentials,
+    /// 401: missing or bad access token.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// 401: bad refresh token.
+    #[error("{0}")]
+    InvalidRefreshToken(&'static str),
+    /// 403: account disabled.
+    #[error("this account is disabled")]
+    AccountDisabled,
+    /// 403.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// 404.
+    #[error("{0}")]
+    NotFound(&'static str),
+    /// 409.
+    #[error("this username is taken")]
+    UsernameTaken,
+    /// 409.
+    #[error("this account already has the maximum number of devices; sign out of one first")]
+    TooManyDevices,
+    /// 429.
+    #[error("too many requests; retry in {0} s")]
+    RateLimited(u64),
+    /// 404 for unknown routes.
+    #[error("no such route")]
+    UnknownRoute,
+    /// 405.
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    /// 503.
+    #[error("{0}")]
+    Unavailable(&'static str),
+    /// 500: never shown to the client beyond a generic message.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// Wraps an unexpected failure.
+    pub fn internal(e: impl Into<anyhow::Error>) -> Self {
+        ApiError::Internal(e.into())
+    }
+
+    fn status_and_code(&self) -> (StatusCode, ErrorCode) {
+        use ApiError::*;
+        match self {
+            Malformed(_) => (StatusCode::BAD_REQUEST, ErrorCode::MalformedRequest),
+            Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::ValidationFailed),
+            TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
+            InvalidCredentials => (StatusCode::UNAUTHORIZED, ErrorCode::InvalidCredentials),
+            Unauthorized(_) => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+            InvalidRefreshToken(_) => (StatusCode::UNAUTHORIZED, ErrorCode::InvalidRefreshToken),
+            AccountDisabled => (StatusCode::FORBIDDEN, ErrorCode::AccountDisabled),
+            Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
+            NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            UsernameTaken => (StatusCode::CONFLICT, ErrorCode::UsernameTaken),
+            TooManyDevices => (StatusCode::CONFLICT, ErrorCode::TooManyDevices),
+            RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
+            UnknownRoute => (StatusCode::NOT_FOUND, ErrorCode::UnknownRoute),
+            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::UnknownRoute),
+            Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
+            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::UsernameTaken => ApiError::UsernameTaken,
+            StoreError::TooManyDevices => ApiError::TooManyDevices,
+            StoreError::Database(e) => ApiError::Internal(e.into()),
+            StoreError::Corrupt(m) => ApiError::Internal(anyhow::anyhow!(m)),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if let ApiError::Internal(e) = &self {
+            tracing::error!(error = ?e, "internal error while handling a request");
+        }
+        let body = ApiErrorBody::new(code, self.to_string());
+        let mut response = (status, Json(body)).into_response();
+        if let ApiError::RateLimited(secs) = self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        response
+    }
+}

@@ -1,0 +1,93 @@
+//! The LesCopains REST API and its storage.
+//!
+//! [`AppState::new`] takes the configuration and the dependencies (store, bus, token service,
+//! metrics); [`router`] returns the axum router the `copains` binary serves (alone, or merged
+//! with the gateway).
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod bus;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod extract;
+pub mod ids;
+pub mod metrics;
+pub mod openapi;
+pub mod ratelimit;
+pub mod routes;
+pub mod state;
+pub mod store;
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+
+pub use config::BackendConfig;
+pub use error::{ApiError, ApiResult};
+pub use state::AppState;
+pub use store::Store;
+
+/// The REST API, health and metrics routes, with body limits, metrics and JSON errors for
+/// unknown routes, wrong methods and panics.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.limits.body_max_bytes;
+    Router::new()
+        .merge(routes::auth::router())
+        .merge(routes::users::router())
+        .merge(routes::health::router())
+        .fallback(|| async { ApiError::UnknownRoute })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// Layers every route of the composed platform gets: request metrics and panic containment.
+pub fn outer_layers(router: Router, state: AppState) -> Router {
+    router
+        .layer(middleware::from_fn_with_state(state, track_request))
+        .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
+            tracing::error!("a request handler panicked");
+            ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+        }))
+}
+
+async fn track_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(req).await;
+    state.metrics.observe_request(&method, &route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// Periodic housekeeping: expired sessions and refresh tokens, idle rate-limit keys. Runs
+/// until `shutdown` resolves.
+pub async fn run_maintenance(state: AppState, every: Duration, shutdown: impl std::future::Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tick.tick() => {}
+        }
+        match state.store.purge_expired(store::now_ms()).await {
+            Ok(ended) => {
+                for (user, session) in ended {
+                    tracing::info!(user = %user, session = %session, "expired session removed");
+                    routes::auth::announce_revocation(&state, user, session).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "maintenance: purge failed"),
+        }
+        state.limiters.shrink();
+    }
+}

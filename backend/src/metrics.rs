@@ -1,0 +1,114 @@
+//! Prometheus metrics, one registry per running platform (no global state, so tests can run
+//! several servers in one process).
+
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of an HTTP request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// HTTP method.
+    pub method: String,
+    /// Route template (`/api/v1/users/@me`), never the raw path.
+    pub route: String,
+    /// Status code.
+    pub status: u16,
+}
+
+/// Labels of the latency histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// Route template.
+    pub route: String,
+}
+
+/// Every metric the platform exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by method, route and status.
+    pub http_requests: Family<RequestLabels, Counter>,
+    /// Request latency by route.
+    pub http_duration: Family<RouteLabels, Histogram>,
+    /// Open gateway WebSocket connections.
+    pub gateway_connections: Gauge,
+    /// Gateway sessions (connected or waiting for a resume).
+    pub gateway_sessions: Gauge,
+    /// DISPATCH frames queued to gateway connections.
+    pub gateway_events_sent: Counter,
+    /// Connections closed for reading too slowly.
+    pub gateway_slow_consumers: Counter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("copains");
+        let http_requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests by method, route and status", http_requests.clone());
+        let http_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            // 100 µs to ~3.3 s.
+            Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+        });
+        registry.register("http_request_duration_seconds", "HTTP request latency", http_duration.clone());
+        let gateway_connections = Gauge::default();
+        registry.register("gateway_connections", "Open gateway connections", gateway_connections.clone());
+        let gateway_sessions = Gauge::default();
+        registry.register(
+            "gateway_sessions",
+            "Gateway sessions, connected or resumable",
+            gateway_sessions.clone(),
+        );
+        let gateway_events_sent = Counter::default();
+        registry.register("gateway_events_sent", "Events dispatched to gateway sessions", gateway_events_sent.clone());
+        let gateway_slow_consumers = Counter::default();
+        registry.register(
+            "gateway_slow_consumers",
+            "Gateway connections closed because their queue filled",
+            gateway_slow_consumers.clone(),
+        );
+        Self {
+            registry,
+            http_requests,
+            http_duration,
+            gateway_connections,
+            gateway_sessions,
+            gateway_events_sent,
+            gateway_slow_consumers,
+        }
+    }
+
+    /// Records one HTTP request.
+    pub fn observe_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        self.http_requests
+            .get_or_create(&RequestLabels { method: method.to_owned(), route: route.to_owned(), status })
+            .inc();
+        self.http_duration.get_or_create(&RouteLabels { route: route.to_owned() }).observe(elapsed.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,40 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations.
+
+use std::sync::OnceLock;
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "LesCopains API", description = "REST API of LesCopains. Errors are `{\"error\":{\"code\",\"message\"}}`. The real-time gateway is described in docs/gateway.md.", license(name = "AGPL-3.0-only")),
+    paths(
+        routes::auth::register, routes::auth::login, routes::auth::refresh, routes::auth::logout,
+        routes::users::me, routes::users::update_me, routes::users::change_password,
+        routes::users::sessions, routes::users::revoke_session, routes::users::devices,
+        routes::health::healthz, routes::health::readyz, routes::health::metrics, routes::health::openapi,
+    ),
+    modifiers(&BearerAuth),
+    tags((name = "auth"), (name = "users"), (name = "operations")),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+/// The document (built once).
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOC.get_or_init(ApiDoc::openapi)
+}

@@ -1,0 +1,58 @@
+//! In-memory rate limits (GCRA from `governor`): per client IP on the auth routes, per user on
+//! authenticated writes. A distributed variant over Redis replaces these in scale-out.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+
+use copains_client_core::UserId;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+
+use crate::config::RateLimits;
+use crate::error::ApiError;
+
+/// The limiters of one node.
+pub struct RateLimiters {
+    auth: DefaultKeyedRateLimiter<IpAddr>,
+    user_writes: DefaultKeyedRateLimiter<UserId>,
+    clock: DefaultClock,
+}
+
+fn quota(per_minute: u32, burst: u32) -> Quota {
+    let per_minute = NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
+    Quota::per_minute(per_minute).allow_burst(burst)
+}
+
+impl RateLimiters {
+    /// Limiters with the configured quotas.
+    pub fn new(cfg: &RateLimits) -> Self {
+        Self {
+            auth: DefaultKeyedRateLimiter::keyed(quota(cfg.auth_per_minute, cfg.auth_burst)),
+            user_writes: DefaultKeyedRateLimiter::keyed(quota(cfg.user_writes_per_minute, cfg.user_writes_burst)),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// One auth attempt from `ip`.
+    pub fn auth(&self, ip: IpAddr) -> Result<(), ApiError> {
+        self.auth.check_key(&ip).map_err(|not_until| {
+            ApiError::RateLimited(not_until.wait_time_from(self.clock.now()).as_secs() + 1)
+        })
+    }
+
+    /// One write by `user`.
+    pub fn user_write(&self, user: UserId) -> Result<(), ApiError> {
+        self.user_writes.check_key(&user).map_err(|not_until| {
+            ApiError::RateLimited(not_until.wait_time_from(self.clock.now()).as_secs() + 1)
+        })
+    }
+
+    /// Forgets idle keys (called periodically).
+    pub fn shrink(&self) {
+        self.auth.retain_recent();
+        self.user_writes.retain_recent();
+        self.auth.shrink_to_fit();
+        self.user_writes.shrink_to_fit();
+    }
+}

@@ -1,0 +1,199 @@
+//! `/api/v1/auth`: register, login, refresh, logout.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use copains_client_core::api::{AuthResponse, Credentials, RefreshRequest, Tokens};
+use copains_client_core::gateway::{event_name, SessionRevoked};
+use copains_client_core::{ApiErrorBody, DeviceId, SessionId, UserId};
+
+use crate::auth::{hash_refresh_token, new_refresh_token};
+use crate::auth::Authenticated;
+use crate::bus::{BusEvent, Topic};
+use crate::domain::{device_name, Password, Username};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ClientIp};
+use crate::state::AppState;
+use crate::store::{from_ms, now_ms, NewSession, Rotation};
+
+/// Routes of this area.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/auth/register", post(register))
+        .route("/api/v1/auth/login", post(login))
+        .route("/api/v1/auth/refresh", post(refresh))
+        .route("/api/v1/auth/logout", post(logout))
+}
+
+/// Create an account, its first device and session.
+#[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = Credentials,
+    responses(
+        (status = 201, body = AuthResponse),
+        (status = 400, body = ApiErrorBody, description = "malformed JSON"),
+        (status = 409, body = ApiErrorBody, description = "username taken"),
+        (status = 422, body = ApiErrorBody, description = "username, password or device name breaks a rule"),
+        (status = 429, body = ApiErrorBody),
+    ))]
+pub async fn register(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(body): ApiJson<Credentials>,
+) -> ApiResult<(StatusCode, Json<AuthResponse>)> {
+    state.limiters.auth(ip)?;
+    let username = Username::parse(&body.username).map_err(|e| ApiError::Validation(e.0))?;
+    let password = Password::parse(&body.password).map_err(|e| ApiError::Validation(e.0))?;
+    let device = device_name(body.device_name.as_deref()).map_err(|e| ApiError::Validation(e.0))?;
+    // Fail fast on a taken name before spending a hash on it (the insert still decides).
+    if state.store.user_by_username(username.folded()).await?.is_some() {
+        return Err(ApiError::UsernameTaken);
+    }
+    let hash = state.passwords.hash(&password).await.map_err(ApiError::internal)?;
+    let user_id = UserId(state.ids.next_id());
+    let session_id = SessionId(state.ids.next_id());
+    let (refresh, refresh_hash) = new_refresh_token();
+    let now = now_ms();
+    let expires_at = now + ttl_ms(state.config.auth.refresh_ttl());
+    let new = NewSession { id: session_id, device_name: &device, refresh_hash: &refresh_hash, expires_at, now };
+    let (user, device_id) =
+        state.store.create_user(user_id, username.as_str(), username.folded(), &hash, &new).await?;
+    tracing::info!(user = %user.id, device = %device_id, session = %session_id, "account registered");
+    let tokens = tokens(&state, user.id, device_id, session_id, user.platform_role, refresh, expires_at, now)?;
+    Ok((StatusCode::CREATED, Json(AuthResponse { user, device_id, session_id, tokens })))
+}
+
+/// Log in: creates a new device and session.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = Credentials,
+    responses(
+        (status = 200, body = AuthResponse),
+        (status = 400, body = ApiErrorBody),
+        (status = 401, body = ApiErrorBody, description = "wrong username or password"),
+        (status = 403, body = ApiErrorBody, description = "account disabled"),
+        (status = 409, body = ApiErrorBody, description = "too many devices"),
+        (status = 429, body = ApiErrorBody),
+    ))]
+pub async fn login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(body): ApiJson<Credentials>,
+) -> ApiResult<Json<AuthResponse>> {
+    state.limiters.auth(ip)?;
+    let device = device_name(body.device_name.as_deref()).map_err(|e| ApiError::Validation(e.0))?;
+    // A name that cannot exist or an oversized password is a wrong credential, not a hint.
+    let record = match Username::parse(&body.username) {
+        Ok(username) if body.password.len() <= copains_client_core::limits::PASSWORD_MAX_BYTES => {
+            state.store.user_by_username(username.folded()).await?
+        }
+        _ => None,
+    };
+    let password = if body.password.len() <= copains_client_core::limits::PASSWORD_MAX_BYTES {
+        body.password.as_str()
+    } else {
+        ""
+    };
+    let ok = state
+        .passwords
+        .verify(password, record.as_ref().map(|r| r.password_hash.as_str()))
+        .await
+        .map_err(ApiError::internal)?;
+    let record = match record {
+        Some(record) if ok => record,
+        _ => return Err(ApiError::InvalidCredentials),
+    };
+    if record.disabled {
+        return Err(ApiError::AccountDisabled);
+    }
+    let user = record.user;
+    let session_id = SessionId(state.ids.next_id());
+    let (refresh, refresh_hash) = new_refresh_token();
+    let now = now_ms();
+    let expires_at = now + ttl_ms(state.config.auth.refresh_ttl());
+    let new = NewSession { id: session_id, device_name: &device, refresh_hash: &refresh_hash, expires_at, now };
+    let device_id = state.store.create_session(user.id, &new).await?;
+    tracing::info!(user = %user.id, device = %device_id, session = %session_id, "logged in");
+    let tokens = tokens(&state, user.id, device_id, session_id, user.platform_role, refresh, expires_at, now)?;
+    Ok(Json(AuthResponse { user, device_id, session_id, tokens }))
+}
+
+/// Trade a refresh token for a new pair. A refresh token works once: presenting a used one
+/// again revokes its whole session.
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses(
+        (status = 200, body = Tokens),
+        (status = 400, body = ApiErrorBody),
+        (status = 401, body = ApiErrorBody, description = "unknown, expired or reused refresh token"),
+        (status = 403, body = ApiErrorBody, description = "account disabled"),
+        (status = 429, body = ApiErrorBody),
+    ))]
+pub async fn refresh(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(body): ApiJson<RefreshRequest>,
+) -> ApiResult<Json<Tokens>> {
+    state.limiters.auth(ip)?;
+    if body.refresh_token.len() > 128 {
+        return Err(ApiError::InvalidRefreshToken("refresh token invalid"));
+    }
+    let (refresh, new_hash) = new_refresh_token();
+    let now = now_ms();
+    let expires_at = now + ttl_ms(state.config.auth.refresh_ttl());
+    let old_hash = hash_refresh_token(&body.refresh_token);
+    match state.store.rotate_refresh_token(&old_hash, &new_hash, now, expires_at).await? {
+        Rotation::Rotated { session_id, user, device_id, disabled } => {
+            if disabled {
+                return Err(ApiError::AccountDisabled);
+            }
+            let tokens = tokens(&state, user.id, device_id, session_id, user.platform_role, refresh, expires_at, now)?;
+            Ok(Json(tokens))
+        }
+        Rotation::Reused { session_id, user_id } => {
+            tracing::warn!(user = %user_id, session = %session_id, "refresh token reused: session revoked");
+            announce_revocation(&state, user_id, session_id).await;
+            Err(ApiError::InvalidRefreshToken("refresh token was already used; the session is revoked"))
+        }
+        Rotation::Invalid => Err(ApiError::InvalidRefreshToken("refresh token invalid or expired")),
+    }
+}
+
+/// End the current session (its device is removed).
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = ApiErrorBody)))]
+pub async fn logout(State(state): State<AppState>, auth: Authenticated) -> ApiResult<StatusCode> {
+    if state.store.revoke_session(auth.user.id, auth.session_id).await? {
+        tracing::info!(user = %auth.user.id, session = %auth.session_id, "logged out");
+        announce_revocation(&state, auth.user.id, auth.session_id).await;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Tells the user's other devices, and closes the revoked session's gateway connections.
+pub(crate) async fn announce_revocation(state: &AppState, user: UserId, session: SessionId) {
+    let payload = SessionRevoked { session_id: session, user_id: user };
+    state.publish(BusEvent::new(Topic::user(user), event_name::SESSION_REVOKED, &payload)).await;
+    state.publish(BusEvent::new(Topic::session(session), event_name::SESSION_REVOKED, &payload)).await;
+}
+
+#[allow(clippy::too_many_arguments)]
+fn tokens(
+    state: &AppState,
+    user: UserId,
+    device: DeviceId,
+    session: SessionId,
+    role: copains_client_core::api::PlatformRole,
+    refresh_token: String,
+    refresh_expires_at: i64,
+    now_ms: i64,
+) -> ApiResult<Tokens> {
+    let now_secs = u64::try_from(now_ms / 1000).unwrap_or(0);
+    let access_token = state.tokens.issue(user, device, session, role, now_secs).map_err(ApiError::internal)?;
+    Ok(Tokens {
+        access_token,
+        access_token_expires_in: state.tokens.access_ttl().as_secs(),
+        refresh_token,
+        refresh_token_expires_at: from_ms(refresh_expires_at)?,
+    })
+}
+
+fn ttl_ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
+}

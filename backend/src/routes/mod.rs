@@ -1,0 +1,5 @@
+//! The REST routes, one router per area.
+
+pub mod auth;
+pub mod health;
+pub mod users;

@@ -1,0 +1,147 @@
+//! `/api/v1/users/@me`: profile, password, sessions and devices of the caller.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use copains_client_core::api::{ChangePassword, Device, Patch, SessionInfo, UpdateProfile, User};
+use copains_client_core::gateway::event_name;
+use copains_client_core::{ApiErrorBody, SessionId};
+
+use crate::auth::Authenticated;
+use crate::bus::{BusEvent, Topic};
+use crate::domain::{display_name, status_text, Password};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiJson;
+use crate::routes::auth::announce_revocation;
+use crate::state::AppState;
+use crate::store::now_ms;
+
+/// Routes of this area.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/users/@me", get(me).patch(update_me))
+        .route("/api/v1/users/@me/password", post(change_password))
+        .route("/api/v1/users/@me/sessions", get(sessions))
+        .route("/api/v1/users/@me/sessions/{session_id}", delete(revoke_session))
+        .route("/api/v1/users/@me/devices", get(devices))
+}
+
+/// The current user.
+#[utoipa::path(get, path = "/api/v1/users/@me", tag = "users", security(("bearer" = [])),
+    responses((status = 200, body = User), (status = 401, body = ApiErrorBody)))]
+pub async fn me(auth: Authenticated) -> Json<User> {
+    Json(auth.user)
+}
+
+/// Change display name and status text. `USER_UPDATE` goes to every device of the user.
+#[utoipa::path(patch, path = "/api/v1/users/@me", tag = "users", security(("bearer" = [])),
+    request_body = UpdateProfile,
+    responses(
+        (status = 200, body = User),
+        (status = 400, body = ApiErrorBody),
+        (status = 401, body = ApiErrorBody),
+        (status = 422, body = ApiErrorBody),
+        (status = 429, body = ApiErrorBody),
+    ))]
+pub async fn update_me(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ApiJson(body): ApiJson<UpdateProfile>,
+) -> ApiResult<Json<User>> {
+    state.limiters.user_write(auth.user.id)?;
+    let display = match &body.display_name {
+        Patch::Keep => None,
+        Patch::Clear => Some(None),
+        Patch::Set(v) => Some(Some(display_name(v).map_err(|e| ApiError::Validation(e.0))?)),
+    };
+    let status = match &body.status_text {
+        Patch::Keep => None,
+        Patch::Clear => Some(None),
+        Patch::Set(v) => Some(status_text(v).map_err(|e| ApiError::Validation(e.0))?),
+    };
+    if display.is_none() && status.is_none() {
+        return Ok(Json(auth.user));
+    }
+    let user = state
+        .store
+        .update_profile(auth.user.id, display.as_ref().map(|d| d.as_deref()), status.as_ref().map(|s| s.as_deref()), now_ms())
+        .await?
+        .ok_or(ApiError::NotFound("user not found"))?;
+    state.publish(BusEvent::new(Topic::user(user.id), event_name::USER_UPDATE, &user)).await;
+    Ok(Json(user))
+}
+
+/// Change the password; every other session of the user ends.
+#[utoipa::path(post, path = "/api/v1/users/@me/password", tag = "users", security(("bearer" = [])),
+    request_body = ChangePassword,
+    responses(
+        (status = 204),
+        (status = 400, body = ApiErrorBody),
+        (status = 401, body = ApiErrorBody, description = "bad token or wrong current password"),
+        (status = 422, body = ApiErrorBody),
+        (status = 429, body = ApiErrorBody),
+    ))]
+pub async fn change_password(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ApiJson(body): ApiJson<ChangePassword>,
+) -> ApiResult<StatusCode> {
+    state.limiters.user_write(auth.user.id)?;
+    let new = Password::parse(&body.new_password).map_err(|e| ApiError::Validation(e.0))?;
+    let record = state.store.user(auth.user.id).await?.ok_or(ApiError::NotFound("user not found"))?;
+    let current_ok = body.current_password.len() <= copains_client_core::limits::PASSWORD_MAX_BYTES
+        && state
+            .passwords
+            .verify(&body.current_password, Some(&record.password_hash))
+            .await
+            .map_err(ApiError::internal)?;
+    if !current_ok {
+        return Err(ApiError::InvalidCredentials);
+    }
+    let hash = state.passwords.hash(&new).await.map_err(ApiError::internal)?;
+    let ended = state.store.change_password(auth.user.id, &hash, auth.session_id, now_ms()).await?;
+    tracing::info!(user = %auth.user.id, ended = ended.len(), "password changed");
+    for session in ended {
+        announce_revocation(&state, auth.user.id, session).await;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The caller's login sessions, newest first.
+#[utoipa::path(get, path = "/api/v1/users/@me/sessions", tag = "users", security(("bearer" = [])),
+    responses((status = 200, body = Vec<SessionInfo>), (status = 401, body = ApiErrorBody)))]
+pub async fn sessions(State(state): State<AppState>, auth: Authenticated) -> ApiResult<Json<Vec<SessionInfo>>> {
+    Ok(Json(state.store.sessions(auth.user.id, auth.session_id).await?))
+}
+
+/// End one of the caller's sessions (its device is removed and its connections closed).
+#[utoipa::path(delete, path = "/api/v1/users/@me/sessions/{session_id}", tag = "users",
+    security(("bearer" = [])),
+    params(("session_id" = String, Path, description = "session id")),
+    responses(
+        (status = 204),
+        (status = 400, body = ApiErrorBody, description = "not a session id"),
+        (status = 401, body = ApiErrorBody),
+        (status = 404, body = ApiErrorBody),
+    ))]
+pub async fn revoke_session(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(raw): Path<String>,
+) -> ApiResult<StatusCode> {
+    let session: SessionId = raw.parse().map_err(|_| ApiError::Malformed("session id must be a decimal id".into()))?;
+    if !state.store.revoke_session(auth.user.id, session).await? {
+        return Err(ApiError::NotFound("no such session"));
+    }
+    tracing::info!(user = %auth.user.id, session = %session, "session revoked");
+    announce_revocation(&state, auth.user.id, session).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The caller's devices.
+#[utoipa::path(get, path = "/api/v1/users/@me/devices", tag = "users", security(("bearer" = [])),
+    responses((status = 200, body = Vec<Device>), (status = 401, body = ApiErrorBody)))]
+pub async fn devices(State(state): State<AppState>, auth: Authenticated) -> ApiResult<Json<Vec<Device>>> {
+    Ok(Json(state.store.devices(auth.user.id).await?))
+}

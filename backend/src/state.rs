@@ -1,0 +1,94 @@
+//! Shared state of the API handlers.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::auth::{PasswordHasher, TokenService};
+use crate::bus::{BusEvent, EventBus};
+use crate::config::BackendConfig;
+use crate::ids::Snowflakes;
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiters;
+use crate::store::Store;
+
+/// Everything a handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// The parts of [`AppState`].
+pub struct Inner {
+    /// Configuration.
+    pub config: BackendConfig,
+    /// Database.
+    pub store: Store,
+    /// Event bus.
+    pub bus: Arc<dyn EventBus>,
+    /// Token issuing and checking.
+    pub tokens: TokenService,
+    /// Password hashing.
+    pub passwords: PasswordHasher,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Id generator.
+    pub ids: Snowflakes,
+    /// Rate limiters.
+    pub limiters: RateLimiters,
+    /// False once shutdown began (readiness fails so load balancers drain the node).
+    pub accepting: AtomicBool,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// Assembles the state.
+    pub fn new(
+        config: BackendConfig,
+        store: Store,
+        bus: Arc<dyn EventBus>,
+        tokens: TokenService,
+        metrics: Arc<Metrics>,
+        node_id: u16,
+    ) -> Result<Self, crate::auth::PasswordError> {
+        let passwords = PasswordHasher::new(&config.password_hashing)?;
+        let limiters = RateLimiters::new(&config.rate_limits);
+        Ok(Self(Arc::new(Inner {
+            config,
+            store,
+            bus,
+            tokens,
+            passwords,
+            metrics,
+            ids: Snowflakes::new(node_id),
+            limiters,
+            accepting: AtomicBool::new(true),
+        })))
+    }
+
+    /// Publishes an event after a committed change. The change stands even if the bus
+    /// fails; the failure is logged and clients catch up from REST.
+    pub async fn publish(&self, event: Result<BusEvent, crate::bus::BusError>) {
+        let result = match event {
+            Ok(event) => self.bus.publish(event).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "event not published");
+        }
+    }
+
+    /// Marks the node as draining.
+    pub fn stop_accepting(&self) {
+        self.accepting.store(false, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,68 @@
+//! The JSON error body every REST error carries: `{"error":{"code","message"}}`.
+
+use serde::{Deserialize, Serialize};
+
+/// Stable, machine-readable error codes. New codes may be added; clients must treat an
+/// unknown code by its HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The body is not valid JSON, or a field has the wrong type or is missing.
+    MalformedRequest,
+    /// A field is well-formed but breaks a rule (length, characters…).
+    ValidationFailed,
+    /// The body is larger than the route accepts.
+    PayloadTooLarge,
+    /// Wrong username or password.
+    InvalidCredentials,
+    /// No token, or a token that is invalid, expired, forged or revoked.
+    Unauthorized,
+    /// A refresh token that is unknown, expired, or was already used (which revokes its session).
+    InvalidRefreshToken,
+    /// Authenticated, but not allowed to do this.
+    Forbidden,
+    /// The account is disabled.
+    AccountDisabled,
+    /// No such resource.
+    NotFound,
+    /// The username is taken.
+    UsernameTaken,
+    /// A user may not hold more devices.
+    TooManyDevices,
+    /// Generic conflict with the current state.
+    Conflict,
+    /// Too many requests; see `Retry-After`.
+    RateLimited,
+    /// The route or method does not exist.
+    UnknownRoute,
+    /// The server failed; the request may be retried.
+    Internal,
+    /// The server is not ready (starting or shutting down).
+    Unavailable,
+}
+
+/// `{"error": {...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ApiErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The content of an error body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorDetail {
+    /// Stable machine-readable code.
+    pub code: ErrorCode,
+    /// Human-readable explanation, safe to show to the user.
+    pub message: String,
+}
+
+impl ApiErrorBody {
+    /// Builds an error body.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { error: ErrorDetail { code, message: message.into() } }
+    }
+}

@@ -1,0 +1,340 @@
+//! The real-time gateway contract: JSON frames `{op, d, s?, t?}` over one WebSocket at
+//! `/gateway`. See `docs/gateway.md` for the conversation, timings and close codes.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::api::{Device, User};
+use crate::ids::{DeviceId, SessionId, UserId};
+
+/// Opcodes.
+pub mod op {
+    /// Server → client: an event, with a sequence number `s` and a type `t`.
+    pub const DISPATCH: u8 = 0;
+    /// Client → server: keep-alive; `d` is the last sequence number seen (or null).
+    pub const HEARTBEAT: u8 = 1;
+    /// Client → server: start a session with an access token.
+    pub const IDENTIFY: u8 = 2;
+    /// Client → server: continue a dropped session and replay missed events.
+    pub const RESUME: u8 = 6;
+    /// Server → client: reconnect and resume (the server is moving the session).
+    pub const RECONNECT: u8 = 7;
+    /// Server → client: the session cannot be resumed; IDENTIFY again.
+    pub const INVALID_SESSION: u8 = 9;
+    /// Server → client: first frame, with the heartbeat interval.
+    pub const HELLO: u8 = 10;
+    /// Server → client: answer to a heartbeat.
+    pub const HEARTBEAT_ACK: u8 = 11;
+}
+
+/// WebSocket close codes the gateway uses. Codes marked *resumable* keep the session alive for
+/// the resume window: reconnect and send RESUME.
+pub mod close {
+    /// Unexpected server error. Resumable.
+    pub const UNKNOWN_ERROR: u16 = 4000;
+    /// The client sent an unknown opcode.
+    pub const UNKNOWN_OPCODE: u16 = 4001;
+    /// The client sent a frame that is not JSON, not text, or with a malformed payload.
+    pub const DECODE_ERROR: u16 = 4002;
+    /// The client sent something other than IDENTIFY/RESUME/HEARTBEAT before identifying.
+    pub const NOT_AUTHENTICATED: u16 = 4003;
+    /// The token in IDENTIFY or RESUME is invalid, expired or revoked.
+    pub const AUTHENTICATION_FAILED: u16 = 4004;
+    /// The client sent IDENTIFY or RESUME on an already identified connection.
+    pub const ALREADY_AUTHENTICATED: u16 = 4005;
+    /// The client did not heartbeat (or identify) in time. Resumable.
+    pub const SESSION_TIMED_OUT: u16 = 4009;
+    /// The client read too slowly and its outgoing queue filled up. Resumable.
+    pub const SLOW_CONSUMER: u16 = 4010;
+    /// The login session was revoked (logout, revocation, password change, refresh-token reuse).
+    pub const SESSION_REVOKED: u16 = 4011;
+    /// The server is shutting down; connect again (to another node) and IDENTIFY.
+    pub const SERVER_SHUTDOWN: u16 = 4012;
+    /// The client sent a frame larger than the limit.
+    pub const FRAME_TOO_LARGE: u16 = 4013;
+
+    /// Whether a close with `code` keeps the session resumable.
+    pub fn is_resumable(code: u16) -> bool {
+        matches!(code, UNKNOWN_ERROR | SESSION_TIMED_OUT | SLOW_CONSUMER)
+    }
+
+    /// Whether the client should reconnect at all after `code` (false: fix the client or log in).
+    pub fn should_reconnect(code: u16) -> bool {
+        !matches!(
+            code,
+            UNKNOWN_OPCODE | DECODE_ERROR | AUTHENTICATION_FAILED | SESSION_REVOKED | FRAME_TOO_LARGE
+        )
+    }
+}
+
+/// Event type names (`t` of DISPATCH frames).
+pub mod event_name {
+    /// First dispatch after IDENTIFY.
+    pub const READY: &str = "READY";
+    /// After a successful RESUME, once every missed event was replayed.
+    pub const RESUMED: &str = "RESUMED";
+    /// The current user's profile changed.
+    pub const USER_UPDATE: &str = "USER_UPDATE";
+    /// One of the current user's login sessions was revoked.
+    pub const SESSION_REVOKED: &str = "SESSION_REVOKED";
+}
+
+/// A frame as it travels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Frame {
+    /// Opcode, see [`op`].
+    pub op: u8,
+    /// Payload.
+    #[serde(default)]
+    pub d: Value,
+    /// Sequence number (DISPATCH only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s: Option<u64>,
+    /// Event name (DISPATCH only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t: Option<String>,
+}
+
+/// HELLO payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Send a HEARTBEAT at least this often (milliseconds).
+    pub heartbeat_interval_ms: u64,
+    /// How long a dropped session stays resumable (milliseconds).
+    pub resume_window_ms: u64,
+}
+
+/// IDENTIFY payload.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identify {
+    /// An access token.
+    pub token: String,
+}
+
+impl std::fmt::Debug for Identify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Identify { token: <redacted> }")
+    }
+}
+
+/// RESUME payload.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    /// An access token of the same login session.
+    pub token: String,
+    /// The gateway session id from READY.
+    pub session_id: String,
+    /// The last sequence number the client processed.
+    pub seq: u64,
+}
+
+impl std::fmt::Debug for Resume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resume")
+            .field("token", &"<redacted>")
+            .field("session_id", &self.session_id)
+            .field("seq", &self.seq)
+            .finish()
+    }
+}
+
+/// INVALID_SESSION payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvalidSession {
+    /// Always false today: the client must IDENTIFY again and refetch its state.
+    pub resumable: bool,
+}
+
+/// READY payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ready {
+    /// Gateway session id, for RESUME.
+    pub session_id: String,
+    /// The current user.
+    pub user: User,
+    /// The device this connection belongs to.
+    pub device_id: DeviceId,
+    /// The login session this connection belongs to.
+    pub login_session_id: SessionId,
+    /// Every device of the current user.
+    pub devices: Vec<Device>,
+}
+
+/// RESUMED payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resumed {
+    /// How many events were replayed before this one.
+    pub replayed: u64,
+}
+
+/// SESSION_REVOKED payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRevoked {
+    /// The revoked login session.
+    pub session_id: SessionId,
+    /// Its user.
+    pub user_id: UserId,
+}
+
+/// A typed DISPATCH event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// `READY`.
+    Ready(Box<Ready>),
+    /// `RESUMED`.
+    Resumed(Resumed),
+    /// `USER_UPDATE`.
+    UserUpdate(User),
+    /// `SESSION_REVOKED`.
+    SessionRevoked(SessionRevoked),
+    /// An event this version of the contract does not know.
+    Unknown {
+        /// Its name.
+        name: String,
+        /// Its payload.
+        data: Value,
+    },
+}
+
+impl Event {
+    /// Parses a DISPATCH frame's `t` and `d`.
+    pub fn parse(name: &str, data: Value) -> Result<Self, serde_json::Error> {
+        Ok(match name {
+            event_name::READY => Event::Ready(Box::new(serde_json::from_value(data)?)),
+            event_name::RESUMED => Event::Resumed(serde_json::from_value(data)?),
+            event_name::USER_UPDATE => Event::UserUpdate(serde_json::from_value(data)?),
+            event_name::SESSION_REVOKED => Event::SessionRevoked(serde_json::from_value(data)?),
+            _ => Event::Unknown { name: name.to_owned(), data },
+        })
+    }
+
+    /// The `t` of this event.
+    pub fn name(&self) -> &str {
+        match self {
+            Event::Ready(_) => event_name::READY,
+            Event::Resumed(_) => event_name::RESUMED,
+            Event::UserUpdate(_) => event_name::USER_UPDATE,
+            Event::SessionRevoked(_) => event_name::SESSION_REVOKED,
+            Event::Unknown { name, .. } => name,
+        }
+    }
+}
+
+/// What a client sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientMessage {
+    /// HEARTBEAT with the last sequence number seen.
+    Heartbeat(Option<u64>),
+    /// IDENTIFY.
+    Identify(Identify),
+    /// RESUME.
+    Resume(Resume),
+}
+
+/// Why a client frame could not be understood; each maps to a close code.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// Not JSON, or a payload of the wrong shape.
+    #[error("cannot decode frame: {0}")]
+    Decode(String),
+    /// An opcode clients may not send.
+    #[error("unknown opcode {0}")]
+    UnknownOpcode(u8),
+}
+
+impl FrameError {
+    /// The close code for this error.
+    pub fn close_code(&self) -> u16 {
+        match self {
+            FrameError::Decode(_) => close::DECODE_ERROR,
+            FrameError::UnknownOpcode(_) => close::UNKNOWN_OPCODE,
+        }
+    }
+}
+
+impl ClientMessage {
+    /// Parses a text frame from a client.
+    pub fn parse(text: &str) -> Result<Self, FrameError> {
+        let frame: Frame = serde_json::from_str(text).map_err(|e| FrameError::Decode(e.to_string()))?;
+        let decode = |e: serde_json::Error| FrameError::Decode(e.to_string());
+        match frame.op {
+            op::HEARTBEAT => Ok(ClientMessage::Heartbeat(serde_json::from_value(frame.d).map_err(decode)?)),
+            op::IDENTIFY => Ok(ClientMessage::Identify(serde_json::from_value(frame.d).map_err(decode)?)),
+            op::RESUME => Ok(ClientMessage::Resume(serde_json::from_value(frame.d).map_err(decode)?)),
+            other => Err(FrameError::UnknownOpcode(other)),
+        }
+    }
+
+    /// Serializes to the frame text.
+    pub fn to_text(&self) -> String {
+        let (op, d) = match self {
+            ClientMessage::Heartbeat(s) => (op::HEARTBEAT, serde_json::json!(s)),
+            ClientMessage::Identify(i) => (op::IDENTIFY, serde_json::json!({ "token": i.token })),
+            ClientMessage::Resume(r) => (
+                op::RESUME,
+                serde_json::json!({ "token": r.token, "session_id": r.session_id, "seq": r.seq }),
+            ),
+        };
+        serde_json::json!({ "op": op, "d": d }).to_string()
+    }
+}
+
+/// What a server sends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerMessage {
+    /// HELLO.
+    Hello(Hello),
+    /// DISPATCH with its sequence number.
+    Dispatch {
+        /// Sequence number.
+        seq: u64,
+        /// The event.
+        event: Event,
+    },
+    /// HEARTBEAT_ACK.
+    HeartbeatAck,
+    /// INVALID_SESSION.
+    InvalidSession(InvalidSession),
+    /// RECONNECT.
+    Reconnect,
+}
+
+impl ServerMessage {
+    /// Parses a text frame from the server.
+    pub fn parse(text: &str) -> Result<Self, FrameError> {
+        let frame: Frame = serde_json::from_str(text).map_err(|e| FrameError::Decode(e.to_string()))?;
+        let decode = |e: serde_json::Error| FrameError::Decode(e.to_string());
+        match frame.op {
+            op::HELLO => Ok(ServerMessage::Hello(serde_json::from_value(frame.d).map_err(decode)?)),
+            op::DISPATCH => {
+                let seq = frame.s.ok_or_else(|| FrameError::Decode("DISPATCH without s".into()))?;
+                let name = frame.t.ok_or_else(|| FrameError::Decode("DISPATCH without t".into()))?;
+                Ok(ServerMessage::Dispatch { seq, event: Event::parse(&name, frame.d).map_err(decode)? })
+            }
+            op::HEARTBEAT_ACK => Ok(ServerMessage::HeartbeatAck),
+            op::INVALID_SESSION => {
+                Ok(ServerMessage::InvalidSession(serde_json::from_value(frame.d).map_err(decode)?))
+            }
+            op::RECONNECT => Ok(ServerMessage::Reconnect),
+            other => Err(FrameError::UnknownOpcode(other)),
+        }
+    }
+}
+
+/// Builds the text of a server frame without a payload round-trip through `Value`.
+pub fn server_frame_text(op: u8, d: &impl Serialize) -> String {
+    #[derive(Serialize)]
+    struct Out<'a, T> {
+        op: u8,
+        d: &'a T,
+    }
+    // Serializing plain data structures into a String cannot fail.
+    serde_json::to_string(&Out { op, d }).unwrap_or_else(|_| format!("{{\"op\":{op},\"d\":null}}"))
+}
+
+/// Builds the text of a DISPATCH frame around an already serialized payload.
+pub fn dispatch_text(seq: u64, name: &str, raw_payload: &str) -> String {
+    // `name` is one of our own constant event names: no escaping needed, but be safe.
+    let name = serde_json::to_string(name).unwrap_or_else(|_| "\"\"".into());
+    format!("{{\"op\":0,\"s\":{seq},\"t\":{name},\"d\":{raw_payload}}}")
+}

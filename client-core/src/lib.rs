@@ -1,0 +1,18 @@
+//! The LesCopains wire contract, shared by the server and every client.
+//!
+//! The default build holds only data: REST request and response types ([`api`]), gateway
+//! frames, opcodes, events and close codes ([`gateway`]), identifiers ([`ids`]) and the error
+//! body ([`error`]). The networked client lives behind the `native` feature ([`client`]).
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod error;
+pub mod gateway;
+pub mod ids;
+pub mod limits;
+
+#[cfg(feature = "native")]
+pub mod client;
+
+pub use error::{ApiErrorBody, ErrorCode, ErrorDetail};
+pub use ids::{DeviceId, SessionId, UserId};
