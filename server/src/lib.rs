@@ -1,1 +1,130 @@
+//! The `copains` binary's library: configuration, the key file, and the composition of the
+//! API and the gateway into one running platform.
+#![forbid(unsafe_code)]
 
+pub mod config;
+pub mod keyfile;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use copains_backend::auth::TokenService;
+use copains_backend::bus::InProcessBus;
+use copains_backend::metrics::Metrics;
+use copains_backend::{AppState, Store};
+use copains_signaling::Gateway;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower_http::trace::TraceLayer;
+
+pub use config::{Config, LogFormat};
+
+/// A platform serving on a socket.
+pub struct Running {
+    addr: SocketAddr,
+    state: AppState,
+    gateway: Gateway,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<std::io::Result<()>>,
+    background: Vec<JoinHandle<()>>,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+/// Starts API and gateway in this process on `config.bind` (port 0 picks a free port).
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let keys = keyfile::load_or_create(&config.key_file())?;
+    let url = config.database_url();
+    let store = Store::connect(&url, config.database_max_connections)
+        .await
+        .with_context(|| format!("cannot open database {}", config::redact_url(&url)))?;
+    let tokens = TokenService::new(keys.signing, keys.retired, &config.api.auth.issuer, config.api.auth.access_ttl());
+    let metrics = Arc::new(Metrics::new());
+    let bus = Arc::new(InProcessBus::new());
+    let state = AppState::new(config.api.clone(), store, bus, tokens, metrics, config.node_id)
+        .context("invalid password hashing settings")?;
+    let gateway = Gateway::new(config.gateway.clone(), state.clone());
+
+    let app = copains_backend::router(state.clone()).merge(gateway.router());
+    let app = copains_backend::outer_layers(app, state.clone()).layer(TraceLayer::new_for_http());
+
+    let listener = TcpListener::bind(config.bind).await.with_context(|| format!("cannot listen on {}", config.bind))?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = watch::channel(false);
+    let wait_stop = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(wait_stop(stopped.clone()));
+    let server = tokio::spawn(async move { serve.await });
+    let background = vec![
+        tokio::spawn(copains_backend::run_maintenance(state.clone(), Duration::from_secs(60), wait_stop(stopped.clone()))),
+        tokio::spawn({
+            let gateway = gateway.clone();
+            let stopped = stopped.clone();
+            async move { gateway.run_reaper(wait_stop(stopped)).await }
+        }),
+    ];
+    tracing::info!(%addr, database = %store_kind(&state), "LesCopains is listening");
+    Ok(Running {
+        addr,
+        state,
+        gateway,
+        stop,
+        server,
+        background,
+        grace: Duration::from_secs(config.shutdown_grace_secs),
+    })
+}
+
+fn store_kind(state: &AppState) -> &'static str {
+    match state.store.kind() {
+        copains_backend::store::DbKind::Sqlite => "sqlite",
+        copains_backend::store::DbKind::Postgres => "postgres",
+    }
+}
+
+impl Running {
+    /// Where it listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The API state (for tests and tools).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The gateway (for tests and tools).
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
+    }
+
+    /// Graceful shutdown: readiness turns 503, gateway connections are told (4012) and closed,
+    /// in-flight requests finish, then the database closes.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.state.stop_accepting();
+        self.gateway.shutdown(self.grace).await;
+        let _ = self.stop.send(true);
+        match tokio::time::timeout(self.grace, self.server).await {
+            Ok(joined) => joined.context("server task failed")?.context("server failed")?,
+            Err(_) => tracing::warn!("in-flight requests did not finish within the grace period"),
+        }
+        for task in self.background {
+            let _ = task.await;
+        }
+        self.state.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

@@ -1,1 +1,141 @@
-fn main(){}
+//! `copains`: run the platform, print its configuration, rotate its keys.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use copains::{Config, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "copains", version, about = "LesCopains: self-hostable, end-to-end encrypted chat and voice")]
+struct Cli {
+    /// Configuration file (default: ./copains.toml if it exists).
+    #[arg(long, short, global = true, env = "COPAINS_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run API, gateway and web client in this process (SQLite under ./data by default).
+    Serve {
+        /// Address to listen on (overrides `bind`).
+        #[arg(long)]
+        bind: Option<SocketAddr>,
+        /// Data directory (overrides `data_dir`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Print the effective configuration (secrets redacted).
+    Config,
+    /// Manage the server key file.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Start signing access tokens with a new key; earlier keys keep verifying the tokens they
+    /// signed. Restart the server afterwards.
+    Rotate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: invalid configuration: {e}\nhint: check copains.toml and COPAINS_* variables; `copains config` prints what is in effect");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::Config => match config.redacted_toml() {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Keys { action: KeysAction::Rotate } => match copains::keyfile::rotate(&config.key_file()) {
+            Ok(kid) => {
+                println!("new signing key {kid} in {}; restart the server to use it", config.key_file().display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Serve { bind, data_dir } => {
+            if let Some(bind) = bind {
+                config.bind = bind;
+            }
+            if let Some(dir) = data_dir {
+                config.data_dir = dir;
+            }
+            init_logging(&config);
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let running = copains::start(config).await?;
+    println!("LesCopains is running on http://{}", running.local_addr());
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::try_from_env("COPAINS_LOG").unwrap_or_else(|_| EnvFilter::new(&config.log_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,127 @@
+//! Configuration: defaults, then `copains.toml`, then `COPAINS_*` environment variables
+//! (nested keys with `__`, e.g. `COPAINS_GATEWAY__HEARTBEAT_INTERVAL_MS=20000`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use copains_backend::BackendConfig;
+use copains_signaling::GatewayConfig;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The whole configuration of a `copains` process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on (API, gateway and metrics on one port).
+    pub bind: SocketAddr,
+    /// Directory for the SQLite database and the key file.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; default: SQLite at `<data_dir>/copains.db`.
+    pub database_url: Option<String>,
+    /// Maximum database connections.
+    pub database_max_connections: u32,
+    /// Key file (created with mode 0600 on first run); default `<data_dir>/copains.key`.
+    pub key_file: Option<PathBuf>,
+    /// Node id (0–1023) for id generation; must differ between nodes sharing a database.
+    pub node_id: u16,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// `tracing` filter, e.g. `info` or `copains=debug,info`.
+    pub log_level: String,
+    /// Seconds to wait for connections to close on shutdown.
+    pub shutdown_grace_secs: u64,
+    /// REST API settings.
+    pub api: BackendConfig,
+    /// Gateway settings.
+    pub gateway: GatewayConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            database_max_connections: 16,
+            key_file: None,
+            node_id: 0,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            shutdown_grace_secs: 10,
+            api: BackendConfig::default(),
+            gateway: GatewayConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults → `file` (if it exists; `copains.toml` when `None`) → environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
+        let path = file.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("copains.toml"));
+        if file.is_some() && !path.exists() {
+            return Err(Box::new(figment::Error::from(format!(
+                "configuration file {} does not exist",
+                path.display()
+            ))));
+        }
+        Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(path))
+            .merge(Env::prefixed("COPAINS_").split("__").ignore(&["test_database_url", "test_redis_url"]))
+            .extract()
+            .map_err(Box::new)
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}?mode=rwc", self.data_dir.join("copains.db").display())
+        })
+    }
+
+    /// The key file in effect.
+    pub fn key_file(&self) -> PathBuf {
+        self.key_file.clone().unwrap_or_else(|| self.data_dir.join("copains.key"))
+    }
+
+    /// The configuration as TOML with secrets (database password) redacted.
+    pub fn redacted_toml(&self) -> Result<String, toml::ser::Error> {
+        let mut shown = self.clone();
+        shown.database_url = Some(redact_url(&self.database_url()));
+        shown.key_file = Some(self.key_file());
+        toml::to_string_pretty(&shown)
+    }
+}
+
+/// Replaces the password of `scheme://user:password@host/…` with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_owned() };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redact_url("postgres://app:s3cret@db:5432/copains"), "postgres://app:***@db:5432/copains");
+        assert_eq!(redact_url("postgres://app@db/copains"), "postgres://app@db/copains");
+        assert_eq!(redact_url("sqlite://./data/copains.db"), "sqlite://./data/copains.db");
+    }
+}

@@ -1,0 +1,281 @@
+//! The driver of one WebSocket: HELLO, IDENTIFY or RESUME, then heartbeats in and events out.
+//! The state it keeps is in [`crate::hub`] and [`crate::session`]; this is only the I/O.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use copains_backend::auth::Authenticated;
+use copains_backend::bus::Topic;
+use copains_backend::ApiError;
+use copains_client_core::gateway::{
+    close, op, server_frame_text, ClientMessage, Hello, InvalidSession, Ready,
+};
+use rand::RngCore;
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout, Instant};
+
+use crate::hub::{Attachment, CloseSignal, Owner, ResumeOutcome};
+use crate::session::HeartbeatClock;
+use crate::Gateway;
+
+/// How a connection ended.
+enum End {
+    /// The server closes with this code.
+    Close(u16),
+    /// The client sent a close frame with this code (or none).
+    ClientClosed(Option<u16>),
+    /// The socket failed or hit EOF without a close frame.
+    Dropped,
+}
+
+/// What handling one client frame asks of the loop.
+enum Step {
+    Continue,
+    Close(u16),
+}
+
+struct Conn {
+    gw: Gateway,
+    socket: WebSocket,
+    conn_id: u64,
+    queue_tx: mpsc::Sender<Arc<str>>,
+    close: Arc<CloseSignal>,
+    heartbeat: HeartbeatClock,
+    /// The gateway session, once identified or resumed.
+    session: Option<Arc<str>>,
+}
+
+/// Runs one gateway connection to its end.
+pub(crate) async fn run(gw: Gateway, socket: WebSocket) {
+    let _open = gw.connection_opened();
+    let (queue_tx, mut queue_rx) = mpsc::channel::<Arc<str>>(gw.config().outgoing_queue.max(1));
+    let mut shutdown = gw.shutdown_signal();
+    let interval = Duration::from_millis(gw.config().heartbeat_interval_ms);
+    let mut conn = Conn {
+        conn_id: gw.hub().next_conn_id(),
+        heartbeat: HeartbeatClock::new(interval, Instant::now().into_std()),
+        gw,
+        socket,
+        queue_tx,
+        close: Arc::new(CloseSignal::default()),
+        session: None,
+    };
+    let hello = Hello {
+        heartbeat_interval_ms: conn.gw.config().heartbeat_interval_ms,
+        resume_window_ms: conn.gw.config().resume_window_ms,
+    };
+    let end = if conn.write(server_frame_text(op::HELLO, &hello).into()).await.is_err() {
+        End::Dropped
+    } else {
+        conn.drive(&mut queue_rx, &mut shutdown).await
+    };
+    conn.finish(end).await;
+}
+
+impl Conn {
+    async fn drive(
+        &mut self,
+        queue_rx: &mut mpsc::Receiver<Arc<str>>,
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> End {
+        if *shutdown.borrow() {
+            return End::Close(close::SERVER_SHUTDOWN);
+        }
+        loop {
+            let close = self.close.clone();
+            let deadline = Instant::from_std(self.heartbeat.deadline());
+            tokio::select! {
+                biased;
+                code = close.requested() => return End::Close(code),
+                _ = shutdown.changed() => return End::Close(close::SERVER_SHUTDOWN),
+                _ = sleep_until(deadline) => return End::Close(close::SESSION_TIMED_OUT),
+                frame = queue_rx.recv(), if self.session.is_some() => match frame {
+                    Some(frame) => {
+                        if self.write(frame).await.is_err() {
+                            return End::Dropped;
+                        }
+                    }
+                    None => return End::Dropped,
+                },
+                msg = self.socket.recv() => match msg {
+                    None => return End::Dropped,
+                    Some(Err(e)) => return read_error(&e),
+                    Some(Ok(Message::Text(text))) => match self.on_text(text.as_str()).await {
+                        Step::Continue => {}
+                        Step::Close(code) => return End::Close(code),
+                    },
+                    Some(Ok(Message::Binary(_))) => return End::Close(close::DECODE_ERROR),
+                    Some(Ok(Message::Close(frame))) => return End::ClientClosed(frame.map(|f| f.code)),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                },
+            }
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) -> Step {
+        let msg = match ClientMessage::parse(text) {
+            Ok(msg) => msg,
+            Err(e) => return Step::Close(e.close_code()),
+        };
+        match msg {
+            ClientMessage::Heartbeat(_) => {
+                self.heartbeat.beat(Instant::now().into_std());
+                let ack = server_frame_text(op::HEARTBEAT_ACK, &serde_json::Value::Null);
+                self.write_or_close(ack.into()).await
+            }
+            ClientMessage::Identify(_) | ClientMessage::Resume(_) if self.session.is_some() => {
+                Step::Close(close::ALREADY_AUTHENTICATED)
+            }
+            ClientMessage::Identify(identify) => self.identify(&identify.token).await,
+            ClientMessage::Resume(resume) => self.resume(&resume.token, &resume.session_id, resume.seq).await,
+        }
+    }
+
+    fn attachment(&self) -> Attachment {
+        Attachment { conn_id: self.conn_id, queue: self.queue_tx.clone(), close: self.close.clone() }
+    }
+
+    async fn identify(&mut self, token: &str) -> Step {
+        let auth = match authenticate(self.gw.clone(), token).await {
+            Ok(auth) => auth,
+            Err(code) => return Step::Close(code),
+        };
+        let state = self.gw.state().clone();
+        let now = copains_backend::store::now_ms();
+        if let Err(e) = state.store.touch_device(auth.user.id, auth.device_id, now).await {
+            tracing::warn!(error = %e, "could not record device activity");
+        }
+        let devices = match state.store.devices(auth.user.id).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load devices for READY");
+                return Step::Close(close::UNKNOWN_ERROR);
+            }
+        };
+        let id = new_session_id();
+        let ready = Ready {
+            session_id: id.to_string(),
+            user: auth.user.clone(),
+            device_id: auth.device_id,
+            login_session_id: auth.session_id,
+            devices,
+        };
+        let Ok(payload) = serde_json::to_string(&ready) else { return Step::Close(close::UNKNOWN_ERROR) };
+        let owner = Owner { user: auth.user.id, device: auth.device_id, login_session: auth.session_id };
+        let topics = [Topic::user(auth.user.id), Topic::session(auth.session_id)];
+        let (ready_frame, new_topics) = self.gw.hub().create(id.clone(), owner, &topics, self.attachment(), &payload);
+        self.session = Some(id);
+        self.gw.subscribe(new_topics).await;
+        // The session may have been revoked between the token check and registration.
+        match state.store.session_user(auth.session_id, auth.user.id).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Step::Close(close::SESSION_REVOKED),
+            Err(_) => return Step::Close(close::UNKNOWN_ERROR),
+        }
+        tracing::debug!(user = %auth.user.id, device = %auth.device_id, "gateway session identified");
+        self.write_or_close(ready_frame).await
+    }
+
+    async fn resume(&mut self, token: &str, session_id: &str, seq: u64) -> Step {
+        let auth = match authenticate(self.gw.clone(), token).await {
+            Ok(auth) => auth,
+            Err(code) => return Step::Close(code),
+        };
+        let owner = Owner { user: auth.user.id, device: auth.device_id, login_session: auth.session_id };
+        match self.gw.hub().resume(session_id, owner, seq, self.attachment()) {
+            ResumeOutcome::Resumed(frames) => {
+                self.session = Some(session_id.into());
+                for frame in frames {
+                    if let Step::Close(code) = self.write_or_close(frame).await {
+                        return Step::Close(code);
+                    }
+                }
+                Step::Continue
+            }
+            ResumeOutcome::Invalid => {
+                let invalid = server_frame_text(op::INVALID_SESSION, &InvalidSession { resumable: false });
+                self.write_or_close(invalid.into()).await
+            }
+        }
+    }
+
+    async fn write(&mut self, frame: Arc<str>) -> Result<(), ()> {
+        let limit = Duration::from_millis(self.gw.config().write_timeout_ms);
+        match timeout(limit, self.socket.send(Message::Text(frame.as_ref().into()))).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        }
+    }
+
+    async fn write_or_close(&mut self, frame: Arc<str>) -> Step {
+        match self.write(frame).await {
+            Ok(()) => Step::Continue,
+            // A socket that cannot take a frame is gone; the session stays resumable.
+            Err(()) => Step::Close(close::UNKNOWN_ERROR),
+        }
+    }
+
+    async fn finish(mut self, end: End) {
+        let resumable = match end {
+            End::Close(code) => {
+                let frame = CloseFrame { code, reason: close_reason(code).into() };
+                let limit = Duration::from_millis(self.gw.config().write_timeout_ms.min(2_000));
+                let _ = timeout(limit, self.socket.send(Message::Close(Some(frame)))).await;
+                close::is_resumable(code)
+            }
+            // A deliberate client close (1000 normal, 1001 going away) ends the session.
+            End::ClientClosed(code) => !matches!(code, Some(1000 | 1001)),
+            End::Dropped => true,
+        };
+        if let Some(id) = self.session.take() {
+            let emptied = self.gw.hub().detach(&id, self.conn_id, resumable, std::time::Instant::now());
+            self.gw.unsubscribe(emptied).await;
+        }
+    }
+}
+
+/// Checks the token of IDENTIFY or RESUME. (A free function: the future must not borrow the
+/// connection, whose socket is not `Sync`.)
+async fn authenticate(gw: Gateway, token: &str) -> Result<Authenticated, u16> {
+    match Authenticated::from_token(gw.state(), token).await {
+        Ok(auth) => Ok(auth),
+        Err(ApiError::Internal(e)) => {
+            tracing::error!(error = ?e, "gateway authentication failed on the server side");
+            Err(close::UNKNOWN_ERROR)
+        }
+        Err(_) => Err(close::AUTHENTICATION_FAILED),
+    }
+}
+
+fn read_error(e: &axum::Error) -> End {
+    // tungstenite reports an oversized message as a capacity error.
+    let text = e.to_string();
+    if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("Message too big") {
+        End::Close(close::FRAME_TOO_LARGE)
+    } else {
+        End::Dropped
+    }
+}
+
+fn close_reason(code: u16) -> &'static str {
+    match code {
+        close::UNKNOWN_OPCODE => "unknown opcode",
+        close::DECODE_ERROR => "cannot decode frame",
+        close::NOT_AUTHENTICATED => "identify first",
+        close::AUTHENTICATION_FAILED => "authentication failed",
+        close::ALREADY_AUTHENTICATED => "already identified",
+        close::SESSION_TIMED_OUT => "heartbeat missed",
+        close::SLOW_CONSUMER => "too slow reading; resume",
+        close::SESSION_REVOKED => "session revoked",
+        close::SERVER_SHUTDOWN => "server shutting down",
+        close::FRAME_TOO_LARGE => "frame too large",
+        _ => "error; resume",
+    }
+}
+
+fn new_session_id() -> Arc<str> {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<String>().into()
+}

@@ -1,0 +1,383 @@
+//! The hub of one gateway node: every gateway session on this node, the topics each listens
+//! to, and the fan-out of bus events into their queues.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use copains_backend::bus::{BusEvent, EventSink, Topic};
+use copains_backend::metrics::Metrics;
+use copains_client_core::gateway::close;
+use copains_client_core::{DeviceId, SessionId, UserId};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, Notify};
+
+use crate::session::{ResumeError, SessionCore};
+
+/// Tells a connection task to close, from anywhere (the hub, a revocation, a newer
+/// connection taking the session over).
+#[derive(Debug, Default)]
+pub struct CloseSignal {
+    code: AtomicU16,
+    notify: Notify,
+}
+
+impl CloseSignal {
+    /// Asks the connection to close with `code` (the first request wins).
+    pub fn close(&self, code: u16) {
+        if self.code.compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Waits until a close is requested; returns its code.
+    pub async fn requested(&self) -> u16 {
+        loop {
+            let code = self.code.load(Ordering::SeqCst);
+            if code != 0 {
+                return code;
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// The live connection of a session.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    /// Which connection (to tell a stale detach from a current one).
+    pub conn_id: u64,
+    /// Serialized frames to write.
+    pub queue: mpsc::Sender<Arc<str>>,
+    /// Closes the connection.
+    pub close: Arc<CloseSignal>,
+}
+
+/// Who a session belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    /// The user.
+    pub user: UserId,
+    /// The device.
+    pub device: DeviceId,
+    /// The login session.
+    pub login_session: SessionId,
+}
+
+/// One gateway session: connected, or waiting for a RESUME.
+#[derive(Debug)]
+pub struct Slot {
+    /// Who it belongs to.
+    pub owner: Owner,
+    topics: Vec<Topic>,
+    core: SessionCore,
+    attachment: Option<Attachment>,
+    detached_at: Option<Instant>,
+}
+
+type SlotRef = Arc<Mutex<Slot>>;
+
+/// Outcome of attaching a connection to an existing session.
+pub enum ResumeOutcome {
+    /// Replay these frames (the last one is RESUMED), then drain the queue.
+    Resumed(Vec<Arc<str>>),
+    /// No such session, another user's, or events were lost: IDENTIFY again.
+    Invalid,
+}
+
+/// The sessions of this node.
+pub struct Hub {
+    sessions: Mutex<HashMap<Arc<str>, SlotRef>>,
+    topics: Mutex<HashMap<Topic, Vec<Arc<str>>>>,
+    metrics: Arc<Metrics>,
+    buffer_capacity: usize,
+    next_conn: AtomicU64,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").field("sessions", &self.sessions.lock().len()).finish()
+    }
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(metrics: Arc<Metrics>, buffer_capacity: usize) -> Self {
+        Self {
+            sessions: Mutex::new(HashMap::new()),
+            topics: Mutex::new(HashMap::new()),
+            metrics,
+            buffer_capacity,
+            next_conn: AtomicU64::new(1),
+        }
+    }
+
+    /// A fresh connection id.
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Creates a session attached to a connection and returns its READY frame (sequence 1).
+    /// The session listens to `topics` from now on. Returns the topics this node had no
+    /// listener for yet (to subscribe on the bus).
+    pub fn create(
+        &self,
+        id: Arc<str>,
+        owner: Owner,
+        topics: &[Topic],
+        attachment: Attachment,
+        ready_payload: &str,
+    ) -> (Arc<str>, Vec<Topic>) {
+        let mut core = SessionCore::new(self.buffer_capacity);
+        let ready = core.dispatch_unbuffered(copains_client_core::gateway::event_name::READY, ready_payload);
+        let slot = Arc::new(Mutex::new(Slot { owner, topics: topics.to_vec(), core, attachment: Some(attachment), detached_at: None }));
+        self.sessions.lock().insert(id.clone(), slot);
+        self.metrics.gateway_sessions.inc();
+        let mut new_topics = Vec::new();
+        let mut map = self.topics.lock();
+        for topic in topics {
+            let listeners = map.entry(topic.clone()).or_default();
+            if listeners.is_empty() {
+                new_topics.push(topic.clone());
+            }
+            listeners.push(id.clone());
+        }
+        (ready, new_topics)
+    }
+
+    /// Attaches a new connection to session `id` owned by `owner`, replaying what came after
+    /// `last_seen`. Any connection still attached is closed (the client moved on).
+    pub fn resume(&self, id: &str, owner: Owner, last_seen: u64, attachment: Attachment) -> ResumeOutcome {
+        let Some(slot) = self.sessions.lock().get(id).cloned() else { return ResumeOutcome::Invalid };
+        let mut slot = slot.lock();
+        if slot.owner != owner {
+            return ResumeOutcome::Invalid;
+        }
+        match slot.core.replay_after(last_seen) {
+            Ok(mut frames) => {
+                let replayed = frames.len();
+                let resumed = serde_json::json!({ "replayed": replayed }).to_string();
+                frames.push(slot.core.dispatch(copains_client_core::gateway::event_name::RESUMED, &resumed));
+                if let Some(old) = slot.attachment.replace(attachment) {
+                    old.close.close(close::UNKNOWN_ERROR);
+                }
+                slot.detached_at = None;
+                ResumeOutcome::Resumed(frames)
+            }
+            Err(ResumeError::FutureSeq | ResumeError::TooOld) => ResumeOutcome::Invalid,
+        }
+    }
+
+    /// The connection `conn_id` of session `id` ended. A resumable end keeps the session for
+    /// the resume window; otherwise the session is removed. Returns topics this node no
+    /// longer listens to.
+    pub fn detach(&self, id: &str, conn_id: u64, resumable: bool, now: Instant) -> Vec<Topic> {
+        let Some(slot) = self.sessions.lock().get(id).cloned() else { return Vec::new() };
+        {
+            let mut slot = slot.lock();
+            match &slot.attachment {
+                Some(a) if a.conn_id == conn_id => {
+                    slot.attachment = None;
+                    slot.detached_at = Some(now);
+                }
+                // Another connection already took the session over: nothing to do.
+                Some(_) => return Vec::new(),
+                None => {}
+            }
+        }
+        if resumable {
+            Vec::new()
+        } else {
+            self.remove(id)
+        }
+    }
+
+    /// Removes a session now. Returns topics this node no longer listens to.
+    pub fn remove(&self, id: &str) -> Vec<Topic> {
+        let Some(slot) = self.sessions.lock().remove(id) else { return Vec::new() };
+        self.metrics.gateway_sessions.dec();
+        let topics = {
+            let mut slot = slot.lock();
+            if let Some(a) = slot.attachment.take() {
+                a.close.close(close::SESSION_REVOKED);
+            }
+            std::mem::take(&mut slot.topics)
+        };
+        let mut emptied = Vec::new();
+        let mut map = self.topics.lock();
+        for topic in topics {
+            if let Some(listeners) = map.get_mut(&topic) {
+                listeners.retain(|l| &**l != id);
+                if listeners.is_empty() {
+                    map.remove(&topic);
+                    emptied.push(topic);
+                }
+            }
+        }
+        emptied
+    }
+
+    /// Removes sessions detached for longer than `window`. Returns topics to unsubscribe.
+    pub fn expire(&self, window: Duration, now: Instant) -> Vec<Topic> {
+        let stale: Vec<Arc<str>> = self
+            .sessions
+            .lock()
+            .iter()
+            .filter(|(_, slot)| {
+                let slot = slot.lock();
+                slot.detached_at.is_some_and(|at| now.duration_since(at) >= window)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        stale.iter().flat_map(|id| self.remove(id)).collect()
+    }
+
+    /// Closes every connection with `code` and forgets every session (shutdown).
+    pub fn close_all(&self, code: u16) {
+        let sessions: Vec<SlotRef> = self.sessions.lock().drain().map(|(_, s)| s).collect();
+        self.topics.lock().clear();
+        for slot in sessions {
+            self.metrics.gateway_sessions.dec();
+            if let Some(a) = slot.lock().attachment.take() {
+                a.close.close(code);
+            }
+        }
+    }
+
+    /// Number of sessions (connected or resumable).
+    pub fn len(&self) -> usize {
+        self.sessions.lock().len()
+    }
+
+    /// Whether there is no session.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn listeners(&self, topic: &Topic) -> Vec<SlotRef> {
+        let ids: Vec<Arc<str>> = match self.topics.lock().get(topic) {
+            Some(ids) => ids.clone(),
+            None => return Vec::new(),
+        };
+        let sessions = self.sessions.lock();
+        ids.iter().filter_map(|id| sessions.get(id).cloned()).collect()
+    }
+
+    fn session_ids(&self, topic: &Topic) -> Vec<Arc<str>> {
+        self.topics.lock().get(topic).cloned().unwrap_or_default()
+    }
+}
+
+impl EventSink for Hub {
+    fn deliver(&self, event: &BusEvent) {
+        if event.topic.as_session().is_some() {
+            // Control topic: the login session ended; its gateway sessions go with it.
+            for id in self.session_ids(&event.topic) {
+                self.remove(&id);
+            }
+            return;
+        }
+        for slot in self.listeners(&event.topic) {
+            let mut slot = slot.lock();
+            let frame = slot.core.dispatch(&event.name, &event.payload);
+            let Some(attachment) = &slot.attachment else { continue };
+            match attachment.queue.try_send(frame) {
+                Ok(()) => {
+                    self.metrics.gateway_events_sent.inc();
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    // The event stays in the replay buffer: the client resumes and gets it.
+                    attachment.close.close(close::SLOW_CONSUMER);
+                    self.metrics.gateway_slow_consumers.inc();
+                    slot.attachment = None;
+                    slot.detached_at = Some(Instant::now());
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    slot.attachment = None;
+                    slot.detached_at = Some(Instant::now());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(user: i64) -> Owner {
+        Owner { user: UserId(user), device: DeviceId(1), login_session: SessionId(user * 10) }
+    }
+
+    fn attach(hub: &Hub, cap: usize) -> (Attachment, mpsc::Receiver<Arc<str>>) {
+        let (tx, rx) = mpsc::channel(cap);
+        (Attachment { conn_id: hub.next_conn_id(), queue: tx, close: Arc::new(CloseSignal::default()) }, rx)
+    }
+
+    fn event(user: i64, n: u32) -> BusEvent {
+        BusEvent::new(Topic::user(UserId(user)), "USER_UPDATE", &serde_json::json!({ "n": n })).expect("event")
+    }
+
+    #[test]
+    fn events_reach_only_their_topic_and_survive_a_detach() {
+        let hub = Hub::new(Arc::new(Metrics::new()), 64);
+        let (a, mut rx) = attach(&hub, 16);
+        let conn = a.conn_id;
+        let (_, subscribe) = hub.create("s1".into(), owner(1), &[Topic::user(UserId(1))], a, "{}");
+        assert_eq!(subscribe, vec![Topic::user(UserId(1))]);
+        hub.deliver(&event(1, 1));
+        hub.deliver(&event(2, 99));
+        assert!(rx.try_recv().expect("own event").contains("\"n\":1"));
+        assert!(rx.try_recv().is_err(), "another user's event is not delivered");
+
+        assert!(hub.detach("s1", conn, true, Instant::now()).is_empty());
+        hub.deliver(&event(1, 2));
+        hub.deliver(&event(1, 3));
+        let (b, _rx2) = attach(&hub, 16);
+        let ResumeOutcome::Resumed(frames) = hub.resume("s1", owner(1), 2, b) else { panic!("resume failed") };
+        assert_eq!(frames.len(), 3, "two missed events and RESUMED");
+        assert!(frames[0].contains("\"n\":2") && frames[1].contains("\"n\":3") && frames[2].contains("RESUMED"));
+
+        let (c, _rx3) = attach(&hub, 16);
+        assert!(matches!(hub.resume("s1", owner(2), 2, c), ResumeOutcome::Invalid), "another owner cannot resume");
+    }
+
+    #[test]
+    fn a_full_queue_closes_as_slow_consumer_and_keeps_the_event() {
+        let hub = Hub::new(Arc::new(Metrics::new()), 64);
+        let (a, _rx) = attach(&hub, 2);
+        let close = a.close.clone();
+        hub.create("s1".into(), owner(1), &[Topic::user(UserId(1))], a, "{}");
+        for n in 0..3 {
+            hub.deliver(&event(1, n));
+        }
+        assert_eq!(close.code.load(Ordering::SeqCst), close::SLOW_CONSUMER);
+        let (b, _rx2) = attach(&hub, 16);
+        let ResumeOutcome::Resumed(frames) = hub.resume("s1", owner(1), 1, b) else { panic!("resume failed") };
+        assert_eq!(frames.len(), 4, "all three events are replayed, then RESUMED");
+    }
+
+    #[test]
+    fn session_topic_events_remove_the_session_and_expiry_forgets_detached_ones() {
+        let hub = Hub::new(Arc::new(Metrics::new()), 64);
+        let (a, _rx) = attach(&hub, 4);
+        let close = a.close.clone();
+        let topics = [Topic::user(UserId(1)), Topic::session(SessionId(10))];
+        hub.create("s1".into(), owner(1), &topics, a, "{}");
+        let revoke = BusEvent::new(Topic::session(SessionId(10)), "SESSION_REVOKED", &serde_json::json!({})).expect("event");
+        hub.deliver(&revoke);
+        assert!(hub.is_empty());
+        assert_eq!(close.code.load(Ordering::SeqCst), close::SESSION_REVOKED);
+
+        let (b, _rx) = attach(&hub, 4);
+        let conn = b.conn_id;
+        hub.create("s2".into(), owner(2), &[Topic::user(UserId(2))], b, "{}");
+        let t0 = Instant::now();
+        hub.detach("s2", conn, true, t0);
+        assert!(hub.expire(Duration::from_secs(60), t0 + Duration::from_secs(59)).is_empty());
+        assert_eq!(hub.len(), 1);
+        assert_eq!(hub.expire(Duration::from_secs(60), t0 + Duration::from_secs(60)), vec![Topic::user(UserId(2))]);
+        assert!(hub.is_empty());
+    }
+}

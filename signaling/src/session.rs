@@ -1,0 +1,154 @@
+//! The sans-IO heart of a gateway session: sequence numbers, the replay buffer that makes
+//! RESUME lose nothing, and the heartbeat deadline. No sockets, no clocks of its own: time
+//! comes in as an argument.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use copains_client_core::gateway::dispatch_text;
+
+/// Why a RESUME cannot continue the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeError {
+    /// The client claims a sequence number the server never sent.
+    FutureSeq,
+    /// Events after the client's sequence number were already dropped from the buffer.
+    TooOld,
+}
+
+/// Sequence numbers and the replay buffer of one session.
+#[derive(Debug)]
+pub struct SessionCore {
+    seq: u64,
+    /// Serialized DISPATCH frames by sequence number, oldest first.
+    buffer: VecDeque<(u64, Arc<str>)>,
+    capacity: usize,
+}
+
+impl SessionCore {
+    /// A session keeping at most `capacity` events for replay.
+    pub fn new(capacity: usize) -> Self {
+        Self { seq: 0, buffer: VecDeque::new(), capacity: capacity.max(1) }
+    }
+
+    /// The last sequence number handed out.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Builds the next DISPATCH frame and keeps it for replay.
+    pub fn dispatch(&mut self, name: &str, payload: &str) -> Arc<str> {
+        let frame = self.dispatch_unbuffered(name, payload);
+        if self.buffer.len() == self.capacity {
+            self.buffer.pop_front();
+        }
+        self.buffer.push_back((self.seq, frame.clone()));
+        frame
+    }
+
+    /// Builds the next DISPATCH frame without keeping it (READY: a client that missed it
+    /// has no session id to resume with).
+    pub fn dispatch_unbuffered(&mut self, name: &str, payload: &str) -> Arc<str> {
+        self.seq += 1;
+        dispatch_text(self.seq, name, payload).into()
+    }
+
+    /// The frames after `last_seen`, for a RESUME.
+    pub fn replay_after(&self, last_seen: u64) -> Result<Vec<Arc<str>>, ResumeError> {
+        if last_seen > self.seq {
+            return Err(ResumeError::FutureSeq);
+        }
+        if last_seen == self.seq {
+            return Ok(Vec::new());
+        }
+        // The first missed event must still be in the buffer.
+        match self.buffer.front() {
+            Some((oldest, _)) if *oldest <= last_seen + 1 => {}
+            _ => return Err(ResumeError::TooOld),
+        }
+        Ok(self.buffer.iter().filter(|(s, _)| *s > last_seen).map(|(_, f)| f.clone()).collect())
+    }
+}
+
+/// When the connection must next hear from the client.
+#[derive(Debug, Clone, Copy)]
+pub struct HeartbeatClock {
+    allowance: Duration,
+    deadline: Instant,
+}
+
+impl HeartbeatClock {
+    /// A client must send a heartbeat every `interval`; it gets half an interval of slack.
+    pub fn new(interval: Duration, now: Instant) -> Self {
+        let allowance = interval + interval / 2;
+        Self { allowance, deadline: now + allowance }
+    }
+
+    /// A heartbeat arrived.
+    pub fn beat(&mut self, now: Instant) {
+        self.deadline = now + self.allowance;
+    }
+
+    /// The instant after which the connection is dead.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Whether the client missed its heartbeat.
+    pub fn expired(&self, now: Instant) -> bool {
+        now >= self.deadline
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seq_of(frame: &str) -> u64 {
+        let v: serde_json::Value = serde_json::from_str(frame).expect("json");
+        v["s"].as_u64().expect("s")
+    }
+
+    #[test]
+    fn dispatch_numbers_frames_and_replays_what_was_missed() {
+        let mut core = SessionCore::new(8);
+        let ready = core.dispatch_unbuffered("READY", "{}");
+        assert_eq!(seq_of(&ready), 1);
+        for i in 0..5 {
+            core.dispatch("USER_UPDATE", &format!("{{\"i\":{i}}}"));
+        }
+        assert_eq!(core.seq(), 6);
+        let replay = core.replay_after(3).expect("replay");
+        assert_eq!(replay.iter().map(|f| seq_of(f)).collect::<Vec<_>>(), vec![4, 5, 6]);
+        assert_eq!(core.replay_after(6).expect("nothing missed"), Vec::<Arc<str>>::new());
+        assert_eq!(core.replay_after(1).expect("all but READY").len(), 5);
+        assert_eq!(core.replay_after(7), Err(ResumeError::FutureSeq));
+    }
+
+    #[test]
+    fn a_full_buffer_makes_old_positions_unresumable() {
+        let mut core = SessionCore::new(3);
+        core.dispatch_unbuffered("READY", "{}");
+        for _ in 0..6 {
+            core.dispatch("E", "null");
+        }
+        // Buffer holds 5, 6, 7.
+        assert_eq!(core.replay_after(4).expect("4 is the last seen: 5.. still here").len(), 3);
+        assert_eq!(core.replay_after(3), Err(ResumeError::TooOld));
+        assert_eq!(core.replay_after(0), Err(ResumeError::TooOld));
+    }
+
+    #[test]
+    fn heartbeat_deadline_moves_with_each_beat() {
+        let t0 = Instant::now();
+        let interval = Duration::from_secs(30);
+        let mut hb = HeartbeatClock::new(interval, t0);
+        assert!(!hb.expired(t0 + Duration::from_secs(44)));
+        assert!(hb.expired(t0 + Duration::from_secs(45)));
+        hb.beat(t0 + Duration::from_secs(40));
+        assert!(!hb.expired(t0 + Duration::from_secs(84)));
+        assert!(hb.expired(t0 + Duration::from_secs(85)));
+        assert_eq!(hb.deadline(), t0 + Duration::from_secs(85));
+    }
+}
