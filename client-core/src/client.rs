@@ -1,0 +1,548 @@
+//! The native client: REST calls with automatic access-token refresh, and a gateway
+//! connection that heartbeats, reconnects and resumes on its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rand::Rng;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{mpsc, Mutex};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::api::{
+    AuthResponse, ChangePassword, Credentials, Device, RefreshRequest, SessionInfo, Tokens, UpdateProfile, User,
+};
+use crate::error::ApiErrorBody;
+use crate::gateway::{close, ClientMessage, Event, Identify, Resume, ServerMessage};
+use crate::ids::{DeviceId, SessionId};
+
+/// Errors of the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Transport failure.
+    #[error("network error: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The server answered with an error body.
+    #[error("server answered {status}: {body:?}")]
+    Api {
+        /// HTTP status.
+        status: StatusCode,
+        /// The error body (a generic one if the server sent none).
+        body: ApiErrorBody,
+    },
+    /// Not logged in.
+    #[error("not logged in")]
+    NotLoggedIn,
+    /// Gateway failure.
+    #[error("gateway: {0}")]
+    Gateway(String),
+}
+
+impl ClientError {
+    /// The HTTP status of an API error.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Result of the client.
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+#[derive(Clone)]
+struct Login {
+    tokens: Tokens,
+    /// When to refresh: a little before the access token expires.
+    refresh_at: Instant,
+    user: User,
+    device_id: DeviceId,
+    session_id: SessionId,
+}
+
+/// A LesCopains account signed in on one device.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Arc<str>,
+    login: Arc<Mutex<Option<Login>>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client for the server at `base_url` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base_url: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self { http, base: base_url.trim_end_matches('/').into(), login: Arc::new(Mutex::new(None)) }
+    }
+
+    /// Creates an account and signs in on a new device.
+    pub async fn register(&self, username: &str, password: &str, device_name: Option<&str>) -> Result<AuthResponse> {
+        let body = Credentials {
+            username: username.into(),
+            password: password.into(),
+            device_name: device_name.map(Into::into),
+        };
+        let auth: AuthResponse = self.send(Method::POST, "/api/v1/auth/register", None, Some(&body)).await?;
+        self.store_login(&auth).await;
+        Ok(auth)
+    }
+
+    /// Signs in on a new device.
+    pub async fn login(&self, username: &str, password: &str, device_name: Option<&str>) -> Result<AuthResponse> {
+        let body = Credentials {
+            username: username.into(),
+            password: password.into(),
+            device_name: device_name.map(Into::into),
+        };
+        let auth: AuthResponse = self.send(Method::POST, "/api/v1/auth/login", None, Some(&body)).await?;
+        self.store_login(&auth).await;
+        Ok(auth)
+    }
+
+    async fn store_login(&self, auth: &AuthResponse) {
+        *self.login.lock().await = Some(Login {
+            refresh_at: refresh_deadline(&auth.tokens),
+            tokens: auth.tokens.clone(),
+            user: auth.user.clone(),
+            device_id: auth.device_id,
+            session_id: auth.session_id,
+        });
+    }
+
+    /// Trades the refresh token for a new pair now.
+    pub async fn refresh(&self) -> Result<()> {
+        let mut guard = self.login.lock().await;
+        let login = guard.as_mut().ok_or(ClientError::NotLoggedIn)?;
+        self.refresh_locked(login).await
+    }
+
+    async fn refresh_locked(&self, login: &mut Login) -> Result<()> {
+        let body = RefreshRequest { refresh_token: login.tokens.refresh_token.clone() };
+        let tokens: Tokens = self.send(Method::POST, "/api/v1/auth/refresh", None, Some(&body)).await?;
+        login.refresh_at = refresh_deadline(&tokens);
+        login.tokens = tokens;
+        Ok(())
+    }
+
+    /// A valid access token, refreshed first if it is about to expire.
+    pub async fn access_token(&self) -> Result<String> {
+        let mut guard = self.login.lock().await;
+        let login = guard.as_mut().ok_or(ClientError::NotLoggedIn)?;
+        if Instant::now() >= login.refresh_at {
+            self.refresh_locked(login).await?;
+        }
+        Ok(login.tokens.access_token.clone())
+    }
+
+    /// The current refresh token (for tests and for saving the login).
+    pub async fn refresh_token(&self) -> Option<String> {
+        self.login.lock().await.as_ref().map(|l| l.tokens.refresh_token.clone())
+    }
+
+    /// The signed-in user as of the last login.
+    pub async fn user(&self) -> Option<User> {
+        self.login.lock().await.as_ref().map(|l| l.user.clone())
+    }
+
+    /// This device.
+    pub async fn device_id(&self) -> Option<DeviceId> {
+        self.login.lock().await.as_ref().map(|l| l.device_id)
+    }
+
+    /// This login session.
+    pub async fn session_id(&self) -> Option<SessionId> {
+        self.login.lock().await.as_ref().map(|l| l.session_id)
+    }
+
+    /// Ends this session on the server and forgets it here.
+    pub async fn logout(&self) -> Result<()> {
+        let token = self.access_token().await?;
+        self.send_no_content(Method::POST, "/api/v1/auth/logout", Some(&token), None::<&()>).await?;
+        *self.login.lock().await = None;
+        Ok(())
+    }
+
+    /// `GET /api/v1/users/@me`.
+    pub async fn me(&self) -> Result<User> {
+        let token = self.access_token().await?;
+        self.send(Method::GET, "/api/v1/users/@me", Some(&token), None::<&()>).await
+    }
+
+    /// `PATCH /api/v1/users/@me`.
+    pub async fn update_profile(&self, change: &UpdateProfile) -> Result<User> {
+        let token = self.access_token().await?;
+        self.send(Method::PATCH, "/api/v1/users/@me", Some(&token), Some(change)).await
+    }
+
+    /// Changes the password; every other session ends.
+    pub async fn change_password(&self, current: &str, new: &str) -> Result<()> {
+        let token = self.access_token().await?;
+        let body = ChangePassword { current_password: current.into(), new_password: new.into() };
+        self.send_no_content(Method::POST, "/api/v1/users/@me/password", Some(&token), Some(&body)).await
+    }
+
+    /// The login sessions of this account.
+    pub async fn sessions(&self) -> Result<Vec<SessionInfo>> {
+        let token = self.access_token().await?;
+        self.send(Method::GET, "/api/v1/users/@me/sessions", Some(&token), None::<&()>).await
+    }
+
+    /// Ends another session of this account (its device is removed).
+    pub async fn revoke_session(&self, id: SessionId) -> Result<()> {
+        let token = self.access_token().await?;
+        let path = format!("/api/v1/users/@me/sessions/{id}");
+        self.send_no_content(Method::DELETE, &path, Some(&token), None::<&()>).await
+    }
+
+    /// The devices of this account.
+    pub async fn devices(&self) -> Result<Vec<Device>> {
+        let token = self.access_token().await?;
+        self.send(Method::GET, "/api/v1/users/@me/devices", Some(&token), None::<&()>).await
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<reqwest::Response> {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req.send().await?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let body = resp.json::<ApiErrorBody>().await.unwrap_or_else(|_| {
+            ApiErrorBody::new(crate::error::ErrorCode::Internal, format!("HTTP {status} without an error body"))
+        });
+        Err(ClientError::Api { status, body })
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T> {
+        Ok(self.request(method, path, token, body).await?.json().await?)
+    }
+
+    async fn send_no_content(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<()> {
+        self.request(method, path, token, body).await.map(drop)
+    }
+
+    /// Opens the gateway: connects, identifies, then keeps the connection alive, reconnecting
+    /// and resuming after drops, until [`GatewayHandle::close`] or a fatal close code.
+    pub async fn connect_gateway(&self) -> Result<GatewayHandle> {
+        if self.login.lock().await.is_none() {
+            return Err(ClientError::NotLoggedIn);
+        }
+        let url = format!("{}/gateway", self.base.replacen("http", "ws", 1));
+        let (updates_tx, updates) = mpsc::unbounded_channel();
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run_gateway(self.clone(), url, updates_tx, control_rx));
+        Ok(GatewayHandle { updates, control, task })
+    }
+}
+
+fn refresh_deadline(tokens: &Tokens) -> Instant {
+    // Refresh when 80% of the lifetime has passed (at least 5 s before expiry).
+    let ttl = Duration::from_secs(tokens.access_token_expires_in);
+    let margin = (ttl / 5).max(Duration::from_secs(5)).min(ttl);
+    Instant::now() + (ttl - margin)
+}
+
+/// What the gateway connection reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GatewayUpdate {
+    /// An event, in order, with its sequence number.
+    Event {
+        /// Sequence number within the gateway session.
+        seq: u64,
+        /// The event.
+        event: Event,
+    },
+    /// Connected: a new session (READY follows as an event) or a resumed one.
+    Connected {
+        /// True when the previous session was resumed.
+        resumed: bool,
+    },
+    /// The connection dropped or was closed; it will reconnect.
+    Disconnected {
+        /// Close code, if the server sent one.
+        code: Option<u16>,
+    },
+    /// The server closed for good (revoked session, bad token…); no more reconnects.
+    Closed {
+        /// Close code.
+        code: Option<u16>,
+    },
+}
+
+enum Control {
+    /// Drop the socket without a close frame (as a network failure would) and stay
+    /// disconnected until `Reconnect`.
+    Drop,
+    /// Reconnect after a `Drop`.
+    Reconnect,
+    /// Close for good.
+    Close,
+}
+
+/// A running gateway connection.
+pub struct GatewayHandle {
+    updates: mpsc::UnboundedReceiver<GatewayUpdate>,
+    control: mpsc::UnboundedSender<Control>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for GatewayHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GatewayHandle")
+    }
+}
+
+impl GatewayHandle {
+    /// The next update; `None` once the connection is closed for good.
+    pub async fn next(&mut self) -> Option<GatewayUpdate> {
+        self.updates.recv().await
+    }
+
+    /// The next event (skipping connection updates); `None` once closed.
+    pub async fn next_event(&mut self) -> Option<(u64, Event)> {
+        loop {
+            match self.updates.recv().await? {
+                GatewayUpdate::Event { seq, event } => return Some((seq, event)),
+                GatewayUpdate::Closed { .. } => return None,
+                _ => {}
+            }
+        }
+    }
+
+    /// Drops the network connection abruptly and stays offline until [`Self::reconnect`].
+    pub fn simulate_network_drop(&self) {
+        let _ = self.control.send(Control::Drop);
+    }
+
+    /// Reconnects (and resumes) after [`Self::simulate_network_drop`].
+    pub fn reconnect(&self) {
+        let _ = self.control.send(Control::Reconnect);
+    }
+
+    /// Closes the connection normally (the server forgets the session).
+    pub async fn close(self) {
+        let _ = self.control.send(Control::Close);
+        let _ = self.task.await;
+    }
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// How one connection ended.
+enum Ended {
+    Closed(Option<u16>),
+    Dropped,
+    UserClose,
+    UserDrop,
+}
+
+#[derive(Default)]
+struct Resumable {
+    session_id: Option<String>,
+    seq: u64,
+}
+
+async fn run_gateway(
+    client: Client,
+    url: String,
+    updates: mpsc::UnboundedSender<GatewayUpdate>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) {
+    let mut resumable = Resumable::default();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let ended = match tokio_tungstenite::connect_async(url.as_str()).await {
+            Ok((socket, _)) => {
+                backoff = Duration::from_millis(100);
+                run_connection(&client, socket, &mut resumable, &updates, &mut control).await
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "gateway connect failed");
+                Ended::Dropped
+            }
+        };
+        match ended {
+            Ended::UserClose => return,
+            Ended::UserDrop => {
+                let _ = updates.send(GatewayUpdate::Disconnected { code: None });
+                // Offline until told to reconnect.
+                loop {
+                    match control.recv().await {
+                        Some(Control::Reconnect) => break,
+                        Some(Control::Close) | None => return,
+                        Some(Control::Drop) => {}
+                    }
+                }
+                continue;
+            }
+            Ended::Closed(code) => {
+                let fatal = code.is_some_and(|c| !close::should_reconnect(c));
+                if fatal {
+                    let _ = updates.send(GatewayUpdate::Closed { code });
+                    return;
+                }
+                if !code.is_some_and(close::is_resumable) {
+                    resumable = Resumable::default();
+                }
+                let _ = updates.send(GatewayUpdate::Disconnected { code });
+            }
+            Ended::Dropped => {
+                let _ = updates.send(GatewayUpdate::Disconnected { code: None });
+            }
+        }
+        let jitter = Duration::from_millis(rand::rng().random_range(0..50));
+        tokio::select! {
+            _ = tokio::time::sleep(backoff + jitter) => {}
+            c = control.recv() => if matches!(c, Some(Control::Close) | None) { return },
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn run_connection(
+    client: &Client,
+    mut socket: Socket,
+    resumable: &mut Resumable,
+    updates: &mpsc::UnboundedSender<GatewayUpdate>,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+) -> Ended {
+    // HELLO first.
+    let hello = match read_message(&mut socket).await {
+        Ok(ServerMessage::Hello(h)) => h,
+        Ok(_) => return Ended::Closed(Some(close::DECODE_ERROR)),
+        Err(ended) => return ended,
+    };
+    let Ok(token) = client.access_token().await else {
+        let _ = socket.close(None).await;
+        return Ended::Closed(Some(close::AUTHENTICATION_FAILED));
+    };
+    let first = match &resumable.session_id {
+        Some(id) => ClientMessage::Resume(Resume { token: token.clone(), session_id: id.clone(), seq: resumable.seq }),
+        None => ClientMessage::Identify(Identify { token: token.clone() }),
+    };
+    if socket.send(Message::Text(first.to_text().into())).await.is_err() {
+        return Ended::Dropped;
+    }
+    let interval = Duration::from_millis(hello.heartbeat_interval_ms.max(10));
+    // The first beat comes after a random fraction of the interval, so that clients
+    // reconnecting together after an outage do not beat in lockstep.
+    let first_beat = interval.mul_f64(rand::rng().random_range(0.1..1.0));
+    let mut next_beat = Instant::now() + first_beat;
+    let mut awaiting_ack = false;
+    let mut announced = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next_beat) => {
+                if awaiting_ack {
+                    // No ACK for a whole interval: the connection is a zombie.
+                    return Ended::Dropped;
+                }
+                let beat = ClientMessage::Heartbeat(Some(resumable.seq));
+                if socket.send(Message::Text(beat.to_text().into())).await.is_err() {
+                    return Ended::Dropped;
+                }
+                awaiting_ack = true;
+                next_beat = Instant::now() + interval;
+            }
+            c = control.recv() => match c {
+                Some(Control::Drop) => return Ended::UserDrop,
+                Some(Control::Reconnect) => {}
+                Some(Control::Close) | None => {
+                    let _ = socket.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                        code: CloseCode::Normal,
+                        reason: "bye".into(),
+                    })).await;
+                    return Ended::UserClose;
+                }
+            },
+            msg = read_message(&mut socket) => match msg {
+                Err(ended) => return ended,
+                Ok(ServerMessage::HeartbeatAck) => awaiting_ack = false,
+                Ok(ServerMessage::Dispatch { seq, event }) => {
+                    resumable.seq = seq;
+                    match &event {
+                        Event::Ready(ready) => {
+                            resumable.session_id = Some(ready.session_id.clone());
+                            announce(updates, &mut announced, false);
+                        }
+                        Event::Resumed(_) => announce(updates, &mut announced, true),
+                        _ => {}
+                    }
+                    let _ = updates.send(GatewayUpdate::Event { seq, event });
+                }
+                Ok(ServerMessage::InvalidSession(_)) => {
+                    *resumable = Resumable::default();
+                    let Ok(token) = client.access_token().await else {
+                        return Ended::Closed(Some(close::AUTHENTICATION_FAILED));
+                    };
+                    let identify = ClientMessage::Identify(Identify { token });
+                    if socket.send(Message::Text(identify.to_text().into())).await.is_err() {
+                        return Ended::Dropped;
+                    }
+                }
+                Ok(ServerMessage::Reconnect) => return Ended::Closed(Some(close::UNKNOWN_ERROR)),
+                Ok(ServerMessage::Hello(_)) => {}
+            },
+        }
+    }
+}
+
+fn announce(updates: &mpsc::UnboundedSender<GatewayUpdate>, announced: &mut bool, resumed: bool) {
+    if !*announced {
+        *announced = true;
+        let _ = updates.send(GatewayUpdate::Connected { resumed });
+    }
+}
+
+async fn read_message(socket: &mut Socket) -> std::result::Result<ServerMessage, Ended> {
+    loop {
+        match socket.next().await {
+            None => return Err(Ended::Dropped),
+            Some(Err(_)) => return Err(Ended::Dropped),
+            Some(Ok(Message::Text(text))) => {
+                return ServerMessage::parse(text.as_str()).map_err(|_| Ended::Closed(Some(close::DECODE_ERROR)))
+            }
+            Some(Ok(Message::Close(frame))) => return Err(Ended::Closed(frame.map(|f| u16::from(f.code)))),
+            Some(Ok(_)) => {}
+        }
+    }
+}
