@@ -291,7 +291,8 @@ pub enum GatewayUpdate {
         /// The event.
         event: Event,
     },
-    /// Connected: a new session (READY follows as an event) or a resumed one.
+    /// Connected, reported when the server confirms it: just before the READY event of a new
+    /// session, or after the replayed events and just before the RESUMED event of a resumed one.
     Connected {
         /// True when the previous session was resumed.
         resumed: bool,

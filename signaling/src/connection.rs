@@ -70,7 +70,7 @@ pub(crate) async fn run(gw: Gateway, socket: WebSocket) {
     } else {
         conn.drive(&mut queue_rx, &mut shutdown).await
     };
-    conn.finish(end).await;
+    conn.finish(end, &mut queue_rx).await;
 }
 
 impl Conn {
@@ -216,9 +216,18 @@ impl Conn {
         }
     }
 
-    async fn finish(mut self, end: End) {
+    async fn finish(mut self, end: End, queue_rx: &mut mpsc::Receiver<Arc<str>>) {
         let resumable = match end {
             End::Close(code) => {
+                // Events queued before the close (e.g. SESSION_REVOKED itself) still go out,
+                // unless the close is for reading too slowly.
+                if code != close::SLOW_CONSUMER && self.session.is_some() {
+                    while let Ok(frame) = queue_rx.try_recv() {
+                        if self.write(frame).await.is_err() {
+                            break;
+                        }
+                    }
+                }
                 let frame = CloseFrame { code, reason: close_reason(code).into() };
                 let limit = Duration::from_millis(self.gw.config().write_timeout_ms.min(2_000));
                 let _ = timeout(limit, self.socket.send(Message::Close(Some(frame)))).await;

@@ -1,0 +1,398 @@
+//! The gateway through the real server: HELLO → IDENTIFY → READY, events with sequence
+//! numbers, heartbeats, RESUME after a dropped connection with no event lost, slow consumers,
+//! revocation, shutdown, and every malformed frame closed with its documented code.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, TestApp};
+use copains_backend::bus::{BusEvent, Topic};
+use copains_client_core::api::{Patch, UpdateProfile};
+use copains_client_core::client::GatewayUpdate;
+use copains_client_core::gateway::{close, event_name, op, Event};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+backend_tests!(
+    hello_identify_ready_and_heartbeat,
+    profile_updates_reach_every_device_in_order,
+    resume_after_a_dropped_connection_loses_no_event,
+    resume_of_an_unknown_session_asks_for_identify,
+    malformed_frames_close_with_documented_codes,
+    missing_heartbeats_close_the_connection,
+    revoking_a_session_closes_its_socket,
+    slow_consumer_is_closed_and_resumes_without_loss,
+    shutdown_tells_connected_clients,
+);
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(app: &TestApp) -> Ws {
+    tokio_tungstenite::connect_async(app.ws_url.as_str()).await.expect("connect").0
+}
+
+async fn recv_json(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("frame in time");
+        match msg.expect("open").expect("frame") {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("json"),
+            Message::Close(c) => panic!("closed: {c:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// Reads until the server closes; returns the close code.
+async fn close_code(ws: &mut Ws) -> Option<u16> {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("close in time");
+        match msg {
+            Some(Ok(Message::Close(c))) => return c.map(|c| u16::from(c.code)),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into())).await.expect("send");
+}
+
+async fn identified(app: &TestApp, token: &str) -> (Ws, Value) {
+    let mut ws = connect(app).await;
+    let hello = recv_json(&mut ws).await;
+    assert_eq!(hello["op"], op::HELLO);
+    send(&mut ws, json!({"op": op::IDENTIFY, "d": {"token": token}})).await;
+    let ready = recv_json(&mut ws).await;
+    assert_eq!(ready["t"], event_name::READY);
+    (ws, ready)
+}
+
+async fn hello_identify_ready_and_heartbeat(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let alice = app.client();
+    let auth = alice.register("alice", "password-alice", Some("Laptop")).await.expect("register");
+    let mut ws = connect(&app).await;
+    let hello = recv_json(&mut ws).await;
+    assert_eq!(hello, json!({"op": 10, "d": {"heartbeat_interval_ms": 30000, "resume_window_ms": 120000}}));
+    send(&mut ws, json!({"op": 1, "d": null})).await;
+    assert_eq!(recv_json(&mut ws).await["op"], op::HEARTBEAT_ACK, "heartbeats are answered before IDENTIFY too");
+    send(&mut ws, json!({"op": 2, "d": {"token": auth.tokens.access_token}})).await;
+    let ready = recv_json(&mut ws).await;
+    assert_eq!(ready["op"], op::DISPATCH);
+    assert_eq!(ready["s"], 1);
+    assert_eq!(ready["t"], "READY");
+    assert_eq!(ready["d"]["user"]["id"], auth.user.id.to_string());
+    assert_eq!(ready["d"]["device_id"], 1);
+    assert_eq!(ready["d"]["login_session_id"], auth.session_id.to_string());
+    assert_eq!(ready["d"]["devices"][0]["name"], "Laptop");
+    assert_eq!(ready["d"]["session_id"].as_str().expect("session id").len(), 32);
+    send(&mut ws, json!({"op": 1, "d": 1})).await;
+    assert_eq!(recv_json(&mut ws).await, json!({"op": 11, "d": null}));
+    let metrics = reqwest::get(app.url("/metrics")).await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("copains_gateway_connections 1"), "{metrics}");
+    app.shutdown().await;
+}
+
+async fn profile_updates_reach_every_device_in_order(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let laptop = app.client();
+    laptop.register("bob", "password-bob", None).await.expect("register");
+    let phone = app.client();
+    phone.login("bob", "password-bob", None).await.expect("login");
+    let stranger = app.client();
+    stranger.register("eve", "password-eve", None).await.expect("register");
+
+    let mut gw_laptop = laptop.connect_gateway().await.expect("gateway");
+    let mut gw_phone = phone.connect_gateway().await.expect("gateway");
+    let mut gw_eve = stranger.connect_gateway().await.expect("gateway");
+    for gw in [&mut gw_laptop, &mut gw_phone, &mut gw_eve] {
+        let (seq, event) = gw.next_event().await.expect("ready");
+        assert_eq!((seq, event.name()), (1, "READY"));
+    }
+    for i in 0..5 {
+        let change = UpdateProfile { display_name: Patch::Keep, status_text: Patch::Set(format!("status {i}")) };
+        laptop.update_profile(&change).await.expect("update");
+    }
+    for gw in [&mut gw_laptop, &mut gw_phone] {
+        for i in 0..5u64 {
+            let (seq, event) = gw.next_event().await.expect("event");
+            assert_eq!(seq, 2 + i, "sequence numbers follow each other");
+            let Event::UserUpdate(user) = event else { panic!("expected USER_UPDATE, got {event:?}") };
+            assert_eq!(user.status_text, Some(format!("status {i}")));
+        }
+    }
+    // Eve hears nothing of Bob's profile: her next event is her own.
+    stranger
+        .update_profile(&UpdateProfile { display_name: Patch::Set("Eve".into()), status_text: Patch::Keep })
+        .await
+        .expect("update");
+    let (seq, event) = gw_eve.next_event().await.expect("event");
+    assert_eq!(seq, 2);
+    let Event::UserUpdate(user) = event else { panic!("expected USER_UPDATE") };
+    assert_eq!(user.username, "eve");
+    gw_laptop.close().await;
+    gw_phone.close().await;
+    gw_eve.close().await;
+    app.shutdown().await;
+}
+
+async fn resume_after_a_dropped_connection_loses_no_event(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let carol = app.client();
+    carol.register("carol", "password-carol", None).await.expect("register");
+    let other_device = app.client();
+    other_device.login("carol", "password-carol", None).await.expect("login");
+
+    let mut gw = carol.connect_gateway().await.expect("gateway");
+    assert_eq!(gw.next().await, Some(GatewayUpdate::Connected { resumed: false }));
+    assert_eq!(gw.next_event().await.expect("ready").0, 1);
+    other_device
+        .update_profile(&UpdateProfile { display_name: Patch::Set("before".into()), status_text: Patch::Keep })
+        .await
+        .expect("update");
+    assert_eq!(gw.next_event().await.expect("event").0, 2);
+
+    gw.simulate_network_drop();
+    assert_eq!(gw.next().await, Some(GatewayUpdate::Disconnected { code: None }));
+    // Let the server notice the drop, then change things while Carol is offline.
+    let gateway = app.running().gateway().clone();
+    common::eventually(Duration::from_secs(5), "server sees the drop", || {
+        let gateway = gateway.clone();
+        async move { gateway.open_connections() == 0 }
+    })
+    .await;
+    for i in 0..20 {
+        let change = UpdateProfile { display_name: Patch::Set(format!("offline {i}")), status_text: Patch::Keep };
+        other_device.update_profile(&change).await.expect("update");
+    }
+    gw.reconnect();
+    for i in 0..20u64 {
+        let (seq, event) = gw.next_event().await.expect("replayed event");
+        assert_eq!(seq, 3 + i, "no gap, no duplicate");
+        let Event::UserUpdate(user) = event else { panic!("expected USER_UPDATE, got {event:?}") };
+        assert_eq!(user.display_name, Some(format!("offline {i}")));
+    }
+    // RESUMED closes the replay; the client reports the resumed connection with it.
+    assert_eq!(gw.next().await, Some(GatewayUpdate::Connected { resumed: true }));
+    let Some(GatewayUpdate::Event { seq, event: Event::Resumed(resumed) }) = gw.next().await else {
+        panic!("expected RESUMED")
+    };
+    assert_eq!((seq, resumed.replayed), (23, 20));
+    // Live again.
+    other_device
+        .update_profile(&UpdateProfile { display_name: Patch::Set("after".into()), status_text: Patch::Keep })
+        .await
+        .expect("update");
+    let (seq, _) = gw.next_event().await.expect("live event");
+    assert_eq!(seq, 24);
+    gw.close().await;
+    app.shutdown().await;
+}
+
+async fn resume_of_an_unknown_session_asks_for_identify(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let dan = app.client();
+    let auth = dan.register("dan", "password-dan", None).await.expect("register");
+    let token = auth.tokens.access_token;
+    let mut ws = connect(&app).await;
+    recv_json(&mut ws).await;
+    send(&mut ws, json!({"op": op::RESUME, "d": {"token": token, "session_id": "0123456789abcdef0123456789abcdef", "seq": 3}})).await;
+    assert_eq!(recv_json(&mut ws).await, json!({"op": 9, "d": {"resumable": false}}));
+    send(&mut ws, json!({"op": op::IDENTIFY, "d": {"token": token}})).await;
+    let ready = recv_json(&mut ws).await;
+    assert_eq!(ready["t"], "READY");
+    let session_id = ready["d"]["session_id"].as_str().expect("id").to_owned();
+    drop(ws);
+
+    // Another user cannot take over Dan's session, even knowing its id.
+    let erin = app.client();
+    let erin_auth = erin.register("erin", "password-erin", None).await.expect("register");
+    let mut ws = connect(&app).await;
+    recv_json(&mut ws).await;
+    send(&mut ws, json!({"op": op::RESUME, "d": {"token": erin_auth.tokens.access_token, "session_id": session_id, "seq": 1}})).await;
+    assert_eq!(recv_json(&mut ws).await["op"], op::INVALID_SESSION);
+    // A sequence number from the future is refused too.
+    let mut ws = connect(&app).await;
+    recv_json(&mut ws).await;
+    send(&mut ws, json!({"op": op::RESUME, "d": {"token": token, "session_id": session_id, "seq": 99}})).await;
+    assert_eq!(recv_json(&mut ws).await["op"], op::INVALID_SESSION);
+    app.shutdown().await;
+}
+
+async fn malformed_frames_close_with_documented_codes(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let fay = app.client();
+    let token = fay.register("fay", "password-fay", None).await.expect("register").tokens.access_token;
+
+    let cases: Vec<(&str, Message, u16)> = vec![
+        ("not JSON", Message::Text("hello?".into()), close::DECODE_ERROR),
+        ("binary", Message::Binary(vec![1u8, 2, 3].into()), close::DECODE_ERROR),
+        ("unknown op", Message::Text(json!({"op": 42, "d": null}).to_string().into()), close::UNKNOWN_OPCODE),
+        ("server op", Message::Text(json!({"op": 0, "d": {}}).to_string().into()), close::UNKNOWN_OPCODE),
+        ("bad payload", Message::Text(json!({"op": 2, "d": {"tok": 1}}).to_string().into()), close::DECODE_ERROR),
+        ("bad token", Message::Text(json!({"op": 2, "d": {"token": "x.y.z"}}).to_string().into()), close::AUTHENTICATION_FAILED),
+        ("too large", Message::Text("x".repeat(20_000).into()), close::FRAME_TOO_LARGE),
+    ];
+    for (what, frame, expected) in cases {
+        let mut ws = connect(&app).await;
+        recv_json(&mut ws).await;
+        ws.send(frame).await.expect("send");
+        assert_eq!(close_code(&mut ws).await, Some(expected), "{what}");
+    }
+
+    let (mut ws, _) = identified(&app, &token).await;
+    send(&mut ws, json!({"op": op::IDENTIFY, "d": {"token": token}})).await;
+    assert_eq!(close_code(&mut ws).await, Some(close::ALREADY_AUTHENTICATED), "IDENTIFY twice");
+
+    // After every one of those, the server still serves.
+    let (_ws, ready) = identified(&app, &token).await;
+    assert_eq!(ready["s"], 1);
+    app.shutdown().await;
+}
+
+async fn missing_heartbeats_close_the_connection(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.gateway.heartbeat_interval_ms = 200).await;
+    let gus = app.client();
+    let token = gus.register("gus", "password-gus", None).await.expect("register").tokens.access_token;
+    // Silent before IDENTIFY.
+    let mut ws = connect(&app).await;
+    recv_json(&mut ws).await;
+    assert_eq!(close_code(&mut ws).await, Some(close::SESSION_TIMED_OUT));
+    // Silent after IDENTIFY: closed with a resumable code.
+    let (mut ws, _) = identified(&app, &token).await;
+    assert_eq!(close_code(&mut ws).await, Some(close::SESSION_TIMED_OUT));
+    assert!(close::is_resumable(close::SESSION_TIMED_OUT));
+    // A client that keeps beating stays.
+    let (mut ws, _) = identified(&app, &token).await;
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        send(&mut ws, json!({"op": 1, "d": 1})).await;
+        assert_eq!(recv_json(&mut ws).await["op"], op::HEARTBEAT_ACK);
+    }
+    app.shutdown().await;
+}
+
+async fn revoking_a_session_closes_its_socket(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let main = app.client();
+    main.register("hal", "password-hal", None).await.expect("register");
+    let lost = app.client();
+    let lost_auth = lost.login("hal", "password-hal", Some("Lost phone")).await.expect("login");
+    let mut gw_main = main.connect_gateway().await.expect("gateway");
+    gw_main.next_event().await.expect("ready");
+    let (mut ws_lost, _) = identified(&app, &lost_auth.tokens.access_token).await;
+
+    main.revoke_session(lost_auth.session_id).await.expect("revoke");
+    let note = recv_json(&mut ws_lost).await;
+    assert_eq!(note["t"], "SESSION_REVOKED", "the revoked device is told why");
+    assert_eq!(close_code(&mut ws_lost).await, Some(close::SESSION_REVOKED));
+    let (_, event) = gw_main.next_event().await.expect("event");
+    let Event::SessionRevoked(revoked) = event else { panic!("expected SESSION_REVOKED, got {event:?}") };
+    assert_eq!(revoked.session_id, lost_auth.session_id);
+
+    // Its token cannot come back through the gateway either.
+    let mut ws = connect(&app).await;
+    recv_json(&mut ws).await;
+    send(&mut ws, json!({"op": op::IDENTIFY, "d": {"token": lost_auth.tokens.access_token}})).await;
+    assert_eq!(close_code(&mut ws).await, Some(close::AUTHENTICATION_FAILED));
+
+    // The client library stops reconnecting after a revocation.
+    let lost_again = app.client();
+    let auth = lost_again.login("hal", "password-hal", None).await.expect("login");
+    let mut gw = lost_again.connect_gateway().await.expect("gateway");
+    gw.next_event().await.expect("ready");
+    main.revoke_session(auth.session_id).await.expect("revoke");
+    loop {
+        match gw.next().await {
+            Some(GatewayUpdate::Closed { code }) => {
+                assert_eq!(code, Some(close::SESSION_REVOKED));
+                break;
+            }
+            Some(GatewayUpdate::Event { .. }) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(gw.next().await, None);
+    gw_main.close().await;
+    app.shutdown().await;
+}
+
+async fn slow_consumer_is_closed_and_resumes_without_loss(backend: Backend) {
+    const EVENTS: usize = 1500;
+    let app = TestApp::spawn_with(backend, |c| {
+        c.gateway.outgoing_queue = 8;
+        c.gateway.replay_buffer = 4096;
+        c.gateway.write_timeout_ms = 500;
+    })
+    .await;
+    let ivy = app.client();
+    let auth = ivy.register("ivy", "password-ivy", None).await.expect("register");
+    let token = auth.tokens.access_token.clone();
+    let (mut ws, ready) = identified(&app, &token).await;
+    let session_id = ready["d"]["session_id"].as_str().expect("id").to_owned();
+
+    // Publish far more than socket buffers and the queue hold while the client reads nothing.
+    let payload = json!({ "blob": "x".repeat(16 * 1024) });
+    let bus = app.running().state().bus.clone();
+    for i in 0..EVENTS {
+        let mut p = payload.clone();
+        p["i"] = json!(i);
+        bus.publish(BusEvent::new(Topic::user(auth.user.id), "TEST_EVENT", &p).expect("event")).await.expect("publish");
+    }
+    let metrics = reqwest::get(app.url("/metrics")).await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("copains_gateway_slow_consumers_total 1"), "{metrics}");
+
+    // Now read what made it through, until the connection ends.
+    let mut next = 0usize;
+    let mut last_seq = 1u64;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("progress") {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(t.as_str()).expect("json");
+                assert_eq!(v["d"]["i"], next, "in order");
+                last_seq = v["s"].as_u64().expect("seq");
+                next += 1;
+            }
+            Some(Ok(Message::Close(c))) => {
+                if let Some(c) = c {
+                    assert_eq!(u16::from(c.code), close::SLOW_CONSUMER);
+                }
+                break;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => break,
+        }
+    }
+    assert!(next < EVENTS, "the connection was cut before everything was delivered");
+
+    let mut ws = connect(&app).await;
+    recv_json(&mut ws).await;
+    send(&mut ws, json!({"op": op::RESUME, "d": {"token": token, "session_id": session_id, "seq": last_seq}})).await;
+    while next < EVENTS {
+        let v = recv_json(&mut ws).await;
+        assert_eq!(v["d"]["i"], next, "the rest arrives, in order, once");
+        next += 1;
+    }
+    let resumed = recv_json(&mut ws).await;
+    assert_eq!(resumed["t"], "RESUMED");
+    app.shutdown().await;
+}
+
+async fn shutdown_tells_connected_clients(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let jo = app.client();
+    let token = jo.register("jo", "password-jo", None).await.expect("register").tokens.access_token;
+    let (mut ws, _) = identified(&app, &token).await;
+    let running = app.running.as_ref().expect("running");
+    let state = running.state().clone();
+    let closing = tokio::spawn(async move { close_code(&mut ws).await });
+    let ws_url = app.ws_url.clone();
+    let TestApp { running, .. } = app;
+    running.expect("running").shutdown().await.expect("shutdown");
+    assert_eq!(closing.await.expect("join"), Some(close::SERVER_SHUTDOWN));
+    assert!(!state.accepting.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(tokio_tungstenite::connect_async(ws_url.as_str()).await.is_err(), "no longer listening");
+}
