@@ -358,3 +358,24 @@ async fn health_metrics_and_openapi(backend: Backend) {
     assert!(doc["components"]["schemas"]["ApiErrorBody"].is_object());
     app.shutdown().await;
 }
+
+mod client_refresh {
+    use super::common::{Backend, TestApp};
+    use std::time::Duration;
+
+    /// The client refreshes its access token on its own before it expires.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn client_refreshes_before_expiry() {
+        let app = TestApp::spawn_with(Backend::Sqlite, |c| c.api.auth.access_token_ttl_secs = 6).await;
+        let kim = app.client();
+        kim.register("kim", "password-kim", None).await.expect("register");
+        let first = kim.refresh_token().await.expect("token");
+        kim.me().await.expect("me");
+        assert_eq!(kim.refresh_token().await.as_deref(), Some(first.as_str()), "no refresh needed yet");
+        // Refresh happens once 80% of the lifetime (at least 5 s before expiry) has passed.
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        kim.me().await.expect("me after refresh");
+        assert_ne!(kim.refresh_token().await, Some(first), "rotated by the automatic refresh");
+        app.shutdown().await;
+    }
+}

@@ -1,0 +1,122 @@
+//! The `copains` binary as a user runs it: `copains config`, and `copains serve` from first
+//! start to a graceful stop on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_copains");
+
+fn clean_env(cmd: &mut Command) -> &mut Command {
+    for (key, _) in std::env::vars() {
+        if key.starts_with("COPAINS_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+#[test]
+fn config_layers_defaults_file_and_environment_and_redacts_secrets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("copains.toml"), "bind = \"0.0.0.0:9000\"\n[gateway]\nresume_window_ms = 60000\n")
+        .expect("write config");
+    let out = clean_env(&mut Command::new(BIN))
+        .arg("config")
+        .current_dir(dir.path())
+        .env("COPAINS_DATABASE_URL", "postgres://app:s3cret-pw@db.internal:5432/copains")
+        .env("COPAINS_GATEWAY__HEARTBEAT_INTERVAL_MS", "20000")
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    assert!(text.contains("bind = \"0.0.0.0:9000\""), "file value: {text}");
+    assert!(text.contains("resume_window_ms = 60000"), "nested file value: {text}");
+    assert!(text.contains("heartbeat_interval_ms = 20000"), "environment beats the file: {text}");
+    assert!(text.contains("postgres://app:***@db.internal:5432/copains"), "{text}");
+    assert!(!text.contains("s3cret-pw"), "password redacted");
+    assert!(text.contains("memory_kib = 19456"), "defaults shown: {text}");
+
+    let bad = clean_env(&mut Command::new(BIN))
+        .arg("config")
+        .current_dir(dir.path())
+        .env("COPAINS_BIND", "not-an-address")
+        .output()
+        .expect("run");
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("invalid configuration") && err.to_lowercase().contains("bind"), "{err}");
+}
+
+#[test]
+fn serve_starts_from_nothing_and_stops_gracefully_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut child = clean_env(&mut Command::new(BIN))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .current_dir(dir.path())
+        .env("COPAINS_LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let addr = loop {
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("server prints its address");
+        lines.push(line.clone());
+        if let Some(rest) = line.strip_prefix("LesCopains is running on http://") {
+            break rest.trim().to_owned();
+        }
+    };
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let base = format!("http://{addr}");
+        let health = reqwest::get(format!("{base}/healthz")).await.expect("healthz");
+        assert_eq!(health.status(), 200);
+        let client = copains_client_core::client::Client::new(&base);
+        client.register("zoe", "a-very-secret-password", None).await.expect("register");
+        client.me().await.expect("me");
+    });
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("copains.key")).expect("key file").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "key file is private");
+        assert!(data.join("copains.db").exists(), "SQLite database under the data directory");
+    }
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(std::time::Instant::now() < deadline, "server did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "clean exit: {exit:?}");
+    while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+        lines.push(line);
+    }
+    let logs: Vec<&String> = lines.iter().filter(|l| l.starts_with('{')).collect();
+    assert!(!logs.is_empty(), "JSON logs with COPAINS_LOG_FORMAT=json");
+    for line in &logs {
+        let v: serde_json::Value = serde_json::from_str(line).expect("each log line is JSON");
+        assert!(v["level"].is_string());
+    }
+    let all = lines.join("\n");
+    assert!(all.contains("account registered"), "{all}");
+    assert!(all.contains("stopped"), "graceful stop logged: {all}");
+    assert!(!all.contains("a-very-secret-password"), "passwords never reach logs");
+}
