@@ -25,6 +25,11 @@ impl Topic {
         Self(format!("user:{id}").into())
     }
 
+    /// Events for one device (its envelopes, its prekey warnings).
+    pub fn device(user: UserId, device: copains_client_core::DeviceId) -> Self {
+        Self(format!("device:{user}:{device}").into())
+    }
+
     /// Control of one login session (an event here closes its gateway connections).
     pub fn session(id: SessionId) -> Self {
         Self(format!("session:{id}").into())
@@ -43,7 +48,12 @@ impl Topic {
     /// Parses a topic name received from another node.
     pub fn parse(name: &str) -> Option<Self> {
         let (kind, id) = name.split_once(':')?;
-        (matches!(kind, "user" | "session") && id.parse::<i64>().is_ok()).then(|| Self(name.into()))
+        let valid = match kind {
+            "user" | "session" => id.parse::<i64>().is_ok(),
+            "device" => id.split_once(':').is_some_and(|(u, d)| u.parse::<i64>().is_ok() && d.parse::<u32>().is_ok()),
+            _ => false,
+        };
+        valid.then(|| Self(name.into()))
     }
 }
 
@@ -178,5 +188,7 @@ mod tests {
         assert_eq!(Topic::session(SessionId(3)).as_session(), Some(SessionId(3)));
         assert_eq!(Topic::parse("channel:1"), None);
         assert_eq!(Topic::parse("user:x"), None);
+        let device = Topic::device(UserId(4), copains_client_core::DeviceId(2));
+        assert_eq!(Topic::parse(device.as_str()), Some(device));
     }
 }

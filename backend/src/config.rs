@@ -107,10 +107,27 @@ pub struct RateLimits {
     pub user_writes_per_minute: u32,
     /// Authenticated writes per user: burst.
     pub user_writes_burst: u32,
+    /// Messages sent per user: sustained per minute.
+    pub messages_per_minute: u32,
+    /// Messages sent per user: burst.
+    pub messages_burst: u32,
+    /// Prekey bundle fetches per user: sustained per minute.
+    pub bundle_fetches_per_minute: u32,
+    /// Prekey bundle fetches per user: burst.
+    pub bundle_fetches_burst: u32,
 }
 
 impl Default for RateLimits {
     fn default() -> Self {
-        Self { auth_per_minute: 30, auth_burst: 10, user_writes_per_minute: 120, user_writes_burst: 30 }
+        Self {
+            auth_per_minute: 30,
+            auth_burst: 10,
+            user_writes_per_minute: 120,
+            user_writes_burst: 30,
+            messages_per_minute: 600,
+            messages_burst: 120,
+            bundle_fetches_per_minute: 120,
+            bundle_fetches_burst: 60,
+        }
     }
 }

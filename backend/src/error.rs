@@ -40,6 +40,15 @@ pub enum ApiError {
     /// 404.
     #[error("{0}")]
     NotFound(&'static str),
+    /// 400: keys that fail verification.
+    #[error("{0}")]
+    InvalidKeys(String),
+    /// 409: a send that does not cover exactly the current devices.
+    #[error("the message does not cover exactly the current devices; see details")]
+    DeviceMismatch(Box<copains_client_core::messages::SendMismatch>),
+    /// 409.
+    #[error("{0}")]
+    Conflict(String),
     /// 409.
     #[error("this username is taken")]
     UsernameTaken,
@@ -81,6 +90,9 @@ impl ApiError {
             AccountDisabled => (StatusCode::FORBIDDEN, ErrorCode::AccountDisabled),
             Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
             NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            InvalidKeys(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidKeys),
+            DeviceMismatch(_) => (StatusCode::CONFLICT, ErrorCode::DeviceMismatch),
+            Conflict(_) => (StatusCode::CONFLICT, ErrorCode::Conflict),
             UsernameTaken => (StatusCode::CONFLICT, ErrorCode::UsernameTaken),
             TooManyDevices => (StatusCode::CONFLICT, ErrorCode::TooManyDevices),
             RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
@@ -109,7 +121,10 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(e) = &self {
             tracing::error!(error = ?e, "internal error while handling a request");
         }
-        let body = ApiErrorBody::new(code, self.to_string());
+        let mut body = ApiErrorBody::new(code, self.to_string());
+        if let ApiError::DeviceMismatch(m) = &self {
+            body.error.details = serde_json::to_value(m).ok();
+        }
         let mut response = (status, Json(body)).into_response();
         if let ApiError::RateLimited(secs) = self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));

@@ -12,6 +12,7 @@ pub mod domain;
 pub mod error;
 pub mod extract;
 pub mod ids;
+pub mod keystore;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
@@ -39,6 +40,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(routes::auth::router())
         .merge(routes::users::router())
+        .merge(routes::keys::router())
+        .merge(routes::messages::router())
         .merge(routes::health::router())
         .fallback(|| async { ApiError::UnknownRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -15,6 +15,8 @@ use crate::error::ApiError;
 pub struct RateLimiters {
     auth: DefaultKeyedRateLimiter<IpAddr>,
     user_writes: DefaultKeyedRateLimiter<UserId>,
+    messages: DefaultKeyedRateLimiter<UserId>,
+    bundles: DefaultKeyedRateLimiter<UserId>,
     clock: DefaultClock,
 }
 
@@ -30,6 +32,8 @@ impl RateLimiters {
         Self {
             auth: DefaultKeyedRateLimiter::keyed(quota(cfg.auth_per_minute, cfg.auth_burst)),
             user_writes: DefaultKeyedRateLimiter::keyed(quota(cfg.user_writes_per_minute, cfg.user_writes_burst)),
+            messages: DefaultKeyedRateLimiter::keyed(quota(cfg.messages_per_minute, cfg.messages_burst)),
+            bundles: DefaultKeyedRateLimiter::keyed(quota(cfg.bundle_fetches_per_minute, cfg.bundle_fetches_burst)),
             clock: DefaultClock::default(),
         }
     }
@@ -43,7 +47,21 @@ impl RateLimiters {
 
     /// One write by `user`.
     pub fn user_write(&self, user: UserId) -> Result<(), ApiError> {
-        self.user_writes.check_key(&user).map_err(|not_until| {
+        self.check(&self.user_writes, user)
+    }
+
+    /// One message sent by `user`.
+    pub fn message(&self, user: UserId) -> Result<(), ApiError> {
+        self.check(&self.messages, user)
+    }
+
+    /// One prekey bundle fetch by `user` (bounds how fast one-time prekeys can be drained).
+    pub fn bundle_fetch(&self, user: UserId) -> Result<(), ApiError> {
+        self.check(&self.bundles, user)
+    }
+
+    fn check(&self, limiter: &DefaultKeyedRateLimiter<UserId>, user: UserId) -> Result<(), ApiError> {
+        limiter.check_key(&user).map_err(|not_until| {
             ApiError::RateLimited(not_until.wait_time_from(self.clock.now()).as_secs() + 1)
         })
     }
@@ -51,8 +69,10 @@ impl RateLimiters {
     /// Forgets idle keys (called periodically).
     pub fn shrink(&self) {
         self.auth.retain_recent();
-        self.user_writes.retain_recent();
         self.auth.shrink_to_fit();
-        self.user_writes.shrink_to_fit();
+        for limiter in [&self.user_writes, &self.messages, &self.bundles] {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
     }
 }

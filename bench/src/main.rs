@@ -1,1 +1,197 @@
-fn main(){}
+//! Benchmark drivers for LesCopains. Each talks to a running server over loopback and prints
+//! figures; `bench/run.sh` starts a release server and runs them all (see docs/benchmarks.md).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use copains_client_core::client::Client;
+use copains_client_core::gateway::{op, ClientMessage, Identify};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Parser)]
+#[command(name = "copains-bench")]
+struct Cli {
+    /// Server base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
+    url: String,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Memory per idle gateway connection: opens N identified connections that only heartbeat,
+    /// and reads the server's RSS before and after.
+    GatewayIdle {
+        /// Server process id (its RSS is read from /proc).
+        #[arg(long)]
+        pid: u32,
+        /// Connections to open.
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// Accounts to spread them over (each account's connections share its topics).
+        #[arg(long, default_value_t = 1_000)]
+        accounts: usize,
+    },
+    /// Registers an account and prints an access token (for wrk).
+    Token,
+    /// Login (argon2id) latency: sequential logins, each followed by a logout.
+    Login {
+        /// Logins to time.
+        #[arg(long, default_value_t = 60)]
+        n: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::GatewayIdle { pid, connections, accounts } => gateway_idle(&cli.url, pid, connections, accounts).await,
+        Cmd::Token => {
+            let c = Client::new(&cli.url);
+            c.register(&unique_name("wrk"), "benchmark-password", Some("bench")).await?;
+            println!("{}", c.access_token().await?);
+            Ok(())
+        }
+        Cmd::Login { n } => login_latency(&cli.url, n).await,
+    }
+}
+
+fn unique_name(prefix: &str) -> String {
+    format!("{prefix}{:x}", rand_suffix())
+}
+
+fn rand_suffix() -> u64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32)
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("read /proc/<pid>/status")?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+    Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
+}
+
+async fn gateway_idle(url: &str, pid: u32, connections: usize, accounts: usize) -> anyhow::Result<()> {
+    let accounts = accounts.clamp(1, connections.max(1));
+    eprintln!("registering {accounts} accounts…");
+    let mut tokens = Vec::with_capacity(accounts);
+    let prefix = unique_name("idle");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..accounts {
+        let url = url.to_owned();
+        let name = format!("{prefix}_{i}");
+        tasks.spawn(async move {
+            let c = Client::new(&url);
+            c.register(&name, "benchmark-password", Some("bench")).await?;
+            c.access_token().await.map_err(anyhow::Error::from)
+        });
+        while tasks.len() >= 4 {
+            if let Some(t) = tasks.join_next().await {
+                tokens.push(t??);
+            }
+        }
+    }
+    while let Some(t) = tasks.join_next().await {
+        tokens.push(t??);
+    }
+    let ws_url = format!("{}/gateway", url.replacen("http", "ws", 1));
+    // Warm up: one connection through the whole path, so lazily built state is in the baseline.
+    let warm = open_identified(&ws_url, &tokens[0]).await?;
+    drop(warm);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib(pid)?;
+    eprintln!("server RSS before: {before} KiB; opening {connections} connections…");
+    let started = Instant::now();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut holders = Vec::with_capacity(connections);
+    for i in 0..connections {
+        let ws = open_identified(&ws_url, &tokens[i % tokens.len()]).await.with_context(|| format!("connection {i}"))?;
+        let mut stop = stop_rx.clone();
+        holders.push(tokio::spawn(async move {
+            let (mut sink, mut stream) = ws.split();
+            let mut beat = tokio::time::interval(Duration::from_secs(20));
+            loop {
+                tokio::select! {
+                    _ = beat.tick() => {
+                        let hb = ClientMessage::Heartbeat(None).to_text();
+                        if sink.send(Message::Text(hb.into())).await.is_err() { return false; }
+                    }
+                    msg = stream.next() => match msg {
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return false,
+                        _ => {}
+                    },
+                    _ = stop.changed() => return true,
+                }
+            }
+        }));
+        if (i + 1) % 2000 == 0 {
+            eprintln!("  {} open", i + 1);
+        }
+    }
+    let open_time = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = rss_kib(pid)?;
+    let _ = stop_tx.send(true);
+    let mut alive = 0;
+    for h in holders {
+        if h.await.unwrap_or(false) {
+            alive += 1;
+        }
+    }
+    if alive != connections {
+        bail!("only {alive} of {connections} connections stayed open");
+    }
+    let delta = after.saturating_sub(before);
+    println!("connections: {connections} (over {accounts} accounts), opened in {:.1} s", open_time.as_secs_f64());
+    println!("server RSS: before {before} KiB, after {after} KiB, delta {delta} KiB");
+    println!("memory per idle connection: {:.2} KB", delta as f64 * 1024.0 / 1000.0 / connections as f64);
+    Ok(())
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn open_identified(ws_url: &str, token: &str) -> anyhow::Result<Ws> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await?;
+    let _hello = ws.next().await.context("no HELLO")??;
+    let identify = ClientMessage::Identify(Identify { token: token.to_owned() }).to_text();
+    ws.send(Message::Text(identify.into())).await?;
+    loop {
+        match ws.next().await.context("closed before READY")?? {
+            Message::Text(t) => {
+                let v: serde_json::Value = serde_json::from_str(t.as_str())?;
+                if v["op"] == op::DISPATCH && v["t"] == "READY" {
+                    return Ok(ws);
+                }
+            }
+            Message::Close(c) => bail!("closed before READY: {c:?}"),
+            _ => {}
+        }
+    }
+}
+
+async fn login_latency(url: &str, n: usize) -> anyhow::Result<()> {
+    let name = unique_name("login");
+    Client::new(url).register(&name, "benchmark-password", None).await?;
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let c = Client::new(url);
+        let t = Instant::now();
+        c.login(&name, "benchmark-password", None).await?;
+        samples.push(t.elapsed());
+        c.logout().await?;
+    }
+    samples.sort();
+    let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "login latency over {n} sequential logins: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, min {:.1} ms",
+        pct(0.5).as_secs_f64() * 1e3,
+        pct(0.9).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3,
+        samples[0].as_secs_f64() * 1e3
+    );
+    Ok(())
+}

@@ -32,6 +32,10 @@ pub enum ErrorCode {
     TooManyDevices,
     /// Generic conflict with the current state.
     Conflict,
+    /// A send did not cover exactly the current devices; see `details`.
+    DeviceMismatch,
+    /// Keys that fail verification (bad signature, wrong length or type).
+    InvalidKeys,
     /// Too many requests; see `Retry-After`.
     RateLimited,
     /// The route or method does not exist.
@@ -58,11 +62,16 @@ pub struct ErrorDetail {
     pub code: ErrorCode,
     /// Human-readable explanation, safe to show to the user.
     pub message: String,
+    /// Machine-readable details for some codes (`device_mismatch`: a
+    /// [`crate::messages::SendMismatch`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub details: Option<serde_json::Value>,
 }
 
 impl ApiErrorBody {
     /// Builds an error body.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { error: ErrorDetail { code, message: message.into() } }
+        Self { error: ErrorDetail { code, message: message.into(), details: None } }
     }
 }

@@ -77,6 +77,10 @@ pub mod event_name {
     pub const USER_UPDATE: &str = "USER_UPDATE";
     /// One of the current user's login sessions was revoked.
     pub const SESSION_REVOKED: &str = "SESSION_REVOKED";
+    /// An encrypted envelope for this device (acknowledge it once processed).
+    pub const ENVELOPE: &str = "ENVELOPE";
+    /// This device runs low on one-time prekeys: upload more.
+    pub const PREKEYS_LOW: &str = "PREKEYS_LOW";
 }
 
 /// A frame as it travels.
@@ -187,6 +191,10 @@ pub enum Event {
     UserUpdate(User),
     /// `SESSION_REVOKED`.
     SessionRevoked(SessionRevoked),
+    /// `ENVELOPE`.
+    Envelope(crate::messages::Envelope),
+    /// `PREKEYS_LOW`.
+    PreKeysLow(crate::keys::PreKeysLow),
     /// An event this version of the contract does not know.
     Unknown {
         /// Its name.
@@ -204,6 +212,8 @@ impl Event {
             event_name::RESUMED => Event::Resumed(serde_json::from_value(data)?),
             event_name::USER_UPDATE => Event::UserUpdate(serde_json::from_value(data)?),
             event_name::SESSION_REVOKED => Event::SessionRevoked(serde_json::from_value(data)?),
+            event_name::ENVELOPE => Event::Envelope(serde_json::from_value(data)?),
+            event_name::PREKEYS_LOW => Event::PreKeysLow(serde_json::from_value(data)?),
             _ => Event::Unknown { name: name.to_owned(), data },
         })
     }
@@ -215,6 +225,8 @@ impl Event {
             Event::Resumed(_) => event_name::RESUMED,
             Event::UserUpdate(_) => event_name::USER_UPDATE,
             Event::SessionRevoked(_) => event_name::SESSION_REVOKED,
+            Event::Envelope(_) => event_name::ENVELOPE,
+            Event::PreKeysLow(_) => event_name::PREKEYS_LOW,
             Event::Unknown { name, .. } => name,
         }
     }

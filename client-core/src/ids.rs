@@ -77,6 +77,10 @@ snowflake_id!(
     UserId
 );
 snowflake_id!(
+    /// An envelope in a device's queue.
+    EnvelopeId
+);
+snowflake_id!(
     /// A login session (one per signed-in device); its refresh tokens rotate, its id does not.
     SessionId
 );

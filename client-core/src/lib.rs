@@ -6,13 +6,16 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod bytes;
 pub mod error;
 pub mod gateway;
 pub mod ids;
+pub mod keys;
 pub mod limits;
+pub mod messages;
 
 #[cfg(feature = "native")]
 pub mod client;
 
 pub use error::{ApiErrorBody, ErrorCode, ErrorDetail};
-pub use ids::{DeviceId, SessionId, UserId};
+pub use ids::{DeviceId, EnvelopeId, SessionId, UserId};

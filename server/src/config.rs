@@ -78,7 +78,7 @@ impl Config {
         }
         Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(path))
-            .merge(Env::prefixed("COPAINS_").split("__").ignore(&["test_database_url", "test_redis_url"]))
+            .merge(Env::prefixed("COPAINS_").split("__").ignore(&["log", "config", "test_database_url", "test_redis_url"]))
             .extract()
             .map_err(Box::new)
     }

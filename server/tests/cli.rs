@@ -26,6 +26,7 @@ fn config_layers_defaults_file_and_environment_and_redacts_secrets() {
         .current_dir(dir.path())
         .env("COPAINS_DATABASE_URL", "postgres://app:s3cret-pw@db.internal:5432/copains")
         .env("COPAINS_GATEWAY__HEARTBEAT_INTERVAL_MS", "20000")
+        .env("COPAINS_LOG", "debug")
         .output()
         .expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -163,7 +163,7 @@ impl Conn {
         };
         let Ok(payload) = serde_json::to_string(&ready) else { return Step::Close(close::UNKNOWN_ERROR) };
         let owner = Owner { user: auth.user.id, device: auth.device_id, login_session: auth.session_id };
-        let topics = [Topic::user(auth.user.id), Topic::session(auth.session_id)];
+        let topics = [Topic::user(auth.user.id), Topic::device(auth.user.id, auth.device_id), Topic::session(auth.session_id)];
         let (ready_frame, new_topics) = self.gw.hub().create(id.clone(), owner, &topics, self.attachment(), &payload);
         self.session = Some(id);
         self.gw.subscribe(new_topics).await;

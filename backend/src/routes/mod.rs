@@ -2,4 +2,6 @@
 
 pub mod auth;
 pub mod health;
+pub mod keys;
+pub mod messages;
 pub mod users;

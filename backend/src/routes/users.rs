@@ -25,6 +25,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/users/@me/sessions", get(sessions))
         .route("/api/v1/users/@me/sessions/{session_id}", delete(revoke_session))
         .route("/api/v1/users/@me/devices", get(devices))
+        .route("/api/v1/users/@me/devices/{device_id}", delete(remove_device))
 }
 
 /// The current user.
@@ -144,4 +145,36 @@ pub async fn revoke_session(
     responses((status = 200, body = Vec<Device>), (status = 401, body = ApiErrorBody)))]
 pub async fn devices(State(state): State<AppState>, auth: Authenticated) -> ApiResult<Json<Vec<Device>>> {
     Ok(Json(state.store.devices(auth.user.id).await?))
+}
+
+/// Remove one of the caller's devices: its keys, its queued envelopes and its session go with
+/// it, and its connections are closed. Senders learn of it through `device_mismatch`.
+#[utoipa::path(delete, path = "/api/v1/users/@me/devices/{device_id}", tag = "users",
+    security(("bearer" = [])),
+    params(("device_id" = u32, Path, description = "device id")),
+    responses(
+        (status = 204),
+        (status = 400, body = ApiErrorBody),
+        (status = 401, body = ApiErrorBody),
+        (status = 404, body = ApiErrorBody),
+    ))]
+pub async fn remove_device(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(raw): Path<String>,
+) -> ApiResult<StatusCode> {
+    let device = raw
+        .parse::<u32>()
+        .ok()
+        .filter(|d| (1..=copains_client_core::DeviceId::MAX).contains(d))
+        .map(copains_client_core::DeviceId)
+        .ok_or_else(|| ApiError::Malformed("device id must be a number from 1 to 127".into()))?;
+    let Some(session) = state.store.remove_device(auth.user.id, device).await? else {
+        return Err(ApiError::NotFound("no such device"));
+    };
+    tracing::info!(user = %auth.user.id, device = %device, "device removed");
+    if let Some(session) = session {
+        announce_revocation(&state, auth.user.id, session).await;
+    }
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs every benchmark against a fresh release server on this machine and prints the figures
+# that go into docs/benchmarks.md. Needs wrk (apt-get install wrk).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+cargo build --release -p copains -p copains-bench
+BIN=${CARGO_TARGET_DIR:-target}/release
+WORK=$(mktemp -d)
+PORT=${PORT:-18181}
+URL=http://127.0.0.1:$PORT
+ulimit -n "$(ulimit -Hn)"
+# Auth rate limits are raised: the benchmarks log in far more often than a person would.
+COPAINS_API__RATE_LIMITS__AUTH_BURST=1000000 COPAINS_API__RATE_LIMITS__AUTH_PER_MINUTE=1000000 \
+COPAINS_LOG=warn "$BIN/copains" serve --bind 127.0.0.1:$PORT --data-dir "$WORK/data" >"$WORK/server.log" 2>&1 &
+PID=$!
+trap 'kill -TERM $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$WORK"' EXIT
+for _ in $(seq 100); do curl -sf "$URL/readyz" >/dev/null && break; sleep 0.1; done
+curl -sf "$URL/readyz" >/dev/null || { cat "$WORK/server.log"; exit 1; }
+
+echo "== login (argon2id) latency"
+"$BIN/copains-bench" --url "$URL" login --n "${LOGINS:-60}"
+
+echo "== GET /api/v1/users/@me throughput (wrk, 2 threads, 64 connections, 15 s)"
+TOKEN=$("$BIN/copains-bench" --url "$URL" token)
+wrk -t2 -c64 -d15s --latency -H "Authorization: Bearer $TOKEN" "$URL/api/v1/users/@me"
+
+echo "== memory per idle gateway connection"
+"$BIN/copains-bench" --url "$URL" gateway-idle --pid $PID --connections "${CONNECTIONS:-10000}" --accounts "${ACCOUNTS:-1000}"
