@@ -215,6 +215,30 @@ impl Client {
         self.send(Method::GET, "/api/v1/users/@me/devices", Some(&token), None::<&()>).await
     }
 
+    /// An authenticated call returning JSON (for the messenger and tools).
+    pub async fn api<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&(impl Serialize + ?Sized)>) -> Result<T> {
+        let token = self.access_token().await?;
+        self.send(method, path, Some(&token), body).await
+    }
+
+    /// `PUT /api/v1/keys`.
+    pub async fn put_keys(&self, keys: &crate::keys::UploadKeys) -> Result<()> {
+        let token = self.access_token().await?;
+        self.send_no_content(Method::PUT, "/api/v1/keys", Some(&token), Some(keys)).await
+    }
+
+    /// Acknowledges (deletes) an envelope of this device.
+    pub async fn ack(&self, id: crate::ids::EnvelopeId) -> Result<()> {
+        let token = self.access_token().await?;
+        self.send_no_content(Method::DELETE, &format!("/api/v1/messages/{id}"), Some(&token), None::<&()>).await
+    }
+
+    /// Removes one of this account's devices (its keys, queue and session go with it).
+    pub async fn remove_device(&self, device: DeviceId) -> Result<()> {
+        let token = self.access_token().await?;
+        self.send_no_content(Method::DELETE, &format!("/api/v1/users/@me/devices/{device}"), Some(&token), None::<&()>).await
+    }
+
     async fn request(
         &self,
         method: Method,

@@ -16,6 +16,10 @@ pub mod messages;
 
 #[cfg(feature = "native")]
 pub mod client;
+#[cfg(feature = "native")]
+pub mod messaging;
+#[cfg(feature = "crypto")]
+pub mod crypto;
 
 pub use error::{ApiErrorBody, ErrorCode, ErrorDetail};
 pub use ids::{DeviceId, EnvelopeId, SessionId, UserId};

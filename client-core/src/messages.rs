@@ -54,6 +54,11 @@ pub struct SendMessage {
     /// One envelope per other device of the sender.
     #[serde(default)]
     pub sync_messages: Vec<OutgoingEnvelope>,
+    /// Addressed to some devices only (a retry request, or a message re-sent to the one device
+    /// that could not decrypt it): devices left out are not reported missing, and the
+    /// recipient may be the sender (for its own other devices, in `messages`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
 }
 
 /// Answer to a send.

@@ -32,6 +32,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/keys", put(upload))
         .route("/api/v1/keys/count", get(count))
         .route("/api/v1/keys/{user_id}", get(bundles))
+        .route("/api/v1/keys/{user_id}/{device_id}", get(device_bundle))
 }
 
 /// Upload the calling device's keys: the full set the first time, then more one-time prekeys
@@ -152,8 +153,45 @@ pub async fn count(State(state): State<AppState>, auth: Authenticated) -> ApiRes
     ))]
 pub async fn bundles(State(state): State<AppState>, auth: Authenticated, Path(raw): Path<String>) -> ApiResult<Json<UserBundles>> {
     let user: UserId = raw.parse().map_err(|_| ApiError::Malformed("user id must be a decimal id".into()))?;
+    fetch(&state, &auth, user, None).await
+}
+
+/// The prekey bundle of one device of a user (consumes its one-time prekeys as above).
+#[utoipa::path(get, path = "/api/v1/keys/{user_id}/{device_id}", tag = "keys", security(("bearer" = [])),
+    params(("user_id" = String, Path, description = "user id"), ("device_id" = u32, Path, description = "device id")),
+    responses(
+        (status = 200, body = UserBundles),
+        (status = 400, body = ApiErrorBody),
+        (status = 401, body = ApiErrorBody),
+        (status = 404, body = ApiErrorBody),
+        (status = 429, body = ApiErrorBody),
+    ))]
+pub async fn device_bundle(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path((raw_user, raw_device)): Path<(String, String)>,
+) -> ApiResult<Json<UserBundles>> {
+    let user: UserId = raw_user.parse().map_err(|_| ApiError::Malformed("user id must be a decimal id".into()))?;
+    let device = raw_device
+        .parse::<u32>()
+        .ok()
+        .filter(|d| (1..=copains_client_core::DeviceId::MAX).contains(d))
+        .map(copains_client_core::DeviceId)
+        .ok_or_else(|| ApiError::Malformed("device id must be a number from 1 to 127".into()))?;
+    fetch(&state, &auth, user, Some(device)).await
+}
+
+async fn fetch(
+    state: &AppState,
+    auth: &Authenticated,
+    user: UserId,
+    device: Option<copains_client_core::DeviceId>,
+) -> ApiResult<Json<UserBundles>> {
     state.limiters.bundle_fetch(auth.user.id)?;
-    let mut taken = state.store.take_bundles(user, None).await?;
+    if user == auth.user.id && device == Some(auth.device_id) {
+        return Err(ApiError::Malformed("a device does not fetch its own bundle".into()));
+    }
+    let mut taken = state.store.take_bundles(user, device).await?;
     if user == auth.user.id {
         // A device never needs a session with itself.
         taken.retain(|b| b.device_id != auth.device_id);

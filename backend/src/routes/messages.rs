@@ -46,11 +46,14 @@ pub fn router() -> Router<AppState> {
     ))]
 pub async fn send(State(state): State<AppState>, auth: Authenticated, ApiJson(body): ApiJson<SendMessage>) -> ApiResult<Json<SendReceipt>> {
     state.limiters.message(auth.user.id)?;
-    if body.recipient == auth.user.id {
+    if body.recipient == auth.user.id && !body.partial {
         return Err(ApiError::Malformed("recipient is yourself: put your own devices in sync_messages".into()));
     }
     if body.messages.is_empty() {
         return Err(ApiError::Malformed("messages must hold one envelope per recipient device".into()));
+    }
+    if body.partial && !body.sync_messages.is_empty() {
+        return Err(ApiError::Malformed("a partial send has no sync_messages".into()));
     }
     for e in body.messages.iter().chain(&body.sync_messages) {
         if !kind::is_valid(e.kind) {
@@ -66,13 +69,23 @@ pub async fn send(State(state): State<AppState>, auth: Authenticated, ApiJson(bo
     if state.store.user(body.recipient).await?.is_none() {
         return Err(ApiError::NotFound("no such recipient"));
     }
-    let recipient_devices = state.store.receiving_devices(body.recipient).await?;
+    let mut recipient_devices = state.store.receiving_devices(body.recipient).await?;
+    if recipient_devices.is_empty() {
+        return Err(ApiError::NotFound("the recipient has no device that can receive messages"));
+    }
     let mut own_devices = state.store.receiving_devices(auth.user.id).await?;
     own_devices.retain(|(d, _)| *d != auth.device_id);
-    let mismatch = SendMismatch {
+    if body.recipient == auth.user.id {
+        recipient_devices.retain(|(d, _)| *d != auth.device_id);
+    }
+    let mut mismatch = SendMismatch {
         recipient: compare(&recipient_devices, &body.messages)?,
         own: compare(&own_devices, &body.sync_messages)?,
     };
+    if body.partial {
+        mismatch.recipient.missing_devices.clear();
+        mismatch.own.missing_devices.clear();
+    }
     if !mismatch.recipient.is_empty() || !mismatch.own.is_empty() {
         return Err(ApiError::DeviceMismatch(Box::new(mismatch)));
     }
@@ -120,10 +133,12 @@ fn compare(devices: &[(DeviceId, u32)], envelopes: &[OutgoingEnvelope]) -> ApiRe
     Ok(DeviceMismatch {
         missing_devices: existing.keys().filter(|d| !given.contains_key(d)).copied().collect(),
         extra_devices: given.keys().filter(|d| !existing.contains_key(d)).copied().collect(),
-        stale_devices: given
+        stale_devices: envelopes
             .iter()
-            .filter(|(d, reg)| existing.get(d).is_some_and(|r| r != *reg))
-            .map(|(d, _)| *d)
+            // A retry request goes out when the session is broken: its registration id is unknown.
+            .filter(|e| e.kind != kind::PLAINTEXT)
+            .filter(|e| existing.get(&e.device_id).is_some_and(|r| *r != e.registration_id))
+            .map(|e| e.device_id)
             .collect(),
     })
 }

@@ -1,0 +1,306 @@
+//! One device's end-to-end encryption: keys to upload, sessions from bundles (PQXDH),
+//! encrypt and decrypt (Double Ratchet), retry requests, safety numbers. All of it is
+//! libsignal; this module only feeds it keys and stores.
+
+use std::time::SystemTime;
+
+use libsignal_protocol::{
+    kem, message_decrypt, message_encrypt, process_prekey_bundle, CiphertextMessage, CiphertextMessageType,
+    DecryptionErrorMessage, Fingerprint, GenericSignedPreKey, IdentityKey, IdentityKeyStore, KeyPair,
+    KyberPreKeyId, KyberPreKeyRecord, KyberPreKeyStore, PlaintextContent, PreKeyBundle, PreKeyId, PreKeyRecord,
+    PreKeySignalMessage, PreKeyStore, ProtocolAddress, PublicKey, SessionStore, SignalMessage, SignalProtocolError,
+    SignedPreKeyId, SignedPreKeyRecord, SignedPreKeyStore, Timestamp,
+};
+use rand::Rng;
+
+use super::store::{ns, DeviceStore};
+use super::vault::{Vault, VaultError};
+use crate::bytes::Base64Bytes;
+use crate::ids::{DeviceId, UserId};
+use crate::keys::{DeviceBundle, PreKey, SignedPreKey, UploadKeys};
+use crate::messages::{kind, Envelope, OutgoingEnvelope};
+
+/// One-time prekeys generated per batch.
+pub const PREKEY_BATCH: u32 = 100;
+
+/// Errors of the device crypto.
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    /// libsignal refused.
+    #[error("signal protocol: {0}")]
+    Protocol(#[from] SignalProtocolError),
+    /// The vault failed.
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    /// A bundle or envelope that cannot be used.
+    #[error("invalid input: {0}")]
+    Invalid(String),
+}
+
+/// A decrypted envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decrypted {
+    /// A message.
+    Message(Vec<u8>),
+    /// A retry request: the sender of this envelope could not decrypt our message sent at
+    /// `timestamp`; the broken session was dropped if it was the current one.
+    RetryRequest {
+        /// Server timestamp of the message to send again.
+        timestamp: i64,
+    },
+}
+
+/// The Signal protocol address of a user's device.
+pub fn address(user: UserId, device: DeviceId) -> Result<ProtocolAddress, CryptoError> {
+    let device = libsignal_protocol::DeviceId::try_from(device.0).map_err(|_| CryptoError::Invalid(format!("device id {device}")))?;
+    Ok(ProtocolAddress::new(user.to_string(), device))
+}
+
+/// The end-to-end state of this device.
+#[derive(Debug)]
+pub struct E2eeDevice {
+    store: DeviceStore,
+    user: UserId,
+}
+
+impl E2eeDevice {
+    /// Opens the device's vault; a new vault gets a fresh identity. Returns the device and,
+    /// when new, the full set of keys to upload.
+    pub async fn open(vault: Vault, user: UserId) -> Result<(Self, Option<UploadKeys>), CryptoError> {
+        let registration_id = rand::rng().random_range(1..=16380);
+        let (store, created) = DeviceStore::open(vault, registration_id).await?;
+        let mut device = Self { store, user };
+        let upload = if created { Some(device.keys_to_upload(true, PREKEY_BATCH).await?) } else { None };
+        Ok((device, upload))
+    }
+
+    /// This device's identity key.
+    pub fn identity_key(&self) -> IdentityKey {
+        *self.store.identity.pair().identity_key()
+    }
+
+    /// The vault (for the client's own records, such as history).
+    pub fn vault(&self) -> &Vault {
+        &self.store.vault
+    }
+
+    /// This device's registration id.
+    pub fn registration_id(&self) -> u32 {
+        self.store.identity.registration_id()
+    }
+
+    /// Generates `count` one-time prekeys of each kind, and with `full` a new signed prekey,
+    /// a new Kyber last-resort prekey and the identity; stores the private halves.
+    pub async fn keys_to_upload(&mut self, full: bool, count: u32) -> Result<UploadKeys, CryptoError> {
+        let mut rng = rand::rng();
+        let identity = *self.store.identity.pair();
+        let now = Timestamp::from_epoch_millis(now_ms() as u64);
+        let mut upload = UploadKeys::default();
+        if full {
+            upload.identity_key = Some(identity.identity_key().serialize().to_vec().into());
+            upload.registration_id = Some(self.store.identity.registration_id());
+            let signed_id = self.store.counter("next_signed").await?;
+            let pair = KeyPair::generate(&mut rng);
+            let signature = identity
+                .private_key()
+                .calculate_signature(&pair.public_key.serialize(), &mut rng)
+                .map_err(SignalProtocolError::from)?;
+            let record = SignedPreKeyRecord::new(SignedPreKeyId::from(signed_id), now, &pair, &signature);
+            self.store.signed.save_signed_pre_key(SignedPreKeyId::from(signed_id), &record).await?;
+            self.store.set_counter("next_signed", signed_id + 1).await?;
+            upload.signed_pre_key = Some(SignedPreKey {
+                key_id: signed_id,
+                public_key: pair.public_key.serialize().to_vec().into(),
+                signature: signature.to_vec().into(),
+            });
+            let kyber_id = self.store.counter("next_kyber").await?;
+            let record = KyberPreKeyRecord::generate(kem::KeyType::Kyber1024, KyberPreKeyId::from(kyber_id), identity.private_key())?;
+            self.store.kyber.save_kyber_pre_key(KyberPreKeyId::from(kyber_id), &record).await?;
+            self.store.vault.put(ns::OWN, b"kyber_last_resort", &kyber_id.to_be_bytes()).await?;
+            self.store.set_counter("next_kyber", kyber_id + 1).await?;
+            upload.pq_last_resort_pre_key = Some(signed_of(&record, kyber_id)?);
+        }
+        let first = self.store.counter("next_prekey").await?;
+        for id in first..first + count {
+            let pair = KeyPair::generate(&mut rng);
+            self.store.prekeys.save_pre_key(PreKeyId::from(id), &PreKeyRecord::new(PreKeyId::from(id), &pair)).await?;
+            upload.pre_keys.push(PreKey { key_id: id, public_key: pair.public_key.serialize().to_vec().into() });
+        }
+        self.store.set_counter("next_prekey", first + count).await?;
+        let first = self.store.counter("next_kyber").await?;
+        for id in first..first + count {
+            let record = KyberPreKeyRecord::generate(kem::KeyType::Kyber1024, KyberPreKeyId::from(id), identity.private_key())?;
+            self.store.kyber.save_kyber_pre_key(KyberPreKeyId::from(id), &record).await?;
+            upload.pq_pre_keys.push(signed_of(&record, id)?);
+        }
+        self.store.set_counter("next_kyber", first + count).await?;
+        Ok(upload)
+    }
+
+    /// The registration id of the session with a device, if there is a usable one.
+    pub async fn session_registration(&self, user: UserId, device: DeviceId) -> Result<Option<u32>, CryptoError> {
+        let addr = address(user, device)?;
+        match self.store.sessions.load_session(&addr).await {
+            Ok(Some(record)) if record.has_usable_sender_chain(SystemTime::now(), libsignal_protocol::SessionUsabilityRequirements::all())? => {
+                Ok(Some(record.remote_registration_id()?))
+            }
+            Ok(_) => Ok(None),
+            // An unreadable session is as good as none: it will be rebuilt.
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Starts a session with a device from its bundle (PQXDH).
+    pub async fn start_session(&mut self, user: UserId, bundle: &DeviceBundle) -> Result<(), CryptoError> {
+        let addr = address(user, bundle.device_id)?;
+        let pre_key = match &bundle.pre_key {
+            Some(k) => Some((PreKeyId::from(k.key_id), PublicKey::deserialize(k.public_key.as_slice()).map_err(SignalProtocolError::from)?)),
+            None => None,
+        };
+        let device = libsignal_protocol::DeviceId::try_from(bundle.device_id.0).map_err(|_| CryptoError::Invalid("device id".into()))?;
+        let bundle = PreKeyBundle::new(
+            bundle.registration_id,
+            device,
+            pre_key,
+            SignedPreKeyId::from(bundle.signed_pre_key.key_id),
+            PublicKey::deserialize(bundle.signed_pre_key.public_key.as_slice()).map_err(SignalProtocolError::from)?,
+            bundle.signed_pre_key.signature.0.clone(),
+            KyberPreKeyId::from(bundle.pq_pre_key.key_id),
+            kem::PublicKey::deserialize(bundle.pq_pre_key.public_key.as_slice())?,
+            bundle.pq_pre_key.signature.0.clone(),
+            IdentityKey::decode(bundle.identity_key.as_slice())?,
+        )?;
+        let mut rng = rand::rng();
+        let s = &mut self.store;
+        process_prekey_bundle(&addr, &mut s.sessions, &mut s.identity, &bundle, SystemTime::now(), &mut rng).await?;
+        Ok(())
+    }
+
+    /// Encrypts `plaintext` for a device with which a session exists.
+    pub async fn encrypt(&mut self, user: UserId, device: DeviceId, plaintext: &[u8]) -> Result<OutgoingEnvelope, CryptoError> {
+        let addr = address(user, device)?;
+        let registration_id = self
+            .store
+            .sessions
+            .load_session(&addr)
+            .await?
+            .ok_or_else(|| CryptoError::Invalid(format!("no session with {addr}")))?
+            .remote_registration_id()?;
+        let mut rng = rand::rng();
+        let s = &mut self.store;
+        let message = message_encrypt(plaintext, &addr, &mut s.sessions, &mut s.identity, SystemTime::now(), &mut rng).await?;
+        let kind = match message.message_type() {
+            CiphertextMessageType::PreKey => kind::PREKEY,
+            CiphertextMessageType::Whisper => kind::WHISPER,
+            other => return Err(CryptoError::Invalid(format!("unexpected ciphertext type {other:?}"))),
+        };
+        Ok(OutgoingEnvelope { device_id: device, registration_id, kind, content: message.serialize().to_vec().into() })
+    }
+
+    /// Decrypts an envelope (or handles a retry request carried by one).
+    pub async fn decrypt(&mut self, envelope: &Envelope) -> Result<Decrypted, CryptoError> {
+        let addr = address(envelope.sender, envelope.sender_device)?;
+        let bytes = envelope.content.as_slice();
+        let message = match envelope.kind {
+            kind::PREKEY => CiphertextMessage::PreKeySignalMessage(PreKeySignalMessage::try_from(bytes)?),
+            kind::WHISPER => CiphertextMessage::SignalMessage(SignalMessage::try_from(bytes)?),
+            kind::PLAINTEXT => return self.on_retry_request(&addr, bytes).await,
+            other => return Err(CryptoError::Invalid(format!("unknown envelope kind {other}"))),
+        };
+        let mut rng = rand::rng();
+        let s = &mut self.store;
+        let plaintext =
+            message_decrypt(&message, &addr, &mut s.sessions, &mut s.identity, &mut s.prekeys, &s.signed, &mut s.kyber, &mut rng)
+                .await?;
+        Ok(Decrypted::Message(plaintext))
+    }
+
+    async fn on_retry_request(&mut self, addr: &ProtocolAddress, bytes: &[u8]) -> Result<Decrypted, CryptoError> {
+        let content = PlaintextContent::try_from(bytes)?;
+        let request = libsignal_protocol::extract_decryption_error_message_from_serialized_content(content.body())?;
+        if let Some(ratchet) = request.ratchet_key() {
+            // Drop the session only if it is the one the peer failed on (not one already rebuilt).
+            if let Some(record) = self.store.sessions.load_session(addr).await.ok().flatten() {
+                if record.current_ratchet_key_matches(ratchet)? {
+                    self.store.sessions.delete(addr).await?;
+                }
+            }
+        } else {
+            self.store.sessions.delete(addr).await?;
+        }
+        Ok(Decrypted::RetryRequest { timestamp: request.timestamp().epoch_millis() as i64 })
+    }
+
+    /// A retry request for an envelope that could not be decrypted, to send back to its
+    /// sender's device (an unencrypted `PlaintextContent` holding a `DecryptionErrorMessage`).
+    pub fn retry_request(&self, envelope: &Envelope) -> Result<OutgoingEnvelope, CryptoError> {
+        let original_type = match envelope.kind {
+            kind::PREKEY => CiphertextMessageType::PreKey,
+            kind::WHISPER => CiphertextMessageType::Whisper,
+            other => return Err(CryptoError::Invalid(format!("no retry for kind {other}"))),
+        };
+        let request = DecryptionErrorMessage::for_original(
+            envelope.content.as_slice(),
+            original_type,
+            Timestamp::from_epoch_millis(u64::try_from(envelope.server_timestamp).unwrap_or(0)),
+            envelope.sender_device.0,
+        )?;
+        let content = PlaintextContent::from(request);
+        Ok(OutgoingEnvelope {
+            device_id: envelope.sender_device,
+            // Unknown when the session is broken; the server does not check it for retries.
+            registration_id: 0,
+            kind: kind::PLAINTEXT,
+            content: Base64Bytes(content.serialized().to_vec()),
+        })
+    }
+
+    /// Forgets the session with a device.
+    pub async fn forget_session(&mut self, user: UserId, device: DeviceId) -> Result<(), CryptoError> {
+        Ok(self.store.sessions.delete(&address(user, device)?).await?)
+    }
+
+    /// Safety number (60 digits) between this device and a contact's device, from libsignal's
+    /// `Fingerprint`; `None` before any session with that device.
+    pub async fn safety_number(&self, user: UserId, device: DeviceId) -> Result<Option<String>, CryptoError> {
+        let addr = address(user, device)?;
+        let Some(theirs) = self.store.identity.get_identity(&addr).await? else { return Ok(None) };
+        let fingerprint = |e: libsignal_protocol::FingerprintError| CryptoError::Invalid(format!("fingerprint: {e}"));
+        let fp = Fingerprint::new(2, 5200, self.user.to_string().as_bytes(), &self.identity_key(), user.to_string().as_bytes(), &theirs)
+            .map_err(fingerprint)?;
+        Ok(Some(fp.display_string().map_err(fingerprint)?))
+    }
+
+    /// Marks a contact's device as verified (after comparing safety numbers).
+    pub async fn set_verified(&self, user: UserId, device: DeviceId, verified: bool) -> Result<(), CryptoError> {
+        Ok(self.store.identity.set_verified(&address(user, device)?, verified).await?)
+    }
+
+    /// Contacts' devices whose identity key changed since the last call.
+    pub fn take_identity_changes(&mut self) -> Vec<(UserId, DeviceId)> {
+        self.store
+            .identity
+            .take_changes()
+            .into_iter()
+            .filter_map(|a| Some((a.name().parse().ok()?, DeviceId(u32::from(a.device_id())))))
+            .collect()
+    }
+
+    /// Overwrites the session with a device with garbage (tests of the repair path).
+    #[doc(hidden)]
+    pub async fn corrupt_session(&self, user: UserId, device: DeviceId) -> Result<(), CryptoError> {
+        Ok(self.store.sessions.corrupt(&address(user, device)?).await?)
+    }
+}
+
+fn signed_of(record: &KyberPreKeyRecord, id: u32) -> Result<SignedPreKey, CryptoError> {
+    Ok(SignedPreKey {
+        key_id: id,
+        public_key: record.public_key()?.serialize().to_vec().into(),
+        signature: record.signature()?.into(),
+    })
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

@@ -1,0 +1,57 @@
+//! The native vault backend: one SQLite file holding sealed records.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{Row, SqlitePool};
+
+use super::vault::{VaultBackend, VaultError};
+
+/// Sealed records in a SQLite file (`records(k BLOB PRIMARY KEY, v BLOB)`).
+#[derive(Debug, Clone)]
+pub struct SqliteBackend {
+    pool: SqlitePool,
+}
+
+fn backend(e: sqlx::Error) -> VaultError {
+    VaultError::Backend(e.to_string())
+}
+
+impl SqliteBackend {
+    /// Opens or creates the file.
+    pub async fn open(path: &Path) -> Result<Self, VaultError> {
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .map_err(backend)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.map_err(backend)?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS records (k BLOB PRIMARY KEY, v BLOB NOT NULL)")
+            .execute(&pool)
+            .await
+            .map_err(backend)?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait(?Send)]
+impl VaultBackend for SqliteBackend {
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, VaultError> {
+        let row = sqlx::query("SELECT v FROM records WHERE k = ?").bind(key).fetch_optional(&self.pool).await.map_err(backend)?;
+        row.map(|r| r.try_get::<Vec<u8>, _>(0).map_err(backend)).transpose()
+    }
+    async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), VaultError> {
+        sqlx::query("INSERT INTO records (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+    async fn delete(&self, key: &[u8]) -> Result<(), VaultError> {
+        sqlx::query("DELETE FROM records WHERE k = ?").bind(key).execute(&self.pool).await.map_err(backend)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,262 @@
+//! libsignal's store traits over the [`Vault`].
+
+use std::rc::Rc;
+
+use async_trait::async_trait;
+use libsignal_protocol::{
+    Direction, GenericSignedPreKey, IdentityChange, IdentityKey, IdentityKeyPair, IdentityKeyStore, KyberPreKeyId,
+    KyberPreKeyRecord, KyberPreKeyStore, PreKeyId, PreKeyRecord, PreKeyStore, ProtocolAddress, PublicKey,
+    SessionRecord, SessionStore, SignalProtocolError, SignedPreKeyId, SignedPreKeyRecord, SignedPreKeyStore,
+};
+
+use super::vault::{Vault, VaultError};
+
+type SignalResult<T> = Result<T, SignalProtocolError>;
+
+fn storage(e: VaultError) -> SignalProtocolError {
+    SignalProtocolError::InvalidState("vault", e.to_string())
+}
+
+/// Record namespaces.
+pub(crate) mod ns {
+    pub const OWN: &str = "own";
+    pub const PREKEY: &str = "prekey";
+    pub const SIGNED: &str = "signed";
+    pub const KYBER: &str = "kyber";
+    pub const SESSION: &str = "session";
+    pub const IDENTITY: &str = "identity";
+    pub const VERIFIED: &str = "verified";
+}
+
+/// A device's Signal protocol state, sealed in a vault: one sub-store per libsignal store
+/// trait (libsignal takes each as its own `&mut`), all sharing the vault.
+pub struct DeviceStore {
+    /// The vault.
+    pub vault: Rc<Vault>,
+    /// Own identity and contacts' identities.
+    pub identity: Identities,
+    /// One-time EC prekeys.
+    pub prekeys: PreKeys,
+    /// Signed EC prekeys.
+    pub signed: SignedPreKeys,
+    /// Kyber prekeys.
+    pub kyber: KyberPreKeys,
+    /// Sessions.
+    pub sessions: Sessions,
+}
+
+impl std::fmt::Debug for DeviceStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceStore").field("registration_id", &self.identity.registration_id).finish_non_exhaustive()
+    }
+}
+
+impl DeviceStore {
+    /// Loads the device's identity from the vault, or creates one when the vault is new.
+    /// Returns the store and whether it was created.
+    pub async fn open(vault: Vault, registration_id_if_new: u32) -> Result<(Self, bool), VaultError> {
+        let vault = Rc::new(vault);
+        let (pair, registration_id, created) =
+            match (vault.get(ns::OWN, b"identity").await?, vault.get(ns::OWN, b"registration_id").await?) {
+                (Some(identity), Some(reg)) => {
+                    let pair = IdentityKeyPair::try_from(identity.as_slice()).map_err(|_| VaultError::Corrupt)?;
+                    let reg = u32::from_be_bytes(reg.as_slice().try_into().map_err(|_| VaultError::Corrupt)?);
+                    (pair, reg, false)
+                }
+                _ => {
+                    let pair = IdentityKeyPair::generate(&mut rand::rng());
+                    vault.put(ns::OWN, b"identity", &pair.serialize()).await?;
+                    vault.put(ns::OWN, b"registration_id", &registration_id_if_new.to_be_bytes()).await?;
+                    (pair, registration_id_if_new, true)
+                }
+            };
+        let store = Self {
+            identity: Identities { vault: vault.clone(), pair, registration_id, changes: Vec::new() },
+            prekeys: PreKeys(vault.clone()),
+            signed: SignedPreKeys(vault.clone()),
+            kyber: KyberPreKeys(vault.clone()),
+            sessions: Sessions(vault.clone()),
+            vault,
+        };
+        Ok((store, created))
+    }
+
+    /// Reads a counter kept in the vault (next prekey ids).
+    pub async fn counter(&self, name: &str) -> Result<u32, VaultError> {
+        Ok(match self.vault.get(ns::OWN, name.as_bytes()).await? {
+            Some(v) => u32::from_be_bytes(v.as_slice().try_into().map_err(|_| VaultError::Corrupt)?),
+            None => 1,
+        })
+    }
+
+    /// Writes a counter.
+    pub async fn set_counter(&self, name: &str, value: u32) -> Result<(), VaultError> {
+        self.vault.put(ns::OWN, name.as_bytes(), &value.to_be_bytes()).await
+    }
+}
+
+/// Own identity, and the identities of contacts' devices.
+pub struct Identities {
+    vault: Rc<Vault>,
+    pair: IdentityKeyPair,
+    registration_id: u32,
+    /// Identity changes seen since the last [`Identities::take_changes`].
+    changes: Vec<ProtocolAddress>,
+}
+
+impl Identities {
+    /// This device's identity key pair.
+    pub fn pair(&self) -> &IdentityKeyPair {
+        &self.pair
+    }
+
+    /// This device's registration id.
+    pub fn registration_id(&self) -> u32 {
+        self.registration_id
+    }
+
+    /// Marks a contact device as verified: a later identity change for it is refused until
+    /// the user verifies again.
+    pub async fn set_verified(&self, address: &ProtocolAddress, verified: bool) -> Result<(), VaultError> {
+        let key = address.to_string();
+        if verified {
+            self.vault.put(ns::VERIFIED, key.as_bytes(), &[1]).await
+        } else {
+            self.vault.delete(ns::VERIFIED, key.as_bytes()).await
+        }
+    }
+
+    async fn is_verified(&self, address: &ProtocolAddress) -> Result<bool, VaultError> {
+        Ok(self.vault.get(ns::VERIFIED, address.to_string().as_bytes()).await?.is_some())
+    }
+
+    /// Addresses whose identity key changed since the last call.
+    pub fn take_changes(&mut self) -> Vec<ProtocolAddress> {
+        std::mem::take(&mut self.changes)
+    }
+}
+
+/// One-time EC prekeys.
+pub struct PreKeys(Rc<Vault>);
+/// Signed EC prekeys.
+pub struct SignedPreKeys(Rc<Vault>);
+/// Kyber prekeys (one-time and last resort).
+pub struct KyberPreKeys(Rc<Vault>);
+/// Sessions with contacts' devices.
+pub struct Sessions(Rc<Vault>);
+
+impl Sessions {
+    /// Forgets the session with `address` (it will be rebuilt from a fresh bundle).
+    pub async fn delete(&self, address: &ProtocolAddress) -> Result<(), VaultError> {
+        self.0.delete(ns::SESSION, address.to_string().as_bytes()).await
+    }
+
+    /// Overwrites the session with `address` with garbage (tests of the repair path).
+    #[doc(hidden)]
+    pub async fn corrupt(&self, address: &ProtocolAddress) -> Result<(), VaultError> {
+        self.0.put(ns::SESSION, address.to_string().as_bytes(), b"\x00garbage").await
+    }
+}
+
+#[async_trait(?Send)]
+impl IdentityKeyStore for Identities {
+    async fn get_identity_key_pair(&self) -> SignalResult<IdentityKeyPair> {
+        Ok(self.pair)
+    }
+
+    async fn get_local_registration_id(&self) -> SignalResult<u32> {
+        Ok(self.registration_id)
+    }
+
+    async fn save_identity(&mut self, address: &ProtocolAddress, identity: &IdentityKey) -> SignalResult<IdentityChange> {
+        let key = address.to_string();
+        let previous = self.vault.get(ns::IDENTITY, key.as_bytes()).await.map_err(storage)?;
+        let serialized = identity.serialize();
+        if previous.as_deref() == Some(&serialized[..]) {
+            return Ok(IdentityChange::NewOrUnchanged);
+        }
+        self.vault.put(ns::IDENTITY, key.as_bytes(), &serialized).await.map_err(storage)?;
+        if previous.is_some() {
+            // Never silent: the change is reported to the user, and verification is reset.
+            self.changes.push(address.clone());
+            self.set_verified(address, false).await.map_err(storage)?;
+            return Ok(IdentityChange::ReplacedExisting);
+        }
+        Ok(IdentityChange::NewOrUnchanged)
+    }
+
+    async fn is_trusted_identity(&self, address: &ProtocolAddress, identity: &IdentityKey, _direction: Direction) -> SignalResult<bool> {
+        // Trust on first use; a changed key is accepted (and reported by save_identity) unless
+        // the user verified the previous one, as Signal does.
+        let stored = self.vault.get(ns::IDENTITY, address.to_string().as_bytes()).await.map_err(storage)?;
+        match stored {
+            None => Ok(true),
+            Some(stored) if stored[..] == identity.serialize()[..] => Ok(true),
+            Some(_) => Ok(!self.is_verified(address).await.map_err(storage)?),
+        }
+    }
+
+    async fn get_identity(&self, address: &ProtocolAddress) -> SignalResult<Option<IdentityKey>> {
+        match self.vault.get(ns::IDENTITY, address.to_string().as_bytes()).await.map_err(storage)? {
+            Some(raw) => Ok(Some(IdentityKey::decode(&raw)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+#[async_trait(?Send)]
+impl PreKeyStore for PreKeys {
+    async fn get_pre_key(&self, id: PreKeyId) -> SignalResult<PreKeyRecord> {
+        let raw = self.0.get(ns::PREKEY, &u32::from(id).to_be_bytes()).await.map_err(storage)?;
+        PreKeyRecord::deserialize(&raw.ok_or(SignalProtocolError::InvalidPreKeyId)?)
+    }
+    async fn save_pre_key(&mut self, id: PreKeyId, record: &PreKeyRecord) -> SignalResult<()> {
+        self.0.put(ns::PREKEY, &u32::from(id).to_be_bytes(), &record.serialize()?).await.map_err(storage)
+    }
+    async fn remove_pre_key(&mut self, id: PreKeyId) -> SignalResult<()> {
+        self.0.delete(ns::PREKEY, &u32::from(id).to_be_bytes()).await.map_err(storage)
+    }
+}
+
+#[async_trait(?Send)]
+impl SignedPreKeyStore for SignedPreKeys {
+    async fn get_signed_pre_key(&self, id: SignedPreKeyId) -> SignalResult<SignedPreKeyRecord> {
+        let raw = self.0.get(ns::SIGNED, &u32::from(id).to_be_bytes()).await.map_err(storage)?;
+        SignedPreKeyRecord::deserialize(&raw.ok_or(SignalProtocolError::InvalidSignedPreKeyId)?)
+    }
+    async fn save_signed_pre_key(&mut self, id: SignedPreKeyId, record: &SignedPreKeyRecord) -> SignalResult<()> {
+        self.0.put(ns::SIGNED, &u32::from(id).to_be_bytes(), &record.serialize()?).await.map_err(storage)
+    }
+}
+
+#[async_trait(?Send)]
+impl KyberPreKeyStore for KyberPreKeys {
+    async fn get_kyber_pre_key(&self, id: KyberPreKeyId) -> SignalResult<KyberPreKeyRecord> {
+        let raw = self.0.get(ns::KYBER, &u32::from(id).to_be_bytes()).await.map_err(storage)?;
+        KyberPreKeyRecord::deserialize(&raw.ok_or(SignalProtocolError::InvalidKyberPreKeyId)?)
+    }
+    async fn save_kyber_pre_key(&mut self, id: KyberPreKeyId, record: &KyberPreKeyRecord) -> SignalResult<()> {
+        self.0.put(ns::KYBER, &u32::from(id).to_be_bytes(), &record.serialize()?).await.map_err(storage)
+    }
+    async fn mark_kyber_pre_key_used(&mut self, id: KyberPreKeyId, _ec: SignedPreKeyId, _base: &PublicKey) -> SignalResult<()> {
+        // One-time Kyber keys are deleted once used; the last-resort key stays.
+        let last_resort = self.0.get(ns::OWN, b"kyber_last_resort").await.map_err(storage)?;
+        if last_resort.as_deref() != Some(&u32::from(id).to_be_bytes()[..]) {
+            self.0.delete(ns::KYBER, &u32::from(id).to_be_bytes()).await.map_err(storage)?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait(?Send)]
+impl SessionStore for Sessions {
+    async fn load_session(&self, address: &ProtocolAddress) -> SignalResult<Option<SessionRecord>> {
+        match self.0.get(ns::SESSION, address.to_string().as_bytes()).await.map_err(storage)? {
+            Some(raw) => Ok(Some(SessionRecord::deserialize(&raw)?)),
+            None => Ok(None),
+        }
+    }
+    async fn store_session(&mut self, address: &ProtocolAddress, record: &SessionRecord) -> SignalResult<()> {
+        self.0.put(ns::SESSION, address.to_string().as_bytes(), &record.serialize()?).await.map_err(storage)
+    }
+}

@@ -1,0 +1,218 @@
+//! The client's encrypted key-value store ("vault").
+//!
+//! Everything the client keeps — identity keys, sessions, prekeys, contacts' identities,
+//! message history — goes through here. Values are sealed with XChaCha20-Poly1305 under a key
+//! derived from the user's passphrase with argon2id; record names are replaced by an
+//! HMAC-SHA256 of them, so the file shows neither key material, nor message text, nor whom
+//! the user talks to. Each value is bound to its slot (the HMAC is the AEAD's associated
+//! data), so records cannot be swapped. Where the bytes live is a [`VaultBackend`]: SQLite on
+//! native targets, IndexedDB later in the browser.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use async_trait::async_trait;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::Sha256;
+
+/// Errors of the vault.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    /// The passphrase does not open this vault.
+    #[error("wrong passphrase")]
+    WrongPassphrase,
+    /// A record failed authentication (tampered or corrupted file).
+    #[error("vault record failed authentication")]
+    Corrupt,
+    /// The backend failed.
+    #[error("vault storage: {0}")]
+    Backend(String),
+}
+
+/// Where sealed records are kept. Keys and values are opaque bytes.
+#[async_trait(?Send)]
+pub trait VaultBackend {
+    /// Reads a record.
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, VaultError>;
+    /// Writes a record.
+    async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), VaultError>;
+    /// Deletes a record.
+    async fn delete(&self, key: &[u8]) -> Result<(), VaultError>;
+}
+
+/// A backend in memory (tests, and clients that keep nothing).
+#[derive(Debug, Default)]
+pub struct MemoryBackend(RefCell<HashMap<Vec<u8>, Vec<u8>>>);
+
+#[async_trait(?Send)]
+impl VaultBackend for MemoryBackend {
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, VaultError> {
+        Ok(self.0.borrow().get(key).cloned())
+    }
+    async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), VaultError> {
+        self.0.borrow_mut().insert(key.to_vec(), value.to_vec());
+        Ok(())
+    }
+    async fn delete(&self, key: &[u8]) -> Result<(), VaultError> {
+        self.0.borrow_mut().remove(key);
+        Ok(())
+    }
+}
+
+/// Plain (unsealed) slot for the KDF salt: it must be readable before the key exists.
+const SALT_SLOT: &[u8] = b"vault/salt";
+const CHECK_NS: &str = "vault";
+const CHECK_VALUE: &[u8] = b"lescopains vault v1";
+
+/// An opened vault.
+pub struct Vault {
+    backend: Box<dyn VaultBackend>,
+    cipher: XChaCha20Poly1305,
+    names: [u8; 32],
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Vault")
+    }
+}
+
+impl Vault {
+    /// Opens (or initialises, when empty) the vault in `backend` with `passphrase`.
+    pub async fn open(backend: Box<dyn VaultBackend>, passphrase: &str) -> Result<Self, VaultError> {
+        let salt = match backend.get(SALT_SLOT).await? {
+            Some(salt) => salt,
+            None => {
+                let mut salt = vec![0u8; 16];
+                rand::rng().fill_bytes(&mut salt);
+                backend.put(SALT_SLOT, &salt).await?;
+                salt
+            }
+        };
+        // OWASP's argon2id parameters: 19 MiB, 2 passes.
+        let params = Params::new(19 * 1024, 2, 1, Some(64)).map_err(|e| VaultError::Backend(e.to_string()))?;
+        let mut okm = [0u8; 64];
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password_into(passphrase.as_bytes(), &salt, &mut okm)
+            .map_err(|e| VaultError::Backend(e.to_string()))?;
+        let cipher = XChaCha20Poly1305::new_from_slice(&okm[..32]).map_err(|_| VaultError::Corrupt)?;
+        let mut names = [0u8; 32];
+        names.copy_from_slice(&okm[32..]);
+        okm.fill(0);
+        let vault = Self { backend, cipher, names };
+        match vault.get(CHECK_NS, b"check").await {
+            Ok(Some(v)) if v == CHECK_VALUE => {}
+            Ok(Some(_)) | Err(VaultError::Corrupt) => return Err(VaultError::WrongPassphrase),
+            Ok(None) => vault.put(CHECK_NS, b"check", CHECK_VALUE).await?,
+            Err(e) => return Err(e),
+        }
+        Ok(vault)
+    }
+
+    fn slot(&self, ns: &str, key: &[u8]) -> Vec<u8> {
+        // A keyed hash of the name: the file does not show which records exist.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.names).expect("HMAC takes any key length");
+        mac.update(ns.as_bytes());
+        mac.update(&[0]);
+        mac.update(key);
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// Reads and opens a record.
+    pub async fn get(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>, VaultError> {
+        let slot = self.slot(ns, key);
+        let Some(sealed) = self.backend.get(&slot).await? else { return Ok(None) };
+        if sealed.len() < 24 {
+            return Err(VaultError::Corrupt);
+        }
+        let (nonce, ct) = sealed.split_at(24);
+        self.cipher
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &slot })
+            .map(Some)
+            .map_err(|_| VaultError::Corrupt)
+    }
+
+    /// Seals and writes a record.
+    pub async fn put(&self, ns: &str, key: &[u8], value: &[u8]) -> Result<(), VaultError> {
+        let slot = self.slot(ns, key);
+        let mut nonce = [0u8; 24];
+        rand::rng().fill_bytes(&mut nonce);
+        let ct = self
+            .cipher
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: value, aad: &slot })
+            .map_err(|_| VaultError::Corrupt)?;
+        let mut sealed = Vec::with_capacity(24 + ct.len());
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(&ct);
+        self.backend.put(&slot, &sealed).await
+    }
+
+    /// Deletes a record.
+    pub async fn delete(&self, ns: &str, key: &[u8]) -> Result<(), VaultError> {
+        self.backend.delete(&self.slot(ns, key)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backend that shares its map so a test can reopen the "file" and look inside.
+    #[derive(Clone, Default)]
+    struct Shared(std::rc::Rc<MemoryBackend>);
+
+    #[async_trait(?Send)]
+    impl VaultBackend for Shared {
+        async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, VaultError> {
+            self.0.get(key).await
+        }
+        async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), VaultError> {
+            self.0.put(key, value).await
+        }
+        async fn delete(&self, key: &[u8]) -> Result<(), VaultError> {
+            self.0.delete(key).await
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().expect("runtime").block_on(f)
+    }
+
+    #[test]
+    fn sealed_at_rest_and_bound_to_the_passphrase() {
+        block_on(async {
+            let shared = Shared::default();
+            let vault = Vault::open(Box::new(shared.clone()), "correct horse").await.expect("open");
+            vault.put("session", b"alice.1", b"TOP SECRET session state").await.expect("put");
+            assert_eq!(vault.get("session", b"alice.1").await.expect("get").as_deref(), Some(&b"TOP SECRET session state"[..]));
+            assert_eq!(vault.get("session", b"bob.1").await.expect("get"), None);
+
+            // Nothing readable in the raw records: neither names nor values.
+            for (k, v) in shared.0 .0.borrow().iter() {
+                for needle in [&b"TOP SECRET"[..], b"alice", b"session"] {
+                    assert!(!k.windows(needle.len()).any(|w| w == needle));
+                    assert!(!v.windows(needle.len()).any(|w| w == needle));
+                }
+            }
+
+            let err = Vault::open(Box::new(shared.clone()), "wrong horse").await.expect_err("wrong passphrase");
+            assert!(matches!(err, VaultError::WrongPassphrase));
+            let reopened = Vault::open(Box::new(shared.clone()), "correct horse").await.expect("reopen");
+            assert!(reopened.get("session", b"alice.1").await.expect("get").is_some());
+
+            // Tampering is detected.
+            {
+                let mut map = shared.0 .0.borrow_mut();
+                let slot = reopened.slot("session", b"alice.1");
+                let v = map.get_mut(&slot).expect("record");
+                let last = v.len() - 1;
+                v[last] ^= 1;
+            }
+            assert!(matches!(reopened.get("session", b"alice.1").await, Err(VaultError::Corrupt)));
+        });
+    }
+}

@@ -1,0 +1,584 @@
+//! End-to-end encrypted direct messages for the native [`Client`].
+//!
+//! [`Client::enable_e2ee`] starts a messenger: a thread that owns this device's Signal
+//! protocol state (libsignal's stores are not `Send`, and one owner keeps every ratchet step
+//! in order). It uploads the device's keys, keeps a gateway connection, fetches the queue of
+//! envelopes that arrived while offline, decrypts everything in order, acknowledges it, and
+//! answers decryption failures with retry requests so that no message stays undecryptable.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::path::PathBuf;
+
+use rand::RngCore;
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::client::{Client, ClientError, GatewayUpdate};
+use crate::crypto::sqlite::SqliteBackend;
+use crate::crypto::{CryptoError, Decrypted, E2eeDevice, Vault, VaultError};
+use crate::error::ErrorCode;
+use crate::gateway::Event;
+use crate::ids::{DeviceId, EnvelopeId, UserId};
+use crate::keys::{PreKeyCount, UserBundles};
+use crate::messages::{Envelope, OutgoingEnvelope, Queue, SendMessage, SendMismatch, SendReceipt};
+
+/// Errors of messaging.
+#[derive(Debug, thiserror::Error)]
+pub enum MessagingError {
+    /// The server or the network.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// Encryption.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// The local store.
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    /// The messenger thread stopped.
+    #[error("messenger stopped")]
+    Stopped,
+    /// The send could not be completed.
+    #[error("{0}")]
+    Send(String),
+}
+
+/// A decrypted direct message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectMessage {
+    /// Unique id chosen by the sender (identical on every device).
+    pub message_id: String,
+    /// The other participant of the conversation.
+    pub conversation: UserId,
+    /// Who wrote it.
+    pub author: UserId,
+    /// From which device.
+    pub author_device: DeviceId,
+    /// True when this user wrote it (a copy from one of their other devices).
+    pub outgoing: bool,
+    /// The text.
+    pub body: String,
+    /// Server time of the send (Unix milliseconds).
+    pub sent_at: i64,
+}
+
+/// What the messenger reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// A message, in the order the server queued it for this device.
+    Message(DirectMessage),
+    /// A contact's device changed its identity key: its safety number changed.
+    IdentityChanged {
+        /// The contact.
+        user: UserId,
+        /// Their device.
+        device: DeviceId,
+    },
+    /// An envelope could not be decrypted; a retry request went back to its sender.
+    RetryRequested {
+        /// The sender.
+        user: UserId,
+        /// Their device.
+        device: DeviceId,
+    },
+}
+
+/// The plaintext inside every DM envelope.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Content {
+    /// Message id.
+    id: String,
+    /// The recipient (the conversation, seen from the author).
+    to: UserId,
+    /// Text.
+    body: String,
+}
+
+enum Command {
+    Send { to: UserId, body: String, reply: oneshot::Sender<Result<DirectMessage, MessagingError>> },
+    SafetyNumbers { user: UserId, reply: oneshot::Sender<Result<Vec<(DeviceId, String)>, MessagingError>> },
+    Verify { user: UserId, device: DeviceId, reply: oneshot::Sender<Result<(), MessagingError>> },
+    CorruptSession { user: UserId, device: DeviceId, reply: oneshot::Sender<Result<(), MessagingError>> },
+    DropConnection,
+    Reconnect,
+    Close { reply: oneshot::Sender<()> },
+}
+
+/// A running messenger.
+pub struct Messenger {
+    commands: mpsc::UnboundedSender<Command>,
+    incoming: mpsc::UnboundedReceiver<Incoming>,
+    ready: Option<oneshot::Receiver<Result<(), MessagingError>>>,
+}
+
+impl std::fmt::Debug for Messenger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Messenger")
+    }
+}
+
+impl Client {
+    /// Opens (or creates) this device's encrypted store at `path` with `passphrase`, uploads
+    /// the device's keys if they are new, and starts receiving. Returns once the device is
+    /// connected and its offline queue is drained.
+    pub async fn enable_e2ee(&self, path: impl Into<PathBuf>, passphrase: &str) -> Result<Messenger, MessagingError> {
+        let user = self.user().await.ok_or(ClientError::NotLoggedIn)?.id;
+        let device = self.device_id().await.ok_or(ClientError::NotLoggedIn)?;
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (incoming_tx, incoming) = mpsc::unbounded_channel();
+        let (ready_tx, ready) = oneshot::channel();
+        let client = self.clone();
+        let path = path.into();
+        let passphrase = passphrase.to_owned();
+        std::thread::Builder::new()
+            .name(format!("messenger-{user}-{device}"))
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                    let _ = ready_tx.send(Err(MessagingError::Stopped));
+                    return;
+                };
+                rt.block_on(run(client, user, device, path, passphrase, command_rx, incoming_tx, ready_tx));
+            })
+            .map_err(|_| MessagingError::Stopped)?;
+        let mut messenger = Messenger { commands, incoming, ready: Some(ready) };
+        if let Some(ready) = messenger.ready.take() {
+            ready.await.map_err(|_| MessagingError::Stopped)??;
+        }
+        Ok(messenger)
+    }
+}
+
+impl Messenger {
+    /// Sends a direct message to `to` (every one of their devices, and this user's other
+    /// devices). Returns the message as it will appear in history.
+    pub async fn send_dm(&self, to: UserId, body: &str) -> Result<DirectMessage, MessagingError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(Command::Send { to, body: body.to_owned(), reply }).map_err(|_| MessagingError::Stopped)?;
+        rx.await.map_err(|_| MessagingError::Stopped)?
+    }
+
+    /// The next incoming message or notice.
+    pub async fn next(&mut self) -> Option<Incoming> {
+        self.incoming.recv().await
+    }
+
+    /// The next message, skipping notices.
+    pub async fn next_message(&mut self) -> Option<DirectMessage> {
+        loop {
+            if let Incoming::Message(m) = self.incoming.recv().await? {
+                return Some(m);
+            }
+        }
+    }
+
+    /// Safety numbers with each device of `user` this device has a session with.
+    pub async fn safety_numbers(&self, user: UserId) -> Result<Vec<(DeviceId, String)>, MessagingError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(Command::SafetyNumbers { user, reply }).map_err(|_| MessagingError::Stopped)?;
+        rx.await.map_err(|_| MessagingError::Stopped)?
+    }
+
+    /// Marks a contact's device verified (after comparing safety numbers): a later identity
+    /// change of that device is refused until verified again.
+    pub async fn verify(&self, user: UserId, device: DeviceId) -> Result<(), MessagingError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(Command::Verify { user, device, reply }).map_err(|_| MessagingError::Stopped)?;
+        rx.await.map_err(|_| MessagingError::Stopped)?
+    }
+
+    /// Damages the session with a device (to exercise the repair path in tests).
+    #[doc(hidden)]
+    pub async fn corrupt_session(&self, user: UserId, device: DeviceId) -> Result<(), MessagingError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(Command::CorruptSession { user, device, reply }).map_err(|_| MessagingError::Stopped)?;
+        rx.await.map_err(|_| MessagingError::Stopped)?
+    }
+
+    /// Drops the gateway connection abruptly and stays offline until [`Messenger::reconnect`].
+    pub fn go_offline(&self) {
+        let _ = self.commands.send(Command::DropConnection);
+    }
+
+    /// Reconnects after [`Messenger::go_offline`]; missed envelopes are fetched from the queue.
+    pub fn reconnect(&self) {
+        let _ = self.commands.send(Command::Reconnect);
+    }
+
+    /// Stops the messenger (the store stays on disk).
+    pub async fn close(self) {
+        let (reply, rx) = oneshot::channel();
+        if self.commands.send(Command::Close { reply }).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Sent messages kept for re-sending after a retry request.
+const SENT_KEPT: usize = 1000;
+
+struct State {
+    client: Client,
+    me: UserId,
+    my_device: DeviceId,
+    device: E2eeDevice,
+    out: mpsc::UnboundedSender<Incoming>,
+    /// Known devices of contacts (and of this user), from bundles and device mismatches.
+    devices: BTreeMap<UserId, Vec<DeviceId>>,
+    /// Envelopes already processed (the queue and the live push may overlap).
+    seen: HashSet<EnvelopeId>,
+    /// Sent contents by server timestamp, for retries.
+    sent: VecDeque<(i64, UserId, Vec<u8>)>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    client: Client,
+    me: UserId,
+    my_device: DeviceId,
+    path: PathBuf,
+    passphrase: String,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    out: mpsc::UnboundedSender<Incoming>,
+    ready: oneshot::Sender<Result<(), MessagingError>>,
+) {
+    let mut state = match start(&client, me, my_device, &path, &passphrase, out).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let mut gateway = match client.connect_gateway().await {
+        Ok(g) => g,
+        Err(e) => {
+            let _ = ready.send(Err(e.into()));
+            return;
+        }
+    };
+    let mut ready = Some(ready);
+    // Live envelopes wait while the queue is drained, so that order is kept.
+    let mut draining = true;
+    let mut held: Vec<Envelope> = Vec::new();
+    loop {
+        tokio::select! {
+            update = gateway.next() => match update {
+                None | Some(GatewayUpdate::Closed { .. }) => return,
+                Some(GatewayUpdate::Disconnected { .. }) => draining = true,
+                Some(GatewayUpdate::Connected { .. }) => {
+                    let result = state.drain_queue().await;
+                    for e in std::mem::take(&mut held) {
+                        state.process(e).await;
+                    }
+                    draining = false;
+                    if let Some(ready) = ready.take() {
+                        let _ = ready.send(result);
+                    }
+                }
+                Some(GatewayUpdate::Event { event: Event::Envelope(e), .. }) => {
+                    if draining { held.push(e) } else { state.process(e).await }
+                }
+                Some(GatewayUpdate::Event { event: Event::PreKeysLow(_), .. }) => {
+                    if let Err(e) = state.top_up().await {
+                        tracing::warn!(error = %e, "prekey top-up failed");
+                    }
+                }
+                Some(_) => {}
+            },
+            command = commands.recv() => match command {
+                None => return,
+                Some(Command::Close { reply }) => {
+                    gateway.close().await;
+                    let _ = reply.send(());
+                    return;
+                }
+                Some(Command::Send { to, body, reply }) => {
+                    let result = state.send_dm(to, body).await;
+                    state.report_identity_changes();
+                    let _ = reply.send(result);
+                }
+                Some(Command::SafetyNumbers { user, reply }) => {
+                    let _ = reply.send(state.safety_numbers(user).await);
+                }
+                Some(Command::Verify { user, device, reply }) => {
+                    let _ = reply.send(state.device.set_verified(user, device, true).await.map_err(Into::into));
+                }
+                Some(Command::CorruptSession { user, device, reply }) => {
+                    let _ = reply.send(state.device.corrupt_session(user, device).await.map_err(Into::into));
+                }
+                Some(Command::DropConnection) => gateway.simulate_network_drop(),
+                Some(Command::Reconnect) => gateway.reconnect(),
+            },
+        }
+    }
+}
+
+async fn start(
+    client: &Client,
+    me: UserId,
+    my_device: DeviceId,
+    path: &std::path::Path,
+    passphrase: &str,
+    out: mpsc::UnboundedSender<Incoming>,
+) -> Result<State, MessagingError> {
+    let backend = SqliteBackend::open(path).await?;
+    let vault = Vault::open(Box::new(backend), passphrase).await?;
+    let (device, upload) = E2eeDevice::open(vault, me).await?;
+    if let Some(upload) = upload {
+        client.put_keys(&upload).await?;
+    }
+    let mut state = State {
+        client: client.clone(),
+        me,
+        my_device,
+        device,
+        out,
+        devices: BTreeMap::new(),
+        seen: HashSet::new(),
+        sent: VecDeque::new(),
+    };
+    state.top_up().await?;
+    Ok(state)
+}
+
+impl State {
+    async fn top_up(&mut self) -> Result<(), MessagingError> {
+        let count: PreKeyCount = self.client.api(Method::GET, "/api/v1/keys/count", None::<&()>).await?;
+        if count.pre_keys < 20 || count.pq_pre_keys < 20 {
+            let upload = self.device.keys_to_upload(false, crate::crypto::device::PREKEY_BATCH).await?;
+            self.client.put_keys(&upload).await?;
+        }
+        Ok(())
+    }
+
+    async fn drain_queue(&mut self) -> Result<(), MessagingError> {
+        loop {
+            let queue: Queue = self.client.api(Method::GET, "/api/v1/messages?limit=200", None::<&()>).await?;
+            let more = queue.more;
+            for e in queue.envelopes {
+                self.process(e).await;
+            }
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn process(&mut self, envelope: Envelope) {
+        if !self.seen.insert(envelope.id) {
+            return;
+        }
+        if self.seen.len() > 10_000 {
+            self.seen.clear();
+            self.seen.insert(envelope.id);
+        }
+        match self.device.decrypt(&envelope).await {
+            Ok(Decrypted::Message(plaintext)) => match serde_json::from_slice::<Content>(&plaintext) {
+                Ok(content) => {
+                    let outgoing = envelope.sender == self.me;
+                    let _ = self.out.send(Incoming::Message(DirectMessage {
+                        message_id: content.id,
+                        conversation: if outgoing { content.to } else { envelope.sender },
+                        author: envelope.sender,
+                        author_device: envelope.sender_device,
+                        outgoing,
+                        body: content.body,
+                        sent_at: envelope.server_timestamp,
+                    }));
+                }
+                Err(e) => tracing::warn!(error = %e, "decrypted envelope holds no message"),
+            },
+            Ok(Decrypted::RetryRequest { timestamp }) => {
+                if let Err(e) = self.resend(envelope.sender, envelope.sender_device, timestamp).await {
+                    tracing::warn!(error = %e, "could not answer a retry request");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, sender = %envelope.sender, "envelope could not be decrypted; asking for a retry");
+                if let Err(e) = self.request_retry(&envelope).await {
+                    tracing::warn!(error = %e, "retry request failed");
+                }
+                let _ = self.out.send(Incoming::RetryRequested { user: envelope.sender, device: envelope.sender_device });
+            }
+        }
+        self.report_identity_changes();
+        if let Err(e) = self.client.ack(envelope.id).await {
+            tracing::warn!(error = %e, "ack failed");
+        }
+    }
+
+    fn report_identity_changes(&mut self) {
+        for (user, device) in self.device.take_identity_changes() {
+            let _ = self.out.send(Incoming::IdentityChanged { user, device });
+        }
+    }
+
+    async fn request_retry(&mut self, envelope: &Envelope) -> Result<(), MessagingError> {
+        let request = self.device.retry_request(envelope)?;
+        // The session is broken: the next message to this device starts a fresh one.
+        self.device.forget_session(envelope.sender, envelope.sender_device).await?;
+        self.post(SendMessage { recipient: envelope.sender, messages: vec![request], sync_messages: Vec::new(), partial: true })
+            .await
+            .map(drop)
+            .map_err(Into::into)
+    }
+
+    async fn resend(&mut self, user: UserId, device: DeviceId, timestamp: i64) -> Result<(), MessagingError> {
+        let Some((_, _, content)) = self.sent.iter().find(|(t, _, _)| *t == timestamp).cloned() else {
+            return Err(MessagingError::Send(format!("no sent message at {timestamp} to re-send")));
+        };
+        self.ensure_session(user, device).await?;
+        let envelope = self.device.encrypt(user, device, &content).await?;
+        self.post(SendMessage { recipient: user, messages: vec![envelope], sync_messages: Vec::new(), partial: true })
+            .await
+            .map(drop)
+            .map_err(Into::into)
+    }
+
+    async fn ensure_session(&mut self, user: UserId, device: DeviceId) -> Result<(), MessagingError> {
+        if self.device.session_registration(user, device).await?.is_some() {
+            return Ok(());
+        }
+        let bundles: UserBundles = self.client.api(Method::GET, &format!("/api/v1/keys/{user}/{device}"), None::<&()>).await?;
+        for b in &bundles.devices {
+            self.device.start_session(user, b).await?;
+        }
+        Ok(())
+    }
+
+    async fn known_devices(&mut self, user: UserId) -> Result<Vec<DeviceId>, MessagingError> {
+        if let Some(d) = self.devices.get(&user) {
+            return Ok(d.clone());
+        }
+        // First contact: one bundle per device, and a session with each.
+        let fetched: Result<UserBundles, _> = self.client.api(Method::GET, &format!("/api/v1/keys/{user}"), None::<&()>).await;
+        let devices = match fetched {
+            Ok(bundles) => {
+                for b in &bundles.devices {
+                    if self.device.session_registration(user, b.device_id).await?.is_none() {
+                        self.device.start_session(user, b).await?;
+                    }
+                }
+                bundles.devices.iter().map(|b| b.device_id).collect()
+            }
+            // This user has no other device with keys.
+            Err(ClientError::Api { status: StatusCode::NOT_FOUND, .. }) if user == self.me => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        self.devices.insert(user, devices.clone());
+        Ok(devices)
+    }
+
+    async fn encrypt_for(&mut self, user: UserId, devices: &[DeviceId], plaintext: &[u8]) -> Result<Vec<OutgoingEnvelope>, MessagingError> {
+        let mut out = Vec::with_capacity(devices.len());
+        for &d in devices {
+            if user == self.me && d == self.my_device {
+                continue;
+            }
+            self.ensure_session(user, d).await?;
+            out.push(self.device.encrypt(user, d, plaintext).await?);
+        }
+        Ok(out)
+    }
+
+    async fn send_dm(&mut self, to: UserId, body: String) -> Result<DirectMessage, MessagingError> {
+        if to == self.me {
+            return Err(MessagingError::Send("a direct message goes to someone else".into()));
+        }
+        let mut id = [0u8; 16];
+        rand::rng().fill_bytes(&mut id);
+        let content = Content { id: id.iter().map(|b| format!("{b:02x}")).collect(), to, body };
+        let plaintext = serde_json::to_vec(&content).map_err(|e| MessagingError::Send(e.to_string()))?;
+        for _attempt in 0..4 {
+            let theirs = self.known_devices(to).await?;
+            let mine = self.known_devices(self.me).await?;
+            let messages = self.encrypt_for(to, &theirs, &plaintext).await?;
+            let sync_messages = self.encrypt_for(self.me, &mine, &plaintext).await?;
+            match self.post(SendMessage { recipient: to, messages, sync_messages, partial: false }).await {
+                Ok(receipt) => {
+                    self.sent.push_back((receipt.server_timestamp, to, plaintext));
+                    if self.sent.len() > SENT_KEPT {
+                        self.sent.pop_front();
+                    }
+                    return Ok(DirectMessage {
+                        message_id: content.id,
+                        conversation: to,
+                        author: self.me,
+                        author_device: self.my_device,
+                        outgoing: true,
+                        body: content.body,
+                        sent_at: receipt.server_timestamp,
+                    });
+                }
+                Err(PostError::Mismatch(m)) => {
+                    self.apply_mismatch(to, &m.recipient).await?;
+                    self.apply_mismatch(self.me, &m.own).await?;
+                }
+                Err(PostError::Other(e)) => return Err(e),
+            }
+        }
+        Err(MessagingError::Send("the device lists kept changing; try again".into()))
+    }
+
+    async fn apply_mismatch(&mut self, user: UserId, m: &crate::messages::DeviceMismatch) -> Result<(), MessagingError> {
+        let list = self.devices.entry(user).or_default();
+        for d in &m.extra_devices {
+            list.retain(|x| x != d);
+        }
+        for d in &m.missing_devices {
+            if !list.contains(d) {
+                list.push(*d);
+            }
+        }
+        list.sort();
+        for d in m.extra_devices.iter().chain(&m.stale_devices) {
+            self.device.forget_session(user, *d).await?;
+        }
+        Ok(())
+    }
+
+    async fn post(&mut self, body: SendMessage) -> Result<SendReceipt, PostError> {
+        match self.client.api::<SendReceipt>(Method::POST, "/api/v1/messages", Some(&body)).await {
+            Ok(r) => Ok(r),
+            Err(ClientError::Api { body: err, .. }) if err.error.code == ErrorCode::DeviceMismatch => {
+                let details: SendMismatch = err
+                    .error
+                    .details
+                    .and_then(|d| serde_json::from_value(d).ok())
+                    .unwrap_or_default();
+                Err(PostError::Mismatch(details))
+            }
+            Err(e) => Err(PostError::Other(e.into())),
+        }
+    }
+
+    async fn safety_numbers(&mut self, user: UserId) -> Result<Vec<(DeviceId, String)>, MessagingError> {
+        let devices = self.known_devices(user).await?;
+        let mut out = Vec::new();
+        for d in devices {
+            if let Some(number) = self.device.safety_number(user, d).await? {
+                out.push((d, number));
+            }
+        }
+        Ok(out)
+    }
+}
+
+enum PostError {
+    Mismatch(SendMismatch),
+    Other(MessagingError),
+}
+
+impl From<MessagingError> for PostError {
+    fn from(e: MessagingError) -> Self {
+        PostError::Other(e)
+    }
+}
+
+impl From<PostError> for MessagingError {
+    fn from(e: PostError) -> Self {
+        match e {
+            PostError::Mismatch(_) => MessagingError::Send("device lists changed".into()),
+            PostError::Other(e) => e,
+        }
+    }
+}
