@@ -246,6 +246,12 @@ impl Store {
              RETURNING key_id, public_key, signature"
         );
         let mut tx = self.pool().begin().await?;
+        // Write first: on SQLite a transaction that reads and then writes fails with "database
+        // is locked" when another writer got in between; a first write takes the lock at once.
+        sqlx::query("UPDATE device_keys SET updated_at = updated_at WHERE user_id = $1")
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await?;
         let rows = sqlx::query(
             "SELECT device_id, registration_id, identity_key, signed_id, signed_key, signed_sig, kyber_id, kyber_key, kyber_sig \
              FROM device_keys WHERE user_id = $1 AND ($2 = 0 OR device_id = $2) ORDER BY device_id",

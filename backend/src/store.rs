@@ -1,5 +1,9 @@
 //! Storage over sqlx: one SQL text for SQLite and PostgreSQL (both accept `$n` parameters),
 //! through sqlx's `Any` driver. Times are Unix milliseconds, ids are snowflakes.
+//!
+//! Every transaction that writes starts with a write: SQLite (WAL) refuses to upgrade a read
+//! transaction to a write one once another connection has written ("database is locked",
+//! not retried by the busy timeout), while a first write simply waits for the lock.
 
 use std::time::Duration;
 

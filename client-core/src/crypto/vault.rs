@@ -84,13 +84,13 @@ impl std::fmt::Debug for Vault {
 impl Vault {
     /// Opens (or initialises, when empty) the vault in `backend` with `passphrase`.
     pub async fn open(backend: Box<dyn VaultBackend>, passphrase: &str) -> Result<Self, VaultError> {
-        let salt = match backend.get(SALT_SLOT).await? {
-            Some(salt) => salt,
+        let (salt, new) = match backend.get(SALT_SLOT).await? {
+            Some(salt) => (salt, false),
             None => {
                 let mut salt = vec![0u8; 16];
                 rand::rng().fill_bytes(&mut salt);
                 backend.put(SALT_SLOT, &salt).await?;
-                salt
+                (salt, true)
             }
         };
         // OWASP's argon2id parameters: 19 MiB, 2 passes.
@@ -106,8 +106,9 @@ impl Vault {
         let vault = Self { backend, cipher, names };
         match vault.get(CHECK_NS, b"check").await {
             Ok(Some(v)) if v == CHECK_VALUE => {}
-            Ok(Some(_)) | Err(VaultError::Corrupt) => return Err(VaultError::WrongPassphrase),
-            Ok(None) => vault.put(CHECK_NS, b"check", CHECK_VALUE).await?,
+            Ok(None) if new => vault.put(CHECK_NS, b"check", CHECK_VALUE).await?,
+            // Another passphrase derives other record names: the check record is not found.
+            Ok(_) | Err(VaultError::Corrupt) => return Err(VaultError::WrongPassphrase),
             Err(e) => return Err(e),
         }
         Ok(vault)

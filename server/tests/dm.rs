@@ -1,0 +1,323 @@
+//! End-to-end encrypted direct messages through the real server with real clients: PQXDH
+//! session setup, Double Ratchet, every device of both users, offline queues, device changes,
+//! the retry path that repairs a broken session, and one-time prekeys handed out once.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, TestApp};
+use copains_client_core::client::Client;
+use copains_client_core::messaging::{DirectMessage, Incoming, Messenger};
+use copains_client_core::{DeviceId, UserId};
+use rand::seq::SliceRandom;
+
+backend_tests!(
+    first_messages_and_replies,
+    a_thousand_messages_each_way_interleaved,
+    an_offline_device_gets_the_burst_in_order,
+    three_devices_see_every_message,
+    a_device_added_mid_conversation_gets_later_messages,
+    a_removed_device_gets_nothing_more,
+    a_corrupted_session_heals_through_the_retry_path,
+    a_new_identity_on_a_reused_device_id_is_surfaced,
+    concurrent_bundle_fetches_never_share_a_one_time_prekey,
+);
+
+async fn spawn(backend: Backend) -> TestApp {
+    TestApp::spawn_with(backend, |c| {
+        c.api.rate_limits.messages_per_minute = 1_000_000;
+        c.api.rate_limits.messages_burst = 1_000_000;
+        c.api.rate_limits.bundle_fetches_per_minute = 1_000_000;
+        c.api.rate_limits.bundle_fetches_burst = 1_000_000;
+    })
+    .await
+}
+
+struct Person {
+    client: Client,
+    id: UserId,
+    messenger: Messenger,
+}
+
+async fn register(app: &TestApp, name: &str) -> Person {
+    let client = app.client();
+    let auth = client.register(name, "a-long-password", Some("first")).await.expect("register");
+    let store = app.data_dir.path().join(format!("{name}-1.vault"));
+    let messenger = client.enable_e2ee(store, "vault passphrase").await.expect("e2ee");
+    Person { client, id: auth.user.id, messenger }
+}
+
+async fn add_device(app: &TestApp, name: &str, n: u32) -> Person {
+    let client = app.client();
+    let auth = client.login(name, "a-long-password", Some("another")).await.expect("login");
+    let store = app.data_dir.path().join(format!("{name}-{n}.vault"));
+    let messenger = client.enable_e2ee(store, "vault passphrase").await.expect("e2ee");
+    Person { client, id: auth.user.id, messenger }
+}
+
+async fn next_message(m: &mut Messenger) -> DirectMessage {
+    tokio::time::timeout(Duration::from_secs(20), m.next_message()).await.expect("message in time").expect("messenger open")
+}
+
+async fn first_messages_and_replies(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut alice = register(&app, "alice").await;
+    let mut bob = register(&app, "bob").await;
+
+    let sent = alice.messenger.send_dm(bob.id, "bonjour Bob").await.expect("send");
+    assert!(sent.outgoing);
+    let got = next_message(&mut bob.messenger).await;
+    assert_eq!((got.body.as_str(), got.author, got.conversation, got.outgoing), ("bonjour Bob", alice.id, alice.id, false));
+    assert_eq!(got.message_id, sent.message_id);
+
+    bob.messenger.send_dm(alice.id, "salut Alice").await.expect("reply");
+    let got = next_message(&mut alice.messenger).await;
+    assert_eq!((got.body.as_str(), got.author), ("salut Alice", bob.id));
+    alice.messenger.send_dm(bob.id, "ça va ?").await.expect("send");
+    assert_eq!(next_message(&mut bob.messenger).await.body, "ça va ?");
+
+    // Both see the same safety number for the pair of devices.
+    let a = alice.messenger.safety_numbers(bob.id).await.expect("numbers");
+    let b = bob.messenger.safety_numbers(alice.id).await.expect("numbers");
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].1.len(), 60, "60 digits");
+    assert_eq!(a[0].1, b[0].1);
+    // Queues are empty: everything was acknowledged.
+    assert_eq!(app.count("envelopes").await, 0);
+    alice.messenger.close().await;
+    bob.messenger.close().await;
+    app.shutdown().await;
+}
+
+async fn a_thousand_messages_each_way_interleaved(backend: Backend) {
+    const N: usize = 1000;
+    let app = spawn(backend).await;
+    let mut alice = register(&app, "alice").await;
+    let mut bob = register(&app, "bob").await;
+    let mut order: Vec<bool> = (0..2 * N).map(|i| i < N).collect();
+    order.shuffle(&mut rand::rng());
+    let (mut a_sent, mut b_sent) = (0, 0);
+    for from_alice in order {
+        if from_alice {
+            alice.messenger.send_dm(bob.id, &format!("a{a_sent}")).await.expect("send");
+            a_sent += 1;
+        } else {
+            bob.messenger.send_dm(alice.id, &format!("b{b_sent}")).await.expect("send");
+            b_sent += 1;
+        }
+    }
+    for i in 0..N {
+        assert_eq!(next_message(&mut bob.messenger).await.body, format!("a{i}"), "bob's view, in order");
+        assert_eq!(next_message(&mut alice.messenger).await.body, format!("b{i}"), "alice's view, in order");
+    }
+    alice.messenger.close().await;
+    bob.messenger.close().await;
+    app.shutdown().await;
+}
+
+async fn an_offline_device_gets_the_burst_in_order(backend: Backend) {
+    let app = spawn(backend).await;
+    let alice = register(&app, "alice").await;
+    let mut bob = register(&app, "bob").await;
+    alice.messenger.send_dm(bob.id, "first").await.expect("send");
+    assert_eq!(next_message(&mut bob.messenger).await.body, "first");
+
+    bob.messenger.go_offline();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 0..50 {
+        alice.messenger.send_dm(bob.id, &format!("burst {i}")).await.expect("send");
+    }
+    bob.messenger.reconnect();
+    for i in 0..50 {
+        assert_eq!(next_message(&mut bob.messenger).await.body, format!("burst {i}"));
+    }
+    common::eventually(Duration::from_secs(10), "queue acknowledged", || async { app.count("envelopes").await == 0 }).await;
+
+    // A messenger restarted from its store (a new process) also gets what came meanwhile.
+    bob.messenger.close().await;
+    alice.messenger.send_dm(bob.id, "while closed").await.expect("send");
+    let store = app.data_dir.path().join("bob-1.vault");
+    let mut again = bob.client.enable_e2ee(store, "vault passphrase").await.expect("reopen");
+    assert_eq!(next_message(&mut again).await.body, "while closed");
+    assert!(bob.client.enable_e2ee(app.data_dir.path().join("bob-1.vault"), "wrong").await.is_err(), "wrong passphrase");
+    again.close().await;
+    alice.messenger.close().await;
+    app.shutdown().await;
+}
+
+async fn three_devices_see_every_message(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut a1 = register(&app, "alice").await;
+    let mut a2 = add_device(&app, "alice", 2).await;
+    let mut a3 = add_device(&app, "alice", 3).await;
+    let mut bob = register(&app, "bob").await;
+
+    a1.messenger.send_dm(bob.id, "from the laptop").await.expect("send");
+    let got = next_message(&mut bob.messenger).await;
+    assert_eq!(got.body, "from the laptop");
+    for other in [&mut a2, &mut a3] {
+        let copy = next_message(&mut other.messenger).await;
+        assert_eq!((copy.body.as_str(), copy.outgoing, copy.conversation), ("from the laptop", true, bob.id));
+    }
+    bob.messenger.send_dm(a1.id, "to all of you").await.expect("reply");
+    for d in [&mut a1, &mut a2, &mut a3] {
+        assert_eq!(next_message(&mut d.messenger).await.body, "to all of you");
+    }
+    a3.messenger.send_dm(bob.id, "from the phone").await.expect("send");
+    assert_eq!(next_message(&mut bob.messenger).await.body, "from the phone");
+    assert_eq!(next_message(&mut a1.messenger).await.body, "from the phone");
+    assert_eq!(next_message(&mut a2.messenger).await.body, "from the phone");
+    for p in [a1, a2, a3, bob] {
+        p.messenger.close().await;
+    }
+    app.shutdown().await;
+}
+
+async fn a_device_added_mid_conversation_gets_later_messages(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut a1 = register(&app, "alice").await;
+    let mut bob = register(&app, "bob").await;
+    bob.messenger.send_dm(a1.id, "before").await.expect("send");
+    assert_eq!(next_message(&mut a1.messenger).await.body, "before");
+
+    let mut a2 = add_device(&app, "alice", 2).await;
+    bob.messenger.send_dm(a1.id, "after").await.expect("send: bob learns of the new device");
+    assert_eq!(next_message(&mut a1.messenger).await.body, "after");
+    assert_eq!(next_message(&mut a2.messenger).await.body, "after", "the new device reads from the point it joined");
+    a1.messenger.send_dm(bob.id, "hello from 1").await.expect("send");
+    let copy = next_message(&mut a2.messenger).await;
+    assert_eq!((copy.body.as_str(), copy.outgoing), ("hello from 1", true));
+    assert_eq!(next_message(&mut bob.messenger).await.body, "hello from 1");
+    for p in [a1, a2, bob] {
+        p.messenger.close().await;
+    }
+    app.shutdown().await;
+}
+
+async fn a_removed_device_gets_nothing_more(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut a1 = register(&app, "alice").await;
+    let mut a2 = add_device(&app, "alice", 2).await;
+    let mut bob = register(&app, "bob").await;
+    bob.messenger.send_dm(a1.id, "both").await.expect("send");
+    assert_eq!(next_message(&mut a1.messenger).await.body, "both");
+    assert_eq!(next_message(&mut a2.messenger).await.body, "both");
+
+    a1.client.remove_device(DeviceId(2)).await.expect("remove");
+    bob.messenger.send_dm(a1.id, "only one").await.expect("send after removal");
+    assert_eq!(next_message(&mut a1.messenger).await.body, "only one");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), a2.messenger.next_message()).await.map(|m| m.is_none()).unwrap_or(true),
+        "the removed device receives nothing"
+    );
+    common::eventually(Duration::from_secs(10), "nothing queued: the removed device has no queue", || async {
+        app.count("envelopes").await == 0
+    })
+    .await;
+    assert_eq!(a2.client.me().await.expect_err("its session ended").status(), Some(reqwest::StatusCode::UNAUTHORIZED));
+    for p in [a1, bob] {
+        p.messenger.close().await;
+    }
+    app.shutdown().await;
+}
+
+async fn a_corrupted_session_heals_through_the_retry_path(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut alice = register(&app, "alice").await;
+    let mut bob = register(&app, "bob").await;
+    alice.messenger.send_dm(bob.id, "one").await.expect("send");
+    assert_eq!(next_message(&mut bob.messenger).await.body, "one");
+    bob.messenger.send_dm(alice.id, "two").await.expect("send");
+    assert_eq!(next_message(&mut alice.messenger).await.body, "two");
+
+    bob.messenger.corrupt_session(alice.id, DeviceId(1)).await.expect("corrupt");
+    alice.messenger.send_dm(bob.id, "three").await.expect("send");
+    // Bob cannot read it with the broken session, asks for a retry, and then reads it.
+    let mut notices = Vec::new();
+    let healed = loop {
+        match tokio::time::timeout(Duration::from_secs(20), bob.messenger.next()).await.expect("in time").expect("open") {
+            Incoming::Message(m) => break m,
+            other => notices.push(other),
+        }
+    };
+    assert_eq!(healed.body, "three", "the user sees the message");
+    assert!(notices.contains(&Incoming::RetryRequested { user: alice.id, device: DeviceId(1) }), "{notices:?}");
+    // And the conversation goes on both ways.
+    bob.messenger.send_dm(alice.id, "four").await.expect("send");
+    assert_eq!(next_message(&mut alice.messenger).await.body, "four");
+    alice.messenger.send_dm(bob.id, "five").await.expect("send");
+    assert_eq!(next_message(&mut bob.messenger).await.body, "five");
+    alice.messenger.close().await;
+    bob.messenger.close().await;
+    app.shutdown().await;
+}
+
+async fn a_new_identity_on_a_reused_device_id_is_surfaced(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut alice = register(&app, "alice").await;
+    let bob = register(&app, "bob").await;
+    bob.messenger.send_dm(alice.id, "hi").await.expect("send");
+    assert_eq!(next_message(&mut alice.messenger).await.body, "hi");
+    let before = alice.messenger.safety_numbers(bob.id).await.expect("numbers");
+
+    // Bob's only device goes away; his next login gets device id 1 again, with a new identity.
+    bob.messenger.close().await;
+    bob.client.logout().await.expect("logout");
+    let mut bob2 = add_device(&app, "bob", 9).await;
+    assert_eq!(bob2.client.device_id().await, Some(DeviceId(1)));
+
+    alice.messenger.send_dm(bob.id, "are you there?").await.expect("send: stale device repaired");
+    let mut changed = false;
+    while let Ok(Some(n)) = tokio::time::timeout(Duration::from_millis(200), alice.messenger.next()).await {
+        changed |= n == Incoming::IdentityChanged { user: bob.id, device: DeviceId(1) };
+    }
+    assert!(changed, "the identity change is shown to the user, never silently trusted");
+    assert_eq!(next_message(&mut bob2.messenger).await.body, "are you there?");
+    let after = alice.messenger.safety_numbers(bob.id).await.expect("numbers");
+    assert_ne!(before, after, "the safety number changed");
+    alice.messenger.close().await;
+    bob2.messenger.close().await;
+    app.shutdown().await;
+}
+
+async fn concurrent_bundle_fetches_never_share_a_one_time_prekey(backend: Backend) {
+    let app = spawn(backend).await;
+    let bob = register(&app, "bob").await;
+    let mut fetchers = Vec::new();
+    for i in 0..8 {
+        let c = app.client();
+        c.register(&format!("fetcher{i}"), "a-long-password", None).await.expect("register");
+        fetchers.push(c);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in fetchers {
+        let bob_id = bob.id;
+        tasks.spawn(async move {
+            let mut ids = Vec::new();
+            for _ in 0..10 {
+                let b: copains_client_core::keys::UserBundles =
+                    c.api(reqwest::Method::GET, &format!("/api/v1/keys/{bob_id}"), None::<&()>).await.expect("bundle");
+                let d = &b.devices[0];
+                ids.push((d.pre_key.as_ref().map(|k| k.key_id), d.pq_pre_key.key_id));
+            }
+            ids
+        });
+    }
+    let mut ec = Vec::new();
+    let mut pq = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        for (e, p) in r.expect("task") {
+            ec.push(e.expect("80 fetches of 100 one-time EC prekeys: none runs out"));
+            pq.push(p);
+        }
+    }
+    let (n_ec, n_pq) = (ec.len(), pq.len());
+    ec.sort_unstable();
+    ec.dedup();
+    pq.sort_unstable();
+    pq.dedup();
+    assert_eq!((ec.len(), pq.len()), (n_ec, n_pq), "every fetch got its own one-time prekeys");
+    bob.messenger.close().await;
+    app.shutdown().await;
+}
