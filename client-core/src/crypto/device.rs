@@ -304,3 +304,77 @@ fn signed_of(record: &KyberPreKeyRecord, id: u32) -> Result<SignedPreKey, Crypto
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::vault::MemoryBackend;
+    use crate::ids::EnvelopeId;
+
+    async fn device(user: i64) -> (E2eeDevice, UploadKeys) {
+        let vault = Vault::open(Box::new(MemoryBackend::default()), "pass").await.expect("vault");
+        let (d, up) = E2eeDevice::open(vault, UserId(user)).await.expect("device");
+        (d, up.expect("new"))
+    }
+
+    fn bundle(up: &UploadKeys) -> DeviceBundle {
+        DeviceBundle {
+            device_id: DeviceId(1),
+            registration_id: up.registration_id.expect("reg"),
+            identity_key: up.identity_key.clone().expect("identity"),
+            signed_pre_key: up.signed_pre_key.clone().expect("signed"),
+            pre_key: up.pre_keys.first().cloned(),
+            pq_pre_key: up.pq_pre_keys[0].clone(),
+        }
+    }
+
+    fn envelope(from: i64, e: &OutgoingEnvelope, content: Vec<u8>) -> Envelope {
+        Envelope {
+            id: EnvelopeId(1),
+            sender: UserId(from),
+            sender_device: DeviceId(1),
+            kind: e.kind,
+            content: content.into(),
+            server_timestamp: 1,
+        }
+    }
+
+    #[test]
+    fn tampered_or_truncated_ciphertext_is_an_error_and_the_real_one_still_decrypts() {
+        tokio::runtime::Builder::new_current_thread().build().expect("rt").block_on(async {
+            let (mut alice, _) = device(1).await;
+            let (mut bob, bob_keys) = device(2).await;
+            alice.start_session(UserId(2), &bundle(&bob_keys)).await.expect("PQXDH");
+            let out = alice.encrypt(UserId(2), DeviceId(1), b"hello bob").await.expect("encrypt");
+            assert_eq!(out.kind, kind::PREKEY);
+            let bytes = out.content.0.clone();
+
+            let mut flipped = bytes.clone();
+            let mid = flipped.len() / 2;
+            flipped[mid] ^= 0x40;
+            let cases = [flipped, bytes[..bytes.len() / 2].to_vec(), Vec::new(), vec![0xff; 7], bytes[1..].to_vec()];
+            for bad in cases {
+                assert!(bob.decrypt(&envelope(1, &out, bad)).await.is_err());
+            }
+            let mut whisper_kind = envelope(1, &out, bytes.clone());
+            whisper_kind.kind = kind::WHISPER;
+            assert!(bob.decrypt(&whisper_kind).await.is_err(), "wrong kind");
+
+            let ok = bob.decrypt(&envelope(1, &out, bytes.clone())).await.expect("genuine message");
+            assert_eq!(ok, Decrypted::Message(b"hello bob".to_vec()));
+            assert!(bob.decrypt(&envelope(1, &out, bytes)).await.is_err(), "a replayed message is refused");
+
+            // Out-of-order delivery on an established session.
+            let reply = bob.encrypt(UserId(1), DeviceId(1), b"r0").await.expect("encrypt");
+            alice.decrypt(&envelope(2, &reply, reply.content.0.clone())).await.expect("reply");
+            let m1 = alice.encrypt(UserId(2), DeviceId(1), b"m1").await.expect("encrypt");
+            let m2 = alice.encrypt(UserId(2), DeviceId(1), b"m2").await.expect("encrypt");
+            assert_eq!(bob.decrypt(&envelope(1, &m2, m2.content.0.clone())).await.expect("m2"), Decrypted::Message(b"m2".to_vec()));
+            assert_eq!(bob.decrypt(&envelope(1, &m1, m1.content.0.clone())).await.expect("m1"), Decrypted::Message(b"m1".to_vec()));
+
+            let a = alice.safety_number(UserId(2), DeviceId(1)).await.expect("number").expect("known");
+            let b = bob.safety_number(UserId(1), DeviceId(1)).await.expect("number").expect("known");
+            assert_eq!(a, b);
+        });
+    }
+}
