@@ -12,6 +12,7 @@ URL=http://127.0.0.1:$PORT
 ulimit -n "$(ulimit -Hn)"
 # Auth rate limits are raised: the benchmarks log in far more often than a person would.
 COPAINS_API__RATE_LIMITS__AUTH_BURST=1000000 COPAINS_API__RATE_LIMITS__AUTH_PER_MINUTE=1000000 \
+COPAINS_API__RATE_LIMITS__MESSAGES_BURST=1000000 COPAINS_API__RATE_LIMITS__BUNDLE_FETCHES_BURST=1000000 \
 COPAINS_LOG=warn "$BIN/copains" serve --bind 127.0.0.1:$PORT --data-dir "$WORK/data" >"$WORK/server.log" 2>&1 &
 PID=$!
 trap 'kill -TERM $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$WORK"' EXIT
@@ -24,6 +25,9 @@ echo "== login (argon2id) latency"
 echo "== GET /api/v1/users/@me throughput (wrk, 2 threads, 64 connections, 15 s)"
 TOKEN=$("$BIN/copains-bench" --url "$URL" token)
 wrk -t2 -c64 -d15s --latency -H "Authorization: Bearer $TOKEN" "$URL/api/v1/users/@me"
+
+echo "== end-to-end encrypted DMs"
+"$BIN/copains-bench" --url "$URL" dm --pid $PID --pairs "${PAIRS:-100}" --rate "${RATE:-1000}" --seconds "${SECONDS_OF_LOAD:-10}"
 
 echo "== memory per idle gateway connection"
 "$BIN/copains-bench" --url "$URL" gateway-idle --pid $PID --connections "${CONNECTIONS:-10000}" --accounts "${ACCOUNTS:-1000}"

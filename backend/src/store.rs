@@ -442,16 +442,21 @@ impl Store {
         .bind(user.0)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Device {
-                    id: device_id(r.try_get(0)?)?,
-                    name: r.try_get(1)?,
-                    created_at: from_ms(r.try_get(2)?)?,
-                    last_seen_at: from_ms(r.try_get(3)?)?,
-                })
-            })
-            .collect()
+        rows.iter().map(device_of).collect()
+    }
+
+    /// Renames a device of `user`. Returns the device, or `None` if it does not exist.
+    pub async fn rename_device(&self, user: UserId, device: DeviceId, name: &str) -> Result<Option<Device>> {
+        let row = sqlx::query(
+            "UPDATE devices SET name = $3 WHERE user_id = $1 AND id = $2 \
+             RETURNING id, name, created_at, last_seen_at",
+        )
+        .bind(user.0)
+        .bind(i64::from(device.0))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(device_of).transpose()
     }
 
     /// Records that a device was seen (gateway connection).
@@ -565,6 +570,16 @@ fn user_record(r: &AnyRow) -> Result<UserRecord> {
         },
         password_hash: r.try_get(6)?,
         disabled: r.try_get::<Option<i64>, _>(7)?.is_some(),
+    })
+}
+
+/// A device from `id, name, created_at, last_seen_at`.
+fn device_of(r: &AnyRow) -> Result<Device> {
+    Ok(Device {
+        id: device_id(r.try_get(0)?)?,
+        name: r.try_get(1)?,
+        created_at: from_ms(r.try_get(2)?)?,
+        last_seen_at: from_ms(r.try_get(3)?)?,
     })
 }
 

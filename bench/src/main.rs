@@ -10,6 +10,8 @@ use copains_client_core::gateway::{op, ClientMessage, Identify};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
+mod dm;
+
 #[derive(Parser)]
 #[command(name = "copains-bench")]
 struct Cli {
@@ -43,6 +45,22 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         n: usize,
     },
+    /// End-to-end encrypted DMs: session setup time, then latency from `send_dm` to the
+    /// peer's decrypted message under a steady total rate, and server CPU per envelope.
+    Dm {
+        /// Server process id (its CPU time is read from /proc).
+        #[arg(long)]
+        pid: u32,
+        /// Pairs of users.
+        #[arg(long, default_value_t = 100)]
+        pairs: usize,
+        /// Messages per second, all pairs together.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
 }
 
 #[tokio::main]
@@ -57,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Login { n } => login_latency(&cli.url, n).await,
+        Cmd::Dm { pid, pairs, rate, seconds } => dm::run(&cli.url, pid, pairs, rate, seconds).await,
     }
 }
 

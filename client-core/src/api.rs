@@ -190,6 +190,15 @@ pub struct UpdateProfile {
     pub status_text: Patch<String>,
 }
 
+/// `PATCH /api/v1/users/@me/devices/{id}`: rename a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RenameDevice {
+    /// The new name (1–64 characters).
+    pub name: String,
+}
+
 /// `POST /api/v1/users/@me/password`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -239,6 +239,12 @@ impl Client {
         self.send_no_content(Method::DELETE, &format!("/api/v1/users/@me/devices/{device}"), Some(&token), None::<&()>).await
     }
 
+    /// Renames one of this account's devices.
+    pub async fn rename_device(&self, device: DeviceId, name: &str) -> Result<Device> {
+        self.api(Method::PATCH, &format!("/api/v1/users/@me/devices/{device}"), Some(&crate::api::RenameDevice { name: name.to_owned() }))
+            .await
+    }
+
     async fn request(
         &self,
         method: Method,

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::client::{Client, ClientError, GatewayUpdate};
 use crate::crypto::sqlite::SqliteBackend;
-use crate::crypto::{CryptoError, Decrypted, E2eeDevice, Vault, VaultError};
+use crate::crypto::{CryptoError, Decrypted, E2eeDevice, History, Vault, VaultError};
 use crate::error::ErrorCode;
 use crate::gateway::Event;
 use crate::ids::{DeviceId, EnvelopeId, UserId};
@@ -44,7 +44,7 @@ pub enum MessagingError {
 }
 
 /// A decrypted direct message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirectMessage {
     /// Unique id chosen by the sender (identical on every device).
     pub message_id: String,
@@ -97,6 +97,8 @@ struct Content {
 enum Command {
     Send { to: UserId, body: String, reply: oneshot::Sender<Result<DirectMessage, MessagingError>> },
     SafetyNumbers { user: UserId, reply: oneshot::Sender<Result<Vec<(DeviceId, String)>, MessagingError>> },
+    History { conversation: UserId, before: Option<u64>, limit: usize, reply: oneshot::Sender<Result<Vec<(u64, DirectMessage)>, MessagingError>> },
+    Conversations { reply: oneshot::Sender<Result<Vec<UserId>, MessagingError>> },
     Verify { user: UserId, device: DeviceId, reply: oneshot::Sender<Result<(), MessagingError>> },
     CorruptSession { user: UserId, device: DeviceId, reply: oneshot::Sender<Result<(), MessagingError>> },
     DropConnection,
@@ -175,6 +177,22 @@ impl Messenger {
     pub async fn safety_numbers(&self, user: UserId) -> Result<Vec<(DeviceId, String)>, MessagingError> {
         let (reply, rx) = oneshot::channel();
         self.commands.send(Command::SafetyNumbers { user, reply }).map_err(|_| MessagingError::Stopped)?;
+        rx.await.map_err(|_| MessagingError::Stopped)?
+    }
+
+    /// Up to `limit` messages of the conversation with `conversation` before position
+    /// `before` (from the newest when `None`), oldest first, each with its position. The
+    /// history is read from this device's encrypted store, so it survives restarts.
+    pub async fn history(&self, conversation: UserId, before: Option<u64>, limit: usize) -> Result<Vec<(u64, DirectMessage)>, MessagingError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(Command::History { conversation, before, limit, reply }).map_err(|_| MessagingError::Stopped)?;
+        rx.await.map_err(|_| MessagingError::Stopped)?
+    }
+
+    /// The users this device has a conversation with, in the order the conversations started.
+    pub async fn conversations(&self) -> Result<Vec<UserId>, MessagingError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(Command::Conversations { reply }).map_err(|_| MessagingError::Stopped)?;
         rx.await.map_err(|_| MessagingError::Stopped)?
     }
 
@@ -299,6 +317,14 @@ async fn run(
                 Some(Command::SafetyNumbers { user, reply }) => {
                     let _ = reply.send(state.safety_numbers(user).await);
                 }
+                Some(Command::History { conversation, before, limit, reply }) => {
+                    let history = History::new(state.device.vault());
+                    let _ = reply.send(history.page(&conversation.to_string(), before, limit).await.map_err(Into::into));
+                }
+                Some(Command::Conversations { reply }) => {
+                    let list = History::new(state.device.vault()).conversations().await;
+                    let _ = reply.send(list.map(|l| l.iter().filter_map(|c| c.parse().ok()).collect()).map_err(Into::into));
+                }
                 Some(Command::Verify { user, device, reply }) => {
                     let _ = reply.send(state.device.set_verified(user, device, true).await.map_err(Into::into));
                 }
@@ -375,7 +401,7 @@ impl State {
             Ok(Decrypted::Message(plaintext)) => match serde_json::from_slice::<Content>(&plaintext) {
                 Ok(content) => {
                     let outgoing = envelope.sender == self.me;
-                    let _ = self.out.send(Incoming::Message(DirectMessage {
+                    let message = DirectMessage {
                         message_id: content.id,
                         conversation: if outgoing { content.to } else { envelope.sender },
                         author: envelope.sender,
@@ -383,10 +409,22 @@ impl State {
                         outgoing,
                         body: content.body,
                         sent_at: envelope.server_timestamp,
-                    }));
+                    };
+                    match self.remember(&message).await {
+                        Ok(true) => {
+                            let _ = self.out.send(Incoming::Message(message));
+                        }
+                        Ok(false) => tracing::debug!("message already in history"),
+                        // Not acknowledged: the envelope stays queued and is tried again later.
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not store a message");
+                            return;
+                        }
+                    }
                 }
                 Err(e) => tracing::warn!(error = %e, "decrypted envelope holds no message"),
             },
+            Ok(Decrypted::Duplicate) => tracing::debug!(envelope = %envelope.id, "duplicate envelope dropped"),
             Ok(Decrypted::RetryRequest { timestamp }) => {
                 if let Err(e) = self.resend(envelope.sender, envelope.sender_device, timestamp).await {
                     tracing::warn!(error = %e, "could not answer a retry request");
@@ -404,6 +442,11 @@ impl State {
         if let Err(e) = self.client.ack(envelope.id).await {
             tracing::warn!(error = %e, "ack failed");
         }
+    }
+
+    /// Adds a message to the history; `false` if it was already there.
+    async fn remember(&self, message: &DirectMessage) -> Result<bool, VaultError> {
+        History::new(self.device.vault()).append(&message.conversation.to_string(), &message.message_id, message).await
     }
 
     fn report_identity_changes(&mut self) {
@@ -499,7 +542,7 @@ impl State {
                     if self.sent.len() > SENT_KEPT {
                         self.sent.pop_front();
                     }
-                    return Ok(DirectMessage {
+                    let message = DirectMessage {
                         message_id: content.id,
                         conversation: to,
                         author: self.me,
@@ -507,7 +550,9 @@ impl State {
                         outgoing: true,
                         body: content.body,
                         sent_at: receipt.server_timestamp,
-                    });
+                    };
+                    self.remember(&message).await?;
+                    return Ok(message);
                 }
                 Err(PostError::Mismatch(m)) => {
                     self.apply_mismatch(to, &m.recipient).await?;

@@ -51,6 +51,7 @@ fn rest_bodies() {
         current: true,
     });
     insta::assert_json_snapshot!("error_body", ApiErrorBody::new(ErrorCode::UsernameTaken, "this username is taken"));
+    insta::assert_json_snapshot!("rename_device", copains_client_core::api::RenameDevice { name: "Work laptop".into() });
     insta::assert_json_snapshot!("update_profile", UpdateProfile {
         display_name: Patch::Set("Alice".into()),
         status_text: Patch::Clear,

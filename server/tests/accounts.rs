@@ -6,7 +6,7 @@ mod common;
 
 use common::{Backend, TestApp};
 use copains_client_core::api::{AuthResponse, Patch, UpdateProfile};
-use copains_client_core::{ApiErrorBody, ErrorCode};
+use copains_client_core::{ApiErrorBody, DeviceId, ErrorCode};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -67,6 +67,30 @@ async fn register_login_profile_and_devices(backend: Backend) {
 
     let devices = alice.devices().await.expect("devices");
     assert_eq!(devices.iter().map(|d| (d.id.0, d.name.as_str())).collect::<Vec<_>>(), vec![(1, "Laptop"), (2, "Phone")]);
+
+    let renamed = alice.rename_device(DeviceId(1), "  Work laptop ").await.expect("rename");
+    assert_eq!((renamed.id.0, renamed.name.as_str()), (1, "Work laptop"));
+    let devices = alice.devices().await.expect("devices");
+    assert_eq!(devices.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), vec!["Work laptop", "Phone"], "stored");
+    let err = alice.rename_device(DeviceId(1), "").await.expect_err("empty name");
+    assert_eq!(err.status(), Some(StatusCode::UNPROCESSABLE_ENTITY));
+    let err = alice.rename_device(DeviceId(1), &"d".repeat(65)).await.expect_err("long name");
+    assert_eq!(err.status(), Some(StatusCode::UNPROCESSABLE_ENTITY));
+    let err = alice.rename_device(DeviceId(9), "Tablet").await.expect_err("no such device");
+    assert_eq!(err.status(), Some(StatusCode::NOT_FOUND));
+    let raw = reqwest::Client::new()
+        .patch(app.url("/api/v1/users/@me/devices/0"))
+        .bearer_auth(alice.access_token().await.expect("token"))
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(error_of(raw).await, (StatusCode::BAD_REQUEST, ErrorCode::MalformedRequest), "device id 0");
+    let bob = app.client();
+    bob.register("bob", "correct horse", Some("Bob's phone")).await.expect("bob");
+    let err = bob.rename_device(DeviceId(2), "mine now").await.expect_err("someone else's device");
+    assert_eq!(err.status(), Some(StatusCode::NOT_FOUND));
+    assert_eq!(alice.devices().await.expect("devices")[1].name, "Phone", "untouched by others");
 
     let bad = alice
         .update_profile(&UpdateProfile { display_name: Patch::Set(" ".into()), status_text: Patch::Keep })

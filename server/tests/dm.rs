@@ -22,6 +22,7 @@ backend_tests!(
     a_corrupted_session_heals_through_the_retry_path,
     a_new_identity_on_a_reused_device_id_is_surfaced,
     concurrent_bundle_fetches_never_share_a_one_time_prekey,
+    history_is_kept_in_the_encrypted_store_across_restarts,
 );
 
 async fn spawn(backend: Backend) -> TestApp {
@@ -199,7 +200,7 @@ async fn a_removed_device_gets_nothing_more(backend: Backend) {
     let app = spawn(backend).await;
     let mut a1 = register(&app, "alice").await;
     let mut a2 = add_device(&app, "alice", 2).await;
-    let mut bob = register(&app, "bob").await;
+    let bob = register(&app, "bob").await;
     bob.messenger.send_dm(a1.id, "both").await.expect("send");
     assert_eq!(next_message(&mut a1.messenger).await.body, "both");
     assert_eq!(next_message(&mut a2.messenger).await.body, "both");
@@ -248,6 +249,9 @@ async fn a_corrupted_session_heals_through_the_retry_path(backend: Backend) {
     assert_eq!(next_message(&mut alice.messenger).await.body, "four");
     alice.messenger.send_dm(bob.id, "five").await.expect("send");
     assert_eq!(next_message(&mut bob.messenger).await.body, "five");
+    let history = bob.messenger.history(alice.id, None, 10).await.expect("history");
+    let bodies: Vec<&str> = history.iter().map(|(_, m)| m.body.as_str()).collect();
+    assert_eq!(bodies, ["one", "two", "three", "four", "five"], "the healed message is in history once");
     alice.messenger.close().await;
     bob.messenger.close().await;
     app.shutdown().await;
@@ -319,5 +323,58 @@ async fn concurrent_bundle_fetches_never_share_a_one_time_prekey(backend: Backen
     pq.dedup();
     assert_eq!((ec.len(), pq.len()), (n_ec, n_pq), "every fetch got its own one-time prekeys");
     bob.messenger.close().await;
+    app.shutdown().await;
+}
+
+async fn history_is_kept_in_the_encrypted_store_across_restarts(backend: Backend) {
+    let app = spawn(backend).await;
+    let alice = register(&app, "alice").await;
+    let mut bob = register(&app, "bob").await;
+    for body in ["alice-message-1", "alice-message-2", "alice-message-3"] {
+        alice.messenger.send_dm(bob.id, body).await.expect("send");
+    }
+    for _ in 0..3 {
+        next_message(&mut bob.messenger).await;
+    }
+    for body in ["bob-message-1", "bob-message-2"] {
+        bob.messenger.send_dm(alice.id, body).await.expect("send");
+    }
+    let seen = |h: &[(u64, DirectMessage)]| h.iter().map(|(_, m)| (m.body.clone(), m.outgoing)).collect::<Vec<_>>();
+    let expected = |extra: &[&str]| {
+        let mut v: Vec<(String, bool)> =
+            [("alice-message-1", false), ("alice-message-2", false), ("alice-message-3", false), ("bob-message-1", true), ("bob-message-2", true)].iter().map(|(b, o)| (b.to_string(), *o)).collect();
+        v.extend(extra.iter().map(|b| (b.to_string(), false)));
+        v
+    };
+    assert_eq!(seen(&bob.messenger.history(alice.id, None, 50).await.expect("history")), expected(&[]));
+
+    // Bob's app stops; Alice writes meanwhile; Bob's app starts again from its store.
+    bob.messenger.close().await;
+    alice.messenger.send_dm(bob.id, "while you were away").await.expect("send");
+    let store = app.data_dir.path().join("bob-1.vault");
+    let wrong = bob.client.enable_e2ee(&store, "not the passphrase").await;
+    assert!(wrong.is_err(), "a wrong passphrase does not open the store");
+    let mut reopened = bob.client.enable_e2ee(&store, "vault passphrase").await.expect("reopen");
+    assert_eq!(next_message(&mut reopened).await.body, "while you were away");
+    let history = reopened.history(alice.id, None, 50).await.expect("history");
+    assert_eq!(seen(&history), expected(&["while you were away"]), "kept across the restart, in order");
+    assert_eq!(history.iter().map(|(n, _)| *n).collect::<Vec<_>>(), (0..6).collect::<Vec<_>>());
+    let older = reopened.history(alice.id, Some(2), 50).await.expect("page");
+    assert_eq!(seen(&older), expected(&[])[..2].to_vec(), "paging back");
+    assert_eq!(reopened.conversations().await.expect("list"), vec![alice.id]);
+
+    // The store is sealed: no message text in its file (nor in its write-ahead log).
+    let mut raw = Vec::new();
+    for entry in std::fs::read_dir(app.data_dir.path()).expect("dir").flatten() {
+        if entry.file_name().to_string_lossy().starts_with("bob-1.vault") {
+            raw.extend(std::fs::read(entry.path()).expect("store file"));
+        }
+    }
+    assert!(!raw.is_empty());
+    for body in ["alice-message-1", "bob-message-2", "while you were away"] {
+        assert!(!raw.windows(body.len()).any(|w| w == body.as_bytes()), "{body} found in the store file");
+    }
+    alice.messenger.close().await;
+    reopened.close().await;
     app.shutdown().await;
 }

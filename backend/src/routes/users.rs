@@ -4,13 +4,13 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use copains_client_core::api::{ChangePassword, Device, Patch, SessionInfo, UpdateProfile, User};
+use copains_client_core::api::{ChangePassword, Device, Patch, RenameDevice, SessionInfo, UpdateProfile, User};
 use copains_client_core::gateway::event_name;
 use copains_client_core::{ApiErrorBody, SessionId};
 
 use crate::auth::Authenticated;
 use crate::bus::{BusEvent, Topic};
-use crate::domain::{display_name, status_text, Password};
+use crate::domain::{device_name, display_name, status_text, Password};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::routes::auth::announce_revocation;
@@ -25,7 +25,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/users/@me/sessions", get(sessions))
         .route("/api/v1/users/@me/sessions/{session_id}", delete(revoke_session))
         .route("/api/v1/users/@me/devices", get(devices))
-        .route("/api/v1/users/@me/devices/{device_id}", delete(remove_device))
+        .route("/api/v1/users/@me/devices/{device_id}", delete(remove_device).patch(rename_device))
 }
 
 /// The current user.
@@ -163,12 +163,7 @@ pub async fn remove_device(
     auth: Authenticated,
     Path(raw): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let device = raw
-        .parse::<u32>()
-        .ok()
-        .filter(|d| (1..=copains_client_core::DeviceId::MAX).contains(d))
-        .map(copains_client_core::DeviceId)
-        .ok_or_else(|| ApiError::Malformed("device id must be a number from 1 to 127".into()))?;
+    let device = parse_device_id(&raw)?;
     let Some(session) = state.store.remove_device(auth.user.id, device).await? else {
         return Err(ApiError::NotFound("no such device"));
     };
@@ -177,4 +172,39 @@ pub async fn remove_device(
         announce_revocation(&state, auth.user.id, session).await;
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Rename one of the caller's devices. `USER_UPDATE` is not sent: device names are private to
+/// the account; other devices see the change in `GET /api/v1/users/@me/devices`.
+#[utoipa::path(patch, path = "/api/v1/users/@me/devices/{device_id}", tag = "users",
+    security(("bearer" = [])),
+    params(("device_id" = u32, Path, description = "device id")),
+    request_body = RenameDevice,
+    responses(
+        (status = 200, body = Device),
+        (status = 400, body = ApiErrorBody),
+        (status = 401, body = ApiErrorBody),
+        (status = 404, body = ApiErrorBody),
+        (status = 422, body = ApiErrorBody),
+        (status = 429, body = ApiErrorBody),
+    ))]
+pub async fn rename_device(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(raw): Path<String>,
+    ApiJson(body): ApiJson<RenameDevice>,
+) -> ApiResult<Json<Device>> {
+    state.limiters.user_write(auth.user.id)?;
+    let device = parse_device_id(&raw)?;
+    let name = device_name(Some(&body.name)).map_err(|e| ApiError::Validation(e.0))?;
+    let renamed = state.store.rename_device(auth.user.id, device, &name).await?.ok_or(ApiError::NotFound("no such device"))?;
+    Ok(Json(renamed))
+}
+
+fn parse_device_id(raw: &str) -> ApiResult<copains_client_core::DeviceId> {
+    raw.parse::<u32>()
+        .ok()
+        .filter(|d| (1..=copains_client_core::DeviceId::MAX).contains(d))
+        .map(copains_client_core::DeviceId)
+        .ok_or_else(|| ApiError::Malformed(format!("device id must be a number from 1 to {}", copains_client_core::DeviceId::MAX)))
 }

@@ -48,6 +48,9 @@ pub enum Decrypted {
         /// Server timestamp of the message to send again.
         timestamp: i64,
     },
+    /// A message this device already decrypted (delivered twice, e.g. after a crash before
+    /// its acknowledgement): nothing to show, and the session is fine.
+    Duplicate,
 }
 
 /// The Signal protocol address of a user's device.
@@ -209,10 +212,13 @@ impl E2eeDevice {
         };
         let mut rng = rand::rng();
         let s = &mut self.store;
-        let plaintext =
-            message_decrypt(&message, &addr, &mut s.sessions, &mut s.identity, &mut s.prekeys, &s.signed, &mut s.kyber, &mut rng)
-                .await?;
-        Ok(Decrypted::Message(plaintext))
+        match message_decrypt(&message, &addr, &mut s.sessions, &mut s.identity, &mut s.prekeys, &s.signed, &mut s.kyber, &mut rng)
+            .await
+        {
+            Ok(plaintext) => Ok(Decrypted::Message(plaintext)),
+            Err(SignalProtocolError::DuplicatedMessage(..)) => Ok(Decrypted::Duplicate),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn on_retry_request(&mut self, addr: &ProtocolAddress, bytes: &[u8]) -> Result<Decrypted, CryptoError> {
@@ -362,7 +368,7 @@ mod tests {
 
             let ok = bob.decrypt(&envelope(1, &out, bytes.clone())).await.expect("genuine message");
             assert_eq!(ok, Decrypted::Message(b"hello bob".to_vec()));
-            assert!(bob.decrypt(&envelope(1, &out, bytes)).await.is_err(), "a replayed message is refused");
+            assert_eq!(bob.decrypt(&envelope(1, &out, bytes)).await.expect("replay"), Decrypted::Duplicate, "a replayed PreKey message is recognised");
 
             // Out-of-order delivery on an established session.
             let reply = bob.encrypt(UserId(1), DeviceId(1), b"r0").await.expect("encrypt");
@@ -371,6 +377,9 @@ mod tests {
             let m2 = alice.encrypt(UserId(2), DeviceId(1), b"m2").await.expect("encrypt");
             assert_eq!(bob.decrypt(&envelope(1, &m2, m2.content.0.clone())).await.expect("m2"), Decrypted::Message(b"m2".to_vec()));
             assert_eq!(bob.decrypt(&envelope(1, &m1, m1.content.0.clone())).await.expect("m1"), Decrypted::Message(b"m1".to_vec()));
+            assert_eq!(bob.decrypt(&envelope(1, &m1, m1.content.0.clone())).await.expect("m1 again"), Decrypted::Duplicate, "replayed");
+            let m3 = alice.encrypt(UserId(2), DeviceId(1), b"m3").await.expect("encrypt");
+            assert_eq!(bob.decrypt(&envelope(1, &m3, m3.content.0.clone())).await.expect("m3"), Decrypted::Message(b"m3".to_vec()), "the session survives a replay");
 
             let a = alice.safety_number(UserId(2), DeviceId(1)).await.expect("number").expect("known");
             let b = bob.safety_number(UserId(1), DeviceId(1)).await.expect("number").expect("known");

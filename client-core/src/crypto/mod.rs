@@ -1,8 +1,9 @@
 //! End-to-end encryption of direct messages with the Signal protocol (libsignal): the
 //! device's keys and sessions ([`device`]), kept in an encrypted local store ([`vault`],
-//! [`store`]).
+//! [`store`]), with the decrypted history beside them ([`history`]).
 
 pub mod device;
+pub mod history;
 pub mod store;
 pub mod vault;
 
@@ -10,4 +11,5 @@ pub mod vault;
 pub mod sqlite;
 
 pub use device::{CryptoError, Decrypted, E2eeDevice};
+pub use history::History;
 pub use vault::{MemoryBackend, Vault, VaultBackend, VaultError};
