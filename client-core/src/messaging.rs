@@ -231,6 +231,9 @@ impl Messenger {
     }
 }
 
+/// How often a running messenger checks its prekeys (count and age).
+const KEY_MAINTENANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Sent messages kept for re-sending after a retry request.
 const SENT_KEPT: usize = 1000;
 
@@ -277,8 +280,17 @@ async fn run(
     // Live envelopes wait while the queue is drained, so that order is kept.
     let mut draining = true;
     let mut held: Vec<Envelope> = Vec::new();
+    // Signed prekeys age while the app runs: check for rotation now and then.
+    let mut maintenance = tokio::time::interval(KEY_MAINTENANCE_EVERY);
+    maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    maintenance.reset();
     loop {
         tokio::select! {
+            _ = maintenance.tick() => {
+                if let Err(e) = state.top_up().await {
+                    tracing::warn!(error = %e, "key maintenance failed");
+                }
+            }
             update = gateway.next() => match update {
                 None | Some(GatewayUpdate::Closed { .. }) => return,
                 Some(GatewayUpdate::Disconnected { .. }) => draining = true,
@@ -367,7 +379,12 @@ async fn start(
 }
 
 impl State {
+    /// Publishes new one-time prekeys when few are left, and new signed prekeys when the
+    /// current ones are due for rotation.
     async fn top_up(&mut self) -> Result<(), MessagingError> {
+        if let Some(rotated) = self.device.rotate_signed_prekeys_if_due(crate::crypto::device::now_ms()).await? {
+            self.client.put_keys(&rotated).await?;
+        }
         let count: PreKeyCount = self.client.api(Method::GET, "/api/v1/keys/count", None::<&()>).await?;
         if count.pre_keys < 20 || count.pq_pre_keys < 20 {
             let upload = self.device.keys_to_upload(false, crate::crypto::device::PREKEY_BATCH).await?;

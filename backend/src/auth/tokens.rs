@@ -96,9 +96,16 @@ impl JwtKeyPair {
     }
 }
 
+/// Tokens kept in the cache of verified tokens before it is emptied.
+const VERIFIED_CACHE_MAX: usize = 65_536;
+
 /// Issues and checks tokens.
 pub struct TokenService {
     signing: JwtKeyPair,
+    /// Tokens whose signature already verified, by SHA-256 of the token, with their claims.
+    /// A token is immutable, so its signature needs checking once; its expiry is still
+    /// checked at every use, and the session behind it is looked up by the caller.
+    verified: parking_lot::Mutex<HashMap<[u8; 32], AccessClaims>>,
     /// Keys still accepted for verification (rotated-out keys), by kid; includes `signing`.
     verifying: HashMap<String, DecodingKey>,
     validation: Validation,
@@ -122,7 +129,7 @@ impl TokenService {
         validation.set_issuer(&[issuer]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
         validation.leeway = 5;
-        Self { signing, verifying, validation, issuer: issuer.to_owned(), access_ttl }
+        Self { signing, verified: parking_lot::Mutex::new(HashMap::new()), verifying, validation, issuer: issuer.to_owned(), access_ttl }
     }
 
     /// Lifetime of access tokens.
@@ -155,6 +162,31 @@ impl TokenService {
 
     /// Checks signature, algorithm (EdDSA only: `none` and HMAC are refused), issuer and expiry.
     pub fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        self.verify_at(token, unix_now())
+    }
+
+    /// [`TokenService::verify`] at a given time (Unix seconds) for cached tokens.
+    fn verify_at(&self, token: &str, now_secs: u64) -> Result<AccessClaims, TokenError> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(claims) = self.verified.lock().get(&digest).cloned() {
+            if claims.exp.saturating_add(self.validation.leeway) < now_secs {
+                return Err(TokenError::Expired);
+            }
+            return Ok(claims);
+        }
+        let claims = self.verify_signature(token)?;
+        let mut cache = self.verified.lock();
+        if cache.len() >= VERIFIED_CACHE_MAX {
+            cache.retain(|_, c| c.exp.saturating_add(self.validation.leeway) >= now_secs);
+            if cache.len() >= VERIFIED_CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(digest, claims.clone());
+        Ok(claims)
+    }
+
+    fn verify_signature(&self, token: &str) -> Result<AccessClaims, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
         if header.alg != Algorithm::EdDSA {
             return Err(TokenError::Invalid);
@@ -166,6 +198,10 @@ impl TokenService {
             Err(_) => Err(TokenError::Invalid),
         }
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// A new refresh token and the hash to store.
@@ -225,6 +261,21 @@ mod tests {
         );
         assert_eq!(svc.verify(&format!("{}.{tampered_claims}.{}", parts[0], parts[2])), Err(TokenError::Invalid));
         assert_eq!(svc.verify("garbage"), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn a_cached_token_still_expires_and_a_tampered_one_is_not_cached() {
+        let svc = service();
+        let t = svc.issue(UserId(3), DeviceId(1), SessionId(4), PlatformRole::Member, now()).expect("issue");
+        assert!(svc.verify(&t).is_ok());
+        assert!(svc.verify(&t).is_ok(), "from the cache");
+        assert_eq!(svc.verify_at(&t, now() + 900 + 6), Err(TokenError::Expired), "the cache keeps the expiry");
+        // One character in the middle of the signature changed.
+        let mut forged: Vec<char> = t.chars().collect();
+        let i = forged.len() - 20;
+        forged[i] = if forged[i] == 'A' { 'B' } else { 'A' };
+        let forged: String = forged.into_iter().collect();
+        assert_eq!(svc.verify(&forged), Err(TokenError::Invalid), "another token is verified on its own");
     }
 
     #[test]

@@ -66,14 +66,13 @@ pub async fn send(State(state): State<AppState>, auth: Authenticated, ApiJson(bo
             return Err(ApiError::TooLarge(ENVELOPE_MAX_BYTES));
         }
     }
-    if state.store.user(body.recipient).await?.is_none() {
-        return Err(ApiError::NotFound("no such recipient"));
-    }
-    let mut recipient_devices = state.store.receiving_devices(body.recipient).await?;
+    let (mut recipient_devices, mut own_devices) = state.store.receiving_devices_of(body.recipient, auth.user.id).await?;
     if recipient_devices.is_empty() {
+        if state.store.user(body.recipient).await?.is_none() {
+            return Err(ApiError::NotFound("no such recipient"));
+        }
         return Err(ApiError::NotFound("the recipient has no device that can receive messages"));
     }
-    let mut own_devices = state.store.receiving_devices(auth.user.id).await?;
     own_devices.retain(|(d, _)| *d != auth.device_id);
     if body.recipient == auth.user.id {
         recipient_devices.retain(|(d, _)| *d != auth.device_id);

@@ -23,6 +23,22 @@ use crate::messages::{kind, Envelope, OutgoingEnvelope};
 /// One-time prekeys generated per batch.
 pub const PREKEY_BATCH: u32 = 100;
 
+/// How long a signed EC prekey and a Kyber last-resort prekey are handed out before new ones
+/// replace them (Signal's clients rotate every two days).
+pub const SIGNED_PREKEY_MAX_AGE_MS: i64 = 2 * 24 * 3600 * 1000;
+
+/// How long replaced signed prekeys are kept, so that PreKey messages a contact built from an
+/// older bundle (sent while this device was offline) still decrypt.
+pub const RETIRED_PREKEY_KEPT_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// A replaced signed prekey: which store, its id, when it was replaced.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+struct Retired {
+    kyber: bool,
+    id: u32,
+    at: i64,
+}
+
 /// Errors of the device crypto.
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {
@@ -97,31 +113,11 @@ impl E2eeDevice {
     pub async fn keys_to_upload(&mut self, full: bool, count: u32) -> Result<UploadKeys, CryptoError> {
         let mut rng = rand::rng();
         let identity = *self.store.identity.pair();
-        let now = Timestamp::from_epoch_millis(now_ms() as u64);
         let mut upload = UploadKeys::default();
         if full {
             upload.identity_key = Some(identity.identity_key().serialize().to_vec().into());
             upload.registration_id = Some(self.store.identity.registration_id());
-            let signed_id = self.store.counter("next_signed").await?;
-            let pair = KeyPair::generate(&mut rng);
-            let signature = identity
-                .private_key()
-                .calculate_signature(&pair.public_key.serialize(), &mut rng)
-                .map_err(SignalProtocolError::from)?;
-            let record = SignedPreKeyRecord::new(SignedPreKeyId::from(signed_id), now, &pair, &signature);
-            self.store.signed.save_signed_pre_key(SignedPreKeyId::from(signed_id), &record).await?;
-            self.store.set_counter("next_signed", signed_id + 1).await?;
-            upload.signed_pre_key = Some(SignedPreKey {
-                key_id: signed_id,
-                public_key: pair.public_key.serialize().to_vec().into(),
-                signature: signature.to_vec().into(),
-            });
-            let kyber_id = self.store.counter("next_kyber").await?;
-            let record = KyberPreKeyRecord::generate(kem::KeyType::Kyber1024, KyberPreKeyId::from(kyber_id), identity.private_key())?;
-            self.store.kyber.save_kyber_pre_key(KyberPreKeyId::from(kyber_id), &record).await?;
-            self.store.vault.put(ns::OWN, b"kyber_last_resort", &kyber_id.to_be_bytes()).await?;
-            self.store.set_counter("next_kyber", kyber_id + 1).await?;
-            upload.pq_last_resort_pre_key = Some(signed_of(&record, kyber_id)?);
+            self.new_signed_prekeys(&mut upload, now_ms()).await?;
         }
         let first = self.store.counter("next_prekey").await?;
         for id in first..first + count {
@@ -138,6 +134,94 @@ impl E2eeDevice {
         }
         self.store.set_counter("next_kyber", first + count).await?;
         Ok(upload)
+    }
+
+    /// Generates a signed EC prekey and a Kyber last-resort prekey into `upload`, records
+    /// them as current and when they were made.
+    async fn new_signed_prekeys(&mut self, upload: &mut UploadKeys, now_ms: i64) -> Result<(), CryptoError> {
+        let mut rng = rand::rng();
+        let identity = *self.store.identity.pair();
+        let now = Timestamp::from_epoch_millis(u64::try_from(now_ms).unwrap_or(0));
+        let signed_id = self.store.counter("next_signed").await?;
+        let pair = KeyPair::generate(&mut rng);
+        let signature = identity
+            .private_key()
+            .calculate_signature(&pair.public_key.serialize(), &mut rng)
+            .map_err(SignalProtocolError::from)?;
+        let record = SignedPreKeyRecord::new(SignedPreKeyId::from(signed_id), now, &pair, &signature);
+        self.store.signed.save_signed_pre_key(SignedPreKeyId::from(signed_id), &record).await?;
+        self.store.set_counter("next_signed", signed_id + 1).await?;
+        upload.signed_pre_key = Some(SignedPreKey {
+            key_id: signed_id,
+            public_key: pair.public_key.serialize().to_vec().into(),
+            signature: signature.to_vec().into(),
+        });
+        let kyber_id = self.store.counter("next_kyber").await?;
+        let record = KyberPreKeyRecord::generate(kem::KeyType::Kyber1024, KyberPreKeyId::from(kyber_id), identity.private_key())?;
+        self.store.kyber.save_kyber_pre_key(KyberPreKeyId::from(kyber_id), &record).await?;
+        self.store.vault.put(ns::OWN, b"kyber_last_resort", &kyber_id.to_be_bytes()).await?;
+        // Marked as last resort: it is reused by every contact, never deleted on use.
+        self.store.vault.put(ns::LAST_RESORT, &kyber_id.to_be_bytes(), &[1]).await?;
+        self.store.set_counter("next_kyber", kyber_id + 1).await?;
+        upload.pq_last_resort_pre_key = Some(signed_of(&record, kyber_id)?);
+        self.store.vault.put(ns::OWN, b"signed_at", &now_ms.to_be_bytes()).await?;
+        Ok(())
+    }
+
+    /// When the signed prekeys are older than [`SIGNED_PREKEY_MAX_AGE_MS`], makes new ones
+    /// and returns the upload that publishes them. The replaced ones stay usable for
+    /// [`RETIRED_PREKEY_KEPT_MS`] (for PreKey messages already on their way), then are deleted.
+    pub async fn rotate_signed_prekeys_if_due(&mut self, now_ms: i64) -> Result<Option<UploadKeys>, CryptoError> {
+        let made_at = match self.store.vault.get(ns::OWN, b"signed_at").await? {
+            Some(raw) => i64::from_be_bytes(raw.as_slice().try_into().map_err(|_| VaultError::Corrupt)?),
+            None => {
+                // A store from before rotation existed: count from now.
+                self.store.vault.put(ns::OWN, b"signed_at", &now_ms.to_be_bytes()).await?;
+                now_ms
+            }
+        };
+        let mut retired: Vec<Retired> = match self.store.vault.get(ns::OWN, b"retired").await? {
+            Some(raw) => serde_json::from_slice(&raw).map_err(|_| VaultError::Corrupt)?,
+            None => Vec::new(),
+        };
+        let due = now_ms.saturating_sub(made_at) >= SIGNED_PREKEY_MAX_AGE_MS;
+        let expired = retired.iter().any(|r| now_ms.saturating_sub(r.at) >= RETIRED_PREKEY_KEPT_MS);
+        if !due && !expired {
+            return Ok(None);
+        }
+        let mut upload = None;
+        if due {
+            let current_signed = self.store.counter("next_signed").await?.saturating_sub(1);
+            let current_kyber = self.current_last_resort().await?;
+            retired.push(Retired { kyber: false, id: current_signed, at: now_ms });
+            if let Some(id) = current_kyber {
+                retired.push(Retired { kyber: true, id, at: now_ms });
+            }
+            let mut keys = UploadKeys::default();
+            self.new_signed_prekeys(&mut keys, now_ms).await?;
+            upload = Some(keys);
+        }
+        let mut kept = Vec::with_capacity(retired.len());
+        for r in retired {
+            if now_ms.saturating_sub(r.at) < RETIRED_PREKEY_KEPT_MS {
+                kept.push(r);
+            } else if r.kyber {
+                self.store.vault.delete(ns::KYBER, &r.id.to_be_bytes()).await?;
+                self.store.vault.delete(ns::LAST_RESORT, &r.id.to_be_bytes()).await?;
+            } else {
+                self.store.vault.delete(ns::SIGNED, &r.id.to_be_bytes()).await?;
+            }
+        }
+        let list = serde_json::to_vec(&kept).map_err(|e| CryptoError::Invalid(e.to_string()))?;
+        self.store.vault.put(ns::OWN, b"retired", &list).await?;
+        Ok(upload)
+    }
+
+    async fn current_last_resort(&self) -> Result<Option<u32>, CryptoError> {
+        Ok(match self.store.vault.get(ns::OWN, b"kyber_last_resort").await? {
+            Some(raw) => Some(u32::from_be_bytes(raw.as_slice().try_into().map_err(|_| VaultError::Corrupt)?)),
+            None => None,
+        })
     }
 
     /// The registration id of the session with a device, if there is a usable one.
@@ -307,7 +391,8 @@ fn signed_of(record: &KyberPreKeyRecord, id: u32) -> Result<SignedPreKey, Crypto
     })
 }
 
-fn now_ms() -> i64 {
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
@@ -384,6 +469,54 @@ mod tests {
             let a = alice.safety_number(UserId(2), DeviceId(1)).await.expect("number").expect("known");
             let b = bob.safety_number(UserId(1), DeviceId(1)).await.expect("number").expect("known");
             assert_eq!(a, b);
+        });
+    }
+
+    #[test]
+    fn signed_prekeys_rotate_and_old_ones_serve_messages_in_flight_until_retired() {
+        tokio::runtime::Builder::new_current_thread().build().expect("rt").block_on(async {
+            let (mut bob, first) = device(2).await;
+            let now = now_ms();
+            assert!(bob.rotate_signed_prekeys_if_due(now).await.expect("check").is_none(), "fresh keys are not rotated");
+
+            // Alice builds a session from Bob's first bundle (its last-resort Kyber key) but
+            // her message arrives after Bob rotated.
+            let (mut alice, _) = device(1).await;
+            let mut old_bundle = bundle(&first);
+            old_bundle.pq_pre_key = first.pq_last_resort_pre_key.clone().expect("last resort");
+            alice.start_session(UserId(2), &old_bundle).await.expect("PQXDH");
+            let in_flight = alice.encrypt(UserId(2), DeviceId(1), b"sent before the rotation").await.expect("encrypt");
+
+            let later = now + SIGNED_PREKEY_MAX_AGE_MS + 1;
+            let rotated = bob.rotate_signed_prekeys_if_due(later).await.expect("rotate").expect("due");
+            let new_signed = rotated.signed_pre_key.clone().expect("new signed prekey");
+            let new_kyber = rotated.pq_last_resort_pre_key.clone().expect("new last resort");
+            assert_ne!(new_signed.key_id, first.signed_pre_key.as_ref().expect("signed").key_id);
+            assert!(rotated.identity_key.is_none() && rotated.pre_keys.is_empty(), "only the signed prekeys change");
+            assert!(bob.rotate_signed_prekeys_if_due(later + 1000).await.expect("check").is_none(), "not twice");
+
+            let got = bob.decrypt(&envelope(1, &in_flight, in_flight.content.0.clone())).await.expect("old keys still serve");
+            assert_eq!(got, Decrypted::Message(b"sent before the rotation".to_vec()));
+
+            // A contact starting now gets the new keys, and they work.
+            let (mut carol, _) = device(3).await;
+            let mut new_bundle = bundle(&first);
+            new_bundle.pre_key = None;
+            new_bundle.signed_pre_key = new_signed;
+            new_bundle.pq_pre_key = new_kyber;
+            carol.start_session(UserId(2), &new_bundle).await.expect("PQXDH with rotated keys");
+            let m = carol.encrypt(UserId(2), DeviceId(1), b"hi").await.expect("encrypt");
+            assert_eq!(bob.decrypt(&envelope(3, &m, m.content.0.clone())).await.expect("decrypt"), Decrypted::Message(b"hi".to_vec()));
+
+            // Once retired, the old keys are gone: a message built from the old bundle fails.
+            bob.rotate_signed_prekeys_if_due(later + RETIRED_PREKEY_KEPT_MS).await.expect("retire");
+            let (mut dave, _) = device(4).await;
+            let mut stale = bundle(&first);
+            stale.pre_key = None;
+            stale.pq_pre_key = first.pq_last_resort_pre_key.clone().expect("last resort");
+            dave.start_session(UserId(2), &stale).await.expect("PQXDH");
+            let m = dave.encrypt(UserId(2), DeviceId(1), b"too late").await.expect("encrypt");
+            assert!(bob.decrypt(&envelope(4, &m, m.content.0.clone())).await.is_err(), "retired keys no longer decrypt");
         });
     }
 }

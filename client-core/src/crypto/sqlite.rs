@@ -4,7 +4,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous, SqlitePoolOptions};
 use sqlx::{Row, SqlitePool};
 
 use super::vault::{VaultBackend, VaultError};
@@ -25,7 +25,10 @@ impl SqliteBackend {
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
             .map_err(backend)?
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal);
+            .journal_mode(SqliteJournalMode::Wal)
+            // As on the server: durable at WAL checkpoints, no fsync per write. A power cut can
+            // lose the last ratchet steps; the retry path repairs such a session.
+            .synchronous(SqliteSynchronous::Normal);
         let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.map_err(backend)?;
         sqlx::query("CREATE TABLE IF NOT EXISTS records (k BLOB PRIMARY KEY, v BLOB NOT NULL)")
             .execute(&pool)

@@ -23,6 +23,7 @@ pub(crate) mod ns {
     pub const PREKEY: &str = "prekey";
     pub const SIGNED: &str = "signed";
     pub const KYBER: &str = "kyber";
+    pub const LAST_RESORT: &str = "last_resort";
     pub const SESSION: &str = "session";
     pub const IDENTITY: &str = "identity";
     pub const VERIFIED: &str = "verified";
@@ -239,9 +240,12 @@ impl KyberPreKeyStore for KyberPreKeys {
         self.0.put(ns::KYBER, &u32::from(id).to_be_bytes(), &record.serialize()?).await.map_err(storage)
     }
     async fn mark_kyber_pre_key_used(&mut self, id: KyberPreKeyId, _ec: SignedPreKeyId, _base: &PublicKey) -> SignalResult<()> {
-        // One-time Kyber keys are deleted once used; the last-resort key stays.
-        let last_resort = self.0.get(ns::OWN, b"kyber_last_resort").await.map_err(storage)?;
-        if last_resort.as_deref() != Some(&u32::from(id).to_be_bytes()[..]) {
+        // One-time Kyber keys are deleted once used; last-resort keys (the current one, and
+        // replaced ones until they are retired) stay.
+        let raw_id = u32::from(id).to_be_bytes();
+        let current = self.0.get(ns::OWN, b"kyber_last_resort").await.map_err(storage)?;
+        let last_resort = current.as_deref() == Some(&raw_id[..]) || self.0.get(ns::LAST_RESORT, &raw_id).await.map_err(storage)?.is_some();
+        if !last_resort {
             self.0.delete(ns::KYBER, &u32::from(id).to_be_bytes()).await.map_err(storage)?;
         }
         Ok(())
