@@ -390,6 +390,24 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Acknowledges several envelopes of a device at once; ids not in its queue are ignored.
+    /// Returns how many were deleted.
+    pub async fn ack_many(&self, user: UserId, device: DeviceId, ids: &[EnvelopeId]) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!(
+            "DELETE FROM envelopes WHERE user_id = $1 AND device_id = $2 AND id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(user.0).bind(i64::from(device.0));
+        for id in ids {
+            query = query.bind(id.0);
+        }
+        Ok(query.execute(self.pool()).await?.rows_affected())
+    }
+
     /// Removes a device with its keys, queue and login session. `None` if there was no such
     /// device; otherwise the login session that ended with it.
     pub async fn remove_device(&self, user: UserId, device: DeviceId) -> Result<Option<Option<SessionId>>> {

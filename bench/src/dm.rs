@@ -73,8 +73,7 @@ pub async fn run(url: &str, pid: u32, pairs: usize, rate: u64, seconds: u64) -> 
                 let now_us = started.elapsed().as_micros() as u64;
                 lat.push(Duration::from_micros(now_us.saturating_sub(sent_at_us)));
             }
-            bm.close().await;
-            lat
+            (lat, bm)
         }));
     }
     let mut send_tasks = Vec::new();
@@ -92,18 +91,26 @@ pub async fn run(url: &str, pid: u32, pairs: usize, rate: u64, seconds: u64) -> 
                     break;
                 }
             }
-            am.close().await;
+            am
         }));
     }
+    // Messengers are closed only after the run: closing one (and checkpointing its store)
+    // while others still receive would show up as latency of theirs.
+    let mut open = Vec::new();
     for t in send_tasks {
-        t.await?;
+        open.push(t.await?);
     }
     let mut lat = Vec::new();
     for t in recv_tasks {
-        lat.extend(t.await?);
+        let (l, bm) = t.await?;
+        lat.extend(l);
+        open.push(bm);
     }
     let elapsed = wall.elapsed();
     let cpu_after = cpu_ticks(pid)?;
+    for m in open {
+        m.close().await;
+    }
     lat.sort();
     let delivered = lat.len();
     let ticks_per_sec = 100.0; // USER_HZ on Linux

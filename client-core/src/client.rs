@@ -347,6 +347,8 @@ enum Control {
     Reconnect,
     /// Close for good.
     Close,
+    /// Send a frame if identified (dropped otherwise).
+    Send(ClientMessage),
 }
 
 /// A running gateway connection.
@@ -387,6 +389,12 @@ impl GatewayHandle {
     /// Reconnects (and resumes) after [`Self::simulate_network_drop`].
     pub fn reconnect(&self) {
         let _ = self.control.send(Control::Reconnect);
+    }
+
+    /// Sends a frame (such as an `ACK`) on the current connection once it is identified. A
+    /// frame given while disconnected is dropped: only idempotent frames belong here.
+    pub fn send(&self, message: ClientMessage) {
+        let _ = self.control.send(Control::Send(message));
     }
 
     /// Closes the connection normally (the server forgets the session).
@@ -440,7 +448,7 @@ async fn run_gateway(
                     match control.recv().await {
                         Some(Control::Reconnect) => break,
                         Some(Control::Close) | None => return,
-                        Some(Control::Drop) => {}
+                        Some(Control::Drop | Control::Send(_)) => {}
                     }
                 }
                 continue;
@@ -461,9 +469,17 @@ async fn run_gateway(
             }
         }
         let jitter = Duration::from_millis(rand::rng().random_range(0..50));
-        tokio::select! {
-            _ = tokio::time::sleep(backoff + jitter) => {}
-            c = control.recv() => if matches!(c, Some(Control::Close) | None) { return },
+        let wake = Instant::now() + backoff + jitter;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => break,
+                c = control.recv() => match c {
+                    Some(Control::Close) | None => return,
+                    // Frames for the server cannot go out while disconnected.
+                    Some(Control::Send(_)) => {}
+                    Some(Control::Drop | Control::Reconnect) => break,
+                },
+            }
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
@@ -517,6 +533,11 @@ async fn run_connection(
             c = control.recv() => match c {
                 Some(Control::Drop) => return Ended::UserDrop,
                 Some(Control::Reconnect) => {}
+                Some(Control::Send(message)) => {
+                    if announced && socket.send(Message::Text(message.to_text().into())).await.is_err() {
+                        return Ended::Dropped;
+                    }
+                }
                 Some(Control::Close) | None => {
                     let _ = socket.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
                         code: CloseCode::Normal,

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::api::{Device, User};
-use crate::ids::{DeviceId, SessionId, UserId};
+use crate::ids::{DeviceId, EnvelopeId, SessionId, UserId};
 
 /// Opcodes.
 pub mod op {
@@ -25,6 +25,9 @@ pub mod op {
     pub const HELLO: u8 = 10;
     /// Server → client: answer to a heartbeat.
     pub const HEARTBEAT_ACK: u8 = 11;
+    /// Client → server: envelopes this device has processed (deletes them from its queue,
+    /// like `DELETE /api/v1/messages/{id}` without a request per envelope). No answer.
+    pub const ACK: u8 = 12;
 }
 
 /// WebSocket close codes the gateway uses. Codes marked *resumable* keep the session alive for
@@ -241,6 +244,17 @@ pub enum ClientMessage {
     Identify(Identify),
     /// RESUME.
     Resume(Resume),
+    /// ACK of processed envelopes.
+    Ack(Ack),
+}
+
+/// ACK payload: 1 to [`crate::limits::ACK_IDS_MAX`] envelope ids of the connected device.
+/// Ids that are not (or no longer) in its queue are ignored: acknowledging is idempotent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ack {
+    /// The envelopes.
+    pub ids: Vec<EnvelopeId>,
 }
 
 /// Why a client frame could not be understood; each maps to a close code.
@@ -273,6 +287,13 @@ impl ClientMessage {
             op::HEARTBEAT => Ok(ClientMessage::Heartbeat(serde_json::from_value(frame.d).map_err(decode)?)),
             op::IDENTIFY => Ok(ClientMessage::Identify(serde_json::from_value(frame.d).map_err(decode)?)),
             op::RESUME => Ok(ClientMessage::Resume(serde_json::from_value(frame.d).map_err(decode)?)),
+            op::ACK => {
+                let ack: Ack = serde_json::from_value(frame.d).map_err(decode)?;
+                if ack.ids.is_empty() || ack.ids.len() > crate::limits::ACK_IDS_MAX {
+                    return Err(FrameError::Decode(format!("ACK carries 1 to {} ids", crate::limits::ACK_IDS_MAX)));
+                }
+                Ok(ClientMessage::Ack(ack))
+            }
             other => Err(FrameError::UnknownOpcode(other)),
         }
     }
@@ -286,6 +307,7 @@ impl ClientMessage {
                 op::RESUME,
                 serde_json::json!({ "token": r.token, "session_id": r.session_id, "seq": r.seq }),
             ),
+            ClientMessage::Ack(a) => (op::ACK, serde_json::json!(a)),
         };
         serde_json::json!({ "op": op, "d": d }).to_string()
     }

@@ -19,3 +19,5 @@ pub const DEVICE_NAME_MAX: usize = 64;
 pub const BODY_MAX_BYTES: usize = 1024 * 1024;
 /// Largest gateway frame a client may send.
 pub const GATEWAY_FRAME_MAX_BYTES: usize = 16 * 1024;
+/// Envelope ids in one gateway `ACK` frame.
+pub const ACK_IDS_MAX: usize = 100;

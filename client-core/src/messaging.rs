@@ -14,11 +14,11 @@ use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::client::{Client, ClientError, GatewayUpdate};
+use crate::client::{Client, ClientError, GatewayHandle, GatewayUpdate};
 use crate::crypto::sqlite::SqliteBackend;
 use crate::crypto::{CryptoError, Decrypted, E2eeDevice, History, Vault, VaultError};
 use crate::error::ErrorCode;
-use crate::gateway::Event;
+use crate::gateway::{Ack, ClientMessage, Event};
 use crate::ids::{DeviceId, EnvelopeId, UserId};
 use crate::keys::{PreKeyCount, UserBundles};
 use crate::messages::{Envelope, OutgoingEnvelope, Queue, SendMessage, SendMismatch, SendReceipt};
@@ -249,6 +249,8 @@ struct State {
     seen: HashSet<EnvelopeId>,
     /// Sent contents by server timestamp, for retries.
     sent: VecDeque<(i64, UserId, Vec<u8>)>,
+    /// Processed envelopes not yet acknowledged.
+    acks: Vec<EnvelopeId>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -285,6 +287,7 @@ async fn run(
     maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     maintenance.reset();
     loop {
+        state.flush_acks(&gateway);
         tokio::select! {
             _ = maintenance.tick() => {
                 if let Err(e) = state.top_up().await {
@@ -373,6 +376,7 @@ async fn start(
         devices: BTreeMap::new(),
         seen: HashSet::new(),
         sent: VecDeque::new(),
+        acks: Vec::new(),
     };
     state.top_up().await?;
     Ok(state)
@@ -456,9 +460,17 @@ impl State {
             }
         }
         self.report_identity_changes();
-        if let Err(e) = self.client.ack(envelope.id).await {
-            tracing::warn!(error = %e, "ack failed");
+        self.acks.push(envelope.id);
+    }
+
+    /// Acknowledges processed envelopes over the gateway, up to 100 per frame. An ACK lost
+    /// with a dropped connection only means the envelopes come again from the queue, and
+    /// they are recognised as duplicates then.
+    fn flush_acks(&mut self, gateway: &GatewayHandle) {
+        for ids in self.acks.chunks(crate::limits::ACK_IDS_MAX) {
+            gateway.send(ClientMessage::Ack(Ack { ids: ids.to_vec() }));
         }
+        self.acks.clear();
     }
 
     /// Adds a message to the history; `false` if it was already there.

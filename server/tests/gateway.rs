@@ -25,6 +25,7 @@ backend_tests!(
     revoking_a_session_closes_its_socket,
     slow_consumer_is_closed_and_resumes_without_loss,
     shutdown_tells_connected_clients,
+    envelopes_are_acknowledged_over_the_gateway,
 );
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -235,6 +236,10 @@ async fn malformed_frames_close_with_documented_codes(backend: Backend) {
         ("bad payload", Message::Text(json!({"op": 2, "d": {"tok": 1}}).to_string().into()), close::DECODE_ERROR),
         ("bad token", Message::Text(json!({"op": 2, "d": {"token": "x.y.z"}}).to_string().into()), close::AUTHENTICATION_FAILED),
         ("too large", Message::Text("x".repeat(20_000).into()), close::FRAME_TOO_LARGE),
+        ("ACK before IDENTIFY", Message::Text(json!({"op": op::ACK, "d": {"ids": ["1"]}}).to_string().into()), close::NOT_AUTHENTICATED),
+        ("ACK of nothing", Message::Text(json!({"op": op::ACK, "d": {"ids": []}}).to_string().into()), close::DECODE_ERROR),
+        ("ACK of too many", Message::Text(json!({"op": op::ACK, "d": {"ids": vec!["1"; 101]}}).to_string().into()), close::DECODE_ERROR),
+        ("ACK of a non-id", Message::Text(json!({"op": op::ACK, "d": {"ids": ["x"]}}).to_string().into()), close::DECODE_ERROR),
     ];
     for (what, frame, expected) in cases {
         let mut ws = connect(&app).await;
@@ -395,4 +400,56 @@ async fn shutdown_tells_connected_clients(backend: Backend) {
     assert_eq!(closing.await.expect("join"), Some(close::SERVER_SHUTDOWN));
     assert!(!state.accepting.load(std::sync::atomic::Ordering::SeqCst));
     assert!(tokio_tungstenite::connect_async(ws_url.as_str()).await.is_err(), "no longer listening");
+}
+
+/// Sends a heartbeat and reads until its answer: every frame sent before it was handled.
+async fn round_trip(ws: &mut Ws) {
+    send(ws, json!({"op": op::HEARTBEAT, "d": null})).await;
+    loop {
+        if recv_json(ws).await["op"] == op::HEARTBEAT_ACK {
+            return;
+        }
+    }
+}
+
+async fn envelopes_are_acknowledged_over_the_gateway(backend: Backend) {
+    use copains_client_core::crypto::{E2eeDevice, MemoryBackend, Vault};
+    let app = TestApp::spawn(backend).await;
+    let mut people = Vec::new();
+    for name in ["alice", "bob"] {
+        let client = app.client();
+        let auth = client.register(name, "a-long-password", None).await.expect("register");
+        let vault = Vault::open(Box::new(MemoryBackend::default()), "pass").await.expect("vault");
+        let (_device, upload) = E2eeDevice::open(vault, auth.user.id).await.expect("device");
+        let upload = upload.expect("new device");
+        client.put_keys(&upload).await.expect("keys");
+        people.push((client, auth, upload.registration_id.expect("registration id")));
+    }
+    let (alice, alice_auth, _) = &people[0];
+    let (bob, bob_auth, bob_reg) = &people[1];
+    let (mut bob_ws, _) = identified(&app, &bob_auth.tokens.access_token).await;
+    let (mut alice_ws, _) = identified(&app, &alice_auth.tokens.access_token).await;
+
+    let envelope = json!({"device_id": 1, "registration_id": bob_reg, "kind": 2, "content": "AAECAw=="});
+    let _: Value = alice
+        .api(reqwest::Method::POST, "/api/v1/messages", Some(&json!({"recipient": bob_auth.user.id, "messages": [envelope]})))
+        .await
+        .expect("send");
+    let pushed = recv_json(&mut bob_ws).await;
+    assert_eq!(pushed["t"], event_name::ENVELOPE);
+    let id = pushed["d"]["id"].as_str().expect("envelope id").to_owned();
+    assert_eq!(app.count("envelopes").await, 1);
+
+    send(&mut alice_ws, json!({"op": op::ACK, "d": {"ids": [id]}})).await;
+    round_trip(&mut alice_ws).await;
+    assert_eq!(app.count("envelopes").await, 1, "nobody acknowledges another device's envelope");
+
+    send(&mut bob_ws, json!({"op": op::ACK, "d": {"ids": [id, "12345"]}})).await;
+    round_trip(&mut bob_ws).await;
+    assert_eq!(app.count("envelopes").await, 0, "acknowledged; the unknown id is ignored");
+    send(&mut bob_ws, json!({"op": op::ACK, "d": {"ids": [id]}})).await;
+    round_trip(&mut bob_ws).await;
+    let queue: copains_client_core::messages::Queue = bob.api(reqwest::Method::GET, "/api/v1/messages", None::<&()>).await.expect("queue");
+    assert!(queue.envelopes.is_empty(), "a repeated ACK is harmless and the connection stays up");
+    app.shutdown().await;
 }

@@ -44,6 +44,8 @@ struct Conn {
     heartbeat: HeartbeatClock,
     /// The gateway session, once identified or resumed.
     session: Option<Arc<str>>,
+    /// Who is connected, once identified or resumed.
+    owner: Option<Owner>,
 }
 
 /// Runs one gateway connection to its end.
@@ -60,6 +62,7 @@ pub(crate) async fn run(gw: Gateway, socket: WebSocket) {
         queue_tx,
         close: Arc::new(CloseSignal::default()),
         session: None,
+        owner: None,
     };
     let hello = Hello {
         heartbeat_interval_ms: conn.gw.config().heartbeat_interval_ms,
@@ -129,6 +132,18 @@ impl Conn {
             }
             ClientMessage::Identify(identify) => self.identify(&identify.token).await,
             ClientMessage::Resume(resume) => self.resume(&resume.token, &resume.session_id, resume.seq).await,
+            ClientMessage::Ack(ack) => {
+                let Some(owner) = self.owner else { return Step::Close(close::NOT_AUTHENTICATED) };
+                match self.gw.state().store.ack_many(owner.user, owner.device, &ack.ids).await {
+                    Ok(_) => Step::Continue,
+                    Err(e) => {
+                        // The envelopes stay queued; the client gets them again and drops the
+                        // duplicates. The connection itself is fine.
+                        tracing::warn!(error = %e, "gateway ACK failed");
+                        Step::Continue
+                    }
+                }
+            }
         }
     }
 
@@ -166,6 +181,7 @@ impl Conn {
         let topics = [Topic::user(auth.user.id), Topic::device(auth.user.id, auth.device_id), Topic::session(auth.session_id)];
         let (ready_frame, new_topics) = self.gw.hub().create(id.clone(), owner, &topics, self.attachment(), &payload);
         self.session = Some(id);
+        self.owner = Some(owner);
         self.gw.subscribe(new_topics).await;
         // The session may have been revoked between the token check and registration.
         match state.store.session_user(auth.session_id, auth.user.id).await {
@@ -186,6 +202,7 @@ impl Conn {
         match self.gw.hub().resume(session_id, owner, seq, self.attachment()) {
             ResumeOutcome::Resumed(frames) => {
                 self.session = Some(session_id.into());
+                self.owner = Some(owner);
                 for frame in frames {
                     if let Step::Close(code) = self.write_or_close(frame).await {
                         return Step::Close(code);

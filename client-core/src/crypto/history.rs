@@ -42,17 +42,20 @@ impl<'a> History<'a> {
         }
         let n = self.len(conversation).await?;
         let value = serde_json::to_vec(message).map_err(|e| VaultError::Backend(e.to_string()))?;
-        // Message first, then its id, then the length: a crash in between leaves at worst an
-        // unreferenced record, never a length that points past the stored messages.
-        self.vault.put(NS, format!("msg/{conversation}/{n}").as_bytes(), &value).await?;
-        self.vault.put(NS, id_key.as_bytes(), &n.to_le_bytes()).await?;
-        self.vault.put(NS, format!("len/{conversation}").as_bytes(), &(n + 1).to_le_bytes()).await?;
+        let msg_key = format!("msg/{conversation}/{n}");
+        let len_key = format!("len/{conversation}");
+        let (position, len) = (n.to_le_bytes(), (n + 1).to_le_bytes());
+        let mut records: Vec<(&[u8], &[u8])> =
+            vec![(msg_key.as_bytes(), &value), (id_key.as_bytes(), &position), (len_key.as_bytes(), &len)];
+        let list;
         if n == 0 {
             let mut all = self.conversations().await?;
             all.push(conversation.to_owned());
-            let list = serde_json::to_vec(&all).map_err(|e| VaultError::Backend(e.to_string()))?;
-            self.vault.put(NS, b"conversations", &list).await?;
+            list = serde_json::to_vec(&all).map_err(|e| VaultError::Backend(e.to_string()))?;
+            records.push((b"conversations", &list));
         }
+        // Together: a crash leaves the message either fully recorded or not at all.
+        self.vault.put_many(NS, &records).await?;
         Ok(true)
     }
 

@@ -53,6 +53,23 @@ impl VaultBackend for SqliteBackend {
             .map_err(backend)?;
         Ok(())
     }
+    async fn put_many(&self, records: &[(Vec<u8>, Vec<u8>)]) -> Result<(), VaultError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        // One statement: atomic, and one trip to the database.
+        let mut sql = String::from("INSERT INTO records (k, v) VALUES ");
+        for i in 0..records.len() {
+            sql.push_str(if i == 0 { "(?, ?)" } else { ", (?, ?)" });
+        }
+        sql.push_str(" ON CONFLICT (k) DO UPDATE SET v = excluded.v");
+        let mut query = sqlx::query(&sql);
+        for (k, v) in records {
+            query = query.bind(k.as_slice()).bind(v.as_slice());
+        }
+        query.execute(&self.pool).await.map_err(backend)?;
+        Ok(())
+    }
     async fn delete(&self, key: &[u8]) -> Result<(), VaultError> {
         sqlx::query("DELETE FROM records WHERE k = ?").bind(key).execute(&self.pool).await.map_err(backend)?;
         Ok(())

@@ -42,6 +42,14 @@ pub trait VaultBackend {
     async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), VaultError>;
     /// Deletes a record.
     async fn delete(&self, key: &[u8]) -> Result<(), VaultError>;
+    /// Writes several records, all or none when the backend can (the default writes them
+    /// one by one).
+    async fn put_many(&self, records: &[(Vec<u8>, Vec<u8>)]) -> Result<(), VaultError> {
+        for (k, v) in records {
+            self.put(k, v).await?;
+        }
+        Ok(())
+    }
 }
 
 /// A backend in memory (tests, and clients that keep nothing).
@@ -68,11 +76,18 @@ const SALT_SLOT: &[u8] = b"vault/salt";
 const CHECK_NS: &str = "vault";
 const CHECK_VALUE: &[u8] = b"lescopains vault v1";
 
+/// Records kept opened in memory before the read cache is emptied.
+const CACHE_MAX: usize = 4096;
+
 /// An opened vault.
 pub struct Vault {
     backend: Box<dyn VaultBackend>,
     cipher: XChaCha20Poly1305,
     names: [u8; 32],
+    /// Opened records (and known absences) by slot. The vault has one owner, so the cache
+    /// stays true; it spares a read and an AEAD open for every session and identity lookup
+    /// that libsignal makes per message. Writes go through to the backend at once.
+    cache: RefCell<HashMap<Vec<u8>, Option<Vec<u8>>>>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -103,7 +118,7 @@ impl Vault {
         let mut names = [0u8; 32];
         names.copy_from_slice(&okm[32..]);
         okm.fill(0);
-        let vault = Self { backend, cipher, names };
+        let vault = Self { backend, cipher, names, cache: RefCell::new(HashMap::new()) };
         match vault.get(CHECK_NS, b"check").await {
             Ok(Some(v)) if v == CHECK_VALUE => {}
             Ok(None) if new => vault.put(CHECK_NS, b"check", CHECK_VALUE).await?,
@@ -126,35 +141,78 @@ impl Vault {
     /// Reads and opens a record.
     pub async fn get(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>, VaultError> {
         let slot = self.slot(ns, key);
-        let Some(sealed) = self.backend.get(&slot).await? else { return Ok(None) };
-        if sealed.len() < 24 {
-            return Err(VaultError::Corrupt);
+        if let Some(hit) = self.cache.borrow().get(&slot) {
+            return Ok(hit.clone());
         }
-        let (nonce, ct) = sealed.split_at(24);
-        self.cipher
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &slot })
-            .map(Some)
-            .map_err(|_| VaultError::Corrupt)
+        let value = match self.backend.get(&slot).await? {
+            None => None,
+            Some(sealed) => {
+                if sealed.len() < 24 {
+                    return Err(VaultError::Corrupt);
+                }
+                let (nonce, ct) = sealed.split_at(24);
+                Some(self.cipher.decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &slot }).map_err(|_| VaultError::Corrupt)?)
+            }
+        };
+        self.remember(slot, value.clone());
+        Ok(value)
+    }
+
+    fn remember(&self, slot: Vec<u8>, value: Option<Vec<u8>>) {
+        let mut cache = self.cache.borrow_mut();
+        if cache.len() >= CACHE_MAX && !cache.contains_key(&slot) {
+            cache.clear();
+        }
+        cache.insert(slot, value);
+    }
+
+    fn seal(&self, slot: &[u8], value: &[u8]) -> Result<Vec<u8>, VaultError> {
+        let mut nonce = [0u8; 24];
+        rand::rng().fill_bytes(&mut nonce);
+        let ct = self
+            .cipher
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: value, aad: slot })
+            .map_err(|_| VaultError::Corrupt)?;
+        let mut sealed = Vec::with_capacity(24 + ct.len());
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(&ct);
+        Ok(sealed)
     }
 
     /// Seals and writes a record.
     pub async fn put(&self, ns: &str, key: &[u8], value: &[u8]) -> Result<(), VaultError> {
         let slot = self.slot(ns, key);
-        let mut nonce = [0u8; 24];
-        rand::rng().fill_bytes(&mut nonce);
-        let ct = self
-            .cipher
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: value, aad: &slot })
-            .map_err(|_| VaultError::Corrupt)?;
-        let mut sealed = Vec::with_capacity(24 + ct.len());
-        sealed.extend_from_slice(&nonce);
-        sealed.extend_from_slice(&ct);
-        self.backend.put(&slot, &sealed).await
+        let sealed = self.seal(&slot, value)?;
+        // Forget first: if the write fails, the next read goes to the backend.
+        self.cache.borrow_mut().remove(&slot);
+        self.backend.put(&slot, &sealed).await?;
+        self.remember(slot, Some(value.to_vec()));
+        Ok(())
+    }
+
+    /// Seals and writes several records of one namespace together (atomically on SQLite).
+    pub async fn put_many(&self, ns: &str, records: &[(&[u8], &[u8])]) -> Result<(), VaultError> {
+        let mut sealed = Vec::with_capacity(records.len());
+        for (key, value) in records {
+            let slot = self.slot(ns, key);
+            let s = self.seal(&slot, value)?;
+            self.cache.borrow_mut().remove(&slot);
+            sealed.push((slot, s));
+        }
+        self.backend.put_many(&sealed).await?;
+        for ((slot, _), (_, value)) in sealed.into_iter().zip(records) {
+            self.remember(slot, Some(value.to_vec()));
+        }
+        Ok(())
     }
 
     /// Deletes a record.
     pub async fn delete(&self, ns: &str, key: &[u8]) -> Result<(), VaultError> {
-        self.backend.delete(&self.slot(ns, key)).await
+        let slot = self.slot(ns, key);
+        self.cache.borrow_mut().remove(&slot);
+        self.backend.delete(&slot).await?;
+        self.remember(slot, None);
+        Ok(())
     }
 }
 
@@ -213,7 +271,8 @@ mod tests {
                 let last = v.len() - 1;
                 v[last] ^= 1;
             }
-            assert!(matches!(reopened.get("session", b"alice.1").await, Err(VaultError::Corrupt)));
+            let fresh = Vault::open(Box::new(shared.clone()), "correct horse").await.expect("reopen");
+            assert!(matches!(fresh.get("session", b"alice.1").await, Err(VaultError::Corrupt)));
         });
     }
 }
