@@ -436,10 +436,11 @@ impl State {
                             let _ = self.out.send(Incoming::Message(message));
                         }
                         Ok(false) => tracing::debug!("message already in history"),
-                        // Not acknowledged: the envelope stays queued and is tried again later.
+                        // The ratchet has moved on: this envelope cannot be decrypted again, so
+                        // the user sees the message now even if history could not keep it.
                         Err(e) => {
-                            tracing::warn!(error = %e, "could not store a message");
-                            return;
+                            tracing::warn!(error = %e, "could not store a message in history");
+                            let _ = self.out.send(Incoming::Message(message));
                         }
                     }
                 }
