@@ -387,7 +387,10 @@ impl State {
     /// current ones are due for rotation.
     async fn top_up(&mut self) -> Result<(), MessagingError> {
         if let Some(rotated) = self.device.rotate_signed_prekeys_if_due(crate::crypto::device::now_ms()).await? {
-            self.client.put_keys(&rotated).await?;
+            if let Err(e) = self.client.put_keys(&rotated).await {
+                self.device.rotation_not_published().await?;
+                return Err(e.into());
+            }
         }
         let count: PreKeyCount = self.client.api(Method::GET, "/api/v1/keys/count", None::<&()>).await?;
         if count.pre_keys < 20 || count.pq_pre_keys < 20 {

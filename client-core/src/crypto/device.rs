@@ -217,6 +217,12 @@ impl E2eeDevice {
         Ok(upload)
     }
 
+    /// The upload of [`Self::rotate_signed_prekeys_if_due`] did not reach the server: the
+    /// next check rotates again (the unpublished keys are retired like the others).
+    pub async fn rotation_not_published(&mut self) -> Result<(), CryptoError> {
+        Ok(self.store.vault.put(ns::OWN, b"signed_at", &0i64.to_be_bytes()).await?)
+    }
+
     async fn current_last_resort(&self) -> Result<Option<u32>, CryptoError> {
         Ok(match self.store.vault.get(ns::OWN, b"kyber_last_resort").await? {
             Some(raw) => Some(u32::from_be_bytes(raw.as_slice().try_into().map_err(|_| VaultError::Corrupt)?)),
@@ -494,6 +500,10 @@ mod tests {
             assert_ne!(new_signed.key_id, first.signed_pre_key.as_ref().expect("signed").key_id);
             assert!(rotated.identity_key.is_none() && rotated.pre_keys.is_empty(), "only the signed prekeys change");
             assert!(bob.rotate_signed_prekeys_if_due(later + 1000).await.expect("check").is_none(), "not twice");
+            let (mut erin, erin_keys) = device(5).await;
+            erin.rotation_not_published().await.expect("mark");
+            let again = erin.rotate_signed_prekeys_if_due(now_ms()).await.expect("check").expect("rotated again after a failed upload");
+            assert_ne!(again.signed_pre_key.map(|k| k.key_id), erin_keys.signed_pre_key.map(|k| k.key_id));
 
             let got = bob.decrypt(&envelope(1, &in_flight, in_flight.content.0.clone())).await.expect("old keys still serve");
             assert_eq!(got, Decrypted::Message(b"sent before the rotation".to_vec()));
