@@ -349,15 +349,17 @@ impl Store {
         Ok(true)
     }
 
-    /// The oldest `limit` envelopes queued for a device, and whether more wait.
-    pub async fn queue(&self, user: UserId, device: DeviceId, limit: usize) -> Result<(Vec<Envelope>, bool)> {
+    /// The oldest `limit` envelopes queued for a device (after envelope `after`, when given:
+    /// the next page while earlier ones are not yet acknowledged), and whether more wait.
+    pub async fn queue(&self, user: UserId, device: DeviceId, after: Option<EnvelopeId>, limit: usize) -> Result<(Vec<Envelope>, bool)> {
         let rows = sqlx::query(
             "SELECT id, sender_user_id, sender_device_id, kind, content, created_at FROM envelopes \
-             WHERE user_id = $1 AND device_id = $2 ORDER BY id LIMIT $3",
+             WHERE user_id = $1 AND device_id = $2 AND id > $4 ORDER BY id LIMIT $3",
         )
         .bind(user.0)
         .bind(i64::from(device.0))
         .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
+        .bind(after.map_or(i64::MIN, |a| a.0))
         .fetch_all(self.pool())
         .await?;
         let more = rows.len() > limit;

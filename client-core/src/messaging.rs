@@ -401,9 +401,17 @@ impl State {
     }
 
     async fn drain_queue(&mut self) -> Result<(), MessagingError> {
+        // Acknowledgements go out after the drain, so page with a cursor: the queue still
+        // holds the pages already processed.
+        let mut after: Option<EnvelopeId> = None;
         loop {
-            let queue: Queue = self.client.api(Method::GET, "/api/v1/messages?limit=200", None::<&()>).await?;
+            let path = match after {
+                Some(id) => format!("/api/v1/messages?limit=200&after={id}"),
+                None => "/api/v1/messages?limit=200".to_owned(),
+            };
+            let queue: Queue = self.client.api(Method::GET, &path, None::<&()>).await?;
             let more = queue.more;
+            after = queue.envelopes.last().map(|e| e.id).or(after);
             for e in queue.envelopes {
                 self.process(e).await;
             }
@@ -415,6 +423,9 @@ impl State {
 
     async fn process(&mut self, envelope: Envelope) {
         if !self.seen.insert(envelope.id) {
+            // Processed already, but still queued: its ACK may have been lost with a dropped
+            // connection. Acknowledge it again.
+            self.acks.push(envelope.id);
             return;
         }
         if self.seen.len() > 10_000 {
@@ -584,7 +595,11 @@ impl State {
                         body: content.body,
                         sent_at: receipt.server_timestamp,
                     };
-                    self.remember(&message).await?;
+                    // The server accepted it: the send succeeded even if history cannot keep
+                    // it (an error here would make the caller send it twice).
+                    if let Err(e) = self.remember(&message).await {
+                        tracing::warn!(error = %e, "could not store a sent message in history");
+                    }
                     return Ok(message);
                 }
                 Err(PostError::Mismatch(m)) => {

@@ -126,11 +126,13 @@ async fn an_offline_device_gets_the_burst_in_order(backend: Backend) {
 
     bob.messenger.go_offline();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    for i in 0..50 {
+    // More than two pages of the queue (200 each).
+    const BURST: usize = 450;
+    for i in 0..BURST {
         alice.messenger.send_dm(bob.id, &format!("burst {i}")).await.expect("send");
     }
     bob.messenger.reconnect();
-    for i in 0..50 {
+    for i in 0..BURST {
         assert_eq!(next_message(&mut bob.messenger).await.body, format!("burst {i}"));
     }
     common::eventually(Duration::from_secs(10), "queue acknowledged", || async { app.count("envelopes").await == 0 }).await;

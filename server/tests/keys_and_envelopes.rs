@@ -242,6 +242,10 @@ async fn bad_envelopes_are_refused_and_store_nothing(backend: Backend) {
     let envelope = &queue.envelopes[0];
     assert_eq!((envelope.sender, envelope.sender_device.0, envelope.content.clone()), (alice_id, 1, Base64Bytes(vec![0, 1, 2, 3])));
 
+    let after: Queue = bob.api(reqwest::Method::GET, &format!("/api/v1/messages?after={}", envelope.id), None::<&()>).await.expect("page");
+    assert!(after.envelopes.is_empty() && !after.more, "nothing after the last envelope");
+    let err = bob.api::<Queue>(reqwest::Method::GET, "/api/v1/messages?after=xyz", None::<&()>).await.expect_err("bad cursor");
+    assert_eq!(err.status(), Some(StatusCode::BAD_REQUEST));
     let err = alice.ack(envelope.id).await.expect_err("someone else's envelope");
     assert_eq!(err.status(), Some(StatusCode::NOT_FOUND));
     bob.ack(envelope.id).await.expect("ack");

@@ -147,6 +147,8 @@ fn compare(devices: &[(DeviceId, u32)], envelopes: &[OutgoingEnvelope]) -> ApiRe
 pub struct QueueParams {
     /// At most this many envelopes (1–500, default 100).
     pub limit: Option<usize>,
+    /// Only envelopes after this one (the last id of the previous page).
+    pub after: Option<String>,
 }
 
 /// The oldest envelopes queued for the calling device.
@@ -158,7 +160,11 @@ pub async fn queue(State(state): State<AppState>, auth: Authenticated, params: R
     if !(1..=QUEUE_PAGE_MAX).contains(&limit) {
         return Err(ApiError::Malformed(format!("limit must be 1 to {QUEUE_PAGE_MAX}")));
     }
-    let (envelopes, more) = state.store.queue(auth.user.id, auth.device_id, limit).await?;
+    let after = match params.after.as_deref() {
+        None => None,
+        Some(raw) => Some(raw.parse::<EnvelopeId>().map_err(|_| ApiError::Malformed("after must be an envelope id".into()))?),
+    };
+    let (envelopes, more) = state.store.queue(auth.user.id, auth.device_id, after, limit).await?;
     Ok(Json(Queue { envelopes, more }))
 }
 

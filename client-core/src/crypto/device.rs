@@ -195,6 +195,9 @@ impl E2eeDevice {
             let current_kyber = self.current_last_resort().await?;
             retired.push(Retired { kyber: false, id: current_signed, at: now_ms });
             if let Some(id) = current_kyber {
+                // Stores made before the marker existed: mark it now, or its first use after
+                // this rotation would delete it like a one-time key.
+                self.store.vault.put(ns::LAST_RESORT, &id.to_be_bytes(), &[1]).await?;
                 retired.push(Retired { kyber: true, id, at: now_ms });
             }
             let mut keys = UploadKeys::default();

@@ -26,8 +26,11 @@ impl SqliteBackend {
             .map_err(backend)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // As on the server: durable at WAL checkpoints, no fsync per write. A power cut can
-            // lose the last ratchet steps; the retry path repairs such a session.
+            // No fsync per write (Android's default for WAL databases too): an app crash loses
+            // nothing, a power cut or OS crash can lose the last writes. A session rolled back
+            // that way is repaired by the retry path when the peer cannot decrypt; messages
+            // that reused a rolled-back counter are taken by the peer as duplicates (see
+            // docs/e2ee.md).
             .synchronous(SqliteSynchronous::Normal);
         let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.map_err(backend)?;
         sqlx::query("CREATE TABLE IF NOT EXISTS records (k BLOB PRIMARY KEY, v BLOB NOT NULL)")
