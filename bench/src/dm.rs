@@ -24,6 +24,7 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 }
 
 pub async fn run(url: &str, pid: u32, pairs: usize, rate: u64, seconds: u64) -> anyhow::Result<()> {
+    anyhow::ensure!(pairs >= 1 && rate >= 1 && seconds >= 1, "--pairs, --rate and --seconds must be at least 1");
     let dir = tempfile_dir()?;
     let prefix = format!("dm{:x}", std::process::id());
     eprintln!("setting up {pairs} pairs ({} accounts, each with its own encrypted store)…", pairs * 2);
@@ -68,7 +69,11 @@ pub async fn run(url: &str, pid: u32, pairs: usize, rate: u64, seconds: u64) -> 
         recv_tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(total_per_pair);
             for _ in 0..total_per_pair {
-                let Some(m) = bm.next_message().await else { break };
+                // A sender that failed stops its receiver too, instead of leaving it waiting.
+                let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(30), bm.next_message()).await else {
+                    eprintln!("a receiver got nothing for 30 s: stopping it");
+                    break;
+                };
                 let sent_at_us: u64 = m.body.parse().unwrap_or(0);
                 let now_us = started.elapsed().as_micros() as u64;
                 lat.push(Duration::from_micros(now_us.saturating_sub(sent_at_us)));
@@ -87,7 +92,8 @@ pub async fn run(url: &str, pid: u32, pairs: usize, rate: u64, seconds: u64) -> 
             for _ in 0..total_per_pair {
                 tick.tick().await;
                 let stamp = started.elapsed().as_micros().to_string();
-                if am.send_dm(to, &stamp).await.is_err() {
+                if let Err(e) = am.send_dm(to, &stamp).await {
+                    eprintln!("a sender stopped: {e}");
                     break;
                 }
             }
