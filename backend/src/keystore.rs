@@ -383,13 +383,7 @@ impl Store {
     /// Deletes an envelope of this device. False if there is none (already acknowledged, or
     /// someone else's).
     pub async fn ack(&self, user: UserId, device: DeviceId, id: EnvelopeId) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM envelopes WHERE id = $1 AND user_id = $2 AND device_id = $3")
-            .bind(id.0)
-            .bind(user.0)
-            .bind(i64::from(device.0))
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(self.ack_many(user, device, &[id]).await? > 0)
     }
 
     /// Acknowledges several envelopes of a device at once; ids not in its queue are ignored.

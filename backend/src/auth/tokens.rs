@@ -168,16 +168,14 @@ impl TokenService {
     /// [`TokenService::verify`] at a given time (Unix seconds) for cached tokens.
     fn verify_at(&self, token: &str, now_secs: u64) -> Result<AccessClaims, TokenError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let expired = |c: &AccessClaims| c.exp.saturating_add(self.validation.leeway) < now_secs;
         if let Some(claims) = self.verified.lock().get(&digest).cloned() {
-            if claims.exp.saturating_add(self.validation.leeway) < now_secs {
-                return Err(TokenError::Expired);
-            }
-            return Ok(claims);
+            return if expired(&claims) { Err(TokenError::Expired) } else { Ok(claims) };
         }
         let claims = self.verify_signature(token)?;
         let mut cache = self.verified.lock();
         if cache.len() >= VERIFIED_CACHE_MAX {
-            cache.retain(|_, c| c.exp.saturating_add(self.validation.leeway) >= now_secs);
+            cache.retain(|_, c| !expired(c));
             if cache.len() >= VERIFIED_CACHE_MAX {
                 cache.clear();
             }

@@ -181,13 +181,7 @@ impl Vault {
 
     /// Seals and writes a record.
     pub async fn put(&self, ns: &str, key: &[u8], value: &[u8]) -> Result<(), VaultError> {
-        let slot = self.slot(ns, key);
-        let sealed = self.seal(&slot, value)?;
-        // Forget first: if the write fails, the next read goes to the backend.
-        self.cache.borrow_mut().remove(&slot);
-        self.backend.put(&slot, &sealed).await?;
-        self.remember(slot, Some(value.to_vec()));
-        Ok(())
+        self.put_many(ns, &[(key, value)]).await
     }
 
     /// Seals and writes several records of one namespace together (atomically on SQLite).
@@ -196,6 +190,7 @@ impl Vault {
         for (key, value) in records {
             let slot = self.slot(ns, key);
             let s = self.seal(&slot, value)?;
+            // Forget first: if the write fails, the next read goes to the backend.
             self.cache.borrow_mut().remove(&slot);
             sealed.push((slot, s));
         }
