@@ -164,14 +164,16 @@ impl Store {
                     .await?;
             }
             if let Some((id, key, sig)) = &keys.kyber_last_resort {
-                sqlx::query("UPDATE device_keys SET kyber_id = $3, kyber_key = $4, kyber_sig = $5 WHERE user_id = $1 AND device_id = $2")
-                    .bind(user.0)
-                    .bind(i64::from(device.0))
-                    .bind(i64::from(*id))
-                    .bind(key.clone())
-                    .bind(sig.clone())
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE device_keys SET kyber_id = $3, kyber_key = $4, kyber_sig = $5 WHERE user_id = $1 AND device_id = $2",
+                )
+                .bind(user.0)
+                .bind(i64::from(device.0))
+                .bind(i64::from(*id))
+                .bind(key.clone())
+                .bind(sig.clone())
+                .execute(&mut *tx)
+                .await?;
             }
         }
         let one_time = keys
@@ -248,10 +250,7 @@ impl Store {
         let mut tx = self.pool().begin().await?;
         // Write first: on SQLite a transaction that reads and then writes fails with "database
         // is locked" when another writer got in between; a first write takes the lock at once.
-        sqlx::query("UPDATE device_keys SET updated_at = updated_at WHERE user_id = $1")
-            .bind(user.0)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("UPDATE device_keys SET updated_at = updated_at WHERE user_id = $1").bind(user.0).execute(&mut *tx).await?;
         let rows = sqlx::query(
             "SELECT device_id, registration_id, identity_key, signed_id, signed_key, signed_sig, kyber_id, kyber_key, kyber_sig \
              FROM device_keys WHERE user_id = $1 AND ($2 = 0 OR device_id = $2) ORDER BY device_id",
@@ -351,7 +350,13 @@ impl Store {
 
     /// The oldest `limit` envelopes queued for a device (after envelope `after`, when given:
     /// the next page while earlier ones are not yet acknowledged), and whether more wait.
-    pub async fn queue(&self, user: UserId, device: DeviceId, after: Option<EnvelopeId>, limit: usize) -> Result<(Vec<Envelope>, bool)> {
+    pub async fn queue(
+        &self,
+        user: UserId,
+        device: DeviceId,
+        after: Option<EnvelopeId>,
+        limit: usize,
+    ) -> Result<(Vec<Envelope>, bool)> {
         let rows = sqlx::query(
             "SELECT id, sender_user_id, sender_device_id, kind, content, created_at FROM envelopes \
              WHERE user_id = $1 AND device_id = $2 AND id > $4 ORDER BY id LIMIT $3",
@@ -393,10 +398,7 @@ impl Store {
             return Ok(0);
         }
         let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 3)).collect();
-        let sql = format!(
-            "DELETE FROM envelopes WHERE user_id = $1 AND device_id = $2 AND id IN ({})",
-            placeholders.join(", ")
-        );
+        let sql = format!("DELETE FROM envelopes WHERE user_id = $1 AND device_id = $2 AND id IN ({})", placeholders.join(", "));
         let mut query = sqlx::query(&sql).bind(user.0).bind(i64::from(device.0));
         for id in ids {
             query = query.bind(id.0);

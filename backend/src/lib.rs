@@ -51,22 +51,18 @@ pub fn router(state: AppState) -> Router {
 
 /// Layers every route of the composed platform gets: request metrics and panic containment.
 pub fn outer_layers(router: Router, state: AppState) -> Router {
-    router
-        .layer(middleware::from_fn_with_state(state, track_request))
-        .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
+    router.layer(middleware::from_fn_with_state(state, track_request)).layer(CatchPanicLayer::custom(
+        |_panic: Box<dyn std::any::Any + Send>| {
             tracing::error!("a request handler panicked");
             ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
-        }))
+        },
+    ))
 }
 
 async fn track_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().as_str().to_owned();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
     let response = next.run(req).await;
     state.metrics.observe_request(&method, &route, response.status().as_u16(), started.elapsed());
     response

@@ -72,11 +72,7 @@ impl Metrics {
         let gateway_connections = Gauge::default();
         registry.register("gateway_connections", "Open gateway connections", gateway_connections.clone());
         let gateway_sessions = Gauge::default();
-        registry.register(
-            "gateway_sessions",
-            "Gateway sessions, connected or resumable",
-            gateway_sessions.clone(),
-        );
+        registry.register("gateway_sessions", "Gateway sessions, connected or resumable", gateway_sessions.clone());
         let gateway_events_sent = Counter::default();
         registry.register("gateway_events_sent", "Events dispatched to gateway sessions", gateway_events_sent.clone());
         let gateway_slow_consumers = Counter::default();
@@ -98,9 +94,7 @@ impl Metrics {
 
     /// Records one HTTP request.
     pub fn observe_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        self.http_requests
-            .get_or_create(&RequestLabels { method: method.to_owned(), route: route.to_owned(), status })
-            .inc();
+        self.http_requests.get_or_create(&RequestLabels { method: method.to_owned(), route: route.to_owned(), status }).inc();
         self.http_duration.get_or_create(&RouteLabels { route: route.to_owned() }).observe(elapsed.as_secs_f64());
     }
 

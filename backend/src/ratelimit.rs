@@ -40,9 +40,9 @@ impl RateLimiters {
 
     /// One auth attempt from `ip`.
     pub fn auth(&self, ip: IpAddr) -> Result<(), ApiError> {
-        self.auth.check_key(&ip).map_err(|not_until| {
-            ApiError::RateLimited(not_until.wait_time_from(self.clock.now()).as_secs() + 1)
-        })
+        self.auth
+            .check_key(&ip)
+            .map_err(|not_until| ApiError::RateLimited(not_until.wait_time_from(self.clock.now()).as_secs() + 1))
     }
 
     /// One write by `user`.
@@ -61,9 +61,9 @@ impl RateLimiters {
     }
 
     fn check(&self, limiter: &DefaultKeyedRateLimiter<UserId>, user: UserId) -> Result<(), ApiError> {
-        limiter.check_key(&user).map_err(|not_until| {
-            ApiError::RateLimited(not_until.wait_time_from(self.clock.now()).as_secs() + 1)
-        })
+        limiter
+            .check_key(&user)
+            .map_err(|not_until| ApiError::RateLimited(not_until.wait_time_from(self.clock.now()).as_secs() + 1))
     }
 
     /// Forgets idle keys (called periodically).

@@ -119,9 +119,7 @@ impl Store {
                 "database URL must start with sqlite: or postgres:".into(),
             )));
         };
-        let mut options = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10));
+        let mut options = AnyPoolOptions::new().max_connections(max_connections).acquire_timeout(Duration::from_secs(10));
         if kind == DbKind::Sqlite {
             options = options.after_connect(|conn, _meta| {
                 Box::pin(async move {
@@ -272,13 +270,7 @@ impl Store {
 
     /// Sets a new password hash and ends every session of the user but `keep`. Returns the
     /// ended sessions.
-    pub async fn change_password(
-        &self,
-        id: UserId,
-        new_hash: &str,
-        keep: SessionId,
-        now: i64,
-    ) -> Result<Vec<SessionId>> {
+    pub async fn change_password(&self, id: UserId, new_hash: &str, keep: SessionId, now: i64) -> Result<Vec<SessionId>> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1")
             .bind(id.0)
@@ -328,13 +320,7 @@ impl Store {
     }
 
     /// Consumes refresh token `old_hash` and stores `new_hash` in its place, detecting reuse.
-    pub async fn rotate_refresh_token(
-        &self,
-        old_hash: &str,
-        new_hash: &str,
-        now: i64,
-        expires_at: i64,
-    ) -> Result<Rotation> {
+    pub async fn rotate_refresh_token(&self, old_hash: &str, new_hash: &str, now: i64, expires_at: i64) -> Result<Rotation> {
         let mut tx = self.pool.begin().await?;
         // Write first: on SQLite this takes the write lock at once (no read-to-write upgrade),
         // and on both engines two concurrent uses of one token cannot both succeed.
@@ -374,12 +360,13 @@ impl Store {
             .bind(expires_at)
             .execute(&mut *tx)
             .await?;
-        let row = sqlx::query("UPDATE sessions SET last_used_at = $2, expires_at = $3 WHERE id = $1 RETURNING user_id, device_id")
-            .bind(session_id.0)
-            .bind(now)
-            .bind(expires_at)
-            .fetch_one(&mut *tx)
-            .await?;
+        let row =
+            sqlx::query("UPDATE sessions SET last_used_at = $2, expires_at = $3 WHERE id = $1 RETURNING user_id, device_id")
+                .bind(session_id.0)
+                .bind(now)
+                .bind(expires_at)
+                .fetch_one(&mut *tx)
+                .await?;
         let user_id = UserId(row.try_get(0)?);
         let device_id = device_id(row.try_get(1)?)?;
         sqlx::query("UPDATE devices SET last_seen_at = $3 WHERE user_id = $1 AND id = $2")
@@ -436,12 +423,10 @@ impl Store {
 
     /// The devices of a user, by id.
     pub async fn devices(&self, user: UserId) -> Result<Vec<Device>> {
-        let rows = sqlx::query(
-            "SELECT id, name, created_at, last_seen_at FROM devices WHERE user_id = $1 ORDER BY id",
-        )
-        .bind(user.0)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query("SELECT id, name, created_at, last_seen_at FROM devices WHERE user_id = $1 ORDER BY id")
+            .bind(user.0)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(device_of).collect()
     }
 
@@ -488,21 +473,14 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= $1")
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= $1").bind(now).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(ended)
     }
 }
 
 /// Inserts a device (smallest free id), its session and first refresh token.
-async fn insert_session(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    user: UserId,
-    s: &NewSession<'_>,
-) -> Result<DeviceId> {
+async fn insert_session(tx: &mut sqlx::Transaction<'_, sqlx::Any>, user: UserId, s: &NewSession<'_>) -> Result<DeviceId> {
     // Smallest free id in 1..=127, chosen and inserted in one statement.
     let row = sqlx::query(
         "INSERT INTO devices (user_id, id, name, created_at, last_seen_at) \
@@ -541,11 +519,7 @@ async fn insert_session(
     Ok(device)
 }
 
-async fn delete_session_device(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    user: UserId,
-    session: SessionId,
-) -> Result<bool> {
+async fn delete_session_device(tx: &mut sqlx::Transaction<'_, sqlx::Any>, user: UserId, session: SessionId) -> Result<bool> {
     let deleted = sqlx::query(
         "DELETE FROM devices WHERE user_id = $1 AND id = (SELECT device_id FROM sessions WHERE id = $2 AND user_id = $1)",
     )

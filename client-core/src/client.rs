@@ -14,9 +14,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::api::{
-    AuthResponse, ChangePassword, Credentials, Device, RefreshRequest, SessionInfo, Tokens, UpdateProfile, User,
-};
+use crate::api::{AuthResponse, ChangePassword, Credentials, Device, RefreshRequest, SessionInfo, Tokens, UpdateProfile, User};
 use crate::error::ApiErrorBody;
 use crate::gateway::{close, ClientMessage, Event, Identify, Resume, ServerMessage};
 use crate::ids::{DeviceId, SessionId};
@@ -83,20 +81,13 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client for the server at `base_url` (e.g. `http://127.0.0.1:8080`).
     pub fn new(base_url: &str) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap_or_else(|_| reqwest::Client::new());
         Self { http, base: base_url.trim_end_matches('/').into(), login: Arc::new(Mutex::new(None)) }
     }
 
     /// Creates an account and signs in on a new device.
     pub async fn register(&self, username: &str, password: &str, device_name: Option<&str>) -> Result<AuthResponse> {
-        let body = Credentials {
-            username: username.into(),
-            password: password.into(),
-            device_name: device_name.map(Into::into),
-        };
+        let body = Credentials { username: username.into(), password: password.into(), device_name: device_name.map(Into::into) };
         let auth: AuthResponse = self.send(Method::POST, "/api/v1/auth/register", None, Some(&body)).await?;
         self.store_login(&auth).await;
         Ok(auth)
@@ -104,11 +95,7 @@ impl Client {
 
     /// Signs in on a new device.
     pub async fn login(&self, username: &str, password: &str, device_name: Option<&str>) -> Result<AuthResponse> {
-        let body = Credentials {
-            username: username.into(),
-            password: password.into(),
-            device_name: device_name.map(Into::into),
-        };
+        let body = Credentials { username: username.into(), password: password.into(), device_name: device_name.map(Into::into) };
         let auth: AuthResponse = self.send(Method::POST, "/api/v1/auth/login", None, Some(&body)).await?;
         self.store_login(&auth).await;
         Ok(auth)
@@ -216,7 +203,12 @@ impl Client {
     }
 
     /// An authenticated call returning JSON (for the messenger and tools).
-    pub async fn api<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&(impl Serialize + ?Sized)>) -> Result<T> {
+    pub async fn api<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T> {
         let token = self.access_token().await?;
         self.send(method, path, Some(&token), body).await
     }
@@ -241,8 +233,12 @@ impl Client {
 
     /// Renames one of this account's devices.
     pub async fn rename_device(&self, device: DeviceId, name: &str) -> Result<Device> {
-        self.api(Method::PATCH, &format!("/api/v1/users/@me/devices/{device}"), Some(&crate::api::RenameDevice { name: name.to_owned() }))
-            .await
+        self.api(
+            Method::PATCH,
+            &format!("/api/v1/users/@me/devices/{device}"),
+            Some(&crate::api::RenameDevice { name: name.to_owned() }),
+        )
+        .await
     }
 
     async fn request(

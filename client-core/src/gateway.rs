@@ -63,10 +63,7 @@ pub mod close {
 
     /// Whether the client should reconnect at all after `code` (false: fix the client or log in).
     pub fn should_reconnect(code: u16) -> bool {
-        !matches!(
-            code,
-            UNKNOWN_OPCODE | DECODE_ERROR | AUTHENTICATION_FAILED | SESSION_REVOKED | FRAME_TOO_LARGE
-        )
+        !matches!(code, UNKNOWN_OPCODE | DECODE_ERROR | AUTHENTICATION_FAILED | SESSION_REVOKED | FRAME_TOO_LARGE)
     }
 }
 
@@ -303,10 +300,9 @@ impl ClientMessage {
         let (op, d) = match self {
             ClientMessage::Heartbeat(s) => (op::HEARTBEAT, serde_json::json!(s)),
             ClientMessage::Identify(i) => (op::IDENTIFY, serde_json::json!({ "token": i.token })),
-            ClientMessage::Resume(r) => (
-                op::RESUME,
-                serde_json::json!({ "token": r.token, "session_id": r.session_id, "seq": r.seq }),
-            ),
+            ClientMessage::Resume(r) => {
+                (op::RESUME, serde_json::json!({ "token": r.token, "session_id": r.session_id, "seq": r.seq }))
+            }
             ClientMessage::Ack(a) => (op::ACK, serde_json::json!(a)),
         };
         serde_json::json!({ "op": op, "d": d }).to_string()
@@ -346,9 +342,7 @@ impl ServerMessage {
                 Ok(ServerMessage::Dispatch { seq, event: Event::parse(&name, frame.d).map_err(decode)? })
             }
             op::HEARTBEAT_ACK => Ok(ServerMessage::HeartbeatAck),
-            op::INVALID_SESSION => {
-                Ok(ServerMessage::InvalidSession(serde_json::from_value(frame.d).map_err(decode)?))
-            }
+            op::INVALID_SESSION => Ok(ServerMessage::InvalidSession(serde_json::from_value(frame.d).map_err(decode)?)),
             op::RECONNECT => Ok(ServerMessage::Reconnect),
             other => Err(FrameError::UnknownOpcode(other)),
         }

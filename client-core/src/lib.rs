@@ -16,10 +16,10 @@ pub mod messages;
 
 #[cfg(feature = "native")]
 pub mod client;
-#[cfg(feature = "native")]
-pub mod messaging;
 #[cfg(feature = "crypto")]
 pub mod crypto;
+#[cfg(feature = "native")]
+pub mod messaging;
 
 pub use error::{ApiErrorBody, ErrorCode, ErrorDetail};
 pub use ids::{DeviceId, EnvelopeId, SessionId, UserId};

@@ -95,15 +95,39 @@ struct Content {
 }
 
 enum Command {
-    Send { to: UserId, body: String, reply: oneshot::Sender<Result<DirectMessage, MessagingError>> },
-    SafetyNumbers { user: UserId, reply: oneshot::Sender<Result<Vec<(DeviceId, String)>, MessagingError>> },
-    History { conversation: UserId, before: Option<u64>, limit: usize, reply: oneshot::Sender<Result<Vec<(u64, DirectMessage)>, MessagingError>> },
-    Conversations { reply: oneshot::Sender<Result<Vec<UserId>, MessagingError>> },
-    Verify { user: UserId, device: DeviceId, reply: oneshot::Sender<Result<(), MessagingError>> },
-    CorruptSession { user: UserId, device: DeviceId, reply: oneshot::Sender<Result<(), MessagingError>> },
+    Send {
+        to: UserId,
+        body: String,
+        reply: oneshot::Sender<Result<DirectMessage, MessagingError>>,
+    },
+    SafetyNumbers {
+        user: UserId,
+        reply: oneshot::Sender<Result<Vec<(DeviceId, String)>, MessagingError>>,
+    },
+    History {
+        conversation: UserId,
+        before: Option<u64>,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<(u64, DirectMessage)>, MessagingError>>,
+    },
+    Conversations {
+        reply: oneshot::Sender<Result<Vec<UserId>, MessagingError>>,
+    },
+    Verify {
+        user: UserId,
+        device: DeviceId,
+        reply: oneshot::Sender<Result<(), MessagingError>>,
+    },
+    CorruptSession {
+        user: UserId,
+        device: DeviceId,
+        reply: oneshot::Sender<Result<(), MessagingError>>,
+    },
     DropConnection,
     Reconnect,
-    Close { reply: oneshot::Sender<()> },
+    Close {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// A running messenger.
@@ -183,7 +207,12 @@ impl Messenger {
     /// Up to `limit` messages of the conversation with `conversation` before position
     /// `before` (from the newest when `None`), oldest first, each with its position. The
     /// history is read from this device's encrypted store, so it survives restarts.
-    pub async fn history(&self, conversation: UserId, before: Option<u64>, limit: usize) -> Result<Vec<(u64, DirectMessage)>, MessagingError> {
+    pub async fn history(
+        &self,
+        conversation: UserId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, DirectMessage)>, MessagingError> {
         let (reply, rx) = oneshot::channel();
         self.commands.send(Command::History { conversation, before, limit, reply }).map_err(|_| MessagingError::Stopped)?;
         rx.await.map_err(|_| MessagingError::Stopped)?
@@ -555,7 +584,12 @@ impl State {
         Ok(devices)
     }
 
-    async fn encrypt_for(&mut self, user: UserId, devices: &[DeviceId], plaintext: &[u8]) -> Result<Vec<OutgoingEnvelope>, MessagingError> {
+    async fn encrypt_for(
+        &mut self,
+        user: UserId,
+        devices: &[DeviceId],
+        plaintext: &[u8],
+    ) -> Result<Vec<OutgoingEnvelope>, MessagingError> {
         let mut out = Vec::with_capacity(devices.len());
         for &d in devices {
             if user == self.me && d == self.my_device {
@@ -633,11 +667,7 @@ impl State {
         match self.client.api::<SendReceipt>(Method::POST, "/api/v1/messages", Some(&body)).await {
             Ok(r) => Ok(r),
             Err(ClientError::Api { body: err, .. }) if err.error.code == ErrorCode::DeviceMismatch => {
-                let details: SendMismatch = err
-                    .error
-                    .details
-                    .and_then(|d| serde_json::from_value(d).ok())
-                    .unwrap_or_default();
+                let details: SendMismatch = err.error.details.and_then(|d| serde_json::from_value(d).ok()).unwrap_or_default();
                 Err(PostError::Mismatch(details))
             }
             Err(e) => Err(PostError::Other(e.into())),

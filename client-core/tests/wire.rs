@@ -27,35 +27,40 @@ fn device() -> Device {
 
 #[test]
 fn rest_bodies() {
-    insta::assert_json_snapshot!("credentials", Credentials {
-        username: "alice".into(),
-        password: "correct horse".into(),
-        device_name: Some("Laptop".into()),
-    });
-    insta::assert_json_snapshot!("auth_response", AuthResponse {
-        user: user(),
-        device_id: DeviceId(1),
-        session_id: SessionId(117_632_502_289_399_809),
-        tokens: Tokens {
-            access_token: "eyJ.x.y".into(),
-            access_token_expires_in: 900,
-            refresh_token: "8M0vyzMejLN3Ldi_MF3t5cWniqGyuxQnNC2WvLAbXRA".into(),
-            refresh_token_expires_at: datetime!(2026-11-28 14:29:34.052 UTC),
-        },
-    });
-    insta::assert_json_snapshot!("session_info", SessionInfo {
-        id: SessionId(5),
-        device: device(),
-        created_at: datetime!(2026-11-21 14:29:34 UTC),
-        expires_at: datetime!(2026-11-28 14:29:34 UTC),
-        current: true,
-    });
+    insta::assert_json_snapshot!(
+        "credentials",
+        Credentials { username: "alice".into(), password: "correct horse".into(), device_name: Some("Laptop".into()) }
+    );
+    insta::assert_json_snapshot!(
+        "auth_response",
+        AuthResponse {
+            user: user(),
+            device_id: DeviceId(1),
+            session_id: SessionId(117_632_502_289_399_809),
+            tokens: Tokens {
+                access_token: "eyJ.x.y".into(),
+                access_token_expires_in: 900,
+                refresh_token: "8M0vyzMejLN3Ldi_MF3t5cWniqGyuxQnNC2WvLAbXRA".into(),
+                refresh_token_expires_at: datetime!(2026-11-28 14:29:34.052 UTC),
+            },
+        }
+    );
+    insta::assert_json_snapshot!(
+        "session_info",
+        SessionInfo {
+            id: SessionId(5),
+            device: device(),
+            created_at: datetime!(2026-11-21 14:29:34 UTC),
+            expires_at: datetime!(2026-11-28 14:29:34 UTC),
+            current: true,
+        }
+    );
     insta::assert_json_snapshot!("error_body", ApiErrorBody::new(ErrorCode::UsernameTaken, "this username is taken"));
     insta::assert_json_snapshot!("rename_device", copains_client_core::api::RenameDevice { name: "Work laptop".into() });
-    insta::assert_json_snapshot!("update_profile", UpdateProfile {
-        display_name: Patch::Set("Alice".into()),
-        status_text: Patch::Clear,
-    });
+    insta::assert_json_snapshot!(
+        "update_profile",
+        UpdateProfile { display_name: Patch::Set("Alice".into()), status_text: Patch::Clear }
+    );
 }
 
 #[test]
@@ -78,7 +83,10 @@ fn secrets_stay_out_of_debug_output() {
 
 #[test]
 fn gateway_frames() {
-    insta::assert_snapshot!("hello", server_frame_text(op::HELLO, &Hello { heartbeat_interval_ms: 30_000, resume_window_ms: 120_000 }));
+    insta::assert_snapshot!(
+        "hello",
+        server_frame_text(op::HELLO, &Hello { heartbeat_interval_ms: 30_000, resume_window_ms: 120_000 })
+    );
     insta::assert_snapshot!("identify", ClientMessage::Identify(Identify { token: "T".into() }).to_text());
     insta::assert_snapshot!(
         "resume",

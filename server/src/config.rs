@@ -71,10 +71,7 @@ impl Config {
     pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
         let path = file.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("copains.toml"));
         if file.is_some() && !path.exists() {
-            return Err(Box::new(figment::Error::from(format!(
-                "configuration file {} does not exist",
-                path.display()
-            ))));
+            return Err(Box::new(figment::Error::from(format!("configuration file {} does not exist", path.display()))));
         }
         Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(path))
@@ -85,9 +82,7 @@ impl Config {
 
     /// The database URL in effect.
     pub fn database_url(&self) -> String {
-        self.database_url.clone().unwrap_or_else(|| {
-            format!("sqlite://{}?mode=rwc", self.data_dir.join("copains.db").display())
-        })
+        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir.join("copains.db").display()))
     }
 
     /// The key file in effect.

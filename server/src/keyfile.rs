@@ -75,10 +75,7 @@ pub fn rotate(path: &Path) -> anyhow::Result<String> {
 
 fn new_key() -> anyhow::Result<StoredKey> {
     use ring::rand::SecureRandom as _;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     let mut id = [0u8; 8];
     ring::rand::SystemRandom::new().fill(&mut id).map_err(|_| anyhow::anyhow!("no system randomness"))?;
     let kid: String = id.iter().map(|b| format!("{b:02x}")).collect();
@@ -126,11 +123,7 @@ fn check_mode(path: &Path) -> anyhow::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         let mode = fs::metadata(path)?.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            bail!(
-                "key file {} is readable by others (mode {mode:o}); run `chmod 600 {}`",
-                path.display(),
-                path.display()
-            );
+            bail!("key file {} is readable by others (mode {mode:o}); run `chmod 600 {}`", path.display(), path.display());
         }
     }
     Ok(())

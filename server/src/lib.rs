@@ -76,15 +76,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }),
     ];
     tracing::info!(%addr, database = %store_kind(&state), "LesCopains is listening");
-    Ok(Running {
-        addr,
-        state,
-        gateway,
-        stop,
-        server,
-        background,
-        grace: Duration::from_secs(config.shutdown_grace_secs),
-    })
+    Ok(Running { addr, state, gateway, stop, server, background, grace: Duration::from_secs(config.shutdown_grace_secs) })
 }
 
 fn store_kind(state: &AppState) -> &'static str {

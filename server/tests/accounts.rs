@@ -35,7 +35,9 @@ async fn error_of(resp: reqwest::Response) -> (StatusCode, ErrorCode) {
 
 async fn register_login_profile_and_devices(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let resp = post(&app, "/api/v1/auth/register", json!({"username": "Alice", "password": "correct horse", "device_name": "Laptop"})).await;
+    let resp =
+        post(&app, "/api/v1/auth/register", json!({"username": "Alice", "password": "correct horse", "device_name": "Laptop"}))
+            .await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     let reg: AuthResponse = resp.json().await.expect("auth response");
     assert_eq!(reg.user.username, "Alice");
@@ -52,15 +54,16 @@ async fn register_login_profile_and_devices(backend: Backend) {
     assert_eq!(me, reg.user);
 
     let updated = alice
-        .update_profile(&UpdateProfile { display_name: Patch::Set("  Alice A.  ".into()), status_text: Patch::Set("coding".into()) })
+        .update_profile(&UpdateProfile {
+            display_name: Patch::Set("  Alice A.  ".into()),
+            status_text: Patch::Set("coding".into()),
+        })
         .await
         .expect("update");
     assert_eq!(updated.display_name.as_deref(), Some("Alice A."));
     assert_eq!(updated.status_text.as_deref(), Some("coding"));
-    let cleared = alice
-        .update_profile(&UpdateProfile { display_name: Patch::Keep, status_text: Patch::Clear })
-        .await
-        .expect("clear");
+    let cleared =
+        alice.update_profile(&UpdateProfile { display_name: Patch::Keep, status_text: Patch::Clear }).await.expect("clear");
     assert_eq!(cleared.display_name.as_deref(), Some("Alice A."), "absent field kept");
     assert_eq!(cleared.status_text, None, "null clears");
     assert_eq!(alice.me().await.expect("me"), cleared, "stored");
@@ -240,7 +243,8 @@ async fn bad_input_gets_clear_errors_and_writes_nothing(backend: Backend) {
     }
     let resp = post(&app, "/api/v1/auth/register", json!({"username": "frank", "password": "p".repeat(1025)})).await;
     assert_eq!(error_of(resp).await, (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::ValidationFailed), "1025 bytes");
-    let resp = post(&app, "/api/v1/auth/register", json!({"username": "frank", "password": "password1", "device_name": ""})).await;
+    let resp =
+        post(&app, "/api/v1/auth/register", json!({"username": "frank", "password": "password1", "device_name": ""})).await;
     assert_eq!(error_of(resp).await, (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::ValidationFailed), "device name");
     assert_eq!(app.count("users").await, 0, "no failed registration wrote anything");
     assert_eq!(app.count("devices").await, 0);
@@ -330,14 +334,8 @@ async fn auth_routes_are_rate_limited(backend: Backend) {
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     }
     let resp = post(&app, "/api/v1/auth/login", json!({"username": "nobody", "password": "password1"})).await;
-    let retry_after: u64 = resp
-        .headers()
-        .get("retry-after")
-        .expect("Retry-After")
-        .to_str()
-        .expect("ascii")
-        .parse()
-        .expect("seconds");
+    let retry_after: u64 =
+        resp.headers().get("retry-after").expect("Retry-After").to_str().expect("ascii").parse().expect("seconds");
     assert!((1..=61).contains(&retry_after), "{retry_after}");
     assert_eq!(error_of(resp).await, (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited));
     app.shutdown().await;

@@ -343,8 +343,16 @@ async fn history_is_kept_in_the_encrypted_store_across_restarts(backend: Backend
     }
     let seen = |h: &[(u64, DirectMessage)]| h.iter().map(|(_, m)| (m.body.clone(), m.outgoing)).collect::<Vec<_>>();
     let expected = |extra: &[&str]| {
-        let mut v: Vec<(String, bool)> =
-            [("alice-message-1", false), ("alice-message-2", false), ("alice-message-3", false), ("bob-message-1", true), ("bob-message-2", true)].iter().map(|(b, o)| (b.to_string(), *o)).collect();
+        let mut v: Vec<(String, bool)> = [
+            ("alice-message-1", false),
+            ("alice-message-2", false),
+            ("alice-message-3", false),
+            ("bob-message-1", true),
+            ("bob-message-2", true),
+        ]
+        .iter()
+        .map(|(b, o)| (b.to_string(), *o))
+        .collect();
         v.extend(extra.iter().map(|b| (b.to_string(), false)));
         v
     };

@@ -178,9 +178,7 @@ async fn resume_after_a_dropped_connection_loses_no_event(backend: Backend) {
     }
     // RESUMED closes the replay; the client reports the resumed connection with it.
     assert_eq!(gw.next().await, Some(GatewayUpdate::Connected { resumed: true }));
-    let Some(GatewayUpdate::Event { seq, event: Event::Resumed(resumed) }) = gw.next().await else {
-        panic!("expected RESUMED")
-    };
+    let Some(GatewayUpdate::Event { seq, event: Event::Resumed(resumed) }) = gw.next().await else { panic!("expected RESUMED") };
     assert_eq!((seq, resumed.replayed), (23, 20));
     // Live again.
     other_device
@@ -200,7 +198,8 @@ async fn resume_of_an_unknown_session_asks_for_identify(backend: Backend) {
     let token = auth.tokens.access_token;
     let mut ws = connect(&app).await;
     recv_json(&mut ws).await;
-    send(&mut ws, json!({"op": op::RESUME, "d": {"token": token, "session_id": "0123456789abcdef0123456789abcdef", "seq": 3}})).await;
+    send(&mut ws, json!({"op": op::RESUME, "d": {"token": token, "session_id": "0123456789abcdef0123456789abcdef", "seq": 3}}))
+        .await;
     assert_eq!(recv_json(&mut ws).await, json!({"op": 9, "d": {"resumable": false}}));
     send(&mut ws, json!({"op": op::IDENTIFY, "d": {"token": token}})).await;
     let ready = recv_json(&mut ws).await;
@@ -213,7 +212,8 @@ async fn resume_of_an_unknown_session_asks_for_identify(backend: Backend) {
     let erin_auth = erin.register("erin", "password-erin", None).await.expect("register");
     let mut ws = connect(&app).await;
     recv_json(&mut ws).await;
-    send(&mut ws, json!({"op": op::RESUME, "d": {"token": erin_auth.tokens.access_token, "session_id": session_id, "seq": 1}})).await;
+    send(&mut ws, json!({"op": op::RESUME, "d": {"token": erin_auth.tokens.access_token, "session_id": session_id, "seq": 1}}))
+        .await;
     assert_eq!(recv_json(&mut ws).await["op"], op::INVALID_SESSION);
     // A sequence number from the future is refused too.
     let mut ws = connect(&app).await;
@@ -236,9 +236,17 @@ async fn malformed_frames_close_with_documented_codes(backend: Backend) {
         ("bad payload", Message::Text(json!({"op": 2, "d": {"tok": 1}}).to_string().into()), close::DECODE_ERROR),
         ("bad token", Message::Text(json!({"op": 2, "d": {"token": "x.y.z"}}).to_string().into()), close::AUTHENTICATION_FAILED),
         ("too large", Message::Text("x".repeat(20_000).into()), close::FRAME_TOO_LARGE),
-        ("ACK before IDENTIFY", Message::Text(json!({"op": op::ACK, "d": {"ids": ["1"]}}).to_string().into()), close::NOT_AUTHENTICATED),
+        (
+            "ACK before IDENTIFY",
+            Message::Text(json!({"op": op::ACK, "d": {"ids": ["1"]}}).to_string().into()),
+            close::NOT_AUTHENTICATED,
+        ),
         ("ACK of nothing", Message::Text(json!({"op": op::ACK, "d": {"ids": []}}).to_string().into()), close::DECODE_ERROR),
-        ("ACK of too many", Message::Text(json!({"op": op::ACK, "d": {"ids": vec!["1"; 101]}}).to_string().into()), close::DECODE_ERROR),
+        (
+            "ACK of too many",
+            Message::Text(json!({"op": op::ACK, "d": {"ids": vec!["1"; 101]}}).to_string().into()),
+            close::DECODE_ERROR,
+        ),
         ("ACK of a non-id", Message::Text(json!({"op": op::ACK, "d": {"ids": ["x"]}}).to_string().into()), close::DECODE_ERROR),
     ];
     for (what, frame, expected) in cases {
@@ -449,7 +457,8 @@ async fn envelopes_are_acknowledged_over_the_gateway(backend: Backend) {
     assert_eq!(app.count("envelopes").await, 0, "acknowledged; the unknown id is ignored");
     send(&mut bob_ws, json!({"op": op::ACK, "d": {"ids": [id]}})).await;
     round_trip(&mut bob_ws).await;
-    let queue: copains_client_core::messages::Queue = bob.api(reqwest::Method::GET, "/api/v1/messages", None::<&()>).await.expect("queue");
+    let queue: copains_client_core::messages::Queue =
+        bob.api(reqwest::Method::GET, "/api/v1/messages", None::<&()>).await.expect("queue");
     assert!(queue.envelopes.is_empty(), "a repeated ACK is harmless and the connection stays up");
     app.shutdown().await;
 }

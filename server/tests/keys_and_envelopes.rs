@@ -14,7 +14,11 @@ use copains_client_core::{ApiErrorBody, ErrorCode, UserId};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-backend_tests!(bad_keys_are_refused_and_store_nothing, bundles_hand_out_each_prekey_once_then_the_last_resort, bad_envelopes_are_refused_and_store_nothing);
+backend_tests!(
+    bad_keys_are_refused_and_store_nothing,
+    bundles_hand_out_each_prekey_once_then_the_last_resort,
+    bad_envelopes_are_refused_and_store_nothing
+);
 
 async fn spawn(backend: Backend) -> TestApp {
     TestApp::spawn_with(backend, |c| {
@@ -63,11 +67,19 @@ async fn bad_keys_are_refused_and_store_nothing(backend: Backend) {
 
     let mut v = good.clone();
     v.as_object_mut().expect("object").remove("signed_pre_key");
-    assert_eq!(code(put(&app, &alice, &v).await).await, (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::ValidationFailed), "incomplete");
+    assert_eq!(
+        code(put(&app, &alice, &v).await).await,
+        (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::ValidationFailed),
+        "incomplete"
+    );
 
     let mut v = good.clone();
     v["signed_pre_key"]["signature"] = flip(&v["signed_pre_key"]["signature"]);
-    assert_eq!(code(put(&app, &alice, &v).await).await, (StatusCode::BAD_REQUEST, ErrorCode::InvalidKeys), "bad signed prekey signature");
+    assert_eq!(
+        code(put(&app, &alice, &v).await).await,
+        (StatusCode::BAD_REQUEST, ErrorCode::InvalidKeys),
+        "bad signed prekey signature"
+    );
 
     let mut v = good.clone();
     v["pq_pre_keys"][3]["signature"] = flip(&v["pq_pre_keys"][3]["signature"]);
@@ -79,11 +91,19 @@ async fn bad_keys_are_refused_and_store_nothing(backend: Backend) {
 
     let mut v = good.clone();
     v["pq_last_resort_pre_key"]["public_key"] = v["signed_pre_key"]["public_key"].clone();
-    assert_eq!(code(put(&app, &alice, &v).await).await, (StatusCode::BAD_REQUEST, ErrorCode::InvalidKeys), "EC key where Kyber goes");
+    assert_eq!(
+        code(put(&app, &alice, &v).await).await,
+        (StatusCode::BAD_REQUEST, ErrorCode::InvalidKeys),
+        "EC key where Kyber goes"
+    );
 
     let mut v = good.clone();
     v["pre_keys"][1]["key_id"] = v["pre_keys"][0]["key_id"].clone();
-    assert_eq!(code(put(&app, &alice, &v).await).await, (StatusCode::BAD_REQUEST, ErrorCode::InvalidKeys), "duplicate ids in a batch");
+    assert_eq!(
+        code(put(&app, &alice, &v).await).await,
+        (StatusCode::BAD_REQUEST, ErrorCode::InvalidKeys),
+        "duplicate ids in a batch"
+    );
 
     let mut v = good.clone();
     let extra = v["pre_keys"][0].clone();
@@ -91,11 +111,19 @@ async fn bad_keys_are_refused_and_store_nothing(backend: Backend) {
     let mut more = extra;
     more["key_id"] = json!(100_000);
     list.push(more);
-    assert_eq!(code(put(&app, &alice, &v).await).await, (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::ValidationFailed), "101 in a batch");
+    assert_eq!(
+        code(put(&app, &alice, &v).await).await,
+        (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::ValidationFailed),
+        "101 in a batch"
+    );
 
     let mut v = good.clone();
     v["identity_key"] = json!("not base64!");
-    assert_eq!(code(put(&app, &alice, &v).await).await, (StatusCode::BAD_REQUEST, ErrorCode::MalformedRequest), "malformed base64");
+    assert_eq!(
+        code(put(&app, &alice, &v).await).await,
+        (StatusCode::BAD_REQUEST, ErrorCode::MalformedRequest),
+        "malformed base64"
+    );
 
     let mut v = good.clone();
     v["registration_id"] = json!(0);
@@ -108,7 +136,11 @@ async fn bad_keys_are_refused_and_store_nothing(backend: Backend) {
     let count: PreKeyCount = alice.api(reqwest::Method::GET, "/api/v1/keys/count", None::<&()>).await.expect("count");
     assert_eq!(count, PreKeyCount { pre_keys: 100, pq_pre_keys: 100 });
 
-    assert_eq!(code(put(&app, &alice, &good).await).await, (StatusCode::CONFLICT, ErrorCode::Conflict), "prekey ids already uploaded");
+    assert_eq!(
+        code(put(&app, &alice, &good).await).await,
+        (StatusCode::CONFLICT, ErrorCode::Conflict),
+        "prekey ids already uploaded"
+    );
     let (_, _, other) = account(&app, "mallory").await;
     let mut v = serde_json::to_value(&other).expect("json");
     v["pre_keys"] = json!([]);
@@ -162,7 +194,10 @@ async fn bundles_hand_out_each_prekey_once_then_the_last_resort(backend: Backend
     assert_eq!(err.status(), Some(StatusCode::BAD_REQUEST));
     let err = fetch(format!("/api/v1/keys/{bob_id}/200")).await.expect_err("bad device");
     assert_eq!(err.status(), Some(StatusCode::BAD_REQUEST));
-    let err = bob.api::<UserBundles>(reqwest::Method::GET, &format!("/api/v1/keys/{bob_id}/1"), None::<&()>).await.expect_err("own bundle");
+    let err = bob
+        .api::<UserBundles>(reqwest::Method::GET, &format!("/api/v1/keys/{bob_id}/1"), None::<&()>)
+        .await
+        .expect_err("own bundle");
     assert_eq!(err.status(), Some(StatusCode::BAD_REQUEST));
     gw.close().await;
     app.shutdown().await;
@@ -190,8 +225,15 @@ async fn bad_envelopes_are_refused_and_store_nothing(backend: Backend) {
     };
     let env = |device: u32, reg: u32| json!({"device_id": device, "registration_id": reg, "kind": kind::WHISPER, "content": "AAECAw=="});
 
-    assert_eq!(code(post(json!({"recipient": "999", "messages": [env(1, 1)]})).await).await, (StatusCode::NOT_FOUND, ErrorCode::NotFound));
-    assert_eq!(code(post(json!({"recipient": alice_id, "messages": [env(1, 1)]})).await).await.0, StatusCode::BAD_REQUEST, "to oneself");
+    assert_eq!(
+        code(post(json!({"recipient": "999", "messages": [env(1, 1)]})).await).await,
+        (StatusCode::NOT_FOUND, ErrorCode::NotFound)
+    );
+    assert_eq!(
+        code(post(json!({"recipient": alice_id, "messages": [env(1, 1)]})).await).await.0,
+        StatusCode::BAD_REQUEST,
+        "to oneself"
+    );
     assert_eq!(code(post(json!({"recipient": bob_id, "messages": []})).await).await.0, StatusCode::BAD_REQUEST, "no envelope");
     let resp = post(json!({"recipient": bob_id, "messages": [env(2, bob_reg)]})).await;
     assert_eq!(resp.status(), StatusCode::CONFLICT);
@@ -218,7 +260,11 @@ async fn bad_envelopes_are_refused_and_store_nothing(backend: Backend) {
 
     let mut e = env(1, bob_reg);
     e["content"] = json!("%%%");
-    assert_eq!(code(post(json!({"recipient": bob_id, "messages": [e]})).await).await.0, StatusCode::BAD_REQUEST, "malformed base64");
+    assert_eq!(
+        code(post(json!({"recipient": bob_id, "messages": [e]})).await).await.0,
+        StatusCode::BAD_REQUEST,
+        "malformed base64"
+    );
     let mut e = env(1, bob_reg);
     e["kind"] = json!(99);
     assert_eq!(code(post(json!({"recipient": bob_id, "messages": [e]})).await).await.0, StatusCode::BAD_REQUEST, "unknown kind");
@@ -226,23 +272,36 @@ async fn bad_envelopes_are_refused_and_store_nothing(backend: Backend) {
     use base64::Engine as _;
     e["content"] = json!(base64::engine::general_purpose::STANDARD.encode(vec![0u8; 64 * 1024 + 1]));
     assert_eq!(code(post(json!({"recipient": bob_id, "messages": [e]})).await).await.0, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(code(post(json!({"recipient": bob_id, "messages": [env(1, bob_reg), env(1, bob_reg)]})).await).await.0, StatusCode::BAD_REQUEST, "two for one device");
+    assert_eq!(
+        code(post(json!({"recipient": bob_id, "messages": [env(1, bob_reg), env(1, bob_reg)]})).await).await.0,
+        StatusCode::BAD_REQUEST,
+        "two for one device"
+    );
     assert_eq!(app.count("envelopes").await, 0, "refused sends stored nothing");
 
     // A correct send: one for Bob's device, one for Alice's other device.
     let stale = post(json!({"recipient": bob_id, "messages": [env(1, bob_reg)], "sync_messages": [env(2, 0)]})).await;
-    assert_eq!(code(stale).await, (StatusCode::CONFLICT, ErrorCode::DeviceMismatch), "wrong registration id for alice's device 2");
+    assert_eq!(
+        code(stale).await,
+        (StatusCode::CONFLICT, ErrorCode::DeviceMismatch),
+        "wrong registration id for alice's device 2"
+    );
     assert_eq!(app.count("envelopes").await, 0);
-    let b: UserBundles = alice.api(reqwest::Method::GET, &format!("/api/v1/keys/{alice_id}/2"), None::<&()>).await.expect("bundle");
+    let b: UserBundles =
+        alice.api(reqwest::Method::GET, &format!("/api/v1/keys/{alice_id}/2"), None::<&()>).await.expect("bundle");
     let sync_reg = b.devices[0].registration_id;
     let ok = post(json!({"recipient": bob_id, "messages": [env(1, bob_reg)], "sync_messages": [env(2, sync_reg)]})).await;
     assert_eq!(ok.status(), StatusCode::OK);
     let queue: Queue = bob.api(reqwest::Method::GET, "/api/v1/messages", None::<&()>).await.expect("queue");
     assert_eq!(queue.envelopes.len(), 1);
     let envelope = &queue.envelopes[0];
-    assert_eq!((envelope.sender, envelope.sender_device.0, envelope.content.clone()), (alice_id, 1, Base64Bytes(vec![0, 1, 2, 3])));
+    assert_eq!(
+        (envelope.sender, envelope.sender_device.0, envelope.content.clone()),
+        (alice_id, 1, Base64Bytes(vec![0, 1, 2, 3]))
+    );
 
-    let after: Queue = bob.api(reqwest::Method::GET, &format!("/api/v1/messages?after={}", envelope.id), None::<&()>).await.expect("page");
+    let after: Queue =
+        bob.api(reqwest::Method::GET, &format!("/api/v1/messages?after={}", envelope.id), None::<&()>).await.expect("page");
     assert!(after.envelopes.is_empty() && !after.more, "nothing after the last envelope");
     let err = bob.api::<Queue>(reqwest::Method::GET, "/api/v1/messages?after=xyz", None::<&()>).await.expect_err("bad cursor");
     assert_eq!(err.status(), Some(StatusCode::BAD_REQUEST));

@@ -8,9 +8,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use copains_backend::auth::Authenticated;
 use copains_backend::bus::Topic;
 use copains_backend::ApiError;
-use copains_client_core::gateway::{
-    close, op, server_frame_text, ClientMessage, Hello, InvalidSession, Ready,
-};
+use copains_client_core::gateway::{close, op, server_frame_text, ClientMessage, Hello, InvalidSession, Ready};
 use rand::RngCore;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
@@ -77,11 +75,7 @@ pub(crate) async fn run(gw: Gateway, socket: WebSocket) {
 }
 
 impl Conn {
-    async fn drive(
-        &mut self,
-        queue_rx: &mut mpsc::Receiver<Arc<str>>,
-        shutdown: &mut tokio::sync::watch::Receiver<bool>,
-    ) -> End {
+    async fn drive(&mut self, queue_rx: &mut mpsc::Receiver<Arc<str>>, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> End {
         if *shutdown.borrow() {
             return End::Close(close::SERVER_SHUTDOWN);
         }

@@ -131,7 +131,8 @@ impl Hub {
     ) -> (Arc<str>, Vec<Topic>) {
         let mut core = SessionCore::new(self.buffer_capacity);
         let ready = core.dispatch_unbuffered(copains_client_core::gateway::event_name::READY, ready_payload);
-        let slot = Arc::new(Mutex::new(Slot { owner, topics: topics.to_vec(), core, attachment: Some(attachment), detached_at: None }));
+        let slot =
+            Arc::new(Mutex::new(Slot { owner, topics: topics.to_vec(), core, attachment: Some(attachment), detached_at: None }));
         self.sessions.lock().insert(id.clone(), slot);
         self.metrics.gateway_sessions.inc();
         let mut new_topics = Vec::new();

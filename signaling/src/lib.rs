@@ -189,18 +189,14 @@ impl Gateway {
     }
 }
 
-async fn upgrade(
-    State(gw): State<Gateway>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
+async fn upgrade(State(gw): State<Gateway>, ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> Response {
     if gw.0.draining.load(Ordering::SeqCst) {
         return ApiError::Unavailable("server shutting down").into_response();
     }
     let ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => {
-            return ApiError::Malformed(format!("/gateway needs a WebSocket upgrade: {}", rejection.body_text()))
-                .into_response()
+            return ApiError::Malformed(format!("/gateway needs a WebSocket upgrade: {}", rejection.body_text())).into_response()
         }
     };
     ws.max_message_size(GATEWAY_FRAME_MAX_BYTES)

@@ -31,11 +31,8 @@ impl Authenticated {
         })?;
         let user_id = claims.user_id().map_err(|_| ApiError::Unauthorized("access token invalid"))?;
         let session_id = claims.session_id().map_err(|_| ApiError::Unauthorized("access token invalid"))?;
-        let record = state
-            .store
-            .session_user(session_id, user_id)
-            .await?
-            .ok_or(ApiError::Unauthorized("session ended; log in again"))?;
+        let record =
+            state.store.session_user(session_id, user_id).await?.ok_or(ApiError::Unauthorized("session ended; log in again"))?;
         if record.disabled {
             return Err(ApiError::AccountDisabled);
         }
@@ -47,10 +44,7 @@ impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or(ApiError::Unauthorized("missing Authorization header"))?;
+        let header = parts.headers.get(AUTHORIZATION).ok_or(ApiError::Unauthorized("missing Authorization header"))?;
         let token = header
             .to_str()
             .ok()

@@ -122,14 +122,20 @@ impl std::fmt::Debug for TokenService {
 impl TokenService {
     /// `signing` signs new tokens; `retired` keys still verify tokens they signed.
     pub fn new(signing: JwtKeyPair, retired: Vec<JwtKeyPair>, issuer: &str, access_ttl: Duration) -> Self {
-        let mut verifying: HashMap<String, DecodingKey> =
-            retired.into_iter().map(|k| (k.kid, k.decoding)).collect();
+        let mut verifying: HashMap<String, DecodingKey> = retired.into_iter().map(|k| (k.kid, k.decoding)).collect();
         verifying.insert(signing.kid.clone(), signing.decoding.clone());
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[issuer]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
         validation.leeway = 5;
-        Self { signing, verified: parking_lot::Mutex::new(HashMap::new()), verifying, validation, issuer: issuer.to_owned(), access_ttl }
+        Self {
+            signing,
+            verified: parking_lot::Mutex::new(HashMap::new()),
+            verifying,
+            validation,
+            issuer: issuer.to_owned(),
+            access_ttl,
+        }
     }
 
     /// Lifetime of access tokens.
@@ -254,8 +260,7 @@ mod tests {
         let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT","kid":"k1"}"#);
         assert_eq!(svc.verify(&format!("{none_header}.{}.", parts[1])), Err(TokenError::Invalid));
         let tampered_claims = URL_SAFE_NO_PAD.encode(
-            format!(r#"{{"sub":"2","did":1,"sid":"1","role":"admin","iat":0,"exp":{},"iss":"copains"}}"#, now() + 60)
-                .as_bytes(),
+            format!(r#"{{"sub":"2","did":1,"sid":"1","role":"admin","iat":0,"exp":{},"iss":"copains"}}"#, now() + 60).as_bytes(),
         );
         assert_eq!(svc.verify(&format!("{}.{tampered_claims}.{}", parts[0], parts[2])), Err(TokenError::Invalid));
         assert_eq!(svc.verify("garbage"), Err(TokenError::Invalid));
@@ -287,7 +292,12 @@ mod tests {
         let rotated = TokenService::new(new, vec![retired], "copains", Duration::from_secs(900));
         assert!(rotated.verify(&token).is_ok(), "a retired key still verifies its tokens");
 
-        let new_only = TokenService::new(JwtKeyPair::from_pkcs8("new", &new_doc).expect("reload"), vec![], "copains", Duration::from_secs(900));
+        let new_only = TokenService::new(
+            JwtKeyPair::from_pkcs8("new", &new_doc).expect("reload"),
+            vec![],
+            "copains",
+            Duration::from_secs(900),
+        );
         assert_eq!(new_only.verify(&token), Err(TokenError::Invalid), "unknown kid");
     }
 

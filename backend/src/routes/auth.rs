@@ -8,8 +8,8 @@ use copains_client_core::api::{AuthResponse, Credentials, RefreshRequest, Tokens
 use copains_client_core::gateway::{event_name, SessionRevoked};
 use copains_client_core::{ApiErrorBody, DeviceId, SessionId, UserId};
 
-use crate::auth::{hash_refresh_token, new_refresh_token};
 use crate::auth::Authenticated;
+use crate::auth::{hash_refresh_token, new_refresh_token};
 use crate::bus::{BusEvent, Topic};
 use crate::domain::{device_name, Password, Username};
 use crate::error::{ApiError, ApiResult};
@@ -55,8 +55,7 @@ pub async fn register(
     let now = now_ms();
     let expires_at = now + ttl_ms(state.config.auth.refresh_ttl());
     let new = NewSession { id: session_id, device_name: &device, refresh_hash: &refresh_hash, expires_at, now };
-    let (user, device_id) =
-        state.store.create_user(user_id, username.as_str(), username.folded(), &hash, &new).await?;
+    let (user, device_id) = state.store.create_user(user_id, username.as_str(), username.folded(), &hash, &new).await?;
     tracing::info!(user = %user.id, device = %device_id, session = %session_id, "account registered");
     let tokens = tokens(&state, user.id, device_id, session_id, user.platform_role, refresh, expires_at, now)?;
     Ok((StatusCode::CREATED, Json(AuthResponse { user, device_id, session_id, tokens })))
@@ -86,16 +85,10 @@ pub async fn login(
         }
         _ => None,
     };
-    let password = if body.password.len() <= copains_client_core::limits::PASSWORD_MAX_BYTES {
-        body.password.as_str()
-    } else {
-        ""
-    };
-    let ok = state
-        .passwords
-        .verify(password, record.as_ref().map(|r| r.password_hash.as_str()))
-        .await
-        .map_err(ApiError::internal)?;
+    let password =
+        if body.password.len() <= copains_client_core::limits::PASSWORD_MAX_BYTES { body.password.as_str() } else { "" };
+    let ok =
+        state.passwords.verify(password, record.as_ref().map(|r| r.password_hash.as_str())).await.map_err(ApiError::internal)?;
     let record = match record {
         Some(record) if ok => record,
         _ => return Err(ApiError::InvalidCredentials),

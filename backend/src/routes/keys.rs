@@ -45,7 +45,11 @@ pub fn router() -> Router<AppState> {
         (status = 409, body = ApiErrorBody, description = "identity key differs from the device's, or a one-time prekey id was already uploaded"),
         (status = 422, body = ApiErrorBody, description = "incomplete first upload, batch too large, too many stored"),
     ))]
-pub async fn upload(State(state): State<AppState>, auth: Authenticated, ApiJson(body): ApiJson<UploadKeys>) -> ApiResult<StatusCode> {
+pub async fn upload(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ApiJson(body): ApiJson<UploadKeys>,
+) -> ApiResult<StatusCode> {
     state.limiters.user_write(auth.user.id)?;
     let verified = verify_upload(&state, &auth, &body).await?;
     match state.store.upload_keys(auth.user.id, auth.device_id, &verified, MAX_PREKEYS_STORED, now_ms()).await {
@@ -82,7 +86,11 @@ async fn verify_upload(state: &AppState, auth: &Authenticated, body: &UploadKeys
             let stored = state.store.identity_key_of(auth.user.id, auth.device_id).await?;
             let raw = match stored {
                 Some(raw) => raw,
-                None if body.signed_pre_key.is_none() && body.pq_last_resort_pre_key.is_none() && body.pq_pre_keys.is_empty() && body.pre_keys.is_empty() => {
+                None if body.signed_pre_key.is_none()
+                    && body.pq_last_resort_pre_key.is_none()
+                    && body.pq_pre_keys.is_empty()
+                    && body.pre_keys.is_empty() =>
+                {
                     return Err(ApiError::Validation("nothing to upload".into()));
                 }
                 None => return Err(ApiError::Validation(UploadError::Incomplete.to_string())),
@@ -91,10 +99,13 @@ async fn verify_upload(state: &AppState, auth: &Authenticated, body: &UploadKeys
         }
     };
     let check_ec = |what: &str, k: &[u8]| -> ApiResult<()> {
-        PublicKey::deserialize(k).map(drop).map_err(|_| ApiError::InvalidKeys(format!("{what}: not a serialized Curve25519 public key")))
+        PublicKey::deserialize(k)
+            .map(drop)
+            .map_err(|_| ApiError::InvalidKeys(format!("{what}: not a serialized Curve25519 public key")))
     };
     let check_kyber = |what: &str, k: &[u8]| -> ApiResult<()> {
-        let key = kem::PublicKey::deserialize(k).map_err(|_| ApiError::InvalidKeys(format!("{what}: not a serialized Kyber public key")))?;
+        let key = kem::PublicKey::deserialize(k)
+            .map_err(|_| ApiError::InvalidKeys(format!("{what}: not a serialized Kyber public key")))?;
         if key.key_type() != kem::KeyType::Kyber1024 {
             return Err(ApiError::InvalidKeys(format!("{what}: must be a Kyber-1024 key")));
         }
@@ -151,7 +162,11 @@ pub async fn count(State(state): State<AppState>, auth: Authenticated) -> ApiRes
         (status = 404, body = ApiErrorBody, description = "no such user, or no device with keys"),
         (status = 429, body = ApiErrorBody),
     ))]
-pub async fn bundles(State(state): State<AppState>, auth: Authenticated, Path(raw): Path<String>) -> ApiResult<Json<UserBundles>> {
+pub async fn bundles(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<UserBundles>> {
     let user: UserId = raw.parse().map_err(|_| ApiError::Malformed("user id must be a decimal id".into()))?;
     fetch(&state, &auth, user, None).await
 }
@@ -199,7 +214,9 @@ async fn fetch(
     if taken.is_empty() {
         return Err(ApiError::NotFound("no such user, or none of its devices has keys"));
     }
-    for b in taken.iter().filter(|b| b.remaining.pre_keys < PREKEYS_LOW_WATERMARK || b.remaining.pq_pre_keys < PREKEYS_LOW_WATERMARK) {
+    for b in
+        taken.iter().filter(|b| b.remaining.pre_keys < PREKEYS_LOW_WATERMARK || b.remaining.pq_pre_keys < PREKEYS_LOW_WATERMARK)
+    {
         let low = PreKeysLow { device_id: b.device_id, count: b.remaining };
         state.publish(BusEvent::new(Topic::device(user, b.device_id), event_name::PREKEYS_LOW, &low)).await;
     }

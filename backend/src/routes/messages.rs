@@ -26,9 +26,7 @@ pub const QUEUE_PAGE_MAX: usize = 500;
 
 /// Routes of this area.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/messages", post(send).get(queue))
-        .route("/api/v1/messages/{envelope_id}", delete(ack))
+    Router::new().route("/api/v1/messages", post(send).get(queue)).route("/api/v1/messages/{envelope_id}", delete(ack))
 }
 
 /// Send one message: an envelope for every device of the recipient and for every other device
@@ -44,7 +42,11 @@ pub fn router() -> Router<AppState> {
         (status = 413, body = ApiErrorBody),
         (status = 429, body = ApiErrorBody),
     ))]
-pub async fn send(State(state): State<AppState>, auth: Authenticated, ApiJson(body): ApiJson<SendMessage>) -> ApiResult<Json<SendReceipt>> {
+pub async fn send(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ApiJson(body): ApiJson<SendMessage>,
+) -> ApiResult<Json<SendReceipt>> {
     state.limiters.message(auth.user.id)?;
     if body.recipient == auth.user.id && !body.partial {
         return Err(ApiError::Malformed("recipient is yourself: put your own devices in sync_messages".into()));
@@ -154,7 +156,11 @@ pub struct QueueParams {
 /// The oldest envelopes queued for the calling device.
 #[utoipa::path(get, path = "/api/v1/messages", tag = "messages", security(("bearer" = [])), params(QueueParams),
     responses((status = 200, body = Queue), (status = 400, body = ApiErrorBody), (status = 401, body = ApiErrorBody)))]
-pub async fn queue(State(state): State<AppState>, auth: Authenticated, params: Result<Query<QueueParams>, axum::extract::rejection::QueryRejection>) -> ApiResult<Json<Queue>> {
+pub async fn queue(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    params: Result<Query<QueueParams>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Queue>> {
     let Query(params) = params.map_err(|e| ApiError::Malformed(e.body_text()))?;
     let limit = params.limit.unwrap_or(100);
     if !(1..=QUEUE_PAGE_MAX).contains(&limit) {

@@ -92,11 +92,7 @@ pub async fn change_password(
     let new = Password::parse(&body.new_password).map_err(|e| ApiError::Validation(e.0))?;
     let record = state.store.user(auth.user.id).await?.ok_or(ApiError::NotFound("user not found"))?;
     let current_ok = body.current_password.len() <= copains_client_core::limits::PASSWORD_MAX_BYTES
-        && state
-            .passwords
-            .verify(&body.current_password, Some(&record.password_hash))
-            .await
-            .map_err(ApiError::internal)?;
+        && state.passwords.verify(&body.current_password, Some(&record.password_hash)).await.map_err(ApiError::internal)?;
     if !current_ok {
         return Err(ApiError::InvalidCredentials);
     }
@@ -158,11 +154,7 @@ pub async fn devices(State(state): State<AppState>, auth: Authenticated) -> ApiR
         (status = 401, body = ApiErrorBody),
         (status = 404, body = ApiErrorBody),
     ))]
-pub async fn remove_device(
-    State(state): State<AppState>,
-    auth: Authenticated,
-    Path(raw): Path<String>,
-) -> ApiResult<StatusCode> {
+pub async fn remove_device(State(state): State<AppState>, auth: Authenticated, Path(raw): Path<String>) -> ApiResult<StatusCode> {
     let device = parse_device_id(&raw)?;
     let Some(session) = state.store.remove_device(auth.user.id, device).await? else {
         return Err(ApiError::NotFound("no such device"));
@@ -206,5 +198,7 @@ fn parse_device_id(raw: &str) -> ApiResult<copains_client_core::DeviceId> {
         .ok()
         .filter(|d| (1..=copains_client_core::DeviceId::MAX).contains(d))
         .map(copains_client_core::DeviceId)
-        .ok_or_else(|| ApiError::Malformed(format!("device id must be a number from 1 to {}", copains_client_core::DeviceId::MAX)))
+        .ok_or_else(|| {
+            ApiError::Malformed(format!("device id must be a number from 1 to {}", copains_client_core::DeviceId::MAX))
+        })
 }

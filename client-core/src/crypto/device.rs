@@ -6,10 +6,10 @@ use std::time::SystemTime;
 
 use libsignal_protocol::{
     kem, message_decrypt, message_encrypt, process_prekey_bundle, CiphertextMessage, CiphertextMessageType,
-    DecryptionErrorMessage, Fingerprint, GenericSignedPreKey, IdentityKey, IdentityKeyStore, KeyPair,
-    KyberPreKeyId, KyberPreKeyRecord, KyberPreKeyStore, PlaintextContent, PreKeyBundle, PreKeyId, PreKeyRecord,
-    PreKeySignalMessage, PreKeyStore, ProtocolAddress, PublicKey, SessionStore, SignalMessage, SignalProtocolError,
-    SignedPreKeyId, SignedPreKeyRecord, SignedPreKeyStore, Timestamp,
+    DecryptionErrorMessage, Fingerprint, GenericSignedPreKey, IdentityKey, IdentityKeyStore, KeyPair, KyberPreKeyId,
+    KyberPreKeyRecord, KyberPreKeyStore, PlaintextContent, PreKeyBundle, PreKeyId, PreKeyRecord, PreKeySignalMessage,
+    PreKeyStore, ProtocolAddress, PublicKey, SessionStore, SignalMessage, SignalProtocolError, SignedPreKeyId,
+    SignedPreKeyRecord, SignedPreKeyStore, Timestamp,
 };
 use rand::Rng;
 
@@ -71,7 +71,8 @@ pub enum Decrypted {
 
 /// The Signal protocol address of a user's device.
 pub fn address(user: UserId, device: DeviceId) -> Result<ProtocolAddress, CryptoError> {
-    let device = libsignal_protocol::DeviceId::try_from(device.0).map_err(|_| CryptoError::Invalid(format!("device id {device}")))?;
+    let device =
+        libsignal_protocol::DeviceId::try_from(device.0).map_err(|_| CryptoError::Invalid(format!("device id {device}")))?;
     Ok(ProtocolAddress::new(user.to_string(), device))
 }
 
@@ -237,7 +238,10 @@ impl E2eeDevice {
     pub async fn session_registration(&self, user: UserId, device: DeviceId) -> Result<Option<u32>, CryptoError> {
         let addr = address(user, device)?;
         match self.store.sessions.load_session(&addr).await {
-            Ok(Some(record)) if record.has_usable_sender_chain(SystemTime::now(), libsignal_protocol::SessionUsabilityRequirements::all())? => {
+            Ok(Some(record))
+                if record
+                    .has_usable_sender_chain(SystemTime::now(), libsignal_protocol::SessionUsabilityRequirements::all())? =>
+            {
                 Ok(Some(record.remote_registration_id()?))
             }
             Ok(_) => Ok(None),
@@ -250,10 +254,14 @@ impl E2eeDevice {
     pub async fn start_session(&mut self, user: UserId, bundle: &DeviceBundle) -> Result<(), CryptoError> {
         let addr = address(user, bundle.device_id)?;
         let pre_key = match &bundle.pre_key {
-            Some(k) => Some((PreKeyId::from(k.key_id), PublicKey::deserialize(k.public_key.as_slice()).map_err(SignalProtocolError::from)?)),
+            Some(k) => Some((
+                PreKeyId::from(k.key_id),
+                PublicKey::deserialize(k.public_key.as_slice()).map_err(SignalProtocolError::from)?,
+            )),
             None => None,
         };
-        let device = libsignal_protocol::DeviceId::try_from(bundle.device_id.0).map_err(|_| CryptoError::Invalid("device id".into()))?;
+        let device =
+            libsignal_protocol::DeviceId::try_from(bundle.device_id.0).map_err(|_| CryptoError::Invalid("device id".into()))?;
         let bundle = PreKeyBundle::new(
             bundle.registration_id,
             device,
@@ -305,8 +313,17 @@ impl E2eeDevice {
         };
         let mut rng = rand::rng();
         let s = &mut self.store;
-        match message_decrypt(&message, &addr, &mut s.sessions, &mut s.identity, &mut s.prekeys, &s.signed, &mut s.kyber, &mut rng)
-            .await
+        match message_decrypt(
+            &message,
+            &addr,
+            &mut s.sessions,
+            &mut s.identity,
+            &mut s.prekeys,
+            &s.signed,
+            &mut s.kyber,
+            &mut rng,
+        )
+        .await
         {
             Ok(plaintext) => Ok(Decrypted::Message(plaintext)),
             Err(SignalProtocolError::DuplicatedMessage(..)) => Ok(Decrypted::Duplicate),
@@ -365,8 +382,15 @@ impl E2eeDevice {
         let addr = address(user, device)?;
         let Some(theirs) = self.store.identity.get_identity(&addr).await? else { return Ok(None) };
         let fingerprint = |e: libsignal_protocol::FingerprintError| CryptoError::Invalid(format!("fingerprint: {e}"));
-        let fp = Fingerprint::new(2, 5200, self.user.to_string().as_bytes(), &self.identity_key(), user.to_string().as_bytes(), &theirs)
-            .map_err(fingerprint)?;
+        let fp = Fingerprint::new(
+            2,
+            5200,
+            self.user.to_string().as_bytes(),
+            &self.identity_key(),
+            user.to_string().as_bytes(),
+            &theirs,
+        )
+        .map_err(fingerprint)?;
         Ok(Some(fp.display_string().map_err(fingerprint)?))
     }
 
@@ -462,18 +486,36 @@ mod tests {
 
             let ok = bob.decrypt(&envelope(1, &out, bytes.clone())).await.expect("genuine message");
             assert_eq!(ok, Decrypted::Message(b"hello bob".to_vec()));
-            assert_eq!(bob.decrypt(&envelope(1, &out, bytes)).await.expect("replay"), Decrypted::Duplicate, "a replayed PreKey message is recognised");
+            assert_eq!(
+                bob.decrypt(&envelope(1, &out, bytes)).await.expect("replay"),
+                Decrypted::Duplicate,
+                "a replayed PreKey message is recognised"
+            );
 
             // Out-of-order delivery on an established session.
             let reply = bob.encrypt(UserId(1), DeviceId(1), b"r0").await.expect("encrypt");
             alice.decrypt(&envelope(2, &reply, reply.content.0.clone())).await.expect("reply");
             let m1 = alice.encrypt(UserId(2), DeviceId(1), b"m1").await.expect("encrypt");
             let m2 = alice.encrypt(UserId(2), DeviceId(1), b"m2").await.expect("encrypt");
-            assert_eq!(bob.decrypt(&envelope(1, &m2, m2.content.0.clone())).await.expect("m2"), Decrypted::Message(b"m2".to_vec()));
-            assert_eq!(bob.decrypt(&envelope(1, &m1, m1.content.0.clone())).await.expect("m1"), Decrypted::Message(b"m1".to_vec()));
-            assert_eq!(bob.decrypt(&envelope(1, &m1, m1.content.0.clone())).await.expect("m1 again"), Decrypted::Duplicate, "replayed");
+            assert_eq!(
+                bob.decrypt(&envelope(1, &m2, m2.content.0.clone())).await.expect("m2"),
+                Decrypted::Message(b"m2".to_vec())
+            );
+            assert_eq!(
+                bob.decrypt(&envelope(1, &m1, m1.content.0.clone())).await.expect("m1"),
+                Decrypted::Message(b"m1".to_vec())
+            );
+            assert_eq!(
+                bob.decrypt(&envelope(1, &m1, m1.content.0.clone())).await.expect("m1 again"),
+                Decrypted::Duplicate,
+                "replayed"
+            );
             let m3 = alice.encrypt(UserId(2), DeviceId(1), b"m3").await.expect("encrypt");
-            assert_eq!(bob.decrypt(&envelope(1, &m3, m3.content.0.clone())).await.expect("m3"), Decrypted::Message(b"m3".to_vec()), "the session survives a replay");
+            assert_eq!(
+                bob.decrypt(&envelope(1, &m3, m3.content.0.clone())).await.expect("m3"),
+                Decrypted::Message(b"m3".to_vec()),
+                "the session survives a replay"
+            );
 
             let a = alice.safety_number(UserId(2), DeviceId(1)).await.expect("number").expect("known");
             let b = bob.safety_number(UserId(1), DeviceId(1)).await.expect("number").expect("known");
@@ -505,7 +547,8 @@ mod tests {
             assert!(bob.rotate_signed_prekeys_if_due(later + 1000).await.expect("check").is_none(), "not twice");
             let (mut erin, erin_keys) = device(5).await;
             erin.rotation_not_published().await.expect("mark");
-            let again = erin.rotate_signed_prekeys_if_due(now_ms()).await.expect("check").expect("rotated again after a failed upload");
+            let again =
+                erin.rotate_signed_prekeys_if_due(now_ms()).await.expect("check").expect("rotated again after a failed upload");
             assert_ne!(again.signed_pre_key.map(|k| k.key_id), erin_keys.signed_pre_key.map(|k| k.key_id));
 
             let got = bob.decrypt(&envelope(1, &in_flight, in_flight.content.0.clone())).await.expect("old keys still serve");
@@ -519,7 +562,10 @@ mod tests {
             new_bundle.pq_pre_key = new_kyber;
             carol.start_session(UserId(2), &new_bundle).await.expect("PQXDH with rotated keys");
             let m = carol.encrypt(UserId(2), DeviceId(1), b"hi").await.expect("encrypt");
-            assert_eq!(bob.decrypt(&envelope(3, &m, m.content.0.clone())).await.expect("decrypt"), Decrypted::Message(b"hi".to_vec()));
+            assert_eq!(
+                bob.decrypt(&envelope(3, &m, m.content.0.clone())).await.expect("decrypt"),
+                Decrypted::Message(b"hi".to_vec())
+            );
 
             // Once retired, the old keys are gone: a message built from the old bundle fails.
             bob.rotate_signed_prekeys_if_due(later + RETIRED_PREKEY_KEPT_MS).await.expect("retire");

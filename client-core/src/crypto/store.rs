@@ -5,8 +5,8 @@ use std::rc::Rc;
 use async_trait::async_trait;
 use libsignal_protocol::{
     Direction, GenericSignedPreKey, IdentityChange, IdentityKey, IdentityKeyPair, IdentityKeyStore, KyberPreKeyId,
-    KyberPreKeyRecord, KyberPreKeyStore, PreKeyId, PreKeyRecord, PreKeyStore, ProtocolAddress, PublicKey,
-    SessionRecord, SessionStore, SignalProtocolError, SignedPreKeyId, SignedPreKeyRecord, SignedPreKeyStore,
+    KyberPreKeyRecord, KyberPreKeyStore, PreKeyId, PreKeyRecord, PreKeyStore, ProtocolAddress, PublicKey, SessionRecord,
+    SessionStore, SignalProtocolError, SignedPreKeyId, SignedPreKeyRecord, SignedPreKeyStore,
 };
 
 use super::vault::{Vault, VaultError};
@@ -186,7 +186,12 @@ impl IdentityKeyStore for Identities {
         Ok(IdentityChange::NewOrUnchanged)
     }
 
-    async fn is_trusted_identity(&self, address: &ProtocolAddress, identity: &IdentityKey, _direction: Direction) -> SignalResult<bool> {
+    async fn is_trusted_identity(
+        &self,
+        address: &ProtocolAddress,
+        identity: &IdentityKey,
+        _direction: Direction,
+    ) -> SignalResult<bool> {
         // Trust on first use; a changed key is accepted (and reported by save_identity) unless
         // the user verified the previous one, as Signal does.
         let stored = self.vault.get(ns::IDENTITY, address.to_string().as_bytes()).await.map_err(storage)?;
@@ -244,7 +249,8 @@ impl KyberPreKeyStore for KyberPreKeys {
         // replaced ones until they are retired) stay.
         let raw_id = u32::from(id).to_be_bytes();
         let current = self.0.get(ns::OWN, b"kyber_last_resort").await.map_err(storage)?;
-        let last_resort = current.as_deref() == Some(&raw_id[..]) || self.0.get(ns::LAST_RESORT, &raw_id).await.map_err(storage)?.is_some();
+        let last_resort =
+            current.as_deref() == Some(&raw_id[..]) || self.0.get(ns::LAST_RESORT, &raw_id).await.map_err(storage)?.is_some();
         if !last_resort {
             self.0.delete(ns::KYBER, &u32::from(id).to_be_bytes()).await.map_err(storage)?;
         }

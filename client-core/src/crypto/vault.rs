@@ -151,7 +151,11 @@ impl Vault {
                     return Err(VaultError::Corrupt);
                 }
                 let (nonce, ct) = sealed.split_at(24);
-                Some(self.cipher.decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &slot }).map_err(|_| VaultError::Corrupt)?)
+                Some(
+                    self.cipher
+                        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &slot })
+                        .map_err(|_| VaultError::Corrupt)?,
+                )
             }
         };
         self.remember(slot, value.clone());

@@ -89,13 +89,7 @@ impl TestApp {
         tweak(&mut config);
         let running = copains::start(config).await.expect("platform starts");
         let addr = running.local_addr();
-        Self {
-            running: Some(running),
-            base: format!("http://{addr}"),
-            ws_url: format!("ws://{addr}/gateway"),
-            data_dir,
-            pg,
-        }
+        Self { running: Some(running), base: format!("http://{addr}"), ws_url: format!("ws://{addr}/gateway"), data_dir, pg }
     }
 
     pub fn running(&self) -> &Running {
