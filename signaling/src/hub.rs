@@ -272,6 +272,16 @@ impl Hub {
 
 impl EventSink for Hub {
     fn deliver(&self, event: &BusEvent) {
+        // The runtime's clock, not the OS's: under a paused test clock, a slow consumer's
+        // detach time is virtual like every other instant the hub is given.
+        self.deliver_at(event, tokio::time::Instant::now().into_std());
+    }
+}
+
+impl Hub {
+    /// [`EventSink::deliver`] at `now`: a connection closed as a slow consumer counts as
+    /// detached from `now` for the resume window.
+    pub fn deliver_at(&self, event: &BusEvent, now: Instant) {
         if event.topic.as_session().is_some() {
             // Control topic: the login session ended; its gateway sessions go with it.
             for id in self.session_ids(&event.topic) {
@@ -292,11 +302,11 @@ impl EventSink for Hub {
                     attachment.close.close(close::SLOW_CONSUMER);
                     self.metrics.gateway_slow_consumers.inc();
                     slot.attachment = None;
-                    slot.detached_at = Some(Instant::now());
+                    slot.detached_at = Some(now);
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {
                     slot.attachment = None;
-                    slot.detached_at = Some(Instant::now());
+                    slot.detached_at = Some(now);
                 }
             }
         }
