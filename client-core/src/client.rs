@@ -338,6 +338,7 @@ pub enum GatewayUpdate {
 enum Control {
     /// Drop the socket without a close frame (as a network failure would) and stay
     /// disconnected until `Reconnect`.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     Drop,
     /// Reconnect after a `Drop`.
     Reconnect,
@@ -378,11 +379,12 @@ impl GatewayHandle {
     }
 
     /// Drops the network connection abruptly and stays offline until [`Self::reconnect`].
+    #[cfg(feature = "testing")]
     pub fn simulate_network_drop(&self) {
         let _ = self.control.send(Control::Drop);
     }
 
-    /// Reconnects (and resumes) after [`Self::simulate_network_drop`].
+    /// Reconnects (and resumes) after a dropped connection.
     pub fn reconnect(&self) {
         let _ = self.control.send(Control::Reconnect);
     }

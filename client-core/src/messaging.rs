@@ -5,9 +5,15 @@
 //! in order). It uploads the device's keys, keeps a gateway connection, fetches the queue of
 //! envelopes that arrived while offline, decrypts everything in order, acknowledges it, and
 //! answers decryption failures with retry requests so that no message stays undecryptable.
+//!
+//! A retry request is answered only from the sent-message log ([`SentLog`]): to a device the
+//! message was encrypted to, still with the identity key it had then, within a day. Anything
+//! else is refused and reported ([`Incoming::RetryRefused`]), so neither another user nor the
+//! server can have a message re-encrypted to a key of its choosing.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use rand::RngCore;
 use reqwest::{Method, StatusCode};
@@ -16,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::client::{Client, ClientError, GatewayHandle, GatewayUpdate};
 use crate::crypto::sqlite::SqliteBackend;
-use crate::crypto::{CryptoError, Decrypted, E2eeDevice, History, Vault, VaultError};
+use crate::crypto::{CryptoError, Decrypted, E2eeDevice, History, Refusal, SentEntry, SentLog, SentTo, Vault, VaultError};
 use crate::error::ErrorCode;
 use crate::gateway::{Ack, ClientMessage, Event};
 use crate::ids::{DeviceId, EnvelopeId, UserId};
@@ -81,6 +87,67 @@ pub enum Incoming {
         /// Their device.
         device: DeviceId,
     },
+    /// A device asked for a message again and was refused: it was not a recipient of a
+    /// message sent at that time, the message is past the resend window, or the device's
+    /// identity key is not the one the message was encrypted to. A stream of these from one
+    /// sender means someone (possibly the server) is probing for messages.
+    RetryRefused {
+        /// Who asked.
+        user: UserId,
+        /// From which device.
+        device: DeviceId,
+        /// The timestamp they named.
+        timestamp: i64,
+        /// Why nothing was sent.
+        reason: RetryRefusal,
+    },
+}
+
+/// Why a retry request was not answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryRefusal {
+    /// No message of this device at that timestamp was sent to the requesting device.
+    NotARecipient,
+    /// The message is older than the resend window (a day).
+    Expired,
+    /// The requesting device now has another identity key than the one the message was
+    /// encrypted to.
+    IdentityChanged,
+}
+
+impl From<Refusal> for RetryRefusal {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::NotARecipient => RetryRefusal::NotARecipient,
+            Refusal::Expired => RetryRefusal::Expired,
+        }
+    }
+}
+
+/// Where the messenger reads the time (Unix milliseconds). Tests move it.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> i64 + Send + Sync>);
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Self {
+        Self(Arc::new(crate::crypto::device::now_ms))
+    }
+
+    /// A clock that asks `now` for the time.
+    pub fn from_fn(now: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        Self(Arc::new(now))
+    }
+
+    fn now_ms(&self) -> i64 {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
 }
 
 /// The plaintext inside every DM envelope.
@@ -118,12 +185,15 @@ enum Command {
         device: DeviceId,
         reply: oneshot::Sender<Result<(), MessagingError>>,
     },
+    #[cfg(feature = "testing")]
     CorruptSession {
         user: UserId,
         device: DeviceId,
         reply: oneshot::Sender<Result<(), MessagingError>>,
     },
+    #[cfg(feature = "testing")]
     DropConnection,
+    #[cfg(feature = "testing")]
     Reconnect,
     Close {
         reply: oneshot::Sender<()>,
@@ -148,6 +218,16 @@ impl Client {
     /// the device's keys if they are new, and starts receiving. Returns once the device is
     /// connected and its offline queue is drained.
     pub async fn enable_e2ee(&self, path: impl Into<PathBuf>, passphrase: &str) -> Result<Messenger, MessagingError> {
+        self.enable_e2ee_with_clock(path, passphrase, Clock::system()).await
+    }
+
+    /// [`Client::enable_e2ee`] with the time read from `clock`.
+    pub async fn enable_e2ee_with_clock(
+        &self,
+        path: impl Into<PathBuf>,
+        passphrase: &str,
+        clock: Clock,
+    ) -> Result<Messenger, MessagingError> {
         let user = self.user().await.ok_or(ClientError::NotLoggedIn)?.id;
         let device = self.device_id().await.ok_or(ClientError::NotLoggedIn)?;
         let (commands, command_rx) = mpsc::unbounded_channel();
@@ -163,7 +243,7 @@ impl Client {
                     let _ = ready_tx.send(Err(MessagingError::Stopped));
                     return;
                 };
-                rt.block_on(run(client, user, device, path, passphrase, command_rx, incoming_tx, ready_tx));
+                rt.block_on(run(client, user, device, path, passphrase, clock, command_rx, incoming_tx, ready_tx));
             })
             .map_err(|_| MessagingError::Stopped)?;
         let mut messenger = Messenger { commands, incoming, ready: Some(ready) };
@@ -234,7 +314,7 @@ impl Messenger {
     }
 
     /// Damages the session with a device (to exercise the repair path in tests).
-    #[doc(hidden)]
+    #[cfg(feature = "testing")]
     pub async fn corrupt_session(&self, user: UserId, device: DeviceId) -> Result<(), MessagingError> {
         let (reply, rx) = oneshot::channel();
         self.commands.send(Command::CorruptSession { user, device, reply }).map_err(|_| MessagingError::Stopped)?;
@@ -242,11 +322,13 @@ impl Messenger {
     }
 
     /// Drops the gateway connection abruptly and stays offline until [`Messenger::reconnect`].
+    #[cfg(feature = "testing")]
     pub fn go_offline(&self) {
         let _ = self.commands.send(Command::DropConnection);
     }
 
     /// Reconnects after [`Messenger::go_offline`]; missed envelopes are fetched from the queue.
+    #[cfg(feature = "testing")]
     pub fn reconnect(&self) {
         let _ = self.commands.send(Command::Reconnect);
     }
@@ -263,9 +345,6 @@ impl Messenger {
 /// How often a running messenger checks its prekeys (count and age).
 const KEY_MAINTENANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Sent messages kept for re-sending after a retry request.
-const SENT_KEPT: usize = 1000;
-
 struct State {
     client: Client,
     me: UserId,
@@ -276,8 +355,7 @@ struct State {
     devices: BTreeMap<UserId, Vec<DeviceId>>,
     /// Envelopes already processed (the queue and the live push may overlap).
     seen: HashSet<EnvelopeId>,
-    /// Sent contents by server timestamp, for retries.
-    sent: VecDeque<(i64, UserId, Vec<u8>)>,
+    clock: Clock,
     /// Processed envelopes not yet acknowledged.
     acks: Vec<EnvelopeId>,
 }
@@ -289,11 +367,12 @@ async fn run(
     my_device: DeviceId,
     path: PathBuf,
     passphrase: String,
+    clock: Clock,
     mut commands: mpsc::UnboundedReceiver<Command>,
     out: mpsc::UnboundedSender<Incoming>,
     ready: oneshot::Sender<Result<(), MessagingError>>,
 ) {
-    let mut state = match start(&client, me, my_device, &path, &passphrase, out).await {
+    let mut state = match start(&client, me, my_device, &path, &passphrase, clock, out).await {
         Ok(s) => s,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -372,10 +451,13 @@ async fn run(
                 Some(Command::Verify { user, device, reply }) => {
                     let _ = reply.send(state.device.set_verified(user, device, true).await.map_err(Into::into));
                 }
+                #[cfg(feature = "testing")]
                 Some(Command::CorruptSession { user, device, reply }) => {
                     let _ = reply.send(state.device.corrupt_session(user, device).await.map_err(Into::into));
                 }
+                #[cfg(feature = "testing")]
                 Some(Command::DropConnection) => gateway.simulate_network_drop(),
+                #[cfg(feature = "testing")]
                 Some(Command::Reconnect) => gateway.reconnect(),
             },
         }
@@ -388,6 +470,7 @@ async fn start(
     my_device: DeviceId,
     path: &std::path::Path,
     passphrase: &str,
+    clock: Clock,
     out: mpsc::UnboundedSender<Incoming>,
 ) -> Result<State, MessagingError> {
     let backend = SqliteBackend::open(path).await?;
@@ -404,7 +487,7 @@ async fn start(
         out,
         devices: BTreeMap::new(),
         seen: HashSet::new(),
-        sent: VecDeque::new(),
+        clock,
         acks: Vec::new(),
     };
     state.top_up().await?;
@@ -415,7 +498,7 @@ impl State {
     /// Publishes new one-time prekeys when few are left, and new signed prekeys when the
     /// current ones are due for rotation.
     async fn top_up(&mut self) -> Result<(), MessagingError> {
-        if let Some(rotated) = self.device.rotate_signed_prekeys_if_due(crate::crypto::device::now_ms()).await? {
+        if let Some(rotated) = self.device.rotate_signed_prekeys_if_due(self.clock.now_ms()).await? {
             if let Err(e) = self.client.put_keys(&rotated).await {
                 self.device.rotation_not_published().await?;
                 return Err(e.into());
@@ -490,9 +573,15 @@ impl State {
                 Err(e) => tracing::warn!(error = %e, "decrypted envelope holds no message"),
             },
             Ok(Decrypted::Duplicate) => tracing::debug!(envelope = %envelope.id, "duplicate envelope dropped"),
-            Ok(Decrypted::RetryRequest { timestamp }) => {
-                if let Err(e) = self.resend(envelope.sender, envelope.sender_device, timestamp).await {
-                    tracing::warn!(error = %e, "could not answer a retry request");
+            Ok(Decrypted::RetryRequest { timestamp, device }) => {
+                let (user, from) = (envelope.sender, envelope.sender_device);
+                match self.resend(user, from, device, timestamp).await {
+                    Ok(None) => {}
+                    Ok(Some(reason)) => {
+                        tracing::warn!(user = %user, device = %from, ?reason, "retry request refused");
+                        let _ = self.out.send(Incoming::RetryRefused { user, device: from, timestamp, reason });
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not answer a retry request"),
                 }
             }
             Err(e) => {
@@ -529,25 +618,68 @@ impl State {
     }
 
     async fn request_retry(&mut self, envelope: &Envelope) -> Result<(), MessagingError> {
-        let request = self.device.retry_request(envelope)?;
+        let request = E2eeDevice::retry_request(envelope)?;
         // The session is broken: the next message to this device starts a fresh one.
         self.device.forget_session(envelope.sender, envelope.sender_device).await?;
-        self.post(SendMessage { recipient: envelope.sender, messages: vec![request], sync_messages: Vec::new(), partial: true })
+        self.post(&SendMessage { recipient: envelope.sender, messages: vec![request], sync_messages: Vec::new(), partial: true })
             .await
             .map(drop)
             .map_err(Into::into)
     }
 
-    async fn resend(&mut self, user: UserId, device: DeviceId, timestamp: i64) -> Result<(), MessagingError> {
-        let Some((_, _, content)) = self.sent.iter().find(|(t, _, _)| *t == timestamp).cloned() else {
-            return Err(MessagingError::Send(format!("no sent message at {timestamp} to re-send")));
+    /// Answers a retry request from `device` of `user` for what `original_device` of this
+    /// user sent at `timestamp`: re-sends it only if it was sent to that very device, within
+    /// the resend window, and the device still has the identity key it had then. Returns why
+    /// it was refused otherwise.
+    async fn resend(
+        &mut self,
+        user: UserId,
+        device: DeviceId,
+        original_device: DeviceId,
+        timestamp: i64,
+    ) -> Result<Option<RetryRefusal>, MessagingError> {
+        if original_device != self.my_device {
+            // A genuine request goes to the device that sent the message, and names it.
+            return Ok(Some(RetryRefusal::NotARecipient));
+        }
+        let found = match SentLog::new(self.device.vault()).find(user, device, timestamp, self.clock.now_ms()).await {
+            Ok(found) => found,
+            Err(refusal) => return Ok(Some(refusal.into())),
         };
         self.ensure_session(user, device).await?;
-        let envelope = self.device.encrypt(user, device, &content).await?;
-        self.post(SendMessage { recipient: user, messages: vec![envelope], sync_messages: Vec::new(), partial: true })
-            .await
-            .map(drop)
-            .map_err(Into::into)
+        // The session may have been rebuilt from a bundle the server handed out: re-send only
+        // to the identity the message was first encrypted to.
+        let identity = self.device.identity_of(user, device).await?;
+        let mut messages = Vec::with_capacity(found.len());
+        for entry in &found {
+            if identity.as_deref() != Some(entry.identity.as_slice()) {
+                return Ok(Some(RetryRefusal::IdentityChanged));
+            }
+            messages.push(entry);
+        }
+        for entry in messages {
+            let envelope = self.device.encrypt(user, device, &entry.content).await?;
+            self.post(&SendMessage { recipient: user, messages: vec![envelope], sync_messages: Vec::new(), partial: true })
+                .await?;
+        }
+        Ok(None)
+    }
+
+    /// Keeps a sent message in the log for retry requests, with the devices it went to.
+    async fn log_sent(&self, message_id: &str, sent_at: i64, content: &[u8], envelopes: &[(UserId, &OutgoingEnvelope)]) {
+        let mut recipients = Vec::with_capacity(envelopes.len());
+        for (user, e) in envelopes {
+            match self.device.identity_of(*user, e.device_id).await {
+                Ok(Some(identity)) => recipients.push(SentTo { user: *user, device: e.device_id, identity }),
+                Ok(None) => {}
+                Err(err) => tracing::warn!(error = %err, "identity not found for the sent-message log"),
+            }
+        }
+        let entry = SentEntry { message_id: message_id.to_owned(), sent_at, content: content.to_vec(), recipients };
+        // A message that is not in the log can only not be re-sent: the send itself stands.
+        if let Err(e) = SentLog::new(self.device.vault()).record(&entry, self.clock.now_ms()).await {
+            tracing::warn!(error = %e, "could not keep a sent message for retries");
+        }
     }
 
     async fn ensure_session(&mut self, user: UserId, device: DeviceId) -> Result<(), MessagingError> {
@@ -614,12 +746,12 @@ impl State {
             let mine = self.known_devices(self.me).await?;
             let messages = self.encrypt_for(to, &theirs, &plaintext).await?;
             let sync_messages = self.encrypt_for(self.me, &mine, &plaintext).await?;
-            match self.post(SendMessage { recipient: to, messages, sync_messages, partial: false }).await {
+            let send = SendMessage { recipient: to, messages, sync_messages, partial: false };
+            match self.post(&send).await {
                 Ok(receipt) => {
-                    self.sent.push_back((receipt.server_timestamp, to, plaintext));
-                    if self.sent.len() > SENT_KEPT {
-                        self.sent.pop_front();
-                    }
+                    let sent_to: Vec<(UserId, &OutgoingEnvelope)> =
+                        send.messages.iter().map(|e| (to, e)).chain(send.sync_messages.iter().map(|e| (self.me, e))).collect();
+                    self.log_sent(&content.id, receipt.server_timestamp, &plaintext, &sent_to).await;
                     let message = DirectMessage {
                         message_id: content.id,
                         conversation: to,
@@ -663,8 +795,8 @@ impl State {
         Ok(())
     }
 
-    async fn post(&mut self, body: SendMessage) -> Result<SendReceipt, PostError> {
-        match self.client.api::<SendReceipt>(Method::POST, "/api/v1/messages", Some(&body)).await {
+    async fn post(&self, body: &SendMessage) -> Result<SendReceipt, PostError> {
+        match self.client.api::<SendReceipt>(Method::POST, "/api/v1/messages", Some(body)).await {
             Ok(r) => Ok(r),
             Err(ClientError::Api { body: err, .. }) if err.error.code == ErrorCode::DeviceMismatch => {
                 let details: SendMismatch = err.error.details.and_then(|d| serde_json::from_value(d).ok()).unwrap_or_default();

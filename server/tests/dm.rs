@@ -1,16 +1,22 @@
 //! End-to-end encrypted direct messages through the real server with real clients: PQXDH
 //! session setup, Double Ratchet, every device of both users, offline queues, device changes,
-//! the retry path that repairs a broken session, and one-time prekeys handed out once.
+//! the retry path that repairs a broken session (and answers only the devices a message was
+//! sent to), and one-time prekeys handed out once.
 
 mod common;
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Backend, TestApp};
 use copains_client_core::client::Client;
-use copains_client_core::messaging::{DirectMessage, Incoming, Messenger};
-use copains_client_core::{DeviceId, UserId};
+use copains_client_core::crypto::{Decrypted, E2eeDevice, MemoryBackend, Vault};
+use copains_client_core::messages::{Envelope, Queue, SendMessage, SendReceipt};
+use copains_client_core::messaging::{Clock, DirectMessage, Incoming, Messenger, RetryRefusal};
+use copains_client_core::{DeviceId, EnvelopeId, UserId};
 use rand::seq::SliceRandom;
+use reqwest::Method;
 
 backend_tests!(
     first_messages_and_replies,
@@ -20,6 +26,9 @@ backend_tests!(
     a_device_added_mid_conversation_gets_later_messages,
     a_removed_device_gets_nothing_more,
     a_corrupted_session_heals_through_the_retry_path,
+    a_forged_retry_request_gets_nothing_and_a_real_one_is_answered,
+    a_restarted_sender_answers_a_retry_request,
+    a_message_past_the_resend_window_is_not_sent_again,
     a_new_identity_on_a_reused_device_id_is_surfaced,
     concurrent_bundle_fetches_never_share_a_one_time_prekey,
     history_is_kept_in_the_encrypted_store_across_restarts,
@@ -125,7 +134,8 @@ async fn an_offline_device_gets_the_burst_in_order(backend: Backend) {
     assert_eq!(next_message(&mut bob.messenger).await.body, "first");
 
     bob.messenger.go_offline();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Commands run in order: once this answers, the connection is down.
+    bob.messenger.conversations().await.expect("offline");
     // More than two pages of the queue (200 each).
     const BURST: usize = 450;
     for i in 0..BURST {
@@ -210,10 +220,12 @@ async fn a_removed_device_gets_nothing_more(backend: Backend) {
     a1.client.remove_device(DeviceId(2)).await.expect("remove");
     bob.messenger.send_dm(a1.id, "only one").await.expect("send after removal");
     assert_eq!(next_message(&mut a1.messenger).await.body, "only one");
-    assert!(
-        tokio::time::timeout(Duration::from_millis(500), a2.messenger.next_message()).await.map(|m| m.is_none()).unwrap_or(true),
-        "the removed device receives nothing"
-    );
+    // The removed device's session is revoked: its messenger stops, having received nothing.
+    let mut after_removal = Vec::new();
+    while let Some(n) = tokio::time::timeout(Duration::from_secs(20), a2.messenger.next()).await.expect("stops in time") {
+        after_removal.push(n);
+    }
+    assert!(!after_removal.iter().any(|n| matches!(n, Incoming::Message(_))), "{after_removal:?}");
     common::eventually(Duration::from_secs(10), "nothing queued: the removed device has no queue", || async {
         app.count("envelopes").await == 0
     })
@@ -386,5 +398,213 @@ async fn history_is_kept_in_the_encrypted_store_across_restarts(backend: Backend
     }
     alice.messenger.close().await;
     reopened.close().await;
+    app.shutdown().await;
+}
+
+/// A device driven by the test itself rather than by a messenger: it sees raw envelopes and
+/// can send whatever it likes (as a malicious client would).
+struct RawDevice {
+    client: Client,
+    id: UserId,
+    device: E2eeDevice,
+}
+
+impl RawDevice {
+    async fn register(app: &TestApp, name: &str) -> Self {
+        let client = app.client();
+        let id = client.register(name, "a-long-password", Some("raw")).await.expect("register").user.id;
+        Self::with_keys(client, id).await
+    }
+
+    async fn login(app: &TestApp, name: &str) -> Self {
+        let client = app.client();
+        let id = client.login(name, "a-long-password", Some("raw")).await.expect("login").user.id;
+        Self::with_keys(client, id).await
+    }
+
+    async fn with_keys(client: Client, id: UserId) -> Self {
+        let vault = Vault::open(Box::new(MemoryBackend::default()), "raw").await.expect("vault");
+        let (device, upload) = E2eeDevice::open(vault, id).await.expect("device");
+        client.put_keys(&upload.expect("new device")).await.expect("upload keys");
+        Self { client, id, device }
+    }
+
+    async fn queue(&self) -> Vec<Envelope> {
+        let q: Queue = self.client.api(Method::GET, "/api/v1/messages", None::<&()>).await.expect("queue");
+        q.envelopes
+    }
+
+    async fn ack(&self, id: EnvelopeId) {
+        self.client.ack(id).await.expect("ack");
+    }
+
+    /// Asks `to`'s device 1 to re-send what it sent at `timestamp`, with a request built on a
+    /// genuine envelope (`carrier`) so that it is well-formed.
+    async fn ask_again(&self, to: UserId, carrier: &Envelope, timestamp: i64) {
+        let mut named = carrier.clone();
+        named.server_timestamp = timestamp;
+        let request = E2eeDevice::retry_request(&named).expect("retry request");
+        let send = SendMessage { recipient: to, messages: vec![request], sync_messages: Vec::new(), partial: true };
+        let _: SendReceipt = self.client.api(Method::POST, "/api/v1/messages", Some(&send)).await.expect("post retry request");
+    }
+
+    /// Decrypts a DM envelope and returns its text.
+    async fn read(&mut self, e: &Envelope) -> String {
+        match self.device.decrypt(e).await.expect("decrypt") {
+            Decrypted::Message(plaintext) => {
+                let v: serde_json::Value = serde_json::from_slice(&plaintext).expect("content");
+                v["body"].as_str().expect("body").to_owned()
+            }
+            other => panic!("not a message: {other:?}"),
+        }
+    }
+}
+
+/// Waits for a notice matching `want`, skipping others.
+async fn notice(m: &mut Messenger, want: impl Fn(&Incoming) -> bool) -> Incoming {
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(20), m.next()).await.expect("notice in time").expect("messenger open");
+        if want(&n) {
+            return n;
+        }
+    }
+}
+
+async fn a_forged_retry_request_gets_nothing_and_a_real_one_is_answered(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut alice = register(&app, "alice").await;
+    let mut bob = register(&app, "bob").await;
+    let mut mallory = RawDevice::register(&app, "mallory").await;
+
+    let secret = alice.messenger.send_dm(bob.id, "for Bob's eyes only").await.expect("send");
+    assert_eq!(next_message(&mut bob.messenger).await.body, "for Bob's eyes only");
+
+    // Mallory knows the timestamp (as the server does) and asks Alice for that message, with a
+    // well-formed request built on a message Alice really sent her.
+    alice.messenger.send_dm(mallory.id, "hi Mallory").await.expect("send");
+    let from_alice = mallory.queue().await;
+    assert_eq!(from_alice.len(), 1);
+    assert_eq!(mallory.read(&from_alice[0]).await, "hi Mallory");
+    mallory.ack(from_alice[0].id).await;
+    mallory.ask_again(alice.id, &from_alice[0], secret.sent_at).await;
+    let refused = notice(&mut alice.messenger, |n| matches!(n, Incoming::RetryRefused { .. })).await;
+    assert_eq!(
+        refused,
+        Incoming::RetryRefused {
+            user: mallory.id,
+            device: DeviceId(1),
+            timestamp: secret.sent_at,
+            reason: RetryRefusal::NotARecipient
+        }
+    );
+    // Positive control: what Alice sends next reaches Mallory, and it is the only envelope
+    // there: the secret was not re-sent to her.
+    alice.messenger.send_dm(mallory.id, "control").await.expect("send");
+    let queued = mallory.queue().await;
+    assert_eq!(queued.len(), 1, "only the control message");
+    assert_eq!(mallory.read(&queued[0]).await, "control");
+    mallory.ack(queued[0].id).await;
+
+    // A device Bob adds later was not a recipient of the secret either.
+    let mut bob2 = RawDevice::login(&app, "bob").await;
+    let later = alice.messenger.send_dm(bob.id, "to both of Bob's devices").await.expect("send");
+    assert_eq!(next_message(&mut bob.messenger).await.body, "to both of Bob's devices");
+    let q = bob2.queue().await;
+    assert_eq!(q.len(), 1);
+    bob2.ask_again(alice.id, &q[0], secret.sent_at).await;
+    let refused = notice(&mut alice.messenger, |n| matches!(n, Incoming::RetryRefused { .. })).await;
+    assert_eq!(
+        refused,
+        Incoming::RetryRefused {
+            user: bob.id,
+            device: DeviceId(2),
+            timestamp: secret.sent_at,
+            reason: RetryRefusal::NotARecipient
+        }
+    );
+    // But it may ask again for what it was sent, and it gets a copy it can read.
+    bob2.ask_again(alice.id, &q[0], later.sent_at).await;
+    bob2.ack(q[0].id).await;
+    common::eventually(Duration::from_secs(20), "the re-sent envelope", || async { !bob2.queue().await.is_empty() }).await;
+    let resent = bob2.queue().await.remove(0);
+    assert_eq!(resent.sender, alice.id);
+    assert_eq!(bob2.read(&resent).await, "to both of Bob's devices");
+    bob2.ack(resent.id).await;
+    assert!(bob2.queue().await.is_empty(), "nothing else: not the secret");
+
+    alice.messenger.close().await;
+    bob.messenger.close().await;
+    app.shutdown().await;
+}
+
+async fn a_restarted_sender_answers_a_retry_request(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut alice = register(&app, "alice").await;
+    let mut bob = register(&app, "bob").await;
+    alice.messenger.send_dm(bob.id, "one").await.expect("send");
+    assert_eq!(next_message(&mut bob.messenger).await.body, "one");
+    bob.messenger.send_dm(alice.id, "two").await.expect("send");
+    assert_eq!(next_message(&mut alice.messenger).await.body, "two");
+
+    // Bob is offline with a broken session; Alice writes, then her app stops.
+    bob.messenger.go_offline();
+    bob.messenger.corrupt_session(alice.id, DeviceId(1)).await.expect("corrupt");
+    alice.messenger.send_dm(bob.id, "sent before a restart").await.expect("send");
+    alice.messenger.close().await;
+
+    // Alice's app starts again from its store; Bob comes back and cannot decrypt: his retry
+    // request is answered from the log in Alice's store.
+    let mut alice_again =
+        alice.client.enable_e2ee(app.data_dir.path().join("alice-1.vault"), "vault passphrase").await.expect("reopen");
+    bob.messenger.reconnect();
+    let mut notices = Vec::new();
+    let healed = loop {
+        match tokio::time::timeout(Duration::from_secs(20), bob.messenger.next()).await.expect("in time").expect("open") {
+            Incoming::Message(m) => break m,
+            other => notices.push(other),
+        }
+    };
+    assert_eq!(healed.body, "sent before a restart");
+    assert!(notices.contains(&Incoming::RetryRequested { user: alice.id, device: DeviceId(1) }), "{notices:?}");
+    bob.messenger.send_dm(alice.id, "got it").await.expect("send");
+    assert_eq!(next_message(&mut alice_again).await.body, "got it");
+    alice_again.close().await;
+    bob.messenger.close().await;
+    app.shutdown().await;
+}
+
+async fn a_message_past_the_resend_window_is_not_sent_again(backend: Backend) {
+    let app = spawn(backend).await;
+    let client = app.client();
+    let alice_id = client.register("alice", "a-long-password", Some("first")).await.expect("register").user.id;
+    let skew = Arc::new(AtomicI64::new(0));
+    let clock = {
+        let skew = skew.clone();
+        Clock::from_fn(move || copains_client_core::crypto::device::now_ms() + skew.load(Ordering::SeqCst))
+    };
+    let mut alice =
+        client.enable_e2ee_with_clock(app.data_dir.path().join("alice-1.vault"), "vault passphrase", clock).await.expect("e2ee");
+    let mut bob = register(&app, "bob").await;
+    alice.send_dm(bob.id, "one").await.expect("send");
+    assert_eq!(next_message(&mut bob.messenger).await.body, "one");
+    bob.messenger.send_dm(alice_id, "two").await.expect("send");
+    assert_eq!(next_message(&mut alice).await.body, "two");
+
+    bob.messenger.go_offline();
+    bob.messenger.corrupt_session(alice_id, DeviceId(1)).await.expect("corrupt");
+    let stale = alice.send_dm(bob.id, "stale by the time it is asked for").await.expect("send");
+    // A day and a minute pass on Alice's side before Bob comes back.
+    skew.store(24 * 3600 * 1000 + 60_000, Ordering::SeqCst);
+    bob.messenger.reconnect();
+    let refused = notice(&mut alice, |n| matches!(n, Incoming::RetryRefused { .. })).await;
+    assert_eq!(
+        refused,
+        Incoming::RetryRefused { user: bob.id, device: DeviceId(1), timestamp: stale.sent_at, reason: RetryRefusal::Expired }
+    );
+    // Positive control: the next message reaches Bob, and it is the first he can read.
+    alice.send_dm(bob.id, "fresh").await.expect("send");
+    assert_eq!(next_message(&mut bob.messenger).await.body, "fresh");
+    alice.close().await;
+    bob.messenger.close().await;
     app.shutdown().await;
 }

@@ -58,11 +58,15 @@ pub enum CryptoError {
 pub enum Decrypted {
     /// A message.
     Message(Vec<u8>),
-    /// A retry request: the sender of this envelope could not decrypt our message sent at
-    /// `timestamp`; the broken session was dropped if it was the current one.
+    /// A retry request: the sender of this envelope says it could not decrypt the message
+    /// this user's `device` sent at `timestamp`; the broken session was dropped if it was the
+    /// current one. Anyone can send one (the server too): answer only from the sent-message
+    /// log ([`super::SentLog`]), never by timestamp alone.
     RetryRequest {
         /// Server timestamp of the message to send again.
         timestamp: i64,
+        /// Which of this user's devices sent it, according to the request.
+        device: DeviceId,
     },
     /// A message this device already decrypted (delivered twice, e.g. after a crash before
     /// its acknowledgement): nothing to show, and the session is fine.
@@ -344,12 +348,15 @@ impl E2eeDevice {
         } else {
             self.store.sessions.delete(addr).await?;
         }
-        Ok(Decrypted::RetryRequest { timestamp: request.timestamp().epoch_millis() as i64 })
+        Ok(Decrypted::RetryRequest {
+            timestamp: i64::try_from(request.timestamp().epoch_millis()).unwrap_or(i64::MAX),
+            device: DeviceId(request.device_id()),
+        })
     }
 
     /// A retry request for an envelope that could not be decrypted, to send back to its
     /// sender's device (an unencrypted `PlaintextContent` holding a `DecryptionErrorMessage`).
-    pub fn retry_request(&self, envelope: &Envelope) -> Result<OutgoingEnvelope, CryptoError> {
+    pub fn retry_request(envelope: &Envelope) -> Result<OutgoingEnvelope, CryptoError> {
         let original_type = match envelope.kind {
             kind::PREKEY => CiphertextMessageType::PreKey,
             kind::WHISPER => CiphertextMessageType::Whisper,
@@ -369,6 +376,12 @@ impl E2eeDevice {
             kind: kind::PLAINTEXT,
             content: Base64Bytes(content.serialized().to_vec()),
         })
+    }
+
+    /// The identity key (serialized) this device holds for a contact's device, if any.
+    pub async fn identity_of(&self, user: UserId, device: DeviceId) -> Result<Option<Vec<u8>>, CryptoError> {
+        let addr = address(user, device)?;
+        Ok(self.store.identity.get_identity(&addr).await?.map(|k| k.serialize().to_vec()))
     }
 
     /// Forgets the session with a device.
@@ -410,7 +423,7 @@ impl E2eeDevice {
     }
 
     /// Overwrites the session with a device with garbage (tests of the repair path).
-    #[doc(hidden)]
+    #[cfg(feature = "testing")]
     pub async fn corrupt_session(&self, user: UserId, device: DeviceId) -> Result<(), CryptoError> {
         Ok(self.store.sessions.corrupt(&address(user, device)?).await?)
     }

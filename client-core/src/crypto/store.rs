@@ -153,7 +153,7 @@ impl Sessions {
     }
 
     /// Overwrites the session with `address` with garbage (tests of the repair path).
-    #[doc(hidden)]
+    #[cfg(feature = "testing")]
     pub async fn corrupt(&self, address: &ProtocolAddress) -> Result<(), VaultError> {
         self.0.put(ns::SESSION, address.to_string().as_bytes(), b"\x00garbage").await
     }
