@@ -1,14 +1,18 @@
 //! The event bus: how a change made by the API reaches the gateway sessions that must hear
 //! of it, on this node or another.
 //!
-//! The API publishes [`BusEvent`]s by [`Topic`]. A node's gateway registers one
-//! [`EventSink`] (its hub, which fans out to local sessions) and tells the bus which topics
-//! it has local subscribers for. [`InProcessBus`] hands every event straight to the local
-//! sink (the embedded single-process mode); a Redis pub/sub bus implements the same trait
-//! for scale-out, subscribing to a Redis channel per topic.
+//! The API publishes [`BusEvent`]s by [`Topic`]. A node registers its [`EventSink`]s: the
+//! gateway's hub (which fans out to local sessions, and tells the bus which topics it has
+//! local subscribers for) and the API's session cache (which drops what `SESSION_REVOKED` and
+//! `USER_UPDATE` events name, and so must receive those of every user). [`InProcessBus`]
+//! hands every event straight to the local sinks (the embedded single-process mode). A Redis
+//! pub/sub bus for scale-out is not built yet; it will implement the same trait, with a
+//! Redis channel per topic and a pattern subscription for the session cache.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use async_trait::async_trait;
 use copains_client_core::{SessionId, UserId};
@@ -38,6 +42,11 @@ impl Topic {
     /// The topic name.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The user, for a `user:` topic.
+    pub fn as_user(&self) -> Option<UserId> {
+        self.0.strip_prefix("user:").and_then(|s| s.parse().ok())
     }
 
     /// The login session, for a `session:` topic.
@@ -108,25 +117,25 @@ pub trait EventBus: Send + Sync + 'static {
     async fn subscribe(&self, topic: &Topic) -> Result<(), BusError>;
     /// This node no longer has local subscribers on `topic`.
     async fn unsubscribe(&self, topic: &Topic) -> Result<(), BusError>;
-    /// Sets where incoming events go. Called once, by the gateway of this node.
+    /// Adds a place incoming events go (the gateway's hub, the session cache).
     fn attach(&self, sink: Arc<dyn EventSink>);
 }
 
-/// The single-process bus: publishing delivers to the local sink at once.
+/// The single-process bus: publishing delivers to the local sinks at once.
 #[derive(Default)]
 pub struct InProcessBus {
-    sink: OnceLock<Arc<dyn EventSink>>,
+    sinks: RwLock<Vec<Arc<dyn EventSink>>>,
 }
 
 impl fmt::Debug for InProcessBus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InProcessBus").field("attached", &self.sink.get().is_some()).finish()
+        f.debug_struct("InProcessBus").field("sinks", &self.sinks.read().len()).finish()
     }
 }
 
 impl InProcessBus {
-    /// A bus with no sink yet (events published before a gateway attaches are dropped, as
-    /// no session could be listening).
+    /// A bus with no sink yet (events published before a sink attaches are dropped, as no
+    /// one could be listening).
     pub fn new() -> Self {
         Self::default()
     }
@@ -135,14 +144,14 @@ impl InProcessBus {
 #[async_trait]
 impl EventBus for InProcessBus {
     async fn publish(&self, event: BusEvent) -> Result<(), BusError> {
-        if let Some(sink) = self.sink.get() {
+        for sink in self.sinks.read().iter() {
             sink.deliver(&event);
         }
         Ok(())
     }
 
     async fn subscribe(&self, _topic: &Topic) -> Result<(), BusError> {
-        // Every event already reaches the one local sink, which filters by topic.
+        // Every event already reaches the local sinks, which filter by topic.
         Ok(())
     }
 
@@ -151,9 +160,7 @@ impl EventBus for InProcessBus {
     }
 
     fn attach(&self, sink: Arc<dyn EventSink>) {
-        if self.sink.set(sink).is_err() {
-            tracing::warn!("a second gateway tried to attach to the in-process bus; ignored");
-        }
+        self.sinks.write().push(sink);
     }
 }
 

@@ -3,10 +3,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::auth::{PasswordHasher, TokenService};
+use crate::auth::{PasswordHasher, SessionCache, TokenService};
 use crate::bus::{BusEvent, EventBus};
 use crate::config::BackendConfig;
-use crate::ids::Snowflakes;
+use crate::ids::{NodeId, Snowflakes};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiters;
 use crate::store::Store;
@@ -25,6 +25,8 @@ pub struct Inner {
     pub bus: Arc<dyn EventBus>,
     /// Token issuing and checking.
     pub tokens: TokenService,
+    /// Live sessions and their users, so that authenticated requests skip the database.
+    pub sessions: Arc<SessionCache>,
     /// Password hashing.
     pub passwords: PasswordHasher,
     /// Metrics registry.
@@ -58,15 +60,18 @@ impl AppState {
         bus: Arc<dyn EventBus>,
         tokens: TokenService,
         metrics: Arc<Metrics>,
-        node_id: u16,
+        node_id: NodeId,
     ) -> Result<Self, crate::auth::PasswordError> {
         let passwords = PasswordHasher::new(&config.password_hashing)?;
         let limiters = RateLimiters::new(&config.rate_limits);
+        let sessions = Arc::new(SessionCache::new());
+        bus.attach(sessions.clone());
         Ok(Self(Arc::new(Inner {
             config,
             store,
             bus,
             tokens,
+            sessions,
             passwords,
             metrics,
             ids: Snowflakes::new(node_id),

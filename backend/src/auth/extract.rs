@@ -6,7 +6,7 @@ use axum::http::request::Parts;
 use copains_client_core::api::User;
 use copains_client_core::{DeviceId, SessionId};
 
-use crate::auth::TokenError;
+use crate::auth::{CachedUser, TokenError};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -23,7 +23,8 @@ pub struct Authenticated {
 
 impl Authenticated {
     /// Checks a bearer token: signature, expiry, and that its session still exists (so a
-    /// revoked session's tokens stop working at once, not when they expire).
+    /// revoked session's tokens stop working at once, not when they expire). Live sessions
+    /// come from the [`crate::auth::SessionCache`], which revocations empty.
     pub async fn from_token(state: &AppState, token: &str) -> Result<Self, ApiError> {
         let claims = state.tokens.verify(token).map_err(|e| match e {
             TokenError::Expired => ApiError::Unauthorized("access token expired; refresh it"),
@@ -31,8 +32,20 @@ impl Authenticated {
         })?;
         let user_id = claims.user_id().map_err(|_| ApiError::Unauthorized("access token invalid"))?;
         let session_id = claims.session_id().map_err(|_| ApiError::Unauthorized("access token invalid"))?;
-        let record =
-            state.store.session_user(session_id, user_id).await?.ok_or(ApiError::Unauthorized("session ended; log in again"))?;
+        let record = match state.sessions.get(session_id, user_id) {
+            Some(cached) => cached,
+            None => {
+                let epoch = state.sessions.epoch();
+                let record = state
+                    .store
+                    .session_user(session_id, user_id)
+                    .await?
+                    .ok_or(ApiError::Unauthorized("session ended; log in again"))?;
+                let cached = CachedUser { user: record.user, disabled: record.disabled };
+                state.sessions.insert(session_id, cached.clone(), epoch);
+                cached
+            }
+        };
         if record.disabled {
             return Err(ApiError::AccountDisabled);
         }

@@ -2,8 +2,10 @@
 
 mod extract;
 mod password;
+mod sessions;
 mod tokens;
 
 pub use extract::Authenticated;
 pub use password::{PasswordError, PasswordHasher};
+pub use sessions::{CachedUser, SessionCache};
 pub use tokens::{hash_refresh_token, new_refresh_token, AccessClaims, JwtKeyPair, TokenError, TokenService};
