@@ -1,9 +1,49 @@
-//! Snapshots of the wire contract: any change to what travels shows up in review.
+//! Snapshots of the wire contract: any change to what travels shows up in review. Every
+//! serialized type of `client-core` is snapshotted here, and each one is read back to check
+//! that what a peer sends is what it meant.
+
+use std::fmt::Debug;
 
 use copains_client_core::api::*;
+use copains_client_core::bytes::Base64Bytes;
 use copains_client_core::gateway::*;
+use copains_client_core::keys::*;
+use copains_client_core::messages::*;
 use copains_client_core::*;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use time::macros::datetime;
+
+/// Serializes `value`, reads it back, and checks nothing changed on the way.
+#[track_caller]
+fn round_trip<T: Serialize + DeserializeOwned + PartialEq + Debug>(value: &T) {
+    let json = serde_json::to_string(value).expect("serialize");
+    let back: T = serde_json::from_str(&json).expect("deserialize");
+    assert_eq!(&back, value, "{json} reads back as something else");
+}
+
+/// A JSON snapshot of `value`, and its round trip (`value` is built twice: it is plain data).
+macro_rules! wire {
+    ($name:literal, $value:expr) => {{
+        insta::assert_json_snapshot!($name, $value);
+        round_trip(&$value);
+    }};
+}
+
+/// A server frame's exact text, and that it parses back to `expected`.
+#[track_caller]
+fn server_frame(name: &str, text: String, expected: ServerMessage) {
+    insta::assert_snapshot!(name, text);
+    assert_eq!(ServerMessage::parse(&text).expect("parse"), expected, "{text}");
+}
+
+/// A client frame's exact text, and that the server parses it back to the same message.
+#[track_caller]
+fn client_frame(name: &str, message: ClientMessage) {
+    let text = message.to_text();
+    insta::assert_snapshot!(name, text);
+    assert_eq!(ClientMessage::parse(&text).expect("parse"), message, "{text}");
+}
 
 fn user() -> User {
     User {
@@ -79,6 +119,15 @@ fn secrets_stay_out_of_debug_output() {
     assert!(!format!("{c:?}").contains("hunter2"));
     let i = Identify { token: "secret-token".into() };
     assert!(!format!("{i:?}").contains("secret-token"));
+    let r = Resume { token: "secret-token".into(), session_id: "abc".into(), seq: 7 };
+    assert!(!format!("{r:?}").contains("secret-token"));
+    let t = tokens();
+    assert!(!format!("{t:?}").contains(&t.access_token) && !format!("{t:?}").contains(&t.refresh_token));
+    assert!(!format!("{:?}", auth_response()).contains(&t.refresh_token));
+    let r = RefreshRequest { refresh_token: t.refresh_token.clone() };
+    assert!(!format!("{r:?}").contains(&t.refresh_token));
+    let p = ChangePassword { current_password: "hunter2hunter2".into(), new_password: "swordfish-swordfish".into() };
+    assert!(!format!("{p:?}").contains("hunter2") && !format!("{p:?}").contains("swordfish"));
 }
 
 #[test]
@@ -119,4 +168,276 @@ fn client_frames_are_checked() {
     );
     let unknown = ServerMessage::parse(r#"{"op":0,"s":5,"t":"FUTURE_EVENT","d":{"x":1}}"#).expect("parse");
     assert!(matches!(unknown, ServerMessage::Dispatch { seq: 5, event: Event::Unknown { .. } }));
+}
+
+#[test]
+fn existing_snapshots_read_back() {
+    round_trip(&Credentials { username: "alice".into(), password: "correct horse".into(), device_name: Some("Laptop".into()) });
+    round_trip(&Credentials { username: "alice".into(), password: "correct horse".into(), device_name: None });
+    round_trip(&SessionInfo {
+        id: SessionId(5),
+        device: device(),
+        created_at: datetime!(2026-11-21 14:29:34 UTC),
+        expires_at: datetime!(2026-11-28 14:29:34 UTC),
+        current: true,
+    });
+    round_trip(&ApiErrorBody::new(ErrorCode::UsernameTaken, "this username is taken"));
+    round_trip(&RenameDevice { name: "Work laptop".into() });
+    round_trip(&UpdateProfile { display_name: Patch::Set("Alice".into()), status_text: Patch::Clear });
+    round_trip(&UpdateProfile { display_name: Patch::Keep, status_text: Patch::Set("away".into()) });
+    round_trip(&auth_response());
+    assert_eq!(ServerMessage::parse(&server_frame_text(op::HELLO, &hello())).expect("hello"), ServerMessage::Hello(hello()));
+    assert_eq!(
+        ServerMessage::parse(&server_frame_text(op::INVALID_SESSION, &InvalidSession { resumable: false })).expect("parse"),
+        ServerMessage::InvalidSession(InvalidSession { resumable: false })
+    );
+    for message in [
+        ClientMessage::Identify(Identify { token: "T".into() }),
+        ClientMessage::Resume(Resume { token: "T".into(), session_id: "abc".into(), seq: 7 }),
+        ClientMessage::Heartbeat(Some(3)),
+        ClientMessage::Heartbeat(None),
+    ] {
+        assert_eq!(ClientMessage::parse(&message.to_text()).expect("parse"), message);
+    }
+}
+
+fn hello() -> Hello {
+    Hello { heartbeat_interval_ms: 30_000, resume_window_ms: 120_000 }
+}
+
+fn tokens() -> Tokens {
+    Tokens {
+        access_token: "eyJ.x.y".into(),
+        access_token_expires_in: 900,
+        refresh_token: "8M0vyzMejLN3Ldi_MF3t5cWniqGyuxQnNC2WvLAbXRA".into(),
+        refresh_token_expires_at: datetime!(2026-11-28 14:29:34.052 UTC),
+    }
+}
+
+fn auth_response() -> AuthResponse {
+    AuthResponse { user: user(), device_id: DeviceId(1), session_id: SessionId(117_632_502_289_399_809), tokens: tokens() }
+}
+
+#[test]
+fn account_bodies() {
+    wire!("user", user());
+    wire!(
+        "user_roles",
+        [PlatformRole::Member, PlatformRole::Moderator, PlatformRole::Admin].map(|platform_role| User {
+            platform_role,
+            display_name: None,
+            ..user()
+        })
+    );
+    wire!("tokens", tokens());
+    wire!("refresh_request", RefreshRequest { refresh_token: "8M0vyzMejLN3Ldi_MF3t5cWniqGyuxQnNC2WvLAbXRA".into() });
+    wire!("change_password", ChangePassword { current_password: "correct horse".into(), new_password: "battery staple".into() });
+    wire!("device", device());
+    wire!("readiness", Readiness { status: "ready".into(), database: true });
+    wire!("error_body_with_details", {
+        let mut body = ApiErrorBody::new(ErrorCode::DeviceMismatch, "the send does not cover the current devices");
+        body.error.details = Some(serde_json::to_value(mismatch()).expect("details"));
+        body
+    });
+}
+
+/// 33 bytes: a Curve25519 public key in libsignal's serialization (type byte 0x05).
+fn ec_key(fill: u8) -> Base64Bytes {
+    let mut key = vec![fill; 33];
+    key[0] = 0x05;
+    Base64Bytes(key)
+}
+
+fn signed(key_id: u32, fill: u8) -> SignedPreKey {
+    SignedPreKey { key_id, public_key: ec_key(fill), signature: Base64Bytes(vec![fill ^ 0xff; 64]) }
+}
+
+fn bundle() -> DeviceBundle {
+    DeviceBundle {
+        device_id: DeviceId(2),
+        registration_id: 4242,
+        identity_key: ec_key(3),
+        signed_pre_key: signed(1, 4),
+        pre_key: Some(PreKey { key_id: 1, public_key: ec_key(6) }),
+        pq_pre_key: signed(1, 8),
+    }
+}
+
+#[test]
+fn key_bodies() {
+    wire!("pre_key", PreKey { key_id: 7, public_key: ec_key(1) });
+    wire!("signed_pre_key", signed(1, 2));
+    wire!(
+        "upload_keys_first",
+        UploadKeys {
+            identity_key: Some(ec_key(3)),
+            registration_id: Some(4242),
+            signed_pre_key: Some(signed(1, 4)),
+            pq_last_resort_pre_key: Some(signed(16_777_215, 5)),
+            pre_keys: vec![PreKey { key_id: 1, public_key: ec_key(6) }, PreKey { key_id: 2, public_key: ec_key(7) }],
+            pq_pre_keys: vec![signed(1, 8)],
+        }
+    );
+    wire!(
+        "upload_keys_refill",
+        UploadKeys { pre_keys: vec![PreKey { key_id: 101, public_key: ec_key(9) }], ..UploadKeys::default() }
+    );
+    wire!("pre_key_count", PreKeyCount { pre_keys: 12, pq_pre_keys: 0 });
+    wire!("device_bundle", bundle());
+    wire!(
+        "user_bundles",
+        UserBundles {
+            user_id: UserId(117_632_502_289_399_808),
+            devices: vec![bundle(), DeviceBundle { device_id: DeviceId(3), pre_key: None, ..bundle() }],
+        }
+    );
+    wire!("pre_keys_low", PreKeysLow { device_id: DeviceId(2), count: PreKeyCount { pre_keys: 9, pq_pre_keys: 3 } });
+}
+
+fn envelope() -> Envelope {
+    Envelope {
+        id: EnvelopeId(117_632_502_289_399_810),
+        sender: UserId(117_632_502_289_399_808),
+        sender_device: DeviceId(1),
+        kind: kind::PREKEY,
+        content: Base64Bytes(vec![0x33, 0x0a, 0x21, 0x05, 0xff]),
+        server_timestamp: 1_795_271_374_052,
+    }
+}
+
+fn outgoing(device: u32, kind: u8) -> OutgoingEnvelope {
+    OutgoingEnvelope { device_id: DeviceId(device), registration_id: 4242, kind, content: Base64Bytes(vec![0x22, 0x08, 0x01]) }
+}
+
+fn mismatch() -> SendMismatch {
+    SendMismatch {
+        recipient: DeviceMismatch {
+            missing_devices: vec![DeviceId(3)],
+            extra_devices: vec![DeviceId(4)],
+            stale_devices: vec![DeviceId(2)],
+        },
+        own: DeviceMismatch { missing_devices: vec![DeviceId(2)], ..DeviceMismatch::default() },
+    }
+}
+
+#[test]
+fn message_bodies() {
+    wire!("outgoing_envelope", outgoing(1, kind::WHISPER));
+    wire!(
+        "send_message",
+        SendMessage {
+            recipient: UserId(117_632_502_289_399_811),
+            messages: vec![outgoing(1, kind::WHISPER), outgoing(2, kind::PREKEY)],
+            sync_messages: vec![outgoing(2, kind::WHISPER)],
+            partial: false,
+        }
+    );
+    wire!(
+        "send_message_partial",
+        SendMessage {
+            recipient: UserId(117_632_502_289_399_811),
+            messages: vec![outgoing(2, kind::PLAINTEXT)],
+            sync_messages: vec![],
+            partial: true,
+        }
+    );
+    wire!("send_receipt", SendReceipt { server_timestamp: 1_795_271_374_052 });
+    wire!("device_mismatch", mismatch().recipient);
+    wire!("send_mismatch", mismatch());
+    wire!("envelope", envelope());
+    wire!(
+        "queue",
+        Queue {
+            envelopes: vec![envelope(), Envelope { id: EnvelopeId(117_632_502_289_399_812), kind: kind::WHISPER, ..envelope() }],
+            more: true,
+        }
+    );
+    // What older clients send: no `sync_messages`, no `partial`.
+    let minimal: SendMessage =
+        serde_json::from_str(r#"{"recipient":"5","messages":[{"device_id":1,"registration_id":7,"kind":2,"content":"AAE="}]}"#)
+            .expect("minimal send");
+    assert_eq!((minimal.sync_messages.len(), minimal.partial), (0, false));
+    assert!(
+        serde_json::from_str::<SendMessage>(r#"{"recipient":"5","messages":[],"extra":1}"#).is_err(),
+        "unknown fields refused"
+    );
+}
+
+#[test]
+fn gateway_events_and_client_ops() {
+    client_frame("ack", ClientMessage::Ack(Ack { ids: vec![EnvelopeId(117_632_502_289_399_810), EnvelopeId(2)] }));
+    wire!("ack_payload", Ack { ids: vec![EnvelopeId(117_632_502_289_399_810)] });
+    server_frame("heartbeat_ack", server_frame_text(op::HEARTBEAT_ACK, &serde_json::Value::Null), ServerMessage::HeartbeatAck);
+    server_frame("reconnect", server_frame_text(op::RECONNECT, &serde_json::Value::Null), ServerMessage::Reconnect);
+
+    let low = PreKeysLow { device_id: DeviceId(2), count: PreKeyCount { pre_keys: 9, pq_pre_keys: 3 } };
+    let events: Vec<(&str, u64, &str, String, Event)> = vec![
+        (
+            "event_prekeys_low",
+            7,
+            event_name::PREKEYS_LOW,
+            serde_json::to_string(&low).expect("json"),
+            Event::PreKeysLow(low.clone()),
+        ),
+        (
+            "event_envelope",
+            8,
+            event_name::ENVELOPE,
+            serde_json::to_string(&envelope()).expect("json"),
+            Event::Envelope(envelope()),
+        ),
+        (
+            "event_resumed",
+            9,
+            event_name::RESUMED,
+            serde_json::to_string(&Resumed { replayed: 3 }).expect("json"),
+            Event::Resumed(Resumed { replayed: 3 }),
+        ),
+        (
+            "event_user_update",
+            10,
+            event_name::USER_UPDATE,
+            serde_json::to_string(&user()).expect("json"),
+            Event::UserUpdate(user()),
+        ),
+        (
+            "event_session_revoked",
+            11,
+            event_name::SESSION_REVOKED,
+            serde_json::to_string(&SessionRevoked { session_id: SessionId(9), user_id: UserId(117_632_502_289_399_808) })
+                .expect("json"),
+            Event::SessionRevoked(SessionRevoked { session_id: SessionId(9), user_id: UserId(117_632_502_289_399_808) }),
+        ),
+    ];
+    for (snapshot, seq, name, payload, event) in events {
+        assert_eq!(event.name(), name);
+        server_frame(snapshot, dispatch_text(seq, name, &payload), ServerMessage::Dispatch { seq, event });
+    }
+    wire!("resumed", Resumed { replayed: 3 });
+    wire!("session_revoked", SessionRevoked { session_id: SessionId(9), user_id: UserId(117_632_502_289_399_808) });
+    wire!("hello_payload", hello());
+    wire!("invalid_session_payload", InvalidSession { resumable: false });
+    wire!(
+        "frame",
+        Frame { op: op::DISPATCH, d: serde_json::json!({"replayed": 0}), s: Some(4), t: Some(event_name::RESUMED.into()) }
+    );
+    wire!("frame_without_sequence", Frame { op: op::HEARTBEAT, d: serde_json::json!(3), s: None, t: None });
+}
+
+/// The decrypted message as the client's history stores it (in its encrypted vault).
+#[cfg(feature = "native")]
+#[test]
+fn history_record() {
+    wire!(
+        "direct_message",
+        copains_client_core::messaging::DirectMessage {
+            message_id: "01JD3ZK6Q9R1V7M2W4X8Y0A5BC".into(),
+            conversation: UserId(117_632_502_289_399_811),
+            author: UserId(117_632_502_289_399_808),
+            author_device: DeviceId(1),
+            outgoing: true,
+            body: "salut les copains".into(),
+            sent_at: 1_795_271_374_052,
+        }
+    );
 }
