@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::client_ip::IpBlock;
+
 /// Everything the backend needs to know that is not a dependency.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -17,6 +19,11 @@ pub struct BackendConfig {
     pub limits: Limits,
     /// Rate limits.
     pub rate_limits: RateLimits,
+    /// Reverse proxies (IPs or CIDR blocks) whose `X-Forwarded-For` is believed. A request
+    /// from one of them is attributed to the right-most address of that header that is not
+    /// itself a trusted proxy; any other request to its socket address. Empty by default: the
+    /// header is ignored, so a client cannot pick the address its rate limits count against.
+    pub trusted_proxies: Vec<IpBlock>,
 }
 
 impl Default for BackendConfig {
@@ -26,6 +33,7 @@ impl Default for BackendConfig {
             password_hashing: PasswordHashing::default(),
             limits: Limits::default(),
             rate_limits: RateLimits::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -80,22 +88,43 @@ impl Default for PasswordHashing {
     }
 }
 
-/// Input limits.
+/// Input and storage limits.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Largest request body in bytes (routes may set less).
     pub body_max_bytes: usize,
+    /// Envelopes one device's queue may hold (undelivered or unacknowledged). A send that
+    /// would go over is refused whole (`409 queue_full`). Default 10 000.
+    pub queue_max_envelopes: u64,
+    /// Bytes of ciphertext one device's queue may hold. Default 64 MiB (a thousand envelopes
+    /// of the largest size; tens of thousands of ordinary messages).
+    pub queue_max_bytes: u64,
+    /// Envelopes older than this are deleted by the housekeeping job, acknowledged or not.
+    /// Default 2 592 000 (30 days).
+    pub envelope_ttl_secs: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { body_max_bytes: copains_client_core::limits::BODY_MAX_BYTES }
+        Self {
+            body_max_bytes: copains_client_core::limits::BODY_MAX_BYTES,
+            queue_max_envelopes: 10_000,
+            queue_max_bytes: 64 * 1024 * 1024,
+            envelope_ttl_secs: 30 * 24 * 3600,
+        }
     }
 }
 
-/// Rate limits. Each is a burst plus a sustained rate per minute, per client IP (auth routes)
-/// or per user (authenticated writes).
+impl Limits {
+    /// How long an envelope is kept, in milliseconds.
+    pub fn envelope_ttl_ms(&self) -> i64 {
+        i64::try_from(self.envelope_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+    }
+}
+
+/// Rate limits. Each is a burst plus a sustained rate per minute, per client IP (auth routes,
+/// gateway IDENTIFY/RESUME) or per user (everything authenticated).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimits {
@@ -115,6 +144,29 @@ pub struct RateLimits {
     pub bundle_fetches_per_minute: u32,
     /// Prekey bundle fetches per user: burst.
     pub bundle_fetches_burst: u32,
+    /// Queue pages (`GET /api/v1/messages`) per user: sustained per minute.
+    pub queue_reads_per_minute: u32,
+    /// Queue pages per user: burst.
+    pub queue_reads_burst: u32,
+    /// `DELETE` requests (acknowledging an envelope, ending a session, removing a device) per
+    /// user: sustained per minute.
+    pub deletes_per_minute: u32,
+    /// `DELETE` requests per user: burst.
+    pub deletes_burst: u32,
+    /// Gateway `ACK` frames (up to 100 ids each) per user: sustained per minute.
+    pub gateway_acks_per_minute: u32,
+    /// Gateway `ACK` frames per user: burst.
+    pub gateway_acks_burst: u32,
+    /// Gateway IDENTIFY and RESUME per user: sustained per minute.
+    pub identify_per_minute: u32,
+    /// Gateway IDENTIFY and RESUME per user: burst (at least the sessions a user may hold, so
+    /// that all of them can come back after a restart).
+    pub identify_burst: u32,
+    /// Gateway IDENTIFY and RESUME per client IP, checked before the token: sustained per
+    /// minute.
+    pub identify_per_ip_per_minute: u32,
+    /// Gateway IDENTIFY and RESUME per client IP: burst.
+    pub identify_per_ip_burst: u32,
 }
 
 impl Default for RateLimits {
@@ -128,6 +180,16 @@ impl Default for RateLimits {
             messages_burst: 120,
             bundle_fetches_per_minute: 120,
             bundle_fetches_burst: 60,
+            queue_reads_per_minute: 600,
+            queue_reads_burst: 120,
+            deletes_per_minute: 1200,
+            deletes_burst: 300,
+            gateway_acks_per_minute: 3000,
+            gateway_acks_burst: 600,
+            identify_per_minute: 60,
+            identify_burst: 30,
+            identify_per_ip_per_minute: 300,
+            identify_per_ip_burst: 100,
         }
     }
 }

@@ -55,6 +55,9 @@ pub enum ApiError {
     /// 409.
     #[error("this account already has the maximum number of devices; sign out of one first")]
     TooManyDevices,
+    /// 409: target device queues are full; nothing of the send was queued.
+    #[error("a recipient device has too many undelivered messages; nothing was sent, try again later")]
+    QueueFull(Vec<crate::keystore::QueueRef>),
     /// 429.
     #[error("too many requests; retry in {0} s")]
     RateLimited(u64),
@@ -95,6 +98,7 @@ impl ApiError {
             Conflict(_) => (StatusCode::CONFLICT, ErrorCode::Conflict),
             UsernameTaken => (StatusCode::CONFLICT, ErrorCode::UsernameTaken),
             TooManyDevices => (StatusCode::CONFLICT, ErrorCode::TooManyDevices),
+            QueueFull(_) => (StatusCode::CONFLICT, ErrorCode::QueueFull),
             RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
             UnknownRoute => (StatusCode::NOT_FOUND, ErrorCode::UnknownRoute),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::UnknownRoute),
@@ -122,8 +126,14 @@ impl IntoResponse for ApiError {
             tracing::error!(error = ?e, "internal error while handling a request");
         }
         let mut body = ApiErrorBody::new(code, self.to_string());
-        if let ApiError::DeviceMismatch(m) = &self {
-            body.error.details = serde_json::to_value(m).ok();
+        match &self {
+            ApiError::DeviceMismatch(m) => body.error.details = serde_json::to_value(m).ok(),
+            ApiError::QueueFull(full) => {
+                let devices: Vec<_> =
+                    full.iter().map(|q| serde_json::json!({ "user_id": q.user.to_string(), "device_id": q.device.0 })).collect();
+                body.error.details = Some(serde_json::json!({ "devices": devices }));
+            }
+            _ => {}
         }
         let mut response = (status, Json(body)).into_response();
         if let ApiError::RateLimited(secs) = self {

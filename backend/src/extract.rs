@@ -3,12 +3,13 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// `Json<T>` whose rejections are [`ApiError`]s: 400 for malformed JSON, wrong types and
 /// missing fields; 413 for a body over the limit.
@@ -40,20 +41,26 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     }
 }
 
-/// The client's IP address (from the socket; unspecified when the server runs without
-/// connection info, as in unit tests).
+/// The client's IP address: the socket's, or, behind a configured trusted proxy, the
+/// right-most untrusted `X-Forwarded-For` entry (see [`crate::client_ip`]). Unspecified when
+/// the server runs without connection info, as in unit tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl<S> FromRequestParts<S> for ClientIp
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip())
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        Ok(Self(ip))
+        Ok(Self(crate::client_ip::resolve(peer, &parts.headers, &state.config.trusted_proxies)))
     }
 }

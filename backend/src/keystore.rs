@@ -1,6 +1,8 @@
 //! Storage of device keys (identity, signed prekeys, one-time prekeys) and of the per-device
 //! envelope queue.
 
+use std::collections::BTreeMap;
+
 use copains_client_core::keys::{PreKeyCount, SignedPreKey};
 use copains_client_core::messages::Envelope;
 use copains_client_core::{DeviceId, EnvelopeId, SessionId, UserId};
@@ -87,6 +89,44 @@ pub struct NewEnvelope {
     pub kind: u8,
     /// Ciphertext.
     pub content: Vec<u8>,
+}
+
+/// The caps of one device's envelope queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Envelopes.
+    pub max_envelopes: u64,
+    /// Bytes of content.
+    pub max_bytes: u64,
+}
+
+/// One device's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct QueueRef {
+    /// The user.
+    pub user: UserId,
+    /// The device.
+    pub device: DeviceId,
+}
+
+/// Why a send was not queued (nothing of it was).
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    /// A recipient device was removed between the device check and the insert.
+    #[error("a recipient device no longer exists")]
+    DeviceGone,
+    /// These queues would go over their caps.
+    #[error("{} device queue(s) full", .0.len())]
+    QueueFull(Vec<QueueRef>),
+    /// Storage failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for EnqueueError {
+    fn from(e: sqlx::Error) -> Self {
+        EnqueueError::Store(StoreError::Database(e))
+    }
 }
 
 fn spk(id: i64, key: Vec<u8>, sig: Vec<u8>) -> Result<SignedPreKey> {
@@ -236,8 +276,15 @@ impl Store {
 
     /// The bundles of every device of `user` that has keys, each consuming one one-time EC and
     /// one one-time Kyber prekey (the Kyber last-resort key stands in when none is left).
-    /// Concurrent fetches never receive the same one-time prekey.
-    pub async fn take_bundles(&self, user: UserId, only: Option<DeviceId>) -> Result<Vec<StoredBundle>> {
+    /// Concurrent fetches never receive the same one-time prekey. `only` restricts the fetch to
+    /// one device; `except` leaves one out before anything is taken (a device fetching its own
+    /// user's bundles must not use up its own one-time prekeys).
+    pub async fn take_bundles(
+        &self,
+        user: UserId,
+        only: Option<DeviceId>,
+        except: Option<DeviceId>,
+    ) -> Result<Vec<StoredBundle>> {
         // PostgreSQL: concurrent fetches skip each other's rows instead of colliding.
         // SQLite serializes writers, so each DELETE sees the previous one's result.
         let lock = if self.kind() == DbKind::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
@@ -253,10 +300,12 @@ impl Store {
         sqlx::query("UPDATE device_keys SET updated_at = updated_at WHERE user_id = $1").bind(user.0).execute(&mut *tx).await?;
         let rows = sqlx::query(
             "SELECT device_id, registration_id, identity_key, signed_id, signed_key, signed_sig, kyber_id, kyber_key, kyber_sig \
-             FROM device_keys WHERE user_id = $1 AND ($2 = 0 OR device_id = $2) ORDER BY device_id",
+             FROM device_keys WHERE user_id = $1 AND ($2 = 0 OR device_id = $2) AND device_id <> $3 ORDER BY device_id",
         )
         .bind(user.0)
         .bind(only.map(|d| i64::from(d.0)).unwrap_or(0))
+        // Device ids start at 1: 0 excludes nothing.
+        .bind(except.map(|d| i64::from(d.0)).unwrap_or(0))
         .fetch_all(&mut *tx)
         .await?;
         let mut bundles = Vec::with_capacity(rows.len());
@@ -312,14 +361,61 @@ impl Store {
         Ok((of_a, of_b))
     }
 
-    /// Queues envelopes, all or nothing. Returns false if a recipient device vanished
-    /// meanwhile (the caller answers with a fresh device check).
-    pub async fn enqueue(&self, sender: UserId, sender_device: DeviceId, envelopes: &[NewEnvelope], now: i64) -> Result<bool> {
-        // One statement is atomic by itself: the common case (one recipient device) skips the
-        // explicit transaction and its two extra round trips.
-        let mut tx = if envelopes.len() > 1 { Some(self.pool().begin().await?) } else { None };
+    /// Queues envelopes, all or nothing: if a recipient device vanished meanwhile, or its
+    /// queue would go over `limits`, nothing of the send is stored.
+    pub async fn enqueue(
+        &self,
+        sender: UserId,
+        sender_device: DeviceId,
+        envelopes: &[NewEnvelope],
+        limits: QueueLimits,
+        now: i64,
+    ) -> Result<(), EnqueueError> {
+        // What the send adds to each queue. Sorted, so that concurrent sends lock the queue
+        // rows in the same order (PostgreSQL would otherwise be free to deadlock).
+        let mut added: BTreeMap<(UserId, DeviceId), (u64, u64)> = BTreeMap::new();
         for e in envelopes {
-            let insert = sqlx::query(
+            let entry = added.entry((e.user, e.device)).or_default();
+            entry.0 += 1;
+            entry.1 += e.content.len() as u64;
+        }
+        let mut full = Vec::new();
+        let mut tx = self.pool().begin().await?;
+        for (&(user, device), &(count, bytes)) in &added {
+            if count > limits.max_envelopes || bytes > limits.max_bytes {
+                full.push(QueueRef { user, device });
+                continue;
+            }
+            // Check and count in one statement: the row is locked (PostgreSQL) or the
+            // database is (SQLite) until commit, so concurrent sends cannot both pass the cap.
+            // This also takes SQLite's write lock first (see store.rs).
+            let counted = sqlx::query(
+                "INSERT INTO envelope_queues (user_id, device_id, envelopes, bytes) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (user_id, device_id) DO UPDATE \
+                 SET envelopes = envelope_queues.envelopes + excluded.envelopes, bytes = envelope_queues.bytes + excluded.bytes \
+                 WHERE envelope_queues.envelopes + excluded.envelopes <= $5 AND envelope_queues.bytes + excluded.bytes <= $6",
+            )
+            .bind(user.0)
+            .bind(i64::from(device.0))
+            .bind(i64_of(count))
+            .bind(i64_of(bytes))
+            .bind(i64_of(limits.max_envelopes))
+            .bind(i64_of(limits.max_bytes))
+            .execute(&mut *tx)
+            .await;
+            match counted {
+                Ok(done) if done.rows_affected() == 0 => full.push(QueueRef { user, device }),
+                Ok(_) => {}
+                Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => return Err(EnqueueError::DeviceGone),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !full.is_empty() {
+            // Dropping the transaction rolls back the counts already added.
+            return Err(EnqueueError::QueueFull(full));
+        }
+        for e in envelopes {
+            let inserted = sqlx::query(
                 "INSERT INTO envelopes (id, user_id, device_id, sender_user_id, sender_device_id, kind, content, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
@@ -330,22 +426,64 @@ impl Store {
             .bind(i64::from(sender_device.0))
             .bind(i64::from(e.kind))
             .bind(e.content.clone())
-            .bind(now);
-            let inserted = match tx.as_mut() {
-                Some(tx) => insert.execute(&mut **tx).await,
-                None => insert.execute(self.pool()).await,
-            };
+            .bind(now)
+            .execute(&mut *tx)
+            .await;
             match inserted {
-                Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => return Ok(false),
+                Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => return Err(EnqueueError::DeviceGone),
                 other => {
                     other?;
                 }
             }
         }
-        if let Some(tx) = tx {
-            tx.commit().await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// How many envelopes and bytes wait in a device's queue.
+    pub async fn queue_size(&self, user: UserId, device: DeviceId) -> Result<(u64, u64)> {
+        let row = sqlx::query("SELECT envelopes, bytes FROM envelope_queues WHERE user_id = $1 AND device_id = $2")
+            .bind(user.0)
+            .bind(i64::from(device.0))
+            .fetch_optional(self.pool())
+            .await?;
+        match row {
+            None => Ok((0, 0)),
+            Some(r) => Ok((u64_of(r.try_get(0)?)?, u64_of(r.try_get(1)?)?)),
         }
-        Ok(true)
+    }
+
+    /// Deletes envelopes created at or before `cutoff` (Unix ms), delivered or not, in batches;
+    /// returns how many.
+    pub async fn purge_envelopes_before(&self, cutoff: i64) -> Result<u64> {
+        const BATCH: i64 = 1000;
+        let mut total = 0;
+        loop {
+            let mut tx = self.pool().begin().await?;
+            let rows = sqlx::query(
+                "DELETE FROM envelopes WHERE id IN \
+                 (SELECT id FROM envelopes WHERE created_at <= $1 ORDER BY created_at LIMIT $2) \
+                 RETURNING user_id, device_id, LENGTH(content)",
+            )
+            .bind(cutoff)
+            .bind(BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut removed: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
+            for r in &rows {
+                let entry = removed.entry((r.try_get(0)?, r.try_get(1)?)).or_default();
+                entry.0 += 1;
+                entry.1 += r.try_get::<i64, _>(2)?;
+            }
+            for ((user, device), (count, bytes)) in removed {
+                uncount(&mut tx, user, device, count, bytes).await?;
+            }
+            tx.commit().await?;
+            total += rows.len() as u64;
+            if (rows.len() as i64) < BATCH {
+                return Ok(total);
+            }
+        }
     }
 
     /// The oldest `limit` envelopes queued for a device (after envelope `after`, when given:
@@ -398,12 +536,26 @@ impl Store {
             return Ok(0);
         }
         let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 3)).collect();
-        let sql = format!("DELETE FROM envelopes WHERE user_id = $1 AND device_id = $2 AND id IN ({})", placeholders.join(", "));
+        let sql = format!(
+            "DELETE FROM envelopes WHERE user_id = $1 AND device_id = $2 AND id IN ({}) RETURNING LENGTH(content)",
+            placeholders.join(", ")
+        );
         let mut query = sqlx::query(&sql).bind(user.0).bind(i64::from(device.0));
         for id in ids {
             query = query.bind(id.0);
         }
-        Ok(query.execute(self.pool()).await?.rows_affected())
+        let mut tx = self.pool().begin().await?;
+        let rows = query.fetch_all(&mut *tx).await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut bytes = 0i64;
+        for r in &rows {
+            bytes += r.try_get::<i64, _>(0)?;
+        }
+        uncount(&mut tx, user.0, i64::from(device.0), rows.len() as i64, bytes).await?;
+        tx.commit().await?;
+        Ok(rows.len() as u64)
     }
 
     /// Removes a device with its keys, queue and login session. `None` if there was no such
@@ -425,6 +577,28 @@ impl Store {
         tx.commit().await?;
         Ok((deleted.rows_affected() > 0).then_some(session))
     }
+}
+
+/// Takes deleted envelopes off a queue's counts (in the transaction that deleted them).
+async fn uncount(conn: &mut sqlx::AnyConnection, user: i64, device: i64, count: i64, bytes: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE envelope_queues SET envelopes = envelopes - $3, bytes = bytes - $4 WHERE user_id = $1 AND device_id = $2",
+    )
+    .bind(user)
+    .bind(device)
+    .bind(count)
+    .bind(bytes)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn u64_of(v: i64) -> Result<u64> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative queue count {v}")))
 }
 
 async fn counts_in(conn: &mut sqlx::AnyConnection, user: UserId, device: DeviceId) -> Result<PreKeyCount> {

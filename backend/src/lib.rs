@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod bus;
+pub mod client_ip;
 pub mod config;
 pub mod domain;
 pub mod error;
@@ -61,15 +62,14 @@ pub fn outer_layers(router: Router, state: AppState) -> Router {
 
 async fn track_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().as_str().to_owned();
+    let method = metrics::method_label(req.method());
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
     let response = next.run(req).await;
-    state.metrics.observe_request(&method, &route, response.status().as_u16(), started.elapsed());
+    state.metrics.observe_request(method, &route, response.status().as_u16(), started.elapsed());
     response
 }
 
-/// Periodic housekeeping: expired sessions and refresh tokens, idle rate-limit keys. Runs
-/// until `shutdown` resolves.
+/// Periodic housekeeping (see [`housekeep`]) every `every`, until `shutdown` resolves.
 pub async fn run_maintenance(state: AppState, every: Duration, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(every);
@@ -78,15 +78,27 @@ pub async fn run_maintenance(state: AppState, every: Duration, shutdown: impl st
             _ = &mut shutdown => return,
             _ = tick.tick() => {}
         }
-        match state.store.purge_expired(store::now_ms()).await {
-            Ok(ended) => {
-                for (user, session) in ended {
-                    tracing::info!(user = %user, session = %session, "expired session removed");
-                    routes::auth::announce_revocation(&state, user, session).await;
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "maintenance: purge failed"),
-        }
-        state.limiters.shrink();
+        housekeep(&state, store::now_ms()).await;
     }
+}
+
+/// One housekeeping pass as of `now` (Unix ms; an input, so tests can run it a month ahead):
+/// sessions and refresh tokens past their expiry, envelopes older than
+/// `limits.envelope_ttl_secs` (delivered or not), idle rate-limit keys.
+pub async fn housekeep(state: &AppState, now: i64) {
+    match state.store.purge_expired(now).await {
+        Ok(ended) => {
+            for (user, session) in ended {
+                tracing::info!(user = %user, session = %session, "expired session removed");
+                routes::auth::announce_revocation(state, user, session).await;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "maintenance: purge of sessions failed"),
+    }
+    match state.store.purge_envelopes_before(now.saturating_sub(state.config.limits.envelope_ttl_ms())).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(envelopes = n, "expired envelopes removed"),
+        Err(e) => tracing::warn!(error = %e, "maintenance: purge of envelopes failed"),
+    }
+    state.limiters.shrink();
 }

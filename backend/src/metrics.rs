@@ -14,12 +14,31 @@ use prometheus_client::registry::Registry;
 /// Labels of an HTTP request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// HTTP method.
-    pub method: String,
+    /// HTTP method, one of [`method_label`]'s values.
+    pub method: &'static str,
     /// Route template (`/api/v1/users/@me`), never the raw path.
     pub route: String,
     /// Status code.
     pub status: u16,
+}
+
+/// The `method` label of a request: the standard methods by name, anything else as `other`.
+/// Clients choose the method, so using it as is would let them add label values (and memory)
+/// without bound.
+pub fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 /// Labels of the latency histogram.
@@ -92,9 +111,9 @@ impl Metrics {
         }
     }
 
-    /// Records one HTTP request.
-    pub fn observe_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        self.http_requests.get_or_create(&RequestLabels { method: method.to_owned(), route: route.to_owned(), status }).inc();
+    /// Records one HTTP request. `method` comes from [`method_label`].
+    pub fn observe_request(&self, method: &'static str, route: &str, status: u16, elapsed: Duration) {
+        self.http_requests.get_or_create(&RequestLabels { method, route: route.to_owned(), status }).inc();
         self.http_duration.get_or_create(&RouteLabels { route: route.to_owned() }).observe(elapsed.as_secs_f64());
     }
 
@@ -104,5 +123,22 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        assert_eq!(method_label(&http::Method::GET), "GET");
+        assert_eq!(method_label(&http::Method::DELETE), "DELETE");
+        let foobar = http::Method::from_bytes(b"FOOBAR").expect("extension method");
+        assert_eq!(method_label(&foobar), "other");
+        let metrics = Metrics::new();
+        metrics.observe_request(method_label(&foobar), "unmatched", 405, Duration::from_millis(1));
+        let text = metrics.render();
+        assert!(text.contains("method=\"other\"") && !text.contains("FOOBAR"), "{text}");
     }
 }

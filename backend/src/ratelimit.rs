@@ -1,5 +1,6 @@
-//! In-memory rate limits (GCRA from `governor`): per client IP on the auth routes, per user on
-//! authenticated writes. A distributed variant over Redis replaces these in scale-out.
+//! In-memory rate limits (GCRA from `governor`): per client IP on the auth routes and the
+//! gateway's IDENTIFY/RESUME, per user on everything authenticated. A distributed variant over
+//! Redis replaces these in scale-out.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -17,6 +18,11 @@ pub struct RateLimiters {
     user_writes: DefaultKeyedRateLimiter<UserId>,
     messages: DefaultKeyedRateLimiter<UserId>,
     bundles: DefaultKeyedRateLimiter<UserId>,
+    queue_reads: DefaultKeyedRateLimiter<UserId>,
+    deletes: DefaultKeyedRateLimiter<UserId>,
+    gateway_acks: DefaultKeyedRateLimiter<UserId>,
+    identify: DefaultKeyedRateLimiter<UserId>,
+    identify_ip: DefaultKeyedRateLimiter<IpAddr>,
     clock: DefaultClock,
 }
 
@@ -34,6 +40,11 @@ impl RateLimiters {
             user_writes: DefaultKeyedRateLimiter::keyed(quota(cfg.user_writes_per_minute, cfg.user_writes_burst)),
             messages: DefaultKeyedRateLimiter::keyed(quota(cfg.messages_per_minute, cfg.messages_burst)),
             bundles: DefaultKeyedRateLimiter::keyed(quota(cfg.bundle_fetches_per_minute, cfg.bundle_fetches_burst)),
+            queue_reads: DefaultKeyedRateLimiter::keyed(quota(cfg.queue_reads_per_minute, cfg.queue_reads_burst)),
+            deletes: DefaultKeyedRateLimiter::keyed(quota(cfg.deletes_per_minute, cfg.deletes_burst)),
+            gateway_acks: DefaultKeyedRateLimiter::keyed(quota(cfg.gateway_acks_per_minute, cfg.gateway_acks_burst)),
+            identify: DefaultKeyedRateLimiter::keyed(quota(cfg.identify_per_minute, cfg.identify_burst)),
+            identify_ip: DefaultKeyedRateLimiter::keyed(quota(cfg.identify_per_ip_per_minute, cfg.identify_per_ip_burst)),
             clock: DefaultClock::default(),
         }
     }
@@ -60,6 +71,33 @@ impl RateLimiters {
         self.check(&self.bundles, user)
     }
 
+    /// One queue page read by `user`.
+    pub fn queue_read(&self, user: UserId) -> Result<(), ApiError> {
+        self.check(&self.queue_reads, user)
+    }
+
+    /// One `DELETE` request by `user`.
+    pub fn delete(&self, user: UserId) -> Result<(), ApiError> {
+        self.check(&self.deletes, user)
+    }
+
+    /// One gateway `ACK` frame from `user`.
+    pub fn gateway_ack(&self, user: UserId) -> Result<(), ApiError> {
+        self.check(&self.gateway_acks, user)
+    }
+
+    /// One gateway IDENTIFY or RESUME from `ip`, before its token is checked.
+    pub fn identify_from(&self, ip: IpAddr) -> Result<(), ApiError> {
+        self.identify_ip
+            .check_key(&ip)
+            .map_err(|not_until| ApiError::RateLimited(not_until.wait_time_from(self.clock.now()).as_secs() + 1))
+    }
+
+    /// One gateway IDENTIFY or RESUME by `user` (once the token is checked).
+    pub fn identify(&self, user: UserId) -> Result<(), ApiError> {
+        self.check(&self.identify, user)
+    }
+
     fn check(&self, limiter: &DefaultKeyedRateLimiter<UserId>, user: UserId) -> Result<(), ApiError> {
         limiter
             .check_key(&user)
@@ -68,9 +106,19 @@ impl RateLimiters {
 
     /// Forgets idle keys (called periodically).
     pub fn shrink(&self) {
-        self.auth.retain_recent();
-        self.auth.shrink_to_fit();
-        for limiter in [&self.user_writes, &self.messages, &self.bundles] {
+        for limiter in [&self.auth, &self.identify_ip] {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        for limiter in [
+            &self.user_writes,
+            &self.messages,
+            &self.bundles,
+            &self.queue_reads,
+            &self.deletes,
+            &self.gateway_acks,
+            &self.identify,
+        ] {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }

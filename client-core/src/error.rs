@@ -38,6 +38,9 @@ pub enum ErrorCode {
     InvalidKeys,
     /// Too many requests; see `Retry-After`.
     RateLimited,
+    /// A recipient device's queue of undelivered envelopes is full (count or bytes); nothing
+    /// of the send was queued. `details` lists the full devices. Retry later.
+    QueueFull,
     /// The route or method does not exist.
     UnknownRoute,
     /// The server failed; the request may be retried.

@@ -45,6 +45,9 @@ pub mod close {
     pub const AUTHENTICATION_FAILED: u16 = 4004;
     /// The client sent IDENTIFY or RESUME on an already identified connection.
     pub const ALREADY_AUTHENTICATED: u16 = 4005;
+    /// Too many IDENTIFY/RESUME (per user or per address) or ACK frames (per user). Resumable:
+    /// wait a few seconds, reconnect and RESUME.
+    pub const RATE_LIMITED: u16 = 4008;
     /// The client did not heartbeat (or identify) in time. Resumable.
     pub const SESSION_TIMED_OUT: u16 = 4009;
     /// The client read too slowly and its outgoing queue filled up. Resumable.
@@ -55,15 +58,22 @@ pub mod close {
     pub const SERVER_SHUTDOWN: u16 = 4012;
     /// The client sent a frame larger than the limit.
     pub const FRAME_TOO_LARGE: u16 = 4013;
+    /// A newer IDENTIFY of the same device or user went over the cap of gateway sessions; this
+    /// session was the oldest and has ended. Not resumable, and not reconnected automatically
+    /// (two clients doing so would keep replacing each other).
+    pub const SESSION_REPLACED: u16 = 4014;
 
     /// Whether a close with `code` keeps the session resumable.
     pub fn is_resumable(code: u16) -> bool {
-        matches!(code, UNKNOWN_ERROR | SESSION_TIMED_OUT | SLOW_CONSUMER)
+        matches!(code, UNKNOWN_ERROR | RATE_LIMITED | SESSION_TIMED_OUT | SLOW_CONSUMER)
     }
 
     /// Whether the client should reconnect at all after `code` (false: fix the client or log in).
     pub fn should_reconnect(code: u16) -> bool {
-        !matches!(code, UNKNOWN_OPCODE | DECODE_ERROR | AUTHENTICATION_FAILED | SESSION_REVOKED | FRAME_TOO_LARGE)
+        !matches!(
+            code,
+            UNKNOWN_OPCODE | DECODE_ERROR | AUTHENTICATION_FAILED | SESSION_REVOKED | FRAME_TOO_LARGE | SESSION_REPLACED
+        )
     }
 }
 

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use copains_backend::ids::NodeId;
 use copains_backend::BackendConfig;
 use copains_signaling::GatewayConfig;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -35,7 +36,8 @@ pub struct Config {
     /// Key file (created with mode 0600 on first run); default `<data_dir>/copains.key`.
     pub key_file: Option<PathBuf>,
     /// Node id (0–1023) for id generation; must differ between nodes sharing a database.
-    pub node_id: u16,
+    /// Values out of range are refused when the configuration is loaded.
+    pub node_id: NodeId,
     /// `text` or `json`.
     pub log_format: LogFormat,
     /// `tracing` filter, e.g. `info` or `copains=debug,info`.
@@ -56,7 +58,7 @@ impl Default for Config {
             database_url: None,
             database_max_connections: 16,
             key_file: None,
-            node_id: 0,
+            node_id: NodeId::default(),
             log_format: LogFormat::Text,
             log_level: "info".into(),
             shutdown_grace_secs: 10,
@@ -112,6 +114,36 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn load_toml(text: &str) -> Result<Config, Box<figment::Error>> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("copains.toml");
+        std::fs::write(&path, text).expect("write config");
+        Config::load(Some(&path))
+    }
+
+    #[test]
+    fn node_ids_out_of_range_are_refused_at_load() {
+        let ok = load_toml("node_id = 1023\n").expect("1023 is the largest node id");
+        assert_eq!(ok.node_id.get(), 1023);
+        for bad in ["node_id = 1024", "node_id = 70000", "node_id = -1"] {
+            let err = load_toml(bad).expect_err(bad).to_string();
+            assert!(err.contains("node_id"), "{bad}: {err}");
+        }
+        let err = load_toml("node_id = 1024").expect_err("1024").to_string();
+        assert!(err.contains("0 to 1023"), "the message says what is allowed: {err}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_parsed_and_bad_entries_refused_at_load() {
+        let ok = load_toml("[api]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"fd00::/8\"]\n").expect("valid list");
+        assert_eq!(ok.api.trusted_proxies.len(), 3);
+        assert!(ok.redacted_toml().expect("toml").contains("\"192.0.2.7/32\""), "printed back as CIDR blocks");
+        let err = load_toml("[api]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/40\"]\n").expect_err("bad prefix").to_string();
+        assert!(err.contains("trusted_proxies") && err.contains("10.0.0.0/40"), "{err}");
+        let err = load_toml("[api]\ntrusted_proxies = [\"proxy.internal\"]\n").expect_err("a name").to_string();
+        assert!(err.contains("proxy.internal"), "{err}");
+    }
 
     #[test]
     fn urls_are_redacted() {

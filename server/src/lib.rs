@@ -56,7 +56,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let gateway = Gateway::new(config.gateway.clone(), state.clone());
 
     let app = copains_backend::router(state.clone()).merge(gateway.router());
-    let app = copains_backend::outer_layers(app, state.clone()).layer(TraceLayer::new_for_http());
+    let trusted = config.api.trusted_proxies.clone();
+    // Each request's span carries the client address as the rate limits see it.
+    let trace = TraceLayer::new_for_http().make_span_with(move |req: &axum::extract::Request| {
+        let peer = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        let client = copains_backend::client_ip::resolve(peer, req.headers(), &trusted);
+        tracing::debug_span!("request", method = %req.method(), uri = %req.uri().path(), client_ip = %client)
+    });
+    let app = copains_backend::outer_layers(app, state.clone()).layer(trace);
 
     let listener = TcpListener::bind(config.bind).await.with_context(|| format!("cannot listen on {}", config.bind))?;
     let addr = listener.local_addr()?;

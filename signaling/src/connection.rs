@@ -1,6 +1,7 @@
 //! The driver of one WebSocket: HELLO, IDENTIFY or RESUME, then heartbeats in and events out.
 //! The state it keeps is in [`crate::hub`] and [`crate::session`]; this is only the I/O.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,10 +45,12 @@ struct Conn {
     session: Option<Arc<str>>,
     /// Who is connected, once identified or resumed.
     owner: Option<Owner>,
+    /// The client's address (for rate limits and logs).
+    ip: IpAddr,
 }
 
 /// Runs one gateway connection to its end.
-pub(crate) async fn run(gw: Gateway, socket: WebSocket) {
+pub(crate) async fn run(gw: Gateway, socket: WebSocket, ip: IpAddr) {
     let _open = gw.connection_opened();
     let (queue_tx, mut queue_rx) = mpsc::channel::<Arc<str>>(gw.config().outgoing_queue.max(1));
     let mut shutdown = gw.shutdown_signal();
@@ -61,6 +64,7 @@ pub(crate) async fn run(gw: Gateway, socket: WebSocket) {
         close: Arc::new(CloseSignal::default()),
         session: None,
         owner: None,
+        ip,
     };
     let hello = Hello {
         heartbeat_interval_ms: conn.gw.config().heartbeat_interval_ms,
@@ -128,6 +132,11 @@ impl Conn {
             ClientMessage::Resume(resume) => self.resume(&resume.token, &resume.session_id, resume.seq).await,
             ClientMessage::Ack(ack) => {
                 let Some(owner) = self.owner else { return Step::Close(close::NOT_AUTHENTICATED) };
+                // Each frame is a DELETE in the database: bound how fast a user can ask for them.
+                if self.gw.state().limiters.gateway_ack(owner.user).is_err() {
+                    tracing::info!(user = %owner.user, ip = %self.ip, "gateway ACK frames rate-limited");
+                    return Step::Close(close::RATE_LIMITED);
+                }
                 match self.gw.state().store.ack_many(owner.user, owner.device, &ack.ids).await {
                     Ok(_) => Step::Continue,
                     Err(e) => {
@@ -146,7 +155,7 @@ impl Conn {
     }
 
     async fn identify(&mut self, token: &str) -> Step {
-        let auth = match authenticate(self.gw.clone(), token).await {
+        let auth = match authenticate_limited(self.gw.clone(), self.ip, token).await {
             Ok(auth) => auth,
             Err(code) => return Step::Close(code),
         };
@@ -173,22 +182,23 @@ impl Conn {
         let Ok(payload) = serde_json::to_string(&ready) else { return Step::Close(close::UNKNOWN_ERROR) };
         let owner = Owner { user: auth.user.id, device: auth.device_id, login_session: auth.session_id };
         let topics = [Topic::user(auth.user.id), Topic::device(auth.user.id, auth.device_id), Topic::session(auth.session_id)];
-        let (ready_frame, new_topics) = self.gw.hub().create(id.clone(), owner, &topics, self.attachment(), &payload);
+        let created = self.gw.hub().create(id.clone(), owner, &topics, self.attachment(), &payload);
         self.session = Some(id);
         self.owner = Some(owner);
-        self.gw.subscribe(new_topics).await;
+        self.gw.subscribe(created.subscribe).await;
+        self.gw.unsubscribe(created.unsubscribe).await;
         // The session may have been revoked between the token check and registration.
         match state.store.session_user(auth.session_id, auth.user.id).await {
             Ok(Some(_)) => {}
             Ok(None) => return Step::Close(close::SESSION_REVOKED),
             Err(_) => return Step::Close(close::UNKNOWN_ERROR),
         }
-        tracing::debug!(user = %auth.user.id, device = %auth.device_id, "gateway session identified");
-        self.write_or_close(ready_frame).await
+        tracing::debug!(user = %auth.user.id, device = %auth.device_id, ip = %self.ip, "gateway session identified");
+        self.write_or_close(created.ready).await
     }
 
     async fn resume(&mut self, token: &str, session_id: &str, seq: u64) -> Step {
-        let auth = match authenticate(self.gw.clone(), token).await {
+        let auth = match authenticate_limited(self.gw.clone(), self.ip, token).await {
             Ok(auth) => auth,
             Err(code) => return Step::Close(code),
         };
@@ -268,6 +278,21 @@ async fn authenticate(gw: Gateway, token: &str) -> Result<Authenticated, u16> {
     }
 }
 
+/// [`authenticate`] within the rate limits of IDENTIFY and RESUME: per address before the
+/// token is verified (so that a flood of bad tokens costs little), then per user.
+async fn authenticate_limited(gw: Gateway, ip: IpAddr, token: &str) -> Result<Authenticated, u16> {
+    if gw.state().limiters.identify_from(ip).is_err() {
+        tracing::info!(%ip, "gateway IDENTIFY/RESUME rate-limited (address)");
+        return Err(close::RATE_LIMITED);
+    }
+    let auth = authenticate(gw.clone(), token).await?;
+    if gw.state().limiters.identify(auth.user.id).is_err() {
+        tracing::info!(user = %auth.user.id, %ip, "gateway IDENTIFY/RESUME rate-limited (user)");
+        return Err(close::RATE_LIMITED);
+    }
+    Ok(auth)
+}
+
 fn read_error(e: &axum::Error) -> End {
     // tungstenite reports an oversized message as a capacity error.
     let text = e.to_string();
@@ -285,11 +310,13 @@ fn close_reason(code: u16) -> &'static str {
         close::NOT_AUTHENTICATED => "identify first",
         close::AUTHENTICATION_FAILED => "authentication failed",
         close::ALREADY_AUTHENTICATED => "already identified",
+        close::RATE_LIMITED => "rate limited; wait, then reconnect",
         close::SESSION_TIMED_OUT => "heartbeat missed",
         close::SLOW_CONSUMER => "too slow reading; resume",
         close::SESSION_REVOKED => "session revoked",
         close::SERVER_SHUTDOWN => "server shutting down",
         close::FRAME_TOO_LARGE => "frame too large",
+        close::SESSION_REPLACED => "too many sessions; this oldest one was ended",
         _ => "error; resume",
     }
 }

@@ -86,12 +86,39 @@ pub enum ResumeOutcome {
     Invalid,
 }
 
+/// What one node lets each session and each user hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubLimits {
+    /// Events kept per session for replay.
+    pub replay_events: usize,
+    /// Bytes of frames kept per session for replay.
+    pub replay_bytes: usize,
+    /// Sessions (connected or resumable) per device.
+    pub sessions_per_device: usize,
+    /// Sessions (connected or resumable) per user.
+    pub sessions_per_user: usize,
+}
+
+/// What [`Hub::create`] did.
+#[derive(Debug)]
+pub struct Created {
+    /// The READY frame (sequence 1).
+    pub ready: Arc<str>,
+    /// Topics this node had no listener for yet (subscribe on the bus).
+    pub subscribe: Vec<Topic>,
+    /// Topics nobody listens to any more, after older sessions were replaced (unsubscribe).
+    pub unsubscribe: Vec<Topic>,
+}
+
 /// The sessions of this node.
 pub struct Hub {
     sessions: Mutex<HashMap<Arc<str>, SlotRef>>,
     topics: Mutex<HashMap<Topic, Vec<Arc<str>>>>,
+    /// Each user's sessions on this node, oldest first, with their device: who gives way
+    /// when a new one would go over [`HubLimits`].
+    by_user: Mutex<HashMap<UserId, Vec<(DeviceId, Arc<str>)>>>,
     metrics: Arc<Metrics>,
-    buffer_capacity: usize,
+    limits: HubLimits,
     next_conn: AtomicU64,
 }
 
@@ -103,12 +130,18 @@ impl std::fmt::Debug for Hub {
 
 impl Hub {
     /// An empty hub.
-    pub fn new(metrics: Arc<Metrics>, buffer_capacity: usize) -> Self {
+    pub fn new(metrics: Arc<Metrics>, limits: HubLimits) -> Self {
+        let limits = HubLimits {
+            sessions_per_device: limits.sessions_per_device.max(1),
+            sessions_per_user: limits.sessions_per_user.max(1),
+            ..limits
+        };
         Self {
             sessions: Mutex::new(HashMap::new()),
             topics: Mutex::new(HashMap::new()),
+            by_user: Mutex::new(HashMap::new()),
             metrics,
-            buffer_capacity,
+            limits,
             next_conn: AtomicU64::new(1),
         }
     }
@@ -118,18 +151,25 @@ impl Hub {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Creates a session attached to a connection and returns its READY frame (sequence 1).
-    /// The session listens to `topics` from now on. Returns the topics this node had no
-    /// listener for yet (to subscribe on the bus).
-    pub fn create(
-        &self,
-        id: Arc<str>,
-        owner: Owner,
-        topics: &[Topic],
-        attachment: Attachment,
-        ready_payload: &str,
-    ) -> (Arc<str>, Vec<Topic>) {
-        let mut core = SessionCore::new(self.buffer_capacity);
+    /// Creates a session attached to a connection, with its READY frame (sequence 1). The
+    /// session listens to `topics` from now on. If the device or the user already holds as
+    /// many sessions as [`HubLimits`] allows, the oldest ones end (closed with 4014, not
+    /// resumable) to make room: a client that keeps identifying cannot pile up replay buffers.
+    pub fn create(&self, id: Arc<str>, owner: Owner, topics: &[Topic], attachment: Attachment, ready_payload: &str) -> Created {
+        let mut replaced = Vec::new();
+        {
+            let mut by_user = self.by_user.lock();
+            let mine = by_user.entry(owner.user).or_default();
+            while mine.iter().filter(|(device, _)| *device == owner.device).count() >= self.limits.sessions_per_device {
+                let Some(oldest) = mine.iter().position(|(device, _)| *device == owner.device) else { break };
+                replaced.push(mine.remove(oldest).1);
+            }
+            while mine.len() >= self.limits.sessions_per_user {
+                replaced.push(mine.remove(0).1);
+            }
+            mine.push((owner.device, id.clone()));
+        }
+        let mut core = SessionCore::new(self.limits.replay_events, self.limits.replay_bytes);
         let ready = core.dispatch_unbuffered(copains_client_core::gateway::event_name::READY, ready_payload);
         let slot =
             Arc::new(Mutex::new(Slot { owner, topics: topics.to_vec(), core, attachment: Some(attachment), detached_at: None }));
@@ -144,7 +184,11 @@ impl Hub {
             }
             listeners.push(id.clone());
         }
-        (ready, new_topics)
+        drop(map);
+        // After the new session joined its topics, so that those it shares with the replaced
+        // ones are not unsubscribed and subscribed again.
+        let unsubscribe = replaced.iter().flat_map(|old| self.end(old, close::SESSION_REPLACED)).collect();
+        Created { ready, subscribe: new_topics, unsubscribe }
     }
 
     /// Attaches a new connection to session `id` owned by `owner`, replaying what came after
@@ -194,17 +238,32 @@ impl Hub {
         }
     }
 
-    /// Removes a session now. Returns topics this node no longer listens to.
+    /// Removes a session now (its connection, if any, closes with 4011). Returns topics this
+    /// node no longer listens to.
     pub fn remove(&self, id: &str) -> Vec<Topic> {
+        self.end(id, close::SESSION_REVOKED)
+    }
+
+    /// Removes a session, closing its connection with `code`.
+    fn end(&self, id: &str, code: u16) -> Vec<Topic> {
         let Some(slot) = self.sessions.lock().remove(id) else { return Vec::new() };
         self.metrics.gateway_sessions.dec();
-        let topics = {
+        let (owner, topics) = {
             let mut slot = slot.lock();
             if let Some(a) = slot.attachment.take() {
-                a.close.close(close::SESSION_REVOKED);
+                a.close.close(code);
             }
-            std::mem::take(&mut slot.topics)
+            (slot.owner, std::mem::take(&mut slot.topics))
         };
+        {
+            let mut by_user = self.by_user.lock();
+            if let Some(mine) = by_user.get_mut(&owner.user) {
+                mine.retain(|(_, s)| &**s != id);
+                if mine.is_empty() {
+                    by_user.remove(&owner.user);
+                }
+            }
+        }
         let mut emptied = Vec::new();
         let mut map = self.topics.lock();
         for topic in topics {
@@ -238,6 +297,7 @@ impl Hub {
     pub fn close_all(&self, code: u16) {
         let sessions: Vec<SlotRef> = self.sessions.lock().drain().map(|(_, s)| s).collect();
         self.topics.lock().clear();
+        self.by_user.lock().clear();
         for slot in sessions {
             self.metrics.gateway_sessions.dec();
             if let Some(a) = slot.lock().attachment.take() {
@@ -321,6 +381,10 @@ mod tests {
         Owner { user: UserId(user), device: DeviceId(1), login_session: SessionId(user * 10) }
     }
 
+    fn limits(replay_events: usize) -> HubLimits {
+        HubLimits { replay_events, replay_bytes: 1 << 20, sessions_per_device: 5, sessions_per_user: 20 }
+    }
+
     fn attach(hub: &Hub, cap: usize) -> (Attachment, mpsc::Receiver<Arc<str>>) {
         let (tx, rx) = mpsc::channel(cap);
         (Attachment { conn_id: hub.next_conn_id(), queue: tx, close: Arc::new(CloseSignal::default()) }, rx)
@@ -332,11 +396,11 @@ mod tests {
 
     #[test]
     fn events_reach_only_their_topic_and_survive_a_detach() {
-        let hub = Hub::new(Arc::new(Metrics::new()), 64);
+        let hub = Hub::new(Arc::new(Metrics::new()), limits(64));
         let (a, mut rx) = attach(&hub, 16);
         let conn = a.conn_id;
-        let (_, subscribe) = hub.create("s1".into(), owner(1), &[Topic::user(UserId(1))], a, "{}");
-        assert_eq!(subscribe, vec![Topic::user(UserId(1))]);
+        let created = hub.create("s1".into(), owner(1), &[Topic::user(UserId(1))], a, "{}");
+        assert_eq!(created.subscribe, vec![Topic::user(UserId(1))]);
         hub.deliver(&event(1, 1));
         hub.deliver(&event(2, 99));
         assert!(rx.try_recv().expect("own event").contains("\"n\":1"));
@@ -356,7 +420,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_closes_as_slow_consumer_and_keeps_the_event() {
-        let hub = Hub::new(Arc::new(Metrics::new()), 64);
+        let hub = Hub::new(Arc::new(Metrics::new()), limits(64));
         let (a, _rx) = attach(&hub, 2);
         let close = a.close.clone();
         hub.create("s1".into(), owner(1), &[Topic::user(UserId(1))], a, "{}");
@@ -371,7 +435,7 @@ mod tests {
 
     #[test]
     fn session_topic_events_remove_the_session_and_expiry_forgets_detached_ones() {
-        let hub = Hub::new(Arc::new(Metrics::new()), 64);
+        let hub = Hub::new(Arc::new(Metrics::new()), limits(64));
         let (a, _rx) = attach(&hub, 4);
         let close = a.close.clone();
         let topics = [Topic::user(UserId(1)), Topic::session(SessionId(10))];
@@ -390,5 +454,71 @@ mod tests {
         assert_eq!(hub.len(), 1);
         assert_eq!(hub.expire(Duration::from_secs(60), t0 + Duration::from_secs(60)), vec![Topic::user(UserId(2))]);
         assert!(hub.is_empty());
+    }
+
+    #[test]
+    fn the_oldest_sessions_give_way_past_the_caps() {
+        let hub = Hub::new(Arc::new(Metrics::new()), HubLimits { sessions_per_device: 2, sessions_per_user: 3, ..limits(64) });
+        let on = |device: u32| Owner { device: DeviceId(device), ..owner(1) };
+        let topics = |device: u32| [Topic::user(UserId(1)), Topic::device(UserId(1), DeviceId(device))];
+        let mut closes = Vec::new();
+        let mut open = |id: &str, device: u32| {
+            let (a, rx) = attach(&hub, 4);
+            closes.push((id.to_owned(), a.close.clone(), rx));
+            hub.create(id.into(), on(device), &topics(device), a, "{}")
+        };
+        open("d1-a", 1);
+        open("d1-b", 1);
+        // A third session of device 1: its oldest gives way, nothing to unsubscribe.
+        let third = open("d1-c", 1);
+        assert!(third.unsubscribe.is_empty());
+        // Device 2 brings the user to three sessions: within the caps.
+        open("d2-a", 2);
+        // A fourth for the user: the oldest of all (d1-b) gives way.
+        open("d2-b", 2);
+        // Device 2's cap: d2-a gives way; device 1 keeps d1-c.
+        let last = open("d2-c", 2);
+        assert!(last.unsubscribe.is_empty(), "the user and device topics still have listeners");
+        let code = |id: &str| closes.iter().find(|(i, ..)| i == id).map(|(_, c, _)| c.code.load(Ordering::SeqCst));
+        assert_eq!(code("d1-a"), Some(close::SESSION_REPLACED));
+        assert_eq!(code("d1-b"), Some(close::SESSION_REPLACED));
+        assert_eq!(code("d2-a"), Some(close::SESSION_REPLACED));
+        for kept in ["d1-c", "d2-b", "d2-c"] {
+            assert_eq!(code(kept), Some(0), "{kept} stays open");
+        }
+        assert_eq!(hub.len(), 3);
+        let (b, _rx) = attach(&hub, 4);
+        assert!(matches!(hub.resume("d1-a", on(1), 1, b), ResumeOutcome::Invalid), "a replaced session is gone");
+
+        // Replacing the last session of a device leaves its device topic without listeners.
+        let solo = Hub::new(Arc::new(Metrics::new()), HubLimits { sessions_per_device: 5, sessions_per_user: 1, ..limits(64) });
+        let (a, _rx1) = attach(&solo, 4);
+        solo.create("x".into(), on(1), &topics(1), a, "{}");
+        let (b, _rx2) = attach(&solo, 4);
+        let created = solo.create("y".into(), on(2), &topics(2), b, "{}");
+        assert_eq!(created.subscribe, vec![Topic::device(UserId(1), DeviceId(2))]);
+        assert_eq!(created.unsubscribe, vec![Topic::device(UserId(1), DeviceId(1))]);
+        // Removal keeps the per-user index in step: another session fits again.
+        solo.remove("y");
+        let (c, _rx3) = attach(&solo, 4);
+        assert!(solo.create("z".into(), on(3), &topics(3), c, "{}").unsubscribe.is_empty());
+    }
+
+    #[test]
+    fn replay_buffers_are_capped_in_bytes() {
+        let hub = Hub::new(Arc::new(Metrics::new()), HubLimits { replay_bytes: 200, ..limits(1024) });
+        let (a, _rx) = attach(&hub, 64);
+        let conn = a.conn_id;
+        hub.create("s1".into(), owner(1), &[Topic::user(UserId(1))], a, "{}");
+        hub.detach("s1", conn, true, Instant::now());
+        // Each frame is under 50 bytes: four fit in 200, ten do not.
+        for n in 0..10 {
+            hub.deliver(&event(1, n));
+        }
+        let (b, _rx2) = attach(&hub, 64);
+        assert!(matches!(hub.resume("s1", owner(1), 1, b), ResumeOutcome::Invalid), "the first missed events were dropped");
+        let (c, _rx3) = attach(&hub, 64);
+        let ResumeOutcome::Resumed(frames) = hub.resume("s1", owner(1), 9, c) else { panic!("recent events are kept") };
+        assert_eq!(frames.len(), 3, "two events and RESUMED");
     }
 }

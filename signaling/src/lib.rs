@@ -16,18 +16,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{State, WebSocketUpgrade};
+use axum::extract::{FromRef, State, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use copains_backend::bus::Topic;
+use copains_backend::extract::ClientIp;
 use copains_backend::{ApiError, AppState};
 use copains_client_core::gateway::close;
 use copains_client_core::limits::GATEWAY_FRAME_MAX_BYTES;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
-use crate::hub::Hub;
+use crate::hub::{Hub, HubLimits};
 
 /// Gateway timings and sizes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,6 +40,15 @@ pub struct GatewayConfig {
     pub resume_window_ms: u64,
     /// Events kept per session for replay on RESUME.
     pub replay_buffer: usize,
+    /// Bytes of frames kept per session for replay (past it the oldest go first; a RESUME
+    /// that needs them gets INVALID_SESSION).
+    pub replay_buffer_bytes: usize,
+    /// Gateway sessions (connected or resumable) one device may hold on a node; a new
+    /// IDENTIFY past it ends the device's oldest session with 4014.
+    pub max_sessions_per_device: usize,
+    /// Gateway sessions one user may hold on a node, all devices together; a new IDENTIFY past
+    /// it ends the user's oldest session with 4014.
+    pub max_sessions_per_user: usize,
     /// Frames queued per connection before it is closed as a slow consumer (4010).
     pub outgoing_queue: usize,
     /// A write that takes longer than this ends the connection (resumable).
@@ -51,6 +61,9 @@ impl Default for GatewayConfig {
             heartbeat_interval_ms: 30_000,
             resume_window_ms: 120_000,
             replay_buffer: 1024,
+            replay_buffer_bytes: 1024 * 1024,
+            max_sessions_per_device: 5,
+            max_sessions_per_user: 20,
             outgoing_queue: 256,
             write_timeout_ms: 10_000,
         }
@@ -92,7 +105,13 @@ impl Drop for OpenGuard {
 impl Gateway {
     /// Builds the gateway and attaches its hub to the backend's event bus.
     pub fn new(config: GatewayConfig, state: AppState) -> Self {
-        let hub = Arc::new(Hub::new(state.metrics.clone(), config.replay_buffer));
+        let limits = HubLimits {
+            replay_events: config.replay_buffer,
+            replay_bytes: config.replay_buffer_bytes,
+            sessions_per_device: config.max_sessions_per_device,
+            sessions_per_user: config.max_sessions_per_user,
+        };
+        let hub = Arc::new(Hub::new(state.metrics.clone(), limits));
         state.bus.attach(hub.clone());
         let (shutdown, _) = watch::channel(false);
         Self(Arc::new(Inner {
@@ -189,7 +208,18 @@ impl Gateway {
     }
 }
 
-async fn upgrade(State(gw): State<Gateway>, ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> Response {
+/// Lets backend extractors that need the API state ([`ClientIp`]) run on gateway routes.
+impl FromRef<Gateway> for AppState {
+    fn from_ref(gw: &Gateway) -> AppState {
+        gw.0.state.clone()
+    }
+}
+
+async fn upgrade(
+    State(gw): State<Gateway>,
+    ClientIp(ip): ClientIp,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
     if gw.0.draining.load(Ordering::SeqCst) {
         return ApiError::Unavailable("server shutting down").into_response();
     }
@@ -205,5 +235,5 @@ async fn upgrade(State(gw): State<Gateway>, ws: Result<WebSocketUpgrade, WebSock
         // bounds how many one node holds.
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| connection::run(gw, socket))
+        .on_upgrade(move |socket| connection::run(gw, socket, ip))
 }

@@ -13,7 +13,8 @@ use copains_client_core::gateway::dispatch_text;
 pub enum ResumeError {
     /// The client claims a sequence number the server never sent.
     FutureSeq,
-    /// Events after the client's sequence number were already dropped from the buffer.
+    /// Events after the client's sequence number were already dropped from the buffer (to
+    /// keep it within its event or byte cap).
     TooOld,
 }
 
@@ -23,13 +24,22 @@ pub struct SessionCore {
     seq: u64,
     /// Serialized DISPATCH frames by sequence number, oldest first.
     buffer: VecDeque<(u64, Arc<str>)>,
+    /// Sum of the frame lengths in `buffer`.
+    buffered_bytes: usize,
     capacity: usize,
+    max_bytes: usize,
 }
 
 impl SessionCore {
-    /// A session keeping at most `capacity` events for replay.
-    pub fn new(capacity: usize) -> Self {
-        Self { seq: 0, buffer: VecDeque::new(), capacity: capacity.max(1) }
+    /// A session keeping at most `capacity` events, and at most `max_bytes` bytes of frames,
+    /// for replay. Past either cap the oldest frames go first.
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
+        Self { seq: 0, buffer: VecDeque::new(), buffered_bytes: 0, capacity: capacity.max(1), max_bytes }
+    }
+
+    /// Bytes of frames kept for replay.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered_bytes
     }
 
     /// The last sequence number handed out.
@@ -40,9 +50,18 @@ impl SessionCore {
     /// Builds the next DISPATCH frame and keeps it for replay.
     pub fn dispatch(&mut self, name: &str, payload: &str) -> Arc<str> {
         let frame = self.dispatch_unbuffered(name, payload);
-        if self.buffer.len() == self.capacity {
-            self.buffer.pop_front();
+        if frame.len() > self.max_bytes {
+            // A frame larger than the whole buffer cannot be kept, and what came before it
+            // could never be replayed without it.
+            self.buffer.clear();
+            self.buffered_bytes = 0;
+            return frame;
         }
+        while self.buffer.len() >= self.capacity || self.buffered_bytes + frame.len() > self.max_bytes {
+            let Some((_, dropped)) = self.buffer.pop_front() else { break };
+            self.buffered_bytes -= dropped.len();
+        }
+        self.buffered_bytes += frame.len();
         self.buffer.push_back((self.seq, frame.clone()));
         frame
     }
@@ -112,7 +131,7 @@ mod tests {
 
     #[test]
     fn dispatch_numbers_frames_and_replays_what_was_missed() {
-        let mut core = SessionCore::new(8);
+        let mut core = SessionCore::new(8, 1 << 20);
         let ready = core.dispatch_unbuffered("READY", "{}");
         assert_eq!(seq_of(&ready), 1);
         for i in 0..5 {
@@ -128,7 +147,7 @@ mod tests {
 
     #[test]
     fn a_full_buffer_makes_old_positions_unresumable() {
-        let mut core = SessionCore::new(3);
+        let mut core = SessionCore::new(3, 1 << 20);
         core.dispatch_unbuffered("READY", "{}");
         for _ in 0..6 {
             core.dispatch("E", "null");
@@ -137,6 +156,35 @@ mod tests {
         assert_eq!(core.replay_after(4).expect("4 is the last seen: 5.. still here").len(), 3);
         assert_eq!(core.replay_after(3), Err(ResumeError::TooOld));
         assert_eq!(core.replay_after(0), Err(ResumeError::TooOld));
+    }
+
+    #[test]
+    fn the_byte_cap_drops_old_frames_and_makes_their_positions_unresumable() {
+        let frame_len = {
+            let mut probe = SessionCore::new(8, 1 << 20);
+            probe.dispatch("E", "\"0123456789\"").len()
+        };
+        // Room for three frames of this size, not four; plenty of events.
+        let mut core = SessionCore::new(1024, 3 * frame_len + frame_len / 2);
+        core.dispatch_unbuffered("READY", "{}");
+        for _ in 0..3 {
+            core.dispatch("E", "\"0123456789\"");
+        }
+        assert_eq!(core.buffered_bytes(), 3 * frame_len);
+        assert_eq!(core.replay_after(1).expect("2, 3, 4 all kept").len(), 3);
+        core.dispatch("E", "\"0123456789\"");
+        assert_eq!(core.buffered_bytes(), 3 * frame_len, "the oldest frame made room");
+        assert_eq!(core.replay_after(1), Err(ResumeError::TooOld), "frame 2 was dropped");
+        assert_eq!(core.replay_after(2).expect("3, 4, 5 kept").len(), 3);
+
+        // A frame bigger than the cap is not kept, and nothing before it can be replayed.
+        let big = format!("\"{}\"", "x".repeat(4 * frame_len));
+        core.dispatch("E", &big);
+        assert_eq!(core.buffered_bytes(), 0);
+        assert_eq!(core.replay_after(5), Err(ResumeError::TooOld));
+        assert_eq!(core.replay_after(6).expect("nothing missed"), Vec::<Arc<str>>::new());
+        core.dispatch("E", "null");
+        assert_eq!(core.replay_after(6).map(|f| f.len()), Ok(1), "later frames are kept again");
     }
 
     #[test]

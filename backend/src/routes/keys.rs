@@ -206,11 +206,10 @@ async fn fetch(
     if user == auth.user.id && device == Some(auth.device_id) {
         return Err(ApiError::Malformed("a device does not fetch its own bundle".into()));
     }
-    let mut taken = state.store.take_bundles(user, device).await?;
-    if user == auth.user.id {
-        // A device never needs a session with itself.
-        taken.retain(|b| b.device_id != auth.device_id);
-    }
+    // A device never needs a session with itself: leave it out before anything is taken, or
+    // each fetch of its own user's bundles would use up one of its one-time prekeys.
+    let own = (user == auth.user.id).then_some(auth.device_id);
+    let taken = state.store.take_bundles(user, device, own).await?;
     if taken.is_empty() {
         return Err(ApiError::NotFound("no such user, or none of its devices has keys"));
     }

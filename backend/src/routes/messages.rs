@@ -17,7 +17,7 @@ use crate::auth::Authenticated;
 use crate::bus::{BusEvent, Topic};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
-use crate::keystore::NewEnvelope;
+use crate::keystore::{EnqueueError, NewEnvelope, QueueLimits};
 use crate::state::AppState;
 use crate::store::now_ms;
 
@@ -38,7 +38,8 @@ pub fn router() -> Router<AppState> {
         (status = 400, body = ApiErrorBody, description = "malformed body or base64, unknown kind, to oneself"),
         (status = 401, body = ApiErrorBody),
         (status = 404, body = ApiErrorBody, description = "no such recipient"),
-        (status = 409, body = ApiErrorBody, description = "device_mismatch: details lists missing, extra and stale devices"),
+        (status = 409, body = ApiErrorBody, description = "device_mismatch: details lists missing, extra and stale devices; \
+            queue_full: a target device holds too many undelivered envelopes (details lists them), nothing was queued"),
         (status = 413, body = ApiErrorBody),
         (status = 429, body = ApiErrorBody),
     ))]
@@ -104,9 +105,16 @@ pub async fn send(
             content: e.content.0.clone(),
         })
         .collect();
-    if !state.store.enqueue(auth.user.id, auth.device_id, &envelopes, now).await? {
-        // A device disappeared between the check and the insert: tell the sender to look again.
-        return Err(ApiError::Conflict("the recipient's devices changed; fetch them and retry".into()));
+    let limits =
+        QueueLimits { max_envelopes: state.config.limits.queue_max_envelopes, max_bytes: state.config.limits.queue_max_bytes };
+    match state.store.enqueue(auth.user.id, auth.device_id, &envelopes, limits, now).await {
+        Ok(()) => {}
+        Err(EnqueueError::DeviceGone) => {
+            // A device disappeared between the check and the insert: tell the sender to look again.
+            return Err(ApiError::Conflict("the recipient's devices changed; fetch them and retry".into()));
+        }
+        Err(EnqueueError::QueueFull(full)) => return Err(ApiError::QueueFull(full)),
+        Err(EnqueueError::Store(e)) => return Err(e.into()),
     }
     for e in envelopes {
         let pushed = Envelope {
@@ -155,12 +163,14 @@ pub struct QueueParams {
 
 /// The oldest envelopes queued for the calling device.
 #[utoipa::path(get, path = "/api/v1/messages", tag = "messages", security(("bearer" = [])), params(QueueParams),
-    responses((status = 200, body = Queue), (status = 400, body = ApiErrorBody), (status = 401, body = ApiErrorBody)))]
+    responses((status = 200, body = Queue), (status = 400, body = ApiErrorBody), (status = 401, body = ApiErrorBody),
+        (status = 429, body = ApiErrorBody)))]
 pub async fn queue(
     State(state): State<AppState>,
     auth: Authenticated,
     params: Result<Query<QueueParams>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Queue>> {
+    state.limiters.queue_read(auth.user.id)?;
     let Query(params) = params.map_err(|e| ApiError::Malformed(e.body_text()))?;
     let limit = params.limit.unwrap_or(100);
     if !(1..=QUEUE_PAGE_MAX).contains(&limit) {
@@ -182,8 +192,10 @@ pub async fn queue(
         (status = 400, body = ApiErrorBody),
         (status = 401, body = ApiErrorBody),
         (status = 404, body = ApiErrorBody, description = "no such envelope for this device (already acknowledged, or another's)"),
+        (status = 429, body = ApiErrorBody),
     ))]
 pub async fn ack(State(state): State<AppState>, auth: Authenticated, Path(raw): Path<String>) -> ApiResult<StatusCode> {
+    state.limiters.delete(auth.user.id)?;
     let id: EnvelopeId = raw.parse().map_err(|_| ApiError::Malformed("envelope id must be a decimal id".into()))?;
     if state.store.ack(auth.user.id, auth.device_id, id).await? {
         Ok(StatusCode::NO_CONTENT)

@@ -121,12 +121,14 @@ pub async fn sessions(State(state): State<AppState>, auth: Authenticated) -> Api
         (status = 400, body = ApiErrorBody, description = "not a session id"),
         (status = 401, body = ApiErrorBody),
         (status = 404, body = ApiErrorBody),
+        (status = 429, body = ApiErrorBody),
     ))]
 pub async fn revoke_session(
     State(state): State<AppState>,
     auth: Authenticated,
     Path(raw): Path<String>,
 ) -> ApiResult<StatusCode> {
+    state.limiters.delete(auth.user.id)?;
     let session: SessionId = raw.parse().map_err(|_| ApiError::Malformed("session id must be a decimal id".into()))?;
     if !state.store.revoke_session(auth.user.id, session).await? {
         return Err(ApiError::NotFound("no such session"));
@@ -153,8 +155,10 @@ pub async fn devices(State(state): State<AppState>, auth: Authenticated) -> ApiR
         (status = 400, body = ApiErrorBody),
         (status = 401, body = ApiErrorBody),
         (status = 404, body = ApiErrorBody),
+        (status = 429, body = ApiErrorBody),
     ))]
 pub async fn remove_device(State(state): State<AppState>, auth: Authenticated, Path(raw): Path<String>) -> ApiResult<StatusCode> {
+    state.limiters.delete(auth.user.id)?;
     let device = parse_device_id(&raw)?;
     let Some(session) = state.store.remove_device(auth.user.id, device).await? else {
         return Err(ApiError::NotFound("no such device"));
