@@ -1,6 +1,8 @@
 //! Accounts and sessions through the real server: register, login, refresh (with rotation
 //! and reuse detection), logout, profile, password change, session revocation, and every
-//! kind of bad input answered with the JSON error body.
+//! kind of bad input answered with the JSON error body. Expiry is tested with time as an
+//! input: the store is asked what happens at a given instant, and the client's refresh
+//! schedule runs on tokio's paused clock.
 
 mod common;
 
@@ -20,6 +22,8 @@ backend_tests!(
     bad_tokens_are_refused,
     auth_routes_are_rate_limited,
     health_metrics_and_openapi,
+    expired_sessions_are_purged_with_their_devices,
+    an_expired_refresh_token_is_refused_without_being_consumed,
 );
 
 async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
@@ -381,23 +385,129 @@ async fn health_metrics_and_openapi(backend: Backend) {
     app.shutdown().await;
 }
 
+/// When the refresh token of `auth` expires, in milliseconds since the Unix epoch (as the
+/// store keeps times).
+fn refresh_expiry_ms(auth: &AuthResponse) -> i64 {
+    i64::try_from(auth.tokens.refresh_token_expires_at.unix_timestamp_nanos() / 1_000_000).expect("ms")
+}
+
+async fn expired_sessions_are_purged_with_their_devices(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let store = app.running().state().store.clone();
+    let laptop = app.client();
+    let laptop_auth = laptop.register("lea", "password-lea", Some("Laptop")).await.expect("register");
+    let phone = app.client();
+    let phone_auth = phone.login("lea", "password-lea", Some("Phone")).await.expect("login");
+    let laptop_expiry = refresh_expiry_ms(&laptop_auth);
+    let phone_expiry = refresh_expiry_ms(&phone_auth);
+    // The login hashed a password after the registration answered: its expiry is later.
+    assert!(laptop_expiry < phone_expiry, "{laptop_expiry} < {phone_expiry}");
+
+    // The phone refreshes once: its first refresh token is used, and expires when it was
+    // going to; the session moves to the new token's expiry.
+    let phone_first = phone.refresh_token().await.expect("token");
+    phone.refresh().await.expect("refresh");
+    assert_eq!(app.count("refresh_tokens").await, 3, "the laptop's, the phone's used one, the phone's current one");
+
+    assert_eq!(store.purge_expired(laptop_expiry - 1).await.expect("purge"), vec![], "nothing has expired yet");
+    assert_eq!((app.count("sessions").await, app.count("devices").await), (2, 2));
+
+    // At its expiry, the laptop's session goes, with its device and its refresh token.
+    let ended = store.purge_expired(laptop_expiry).await.expect("purge");
+    assert_eq!(ended, vec![(laptop_auth.user.id, laptop_auth.session_id)]);
+    assert_eq!((app.count("sessions").await, app.count("devices").await), (1, 1));
+    let devices = phone.devices().await.expect("devices");
+    assert_eq!(devices.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), vec!["Phone"]);
+    let laptop_refresh = laptop.refresh_token().await.expect("token");
+    let (status, code) = error_of(post(&app, "/api/v1/auth/refresh", json!({"refresh_token": laptop_refresh})).await).await;
+    assert_eq!((status, code), (StatusCode::UNAUTHORIZED, ErrorCode::InvalidRefreshToken));
+
+    // At the phone's first expiry, only its used token goes: the session lives on.
+    assert_eq!(store.purge_expired(phone_expiry).await.expect("purge"), vec![]);
+    assert_eq!(app.count("refresh_tokens").await, 1);
+    assert_ne!(phone.refresh_token().await, Some(phone_first));
+    phone.refresh().await.expect("the current token still works");
+    phone.me().await.expect("the phone is still signed in");
+    app.shutdown().await;
+}
+
+async fn an_expired_refresh_token_is_refused_without_being_consumed(backend: Backend) {
+    use copains_backend::auth::{hash_refresh_token, new_refresh_token};
+    use copains_backend::store::Rotation;
+
+    let app = TestApp::spawn(backend).await;
+    let store = app.running().state().store.clone();
+    let max = app.client();
+    let auth = max.register("max", "password-max", None).await.expect("register");
+    let expiry = refresh_expiry_ms(&auth);
+    let token = max.refresh_token().await.expect("token");
+    let later = expiry + 7 * 24 * 3600 * 1000;
+
+    // Presented at its expiry, the token is refused as invalid: not taken for a reuse (which
+    // would revoke the session), and not consumed.
+    let (_, unused_hash) = new_refresh_token();
+    let outcome = store.rotate_refresh_token(&hash_refresh_token(&token), &unused_hash, expiry, later).await.expect("rotate");
+    assert!(matches!(outcome, Rotation::Invalid), "{outcome:?}");
+    assert_eq!(app.count("sessions").await, 1, "the session is not revoked");
+    assert_eq!(app.count("refresh_tokens").await, 1, "no token was added");
+
+    // A millisecond earlier it is still good: it is exchanged for a new one, which works.
+    let (next, next_hash) = new_refresh_token();
+    let outcome = store.rotate_refresh_token(&hash_refresh_token(&token), &next_hash, expiry - 1, later).await.expect("rotate");
+    assert!(matches!(outcome, Rotation::Rotated { session_id, .. } if session_id == auth.session_id), "{outcome:?}");
+    let resp = post(&app, "/api/v1/auth/refresh", json!({"refresh_token": next})).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    app.shutdown().await;
+}
+
 mod client_refresh {
     use super::common::{Backend, TestApp};
     use std::time::Duration;
 
-    /// The client refreshes its access token on its own before it expires.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    /// Keeps the paused clock still (see the same type in tests/gateway.rs): only `advance`
+    /// moves it, even while the test waits for the server.
+    struct ClockHold(Option<std::sync::mpsc::Sender<()>>);
+
+    impl ClockHold {
+        fn new() -> Self {
+            let (release, wait) = std::sync::mpsc::channel::<()>();
+            tokio::task::spawn_blocking(move || {
+                let _ = wait.recv();
+            });
+            Self(Some(release))
+        }
+    }
+
+    impl Drop for ClockHold {
+        fn drop(&mut self) {
+            self.0.take();
+        }
+    }
+
+    /// The client refreshes its access token on its own when 80% of its lifetime has passed
+    /// (at least 5 s before expiry), on the runtime's clock.
+    #[tokio::test(start_paused = true)]
     async fn client_refreshes_before_expiry() {
-        let app = TestApp::spawn_with(Backend::Sqlite, |c| c.api.auth.access_token_ttl_secs = 6).await;
+        let _hold = ClockHold::new();
+        let app = TestApp::spawn(Backend::Sqlite).await;
+        let ttl = Duration::from_secs(app.running().state().config.auth.access_token_ttl_secs);
+        assert_eq!(ttl, Duration::from_secs(900), "as shipped");
         let kim = app.client();
         kim.register("kim", "password-kim", None).await.expect("register");
         let first = kim.refresh_token().await.expect("token");
         kim.me().await.expect("me");
         assert_eq!(kim.refresh_token().await.as_deref(), Some(first.as_str()), "no refresh needed yet");
-        // Refresh happens once 80% of the lifetime (at least 5 s before expiry) has passed.
-        tokio::time::sleep(Duration::from_millis(1300)).await;
+        tokio::time::advance(ttl * 4 / 5 - Duration::from_millis(1)).await;
+        kim.me().await.expect("me");
+        assert_eq!(kim.refresh_token().await.as_deref(), Some(first.as_str()), "1 ms before 80% of the lifetime");
+        tokio::time::advance(Duration::from_millis(1)).await;
         kim.me().await.expect("me after refresh");
-        assert_ne!(kim.refresh_token().await, Some(first), "rotated by the automatic refresh");
+        let second = kim.refresh_token().await.expect("token");
+        assert_ne!(second, first, "rotated by the automatic refresh");
+        // The new access token starts a new lifetime.
+        tokio::time::advance(ttl * 4 / 5 - Duration::from_millis(1)).await;
+        kim.me().await.expect("me");
+        assert_eq!(kim.refresh_token().await, Some(second), "not again before the new token's 80%");
         app.shutdown().await;
     }
 }

@@ -1,6 +1,8 @@
 //! The gateway through the real server: HELLO → IDENTIFY → READY, events with sequence
-//! numbers, heartbeats, RESUME after a dropped connection with no event lost, slow consumers,
-//! revocation, shutdown, and every malformed frame closed with its documented code.
+//! numbers, heartbeats, RESUME after a dropped connection with no event lost, RESUME taking a
+//! session over from a connection still attached to it, slow consumers, revocation, shutdown,
+//! and every malformed frame closed with its documented code. Heartbeat deadlines run on
+//! tokio's paused clock: the test moves time, nothing sleeps.
 
 mod common;
 
@@ -20,13 +22,78 @@ backend_tests!(
     profile_updates_reach_every_device_in_order,
     resume_after_a_dropped_connection_loses_no_event,
     resume_of_an_unknown_session_asks_for_identify,
+    resume_takes_over_a_connection_still_attached,
     malformed_frames_close_with_documented_codes,
-    missing_heartbeats_close_the_connection,
     revoking_a_session_closes_its_socket,
     slow_consumer_is_closed_and_resumes_without_loss,
     shutdown_tells_connected_clients,
     envelopes_are_acknowledged_over_the_gateway,
 );
+
+/// Like `backend_tests!`, on a current-thread runtime whose clock starts paused.
+macro_rules! paused_backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod paused_sqlite {
+            $(
+                #[tokio::test(start_paused = true)]
+                async fn $name() {
+                    super::$name(super::common::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod paused_postgres {
+            $(
+                #[tokio::test(start_paused = true)]
+                async fn $name() {
+                    if !super::common::Backend::Postgres.available() {
+                        eprintln!("COPAINS_TEST_DATABASE_URL is not set: PostgreSQL variant not run");
+                        return;
+                    }
+                    super::$name(super::common::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+paused_backend_tests!(heartbeats_keep_a_connection_and_silence_ends_it);
+
+/// Keeps a paused clock still until dropped. Tokio moves a paused clock forward on its own
+/// whenever the runtime has nothing to run, which is the case while a test waits for a socket
+/// or for the database's thread; it does not while a blocking task runs. So this parks one
+/// blocking task, and only `tokio::time::advance` moves time.
+struct ClockHold(Option<std::sync::mpsc::Sender<()>>);
+
+impl ClockHold {
+    fn new() -> Self {
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        tokio::task::spawn_blocking(move || {
+            let _ = wait.recv();
+        });
+        Self(Some(release))
+    }
+}
+
+impl Drop for ClockHold {
+    fn drop(&mut self) {
+        // The blocking task returns, and the runtime can shut down.
+        self.0.take();
+    }
+}
+
+/// Fails the test if `fut` is not done within `limit` of real time: under a held clock, a
+/// tokio timeout would never fire.
+async fn within<F: std::future::Future>(limit: Duration, what: &str, fut: F) -> F::Output {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        let _ = tx.send(());
+    });
+    tokio::select! {
+        out = fut => out,
+        _ = rx => panic!("{what}: not done within {limit:?} of real time"),
+    }
+}
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -223,6 +290,55 @@ async fn resume_of_an_unknown_session_asks_for_identify(backend: Backend) {
     app.shutdown().await;
 }
 
+async fn resume_takes_over_a_connection_still_attached(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let kay = app.client();
+    let auth = kay.register("kay", "password-kay", None).await.expect("register");
+    let token = auth.tokens.access_token.clone();
+    let bus = app.running().state().bus.clone();
+    let publish = |n: u32| {
+        let bus = bus.clone();
+        async move {
+            let event = BusEvent::new(Topic::user(auth.user.id), "TEST_EVENT", &json!({ "n": n })).expect("event");
+            bus.publish(event).await.expect("publish");
+        }
+    };
+    let (mut old, ready) = identified(&app, &token).await;
+    let session_id = ready["d"]["session_id"].as_str().expect("id").to_owned();
+    publish(2).await;
+    publish(3).await;
+    let seen = recv_json(&mut old).await;
+    assert_eq!((seen["s"].as_u64(), seen["d"]["n"].as_u64()), (Some(2), Some(2)));
+
+    // The old connection is still attached (it has just read an event) when a new one
+    // resumes from sequence 2: the new one gets event 3 again and RESUMED.
+    let mut new = connect(&app).await;
+    recv_json(&mut new).await;
+    send(&mut new, json!({"op": op::RESUME, "d": {"token": token, "session_id": session_id, "seq": 2}})).await;
+    let replayed = recv_json(&mut new).await;
+    assert_eq!((replayed["s"].as_u64(), replayed["d"]["n"].as_u64()), (Some(3), Some(3)));
+    let resumed = recv_json(&mut new).await;
+    assert_eq!(resumed["t"], event_name::RESUMED);
+    assert_eq!((resumed["s"].as_u64(), resumed["d"]["replayed"].as_u64()), (Some(4), Some(1)));
+
+    // The old connection is closed with the documented code (4000: replaced by a newer
+    // connection), after whatever was already queued for it.
+    assert_eq!(close_code(&mut old).await, Some(close::UNKNOWN_ERROR));
+    assert!(close::is_resumable(close::UNKNOWN_ERROR));
+    // Its end does not end the session: live events keep reaching the new connection.
+    publish(5).await;
+    let live = recv_json(&mut new).await;
+    assert_eq!((live["s"].as_u64(), live["d"]["n"].as_u64()), (Some(5), Some(5)));
+    round_trip(&mut new).await;
+    let gateway = app.running().gateway().clone();
+    common::eventually(Duration::from_secs(5), "the old connection's task ends", || {
+        let gateway = gateway.clone();
+        async move { gateway.open_connections() == 1 }
+    })
+    .await;
+    app.shutdown().await;
+}
+
 async fn malformed_frames_close_with_documented_codes(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let fay = app.client();
@@ -266,26 +382,39 @@ async fn malformed_frames_close_with_documented_codes(backend: Backend) {
     app.shutdown().await;
 }
 
-async fn missing_heartbeats_close_the_connection(backend: Backend) {
-    let app = TestApp::spawn_with(backend, |c| c.gateway.heartbeat_interval_ms = 200).await;
+async fn heartbeats_keep_a_connection_and_silence_ends_it(backend: Backend) {
+    let _hold = ClockHold::new();
+    let app = TestApp::spawn(backend).await;
+    // As shipped: a heartbeat every 30 s, a connection silent for 45 s is closed.
+    let interval = Duration::from_millis(copains::Config::default().gateway.heartbeat_interval_ms);
+    assert_eq!(interval, Duration::from_secs(30));
+    let allowance = interval + interval / 2;
     let gus = app.client();
     let token = gus.register("gus", "password-gus", None).await.expect("register").tokens.access_token;
-    // Silent before IDENTIFY.
+    let real = Duration::from_secs(20);
+
+    // Silent before IDENTIFY: still there just before the deadline (it answers a beat), and
+    // closed, resumable, once a whole allowance passes without one.
     let mut ws = connect(&app).await;
-    recv_json(&mut ws).await;
-    assert_eq!(close_code(&mut ws).await, Some(close::SESSION_TIMED_OUT));
-    // Silent after IDENTIFY: closed with a resumable code.
-    let (mut ws, _) = identified(&app, &token).await;
-    assert_eq!(close_code(&mut ws).await, Some(close::SESSION_TIMED_OUT));
-    assert!(close::is_resumable(close::SESSION_TIMED_OUT));
-    // A client that keeps beating stays.
-    let (mut ws, _) = identified(&app, &token).await;
+    within(real, "HELLO", recv_json(&mut ws)).await;
+    tokio::time::advance(allowance - Duration::from_millis(1)).await;
+    send(&mut ws, json!({"op": op::HEARTBEAT, "d": null})).await;
+    assert_eq!(within(real, "ACK", recv_json(&mut ws)).await["op"], op::HEARTBEAT_ACK, "open 1 ms before its deadline");
+    tokio::time::advance(allowance).await;
+    assert_eq!(within(real, "close", close_code(&mut ws)).await, Some(close::SESSION_TIMED_OUT));
+
+    // After IDENTIFY: a client that beats every interval stays for many allowances.
+    let (mut ws, _) = within(real, "READY", identified(&app, &token)).await;
     for _ in 0..6 {
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        send(&mut ws, json!({"op": 1, "d": 1})).await;
-        assert_eq!(recv_json(&mut ws).await["op"], op::HEARTBEAT_ACK);
+        tokio::time::advance(interval).await;
+        send(&mut ws, json!({"op": op::HEARTBEAT, "d": 1})).await;
+        assert_eq!(within(real, "ACK", recv_json(&mut ws)).await["op"], op::HEARTBEAT_ACK);
     }
-    app.shutdown().await;
+    // Then silence: closed with the resumable 4009.
+    tokio::time::advance(allowance).await;
+    assert_eq!(within(real, "close", close_code(&mut ws)).await, Some(close::SESSION_TIMED_OUT));
+    assert!(close::is_resumable(close::SESSION_TIMED_OUT));
+    within(real, "shutdown", app.shutdown()).await;
 }
 
 async fn revoking_a_session_closes_its_socket(backend: Backend) {

@@ -1,6 +1,7 @@
 //! The server never sees content: after a conversation, neither the database (every file of
 //! it, or every row of every table on PostgreSQL) nor the server's log holds any of the
-//! plaintexts that were sent.
+//! plaintexts that were sent. Nor do they hold the credentials that went through: passwords,
+//! access tokens and refresh tokens.
 
 mod common;
 
@@ -58,6 +59,8 @@ async fn database_and_logs_hold_no_plaintext(backend: Backend) {
             }
         });
     }
+    // Only the readers send from now on: the channel ends when the server's output does.
+    drop(tx);
     let mut log = Vec::new();
     let addr = loop {
         let line = rx.recv_timeout(Duration::from_secs(60)).expect("server starts");
@@ -68,11 +71,13 @@ async fn database_and_logs_hold_no_plaintext(backend: Backend) {
     };
     let base = format!("http://{addr}");
     let secrets: Vec<String> = (0..20).map(|i| format!("SECRET-PLAINTEXT-{i:02}-{:x}", rand::random::<u64>())).collect();
+    let password = format!("password-{:x}", rand::random::<u64>());
+    let mut credentials = vec![password.clone()];
     {
         let alice = copains_client_core::client::Client::new(&base);
-        let a = alice.register("alice", "a-long-password", None).await.expect("register");
+        let a = alice.register("alice", &password, None).await.expect("register");
         let bob = copains_client_core::client::Client::new(&base);
-        let b = bob.register("bob", "a-long-password", None).await.expect("register");
+        let b = bob.register("bob", &password, None).await.expect("register");
         let mut am = alice.enable_e2ee(dir.path().join("alice.vault"), "pass").await.expect("e2ee");
         let mut bm = bob.enable_e2ee(dir.path().join("bob.vault"), "pass").await.expect("e2ee");
         for (i, s) in secrets.iter().enumerate() {
@@ -90,6 +95,13 @@ async fn database_and_logs_hold_no_plaintext(backend: Backend) {
             am.send_dm(b.user.id, s).await.expect("send");
         }
         am.close().await;
+        for client in [&alice, &bob] {
+            credentials.push(client.access_token().await.expect("access token"));
+            credentials.push(client.refresh_token().await.expect("refresh token"));
+        }
+        credentials.extend([a.tokens.access_token, a.tokens.refresh_token, b.tokens.access_token, b.tokens.refresh_token]);
+        credentials.sort();
+        credentials.dedup();
     }
 
     // What the database holds: the files themselves, or every row of every table.
@@ -123,9 +135,8 @@ async fn database_and_logs_hold_no_plaintext(backend: Backend) {
     }
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     let _ = child.wait();
-    while let Ok(line) = rx.recv_timeout(Duration::from_millis(300)) {
-        log.push(line);
-    }
+    // Everything the server wrote, to its last line: the readers stop at the end of its output.
+    log.extend(rx.iter());
     let log = log.join("\n");
     assert!(haystack.windows(5).any(|w| w == b"alice"), "the scan reads the real data (usernames are stored in the clear)");
     assert!(log.contains("POST") || log.contains("messages"), "the debug log did record the traffic");
@@ -135,6 +146,11 @@ async fn database_and_logs_hold_no_plaintext(backend: Backend) {
         assert!(!haystack.windows(hex.len()).any(|w| w == hex.as_bytes()), "plaintext {s} found hex-encoded in the database");
         assert!(!log.contains(s.as_str()), "plaintext {s} found in the server log");
         assert!(!log.contains(&s[..16]), "a piece of plaintext found in the server log");
+    }
+    assert!(log.contains("stopped"), "the log was read to its last line, written after SIGTERM");
+    for c in &credentials {
+        assert!(!haystack.windows(c.len()).any(|w| w == c.as_bytes()), "a password or token found in the database");
+        assert!(!log.contains(c.as_str()), "a password or token found in the server log");
     }
     if let Some((admin, name, _)) = pg {
         if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
