@@ -486,26 +486,41 @@ impl Store {
         }
     }
 
-    /// The oldest `limit` envelopes queued for a device (after envelope `after`, when given:
-    /// the next page while earlier ones are not yet acknowledged), and whether more wait.
+    /// The oldest envelopes queued for a device (after envelope `after`, when given: the next
+    /// page while earlier ones are not yet acknowledged), and whether more wait. A page holds
+    /// at most `limit` envelopes and `max_bytes` bytes of content, but always the first
+    /// envelope, so that a page is never empty while the queue is not.
     pub async fn queue(
         &self,
         user: UserId,
         device: DeviceId,
         after: Option<EnvelopeId>,
         limit: usize,
+        max_bytes: u64,
     ) -> Result<(Vec<Envelope>, bool)> {
+        // The byte cap is applied by the database, which sends only the rows that fit: the
+        // `limit + 1` rows of a page of large envelopes never all come into this process.
         let rows = sqlx::query(
-            "SELECT id, sender_user_id, sender_device_id, kind, content, created_at FROM envelopes \
-             WHERE user_id = $1 AND device_id = $2 AND id > $4 ORDER BY id LIMIT $3",
+            "SELECT id, sender_user_id, sender_device_id, kind, content, created_at, total FROM ( \
+               SELECT id, sender_user_id, sender_device_id, kind, content, created_at, \
+                      SUM(LENGTH(content)) OVER (ORDER BY id) AS upto, \
+                      ROW_NUMBER() OVER (ORDER BY id) AS n, \
+                      COUNT(*) OVER () AS total \
+               FROM (SELECT id, sender_user_id, sender_device_id, kind, content, created_at FROM envelopes \
+                     WHERE user_id = $1 AND device_id = $2 AND id > $4 ORDER BY id LIMIT $3) page \
+             ) sized WHERE upto <= $5 OR n = 1 ORDER BY id",
         )
         .bind(user.0)
         .bind(i64::from(device.0))
         .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
         .bind(after.map_or(i64::MIN, |a| a.0))
+        .bind(i64_of(max_bytes))
         .fetch_all(self.pool())
         .await?;
-        let more = rows.len() > limit;
+        let total: i64 = match rows.first() {
+            Some(r) => r.try_get(6)?,
+            None => 0,
+        };
         let envelopes = rows
             .iter()
             .take(limit)
@@ -520,6 +535,7 @@ impl Store {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let more = total > envelopes.len() as i64;
         Ok((envelopes, more))
     }
 

@@ -14,8 +14,8 @@ use copains_client_core::client::Client;
 use copains_client_core::crypto::{E2eeDevice, MemoryBackend, Vault};
 use copains_client_core::gateway::{close, event_name, op};
 use copains_client_core::keys::{PreKeyCount, UploadKeys, UserBundles};
-use copains_client_core::messages::{kind, Queue};
-use copains_client_core::{ApiErrorBody, ErrorCode, UserId};
+use copains_client_core::messages::{kind, Queue, ENVELOPE_MAX_BYTES};
+use copains_client_core::{ApiErrorBody, DeviceId, ErrorCode, UserId};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -27,6 +27,7 @@ backend_tests!(
     resume_needing_frames_past_the_byte_cap_asks_for_identify,
     a_send_to_a_full_queue_is_refused_whole,
     the_queue_byte_cap_counts_ciphertext,
+    queue_pages_stop_at_four_mebibytes,
     housekeeping_deletes_envelopes_past_their_expiry,
     unknown_methods_do_not_create_metric_labels,
     identify_and_resume_are_rate_limited_per_user,
@@ -241,6 +242,9 @@ async fn a_send_to_a_full_queue_is_refused_whole(backend: Backend) {
     assert_eq!((status, code), (StatusCode::CONFLICT, ErrorCode::QueueFull));
     assert_eq!(details, Some(json!({"devices": [{"user_id": bob_id.to_string(), "device_id": 1}]})), "only the laptop is full");
     assert_eq!(app.count("envelopes").await, 2, "nothing of the refused send was queued, not even for the phone");
+    let store = &app.running().state().store;
+    assert_eq!(store.queue_size(bob_id, DeviceId(1)).await.expect("size"), (2, 10));
+    assert_eq!(store.queue_size(bob_id, DeviceId(2)).await.expect("size"), (0, 0), "counts rolled back with the refusal");
     let phone_queue: Queue = bob_phone.api(reqwest::Method::GET, "/api/v1/messages", None::<&()>).await.expect("queue");
     assert!(phone_queue.envelopes.is_empty());
 
@@ -266,6 +270,8 @@ async fn the_queue_byte_cap_counts_ciphertext(backend: Backend) {
     assert_eq!((status, code), (StatusCode::CONFLICT, ErrorCode::QueueFull), "3001 bytes is one too many");
     assert_eq!(post_message(&app, &alice, &of_size(1000)).await.status(), StatusCode::OK, "3000 bytes fit exactly");
     assert_eq!(app.count("envelopes").await, 3);
+    let store = &app.running().state().store;
+    assert_eq!(store.queue_size(bob_id, DeviceId(1)).await.expect("size"), (3, 3000));
     // Acknowledging over the gateway frees the bytes too.
     let queue: Queue = bob.api(reqwest::Method::GET, "/api/v1/messages", None::<&()>).await.expect("queue");
     let (mut ws, _) = identified(&app, &bearer_of(&bob).await).await;
@@ -274,6 +280,29 @@ async fn the_queue_byte_cap_counts_ciphertext(backend: Backend) {
     assert_eq!(post_message(&app, &alice, &of_size(1000)).await.status(), StatusCode::OK);
     let (status, code, _) = error_of(post_message(&app, &alice, &of_size(1)).await).await;
     assert_eq!((status, code), (StatusCode::CONFLICT, ErrorCode::QueueFull));
+    assert_eq!(store.queue_size(bob_id, DeviceId(1)).await.expect("size"), (3, 3000));
+    app.shutdown().await;
+}
+
+async fn queue_pages_stop_at_four_mebibytes(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (alice, _, _) = with_keys(&app, "alice").await;
+    let (bob, bob_id, keys) = with_keys(&app, "bob").await;
+    let reg = keys.registration_id.expect("reg");
+    let largest = vec![1u8; ENVELOPE_MAX_BYTES];
+    for _ in 0..70 {
+        let body = json!({"recipient": bob_id, "messages": [envelope(1, reg, &largest)]});
+        assert_eq!(post_message(&app, &alice, &body).await.status(), StatusCode::OK);
+    }
+    let first: Queue = bob.api(reqwest::Method::GET, "/api/v1/messages?limit=500", None::<&()>).await.expect("page");
+    assert_eq!(first.envelopes.len(), 64, "64 envelopes of 64 KiB make 4 MiB");
+    assert!(first.more);
+    let last = first.envelopes.last().expect("last").id;
+    let rest: Queue =
+        bob.api(reqwest::Method::GET, &format!("/api/v1/messages?limit=500&after={last}"), None::<&()>).await.expect("page");
+    assert_eq!((rest.envelopes.len(), rest.more), (6, false));
+    let small: Queue = bob.api(reqwest::Method::GET, "/api/v1/messages?limit=10", None::<&()>).await.expect("page");
+    assert_eq!((small.envelopes.len(), small.more), (10, true), "the count limit still applies");
     app.shutdown().await;
 }
 
@@ -299,6 +328,7 @@ async fn housekeeping_deletes_envelopes_past_their_expiry(backend: Backend) {
     copains_backend::housekeep(state, sent_at + 31 * DAY_MS).await;
     assert_eq!(app.count("envelopes").await, 0, "31 days old: deleted");
     assert_eq!(app.count("sessions").await, 2);
+    assert_eq!(state.store.queue_size(bob_id, DeviceId(1)).await.expect("size"), (0, 0), "the queue's counts follow");
 
     // The queue's count went down with it: Bob's device can receive again.
     let fresh = json!({"recipient": bob_id, "messages": [envelope(1, keys.registration_id.expect("reg"), b"new")]});

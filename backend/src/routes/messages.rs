@@ -23,6 +23,9 @@ use crate::store::now_ms;
 
 /// Largest queue page.
 pub const QUEUE_PAGE_MAX: usize = 500;
+/// Content bytes past which a queue page stops early (`more` is then true): 500 envelopes of
+/// the largest size would make a 40 MiB answer.
+pub const QUEUE_PAGE_MAX_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Routes of this area.
 pub fn router() -> Router<AppState> {
@@ -161,7 +164,8 @@ pub struct QueueParams {
     pub after: Option<String>,
 }
 
-/// The oldest envelopes queued for the calling device.
+/// The oldest envelopes queued for the calling device: up to `limit`, and no more than 4 MiB of
+/// content (then `more` is true and the next page continues after the last one).
 #[utoipa::path(get, path = "/api/v1/messages", tag = "messages", security(("bearer" = [])), params(QueueParams),
     responses((status = 200, body = Queue), (status = 400, body = ApiErrorBody), (status = 401, body = ApiErrorBody),
         (status = 429, body = ApiErrorBody)))]
@@ -180,7 +184,7 @@ pub async fn queue(
         None => None,
         Some(raw) => Some(raw.parse::<EnvelopeId>().map_err(|_| ApiError::Malformed("after must be an envelope id".into()))?),
     };
-    let (envelopes, more) = state.store.queue(auth.user.id, auth.device_id, after, limit).await?;
+    let (envelopes, more) = state.store.queue(auth.user.id, auth.device_id, after, limit, QUEUE_PAGE_MAX_BYTES).await?;
     Ok(Json(Queue { envelopes, more }))
 }
 
