@@ -521,4 +521,72 @@ mod tests {
         let ResumeOutcome::Resumed(frames) = hub.resume("s1", owner(1), 9, c) else { panic!("recent events are kept") };
         assert_eq!(frames.len(), 3, "two events and RESUMED");
     }
+
+    /// The resume window on a paused clock: the instants given to `detach` and `expire`, and
+    /// the one `deliver` reads when it cuts off a slow consumer, are all the runtime's.
+    #[tokio::test(start_paused = true)]
+    async fn the_resume_window_runs_on_the_runtime_clock() {
+        use tokio::time::advance;
+        let now = || tokio::time::Instant::now().into_std();
+        let window = Duration::from_secs(120);
+        let ms = Duration::from_millis(1);
+        let hub = Hub::new(Arc::new(Metrics::new()), limits(64));
+
+        // s1 drops at t0.
+        let (a, _rx_a) = attach(&hub, 16);
+        let conn = a.conn_id;
+        hub.create("s1".into(), owner(1), &[Topic::user(UserId(1))], a, "{}");
+        hub.detach("s1", conn, true, now());
+        // s2 reads too slowly at t0 + 60 s: `deliver` detaches it then.
+        advance(Duration::from_secs(60)).await;
+        let (b, _rx_b) = attach(&hub, 1);
+        let slow = b.close.clone();
+        hub.create("s2".into(), owner(2), &[Topic::user(UserId(2))], b, "{}");
+        hub.deliver(&event(2, 1));
+        hub.deliver(&event(2, 2));
+        assert_eq!(slow.code.load(Ordering::SeqCst), close::SLOW_CONSUMER);
+
+        advance(window - Duration::from_secs(60) - ms).await;
+        assert!(hub.expire(window, now()).is_empty(), "1 ms before s1's window ends");
+        assert_eq!(hub.len(), 2);
+        advance(ms).await;
+        assert_eq!(hub.expire(window, now()), vec![Topic::user(UserId(1))], "s1 expires, s2 has 60 s left");
+        advance(Duration::from_secs(60) - ms).await;
+        assert!(hub.expire(window, now()).is_empty());
+        // s2 is still resumable, with both events it missed.
+        let (c, _rx_c) = attach(&hub, 16);
+        let ResumeOutcome::Resumed(frames) = hub.resume("s2", owner(2), 1, c) else { panic!("s2 resumes") };
+        assert_eq!(frames.len(), 3);
+        // Attached again, it does not expire; the window starts over at its next drop.
+        advance(window).await;
+        assert!(hub.expire(window, now()).is_empty());
+        assert_eq!(hub.len(), 1);
+    }
+
+    /// A RESUME takes a session over from a connection still attached: that connection is
+    /// closed with 4000, and its late detach neither detaches the session nor starts its window.
+    #[tokio::test(start_paused = true)]
+    async fn a_resume_takes_over_and_the_old_connection_cannot_detach_the_session() {
+        let now = || tokio::time::Instant::now().into_std();
+        let window = Duration::from_secs(120);
+        let hub = Hub::new(Arc::new(Metrics::new()), limits(64));
+        let (old, _rx_old) = attach(&hub, 16);
+        let (old_conn, old_close) = (old.conn_id, old.close.clone());
+        hub.create("s1".into(), owner(1), &[Topic::user(UserId(1))], old, "{}");
+        hub.deliver(&event(1, 2));
+        hub.deliver(&event(1, 3));
+
+        let (new, mut rx_new) = attach(&hub, 16);
+        let new_close = new.close.clone();
+        let ResumeOutcome::Resumed(frames) = hub.resume("s1", owner(1), 2, new) else { panic!("resume") };
+        assert_eq!(frames.len(), 2, "event 3, then RESUMED");
+        assert_eq!(old_close.code.load(Ordering::SeqCst), close::UNKNOWN_ERROR);
+
+        assert!(hub.detach("s1", old_conn, true, now()).is_empty());
+        tokio::time::advance(window).await;
+        assert!(hub.expire(window, now()).is_empty(), "the session never counted as detached");
+        hub.deliver(&event(1, 4));
+        assert!(rx_new.try_recv().expect("live events reach the new connection").contains("\"n\":4"));
+        assert_eq!(new_close.code.load(Ordering::SeqCst), 0, "the new connection stays open");
+    }
 }

@@ -199,4 +199,25 @@ mod tests {
         assert!(hb.expired(t0 + Duration::from_secs(85)));
         assert_eq!(hb.deadline(), t0 + Duration::from_secs(85));
     }
+
+    /// The deadline as the connection driver waits on it (`sleep_until` on the runtime's
+    /// clock), on a paused clock that the test moves.
+    #[tokio::test(start_paused = true)]
+    async fn a_missed_heartbeat_is_noticed_at_the_deadline_on_the_runtime_clock() {
+        use tokio::time::{advance, sleep_until, Instant as RtInstant};
+        let interval = Duration::from_secs(30);
+        let mut hb = HeartbeatClock::new(interval, RtInstant::now().into_std());
+        // A client beating every interval is never late, however long it stays.
+        for _ in 0..10 {
+            advance(interval).await;
+            assert!(!hb.expired(RtInstant::now().into_std()));
+            hb.beat(RtInstant::now().into_std());
+        }
+        // Then silence: the wait on the deadline ends 45 s after the last beat, not earlier
+        // (nothing else is pending, so the paused clock jumps straight to it).
+        let last_beat = RtInstant::now();
+        sleep_until(RtInstant::from_std(hb.deadline())).await;
+        assert_eq!(RtInstant::now() - last_beat, interval + interval / 2);
+        assert!(hb.expired(RtInstant::now().into_std()));
+    }
 }
