@@ -8,14 +8,14 @@ use serde::{Deserialize, Serialize};
 use crate::client_ip::IpBlock;
 
 /// Everything the backend needs to know that is not a dependency.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BackendConfig {
     /// Access and refresh token lifetimes.
     pub auth: AuthConfig,
     /// Argon2id cost.
     pub password_hashing: PasswordHashing,
-    /// Request limits.
+    /// Input and storage limits (bodies, envelope queues).
     pub limits: Limits,
     /// Rate limits.
     pub rate_limits: RateLimits,
@@ -24,18 +24,6 @@ pub struct BackendConfig {
     /// itself a trusted proxy; any other request to its socket address. Empty by default: the
     /// header is ignored, so a client cannot pick the address its rate limits count against.
     pub trusted_proxies: Vec<IpBlock>,
-}
-
-impl Default for BackendConfig {
-    fn default() -> Self {
-        Self {
-            auth: AuthConfig::default(),
-            password_hashing: PasswordHashing::default(),
-            limits: Limits::default(),
-            rate_limits: RateLimits::default(),
-            trusted_proxies: Vec::new(),
-        }
-    }
 }
 
 /// Token lifetimes.

@@ -78,6 +78,9 @@ pub struct Slot {
 
 type SlotRef = Arc<Mutex<Slot>>;
 
+/// A session id with the device it belongs to.
+type OwnedSession = (DeviceId, Arc<str>);
+
 /// Outcome of attaching a connection to an existing session.
 pub enum ResumeOutcome {
     /// Replay these frames (the last one is RESUMED), then drain the queue.
@@ -116,7 +119,7 @@ pub struct Hub {
     topics: Mutex<HashMap<Topic, Vec<Arc<str>>>>,
     /// Each user's sessions on this node, oldest first, with their device: who gives way
     /// when a new one would go over [`HubLimits`].
-    by_user: Mutex<HashMap<UserId, Vec<(DeviceId, Arc<str>)>>>,
+    by_user: Mutex<HashMap<UserId, Vec<OwnedSession>>>,
     metrics: Arc<Metrics>,
     limits: HubLimits,
     next_conn: AtomicU64,
