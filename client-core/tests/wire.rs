@@ -441,3 +441,59 @@ fn history_record() {
         }
     );
 }
+
+/// Every error code, in the order of the enum. The match makes a new code a compile error
+/// here until it is added to the list (and so to the snapshot).
+#[test]
+fn error_codes() {
+    use ErrorCode::*;
+    let codes = [
+        MalformedRequest,
+        ValidationFailed,
+        PayloadTooLarge,
+        InvalidCredentials,
+        Unauthorized,
+        InvalidRefreshToken,
+        Forbidden,
+        AccountDisabled,
+        NotFound,
+        UsernameTaken,
+        TooManyDevices,
+        Conflict,
+        DeviceMismatch,
+        InvalidKeys,
+        RateLimited,
+        QueueFull,
+        UnknownRoute,
+        Internal,
+        Unavailable,
+    ];
+    for code in codes {
+        match code {
+            MalformedRequest | ValidationFailed | PayloadTooLarge | InvalidCredentials | Unauthorized | InvalidRefreshToken
+            | Forbidden | AccountDisabled | NotFound | UsernameTaken | TooManyDevices | Conflict | DeviceMismatch
+            | InvalidKeys | RateLimited | QueueFull | UnknownRoute | Internal | Unavailable => {}
+        }
+    }
+    wire!("error_codes", codes);
+}
+
+/// A sent message as the client's resend log keeps it (in its encrypted vault), for answering
+/// a retry request from one of its recipients.
+#[cfg(feature = "crypto")]
+#[test]
+fn sent_log_record() {
+    use copains_client_core::crypto::{SentEntry, SentTo};
+    wire!(
+        "sent_entry",
+        SentEntry {
+            message_id: "01JD3ZK6Q9R1V7M2W4X8Y0A5BC".into(),
+            sent_at: 1_795_271_374_052,
+            content: b"{\"id\":\"01JD\"}".to_vec(),
+            recipients: vec![
+                SentTo { user: UserId(117_632_502_289_399_811), device: DeviceId(1), identity: vec![0x05, 0x01, 0x02] },
+                SentTo { user: UserId(117_632_502_289_399_808), device: DeviceId(2), identity: vec![0x05, 0x03, 0x04] },
+            ],
+        }
+    );
+}
