@@ -10,9 +10,13 @@ WORK=$(mktemp -d)
 PORT=${PORT:-18181}
 URL=http://127.0.0.1:$PORT
 ulimit -n "$(ulimit -Hn)"
-# Auth rate limits are raised: the benchmarks log in far more often than a person would.
+# Auth rate limits are raised: the benchmarks log in far more often than a person would. All
+# their clients come from one address, and the idle-connection benchmark opens ten gateway
+# sessions per account: the gateway's per-address IDENTIFY limit and session caps are raised.
 COPAINS_API__RATE_LIMITS__AUTH_BURST=1000000 COPAINS_API__RATE_LIMITS__AUTH_PER_MINUTE=1000000 \
 COPAINS_API__RATE_LIMITS__MESSAGES_BURST=1000000 COPAINS_API__RATE_LIMITS__BUNDLE_FETCHES_BURST=1000000 \
+COPAINS_API__RATE_LIMITS__IDENTIFY_PER_IP_BURST=1000000 COPAINS_API__RATE_LIMITS__IDENTIFY_PER_IP_PER_MINUTE=1000000 \
+COPAINS_GATEWAY__MAX_SESSIONS_PER_DEVICE=1000 COPAINS_GATEWAY__MAX_SESSIONS_PER_USER=1000 \
 COPAINS_LOG=warn "$BIN/copains" serve --bind 127.0.0.1:$PORT --data-dir "$WORK/data" >"$WORK/server.log" 2>&1 &
 PID=$!
 trap 'kill -TERM $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$WORK"' EXIT
