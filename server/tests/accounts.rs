@@ -24,6 +24,7 @@ backend_tests!(
     health_metrics_and_openapi,
     expired_sessions_are_purged_with_their_devices,
     an_expired_refresh_token_is_refused_without_being_consumed,
+    housekeeping_ends_expired_sessions_and_says_so,
 );
 
 async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
@@ -460,12 +461,59 @@ async fn an_expired_refresh_token_is_refused_without_being_consumed(backend: Bac
     app.shutdown().await;
 }
 
-mod client_refresh {
+async fn housekeeping_ends_expired_sessions_and_says_so(backend: Backend) {
+    use copains_client_core::client::GatewayUpdate;
+    use copains_client_core::gateway::{close, Event};
+
+    let app = TestApp::spawn(backend).await;
+    let laptop = app.client();
+    let laptop_auth = laptop.register("noa", "password-noa", Some("Laptop")).await.expect("register");
+    let phone = app.client();
+    let phone_auth = phone.login("noa", "password-noa", Some("Phone")).await.expect("login");
+    let laptop_expiry = refresh_expiry_ms(&laptop_auth);
+    assert!(laptop_expiry < refresh_expiry_ms(&phone_auth));
+    let mut laptop_gw = laptop.connect_gateway().await.expect("gateway");
+    laptop_gw.next_event().await.expect("ready");
+    let mut phone_gw = phone.connect_gateway().await.expect("gateway");
+    phone_gw.next_event().await.expect("ready");
+
+    // The pass that runs every minute, run as of a given instant.
+    copains_backend::housekeep(app.running().state(), laptop_expiry - 1).await;
+    assert_eq!(app.count("sessions").await, 2, "nothing expired a millisecond early");
+    laptop.me().await.expect("the laptop is still signed in");
+
+    copains_backend::housekeep(app.running().state(), laptop_expiry).await;
+    assert_eq!(app.count("sessions").await, 1);
+    // The other device is told, ...
+    let (_, event) = phone_gw.next_event().await.expect("event");
+    let Event::SessionRevoked(revoked) = event else { panic!("expected SESSION_REVOKED, got {event:?}") };
+    assert_eq!(revoked.session_id, laptop_auth.session_id);
+    // ... the expired session's connection closes for good, ...
+    loop {
+        match laptop_gw.next().await {
+            Some(GatewayUpdate::Closed { code }) => {
+                assert_eq!(code, Some(close::SESSION_REVOKED));
+                break;
+            }
+            Some(GatewayUpdate::Event { .. }) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // ... and its access token, although not expired itself, is refused at once.
+    let err = laptop.me().await.expect_err("session ended");
+    assert_eq!(err.status(), Some(StatusCode::UNAUTHORIZED));
+    phone.me().await.expect("the phone is still signed in");
+    phone_gw.close().await;
+    app.shutdown().await;
+}
+
+/// Tests on tokio's paused clock: time moves only when the test advances it.
+mod paused_clock {
     use super::common::{Backend, TestApp};
     use std::time::Duration;
 
-    /// Keeps the paused clock still (see the same type in tests/gateway.rs): only `advance`
-    /// moves it, even while the test waits for the server.
+    /// Keeps the paused clock still until dropped (see the same type in tests/gateway.rs): only
+    /// `advance` moves it, even while the test waits for the server.
     struct ClockHold(Option<std::sync::mpsc::Sender<()>>);
 
     impl ClockHold {
@@ -508,6 +556,56 @@ mod client_refresh {
         tokio::time::advance(ttl * 4 / 5 - Duration::from_millis(1)).await;
         kim.me().await.expect("me");
         assert_eq!(kim.refresh_token().await, Some(second), "not again before the new token's 80%");
+        app.shutdown().await;
+    }
+
+    /// The server runs its housekeeping pass at start and then once a minute, on the
+    /// runtime's clock.
+    #[tokio::test(start_paused = true)]
+    async fn housekeeping_runs_every_minute() {
+        use copains_client_core::client::GatewayUpdate;
+        use copains_client_core::gateway::close;
+
+        let _hold = ClockHold::new();
+        // Sessions that are expired as soon as they start, and no heartbeat deadline within
+        // the minute this test moves through.
+        let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+            c.api.auth.refresh_token_ttl_secs = 0;
+            c.gateway.heartbeat_interval_ms = 3_600_000;
+        })
+        .await;
+        let ivo = app.client();
+        ivo.register("ivo", "password-ivo", None).await.expect("register");
+        let mut gw = ivo.connect_gateway().await.expect("gateway");
+        gw.next_event().await.expect("ready");
+
+        // The pass at start ran before this session existed; the next one is a minute later.
+        // 1 ms before it, nothing happens: no close within 300 ms of real time (ample for a
+        // pass, which the same connection shows right after) ...
+        tokio::time::advance(Duration::from_secs(60) - Duration::from_millis(1)).await;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = tx.send(());
+        });
+        tokio::select! {
+            update = gw.next() => panic!("before the minute: {update:?}"),
+            _ = rx => {}
+        }
+        assert_eq!(app.count("sessions").await, 1);
+        // ... and at the minute, the pass ends the expired session.
+        tokio::time::advance(Duration::from_millis(1)).await;
+        loop {
+            match gw.next().await {
+                Some(GatewayUpdate::Closed { code }) => {
+                    assert_eq!(code, Some(close::SESSION_REVOKED), "the expired session was ended");
+                    break;
+                }
+                Some(GatewayUpdate::Event { .. }) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(app.count("sessions").await, 0);
         app.shutdown().await;
     }
 }
