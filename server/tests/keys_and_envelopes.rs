@@ -181,9 +181,9 @@ async fn bundles_hand_out_each_prekey_once_then_the_last_resort(backend: Backend
     assert_eq!(count, PreKeyCount { pre_keys: 0, pq_pre_keys: 0 });
     // The device was told it runs low.
     let low = loop {
-        match tokio::time::timeout(std::time::Duration::from_secs(5), gw.next_event()).await.expect("event").expect("open") {
-            (_, Event::PreKeysLow(low)) => break low,
-            _ => {}
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), gw.next_event()).await.expect("event");
+        if let (_, Event::PreKeysLow(low)) = next.expect("open") {
+            break low;
         }
     };
     assert_eq!(low.device_id.0, 1);
