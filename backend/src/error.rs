@@ -57,7 +57,7 @@ pub enum ApiError {
     TooManyDevices,
     /// 409: target device queues are full; nothing of the send was queued.
     #[error("a recipient device has too many undelivered messages; nothing was sent, try again later")]
-    QueueFull(Vec<crate::keystore::QueueRef>),
+    QueueFull(Vec<crate::store::QueueRef>),
     /// 429.
     #[error("too many requests; retry in {0} s")]
     RateLimited(u64),
@@ -114,7 +114,7 @@ impl From<StoreError> for ApiError {
             StoreError::UsernameTaken => ApiError::UsernameTaken,
             StoreError::TooManyDevices => ApiError::TooManyDevices,
             StoreError::Database(e) => ApiError::Internal(e.into()),
-            StoreError::Corrupt(m) => ApiError::Internal(anyhow::anyhow!(m)),
+            StoreError::Corrupt(m) | StoreError::Sqlite(m) => ApiError::Internal(anyhow::anyhow!(m)),
         }
     }
 }

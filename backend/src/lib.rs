@@ -13,7 +13,6 @@ pub mod domain;
 pub mod error;
 pub mod extract;
 pub mod ids;
-pub mod keystore;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;

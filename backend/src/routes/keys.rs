@@ -15,7 +15,7 @@ use crate::auth::Authenticated;
 use crate::bus::{BusEvent, Topic};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
-use crate::keystore::{UploadError, VerifiedUpload};
+use crate::store::{UploadError, VerifiedUpload};
 use crate::state::AppState;
 use crate::store::now_ms;
 

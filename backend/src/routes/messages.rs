@@ -17,7 +17,7 @@ use crate::auth::Authenticated;
 use crate::bus::{BusEvent, Topic};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
-use crate::keystore::{EnqueueError, NewEnvelope, QueueLimits};
+use crate::store::{EnqueueError, NewEnvelope, QueueLimits};
 use crate::state::AppState;
 use crate::store::now_ms;
 

@@ -1,46 +1,11 @@
-//! Storage over sqlx: one SQL text for SQLite and PostgreSQL (both accept `$n` parameters),
-//! through sqlx's `Any` driver. Times are Unix milliseconds, ids are snowflakes.
-//!
-//! Every transaction that writes starts with a write: SQLite (WAL) refuses to upgrade a read
-//! transaction to a write one once another connection has written ("database is locked",
-//! not retried by the busy timeout), while a first write simply waits for the lock.
-
-use std::time::Duration;
+//! Users, login sessions, refresh tokens and devices.
 
 use copains_client_core::api::{Device, PlatformRole, SessionInfo, User};
 use copains_client_core::{DeviceId, SessionId, UserId};
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor, Row};
-use time::OffsetDateTime;
+use sqlx::any::AnyRow;
+use sqlx::Row;
 
-/// Errors of the store that callers handle.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// `users.username_lower` is taken.
-    #[error("username taken")]
-    UsernameTaken,
-    /// The user already has [`DeviceId::MAX`] devices.
-    #[error("too many devices")]
-    TooManyDevices,
-    /// A row holds a value the code cannot read.
-    #[error("corrupt row: {0}")]
-    Corrupt(String),
-    /// Anything else from the database.
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-}
-
-/// Result of the store.
-pub type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-/// Which engine is behind the pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DbKind {
-    /// SQLite (embedded default).
-    Sqlite,
-    /// PostgreSQL (scale-out).
-    Postgres,
-}
+use super::{device_id, from_ms, Result, Store, StoreError};
 
 /// A user row, including what is never sent to clients.
 #[derive(Debug, Clone)]
@@ -93,83 +58,10 @@ pub struct NewSession<'a> {
     pub now: i64,
 }
 
-/// The database.
-#[derive(Debug, Clone)]
-pub struct Store {
-    pool: AnyPool,
-    kind: DbKind,
-}
-
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
-
 const USER_COLUMNS: &str =
     "u.id, u.username, u.display_name, u.status_text, u.platform_role, u.created_at, u.password_hash, u.disabled_at";
 
 impl Store {
-    /// Connects to `url` (`sqlite://path` or `postgres://…`) and applies pending migrations.
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
-        sqlx::any::install_default_drivers();
-        let kind = if url.starts_with("sqlite:") {
-            DbKind::Sqlite
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            DbKind::Postgres
-        } else {
-            return Err(StoreError::Database(sqlx::Error::Configuration(
-                "database URL must start with sqlite: or postgres:".into(),
-            )));
-        };
-        let mut options = AnyPoolOptions::new().max_connections(max_connections).acquire_timeout(Duration::from_secs(10));
-        if kind == DbKind::Sqlite {
-            options = options.after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    // WAL lets readers run beside the writer; NORMAL is durable at WAL
-                    // checkpoints and is the usual pairing with WAL.
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
-                    )
-                    .await?;
-                    Ok(())
-                })
-            });
-        }
-        let pool = options.connect(url).await?;
-        let store = Self { pool, kind };
-        store.migrate().await?;
-        Ok(store)
-    }
-
-    async fn migrate(&self) -> Result<()> {
-        let migrator = match self.kind {
-            DbKind::Sqlite => &SQLITE_MIGRATIONS,
-            DbKind::Postgres => &POSTGRES_MIGRATIONS,
-        };
-        migrator.run(&self.pool).await.map_err(|e| StoreError::Database(e.into()))
-    }
-
-    /// The engine.
-    pub fn kind(&self) -> DbKind {
-        self.kind
-    }
-
-    /// The pool, for tests and maintenance.
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
-    }
-
-    /// Whether the database answers.
-    pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
-    }
-
-    /// Closes the pool (waits for connections in use).
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
-
-    // ---- users -------------------------------------------------------------------------
-
     /// Creates a user and its first device, session and refresh token, all or nothing.
     pub async fn create_user(
         &self,
@@ -477,6 +369,26 @@ impl Store {
         tx.commit().await?;
         Ok(ended)
     }
+
+    /// Removes a device with its keys, queue and login session. `None` if there was no such
+    /// device; otherwise the login session that ended with it.
+    pub async fn remove_device(&self, user: UserId, device: DeviceId) -> Result<Option<Option<SessionId>>> {
+        let mut tx = self.pool().begin().await?;
+        let session = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND device_id = $2 RETURNING id")
+            .bind(user.0)
+            .bind(i64::from(device.0))
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get::<i64, _>(0).map(SessionId))
+            .transpose()?;
+        let deleted = sqlx::query("DELETE FROM devices WHERE user_id = $1 AND id = $2")
+            .bind(user.0)
+            .bind(i64::from(device.0))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((deleted.rows_affected() > 0).then_some(session))
+    }
 }
 
 /// Inserts a device (smallest free id), its session and first refresh token.
@@ -555,19 +467,4 @@ fn device_of(r: &AnyRow) -> Result<Device> {
         created_at: from_ms(r.try_get(2)?)?,
         last_seen_at: from_ms(r.try_get(3)?)?,
     })
-}
-
-fn device_id(raw: i64) -> Result<DeviceId> {
-    u32::try_from(raw).map(DeviceId).map_err(|_| StoreError::Corrupt(format!("device id {raw}")))
-}
-
-/// Unix milliseconds to a timestamp.
-pub fn from_ms(ms: i64) -> Result<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .map_err(|_| StoreError::Corrupt(format!("timestamp {ms}")))
-}
-
-/// Now in Unix milliseconds.
-pub fn now_ms() -> i64 {
-    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }

@@ -1,0 +1,306 @@
+//! The per-device envelope queue: store and forward of encrypted envelopes, with caps per
+//! device and an expiry. On SQLite its writes go through [`super::sqlite_queue`].
+
+use std::collections::BTreeMap;
+
+use copains_client_core::messages::Envelope;
+use copains_client_core::{DeviceId, EnvelopeId, UserId};
+use sqlx::Row;
+
+use super::{u32_of, Result, Store, StoreError};
+
+/// A new envelope for one device.
+#[derive(Debug, Clone)]
+pub struct NewEnvelope {
+    /// Id.
+    pub id: EnvelopeId,
+    /// Recipient user.
+    pub user: UserId,
+    /// Recipient device.
+    pub device: DeviceId,
+    /// Kind.
+    pub kind: u8,
+    /// Ciphertext.
+    pub content: Vec<u8>,
+}
+
+/// The caps of one device's envelope queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Envelopes.
+    pub max_envelopes: u64,
+    /// Bytes of content.
+    pub max_bytes: u64,
+}
+
+/// One device's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct QueueRef {
+    /// The user.
+    pub user: UserId,
+    /// The device.
+    pub device: DeviceId,
+}
+
+/// Why a send was not queued (nothing of it was).
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    /// A recipient device was removed between the device check and the insert.
+    #[error("a recipient device no longer exists")]
+    DeviceGone,
+    /// These queues would go over their caps.
+    #[error("{} device queue(s) full", .0.len())]
+    QueueFull(Vec<QueueRef>),
+    /// Storage failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for EnqueueError {
+    fn from(e: sqlx::Error) -> Self {
+        EnqueueError::Store(StoreError::Database(e))
+    }
+}
+
+impl Store {
+    /// Queues envelopes, all or nothing: if a recipient device vanished meanwhile, or its
+    /// queue would go over `limits`, nothing of the send is stored.
+    pub async fn enqueue(
+        &self,
+        sender: UserId,
+        sender_device: DeviceId,
+        envelopes: &[NewEnvelope],
+        limits: QueueLimits,
+        now: i64,
+    ) -> Result<(), EnqueueError> {
+        if let Some(writer) = self.queue_writer() {
+            return writer.enqueue(sender, sender_device, envelopes.to_vec(), limits, now).await;
+        }
+        // What the send adds to each queue. Sorted, so that concurrent sends lock the queue
+        // rows in the same order (PostgreSQL would otherwise be free to deadlock).
+        let mut added: BTreeMap<(UserId, DeviceId), (u64, u64)> = BTreeMap::new();
+        for e in envelopes {
+            let entry = added.entry((e.user, e.device)).or_default();
+            entry.0 += 1;
+            entry.1 += e.content.len() as u64;
+        }
+        let mut full = Vec::new();
+        let mut tx = self.pool().begin().await?;
+        for (&(user, device), &(count, bytes)) in &added {
+            if count > limits.max_envelopes || bytes > limits.max_bytes {
+                full.push(QueueRef { user, device });
+                continue;
+            }
+            // Check and count in one statement: the row is locked (PostgreSQL) or the
+            // database is (SQLite) until commit, so concurrent sends cannot both pass the cap.
+            // This also takes SQLite's write lock first (see store.rs).
+            let counted = sqlx::query(
+                "INSERT INTO envelope_queues (user_id, device_id, envelopes, bytes) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (user_id, device_id) DO UPDATE \
+                 SET envelopes = envelope_queues.envelopes + excluded.envelopes, bytes = envelope_queues.bytes + excluded.bytes \
+                 WHERE envelope_queues.envelopes + excluded.envelopes <= $5 AND envelope_queues.bytes + excluded.bytes <= $6",
+            )
+            .bind(user.0)
+            .bind(i64::from(device.0))
+            .bind(i64_of(count))
+            .bind(i64_of(bytes))
+            .bind(i64_of(limits.max_envelopes))
+            .bind(i64_of(limits.max_bytes))
+            .execute(&mut *tx)
+            .await;
+            match counted {
+                Ok(done) if done.rows_affected() == 0 => full.push(QueueRef { user, device }),
+                Ok(_) => {}
+                Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => return Err(EnqueueError::DeviceGone),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !full.is_empty() {
+            // Dropping the transaction rolls back the counts already added.
+            return Err(EnqueueError::QueueFull(full));
+        }
+        for e in envelopes {
+            let inserted = sqlx::query(
+                "INSERT INTO envelopes (id, user_id, device_id, sender_user_id, sender_device_id, kind, content, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(e.id.0)
+            .bind(e.user.0)
+            .bind(i64::from(e.device.0))
+            .bind(sender.0)
+            .bind(i64::from(sender_device.0))
+            .bind(i64::from(e.kind))
+            .bind(e.content.clone())
+            .bind(now)
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => return Err(EnqueueError::DeviceGone),
+                other => {
+                    other?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// How many envelopes and bytes wait in a device's queue.
+    pub async fn queue_size(&self, user: UserId, device: DeviceId) -> Result<(u64, u64)> {
+        let row = sqlx::query("SELECT envelopes, bytes FROM envelope_queues WHERE user_id = $1 AND device_id = $2")
+            .bind(user.0)
+            .bind(i64::from(device.0))
+            .fetch_optional(self.pool())
+            .await?;
+        match row {
+            None => Ok((0, 0)),
+            Some(r) => Ok((u64_of(r.try_get(0)?)?, u64_of(r.try_get(1)?)?)),
+        }
+    }
+
+    /// Deletes envelopes created at or before `cutoff` (Unix ms), delivered or not, in batches;
+    /// returns how many.
+    pub async fn purge_envelopes_before(&self, cutoff: i64) -> Result<u64> {
+        const BATCH: i64 = 1000;
+        let mut total = 0;
+        loop {
+            let mut tx = self.pool().begin().await?;
+            let rows = sqlx::query(
+                "DELETE FROM envelopes WHERE id IN \
+                 (SELECT id FROM envelopes WHERE created_at <= $1 ORDER BY created_at LIMIT $2) \
+                 RETURNING user_id, device_id, LENGTH(content)",
+            )
+            .bind(cutoff)
+            .bind(BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut removed: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
+            for r in &rows {
+                let entry = removed.entry((r.try_get(0)?, r.try_get(1)?)).or_default();
+                entry.0 += 1;
+                entry.1 += r.try_get::<i64, _>(2)?;
+            }
+            for ((user, device), (count, bytes)) in removed {
+                uncount(&mut tx, user, device, count, bytes).await?;
+            }
+            tx.commit().await?;
+            total += rows.len() as u64;
+            if (rows.len() as i64) < BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// The oldest envelopes queued for a device (after envelope `after`, when given: the next
+    /// page while earlier ones are not yet acknowledged), and whether more wait. A page holds
+    /// at most `limit` envelopes and `max_bytes` bytes of content, but always the first
+    /// envelope, so that a page is never empty while the queue is not.
+    pub async fn queue(
+        &self,
+        user: UserId,
+        device: DeviceId,
+        after: Option<EnvelopeId>,
+        limit: usize,
+        max_bytes: u64,
+    ) -> Result<(Vec<Envelope>, bool)> {
+        // The byte cap is applied by the database, which sends only the rows that fit: the
+        // `limit + 1` rows of a page of large envelopes never all come into this process.
+        let rows = sqlx::query(
+            "SELECT id, sender_user_id, sender_device_id, kind, content, created_at, total FROM ( \
+               SELECT id, sender_user_id, sender_device_id, kind, content, created_at, \
+                      SUM(LENGTH(content)) OVER (ORDER BY id) AS upto, \
+                      ROW_NUMBER() OVER (ORDER BY id) AS n, \
+                      COUNT(*) OVER () AS total \
+               FROM (SELECT id, sender_user_id, sender_device_id, kind, content, created_at FROM envelopes \
+                     WHERE user_id = $1 AND device_id = $2 AND id > $4 ORDER BY id LIMIT $3) page \
+             ) sized WHERE upto <= $5 OR n = 1 ORDER BY id",
+        )
+        .bind(user.0)
+        .bind(i64::from(device.0))
+        .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
+        .bind(after.map_or(i64::MIN, |a| a.0))
+        .bind(i64_of(max_bytes))
+        .fetch_all(self.pool())
+        .await?;
+        let total: i64 = match rows.first() {
+            Some(r) => r.try_get(6)?,
+            None => 0,
+        };
+        let envelopes = rows
+            .iter()
+            .take(limit)
+            .map(|r| {
+                Ok(Envelope {
+                    id: EnvelopeId(r.try_get(0)?),
+                    sender: UserId(r.try_get(1)?),
+                    sender_device: DeviceId(u32_of(r.try_get(2)?)?),
+                    kind: u8::try_from(r.try_get::<i64, _>(3)?).map_err(|_| StoreError::Corrupt("kind".into()))?,
+                    content: r.try_get::<Vec<u8>, _>(4)?.into(),
+                    server_timestamp: r.try_get(5)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let more = total > envelopes.len() as i64;
+        Ok((envelopes, more))
+    }
+
+    /// Deletes an envelope of this device. False if there is none (already acknowledged, or
+    /// someone else's).
+    pub async fn ack(&self, user: UserId, device: DeviceId, id: EnvelopeId) -> Result<bool> {
+        Ok(self.ack_many(user, device, &[id]).await? > 0)
+    }
+
+    /// Acknowledges several envelopes of a device at once; ids not in its queue are ignored.
+    /// Returns how many were deleted.
+    pub async fn ack_many(&self, user: UserId, device: DeviceId, ids: &[EnvelopeId]) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        if let Some(writer) = self.queue_writer() {
+            return writer.ack(user, device, ids.to_vec()).await;
+        }
+        let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!(
+            "DELETE FROM envelopes WHERE user_id = $1 AND device_id = $2 AND id IN ({}) RETURNING LENGTH(content)",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(user.0).bind(i64::from(device.0));
+        for id in ids {
+            query = query.bind(id.0);
+        }
+        let mut tx = self.pool().begin().await?;
+        let rows = query.fetch_all(&mut *tx).await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut bytes = 0i64;
+        for r in &rows {
+            bytes += r.try_get::<i64, _>(0)?;
+        }
+        uncount(&mut tx, user.0, i64::from(device.0), rows.len() as i64, bytes).await?;
+        tx.commit().await?;
+        Ok(rows.len() as u64)
+    }
+}
+
+/// Takes deleted envelopes off a queue's counts (in the transaction that deleted them).
+async fn uncount(conn: &mut sqlx::AnyConnection, user: i64, device: i64, count: i64, bytes: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE envelope_queues SET envelopes = envelopes - $3, bytes = bytes - $4 WHERE user_id = $1 AND device_id = $2",
+    )
+    .bind(user)
+    .bind(device)
+    .bind(count)
+    .bind(bytes)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn u64_of(v: i64) -> Result<u64> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative queue count {v}")))
+}

@@ -1,0 +1,167 @@
+//! Storage over sqlx: one SQL text for SQLite and PostgreSQL (both accept `$n` parameters),
+//! through sqlx's `Any` driver. Times are Unix milliseconds, ids are snowflakes.
+//!
+//! Every transaction that writes starts with a write: SQLite (WAL) refuses to upgrade a read
+//! transaction to a write one once another connection has written ("database is locked",
+//! not retried by the busy timeout), while a first write simply waits for the lock.
+
+//!
+//! Split by concern: [`accounts`] (users, login sessions, refresh tokens, devices), [`keys`]
+//! (device keys and prekey bundles), [`envelopes`] (the per-device envelope queue). One
+//! `Store` serves them all; where the two engines need different code, the split is inside
+//! the concern (the envelope queue's writes on SQLite go through [`sqlite_queue`]). The same
+//! conformance tests run on both engines (`backend/tests/store_conformance.rs`).
+
+pub mod accounts;
+pub mod envelopes;
+pub mod keys;
+pub mod sqlite_queue;
+
+use std::time::Duration;
+
+use copains_client_core::DeviceId;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Executor};
+use time::OffsetDateTime;
+
+pub use accounts::{NewSession, Rotation, UserRecord};
+pub use envelopes::{EnqueueError, NewEnvelope, QueueLimits, QueueRef};
+pub use keys::{StoredBundle, UploadError, VerifiedUpload};
+use sqlite_queue::{sqlite_path, QueueWriter};
+
+/// Errors of the store that callers handle.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// `users.username_lower` is taken.
+    #[error("username taken")]
+    UsernameTaken,
+    /// The user already has [`DeviceId::MAX`] devices.
+    #[error("too many devices")]
+    TooManyDevices,
+    /// A row holds a value the code cannot read.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// Anything else from the database.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// The SQLite queue writer failed (see [`sqlite_queue`]).
+    #[error("sqlite: {0}")]
+    Sqlite(String),
+}
+
+/// Result of the store.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which engine is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    /// SQLite (embedded default).
+    Sqlite,
+    /// PostgreSQL (scale-out).
+    Postgres,
+}
+
+/// The database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    kind: DbKind,
+    /// On SQLite, the envelope queue's writes go through one writer thread that commits them
+    /// in groups; on PostgreSQL they go through the pool.
+    queue_writer: Option<QueueWriter>,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+impl Store {
+    /// Connects to `url` (`sqlite://path` or `postgres://…`) and applies pending migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let kind = if url.starts_with("sqlite:") {
+            DbKind::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            DbKind::Postgres
+        } else {
+            return Err(StoreError::Database(sqlx::Error::Configuration(
+                "database URL must start with sqlite: or postgres:".into(),
+            )));
+        };
+        let mut options = AnyPoolOptions::new().max_connections(max_connections).acquire_timeout(Duration::from_secs(10));
+        if kind == DbKind::Sqlite {
+            options = options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // WAL lets readers run beside the writer; NORMAL is durable at WAL
+                    // checkpoints and is the usual pairing with WAL.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(url).await?;
+        let mut store = Self { pool, kind, queue_writer: None };
+        store.migrate().await?;
+        if kind == DbKind::Sqlite {
+            if let Some(path) = sqlite_path(url) {
+                store.queue_writer = Some(QueueWriter::start(&path)?);
+            }
+        }
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let migrator = match self.kind {
+            DbKind::Sqlite => &SQLITE_MIGRATIONS,
+            DbKind::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&self.pool).await.map_err(|e| StoreError::Database(e.into()))
+    }
+
+    /// The engine.
+    pub fn kind(&self) -> DbKind {
+        self.kind
+    }
+
+    /// The SQLite queue writer, when there is one.
+    pub(crate) fn queue_writer(&self) -> Option<&QueueWriter> {
+        self.queue_writer.as_ref()
+    }
+
+    /// The pool, for tests and maintenance.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// Closes the pool (waits for connections in use).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+pub(crate) fn device_id(raw: i64) -> Result<DeviceId> {
+    u32::try_from(raw).map(DeviceId).map_err(|_| StoreError::Corrupt(format!("device id {raw}")))
+}
+
+/// Unix milliseconds to a timestamp.
+pub fn from_ms(ms: i64) -> Result<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map_err(|_| StoreError::Corrupt(format!("timestamp {ms}")))
+}
+
+/// Now in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+pub(crate) fn u32_of(v: i64) -> Result<u32> {
+    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("value {v} out of range")))
+}

@@ -1,0 +1,289 @@
+//! The SQLite writer of the envelope queue: one thread, one connection, group commit.
+//!
+//! Every delivered DM is an insert when it is sent and a delete when it is acknowledged, each
+//! with its queue's counters. Through the pool, each of those is a transaction of four
+//! statements, each statement a round trip to one of sqlx's SQLite worker threads, and the
+//! pooled connections take turns at SQLite's single write lock. Here one thread owns one
+//! connection with its statements prepared once, takes every queue write that is waiting,
+//! runs them in one transaction (each in a savepoint of its own, so that one send refused for
+//! a full queue leaves the others), commits once, and only then answers each caller. Under
+//! load, hundreds of sends and acknowledgements share a commit and a thread wake-up.
+//!
+//! PostgreSQL does not need this: it has row locks and many writers, and the same writes run
+//! through the pool there (see `envelopes.rs`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use copains_client_core::{DeviceId, EnvelopeId, UserId};
+use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use super::envelopes::{EnqueueError, NewEnvelope, QueueLimits, QueueRef};
+use super::{Result, StoreError};
+
+/// Writes waiting beyond this are left for the next transaction (bounds one commit's size).
+const BATCH_MAX: usize = 512;
+
+enum Job {
+    Enqueue {
+        sender: UserId,
+        sender_device: DeviceId,
+        envelopes: Vec<NewEnvelope>,
+        limits: QueueLimits,
+        now: i64,
+        reply: oneshot::Sender<Result<(), EnqueueError>>,
+    },
+    Ack {
+        user: UserId,
+        device: DeviceId,
+        ids: Vec<EnvelopeId>,
+        reply: oneshot::Sender<Result<u64>>,
+    },
+}
+
+/// A handle to the writer thread; the thread stops when the last handle is dropped.
+#[derive(Debug, Clone)]
+pub struct QueueWriter {
+    jobs: mpsc::Sender<Job>,
+}
+
+fn sqlite_error(e: rusqlite::Error) -> StoreError {
+    StoreError::Sqlite(e.to_string())
+}
+
+fn is_foreign_key_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.code == ErrorCode::ConstraintViolation && f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY)
+}
+
+/// The file of a `sqlite:` URL (`sqlite://path?mode=rwc`, `sqlite:path`).
+pub fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+}
+
+impl QueueWriter {
+    /// Opens its own connection to the database file (already migrated) and starts the thread.
+    pub fn start(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path).map_err(sqlite_error)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(sqlite_error)?;
+        let (jobs, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("sqlite-queue-writer".into())
+            .spawn(move || run(conn, rx))
+            .map_err(|e| StoreError::Sqlite(format!("cannot start the queue writer: {e}")))?;
+        Ok(Self { jobs })
+    }
+
+    /// See [`crate::Store::enqueue`].
+    pub async fn enqueue(
+        &self,
+        sender: UserId,
+        sender_device: DeviceId,
+        envelopes: Vec<NewEnvelope>,
+        limits: QueueLimits,
+        now: i64,
+    ) -> Result<(), EnqueueError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs.send(Job::Enqueue { sender, sender_device, envelopes, limits, now, reply }).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// See [`crate::Store::ack_many`].
+    pub async fn ack(&self, user: UserId, device: DeviceId, ids: Vec<EnvelopeId>) -> Result<u64> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs.send(Job::Ack { user, device, ids, reply }).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Sqlite("the queue writer stopped".into())
+}
+
+fn run(mut conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MAX {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_batch(&mut conn, batch);
+    }
+}
+
+/// What a job will answer once the batch is committed.
+enum Outcome {
+    Enqueue(oneshot::Sender<Result<(), EnqueueError>>, Result<(), EnqueueError>),
+    Ack(oneshot::Sender<Result<u64>>, Result<u64>),
+}
+
+fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let committed = (|| -> rusqlite::Result<()> {
+        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for job in batch {
+            let mut sp = tx.savepoint()?;
+            match job {
+                Job::Enqueue { sender, sender_device, envelopes, limits, now, reply } => {
+                    let result = enqueue(&sp, sender, sender_device, &envelopes, limits, now);
+                    if result.is_ok() {
+                        sp.commit()?;
+                    } else {
+                        sp.rollback()?;
+                    }
+                    outcomes.push(Outcome::Enqueue(reply, result));
+                }
+                Job::Ack { user, device, ids, reply } => {
+                    let result = ack(&sp, user, device, &ids);
+                    if result.is_ok() {
+                        sp.commit()?;
+                    } else {
+                        sp.rollback()?;
+                    }
+                    outcomes.push(Outcome::Ack(reply, result));
+                }
+            }
+        }
+        tx.commit()
+    })();
+    // Nobody is told of a write before it is committed.
+    for outcome in outcomes {
+        match (outcome, &committed) {
+            (Outcome::Enqueue(reply, result), Ok(())) => {
+                let _ = reply.send(result);
+            }
+            (Outcome::Ack(reply, result), Ok(())) => {
+                let _ = reply.send(result);
+            }
+            (Outcome::Enqueue(reply, _), Err(e)) => {
+                let _ = reply.send(Err(EnqueueError::Store(StoreError::Sqlite(e.to_string()))));
+            }
+            (Outcome::Ack(reply, _), Err(e)) => {
+                let _ = reply.send(Err(StoreError::Sqlite(e.to_string())));
+            }
+        }
+    }
+    if let Err(e) = committed {
+        tracing::error!(error = %e, "queue writer: a batch failed to commit");
+    }
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn enqueue(
+    conn: &Connection,
+    sender: UserId,
+    sender_device: DeviceId,
+    envelopes: &[NewEnvelope],
+    limits: QueueLimits,
+    now: i64,
+) -> Result<(), EnqueueError> {
+    let mut added: BTreeMap<(UserId, DeviceId), (u64, u64)> = BTreeMap::new();
+    for e in envelopes {
+        let entry = added.entry((e.user, e.device)).or_default();
+        entry.0 += 1;
+        entry.1 += e.content.len() as u64;
+    }
+    let mut full = Vec::new();
+    let mut count_stmt = conn
+        .prepare_cached(
+            "INSERT INTO envelope_queues (user_id, device_id, envelopes, bytes) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (user_id, device_id) DO UPDATE \
+             SET envelopes = envelope_queues.envelopes + excluded.envelopes, bytes = envelope_queues.bytes + excluded.bytes \
+             WHERE envelope_queues.envelopes + excluded.envelopes <= ?5 AND envelope_queues.bytes + excluded.bytes <= ?6",
+        )
+        .map_err(sqlite_error)?;
+    for (&(user, device), &(count, bytes)) in &added {
+        if count > limits.max_envelopes || bytes > limits.max_bytes {
+            full.push(QueueRef { user, device });
+            continue;
+        }
+        let counted = count_stmt.execute(params![
+            user.0,
+            i64::from(device.0),
+            i64_of(count),
+            i64_of(bytes),
+            i64_of(limits.max_envelopes),
+            i64_of(limits.max_bytes)
+        ]);
+        match counted {
+            Ok(0) => full.push(QueueRef { user, device }),
+            Ok(_) => {}
+            Err(e) if is_foreign_key_violation(&e) => return Err(EnqueueError::DeviceGone),
+            Err(e) => return Err(sqlite_error(e).into()),
+        }
+    }
+    if !full.is_empty() {
+        return Err(EnqueueError::QueueFull(full));
+    }
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO envelopes (id, user_id, device_id, sender_user_id, sender_device_id, kind, content, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .map_err(sqlite_error)?;
+    for e in envelopes {
+        let inserted = insert.execute(params![
+            e.id.0,
+            e.user.0,
+            i64::from(e.device.0),
+            sender.0,
+            i64::from(sender_device.0),
+            i64::from(e.kind),
+            e.content,
+            now
+        ]);
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_foreign_key_violation(&e) => return Err(EnqueueError::DeviceGone),
+            Err(e) => return Err(sqlite_error(e).into()),
+        }
+    }
+    Ok(())
+}
+
+fn ack(conn: &Connection, user: UserId, device: DeviceId, ids: &[EnvelopeId]) -> Result<u64> {
+    let mut delete = conn
+        .prepare_cached("DELETE FROM envelopes WHERE user_id = ?1 AND device_id = ?2 AND id = ?3 RETURNING LENGTH(content)")
+        .map_err(sqlite_error)?;
+    let (mut count, mut bytes) = (0i64, 0i64);
+    for id in ids {
+        let mut rows = delete.query(params![user.0, i64::from(device.0), id.0]).map_err(sqlite_error)?;
+        while let Some(row) = rows.next().map_err(sqlite_error)? {
+            count += 1;
+            bytes += row.get::<_, i64>(0).map_err(sqlite_error)?;
+        }
+    }
+    if count > 0 {
+        conn.prepare_cached(
+            "UPDATE envelope_queues SET envelopes = envelopes - ?3, bytes = bytes - ?4 WHERE user_id = ?1 AND device_id = ?2",
+        )
+        .and_then(|mut s| s.execute(params![user.0, i64::from(device.0), count, bytes]))
+        .map_err(sqlite_error)?;
+    }
+    Ok(u64::try_from(count).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_name_their_file() {
+        assert_eq!(sqlite_path("sqlite://./data/copains.db?mode=rwc"), Some(PathBuf::from("./data/copains.db")));
+        assert_eq!(sqlite_path("sqlite:/tmp/x.db"), Some(PathBuf::from("/tmp/x.db")));
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(sqlite_path("postgres://h/db"), None);
+    }
+}
