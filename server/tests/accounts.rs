@@ -509,28 +509,8 @@ async fn housekeeping_ends_expired_sessions_and_says_so(backend: Backend) {
 
 /// Tests on tokio's paused clock: time moves only when the test advances it.
 mod paused_clock {
-    use super::common::{Backend, TestApp};
+    use super::common::{Backend, ClockHold, TestApp};
     use std::time::Duration;
-
-    /// Keeps the paused clock still until dropped (see the same type in tests/gateway.rs): only
-    /// `advance` moves it, even while the test waits for the server.
-    struct ClockHold(Option<std::sync::mpsc::Sender<()>>);
-
-    impl ClockHold {
-        fn new() -> Self {
-            let (release, wait) = std::sync::mpsc::channel::<()>();
-            tokio::task::spawn_blocking(move || {
-                let _ = wait.recv();
-            });
-            Self(Some(release))
-        }
-    }
-
-    impl Drop for ClockHold {
-        fn drop(&mut self) {
-            self.0.take();
-        }
-    }
 
     /// The client refreshes its access token on its own when 80% of its lifetime has passed
     /// (at least 5 s before expiry), on the runtime's clock.

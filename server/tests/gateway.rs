@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, TestApp};
+use common::{Backend, ClockHold, TestApp};
 use copains_backend::bus::{BusEvent, Topic};
 use copains_client_core::api::{Patch, UpdateProfile};
 use copains_client_core::client::GatewayUpdate;
@@ -57,29 +57,6 @@ macro_rules! paused_backend_tests {
 }
 
 paused_backend_tests!(heartbeats_keep_a_connection_and_silence_ends_it);
-
-/// Keeps a paused clock still until dropped. Tokio moves a paused clock forward on its own
-/// whenever the runtime has nothing to run, which is the case while a test waits for a socket
-/// or for the database's thread; it does not while a blocking task runs. So this parks one
-/// blocking task, and only `tokio::time::advance` moves time.
-struct ClockHold(Option<std::sync::mpsc::Sender<()>>);
-
-impl ClockHold {
-    fn new() -> Self {
-        let (release, wait) = std::sync::mpsc::channel::<()>();
-        tokio::task::spawn_blocking(move || {
-            let _ = wait.recv();
-        });
-        Self(Some(release))
-    }
-}
-
-impl Drop for ClockHold {
-    fn drop(&mut self) {
-        // The blocking task returns, and the runtime can shut down.
-        self.0.take();
-    }
-}
 
 /// Fails the test if `fut` is not done within `limit` of real time: under a held clock, a
 /// tokio timeout would never fire.

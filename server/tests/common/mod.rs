@@ -177,6 +177,29 @@ fn replace_db_name(url: &str, name: &str) -> String {
     }
 }
 
+/// Keeps a paused clock still until dropped. Tokio moves a paused clock forward on its own
+/// whenever the runtime has nothing to run, which is the case while a test waits for a socket
+/// or for the database's thread; it does not while a blocking task runs. So this parks one
+/// blocking task, and only `tokio::time::advance` moves time.
+pub struct ClockHold(Option<std::sync::mpsc::Sender<()>>);
+
+impl ClockHold {
+    pub fn new() -> Self {
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        tokio::task::spawn_blocking(move || {
+            let _ = wait.recv();
+        });
+        Self(Some(release))
+    }
+}
+
+impl Drop for ClockHold {
+    fn drop(&mut self) {
+        // The blocking task returns, and the runtime can shut down.
+        self.0.take();
+    }
+}
+
 /// Waits for `cond` to hold, polling; panics after `limit`.
 pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut cond: F)
 where
