@@ -443,7 +443,9 @@ async fn slow_consumer_is_closed_and_resumes_without_loss(backend: Backend) {
     const EVENTS: usize = 1500;
     let app = TestApp::spawn_with(backend, |c| {
         c.gateway.outgoing_queue = 8;
+        // Room to replay all 1500 events of 16 KiB (~24 MiB).
         c.gateway.replay_buffer = 4096;
+        c.gateway.replay_buffer_bytes = 64 * 1024 * 1024;
         c.gateway.write_timeout_ms = 500;
     })
     .await;

@@ -76,9 +76,6 @@ impl TestApp {
         config.api.rate_limits.auth_burst = 100_000;
         config.api.rate_limits.user_writes_per_minute = 100_000;
         config.api.rate_limits.user_writes_burst = 100_000;
-        // Room for the slow-consumer test's 1500 events of 16 KiB (its `replay_buffer` says
-        // "keep everything"); tests/bounds.rs sets a small byte cap where it tests the cap.
-        config.gateway.replay_buffer_bytes = 64 * 1024 * 1024;
         config.shutdown_grace_secs = 5;
         let pg = match backend {
             Backend::Sqlite => None,
