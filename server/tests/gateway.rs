@@ -1,8 +1,8 @@
 //! The gateway through the real server: HELLO → IDENTIFY → READY, events with sequence
 //! numbers, heartbeats, RESUME after a dropped connection with no event lost, RESUME taking a
 //! session over from a connection still attached to it, slow consumers, revocation, shutdown,
-//! and every malformed frame closed with its documented code. Heartbeat deadlines run on
-//! tokio's paused clock: the test moves time, nothing sleeps.
+//! and every malformed frame closed with its documented code. Heartbeat deadlines and the
+//! resume window run on tokio's paused clock: the test moves time, nothing sleeps.
 
 mod common;
 
@@ -56,19 +56,32 @@ macro_rules! paused_backend_tests {
     };
 }
 
-paused_backend_tests!(heartbeats_keep_a_connection_and_silence_ends_it);
+paused_backend_tests!(heartbeats_keep_a_connection_and_silence_ends_it, the_resume_window_runs_on_the_runtime_clock);
 
 /// Fails the test if `fut` is not done within `limit` of real time: under a held clock, a
 /// tokio timeout would never fire.
 async fn within<F: std::future::Future>(limit: Duration, what: &str, fut: F) -> F::Output {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        std::thread::sleep(limit);
-        let _ = tx.send(());
-    });
     tokio::select! {
         out = fut => out,
-        _ = rx => panic!("{what}: not done within {limit:?} of real time"),
+        _ = real_sleep(limit) => panic!("{what}: not done within {limit:?} of real time"),
+    }
+}
+
+/// Sleeps in real time, on a thread of its own: a tokio sleep never ends under a held clock.
+async fn real_sleep(d: Duration) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        std::thread::sleep(d);
+        let _ = tx.send(());
+    });
+    let _ = rx.await;
+}
+
+/// Waits until the server holds `n` gateway connections (polling in real time).
+async fn open_connections_become(app: &TestApp, n: usize) {
+    let gateway = app.running().gateway().clone();
+    while gateway.open_connections() != n {
+        real_sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -391,6 +404,53 @@ async fn heartbeats_keep_a_connection_and_silence_ends_it(backend: Backend) {
     tokio::time::advance(allowance).await;
     assert_eq!(within(real, "close", close_code(&mut ws)).await, Some(close::SESSION_TIMED_OUT));
     assert!(close::is_resumable(close::SESSION_TIMED_OUT));
+    within(real, "shutdown", app.shutdown()).await;
+}
+
+/// The resume window through the real server: the connection's detach and the reaper both
+/// read the runtime's clock, so the test moves the window with `advance`.
+async fn the_resume_window_runs_on_the_runtime_clock(backend: Backend) {
+    let _hold = ClockHold::new();
+    let app = TestApp::spawn(backend).await;
+    // As shipped: a dropped session can be resumed for 2 minutes.
+    let window = Duration::from_millis(copains::Config::default().gateway.resume_window_ms);
+    assert_eq!(window, Duration::from_secs(120));
+    // The reaper looks for expired sessions every quarter of the window, at most every 5 s.
+    let reaper_period = Duration::from_secs(5);
+    let real = Duration::from_secs(20);
+    let lea = app.client();
+    let auth = lea.register("lea", "password-lea", None).await.expect("register");
+    let token = auth.tokens.access_token.clone();
+    let bus = app.running().state().bus.clone();
+    let (ws, ready) = within(real, "READY", identified(&app, &token)).await;
+    let session_id = ready["d"]["session_id"].as_str().expect("id").to_owned();
+
+    // Dropped; 1 ms before the window ends an event arrives, and a RESUME replays it.
+    drop(ws);
+    within(real, "the server sees the drop", open_connections_become(&app, 0)).await;
+    tokio::time::advance(window - Duration::from_millis(1)).await;
+    let event = BusEvent::new(Topic::user(auth.user.id), "TEST_EVENT", &json!({ "n": 2 })).expect("event");
+    bus.publish(event).await.expect("publish");
+    let mut ws = within(real, "connect", connect(&app)).await;
+    within(real, "HELLO", recv_json(&mut ws)).await;
+    send(&mut ws, json!({"op": op::RESUME, "d": {"token": token, "session_id": session_id, "seq": 1}})).await;
+    let replayed = within(real, "replay", recv_json(&mut ws)).await;
+    assert_eq!((replayed["s"].as_u64(), replayed["d"]["n"].as_u64()), (Some(2), Some(2)), "resumable until the window ends");
+    let resumed = within(real, "RESUMED", recv_json(&mut ws)).await;
+    assert_eq!((resumed["t"].as_str(), resumed["s"].as_u64()), (Some(event_name::RESUMED), Some(3)));
+
+    // Dropped again: once the window (counted from this drop) and a reaper pass have gone
+    // by, the session is forgotten and a RESUME is told to IDENTIFY.
+    drop(ws);
+    within(real, "the server sees the drop", open_connections_become(&app, 0)).await;
+    tokio::time::advance(window + reaper_period).await;
+    let mut ws = within(real, "connect", connect(&app)).await;
+    within(real, "HELLO", recv_json(&mut ws)).await;
+    send(&mut ws, json!({"op": op::RESUME, "d": {"token": token, "session_id": session_id, "seq": 3}})).await;
+    assert_eq!(
+        within(real, "INVALID_SESSION", recv_json(&mut ws)).await,
+        json!({"op": op::INVALID_SESSION, "d": {"resumable": false}})
+    );
     within(real, "shutdown", app.shutdown()).await;
 }
 

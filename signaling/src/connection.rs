@@ -259,7 +259,7 @@ impl Conn {
             End::Dropped => true,
         };
         if let Some(id) = self.session.take() {
-            let emptied = self.gw.hub().detach(&id, self.conn_id, resumable, std::time::Instant::now());
+            let emptied = self.gw.hub().detach(&id, self.conn_id, resumable, Instant::now().into_std());
             self.gw.unsubscribe(emptied).await;
         }
     }

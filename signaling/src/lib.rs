@@ -140,7 +140,7 @@ impl Gateway {
                 _ = &mut shutdown => return,
                 _ = tick.tick() => {}
             }
-            let emptied = self.0.hub.expire(window, std::time::Instant::now());
+            let emptied = self.0.hub.expire(window, tokio::time::Instant::now().into_std());
             self.unsubscribe(emptied).await;
         }
     }
