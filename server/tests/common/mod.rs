@@ -69,14 +69,16 @@ impl TestApp {
     /// Like [`TestApp::spawn`], with configuration changes.
     pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Self {
         let data_dir = tempfile::tempdir().expect("tempdir");
-        let mut config = Config::default();
-        config.bind = "127.0.0.1:0".parse().expect("addr");
-        config.data_dir = data_dir.path().to_path_buf();
+        let mut config = Config {
+            bind: "127.0.0.1:0".parse().expect("addr"),
+            data_dir: data_dir.path().to_path_buf(),
+            shutdown_grace_secs: 5,
+            ..Config::default()
+        };
         config.api.rate_limits.auth_per_minute = 100_000;
         config.api.rate_limits.auth_burst = 100_000;
         config.api.rate_limits.user_writes_per_minute = 100_000;
         config.api.rate_limits.user_writes_burst = 100_000;
-        config.shutdown_grace_secs = 5;
         let pg = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => {
