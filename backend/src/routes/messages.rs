@@ -1,25 +1,23 @@
 //! `/api/v1/messages`: store-and-forward of encrypted envelopes, one per device.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, post};
 use axum::{Json, Router};
 use copains_client_core::gateway::event_name;
-use copains_client_core::messages::{
-    kind, DeviceMismatch, Envelope, OutgoingEnvelope, Queue, SendMessage, SendMismatch, SendReceipt, ENVELOPE_MAX_BYTES,
-};
-use copains_client_core::{ApiErrorBody, DeviceId, EnvelopeId};
+use copains_client_core::messages::{kind, Envelope, OutgoingEnvelope, Queue, SendMessage, SendReceipt, ENVELOPE_MAX_BYTES};
+use copains_client_core::{ApiErrorBody, EnvelopeId};
 use serde::Deserialize;
 
 use crate::auth::Authenticated;
 use crate::bus::{BusEvent, Topic};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
-use crate::store::{EnqueueError, NewEnvelope, QueueLimits};
 use crate::state::AppState;
 use crate::store::now_ms;
+use crate::store::{EnqueueError, NewEnvelope, QueueLimits, Send};
 
 /// Largest queue page.
 pub const QUEUE_PAGE_MAX: usize = 500;
@@ -61,65 +59,59 @@ pub async fn send(
     if body.partial && !body.sync_messages.is_empty() {
         return Err(ApiError::Malformed("a partial send has no sync_messages".into()));
     }
-    for e in body.messages.iter().chain(&body.sync_messages) {
-        if !kind::is_valid(e.kind) {
-            return Err(ApiError::Malformed(format!("unknown envelope kind {}", e.kind)));
+    for list in [&body.messages, &body.sync_messages] {
+        let mut seen = BTreeSet::new();
+        for e in list {
+            if !kind::is_valid(e.kind) {
+                return Err(ApiError::Malformed(format!("unknown envelope kind {}", e.kind)));
+            }
+            if e.content.as_slice().is_empty() {
+                return Err(ApiError::Malformed("empty envelope content".into()));
+            }
+            if e.content.as_slice().len() > ENVELOPE_MAX_BYTES {
+                return Err(ApiError::TooLarge(ENVELOPE_MAX_BYTES));
+            }
+            if !seen.insert(e.device_id) {
+                return Err(ApiError::Malformed(format!("two envelopes for device {}", e.device_id)));
+            }
         }
-        if e.content.as_slice().is_empty() {
-            return Err(ApiError::Malformed("empty envelope content".into()));
-        }
-        if e.content.as_slice().len() > ENVELOPE_MAX_BYTES {
-            return Err(ApiError::TooLarge(ENVELOPE_MAX_BYTES));
-        }
-    }
-    let (mut recipient_devices, mut own_devices) = state.store.receiving_devices_of(body.recipient, auth.user.id).await?;
-    if recipient_devices.is_empty() {
-        if state.store.user(body.recipient).await?.is_none() {
-            return Err(ApiError::NotFound("no such recipient"));
-        }
-        return Err(ApiError::NotFound("the recipient has no device that can receive messages"));
-    }
-    own_devices.retain(|(d, _)| *d != auth.device_id);
-    if body.recipient == auth.user.id {
-        recipient_devices.retain(|(d, _)| *d != auth.device_id);
-    }
-    let mut mismatch = SendMismatch {
-        recipient: compare(&recipient_devices, &body.messages)?,
-        own: compare(&own_devices, &body.sync_messages)?,
-    };
-    if body.partial {
-        mismatch.recipient.missing_devices.clear();
-        mismatch.own.missing_devices.clear();
-    }
-    if !mismatch.recipient.is_empty() || !mismatch.own.is_empty() {
-        return Err(ApiError::DeviceMismatch(Box::new(mismatch)));
     }
     let now = now_ms();
-    let envelopes: Vec<NewEnvelope> = body
-        .messages
-        .iter()
-        .map(|e| (body.recipient, e))
-        .chain(body.sync_messages.iter().map(|e| (auth.user.id, e)))
-        .map(|(user, e)| NewEnvelope {
-            id: EnvelopeId(state.ids.next_id()),
-            user,
-            device: e.device_id,
-            kind: e.kind,
-            content: e.content.0.clone(),
-        })
-        .collect();
+    let envelope = |user, e: OutgoingEnvelope| NewEnvelope {
+        id: EnvelopeId(state.ids.next_id()),
+        user,
+        device: e.device_id,
+        kind: e.kind,
+        content: e.content.0,
+        registration_id: e.registration_id,
+    };
+    let send = Send {
+        sender: auth.user.id,
+        sender_device: auth.device_id,
+        recipient: body.recipient,
+        partial: body.partial,
+        messages: body.messages.into_iter().map(|e| envelope(body.recipient, e)).collect(),
+        sync_messages: body.sync_messages.into_iter().map(|e| envelope(auth.user.id, e)).collect(),
+    };
     let limits =
         QueueLimits { max_envelopes: state.config.limits.queue_max_envelopes, max_bytes: state.config.limits.queue_max_bytes };
-    match state.store.enqueue(auth.user.id, auth.device_id, &envelopes, limits, now).await {
-        Ok(()) => {}
+    let send = match state.store.send(send, limits, now).await {
+        Ok(send) => send,
+        Err(EnqueueError::NoDevices) => {
+            if state.store.user(body.recipient).await?.is_none() {
+                return Err(ApiError::NotFound("no such recipient"));
+            }
+            return Err(ApiError::NotFound("the recipient has no device that can receive messages"));
+        }
+        Err(EnqueueError::Mismatch(mismatch)) => return Err(ApiError::DeviceMismatch(mismatch)),
         Err(EnqueueError::DeviceGone) => {
             // A device disappeared between the check and the insert: tell the sender to look again.
             return Err(ApiError::Conflict("the recipient's devices changed; fetch them and retry".into()));
         }
         Err(EnqueueError::QueueFull(full)) => return Err(ApiError::QueueFull(full)),
         Err(EnqueueError::Store(e)) => return Err(e.into()),
-    }
-    for e in envelopes {
+    };
+    for e in send.messages.into_iter().chain(send.sync_messages) {
         let pushed = Envelope {
             id: e.id,
             sender: auth.user.id,
@@ -131,28 +123,6 @@ pub async fn send(
         state.publish(BusEvent::new(Topic::device(e.user, e.device), event_name::ENVELOPE, &pushed)).await;
     }
     Ok(Json(SendReceipt { server_timestamp: now }))
-}
-
-/// Compares the envelopes of a send with the devices that exist.
-fn compare(devices: &[(DeviceId, u32)], envelopes: &[OutgoingEnvelope]) -> ApiResult<DeviceMismatch> {
-    let mut given: BTreeMap<DeviceId, u32> = BTreeMap::new();
-    for e in envelopes {
-        if given.insert(e.device_id, e.registration_id).is_some() {
-            return Err(ApiError::Malformed(format!("two envelopes for device {}", e.device_id)));
-        }
-    }
-    let existing: BTreeMap<DeviceId, u32> = devices.iter().copied().collect();
-    Ok(DeviceMismatch {
-        missing_devices: existing.keys().filter(|d| !given.contains_key(d)).copied().collect(),
-        extra_devices: given.keys().filter(|d| !existing.contains_key(d)).copied().collect(),
-        stale_devices: envelopes
-            .iter()
-            // A retry request goes out when the session is broken: its registration id is unknown.
-            .filter(|e| e.kind != kind::PLAINTEXT)
-            .filter(|e| existing.get(&e.device_id).is_some_and(|r| *r != e.registration_id))
-            .map(|e| e.device_id)
-            .collect(),
-    })
 }
 
 /// Page size of `GET /api/v1/messages`.

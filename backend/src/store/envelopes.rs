@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use copains_client_core::messages::Envelope;
+use copains_client_core::messages::{kind, DeviceMismatch, Envelope, SendMismatch};
 use copains_client_core::{DeviceId, EnvelopeId, UserId};
 use sqlx::Row;
 
@@ -22,6 +22,103 @@ pub struct NewEnvelope {
     pub kind: u8,
     /// Ciphertext.
     pub content: Vec<u8>,
+    /// The registration id the sender encrypted for (checked against the device's).
+    pub registration_id: u32,
+}
+
+/// One send: an envelope for each device of the recipient and for each other device of the
+/// sender. It is checked against the devices that exist and queued in one transaction, so no
+/// device is skipped by a send that raced a device change.
+#[derive(Debug, Clone)]
+pub struct Send {
+    /// Who sends.
+    pub sender: UserId,
+    /// From which device.
+    pub sender_device: DeviceId,
+    /// To whom.
+    pub recipient: UserId,
+    /// Some devices only (a retry request, a re-send): missing devices are not refused.
+    pub partial: bool,
+    /// For the recipient's devices (at most one per device).
+    pub messages: Vec<NewEnvelope>,
+    /// For the sender's other devices (at most one per device).
+    pub sync_messages: Vec<NewEnvelope>,
+}
+
+impl Send {
+    /// Every envelope of the send.
+    pub fn envelopes(&self) -> impl Iterator<Item = &NewEnvelope> {
+        self.messages.iter().chain(&self.sync_messages)
+    }
+
+    /// Checks the send against the devices that can receive, of the recipient and of the
+    /// sender: missing, extra and stale devices refuse it (as Signal-Server does).
+    pub fn check(
+        &self,
+        mut recipient_devices: Vec<(DeviceId, u32)>,
+        mut own_devices: Vec<(DeviceId, u32)>,
+    ) -> Result<(), EnqueueError> {
+        if recipient_devices.is_empty() {
+            return Err(EnqueueError::NoDevices);
+        }
+        own_devices.retain(|(d, _)| *d != self.sender_device);
+        if self.recipient == self.sender {
+            recipient_devices.retain(|(d, _)| *d != self.sender_device);
+        }
+        let mut mismatch = SendMismatch {
+            recipient: compare(&recipient_devices, &self.messages),
+            own: compare(&own_devices, &self.sync_messages),
+        };
+        if self.partial {
+            mismatch.recipient.missing_devices.clear();
+            mismatch.own.missing_devices.clear();
+        }
+        if mismatch.recipient.is_empty() && mismatch.own.is_empty() {
+            Ok(())
+        } else {
+            Err(EnqueueError::Mismatch(Box::new(mismatch)))
+        }
+    }
+}
+
+/// Compares the envelopes of a send with the devices that exist.
+fn compare(devices: &[(DeviceId, u32)], envelopes: &[NewEnvelope]) -> DeviceMismatch {
+    let given: BTreeMap<DeviceId, u32> = envelopes.iter().map(|e| (e.device, e.registration_id)).collect();
+    let existing: BTreeMap<DeviceId, u32> = devices.iter().copied().collect();
+    DeviceMismatch {
+        missing_devices: existing.keys().filter(|d| !given.contains_key(d)).copied().collect(),
+        extra_devices: given.keys().filter(|d| !existing.contains_key(d)).copied().collect(),
+        stale_devices: envelopes
+            .iter()
+            // A retry request goes out when the session is broken: its registration id is unknown.
+            .filter(|e| e.kind != kind::PLAINTEXT)
+            .filter(|e| existing.get(&e.device).is_some_and(|r| *r != e.registration_id))
+            .map(|e| e.device)
+            .collect(),
+    }
+}
+
+/// The SQL that reads the devices able to receive of a send's recipient and sender.
+pub(super) const RECEIVING_DEVICES: &str =
+    "SELECT user_id, device_id, registration_id FROM device_keys WHERE user_id IN ($1, $2) ORDER BY user_id, device_id";
+
+/// Splits `(user, device, registration id)` rows into the recipient's and the sender's.
+pub(super) fn split_devices(
+    rows: impl IntoIterator<Item = (i64, i64, i64)>,
+    recipient: UserId,
+    sender: UserId,
+) -> Result<(Vec<(DeviceId, u32)>, Vec<(DeviceId, u32)>)> {
+    let (mut of_recipient, mut of_sender) = (Vec::new(), Vec::new());
+    for (user, device, registration) in rows {
+        let device = (DeviceId(u32_of(device)?), u32_of(registration)?);
+        if user == recipient.0 {
+            of_recipient.push(device);
+        }
+        if user == sender.0 {
+            of_sender.push(device);
+        }
+    }
+    Ok((of_recipient, of_sender))
 }
 
 /// The caps of one device's envelope queue.
@@ -45,6 +142,12 @@ pub struct QueueRef {
 /// Why a send was not queued (nothing of it was).
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueError {
+    /// The recipient has no device that can receive (none with keys).
+    #[error("the recipient has no device that can receive")]
+    NoDevices,
+    /// The send does not match the devices that exist.
+    #[error("the send does not match the devices that exist")]
+    Mismatch(Box<SendMismatch>),
     /// A recipient device was removed between the device check and the insert.
     #[error("a recipient device no longer exists")]
     DeviceGone,
@@ -63,37 +166,39 @@ impl From<sqlx::Error> for EnqueueError {
 }
 
 impl Store {
-    /// Queues envelopes, all or nothing: if a recipient device vanished meanwhile, or its
-    /// queue would go over `limits`, nothing of the send is stored.
-    pub async fn enqueue(
-        &self,
-        sender: UserId,
-        sender_device: DeviceId,
-        envelopes: &[NewEnvelope],
-        limits: QueueLimits,
-        now: i64,
-    ) -> Result<(), EnqueueError> {
+    /// Checks a send against the devices that exist ([`Send::check`]) and queues its
+    /// envelopes, all in one transaction: if it does not match, if a recipient device vanished
+    /// meanwhile, or if a queue would go over `limits`, nothing of it is stored. Gives the send
+    /// back (to publish its envelopes).
+    pub async fn send(&self, send: Send, limits: QueueLimits, now: i64) -> Result<Send, EnqueueError> {
         if let Some(writer) = self.queue_writer() {
-            return writer.enqueue(sender, sender_device, envelopes.to_vec(), limits, now).await;
+            return writer.send(send, limits, now).await;
         }
+        let mut tx = self.pool().begin().await?;
+        let rows = sqlx::query(RECEIVING_DEVICES).bind(send.recipient.0).bind(send.sender.0).fetch_all(&mut *tx).await?;
+        let rows = rows
+            .iter()
+            .map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)?, r.try_get::<i64, _>(2)?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let (recipient_devices, own_devices) = split_devices(rows, send.recipient, send.sender)?;
+        send.check(recipient_devices, own_devices)?;
+        let (sender, sender_device) = (send.sender, send.sender_device);
         // What the send adds to each queue. Sorted, so that concurrent sends lock the queue
         // rows in the same order (PostgreSQL would otherwise be free to deadlock).
         let mut added: BTreeMap<(UserId, DeviceId), (u64, u64)> = BTreeMap::new();
-        for e in envelopes {
+        for e in send.envelopes() {
             let entry = added.entry((e.user, e.device)).or_default();
             entry.0 += 1;
             entry.1 += e.content.len() as u64;
         }
         let mut full = Vec::new();
-        let mut tx = self.pool().begin().await?;
         for (&(user, device), &(count, bytes)) in &added {
             if count > limits.max_envelopes || bytes > limits.max_bytes {
                 full.push(QueueRef { user, device });
                 continue;
             }
-            // Check and count in one statement: the row is locked (PostgreSQL) or the
-            // database is (SQLite) until commit, so concurrent sends cannot both pass the cap.
-            // This also takes SQLite's write lock first (see store.rs).
+            // Check and count in one statement: the row stays locked until commit, so
+            // concurrent sends cannot both pass the cap.
             let counted = sqlx::query(
                 "INSERT INTO envelope_queues (user_id, device_id, envelopes, bytes) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (user_id, device_id) DO UPDATE \
@@ -119,7 +224,7 @@ impl Store {
             // Dropping the transaction rolls back the counts already added.
             return Err(EnqueueError::QueueFull(full));
         }
-        for e in envelopes {
+        for e in send.envelopes() {
             let inserted = sqlx::query(
                 "INSERT INTO envelopes (id, user_id, device_id, sender_user_id, sender_device_id, kind, content, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -142,7 +247,7 @@ impl Store {
             }
         }
         tx.commit().await?;
-        Ok(())
+        Ok(send)
     }
 
     /// How many envelopes and bytes wait in a device's queue.

@@ -275,30 +275,6 @@ impl Store {
         tx.commit().await?;
         Ok(bundles)
     }
-
-    /// Devices able to receive of two users (the recipient and the sender of a send), in one
-    /// query.
-    pub async fn receiving_devices_of(&self, a: UserId, b: UserId) -> Result<(Vec<(DeviceId, u32)>, Vec<(DeviceId, u32)>)> {
-        let rows = sqlx::query(
-            "SELECT user_id, device_id, registration_id FROM device_keys WHERE user_id IN ($1, $2) ORDER BY user_id, device_id",
-        )
-        .bind(a.0)
-        .bind(b.0)
-        .fetch_all(self.pool())
-        .await?;
-        let (mut of_a, mut of_b) = (Vec::new(), Vec::new());
-        for r in &rows {
-            let user: i64 = r.try_get(0)?;
-            let device = (DeviceId(u32_of(r.try_get(1)?)?), u32_of(r.try_get(2)?)?);
-            if user == a.0 {
-                of_a.push(device);
-            }
-            if user == b.0 {
-                of_b.push(device);
-            }
-        }
-        Ok((of_a, of_b))
-    }
 }
 
 async fn counts_in(conn: &mut sqlx::AnyConnection, user: UserId, device: DeviceId) -> Result<PreKeyCount> {

@@ -25,7 +25,7 @@ use sqlx::{AnyPool, Executor};
 use time::OffsetDateTime;
 
 pub use accounts::{NewSession, Rotation, UserRecord};
-pub use envelopes::{EnqueueError, NewEnvelope, QueueLimits, QueueRef};
+pub use envelopes::{EnqueueError, NewEnvelope, QueueLimits, QueueRef, Send};
 pub use keys::{StoredBundle, UploadError, VerifiedUpload};
 use sqlite_queue::{sqlite_path, QueueWriter};
 
@@ -106,9 +106,11 @@ impl Store {
         let mut store = Self { pool, kind, queue_writer: None };
         store.migrate().await?;
         if kind == DbKind::Sqlite {
-            if let Some(path) = sqlite_path(url) {
-                store.queue_writer = Some(QueueWriter::start(&path)?);
-            }
+            // A file, not an in-memory database: the writer opens its own connection to it.
+            let path = sqlite_path(url).ok_or_else(|| {
+                StoreError::Database(sqlx::Error::Configuration("a SQLite URL must name a file (sqlite://path)".into()))
+            })?;
+            store.queue_writer = Some(QueueWriter::start(&path)?);
         }
         Ok(store)
     }

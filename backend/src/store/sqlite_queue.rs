@@ -20,27 +20,15 @@ use copains_client_core::{DeviceId, EnvelopeId, UserId};
 use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::envelopes::{EnqueueError, NewEnvelope, QueueLimits, QueueRef};
+use super::envelopes::{split_devices, EnqueueError, QueueLimits, QueueRef, Send, RECEIVING_DEVICES};
 use super::{Result, StoreError};
 
 /// Writes waiting beyond this are left for the next transaction (bounds one commit's size).
 const BATCH_MAX: usize = 512;
 
 enum Job {
-    Enqueue {
-        sender: UserId,
-        sender_device: DeviceId,
-        envelopes: Vec<NewEnvelope>,
-        limits: QueueLimits,
-        now: i64,
-        reply: oneshot::Sender<Result<(), EnqueueError>>,
-    },
-    Ack {
-        user: UserId,
-        device: DeviceId,
-        ids: Vec<EnvelopeId>,
-        reply: oneshot::Sender<Result<u64>>,
-    },
+    Send { send: Send, limits: QueueLimits, now: i64, reply: oneshot::Sender<Result<Send, EnqueueError>> },
+    Ack { user: UserId, device: DeviceId, ids: Vec<EnvelopeId>, reply: oneshot::Sender<Result<u64>> },
 }
 
 /// A handle to the writer thread; the thread stops when the last handle is dropped.
@@ -81,17 +69,10 @@ impl QueueWriter {
         Ok(Self { jobs })
     }
 
-    /// See [`crate::Store::enqueue`].
-    pub async fn enqueue(
-        &self,
-        sender: UserId,
-        sender_device: DeviceId,
-        envelopes: Vec<NewEnvelope>,
-        limits: QueueLimits,
-        now: i64,
-    ) -> Result<(), EnqueueError> {
+    /// See [`crate::Store::send`].
+    pub async fn send(&self, send: Send, limits: QueueLimits, now: i64) -> Result<Send, EnqueueError> {
         let (reply, rx) = oneshot::channel();
-        self.jobs.send(Job::Enqueue { sender, sender_device, envelopes, limits, now, reply }).map_err(|_| stopped())?;
+        self.jobs.send(Job::Send { send, limits, now, reply }).map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 
@@ -122,7 +103,7 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Job>) {
 
 /// What a job will answer once the batch is committed.
 enum Outcome {
-    Enqueue(oneshot::Sender<Result<(), EnqueueError>>, Result<(), EnqueueError>),
+    Send(oneshot::Sender<Result<Send, EnqueueError>>, Result<Send, EnqueueError>),
     Ack(oneshot::Sender<Result<u64>>, Result<u64>),
 }
 
@@ -133,14 +114,14 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
         for job in batch {
             let mut sp = tx.savepoint()?;
             match job {
-                Job::Enqueue { sender, sender_device, envelopes, limits, now, reply } => {
-                    let result = enqueue(&sp, sender, sender_device, &envelopes, limits, now);
+                Job::Send { send, limits, now, reply } => {
+                    let result = enqueue(&sp, &send, limits, now).map(|()| send);
                     if result.is_ok() {
                         sp.commit()?;
                     } else {
                         sp.rollback()?;
                     }
-                    outcomes.push(Outcome::Enqueue(reply, result));
+                    outcomes.push(Outcome::Send(reply, result));
                 }
                 Job::Ack { user, device, ids, reply } => {
                     let result = ack(&sp, user, device, &ids);
@@ -158,13 +139,13 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
     // Nobody is told of a write before it is committed.
     for outcome in outcomes {
         match (outcome, &committed) {
-            (Outcome::Enqueue(reply, result), Ok(())) => {
+            (Outcome::Send(reply, result), Ok(())) => {
                 let _ = reply.send(result);
             }
             (Outcome::Ack(reply, result), Ok(())) => {
                 let _ = reply.send(result);
             }
-            (Outcome::Enqueue(reply, _), Err(e)) => {
+            (Outcome::Send(reply, _), Err(e)) => {
                 let _ = reply.send(Err(EnqueueError::Store(StoreError::Sqlite(e.to_string()))));
             }
             (Outcome::Ack(reply, _), Err(e)) => {
@@ -181,16 +162,17 @@ fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn enqueue(
-    conn: &Connection,
-    sender: UserId,
-    sender_device: DeviceId,
-    envelopes: &[NewEnvelope],
-    limits: QueueLimits,
-    now: i64,
-) -> Result<(), EnqueueError> {
+fn enqueue(conn: &Connection, send: &Send, limits: QueueLimits, now: i64) -> Result<(), EnqueueError> {
+    // The device check reads inside the write transaction: nothing can change in between.
+    let mut devices = conn.prepare_cached(&RECEIVING_DEVICES.replace('$', "?")).map_err(sqlite_error)?;
+    let rows = devices
+        .query_map(params![send.recipient.0, send.sender.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<(i64, i64, i64)>>>())
+        .map_err(sqlite_error)?;
+    let (recipient_devices, own_devices) = split_devices(rows, send.recipient, send.sender)?;
+    send.check(recipient_devices, own_devices)?;
     let mut added: BTreeMap<(UserId, DeviceId), (u64, u64)> = BTreeMap::new();
-    for e in envelopes {
+    for e in send.envelopes() {
         let entry = added.entry((e.user, e.device)).or_default();
         entry.0 += 1;
         entry.1 += e.content.len() as u64;
@@ -233,13 +215,13 @@ fn enqueue(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )
         .map_err(sqlite_error)?;
-    for e in envelopes {
+    for e in send.envelopes() {
         let inserted = insert.execute(params![
             e.id.0,
             e.user.0,
             i64::from(e.device.0),
-            sender.0,
-            i64::from(sender_device.0),
+            send.sender.0,
+            i64::from(send.sender_device.0),
             i64::from(e.kind),
             e.content,
             now
