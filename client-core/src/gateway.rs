@@ -17,7 +17,8 @@ pub mod op {
     pub const IDENTIFY: u8 = 2;
     /// Client → server: continue a dropped session and replay missed events.
     pub const RESUME: u8 = 6;
-    /// Server → client: reconnect and resume (the server is moving the session).
+    /// Server → client: reconnect and resume. Reserved: the server does not send it yet; the
+    /// native client already handles it like a resumable close.
     pub const RECONNECT: u8 = 7;
     /// Server → client: the session cannot be resumed; IDENTIFY again.
     pub const INVALID_SESSION: u8 = 9;
@@ -54,7 +55,7 @@ pub mod close {
     pub const SLOW_CONSUMER: u16 = 4010;
     /// The login session was revoked (logout, revocation, password change, refresh-token reuse).
     pub const SESSION_REVOKED: u16 = 4011;
-    /// The server is shutting down; connect again (to another node) and IDENTIFY.
+    /// The server is shutting down; connect again once it is back, and IDENTIFY.
     pub const SERVER_SHUTDOWN: u16 = 4012;
     /// The client sent a frame larger than the limit.
     pub const FRAME_TOO_LARGE: u16 = 4013;
