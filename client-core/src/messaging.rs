@@ -670,12 +670,12 @@ impl State {
         let mut recipients = Vec::with_capacity(envelopes.len());
         for (user, e) in envelopes {
             match self.device.identity_of(*user, e.device_id).await {
-                Ok(Some(identity)) => recipients.push(SentTo { user: *user, device: e.device_id, identity }),
+                Ok(Some(identity)) => recipients.push(SentTo { user: *user, device: e.device_id, identity: identity.into() }),
                 Ok(None) => {}
                 Err(err) => tracing::warn!(error = %err, "identity not found for the sent-message log"),
             }
         }
-        let entry = SentEntry { message_id: message_id.to_owned(), sent_at, content: content.to_vec(), recipients };
+        let entry = SentEntry { message_id: message_id.to_owned(), sent_at, content: content.to_vec().into(), recipients };
         // A message that is not in the log can only not be re-sent: the send itself stands.
         if let Err(e) = SentLog::new(self.device.vault()).record(&entry, self.clock.now_ms()).await {
             tracing::warn!(error = %e, "could not keep a sent message for retries");

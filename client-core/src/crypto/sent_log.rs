@@ -18,6 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::vault::{Vault, VaultError};
+use crate::bytes::Base64Bytes;
 use crate::ids::{DeviceId, UserId};
 
 /// How long a sent message can be asked for again (Signal keeps its resend log one day).
@@ -34,7 +35,7 @@ pub struct SentTo {
     pub device: DeviceId,
     /// The identity key (serialized) the message was encrypted to; a re-send goes only to
     /// this identity.
-    pub identity: Vec<u8>,
+    pub identity: Base64Bytes,
 }
 
 /// A message kept for re-sending.
@@ -45,7 +46,7 @@ pub struct SentEntry {
     /// Server timestamp of the send (Unix milliseconds): what a retry request names.
     pub sent_at: i64,
     /// The plaintext that was encrypted.
-    pub content: Vec<u8>,
+    pub content: Base64Bytes,
     /// Every device it was encrypted to.
     pub recipients: Vec<SentTo>,
 }
@@ -135,7 +136,7 @@ impl<'a> SentLog<'a> {
                     continue;
                 }
                 if let Some(r) = entry.recipients.iter().find(|r| r.user == user && r.device == device) {
-                    out.push(Resendable { content: entry.content.clone(), identity: r.identity.clone() });
+                    out.push(Resendable { content: entry.content.0.clone(), identity: r.identity.0.clone() });
                 }
             }
             Ok::<_, VaultError>(out)
@@ -192,10 +193,10 @@ mod tests {
         SentEntry {
             message_id: id.into(),
             sent_at,
-            content: format!("content of {id}").into_bytes(),
+            content: format!("content of {id}").into_bytes().into(),
             recipients: to
                 .iter()
-                .map(|&(u, d)| SentTo { user: UserId(u), device: DeviceId(d), identity: vec![u as u8, d as u8] })
+                .map(|&(u, d)| SentTo { user: UserId(u), device: DeviceId(d), identity: vec![u as u8, d as u8].into() })
                 .collect(),
         }
     }
