@@ -175,6 +175,15 @@ impl Store {
             return writer.send(send, limits, now).await;
         }
         let mut tx = self.pool().begin().await?;
+        // (PostgreSQL: SQLite sends go through its writer.) Hold both users' devices, in key
+        // order, until commit: a device removal then waits for the send, or the send sees the
+        // device gone. Otherwise the removal locks the device, its cascade waits for this
+        // send's queue row, and this send's envelope insert (foreign key) waits for the device.
+        sqlx::query("SELECT id FROM devices WHERE user_id IN ($1, $2) ORDER BY user_id, id FOR KEY SHARE")
+            .bind(send.recipient.0)
+            .bind(send.sender.0)
+            .execute(&mut *tx)
+            .await?;
         let rows = sqlx::query(RECEIVING_DEVICES).bind(send.recipient.0).bind(send.sender.0).fetch_all(&mut *tx).await?;
         let rows = rows
             .iter()

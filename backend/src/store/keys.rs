@@ -236,7 +236,14 @@ impl Store {
         let mut tx = self.pool().begin().await?;
         // Write first: on SQLite a transaction that reads and then writes fails with "database
         // is locked" when another writer got in between; a first write takes the lock at once.
-        sqlx::query("UPDATE device_keys SET updated_at = updated_at WHERE user_id = $1").bind(user.0).execute(&mut *tx).await?;
+        // PostgreSQL locks the user's device rows in device order instead: an UPDATE would lock
+        // them in heap order, which every UPDATE changes, and two fetches would deadlock.
+        let first = if self.kind() == DbKind::Postgres {
+            "SELECT device_id FROM device_keys WHERE user_id = $1 ORDER BY device_id FOR NO KEY UPDATE"
+        } else {
+            "UPDATE device_keys SET updated_at = updated_at WHERE user_id = $1"
+        };
+        sqlx::query(first).bind(user.0).execute(&mut *tx).await?;
         let rows = sqlx::query(
             "SELECT device_id, registration_id, identity_key, signed_id, signed_key, signed_sig, kyber_id, kyber_key, kyber_sig \
              FROM device_keys WHERE user_id = $1 AND ($2 = 0 OR device_id = $2) AND device_id <> $3 ORDER BY device_id",
