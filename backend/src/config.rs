@@ -66,13 +66,18 @@ pub struct PasswordHashing {
     pub iterations: u32,
     /// Degree of parallelism.
     pub parallelism: u32,
-    /// How many hashes may run at once (each holds `memory_kib`); 0 means one per CPU.
+    /// How many hashes may run at once; 0 means one per CPU. Each of these workers keeps a
+    /// block of `memory_kib` once it has hashed, so argon2 never holds more than
+    /// `max_concurrent × memory_kib`.
     pub max_concurrent: usize,
+    /// How many requests may wait for a worker; beyond that, register, login and password
+    /// changes answer 503 with `Retry-After` at once. Default 256.
+    pub max_queued: usize,
 }
 
 impl Default for PasswordHashing {
     fn default() -> Self {
-        Self { memory_kib: 19 * 1024, iterations: 2, parallelism: 1, max_concurrent: 0 }
+        Self { memory_kib: 19 * 1024, iterations: 2, parallelism: 1, max_concurrent: 0, max_queued: 256 }
     }
 }
 

@@ -70,6 +70,9 @@ pub enum ApiError {
     /// 503.
     #[error("{0}")]
     Unavailable(&'static str),
+    /// 503: a bounded queue (password hashing) is full; retry after the given seconds.
+    #[error("the server is busy; retry in {0} s")]
+    Overloaded(u64),
     /// 500: never shown to the client beyond a generic message.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -102,7 +105,7 @@ impl ApiError {
             RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
             UnknownRoute => (StatusCode::NOT_FOUND, ErrorCode::UnknownRoute),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::UnknownRoute),
-            Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
+            Unavailable(_) | Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }
     }
@@ -115,6 +118,15 @@ impl From<StoreError> for ApiError {
             StoreError::TooManyDevices => ApiError::TooManyDevices,
             StoreError::Database(e) => ApiError::Internal(e.into()),
             StoreError::Corrupt(m) | StoreError::Sqlite(m) => ApiError::Internal(anyhow::anyhow!(m)),
+        }
+    }
+}
+
+impl From<crate::auth::PasswordError> for ApiError {
+    fn from(e: crate::auth::PasswordError) -> Self {
+        match e {
+            crate::auth::PasswordError::Busy { retry_after } => ApiError::Overloaded(retry_after.as_secs().max(1)),
+            e => ApiError::Internal(e.into()),
         }
     }
 }
@@ -136,7 +148,7 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let mut response = (status, Json(body)).into_response();
-        if let ApiError::RateLimited(secs) = self {
+        if let ApiError::RateLimited(secs) | ApiError::Overloaded(secs) = self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         response

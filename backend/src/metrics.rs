@@ -63,6 +63,14 @@ pub struct Metrics {
     pub gateway_events_sent: Counter,
     /// Connections closed for reading too slowly.
     pub gateway_slow_consumers: Counter,
+    /// Resident memory of the process (read at each scrape).
+    pub process_resident_memory: Gauge,
+    /// Password hashes waiting for an argon2 worker (read at each scrape).
+    pub password_hash_queue: Gauge,
+    /// Password hashes running (read at each scrape).
+    pub password_hash_in_flight: Gauge,
+    /// Requests refused because the password hashing queue was full (read at each scrape).
+    pub password_hash_rejected: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -100,6 +108,27 @@ impl Metrics {
             "Gateway connections closed because their queue filled",
             gateway_slow_consumers.clone(),
         );
+        let process_resident_memory = Gauge::default();
+        registry.register_with_unit(
+            "process_resident_memory",
+            "Resident set size of the process (VmRSS)",
+            prometheus_client::registry::Unit::Bytes,
+            process_resident_memory.clone(),
+        );
+        let password_hash_queue = Gauge::default();
+        registry.register(
+            "password_hash_queue",
+            "Password hashes (register, login, password change) waiting for an argon2 worker",
+            password_hash_queue.clone(),
+        );
+        let password_hash_in_flight = Gauge::default();
+        registry.register("password_hash_in_flight", "Password hashes running", password_hash_in_flight.clone());
+        let password_hash_rejected = Gauge::default();
+        registry.register(
+            "password_hash_rejected",
+            "Requests answered 503 because the password hashing queue was full, since start",
+            password_hash_rejected.clone(),
+        );
         Self {
             registry,
             http_requests,
@@ -108,7 +137,23 @@ impl Metrics {
             gateway_sessions,
             gateway_events_sent,
             gateway_slow_consumers,
+            process_resident_memory,
+            password_hash_queue,
+            password_hash_in_flight,
+            password_hash_rejected,
         }
+    }
+
+    /// Sets the gauges that are read rather than counted: the process's resident memory and
+    /// the password hashing pool's figures.
+    pub fn sample(&self, hashing: &crate::auth::HashingStats) {
+        if let Some(bytes) = resident_memory_bytes() {
+            self.process_resident_memory.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+        let as_gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.password_hash_queue.set(as_gauge(hashing.queued));
+        self.password_hash_in_flight.set(as_gauge(hashing.in_flight));
+        self.password_hash_rejected.set(i64::try_from(hashing.rejected).unwrap_or(i64::MAX));
     }
 
     /// Records one HTTP request. `method` comes from [`method_label`].
@@ -124,6 +169,14 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
+}
+
+/// The process's resident set size, from `/proc/self/status` (None where there is no procfs).
+pub fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 #[cfg(test)]

@@ -6,6 +6,6 @@ mod sessions;
 mod tokens;
 
 pub use extract::Authenticated;
-pub use password::{PasswordError, PasswordHasher};
+pub use password::{HashingStats, PasswordError, PasswordHasher};
 pub use sessions::{CachedUser, SessionCache};
 pub use tokens::{hash_refresh_token, new_refresh_token, AccessClaims, JwtKeyPair, TokenError, TokenService};

@@ -34,6 +34,7 @@ pub fn router() -> Router<AppState> {
         (status = 409, body = ApiErrorBody, description = "username taken"),
         (status = 422, body = ApiErrorBody, description = "username, password or device name breaks a rule"),
         (status = 429, body = ApiErrorBody),
+        (status = 503, body = ApiErrorBody, description = "password hashing saturated; see Retry-After"),
     ))]
 pub async fn register(
     State(state): State<AppState>,
@@ -48,7 +49,7 @@ pub async fn register(
     if state.store.user_by_username(username.folded()).await?.is_some() {
         return Err(ApiError::UsernameTaken);
     }
-    let hash = state.passwords.hash(&password).await.map_err(ApiError::internal)?;
+    let hash = state.passwords.hash(&password).await?;
     let user_id = UserId(state.ids.next_id());
     let session_id = SessionId(state.ids.next_id());
     let (refresh, refresh_hash) = new_refresh_token();
@@ -70,6 +71,7 @@ pub async fn register(
         (status = 403, body = ApiErrorBody, description = "account disabled"),
         (status = 409, body = ApiErrorBody, description = "too many devices"),
         (status = 429, body = ApiErrorBody),
+        (status = 503, body = ApiErrorBody, description = "password hashing saturated; see Retry-After"),
     ))]
 pub async fn login(
     State(state): State<AppState>,
@@ -87,8 +89,7 @@ pub async fn login(
     };
     let password =
         if body.password.len() <= copains_client_core::limits::PASSWORD_MAX_BYTES { body.password.as_str() } else { "" };
-    let ok =
-        state.passwords.verify(password, record.as_ref().map(|r| r.password_hash.as_str())).await.map_err(ApiError::internal)?;
+    let ok = state.passwords.verify(password, record.as_ref().map(|r| r.password_hash.as_str())).await?;
     let record = match record {
         Some(record) if ok => record,
         _ => return Err(ApiError::InvalidCredentials),

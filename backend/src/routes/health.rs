@@ -40,6 +40,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state.metrics.sample(&state.passwords.stats());
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
 }
 

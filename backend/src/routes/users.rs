@@ -82,6 +82,7 @@ pub async fn update_me(
         (status = 401, body = ApiErrorBody, description = "bad token or wrong current password"),
         (status = 422, body = ApiErrorBody),
         (status = 429, body = ApiErrorBody),
+        (status = 503, body = ApiErrorBody, description = "password hashing saturated; see Retry-After"),
     ))]
 pub async fn change_password(
     State(state): State<AppState>,
@@ -92,11 +93,11 @@ pub async fn change_password(
     let new = Password::parse(&body.new_password).map_err(|e| ApiError::Validation(e.0))?;
     let record = state.store.user(auth.user.id).await?.ok_or(ApiError::NotFound("user not found"))?;
     let current_ok = body.current_password.len() <= copains_client_core::limits::PASSWORD_MAX_BYTES
-        && state.passwords.verify(&body.current_password, Some(&record.password_hash)).await.map_err(ApiError::internal)?;
+        && state.passwords.verify(&body.current_password, Some(&record.password_hash)).await?;
     if !current_ok {
         return Err(ApiError::InvalidCredentials);
     }
-    let hash = state.passwords.hash(&new).await.map_err(ApiError::internal)?;
+    let hash = state.passwords.hash(&new).await?;
     let ended = state.store.change_password(auth.user.id, &hash, auth.session_id, now_ms()).await?;
     tracing::info!(user = %auth.user.id, ended = ended.len(), "password changed");
     for session in ended {
