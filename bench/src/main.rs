@@ -11,6 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
 mod dm;
+mod memory;
 
 #[derive(Parser)]
 #[command(name = "copains-bench")]
@@ -36,6 +37,38 @@ enum Cmd {
         /// Accounts to spread them over (each account's connections share its topics).
         #[arg(long, default_value_t = 1_000)]
         accounts: usize,
+    },
+    /// Memory footprint: samples the server's RSS while it goes through idle, a burst of
+    /// sign-ups, a burst of logins, then members online with DMs flowing; prints the RSS at
+    /// the end of each phase and writes an SVG plot (and optionally a CSV) of the samples.
+    Memory {
+        /// Server process id (its RSS is read from /proc); start it fresh for the idle figure.
+        #[arg(long)]
+        pid: u32,
+        /// Accounts signed up, then logged in (each login's token opens one gateway connection).
+        #[arg(long, default_value_t = 1_000)]
+        accounts: usize,
+        /// Sign-ups and logins in flight at once.
+        #[arg(long, default_value_t = 50)]
+        concurrency: usize,
+        /// Pairs of DM clients (real Messengers, in this process) during the online phase.
+        #[arg(long, default_value_t = 50)]
+        dm_pairs: usize,
+        /// DMs per second, all pairs together.
+        #[arg(long, default_value_t = 100)]
+        dm_rate: u64,
+        /// Seconds of DMs.
+        #[arg(long, default_value_t = 60)]
+        dm_seconds: u64,
+        /// Seconds to wait after a phase before reading its resting RSS.
+        #[arg(long, default_value_t = 5)]
+        settle: u64,
+        /// Where to write the plot.
+        #[arg(long, default_value = "docs/memory-footprint.svg")]
+        svg: std::path::PathBuf,
+        /// Where to write the samples (seconds, RSS in KiB, phase).
+        #[arg(long)]
+        csv: Option<std::path::PathBuf>,
     },
     /// Registers an account and prints an access token (for wrk).
     Token,
@@ -68,6 +101,21 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::GatewayIdle { pid, connections, accounts } => gateway_idle(&cli.url, pid, connections, accounts).await,
+        Cmd::Memory { pid, accounts, concurrency, dm_pairs, dm_rate, dm_seconds, settle, svg, csv } => {
+            memory::run(memory::Options {
+                url: cli.url.clone(),
+                pid,
+                accounts,
+                concurrency,
+                dm_pairs,
+                dm_rate,
+                dm_seconds,
+                settle_secs: settle,
+                svg,
+                csv,
+            })
+            .await
+        }
         Cmd::Token => {
             let c = Client::new(&cli.url);
             c.register(&unique_name("wrk"), "benchmark-password", Some("bench")).await?;
