@@ -11,7 +11,7 @@
 //! else is refused and reported ([`Incoming::RetryRefused`]), so neither another user nor the
 //! server can have a message re-encrypted to a key of its choosing.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -113,6 +113,8 @@ pub enum RetryRefusal {
     /// The requesting device now has another identity key than the one the message was
     /// encrypted to.
     IdentityChanged,
+    /// That message was already sent again to that device as often as allowed.
+    AnsweredAlready,
 }
 
 impl From<Refusal> for RetryRefusal {
@@ -342,6 +344,9 @@ impl Messenger {
     }
 }
 
+/// How many times one message is sent again to one device on retry requests.
+const RESEND_ANSWERS_MAX: u32 = 3;
+
 /// How often a running messenger checks its prekeys (count and age).
 const KEY_MAINTENANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
@@ -355,6 +360,9 @@ struct State {
     devices: BTreeMap<UserId, Vec<DeviceId>>,
     /// Envelopes already processed (the queue and the live push may overlap).
     seen: HashSet<EnvelopeId>,
+    /// Retry requests answered, by (requester, device, timestamp): a message goes again at
+    /// most [`RESEND_ANSWERS_MAX`] times to one device.
+    answered: HashMap<(UserId, DeviceId, i64), u32>,
     clock: Clock,
     /// Processed envelopes not yet acknowledged.
     acks: Vec<EnvelopeId>,
@@ -487,6 +495,7 @@ async fn start(
         out,
         devices: BTreeMap::new(),
         seen: HashSet::new(),
+        answered: HashMap::new(),
         clock,
         acks: Vec::new(),
     };
@@ -573,9 +582,9 @@ impl State {
                 Err(e) => tracing::warn!(error = %e, "decrypted envelope holds no message"),
             },
             Ok(Decrypted::Duplicate) => tracing::debug!(envelope = %envelope.id, "duplicate envelope dropped"),
-            Ok(Decrypted::RetryRequest { timestamp, device }) => {
+            Ok(Decrypted::RetryRequest { timestamp, device, ratchet_key }) => {
                 let (user, from) = (envelope.sender, envelope.sender_device);
-                match self.resend(user, from, device, timestamp).await {
+                match self.resend(user, from, device, timestamp, ratchet_key.as_deref()).await {
                     Ok(None) => {}
                     Ok(Some(reason)) => {
                         tracing::warn!(user = %user, device = %from, ?reason, "retry request refused");
@@ -637,28 +646,48 @@ impl State {
         device: DeviceId,
         original_device: DeviceId,
         timestamp: i64,
+        ratchet_key: Option<&[u8]>,
     ) -> Result<Option<RetryRefusal>, MessagingError> {
         if original_device != self.my_device {
             // A genuine request goes to the device that sent the message, and names it.
             return Ok(Some(RetryRefusal::NotARecipient));
         }
+        let answers = self.answered.entry((user, device, timestamp)).or_insert(0);
+        if *answers >= RESEND_ANSWERS_MAX {
+            return Ok(Some(RetryRefusal::AnsweredAlready));
+        }
         let found = match SentLog::new(self.device.vault()).find(user, device, timestamp, self.clock.now_ms()).await {
             Ok(found) => found,
             Err(refusal) => return Ok(Some(refusal.into())),
         };
-        self.ensure_session(user, device).await?;
-        // The session may have been rebuilt from a bundle the server handed out: re-send only
-        // to the identity the message was first encrypted to.
-        let identity = self.device.identity_of(user, device).await?;
-        let mut messages = Vec::with_capacity(found.len());
-        for entry in &found {
-            if identity.as_deref() != Some(entry.identity.as_slice()) {
-                return Ok(Some(RetryRefusal::IdentityChanged));
-            }
-            messages.push(entry);
+        *answers += 1;
+        if self.answered.len() > 10_000 {
+            self.answered.clear();
         }
-        for entry in messages {
-            let envelope = self.device.encrypt(user, device, &entry.content).await?;
+        // Only now, for a genuine request: drop the session the requester failed on.
+        if let Some(ratchet) = ratchet_key {
+            self.device.drop_failed_session(user, device, ratchet).await?;
+        }
+        for entry in &found {
+            if self.device.session_registration(user, device).await?.is_none() {
+                // A fresh session, from a bundle checked against the identity the message was
+                // first encrypted to before it is installed: a swapped bundle gets nothing.
+                let bundles: UserBundles =
+                    self.client.api(Method::GET, &format!("/api/v1/keys/{user}/{device}"), None::<&()>).await?;
+                let Some(bundle) = bundles.devices.iter().find(|b| b.device_id == device) else {
+                    return Ok(Some(RetryRefusal::NotARecipient));
+                };
+                if bundle.identity_key.as_slice() != entry.identity.as_slice() {
+                    return Ok(Some(RetryRefusal::IdentityChanged));
+                }
+                self.device.start_session(user, bundle).await?;
+            }
+            // The session that encrypts must hold that identity too, not only the record.
+            let envelope = match self.device.encrypt_pinned(user, device, &entry.content, &entry.identity).await {
+                Ok(envelope) => envelope,
+                Err(CryptoError::IdentityMismatch) => return Ok(Some(RetryRefusal::IdentityChanged)),
+                Err(e) => return Err(e.into()),
+            };
             self.post(&SendMessage { recipient: user, messages: vec![envelope], sync_messages: Vec::new(), partial: true })
                 .await?;
         }
@@ -669,13 +698,21 @@ impl State {
     async fn log_sent(&self, message_id: &str, sent_at: i64, content: &[u8], envelopes: &[(UserId, &OutgoingEnvelope)]) {
         let mut recipients = Vec::with_capacity(envelopes.len());
         for (user, e) in envelopes {
-            match self.device.identity_of(*user, e.device_id).await {
+            // The identity of the session that encrypted it (the record agrees: see
+            // `E2eeDevice::decrypt`).
+            match self.device.session_identity(*user, e.device_id).await {
                 Ok(Some(identity)) => recipients.push(SentTo { user: *user, device: e.device_id, identity: identity.into() }),
                 Ok(None) => {}
                 Err(err) => tracing::warn!(error = %err, "identity not found for the sent-message log"),
             }
         }
-        let entry = SentEntry { message_id: message_id.to_owned(), sent_at, content: content.to_vec().into(), recipients };
+        let entry = SentEntry {
+            message_id: message_id.to_owned(),
+            sent_at,
+            logged_at: self.clock.now_ms(),
+            content: content.to_vec().into(),
+            recipients,
+        };
         // A message that is not in the log can only not be re-sent: the send itself stands.
         if let Err(e) = SentLog::new(self.device.vault()).record(&entry, self.clock.now_ms()).await {
             tracing::warn!(error = %e, "could not keep a sent message for retries");

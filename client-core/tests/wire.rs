@@ -489,6 +489,7 @@ fn sent_log_record() {
         SentEntry {
             message_id: "01JD3ZK6Q9R1V7M2W4X8Y0A5BC".into(),
             sent_at: 1_795_271_374_052,
+            logged_at: 1_795_271_374_049,
             content: b"{\"id\":\"01JD\"}".to_vec().into(),
             recipients: vec![
                 SentTo { user: UserId(117_632_502_289_399_811), device: DeviceId(1), identity: vec![0x05, 0x01, 0x02].into() },

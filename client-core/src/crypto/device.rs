@@ -51,6 +51,9 @@ pub enum CryptoError {
     /// A bundle or envelope that cannot be used.
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// A session's identity key is not the one expected (or not the one on record).
+    #[error("the session's identity key is not the expected one")]
+    IdentityMismatch,
 }
 
 /// A decrypted envelope.
@@ -59,14 +62,16 @@ pub enum Decrypted {
     /// A message.
     Message(Vec<u8>),
     /// A retry request: the sender of this envelope says it could not decrypt the message
-    /// this user's `device` sent at `timestamp`; the broken session was dropped if it was the
-    /// current one. Anyone can send one (the server too): answer only from the sent-message
-    /// log ([`super::SentLog`]), never by timestamp alone.
+    /// this user's `device` sent at `timestamp`. Anyone can send one (the server too): answer
+    /// only from the sent-message log ([`super::SentLog`]), never by timestamp alone, and only
+    /// then drop the broken session ([`E2eeDevice::drop_failed_session`]).
     RetryRequest {
         /// Server timestamp of the message to send again.
         timestamp: i64,
         /// Which of this user's devices sent it, according to the request.
         device: DeviceId,
+        /// The ratchet key of the session the requester failed on (serialized), if given.
+        ratchet_key: Option<Vec<u8>>,
     },
     /// A message this device already decrypted (delivered twice, e.g. after a crash before
     /// its acknowledgement): nothing to show, and the session is fine.
@@ -312,7 +317,7 @@ impl E2eeDevice {
         let message = match envelope.kind {
             kind::PREKEY => CiphertextMessage::PreKeySignalMessage(PreKeySignalMessage::try_from(bytes)?),
             kind::WHISPER => CiphertextMessage::SignalMessage(SignalMessage::try_from(bytes)?),
-            kind::PLAINTEXT => return self.on_retry_request(&addr, bytes).await,
+            kind::PLAINTEXT => return self.on_retry_request(bytes).await,
             other => return Err(CryptoError::Invalid(format!("unknown envelope kind {other}"))),
         };
         let mut rng = rand::rng();
@@ -329,29 +334,80 @@ impl E2eeDevice {
         )
         .await
         {
-            Ok(plaintext) => Ok(Decrypted::Message(plaintext)),
+            Ok(plaintext) => {
+                if envelope.kind == kind::PREKEY {
+                    self.check_session_identity(&addr).await?;
+                }
+                Ok(Decrypted::Message(plaintext))
+            }
             Err(SignalProtocolError::DuplicatedMessage(..)) => Ok(Decrypted::Duplicate),
             Err(e) => Err(e.into()),
         }
     }
 
-    async fn on_retry_request(&mut self, addr: &ProtocolAddress, bytes: &[u8]) -> Result<Decrypted, CryptoError> {
+    /// A PreKey message whose base key matches an existing session is decrypted with that
+    /// session, yet libsignal records the identity key written in the message's outer layer.
+    /// A forged message can so make the record say one identity while the session holds
+    /// another (what the safety number shows would not be whom messages go to). Such a
+    /// session is dropped and the message refused: the next exchange starts a fresh session
+    /// from a bundle, checked against the identity on record.
+    async fn check_session_identity(&mut self, addr: &ProtocolAddress) -> Result<(), CryptoError> {
+        let session_identity = match self.store.sessions.load_session(addr).await? {
+            Some(record) => record.remote_identity_key_bytes()?,
+            None => return Ok(()),
+        };
+        let stored = self.store.identity.get_identity(addr).await?.map(|k| k.serialize().to_vec());
+        if session_identity.is_some() && session_identity != stored {
+            self.store.sessions.delete(addr).await?;
+            return Err(CryptoError::IdentityMismatch);
+        }
+        Ok(())
+    }
+
+    async fn on_retry_request(&mut self, bytes: &[u8]) -> Result<Decrypted, CryptoError> {
         let content = PlaintextContent::try_from(bytes)?;
         let request = libsignal_protocol::extract_decryption_error_message_from_serialized_content(content.body())?;
-        if let Some(ratchet) = request.ratchet_key() {
-            // Drop the session only if it is the one the peer failed on (not one already rebuilt).
-            if let Some(record) = self.store.sessions.load_session(addr).await.ok().flatten() {
-                if record.current_ratchet_key_matches(ratchet)? {
-                    self.store.sessions.delete(addr).await?;
-                }
-            }
-        } else {
-            self.store.sessions.delete(addr).await?;
-        }
         Ok(Decrypted::RetryRequest {
             timestamp: i64::try_from(request.timestamp().epoch_millis()).unwrap_or(i64::MAX),
             device: DeviceId(request.device_id()),
+            ratchet_key: request.ratchet_key().map(|k| k.serialize().to_vec()),
         })
+    }
+
+    /// After a retry request was found genuine: drops the session with the requester if it is
+    /// the one they failed on (its current ratchet key is the one they name), so that the
+    /// re-send starts a fresh one. A session already rebuilt is kept.
+    pub async fn drop_failed_session(&mut self, user: UserId, device: DeviceId, ratchet_key: &[u8]) -> Result<(), CryptoError> {
+        let addr = address(user, device)?;
+        let ratchet = PublicKey::deserialize(ratchet_key).map_err(SignalProtocolError::from)?;
+        if let Some(record) = self.store.sessions.load_session(&addr).await.ok().flatten() {
+            if record.current_ratchet_key_matches(&ratchet)? {
+                self.store.sessions.delete(&addr).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Encrypts for a device only if both its session and this device's record of its
+    /// identity hold `identity` (serialized): a re-send goes to the key the message was first
+    /// encrypted to, or nowhere.
+    pub async fn encrypt_pinned(
+        &mut self,
+        user: UserId,
+        device: DeviceId,
+        plaintext: &[u8],
+        identity: &[u8],
+    ) -> Result<OutgoingEnvelope, CryptoError> {
+        let addr = address(user, device)?;
+        let session_identity = match self.store.sessions.load_session(&addr).await? {
+            Some(record) => record.remote_identity_key_bytes()?,
+            None => None,
+        };
+        let stored = self.identity_of(user, device).await?;
+        if session_identity.as_deref() != Some(identity) || stored.as_deref() != Some(identity) {
+            return Err(CryptoError::IdentityMismatch);
+        }
+        self.encrypt(user, device, plaintext).await
     }
 
     /// A retry request for an envelope that could not be decrypted, to send back to its
@@ -382,6 +438,14 @@ impl E2eeDevice {
     pub async fn identity_of(&self, user: UserId, device: DeviceId) -> Result<Option<Vec<u8>>, CryptoError> {
         let addr = address(user, device)?;
         Ok(self.store.identity.get_identity(&addr).await?.map(|k| k.serialize().to_vec()))
+    }
+
+    /// The identity key (serialized) of the session with a device, if there is one.
+    pub async fn session_identity(&self, user: UserId, device: DeviceId) -> Result<Option<Vec<u8>>, CryptoError> {
+        Ok(match self.store.sessions.load_session(&address(user, device)?).await? {
+            Some(record) => record.remote_identity_key_bytes()?,
+            None => None,
+        })
     }
 
     /// Forgets the session with a device.
@@ -447,6 +511,7 @@ mod tests {
     use super::*;
     use crate::crypto::vault::MemoryBackend;
     use crate::ids::EnvelopeId;
+    use libsignal_protocol::KyberPayload;
 
     async fn device(user: i64) -> (E2eeDevice, UploadKeys) {
         let vault = Vault::open(Box::new(MemoryBackend::default()), "pass").await.expect("vault");
@@ -533,6 +598,62 @@ mod tests {
             let a = alice.safety_number(UserId(2), DeviceId(1)).await.expect("number").expect("known");
             let b = bob.safety_number(UserId(1), DeviceId(1)).await.expect("number").expect("known");
             assert_eq!(a, b);
+        });
+    }
+
+    #[test]
+    fn a_prekey_message_that_swaps_the_identity_under_a_session_is_refused() {
+        tokio::runtime::Builder::new_current_thread().build().expect("rt").block_on(async {
+            let (mut alice, alice_keys) = device(1).await;
+            let (mut bob, _) = device(2).await;
+            bob.start_session(UserId(1), &bundle(&alice_keys)).await.expect("PQXDH");
+            let hi = bob.encrypt(UserId(1), DeviceId(1), b"hi").await.expect("encrypt");
+            assert_eq!(
+                alice.decrypt(&envelope(2, &hi, hi.content.0.clone())).await.expect("decrypt"),
+                Decrypted::Message(b"hi".to_vec())
+            );
+            let bob_identity = alice.identity_of(UserId(2), DeviceId(1)).await.expect("identity").expect("known");
+
+            // The server builds a session to Alice under Bob's address with a key of its own:
+            // accepted as an identity change (reported), as for any unverified contact.
+            let (mut mallory, _) = device(3).await;
+            let mut other = bundle(&alice_keys);
+            other.pre_key = alice_keys.pre_keys.get(1).cloned();
+            other.pq_pre_key = alice_keys.pq_pre_keys[1].clone();
+            mallory.start_session(UserId(1), &other).await.expect("PQXDH");
+            let first = mallory.encrypt(UserId(1), DeviceId(1), b"one").await.expect("encrypt");
+            alice.decrypt(&envelope(2, &first, first.content.0.clone())).await.expect("decrypt");
+            assert_eq!(alice.take_identity_changes(), vec![(UserId(2), DeviceId(1))]);
+            let swapped = alice.session_identity(UserId(2), DeviceId(1)).await.expect("session").expect("identity");
+            assert_ne!(swapped, bob_identity);
+            // A re-send pinned to Bob's identity does not go into that session.
+            assert!(matches!(
+                alice.encrypt_pinned(UserId(2), DeviceId(1), b"secret", &bob_identity).await,
+                Err(CryptoError::IdentityMismatch)
+            ));
+
+            // Then a PreKey message on the same base key, whose outer layer names Bob's real
+            // identity: libsignal decrypts it with the server's session but would record Bob's
+            // key, making the record (and the safety number) say Bob while the session is the
+            // server's. It is refused and that session dropped.
+            let second = mallory.encrypt(UserId(1), DeviceId(1), b"two").await.expect("encrypt");
+            assert_eq!(second.kind, kind::PREKEY);
+            let pk = PreKeySignalMessage::try_from(second.content.as_slice()).expect("prekey message");
+            let kyber = pk.kyber_pre_key_id().zip(pk.kyber_ciphertext()).map(|(id, ct)| KyberPayload::new(id, ct.clone()));
+            let forged = PreKeySignalMessage::new(
+                pk.message_version(),
+                pk.registration_id(),
+                pk.pre_key_id(),
+                pk.signed_pre_key_id(),
+                kyber,
+                *pk.base_key(),
+                IdentityKey::decode(&bob_identity).expect("identity"),
+                pk.message().clone(),
+            )
+            .expect("forged");
+            let result = alice.decrypt(&envelope(2, &second, forged.serialized().to_vec())).await;
+            assert!(matches!(result, Err(CryptoError::IdentityMismatch)), "{result:?}");
+            assert_eq!(alice.session_identity(UserId(2), DeviceId(1)).await.expect("session"), None, "session dropped");
         });
     }
 

@@ -45,6 +45,9 @@ pub struct SentEntry {
     pub message_id: String,
     /// Server timestamp of the send (Unix milliseconds): what a retry request names.
     pub sent_at: i64,
+    /// This device's clock when it logged the send (Unix milliseconds): the resend window
+    /// runs from here, so a server that stamps receipts in the future cannot stretch it.
+    pub logged_at: i64,
     /// The plaintext that was encrypted.
     pub content: Base64Bytes,
     /// Every device it was encrypted to.
@@ -126,6 +129,7 @@ impl<'a> SentLog<'a> {
     /// The messages sent at `timestamp` to `device` of `user`, if that device was one of their
     /// recipients and they are within the resend window at `now_ms`.
     pub async fn find(&self, user: UserId, device: DeviceId, timestamp: i64, now_ms: i64) -> Result<Vec<Resendable>, Refusal> {
+        let mut expired = false;
         let lookup = async {
             let mut out = Vec::new();
             for id in self.ids(&to_key(user, device, timestamp)).await? {
@@ -136,16 +140,19 @@ impl<'a> SentLog<'a> {
                     continue;
                 }
                 if let Some(r) = entry.recipients.iter().find(|r| r.user == user && r.device == device) {
+                    if now_ms.saturating_sub(entry.logged_at) > RESEND_WINDOW_MS {
+                        expired = true;
+                        continue;
+                    }
                     out.push(Resendable { content: entry.content.0.clone(), identity: r.identity.0.clone() });
                 }
             }
             Ok::<_, VaultError>(out)
         };
-        if now_ms.saturating_sub(timestamp) > RESEND_WINDOW_MS {
-            return Err(Refusal::Expired);
-        }
-        match lookup.await {
+        let found = lookup.await;
+        match found {
             Ok(found) if !found.is_empty() => Ok(found),
+            Ok(_) if expired => Err(Refusal::Expired),
             // An unreadable log answers nothing: refusing is the safe side.
             _ => Err(Refusal::NotARecipient),
         }
@@ -161,9 +168,9 @@ impl<'a> SentLog<'a> {
                 let msg_key = [b"msg/".as_slice(), &id].concat();
                 if let Some(raw) = self.vault.get(NS, &msg_key).await? {
                     let entry: SentEntry = serde_json::from_slice(&raw).map_err(|_| VaultError::Corrupt)?;
-                    // Sends are logged in the order the server stamped them: the first entry
-                    // still inside the window ends the purge.
-                    if now_ms.saturating_sub(entry.sent_at) <= RESEND_WINDOW_MS {
+                    // Entries are queued in the order they were logged: the first one still
+                    // inside the window ends the purge.
+                    if now_ms.saturating_sub(entry.logged_at) <= RESEND_WINDOW_MS {
                         break;
                     }
                     for r in &entry.recipients {
@@ -193,6 +200,7 @@ mod tests {
         SentEntry {
             message_id: id.into(),
             sent_at,
+            logged_at: sent_at,
             content: format!("content of {id}").into_bytes().into(),
             recipients: to
                 .iter()
@@ -258,6 +266,24 @@ mod tests {
             // Even with a clock set back, the purged entry cannot be found.
             assert_eq!(log.find(UserId(2), DeviceId(1), T0, T0 + 1).await, Err(Refusal::NotARecipient));
             assert!(log.find(UserId(2), DeviceId(1), later, later).await.is_ok());
+        });
+    }
+
+    #[test]
+    fn a_receipt_stamped_in_the_future_does_not_stretch_the_window() {
+        block_on(async {
+            let vault = Vault::open(Box::new(MemoryBackend::default()), "pass").await.expect("vault");
+            let log = SentLog::new(&vault);
+            // The server said the send happened ten days from now; this device logged it at T0.
+            let future = T0 + 10 * RESEND_WINDOW_MS;
+            let mut e = entry("m", future, &[(2, 1)]);
+            e.logged_at = T0;
+            log.record(&e, T0).await.expect("record");
+            assert!(log.find(UserId(2), DeviceId(1), future, T0 + 1).await.is_ok());
+            let after = T0 + RESEND_WINDOW_MS + 1;
+            assert_eq!(log.find(UserId(2), DeviceId(1), future, after).await, Err(Refusal::Expired));
+            log.purge(after).await.expect("purge");
+            assert_eq!(vault.get(NS, b"msg/m").await.expect("get"), None, "purged by the local clock");
         });
     }
 }
