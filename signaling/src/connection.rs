@@ -120,8 +120,11 @@ impl Conn {
             Err(e) => return Step::Close(e.close_code()),
         };
         match msg {
-            ClientMessage::Heartbeat(_) => {
+            ClientMessage::Heartbeat(seq) => {
                 self.heartbeat.beat(Instant::now().into_std());
+                if let (Some(seq), Some(id)) = (seq, &self.session) {
+                    self.gw.hub().acknowledge(id, seq);
+                }
                 let ack = server_frame_text(op::HEARTBEAT_ACK, &serde_json::Value::Null);
                 self.write_or_close(ack.into()).await
             }

@@ -217,6 +217,13 @@ impl Hub {
         }
     }
 
+    /// The client of session `id` has processed every frame up to `seq` (from its heartbeat):
+    /// those frames leave the replay buffer.
+    pub fn acknowledge(&self, id: &str, seq: u64) {
+        let Some(slot) = self.sessions.lock().get(id).cloned() else { return };
+        slot.lock().core.acknowledge(seq);
+    }
+
     /// The connection `conn_id` of session `id` ended. A resumable end keeps the session for
     /// the resume window; otherwise the session is removed. Returns topics this node no
     /// longer listens to.

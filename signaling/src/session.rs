@@ -73,6 +73,27 @@ impl SessionCore {
         dispatch_text(self.seq, name, payload).into()
     }
 
+    /// The client says it has processed every frame up to `seq` (the sequence number of its
+    /// heartbeats): those frames are no longer needed for a RESUME and are let go, so that a
+    /// connected session's buffer holds about one heartbeat interval of events instead of
+    /// its whole cap. A number the server never sent is ignored.
+    pub fn acknowledge(&mut self, seq: u64) {
+        if seq > self.seq {
+            return;
+        }
+        while let Some((s, frame)) = self.buffer.front() {
+            if *s > seq {
+                break;
+            }
+            self.buffered_bytes -= frame.len();
+            self.buffer.pop_front();
+        }
+        // A burst can leave a large, mostly empty ring behind; give it back once drained.
+        if self.buffer.is_empty() && self.buffer.capacity() > 64 {
+            self.buffer.shrink_to(16);
+        }
+    }
+
     /// The frames after `last_seen`, for a RESUME.
     pub fn replay_after(&self, last_seen: u64) -> Result<Vec<Arc<str>>, ResumeError> {
         if last_seen > self.seq {
@@ -127,6 +148,26 @@ mod tests {
     fn seq_of(frame: &str) -> u64 {
         let v: serde_json::Value = serde_json::from_str(frame).expect("json");
         v["s"].as_u64().expect("s")
+    }
+
+    #[test]
+    fn acknowledged_frames_leave_the_buffer() {
+        let mut core = SessionCore::new(1024, 1 << 20);
+        core.dispatch_unbuffered("READY", "{}");
+        for i in 0..200 {
+            core.dispatch("MESSAGE_CREATE", &format!("{{\"n\":{i}}}"));
+        }
+        let all = core.buffered_bytes();
+        core.acknowledge(150);
+        assert_eq!(core.replay_after(150).expect("151.. still here").len(), 51);
+        assert_eq!(core.replay_after(149), Err(ResumeError::TooOld), "the client said it had 150");
+        assert!(core.buffered_bytes() < all / 3);
+        core.acknowledge(9_999);
+        assert_eq!(core.replay_after(150).expect("a number never sent changes nothing").len(), 51);
+        core.acknowledge(201);
+        assert_eq!((core.buffered_bytes(), core.replay_after(201).expect("up to date").len()), (0, 0));
+        core.dispatch("MESSAGE_CREATE", "{}");
+        assert_eq!(core.replay_after(201).expect("the next one").len(), 1);
     }
 
     #[test]
