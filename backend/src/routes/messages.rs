@@ -110,6 +110,7 @@ pub async fn send(
         }
         Err(EnqueueError::QueueFull(full)) => return Err(ApiError::QueueFull(full)),
         Err(EnqueueError::Store(e)) => return Err(e.into()),
+        Err(e @ EnqueueError::Misaddressed) => return Err(ApiError::internal(e)),
     };
     for e in send.messages.into_iter().chain(send.sync_messages) {
         let pushed = Envelope {

@@ -5,7 +5,7 @@ use copains_client_core::{DeviceId, SessionId, UserId};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{device_id, from_ms, Result, Store, StoreError};
+use super::{device_id, from_ms, DbKind, Result, Store, StoreError};
 
 /// A user row, including what is never sent to clients.
 #[derive(Debug, Clone)]
@@ -214,6 +214,18 @@ impl Store {
     /// Consumes refresh token `old_hash` and stores `new_hash` in its place, detecting reuse.
     pub async fn rotate_refresh_token(&self, old_hash: &str, new_hash: &str, now: i64, expires_at: i64) -> Result<Rotation> {
         let mut tx = self.pool.begin().await?;
+        if self.kind() == DbKind::Postgres {
+            // Concurrent uses of one token take the session's row first, then the tokens':
+            // one order for all, so a rotation and the reuses that follow it (whose device
+            // deletions cascade through the tokens) wait for each other instead of
+            // deadlocking.
+            sqlx::query(
+                "SELECT s.id FROM sessions s JOIN refresh_tokens t ON t.session_id = s.id WHERE t.hash = $1 FOR UPDATE OF s",
+            )
+            .bind(old_hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+        }
         // Write first: on SQLite this takes the write lock at once (no read-to-write upgrade),
         // and on both engines two concurrent uses of one token cannot both succeed.
         let consumed = sqlx::query(

@@ -58,6 +58,9 @@ impl Send {
         mut recipient_devices: Vec<(DeviceId, u32)>,
         mut own_devices: Vec<(DeviceId, u32)>,
     ) -> Result<(), EnqueueError> {
+        if self.messages.iter().any(|e| e.user != self.recipient) || self.sync_messages.iter().any(|e| e.user != self.sender) {
+            return Err(EnqueueError::Misaddressed);
+        }
         if recipient_devices.is_empty() {
             return Err(EnqueueError::NoDevices);
         }
@@ -145,6 +148,10 @@ pub enum EnqueueError {
     /// The recipient has no device that can receive (none with keys).
     #[error("the recipient has no device that can receive")]
     NoDevices,
+    /// An envelope of `messages` is not for the recipient, or one of `sync_messages` not for
+    /// the sender (a caller's mistake: the lists are checked against those two users only).
+    #[error("an envelope is addressed to another user than its list's")]
+    Misaddressed,
     /// The send does not match the devices that exist.
     #[error("the send does not match the devices that exist")]
     Mismatch(Box<SendMismatch>),
