@@ -553,6 +553,10 @@ impl State {
             self.seen.clear();
             self.seen.insert(envelope.id);
         }
+        // The ratchet step and the history entry are written together, and only then is the
+        // envelope acknowledged: a crash in between leaves it queued and undecrypted, to be
+        // read again, rather than decrypted and lost (libsignal would take it as a duplicate).
+        self.device.vault().begin_batch();
         match self.device.decrypt(&envelope).await {
             Ok(Decrypted::Message(plaintext)) => match serde_json::from_slice::<Content>(&plaintext) {
                 Ok(content) => {
@@ -602,7 +606,14 @@ impl State {
             }
         }
         self.report_identity_changes();
-        self.acks.push(envelope.id);
+        match self.device.vault().commit_batch().await {
+            Ok(()) => self.acks.push(envelope.id),
+            Err(e) => {
+                // Not acknowledged: it comes again from the queue and is processed again.
+                tracing::error!(error = %e, "could not store what an envelope changed; it will be processed again");
+                self.seen.remove(&envelope.id);
+            }
+        }
     }
 
     /// Acknowledges processed envelopes over the gateway, up to 100 per frame. An ACK lost
@@ -833,6 +844,9 @@ impl State {
     }
 
     async fn post(&self, body: &SendMessage) -> Result<SendReceipt, PostError> {
+        // What an envelope was encrypted with (a ratchet step, a new session) is on disk
+        // before the envelope leaves: a counter is never used twice after a crash.
+        self.device.vault().flush_batch().await.map_err(|e| PostError::Other(e.into()))?;
         match self.client.api::<SendReceipt>(Method::POST, "/api/v1/messages", Some(body)).await {
             Ok(r) => Ok(r),
             Err(ClientError::Api { body: err, .. }) if err.error.code == ErrorCode::DeviceMismatch => {

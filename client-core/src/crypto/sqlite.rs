@@ -73,6 +73,25 @@ impl VaultBackend for SqliteBackend {
         query.execute(&self.pool).await.map_err(backend)?;
         Ok(())
     }
+    async fn write_batch(&self, puts: &[(Vec<u8>, Vec<u8>)], deletes: &[Vec<u8>]) -> Result<(), VaultError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        for chunk in puts.chunks(400) {
+            let mut sql = String::from("INSERT INTO records (k, v) VALUES ");
+            for i in 0..chunk.len() {
+                sql.push_str(if i == 0 { "(?, ?)" } else { ", (?, ?)" });
+            }
+            sql.push_str(" ON CONFLICT (k) DO UPDATE SET v = excluded.v");
+            let mut query = sqlx::query(&sql);
+            for (k, v) in chunk {
+                query = query.bind(k.as_slice()).bind(v.as_slice());
+            }
+            query.execute(&mut *tx).await.map_err(backend)?;
+        }
+        for k in deletes {
+            sqlx::query("DELETE FROM records WHERE k = ?").bind(k.as_slice()).execute(&mut *tx).await.map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
     async fn delete(&self, key: &[u8]) -> Result<(), VaultError> {
         sqlx::query("DELETE FROM records WHERE k = ?").bind(key).execute(&self.pool).await.map_err(backend)?;
         Ok(())

@@ -50,6 +50,14 @@ pub trait VaultBackend {
         }
         Ok(())
     }
+    /// Writes and deletes records (no key in both lists), all or none when the backend can.
+    async fn write_batch(&self, puts: &[(Vec<u8>, Vec<u8>)], deletes: &[Vec<u8>]) -> Result<(), VaultError> {
+        self.put_many(puts).await?;
+        for k in deletes {
+            self.delete(k).await?;
+        }
+        Ok(())
+    }
 }
 
 /// A backend in memory (tests, and clients that keep nothing).
@@ -88,6 +96,9 @@ pub struct Vault {
     /// stays true; it spares a read and an AEAD open for every session and identity lookup
     /// that libsignal makes per message. Writes go through to the backend at once.
     cache: RefCell<HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    /// While a batch is open ([`Vault::begin_batch`]): the writes not yet in the backend, by
+    /// slot (the opened value and the sealed one; `None` for a delete).
+    pending: RefCell<Option<HashMap<Vec<u8>, Option<(Vec<u8>, Vec<u8>)>>>>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -118,7 +129,7 @@ impl Vault {
         let mut names = [0u8; 32];
         names.copy_from_slice(&okm[32..]);
         okm.fill(0);
-        let vault = Self { backend, cipher, names, cache: RefCell::new(HashMap::new()) };
+        let vault = Self { backend, cipher, names, cache: RefCell::new(HashMap::new()), pending: RefCell::new(None) };
         match vault.get(CHECK_NS, b"check").await {
             Ok(Some(v)) if v == CHECK_VALUE => {}
             Ok(None) if new => vault.put(CHECK_NS, b"check", CHECK_VALUE).await?,
@@ -141,6 +152,9 @@ impl Vault {
     /// Reads and opens a record.
     pub async fn get(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>, VaultError> {
         let slot = self.slot(ns, key);
+        if let Some(pending) = self.pending.borrow().as_ref().and_then(|p| p.get(&slot)) {
+            return Ok(pending.as_ref().map(|(value, _)| value.clone()));
+        }
         if let Some(hit) = self.cache.borrow().get(&slot) {
             return Ok(hit.clone());
         }
@@ -190,6 +204,14 @@ impl Vault {
 
     /// Seals and writes several records of one namespace together (atomically on SQLite).
     pub async fn put_many(&self, ns: &str, records: &[(&[u8], &[u8])]) -> Result<(), VaultError> {
+        if let Some(pending) = self.pending.borrow_mut().as_mut() {
+            for (key, value) in records {
+                let slot = self.slot(ns, key);
+                let s = self.seal(&slot, value)?;
+                pending.insert(slot, Some((value.to_vec(), s)));
+            }
+            return Ok(());
+        }
         let mut sealed = Vec::with_capacity(records.len());
         for (key, value) in records {
             let slot = self.slot(ns, key);
@@ -205,9 +227,56 @@ impl Vault {
         Ok(())
     }
 
+    /// Opens a batch: until [`Vault::commit_batch`], writes and deletes are kept in memory
+    /// (reads see them) and then reach the backend together, all or none. Processing one
+    /// received message (the ratchet step, its history entry) is one batch: a crash before the
+    /// commit leaves the message undecrypted and still queued, not decrypted and lost.
+    pub fn begin_batch(&self) {
+        let mut pending = self.pending.borrow_mut();
+        if pending.is_none() {
+            *pending = Some(HashMap::new());
+        }
+    }
+
+    /// Writes what the open batch holds and keeps the batch open (before anything leaves the
+    /// device that depends on it, such as an envelope encrypted with a new ratchet step).
+    pub async fn flush_batch(&self) -> Result<(), VaultError> {
+        let Some(writes) = self.pending.borrow_mut().as_mut().map(std::mem::take) else { return Ok(()) };
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let (mut puts, mut deletes) = (Vec::new(), Vec::new());
+        for (slot, write) in &writes {
+            match write {
+                Some((_, sealed)) => puts.push((slot.clone(), sealed.clone())),
+                None => deletes.push(slot.clone()),
+            }
+        }
+        if let Err(e) = self.backend.write_batch(&puts, &deletes).await {
+            // Nothing of it was written: forget it, and what the cache may say of it.
+            self.cache.borrow_mut().clear();
+            return Err(e);
+        }
+        for (slot, write) in writes {
+            self.remember(slot, write.map(|(value, _)| value));
+        }
+        Ok(())
+    }
+
+    /// Writes what the batch holds and closes it.
+    pub async fn commit_batch(&self) -> Result<(), VaultError> {
+        let result = self.flush_batch().await;
+        *self.pending.borrow_mut() = None;
+        result
+    }
+
     /// Deletes a record.
     pub async fn delete(&self, ns: &str, key: &[u8]) -> Result<(), VaultError> {
         let slot = self.slot(ns, key);
+        if let Some(pending) = self.pending.borrow_mut().as_mut() {
+            pending.insert(slot, None);
+            return Ok(());
+        }
         self.cache.borrow_mut().remove(&slot);
         self.backend.delete(&slot).await?;
         self.remember(slot, None);
@@ -272,6 +341,39 @@ mod tests {
             }
             let fresh = Vault::open(Box::new(shared.clone()), "correct horse").await.expect("reopen");
             assert!(matches!(fresh.get("session", b"alice.1").await, Err(VaultError::Corrupt)));
+        });
+    }
+
+    #[test]
+    fn a_batch_is_read_back_at_once_and_written_all_together() {
+        block_on(async {
+            let shared = Shared::default();
+            let vault = Vault::open(Box::new(shared.clone()), "pw").await.expect("open");
+            vault.put("session", b"bob.1", b"before").await.expect("put");
+            vault.put("prekey", b"7", b"one-time").await.expect("put");
+            let on_disk = |shared: &Shared| shared.0 .0.borrow().len();
+            let before = on_disk(&shared);
+
+            vault.begin_batch();
+            vault.put("session", b"bob.1", b"after").await.expect("put");
+            vault.put("history", b"m1", b"hello").await.expect("put");
+            vault.delete("prekey", b"7").await.expect("delete");
+            // Reads see the batch; the backend does not yet.
+            assert_eq!(vault.get("session", b"bob.1").await.expect("get").as_deref(), Some(&b"after"[..]));
+            assert_eq!(vault.get("prekey", b"7").await.expect("get"), None);
+            assert_eq!(on_disk(&shared), before);
+            let fresh = Vault::open(Box::new(shared.clone()), "pw").await.expect("reopen");
+            assert_eq!(fresh.get("session", b"bob.1").await.expect("get").as_deref(), Some(&b"before"[..]), "not written yet");
+
+            vault.commit_batch().await.expect("commit");
+            let fresh = Vault::open(Box::new(shared.clone()), "pw").await.expect("reopen");
+            assert_eq!(fresh.get("session", b"bob.1").await.expect("get").as_deref(), Some(&b"after"[..]));
+            assert_eq!(fresh.get("history", b"m1").await.expect("get").as_deref(), Some(&b"hello"[..]));
+            assert_eq!(fresh.get("prekey", b"7").await.expect("get"), None);
+            // Closed: writes go straight through again.
+            vault.put("session", b"bob.1", b"later").await.expect("put");
+            let fresh = Vault::open(Box::new(shared.clone()), "pw").await.expect("reopen");
+            assert_eq!(fresh.get("session", b"bob.1").await.expect("get").as_deref(), Some(&b"later"[..]));
         });
     }
 }
