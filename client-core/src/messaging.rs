@@ -441,7 +441,13 @@ async fn run(
                     return;
                 }
                 Some(Command::Send { to, body, reply }) => {
+                    // The ratchet steps are flushed before the envelopes leave (`post`); the
+                    // sent-message log and the history entry then go in one write.
+                    state.device.vault().begin_batch();
                     let result = state.send_dm(to, body).await;
+                    if let Err(e) = state.device.vault().commit_batch().await {
+                        tracing::warn!(error = %e, "could not keep a sent message in the store");
+                    }
                     state.report_identity_changes();
                     let _ = reply.send(result);
                 }
