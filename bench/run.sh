@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark against a fresh release server on this machine and prints the figures
-# that go into docs/benchmarks.md. Needs wrk (apt-get install wrk).
+# that go into docs/benchmarks.md. Needs wrk (apt-get install wrk). The memory footprint needs a
+# fresh server of its own: bench/memory.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }

@@ -54,6 +54,9 @@ async fn a_full_hashing_queue_answers_503_with_retry_after(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| {
         c.api.password_hashing.max_concurrent = 1;
         c.api.password_hashing.max_queued = 1;
+        // Slow hashes (about half a second each): the 50 logins all arrive while the first
+        // two hold both places.
+        c.api.password_hashing.iterations = 50;
     })
     .await;
     app.client().register("queuer", "correct horse battery", None).await.expect("register");

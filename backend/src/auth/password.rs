@@ -373,16 +373,21 @@ mod tests {
         let cfg = PasswordHashing { max_concurrent: 1, max_queued: 1, ..PasswordHashing::default() };
         let hasher = PasswordHasher::new(&cfg).expect("hasher");
         let pw = Password::parse("correct horse battery").expect("valid");
-        // Two admitted (one running, one waiting); the third is refused without waiting.
-        // `join!` polls in order, so the third arrives while the first two hold both permits.
-        let (a, b, c) = tokio::join!(hasher.hash(&pw), hasher.hash(&pw), hasher.hash(&pw));
-        assert!(a.is_ok() && b.is_ok());
-        match c {
+        // Room for two (one running, one waiting): take both places, as two requests would.
+        let first = hasher.admit().expect("first place");
+        let second = hasher.admit().expect("second place");
+        match hasher.hash(&pw).await {
             Err(PasswordError::Busy { retry_after }) => assert!(retry_after >= Duration::from_secs(1)),
             other => panic!("expected busy, got {other:?}"),
         }
+        assert!(matches!(hasher.verify("correct horse battery", None).await, Err(PasswordError::Busy { .. })));
+        assert_eq!(hasher.stats().rejected, 2);
+        // A place frees up: the next request goes through.
+        drop(first);
+        assert!(hasher.hash(&pw).await.is_ok());
+        drop(second);
         let stats = hasher.stats();
-        assert_eq!((stats.rejected, stats.max_in_flight, stats.in_flight, stats.queued), (1, 1, 0, 0));
+        assert_eq!((stats.rejected, stats.max_in_flight, stats.in_flight, stats.queued), (2, 1, 0, 0));
     }
 
     #[test]
