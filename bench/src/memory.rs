@@ -255,12 +255,19 @@ fn svg(samples: &[Sample], resting: &[u64]) -> String {
         r#"<text x="{}" y="16" text-anchor="middle" font-size="13">copains serve: resident memory (MB) over time (s)</text>"#,
         w / 2.0
     );
-    // Phase bands, labels and goals.
-    for (i, (_, goal)) in PHASES.iter().enumerate() {
-        let in_phase: Vec<&Sample> = samples.iter().filter(|s| s.phase == i).collect();
-        let (Some(first), Some(last)) = (in_phase.first(), in_phase.last()) else { continue };
-        let start = if i == 0 { 0.0 } else { first.secs };
-        let end = samples.iter().find(|s| s.phase > i).map(|s| s.secs).unwrap_or(last.secs);
+    // Where each phase starts and ends on the time axis.
+    let spans: Vec<Option<(f64, f64)>> = (0..PHASES.len())
+        .map(|i| {
+            let first = samples.iter().find(|s| s.phase == i)?;
+            let last = samples.iter().rev().find(|s| s.phase == i)?;
+            let start = if i == 0 { 0.0 } else { first.secs };
+            let end = samples.iter().find(|s| s.phase > i).map(|s| s.secs).unwrap_or(last.secs);
+            Some((start, end))
+        })
+        .collect();
+    // Bands first, so that no band covers a label drawn for the one before it.
+    for (i, span) in spans.iter().enumerate() {
+        let Some((start, end)) = *span else { continue };
         let fill = if i % 2 == 0 { "#f2f2f2" } else { "#e6eef7" };
         let _ = writeln!(
             s,
@@ -269,6 +276,9 @@ fn svg(samples: &[Sample], resting: &[u64]) -> String {
             (x(end) - x(start)).max(1.0),
             h - top - bottom
         );
+    }
+    for (i, (_, goal)) in PHASES.iter().enumerate() {
+        let Some((start, end)) = spans[i] else { continue };
         let _ = writeln!(
             s,
             r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
