@@ -5,9 +5,8 @@
 
 mod common;
 
-use std::time::Duration;
-
 use base64::Engine as _;
+use common::ws::{close_code, recv_json, send, Ws};
 use common::{Backend, TestApp};
 use copains_client_core::api::{Patch, UpdateProfile};
 use copains_client_core::client::Client;
@@ -16,10 +15,8 @@ use copains_client_core::gateway::{close, event_name, op};
 use copains_client_core::keys::{PreKeyCount, UploadKeys, UserBundles};
 use copains_client_core::messages::{kind, Queue, ENVELOPE_MAX_BYTES};
 use copains_client_core::{ApiErrorBody, DeviceId, ErrorCode, UserId};
-use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
 
 backend_tests!(
     identify_past_the_device_cap_replaces_the_oldest_session,
@@ -38,39 +35,10 @@ backend_tests!(
     fetching_your_own_bundles_leaves_your_prekeys_alone,
 );
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 async fn connect(app: &TestApp) -> Ws {
     let mut ws = tokio_tungstenite::connect_async(app.ws_url.as_str()).await.expect("connect").0;
     assert_eq!(recv_json(&mut ws).await["op"], op::HELLO);
     ws
-}
-
-async fn recv_json(ws: &mut Ws) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("frame in time");
-        match msg.expect("open").expect("frame") {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("json"),
-            Message::Close(c) => panic!("closed: {c:?}"),
-            _ => {}
-        }
-    }
-}
-
-/// Reads until the server closes; returns the close code.
-async fn close_code(ws: &mut Ws) -> Option<u16> {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("close in time");
-        match msg {
-            Some(Ok(Message::Close(c))) => return c.map(|c| u16::from(c.code)),
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None => return None,
-        }
-    }
-}
-
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::Text(v.to_string().into())).await.expect("send");
 }
 
 /// A connection that went through IDENTIFY; returns it with its gateway session id.

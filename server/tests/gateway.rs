@@ -8,6 +8,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::ws::{close_code, recv_json, send, Ws};
 use common::{Backend, ClockHold, TestApp};
 use copains_backend::bus::{BusEvent, Topic};
 use copains_client_core::api::{Patch, UpdateProfile};
@@ -85,37 +86,8 @@ async fn open_connections_become(app: &TestApp, n: usize) {
     }
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 async fn connect(app: &TestApp) -> Ws {
     tokio_tungstenite::connect_async(app.ws_url.as_str()).await.expect("connect").0
-}
-
-async fn recv_json(ws: &mut Ws) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("frame in time");
-        match msg.expect("open").expect("frame") {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("json"),
-            Message::Close(c) => panic!("closed: {c:?}"),
-            _ => {}
-        }
-    }
-}
-
-/// Reads until the server closes; returns the close code.
-async fn close_code(ws: &mut Ws) -> Option<u16> {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("close in time");
-        match msg {
-            Some(Ok(Message::Close(c))) => return c.map(|c| u16::from(c.code)),
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None => return None,
-        }
-    }
-}
-
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::Text(v.to_string().into())).await.expect("send");
 }
 
 async fn identified(app: &TestApp, token: &str) -> (Ws, Value) {

@@ -6,31 +6,13 @@ mod common;
 
 use std::time::Duration;
 
+use common::ws::{recv_json, send, Ws};
 use common::{Backend, TestApp};
 use copains_client_core::api::{Patch, UpdateProfile};
 use copains_client_core::gateway::{event_name, op};
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
+use serde_json::json;
 
 backend_tests!(acknowledged_events_leave_the_replay_buffer_and_later_ones_are_replayed);
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn recv_json(ws: &mut Ws) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("frame in time");
-        match msg.expect("open").expect("frame") {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("json"),
-            Message::Close(c) => panic!("closed: {c:?}"),
-            _ => {}
-        }
-    }
-}
-
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::Text(v.to_string().into())).await.expect("send");
-}
 
 async fn connect(app: &TestApp) -> Ws {
     let mut ws = tokio_tungstenite::connect_async(app.ws_url.as_str()).await.expect("connect").0;

@@ -15,9 +15,9 @@ use crate::auth::Authenticated;
 use crate::bus::{BusEvent, Topic};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
-use crate::store::{UploadError, VerifiedUpload};
 use crate::state::AppState;
 use crate::store::now_ms;
+use crate::store::{UploadError, VerifiedUpload};
 
 /// One-time prekeys of each kind in one upload.
 pub const MAX_PREKEYS_PER_UPLOAD: usize = 100;

@@ -2,6 +2,8 @@
 //! `COPAINS_TEST_DATABASE_URL` is set.
 #![allow(dead_code)]
 
+pub mod ws;
+
 use std::time::Duration;
 
 use copains::{Config, Running};
