@@ -66,6 +66,17 @@ async fn add_device(app: &TestApp, name: &str, n: u32) -> Person {
     Person { client, id: auth.user.id, messenger }
 }
 
+/// The next message, with the notices that came before it.
+async fn next_message_and_notices(m: &mut Messenger) -> (DirectMessage, Vec<Incoming>) {
+    let mut notices = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), m.next()).await.expect("in time").expect("open") {
+            Incoming::Message(message) => return (message, notices),
+            other => notices.push(other),
+        }
+    }
+}
+
 async fn next_message(m: &mut Messenger) -> DirectMessage {
     tokio::time::timeout(Duration::from_secs(20), m.next_message()).await.expect("message in time").expect("messenger open")
 }
@@ -249,13 +260,7 @@ async fn a_corrupted_session_heals_through_the_retry_path(backend: Backend) {
     bob.messenger.corrupt_session(alice.id, DeviceId(1)).await.expect("corrupt");
     alice.messenger.send_dm(bob.id, "three").await.expect("send");
     // Bob cannot read it with the broken session, asks for a retry, and then reads it.
-    let mut notices = Vec::new();
-    let healed = loop {
-        match tokio::time::timeout(Duration::from_secs(20), bob.messenger.next()).await.expect("in time").expect("open") {
-            Incoming::Message(m) => break m,
-            other => notices.push(other),
-        }
-    };
+    let (healed, notices) = next_message_and_notices(&mut bob.messenger).await;
     assert_eq!(healed.body, "three", "the user sees the message");
     assert!(notices.contains(&Incoming::RetryRequested { user: alice.id, device: DeviceId(1) }), "{notices:?}");
     // And the conversation goes on both ways.
@@ -557,13 +562,7 @@ async fn a_restarted_sender_answers_a_retry_request(backend: Backend) {
     let mut alice_again =
         alice.client.enable_e2ee(app.data_dir.path().join("alice-1.vault"), "vault passphrase").await.expect("reopen");
     bob.messenger.reconnect();
-    let mut notices = Vec::new();
-    let healed = loop {
-        match tokio::time::timeout(Duration::from_secs(20), bob.messenger.next()).await.expect("in time").expect("open") {
-            Incoming::Message(m) => break m,
-            other => notices.push(other),
-        }
-    };
+    let (healed, notices) = next_message_and_notices(&mut bob.messenger).await;
     assert_eq!(healed.body, "sent before a restart");
     assert!(notices.contains(&Incoming::RetryRequested { user: alice.id, device: DeviceId(1) }), "{notices:?}");
     bob.messenger.send_dm(alice.id, "got it").await.expect("send");
