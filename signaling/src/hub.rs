@@ -160,8 +160,8 @@ impl Hub {
     /// resumable) to make room: a client that keeps identifying cannot pile up replay buffers.
     pub fn create(&self, id: Arc<str>, owner: Owner, topics: &[Topic], attachment: Attachment, ready_payload: &str) -> Created {
         let mut replaced = Vec::new();
+        let mut by_user = self.by_user.lock();
         {
-            let mut by_user = self.by_user.lock();
             let mine = by_user.entry(owner.user).or_default();
             while mine.iter().filter(|(device, _)| *device == owner.device).count() >= self.limits.sessions_per_device {
                 let Some(oldest) = mine.iter().position(|(device, _)| *device == owner.device) else { break };
@@ -176,7 +176,11 @@ impl Hub {
         let ready = core.dispatch_unbuffered(copains_client_core::gateway::event_name::READY, ready_payload);
         let slot =
             Arc::new(Mutex::new(Slot { owner, topics: topics.to_vec(), core, attachment: Some(attachment), detached_at: None }));
+        // Still under the per-user lock: a concurrent IDENTIFY of the same user cannot pick
+        // this id as the oldest to end before the session exists (it would then escape the
+        // caps). The order is always by_user, then sessions.
         self.sessions.lock().insert(id.clone(), slot);
+        drop(by_user);
         self.metrics.gateway_sessions.inc();
         let mut new_topics = Vec::new();
         let mut map = self.topics.lock();

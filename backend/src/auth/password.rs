@@ -36,6 +36,9 @@ const OUTPUT_LEN: usize = 32;
 /// Largest memory a stored hash may ask for when verified (4 GiB would be absurd; this is
 /// 16 × the OWASP figure), so that a tampered row cannot make a worker allocate without bound.
 const MAX_VERIFY_MEMORY_KIB: u32 = 16 * MIN_MEMORY_KIB;
+/// Most passes a stored hash may ask for when verified (the same reason, in time: far above
+/// any sensible setting, yet a bound).
+const MAX_VERIFY_ITERATIONS: u32 = 256;
 
 /// Failures of hashing.
 #[derive(Debug, thiserror::Error)]
@@ -236,7 +239,9 @@ fn worker(rx: &Mutex<mpsc::Receiver<Job>>, gauges: &Gauges, params: &Params) {
         let Job { work, _permit: permit } = job;
         let answer = match work {
             Work::Hash { password, reply } => Answer::Hash(hash_with(&mut memory, params, &password), reply),
-            Work::Verify { password, stored, reply } => Answer::Verify(verify_with(&mut memory, &password, &stored), reply),
+            Work::Verify { password, stored, reply } => {
+                Answer::Verify(verify_with(&mut memory, params.block_count(), &password, &stored), reply)
+            }
         };
         let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let mean = gauges.mean_hash_us.load(Ordering::Relaxed);
@@ -276,7 +281,7 @@ fn hash_with(memory: &mut Vec<Block>, params: &Params, password: &[u8]) -> Resul
     phc_string(params, &salt, &out)
 }
 
-fn verify_with(memory: &mut Vec<Block>, password: &[u8], stored: &str) -> Result<bool, PasswordError> {
+fn verify_with(memory: &mut Vec<Block>, kept: usize, password: &[u8], stored: &str) -> Result<bool, PasswordError> {
     let parsed = PasswordHash::new(stored).map_err(|_| PasswordError::BadStoredHash)?;
     let algorithm = Algorithm::try_from(parsed.algorithm).map_err(|_| PasswordError::BadStoredHash)?;
     let version = match parsed.version {
@@ -284,7 +289,7 @@ fn verify_with(memory: &mut Vec<Block>, password: &[u8], stored: &str) -> Result
         None => Version::default(),
     };
     let params = Params::try_from(&parsed).map_err(|_| PasswordError::BadStoredHash)?;
-    if params.m_cost() > MAX_VERIFY_MEMORY_KIB {
+    if params.m_cost() > MAX_VERIFY_MEMORY_KIB || params.t_cost() > MAX_VERIFY_ITERATIONS {
         return Err(PasswordError::BadStoredHash);
     }
     let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
@@ -294,6 +299,10 @@ fn verify_with(memory: &mut Vec<Block>, password: &[u8], stored: &str) -> Result
     let salt = salt.decode_b64(&mut salt_buf).map_err(|_| PasswordError::BadStoredHash)?;
     let mut out = [0u8; Output::MAX_LENGTH];
     let out = out.get_mut(..expected.len()).ok_or(PasswordError::BadStoredHash)?;
+    // A hash stored with more memory than the configured parameters (older, stronger ones)
+    // gets a block of its own for this one check: the worker's kept block does not grow.
+    let mut own = Vec::new();
+    let memory = if params.block_count() > kept { &mut own } else { memory };
     Argon2::new(algorithm, version, params.clone())
         .hash_password_into_with_memory(password, salt, out, blocks(memory, &params))
         .map_err(|_| PasswordError::BadStoredHash)?;

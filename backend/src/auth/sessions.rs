@@ -107,6 +107,8 @@ impl SessionCache {
 impl EventSink for SessionCache {
     fn deliver(&self, event: &BusEvent) {
         match &*event.name {
+            // Published on the user's topic and on the session's: act once.
+            event_name::SESSION_REVOKED if event.topic.as_session().is_none() => {}
             event_name::SESSION_REVOKED => match serde_json::from_str::<SessionRevoked>(&event.payload) {
                 Ok(revoked) => self.forget_session(revoked.session_id),
                 Err(e) => {

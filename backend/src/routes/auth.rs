@@ -162,6 +162,9 @@ pub async fn logout(State(state): State<AppState>, auth: Authenticated) -> ApiRe
 
 /// Tells the user's other devices, and closes the revoked session's gateway connections.
 pub(crate) async fn announce_revocation(state: &AppState, user: UserId, session: SessionId) {
+    // This node's cache at once, not only when the event comes back through the bus (a
+    // request in between, or a bus that failed to publish, must not find it alive).
+    state.sessions.forget_session(session);
     let payload = SessionRevoked { session_id: session, user_id: user };
     state.publish(BusEvent::new(Topic::user(user), event_name::SESSION_REVOKED, &payload)).await;
     state.publish(BusEvent::new(Topic::session(session), event_name::SESSION_REVOKED, &payload)).await;

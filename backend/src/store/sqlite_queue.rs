@@ -20,8 +20,12 @@ use copains_client_core::{DeviceId, EnvelopeId, UserId};
 use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::envelopes::{split_devices, EnqueueError, QueueLimits, QueueRef, Send, RECEIVING_DEVICES};
+use super::envelopes::{split_devices, EnqueueError, QueueLimits, QueueRef, Send};
 use super::{Result, StoreError};
+
+/// `envelopes::RECEIVING_DEVICES` with SQLite's own parameter marks.
+const RECEIVING_DEVICES_SQLITE: &str =
+    "SELECT user_id, device_id, registration_id FROM device_keys WHERE user_id IN (?1, ?2) ORDER BY user_id, device_id";
 
 /// Writes waiting beyond this are left for the next transaction (bounds one commit's size).
 const BATCH_MAX: usize = 512;
@@ -164,7 +168,7 @@ fn i64_of(v: u64) -> i64 {
 
 fn enqueue(conn: &Connection, send: &Send, limits: QueueLimits, now: i64) -> Result<(), EnqueueError> {
     // The device check reads inside the write transaction: nothing can change in between.
-    let mut devices = conn.prepare_cached(&RECEIVING_DEVICES.replace('$', "?")).map_err(sqlite_error)?;
+    let mut devices = conn.prepare_cached(RECEIVING_DEVICES_SQLITE).map_err(sqlite_error)?;
     let rows = devices
         .query_map(params![send.recipient.0, send.sender.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<(i64, i64, i64)>>>())
