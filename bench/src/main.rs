@@ -177,24 +177,7 @@ async fn gateway_idle(url: &str, pid: u32, connections: usize, accounts: usize) 
     let mut holders = Vec::with_capacity(connections);
     for i in 0..connections {
         let ws = open_identified(&ws_url, &tokens[i % tokens.len()]).await.with_context(|| format!("connection {i}"))?;
-        let mut stop = stop_rx.clone();
-        holders.push(tokio::spawn(async move {
-            let (mut sink, mut stream) = ws.split();
-            let mut beat = tokio::time::interval(Duration::from_secs(20));
-            loop {
-                tokio::select! {
-                    _ = beat.tick() => {
-                        let hb = ClientMessage::Heartbeat(None).to_text();
-                        if sink.send(Message::Text(hb.into())).await.is_err() { return false; }
-                    }
-                    msg = stream.next() => match msg {
-                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return false,
-                        _ => {}
-                    },
-                    _ = stop.changed() => return true,
-                }
-            }
-        }));
+        holders.push(tokio::spawn(memory::hold(ws, stop_rx.clone())));
         if (i + 1) % 2000 == 0 {
             eprintln!("  {} open", i + 1);
         }

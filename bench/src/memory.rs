@@ -160,7 +160,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
 }
 
 /// Keeps a gateway connection open (heartbeats) until told to stop; true if it stayed open.
-async fn hold(ws: crate::Ws, mut stop: tokio::sync::watch::Receiver<bool>) -> bool {
+pub(crate) async fn hold(ws: crate::Ws, mut stop: tokio::sync::watch::Receiver<bool>) -> bool {
     let (mut sink, mut stream) = ws.split();
     let mut beat = tokio::time::interval(Duration::from_secs(20));
     loop {
