@@ -66,6 +66,14 @@ async fn add_device(app: &TestApp, name: &str, n: u32) -> Person {
     Person { client, id: auth.user.id, messenger }
 }
 
+/// A message each way, so that both sides hold an established session.
+async fn exchange(a: &mut Messenger, a_id: UserId, b: &mut Messenger, b_id: UserId) {
+    a.send_dm(b_id, "one").await.expect("send");
+    assert_eq!(next_message(b).await.body, "one");
+    b.send_dm(a_id, "two").await.expect("send");
+    assert_eq!(next_message(a).await.body, "two");
+}
+
 /// The next message, with the notices that came before it.
 async fn next_message_and_notices(m: &mut Messenger) -> (DirectMessage, Vec<Incoming>) {
     let mut notices = Vec::new();
@@ -252,10 +260,7 @@ async fn a_corrupted_session_heals_through_the_retry_path(backend: Backend) {
     let app = spawn(backend).await;
     let mut alice = register(&app, "alice").await;
     let mut bob = register(&app, "bob").await;
-    alice.messenger.send_dm(bob.id, "one").await.expect("send");
-    assert_eq!(next_message(&mut bob.messenger).await.body, "one");
-    bob.messenger.send_dm(alice.id, "two").await.expect("send");
-    assert_eq!(next_message(&mut alice.messenger).await.body, "two");
+    exchange(&mut alice.messenger, alice.id, &mut bob.messenger, bob.id).await;
 
     bob.messenger.corrupt_session(alice.id, DeviceId(1)).await.expect("corrupt");
     alice.messenger.send_dm(bob.id, "three").await.expect("send");
@@ -546,10 +551,7 @@ async fn a_restarted_sender_answers_a_retry_request(backend: Backend) {
     let app = spawn(backend).await;
     let mut alice = register(&app, "alice").await;
     let mut bob = register(&app, "bob").await;
-    alice.messenger.send_dm(bob.id, "one").await.expect("send");
-    assert_eq!(next_message(&mut bob.messenger).await.body, "one");
-    bob.messenger.send_dm(alice.id, "two").await.expect("send");
-    assert_eq!(next_message(&mut alice.messenger).await.body, "two");
+    exchange(&mut alice.messenger, alice.id, &mut bob.messenger, bob.id).await;
 
     // Bob is offline with a broken session; Alice writes, then her app stops.
     bob.messenger.go_offline();
@@ -584,10 +586,7 @@ async fn a_message_past_the_resend_window_is_not_sent_again(backend: Backend) {
     let mut alice =
         client.enable_e2ee_with_clock(app.data_dir.path().join("alice-1.vault"), "vault passphrase", clock).await.expect("e2ee");
     let mut bob = register(&app, "bob").await;
-    alice.send_dm(bob.id, "one").await.expect("send");
-    assert_eq!(next_message(&mut bob.messenger).await.body, "one");
-    bob.messenger.send_dm(alice_id, "two").await.expect("send");
-    assert_eq!(next_message(&mut alice).await.body, "two");
+    exchange(&mut alice, alice_id, &mut bob.messenger, bob.id).await;
 
     bob.messenger.go_offline();
     bob.messenger.corrupt_session(alice_id, DeviceId(1)).await.expect("corrupt");

@@ -51,6 +51,24 @@ impl Send {
         self.messages.iter().chain(&self.sync_messages)
     }
 
+    /// What the send adds to each device queue: (envelopes, bytes), sorted by queue (so that
+    /// concurrent sends lock queue rows in one order), and the queues that one send alone
+    /// would take over `limits`.
+    pub fn added_per_queue(&self, limits: QueueLimits) -> (BTreeMap<QueueRef, (u64, u64)>, Vec<QueueRef>) {
+        let mut added: BTreeMap<QueueRef, (u64, u64)> = BTreeMap::new();
+        for e in self.envelopes() {
+            let entry = added.entry(QueueRef { user: e.user, device: e.device }).or_default();
+            entry.0 += 1;
+            entry.1 += e.content.len() as u64;
+        }
+        let over = added
+            .iter()
+            .filter(|(_, (count, bytes))| *count > limits.max_envelopes || *bytes > limits.max_bytes)
+            .map(|(q, _)| *q)
+            .collect();
+        (added, over)
+    }
+
     /// Checks the send against the devices that can receive, of the recipient and of the
     /// sender: missing, extra and stale devices refuse it (as Signal-Server does).
     pub fn check(
@@ -199,18 +217,10 @@ impl Store {
         let (recipient_devices, own_devices) = split_devices(rows, send.recipient, send.sender)?;
         send.check(recipient_devices, own_devices)?;
         let (sender, sender_device) = (send.sender, send.sender_device);
-        // What the send adds to each queue. Sorted, so that concurrent sends lock the queue
-        // rows in the same order (PostgreSQL would otherwise be free to deadlock).
-        let mut added: BTreeMap<(UserId, DeviceId), (u64, u64)> = BTreeMap::new();
-        for e in send.envelopes() {
-            let entry = added.entry((e.user, e.device)).or_default();
-            entry.0 += 1;
-            entry.1 += e.content.len() as u64;
-        }
-        let mut full = Vec::new();
-        for (&(user, device), &(count, bytes)) in &added {
-            if count > limits.max_envelopes || bytes > limits.max_bytes {
-                full.push(QueueRef { user, device });
+        // In queue order: PostgreSQL would otherwise be free to deadlock concurrent sends.
+        let (added, mut full) = send.added_per_queue(limits);
+        for (&QueueRef { user, device }, &(count, bytes)) in &added {
+            if full.contains(&QueueRef { user, device }) {
                 continue;
             }
             // Check and count in one statement: the row stays locked until commit, so
@@ -237,6 +247,7 @@ impl Store {
             }
         }
         if !full.is_empty() {
+            full.sort();
             // Dropping the transaction rolls back the counts already added.
             return Err(EnqueueError::QueueFull(full));
         }
@@ -251,7 +262,7 @@ impl Store {
             .bind(sender.0)
             .bind(i64::from(sender_device.0))
             .bind(i64::from(e.kind))
-            .bind(e.content.clone())
+            .bind(e.content.as_slice())
             .bind(now)
             .execute(&mut *tx)
             .await;

@@ -12,7 +12,6 @@
 //! PostgreSQL does not need this: it has row locks and many writers, and the same writes run
 //! through the pool there (see `envelopes.rs`).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -175,13 +174,7 @@ fn enqueue(conn: &Connection, send: &Send, limits: QueueLimits, now: i64) -> Res
         .map_err(sqlite_error)?;
     let (recipient_devices, own_devices) = split_devices(rows, send.recipient, send.sender)?;
     send.check(recipient_devices, own_devices)?;
-    let mut added: BTreeMap<(UserId, DeviceId), (u64, u64)> = BTreeMap::new();
-    for e in send.envelopes() {
-        let entry = added.entry((e.user, e.device)).or_default();
-        entry.0 += 1;
-        entry.1 += e.content.len() as u64;
-    }
-    let mut full = Vec::new();
+    let (added, mut full) = send.added_per_queue(limits);
     let mut count_stmt = conn
         .prepare_cached(
             "INSERT INTO envelope_queues (user_id, device_id, envelopes, bytes) VALUES (?1, ?2, ?3, ?4) \
@@ -190,9 +183,8 @@ fn enqueue(conn: &Connection, send: &Send, limits: QueueLimits, now: i64) -> Res
              WHERE envelope_queues.envelopes + excluded.envelopes <= ?5 AND envelope_queues.bytes + excluded.bytes <= ?6",
         )
         .map_err(sqlite_error)?;
-    for (&(user, device), &(count, bytes)) in &added {
-        if count > limits.max_envelopes || bytes > limits.max_bytes {
-            full.push(QueueRef { user, device });
+    for (&QueueRef { user, device }, &(count, bytes)) in &added {
+        if full.contains(&QueueRef { user, device }) {
             continue;
         }
         let counted = count_stmt.execute(params![
@@ -211,6 +203,7 @@ fn enqueue(conn: &Connection, send: &Send, limits: QueueLimits, now: i64) -> Res
         }
     }
     if !full.is_empty() {
+        full.sort();
         return Err(EnqueueError::QueueFull(full));
     }
     let mut insert = conn
