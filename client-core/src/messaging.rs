@@ -741,7 +741,8 @@ impl State {
             return Ok(());
         }
         let bundles: UserBundles = self.client.api(Method::GET, &format!("/api/v1/keys/{user}/{device}"), None::<&()>).await?;
-        for b in &bundles.devices {
+        // Only the device asked for: an answer naming others installs nothing for them.
+        for b in bundles.devices.iter().filter(|b| b.device_id == device) {
             self.device.start_session(user, b).await?;
         }
         Ok(())
