@@ -213,6 +213,19 @@ impl Client {
         self.send(method, path, Some(&token), body).await
     }
 
+    /// An authenticated call with a JSON body given as text, answered with the status and the
+    /// raw body whatever the status (the engine's [`crate::engine::Transport`]).
+    pub async fn raw(&self, method: Method, path: &str, body: Option<String>) -> Result<crate::engine::Answer> {
+        let token = self.access_token().await?;
+        let mut req = self.http.request(method, format!("{}{}", self.base, path)).bearer_auth(token);
+        if let Some(body) = body {
+            req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        Ok(crate::engine::Answer { status, body: resp.bytes().await?.to_vec() })
+    }
+
     /// `PUT /api/v1/keys`.
     pub async fn put_keys(&self, keys: &crate::keys::UploadKeys) -> Result<()> {
         let token = self.access_token().await?;

@@ -3,7 +3,7 @@
 //! The default build holds only data: REST request and response types ([`api`]), gateway
 //! frames, opcodes, events and close codes ([`gateway`]), identifiers ([`ids`]) and the error
 //! body ([`error`]). The networked client lives behind the `native` feature ([`client`]).
-#![forbid(unsafe_code)]
+#![cfg_attr(not(feature = "wasm"), forbid(unsafe_code))]
 
 pub mod api;
 pub mod bytes;
@@ -18,8 +18,12 @@ pub mod messages;
 pub mod client;
 #[cfg(feature = "crypto")]
 pub mod crypto;
+#[cfg(feature = "crypto")]
+pub mod engine;
 #[cfg(feature = "native")]
 pub mod messaging;
+#[cfg(feature = "wasm")]
+pub mod wasm;
 
 pub use error::{ApiErrorBody, ErrorCode, ErrorDetail};
 pub use ids::{DeviceId, EnvelopeId, SessionId, UserId};

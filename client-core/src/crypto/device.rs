@@ -90,6 +90,9 @@ pub fn address(user: UserId, device: DeviceId) -> Result<ProtocolAddress, Crypto
 pub struct E2eeDevice {
     store: DeviceStore,
     user: UserId,
+    /// The time the engine last gave (Unix milliseconds): libsignal stamps keys and checks
+    /// session expiry with it. The device never reads a clock of its own once open.
+    now: std::cell::Cell<i64>,
 }
 
 impl E2eeDevice {
@@ -98,9 +101,18 @@ impl E2eeDevice {
     pub async fn open(vault: Vault, user: UserId) -> Result<(Self, Option<UploadKeys>), CryptoError> {
         let registration_id = rand::rng().random_range(1..=16380);
         let (store, created) = DeviceStore::open(vault, registration_id).await?;
-        let mut device = Self { store, user };
+        let mut device = Self { store, user, now: std::cell::Cell::new(now_ms()) };
         let upload = if created { Some(device.keys_to_upload(true, PREKEY_BATCH).await?) } else { None };
         Ok((device, upload))
+    }
+
+    /// Sets the time (Unix milliseconds) for what follows.
+    pub fn set_now(&self, now_ms: i64) {
+        self.now.set(now_ms);
+    }
+
+    fn time(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(self.now.get()).unwrap_or(0))
     }
 
     /// This device's identity key.
@@ -127,7 +139,7 @@ impl E2eeDevice {
         if full {
             upload.identity_key = Some(identity.identity_key().serialize().to_vec().into());
             upload.registration_id = Some(self.store.identity.registration_id());
-            self.new_signed_prekeys(&mut upload, now_ms()).await?;
+            self.new_signed_prekeys(&mut upload, self.now.get()).await?;
         }
         let first = self.store.counter("next_prekey").await?;
         for id in first..first + count {
@@ -138,7 +150,7 @@ impl E2eeDevice {
         self.store.set_counter("next_prekey", first + count).await?;
         let first = self.store.counter("next_kyber").await?;
         for id in first..first + count {
-            let record = KyberPreKeyRecord::generate(kem::KeyType::Kyber1024, KyberPreKeyId::from(id), identity.private_key())?;
+            let record = kyber_prekey(KyberPreKeyId::from(id), &identity, self.now.get())?;
             self.store.kyber.save_kyber_pre_key(KyberPreKeyId::from(id), &record).await?;
             upload.pq_pre_keys.push(signed_of(&record, id)?);
         }
@@ -167,7 +179,7 @@ impl E2eeDevice {
             signature: signature.to_vec().into(),
         });
         let kyber_id = self.store.counter("next_kyber").await?;
-        let record = KyberPreKeyRecord::generate(kem::KeyType::Kyber1024, KyberPreKeyId::from(kyber_id), identity.private_key())?;
+        let record = kyber_prekey(KyberPreKeyId::from(kyber_id), &identity, now_ms)?;
         self.store.kyber.save_kyber_pre_key(KyberPreKeyId::from(kyber_id), &record).await?;
         self.store.vault.put(ns::OWN, b"kyber_last_resort", &kyber_id.to_be_bytes()).await?;
         // Marked as last resort: it is reused by every contact, never deleted on use.
@@ -248,8 +260,7 @@ impl E2eeDevice {
         let addr = address(user, device)?;
         match self.store.sessions.load_session(&addr).await {
             Ok(Some(record))
-                if record
-                    .has_usable_sender_chain(SystemTime::now(), libsignal_protocol::SessionUsabilityRequirements::all())? =>
+                if record.has_usable_sender_chain(self.time(), libsignal_protocol::SessionUsabilityRequirements::all())? =>
             {
                 Ok(Some(record.remote_registration_id()?))
             }
@@ -284,8 +295,9 @@ impl E2eeDevice {
             IdentityKey::decode(bundle.identity_key.as_slice())?,
         )?;
         let mut rng = rand::rng();
+        let now = self.time();
         let s = &mut self.store;
-        process_prekey_bundle(&addr, &mut s.sessions, &mut s.identity, &bundle, SystemTime::now(), &mut rng).await?;
+        process_prekey_bundle(&addr, &mut s.sessions, &mut s.identity, &bundle, now, &mut rng).await?;
         Ok(())
     }
 
@@ -300,8 +312,9 @@ impl E2eeDevice {
             .ok_or_else(|| CryptoError::Invalid(format!("no session with {addr}")))?
             .remote_registration_id()?;
         let mut rng = rand::rng();
+        let now = self.time();
         let s = &mut self.store;
-        let message = message_encrypt(plaintext, &addr, &mut s.sessions, &mut s.identity, SystemTime::now(), &mut rng).await?;
+        let message = message_encrypt(plaintext, &addr, &mut s.sessions, &mut s.identity, now, &mut rng).await?;
         let kind = match message.message_type() {
             CiphertextMessageType::PreKey => kind::PREKEY,
             CiphertextMessageType::Whisper => kind::WHISPER,
@@ -476,6 +489,11 @@ impl E2eeDevice {
         Ok(self.store.identity.set_verified(&address(user, device)?, verified).await?)
     }
 
+    /// Whether a contact's device is marked verified.
+    pub async fn is_verified(&self, user: UserId, device: DeviceId) -> Result<bool, CryptoError> {
+        Ok(self.store.identity.is_verified(&address(user, device)?).await?)
+    }
+
     /// Contacts' devices whose identity key changed since the last call.
     pub fn take_identity_changes(&mut self) -> Vec<(UserId, DeviceId)> {
         self.store
@@ -501,9 +519,31 @@ fn signed_of(record: &KyberPreKeyRecord, id: u32) -> Result<SignedPreKey, Crypto
     })
 }
 
-/// Now, in Unix milliseconds.
+/// A Kyber prekey signed by the identity, stamped with `now_ms` (libsignal's
+/// `KyberPreKeyRecord::generate` reads the system clock, which a browser build has not).
+fn kyber_prekey(
+    id: KyberPreKeyId,
+    identity: &libsignal_protocol::IdentityKeyPair,
+    now_ms: i64,
+) -> Result<KyberPreKeyRecord, CryptoError> {
+    let mut rng = rand::rng();
+    let pair = kem::KeyPair::generate(kem::KeyType::Kyber1024, &mut rng);
+    let signature =
+        identity.private_key().calculate_signature(&pair.public_key.serialize(), &mut rng).map_err(SignalProtocolError::from)?;
+    let at = Timestamp::from_epoch_millis(u64::try_from(now_ms).unwrap_or(0));
+    Ok(KyberPreKeyRecord::new(id, at, &pair, &signature))
+}
+
+/// Now, in Unix milliseconds (the system clock; the browser's in a browser build).
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    #[cfg(target_arch = "wasm32")]
+    {
+        js_sys::Date::now() as i64
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    }
 }
 
 #[cfg(test)]

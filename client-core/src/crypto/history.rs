@@ -33,12 +33,12 @@ impl<'a> History<'a> {
         })
     }
 
-    /// Appends a message with a unique `id` to a conversation. Returns `false` (and stores
-    /// nothing) when a message with this id is already there.
-    pub async fn append<T: Serialize>(&self, conversation: &str, id: &str, message: &T) -> Result<bool, VaultError> {
+    /// Appends a message with a unique `id` to a conversation and returns its position, or
+    /// `None` (storing nothing) when a message with this id is already there.
+    pub async fn append<T: Serialize>(&self, conversation: &str, id: &str, message: &T) -> Result<Option<u64>, VaultError> {
         let id_key = format!("id/{conversation}/{id}");
         if self.vault.get(NS, id_key.as_bytes()).await?.is_some() {
-            return Ok(false);
+            return Ok(None);
         }
         let n = self.len(conversation).await?;
         let value = serde_json::to_vec(message).map_err(|e| VaultError::Backend(e.to_string()))?;
@@ -56,7 +56,16 @@ impl<'a> History<'a> {
         }
         // Together: a crash leaves the message either fully recorded or not at all.
         self.vault.put_many(NS, &records).await?;
-        Ok(true)
+        Ok(Some(n))
+    }
+
+    /// Rewrites the entry at `position` (which must exist).
+    pub async fn replace<T: Serialize>(&self, conversation: &str, position: u64, message: &T) -> Result<(), VaultError> {
+        if position >= self.len(conversation).await? {
+            return Err(VaultError::Corrupt);
+        }
+        let value = serde_json::to_vec(message).map_err(|e| VaultError::Backend(e.to_string()))?;
+        self.vault.put(NS, format!("msg/{conversation}/{position}").as_bytes(), &value).await
     }
 
     /// Up to `limit` messages of a conversation before position `before` (the end when
@@ -100,10 +109,10 @@ mod tests {
             let vault = Vault::open(Box::new(MemoryBackend::default()), "pass").await.expect("vault");
             let h = History::new(&vault);
             for i in 0..25 {
-                assert!(h.append("7", &format!("m{i}"), &format!("body {i}")).await.expect("append"));
+                assert_eq!(h.append("7", &format!("m{i}"), &format!("body {i}")).await.expect("append"), Some(i));
             }
-            assert!(!h.append("7", "m3", &"again".to_owned()).await.expect("append"), "same id twice");
-            assert!(h.append("9", "m3", &"other chat".to_owned()).await.expect("append"), "ids are per conversation");
+            assert_eq!(h.append("7", "m3", &"again".to_owned()).await.expect("append"), None, "same id twice");
+            assert_eq!(h.append("9", "m3", &"other chat".to_owned()).await.expect("append"), Some(0), "ids are per conversation");
             assert_eq!(h.len("7").await.expect("len"), 25);
 
             let last: Vec<(u64, String)> = h.page("7", None, 10).await.expect("page");

@@ -127,7 +127,8 @@ impl Identities {
         }
     }
 
-    async fn is_verified(&self, address: &ProtocolAddress) -> Result<bool, VaultError> {
+    /// Whether a contact's device is marked verified.
+    pub async fn is_verified(&self, address: &ProtocolAddress) -> Result<bool, VaultError> {
         Ok(self.vault.get(ns::VERIFIED, address.to_string().as_bytes()).await?.is_some())
     }
 

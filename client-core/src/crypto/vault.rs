@@ -81,8 +81,16 @@ impl VaultBackend for MemoryBackend {
 
 /// Plain (unsealed) slot for the KDF salt: it must be readable before the key exists.
 const SALT_SLOT: &[u8] = b"vault/salt";
+/// Plain slot for the vault key, sealed under the key derived from the passphrase: changing
+/// the passphrase re-seals this one record.
+const KEY_SLOT: &[u8] = b"vault/key";
 const CHECK_NS: &str = "vault";
-const CHECK_VALUE: &[u8] = b"lescopains vault v1";
+const CHECK_VALUE: &[u8] = b"lescopains vault v2";
+
+/// Namespaces that belong to one device of the account (its keys, sessions, sent log). The
+/// rest (history, contacts' identities and verification marks) outlives a device: a browser
+/// that signs in again as a new device keeps the conversations it had.
+const DEVICE_NAMESPACES: &[&str] = &["own", "prekey", "signed", "kyber", "last_resort", "session", "sent", "repair"];
 
 /// Records kept opened in memory before the read cache is emptied.
 const CACHE_MAX: usize = 4096;
@@ -92,6 +100,8 @@ pub struct Vault {
     backend: Box<dyn VaultBackend>,
     cipher: XChaCha20Poly1305,
     names: [u8; 32],
+    /// The device whose records the device namespaces hold ([`Vault::scope_to_device`]).
+    device: std::cell::Cell<Option<u64>>,
     /// Opened records (and known absences) by slot. The vault has one owner, so the cache
     /// stays true; it spares a read and an AEAD open for every session and identity lookup
     /// that libsignal makes per message. Writes go through to the backend at once.
@@ -107,43 +117,112 @@ impl std::fmt::Debug for Vault {
     }
 }
 
+/// The key that seals the vault key, from the passphrase (argon2id, OWASP's parameters:
+/// 19 MiB, 2 passes).
+fn key_encryption_key(passphrase: &str, salt: &[u8]) -> Result<XChaCha20Poly1305, VaultError> {
+    let params = Params::new(19 * 1024, 2, 1, Some(32)).map_err(|e| VaultError::Backend(e.to_string()))?;
+    let mut kek = [0u8; 32];
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password_into(passphrase.as_bytes(), salt, &mut kek)
+        .map_err(|e| VaultError::Backend(e.to_string()))?;
+    let cipher = XChaCha20Poly1305::new_from_slice(&kek).map_err(|_| VaultError::Corrupt);
+    kek.fill(0);
+    cipher
+}
+
+fn seal_with(cipher: &XChaCha20Poly1305, aad: &[u8], value: &[u8]) -> Result<Vec<u8>, VaultError> {
+    let mut nonce = [0u8; 24];
+    rand::rng().fill_bytes(&mut nonce);
+    let ct = cipher.encrypt(XNonce::from_slice(&nonce), Payload { msg: value, aad }).map_err(|_| VaultError::Corrupt)?;
+    let mut sealed = Vec::with_capacity(24 + ct.len());
+    sealed.extend_from_slice(&nonce);
+    sealed.extend_from_slice(&ct);
+    Ok(sealed)
+}
+
+fn open_with(cipher: &XChaCha20Poly1305, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, VaultError> {
+    if sealed.len() < 24 {
+        return Err(VaultError::Corrupt);
+    }
+    let (nonce, ct) = sealed.split_at(24);
+    cipher.decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad }).map_err(|_| VaultError::Corrupt)
+}
+
 impl Vault {
     /// Opens (or initialises, when empty) the vault in `backend` with `passphrase`.
     pub async fn open(backend: Box<dyn VaultBackend>, passphrase: &str) -> Result<Self, VaultError> {
-        let (salt, new) = match backend.get(SALT_SLOT).await? {
-            Some(salt) => (salt, false),
-            None => {
+        let (salt, wrapped) = (backend.get(SALT_SLOT).await?, backend.get(KEY_SLOT).await?);
+        let (master, new) = match (salt, wrapped) {
+            (Some(salt), Some(wrapped)) => {
+                let kek = key_encryption_key(passphrase, &salt)?;
+                // Another passphrase derives another key: the vault key does not open.
+                let master = open_with(&kek, KEY_SLOT, &wrapped).map_err(|_| VaultError::WrongPassphrase)?;
+                (master, false)
+            }
+            (None, None) => {
                 let mut salt = vec![0u8; 16];
                 rand::rng().fill_bytes(&mut salt);
-                backend.put(SALT_SLOT, &salt).await?;
-                (salt, true)
+                let mut master = vec![0u8; 64];
+                rand::rng().fill_bytes(&mut master);
+                let wrapped = seal_with(&key_encryption_key(passphrase, &salt)?, KEY_SLOT, &master)?;
+                backend.write_batch(&[(SALT_SLOT.to_vec(), salt), (KEY_SLOT.to_vec(), wrapped)], &[]).await?;
+                (master, true)
             }
+            _ => return Err(VaultError::Corrupt),
         };
-        // OWASP's argon2id parameters: 19 MiB, 2 passes.
-        let params = Params::new(19 * 1024, 2, 1, Some(64)).map_err(|e| VaultError::Backend(e.to_string()))?;
-        let mut okm = [0u8; 64];
-        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-            .hash_password_into(passphrase.as_bytes(), &salt, &mut okm)
-            .map_err(|e| VaultError::Backend(e.to_string()))?;
-        let cipher = XChaCha20Poly1305::new_from_slice(&okm[..32]).map_err(|_| VaultError::Corrupt)?;
+        if master.len() != 64 {
+            return Err(VaultError::Corrupt);
+        }
+        let cipher = XChaCha20Poly1305::new_from_slice(&master[..32]).map_err(|_| VaultError::Corrupt)?;
         let mut names = [0u8; 32];
-        names.copy_from_slice(&okm[32..]);
-        okm.fill(0);
-        let vault = Self { backend, cipher, names, cache: RefCell::new(HashMap::new()), pending: RefCell::new(None) };
-        match vault.get(CHECK_NS, b"check").await {
-            Ok(Some(v)) if v == CHECK_VALUE => {}
-            Ok(None) if new => vault.put(CHECK_NS, b"check", CHECK_VALUE).await?,
-            // Another passphrase derives other record names: the check record is not found.
-            Ok(_) | Err(VaultError::Corrupt) => return Err(VaultError::WrongPassphrase),
-            Err(e) => return Err(e),
+        names.copy_from_slice(&master[32..]);
+        let vault = Self {
+            backend,
+            cipher,
+            names,
+            device: std::cell::Cell::new(None),
+            cache: RefCell::new(HashMap::new()),
+            pending: RefCell::new(None),
+        };
+        match vault.get(CHECK_NS, b"check").await? {
+            Some(v) if v == CHECK_VALUE => {}
+            None if new => vault.put(CHECK_NS, b"check", CHECK_VALUE).await?,
+            _ => return Err(VaultError::Corrupt),
         }
         Ok(vault)
+    }
+
+    /// Seals the vault key under `new_passphrase` (after checking `old_passphrase`). One
+    /// record changes; the rest of the vault stays as it is.
+    pub async fn change_passphrase(&self, old_passphrase: &str, new_passphrase: &str) -> Result<(), VaultError> {
+        let (Some(salt), Some(wrapped)) = (self.backend.get(SALT_SLOT).await?, self.backend.get(KEY_SLOT).await?) else {
+            return Err(VaultError::Corrupt);
+        };
+        let master = open_with(&key_encryption_key(old_passphrase, &salt)?, KEY_SLOT, &wrapped)
+            .map_err(|_| VaultError::WrongPassphrase)?;
+        let mut new_salt = vec![0u8; 16];
+        rand::rng().fill_bytes(&mut new_salt);
+        let rewrapped = seal_with(&key_encryption_key(new_passphrase, &new_salt)?, KEY_SLOT, &master)?;
+        self.backend.write_batch(&[(SALT_SLOT.to_vec(), new_salt), (KEY_SLOT.to_vec(), rewrapped)], &[]).await
+    }
+
+    /// Makes the device namespaces (keys, sessions, sent log) those of `device`, an id unique
+    /// to one device's life (its login session id: a device id can be given again after
+    /// removal). A vault that served an earlier device of this account on this machine starts
+    /// that state afresh and keeps the history and the contacts' identities.
+    pub fn scope_to_device(&self, device: u64) {
+        self.device.set(Some(device));
+        self.cache.borrow_mut().clear();
     }
 
     fn slot(&self, ns: &str, key: &[u8]) -> Vec<u8> {
         // A keyed hash of the name: the file does not show which records exist.
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.names).expect("HMAC takes any key length");
         mac.update(ns.as_bytes());
+        if let Some(device) = self.device.get().filter(|_| DEVICE_NAMESPACES.contains(&ns)) {
+            mac.update(b"@");
+            mac.update(&device.to_be_bytes());
+        }
         mac.update(&[0]);
         mac.update(key);
         mac.finalize().into_bytes().to_vec()
@@ -160,17 +239,7 @@ impl Vault {
         }
         let value = match self.backend.get(&slot).await? {
             None => None,
-            Some(sealed) => {
-                if sealed.len() < 24 {
-                    return Err(VaultError::Corrupt);
-                }
-                let (nonce, ct) = sealed.split_at(24);
-                Some(
-                    self.cipher
-                        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &slot })
-                        .map_err(|_| VaultError::Corrupt)?,
-                )
-            }
+            Some(sealed) => Some(open_with(&self.cipher, &slot, &sealed)?),
         };
         self.remember(slot, value.clone());
         Ok(value)
@@ -185,16 +254,7 @@ impl Vault {
     }
 
     fn seal(&self, slot: &[u8], value: &[u8]) -> Result<Vec<u8>, VaultError> {
-        let mut nonce = [0u8; 24];
-        rand::rng().fill_bytes(&mut nonce);
-        let ct = self
-            .cipher
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: value, aad: slot })
-            .map_err(|_| VaultError::Corrupt)?;
-        let mut sealed = Vec::with_capacity(24 + ct.len());
-        sealed.extend_from_slice(&nonce);
-        sealed.extend_from_slice(&ct);
-        Ok(sealed)
+        seal_with(&self.cipher, slot, value)
     }
 
     /// Seals and writes a record.
@@ -374,6 +434,38 @@ mod tests {
             vault.put("session", b"bob.1", b"later").await.expect("put");
             let fresh = Vault::open(Box::new(shared.clone()), "pw").await.expect("reopen");
             assert_eq!(fresh.get("session", b"bob.1").await.expect("get").as_deref(), Some(&b"later"[..]));
+        });
+    }
+
+    #[test]
+    fn a_new_passphrase_reseals_the_key_and_keeps_every_record() {
+        block_on(async {
+            let shared = Shared::default();
+            let vault = Vault::open(Box::new(shared.clone()), "old pass").await.expect("open");
+            vault.put("history", b"m1", b"hello").await.expect("put");
+            let err = vault.change_passphrase("not it", "new pass").await.expect_err("old passphrase checked");
+            assert!(matches!(err, VaultError::WrongPassphrase));
+            vault.change_passphrase("old pass", "new pass").await.expect("change");
+            assert!(matches!(Vault::open(Box::new(shared.clone()), "old pass").await, Err(VaultError::WrongPassphrase)));
+            let reopened = Vault::open(Box::new(shared.clone()), "new pass").await.expect("new passphrase opens");
+            assert_eq!(reopened.get("history", b"m1").await.expect("get").as_deref(), Some(&b"hello"[..]));
+        });
+    }
+
+    #[test]
+    fn device_state_is_scoped_and_history_is_shared() {
+        block_on(async {
+            let shared = Shared::default();
+            let vault = Vault::open(Box::new(shared.clone()), "pw").await.expect("open");
+            vault.scope_to_device(1);
+            vault.put("session", b"bob.1", b"device one's session").await.expect("put");
+            vault.put("history", b"m1", b"hello").await.expect("put");
+            let next = Vault::open(Box::new(shared.clone()), "pw").await.expect("reopen");
+            next.scope_to_device(2);
+            assert_eq!(next.get("session", b"bob.1").await.expect("get"), None, "a new device starts its sessions afresh");
+            assert_eq!(next.get("history", b"m1").await.expect("get").as_deref(), Some(&b"hello"[..]));
+            next.scope_to_device(1);
+            assert!(next.get("session", b"bob.1").await.expect("get").is_some());
         });
     }
 }

@@ -1,0 +1,982 @@
+//! The end-to-end encryption engine for direct messages, with no I/O of its own.
+//!
+//! [`Engine`] owns this device's Signal protocol state (libsignal over the encrypted
+//! [`Vault`]) and the decrypted history. Its inputs are what the driver hands it: gateway
+//! events ([`Engine::handle_envelope`]), the time (`now`, Unix milliseconds, given with every
+//! call) and the answers to the REST requests it makes through the driver's [`Transport`]. Its
+//! outputs are the events to show ([`Engine::take_events`]), the envelope ids to acknowledge
+//! over the gateway ([`Engine::take_acks`]) and errors. It never opens a socket, reads a clock
+//! or spawns a task, so the same code runs in the native client ([`crate::messaging`], over
+//! reqwest and tokio) and in the browser (`crate::wasm`, over `fetch` and IndexedDB).
+//!
+//! A retry request is answered only from the sent-message log ([`SentLog`]): to a device the
+//! message was encrypted to, still with the identity key it had then, within a day. Anything
+//! else is refused and reported ([`Incoming::RetryRefused`]), so neither another user nor the
+//! server can have a message re-encrypted to a key of its choosing.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use async_trait::async_trait;
+use rand::RngCore;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{
+    CryptoError, Decrypted, E2eeDevice, History, Refusal, SentEntry, SentLog, SentTo, Vault, VaultBackend, VaultError,
+};
+use crate::error::{ApiErrorBody, ErrorCode};
+use crate::ids::{DeviceId, EnvelopeId, SessionId, UserId};
+use crate::keys::{PreKeyCount, UploadKeys, UserBundles};
+use crate::messages::{Envelope, OutgoingEnvelope, Queue, SendMessage, SendMismatch, SendReceipt};
+
+/// Errors of the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum MessagingError {
+    /// The server answered with an error.
+    #[error("server answered {status}: {}", body.error.message)]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The error body (a generic one if the server sent none).
+        body: ApiErrorBody,
+    },
+    /// The request did not reach the server, or its answer could not be read.
+    #[error("network: {0}")]
+    Transport(String),
+    /// Encryption.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// The local store.
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    /// The messenger stopped.
+    #[error("messenger stopped")]
+    Stopped,
+    /// The send could not be completed.
+    #[error("{0}")]
+    Send(String),
+}
+
+impl MessagingError {
+    /// The HTTP status of a server error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            MessagingError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// An answer to a request: the HTTP status and the body.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Body bytes (JSON, or empty).
+    pub body: Vec<u8>,
+}
+
+/// How the engine's REST requests reach the server: the driver's authenticated client (it
+/// adds the access token and refreshes it). The engine hands each request over and awaits the
+/// answer; it keeps no connection of its own.
+#[async_trait(?Send)]
+pub trait Transport {
+    /// Makes `method path` with a JSON `body`. `Ok` for any HTTP answer; `Err` only when no
+    /// answer came.
+    async fn request(&self, method: &str, path: &str, body: Option<String>) -> Result<Answer, String>;
+}
+
+/// A decrypted direct message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectMessage {
+    /// Unique id chosen by the sender (identical on every device).
+    pub message_id: String,
+    /// The other participant of the conversation.
+    pub conversation: UserId,
+    /// Who wrote it.
+    pub author: UserId,
+    /// From which device.
+    pub author_device: DeviceId,
+    /// True when this user wrote it (a copy from one of their other devices).
+    pub outgoing: bool,
+    /// The text.
+    pub body: String,
+    /// Server time of the send (Unix milliseconds).
+    pub sent_at: i64,
+}
+
+/// One entry of a conversation's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum HistoryEntry {
+    /// A message.
+    Message(DirectMessage),
+    /// An envelope that could not be decrypted (yet): a retry request went to its sender's
+    /// device. It is marked `repaired` when the message arrives again.
+    Undecryptable {
+        /// The conversation (the sender).
+        conversation: UserId,
+        /// Who sent it.
+        author: UserId,
+        /// From which device.
+        author_device: DeviceId,
+        /// Server time of the envelope.
+        sent_at: i64,
+        /// The message came again and was decrypted (it follows in the history).
+        repaired: bool,
+    },
+}
+
+impl HistoryEntry {
+    /// The conversation the entry belongs to.
+    pub fn conversation(&self) -> UserId {
+        match self {
+            HistoryEntry::Message(m) => m.conversation,
+            HistoryEntry::Undecryptable { conversation, .. } => *conversation,
+        }
+    }
+
+    /// When the server received it.
+    pub fn sent_at(&self) -> i64 {
+        match self {
+            HistoryEntry::Message(m) => m.sent_at,
+            HistoryEntry::Undecryptable { sent_at, .. } => *sent_at,
+        }
+    }
+}
+
+/// A conversation in the list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conversation {
+    /// The other participant.
+    pub user: UserId,
+    /// The newest entry, with its position.
+    pub last: Option<(u64, HistoryEntry)>,
+    /// Entries from the other participant since the conversation was last read.
+    pub unread: u64,
+}
+
+/// A contact device's safety number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SafetyNumber {
+    /// The device.
+    pub device: DeviceId,
+    /// 60 digits.
+    pub number: String,
+    /// Marked verified on this device.
+    pub verified: bool,
+}
+
+/// What the engine reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// A message, in the order the server queued it for this device (at its position in the
+    /// conversation's history).
+    Message(DirectMessage),
+    /// A contact's device changed its identity key: its safety number changed.
+    IdentityChanged {
+        /// The contact.
+        user: UserId,
+        /// Their device.
+        device: DeviceId,
+    },
+    /// An envelope could not be decrypted; a retry request went back to its sender.
+    RetryRequested {
+        /// The sender.
+        user: UserId,
+        /// Their device.
+        device: DeviceId,
+        /// The entry kept in history for it (`None` for a copy from this user's own device).
+        position: Option<u64>,
+        /// Server time of the envelope.
+        sent_at: i64,
+    },
+    /// A message that could not be decrypted came again and was read: the history entry at
+    /// `position` of `conversation` is marked repaired.
+    Repaired {
+        /// The conversation.
+        conversation: UserId,
+        /// The undecryptable entry.
+        position: u64,
+    },
+    /// A device asked for a message again and was refused: it was not a recipient of a
+    /// message sent at that time, the message is past the resend window, or the device's
+    /// identity key is not the one the message was encrypted to. A stream of these from one
+    /// sender means someone (possibly the server) is probing for messages.
+    RetryRefused {
+        /// Who asked.
+        user: UserId,
+        /// From which device.
+        device: DeviceId,
+        /// The timestamp they named.
+        timestamp: i64,
+        /// Why nothing was sent.
+        reason: RetryRefusal,
+    },
+}
+
+/// Why a retry request was not answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryRefusal {
+    /// No message of this device at that timestamp was sent to the requesting device.
+    NotARecipient,
+    /// The message is older than the resend window (a day).
+    Expired,
+    /// The requesting device now has another identity key than the one the message was
+    /// encrypted to.
+    IdentityChanged,
+    /// That message was already sent again to that device as often as allowed.
+    AnsweredAlready,
+}
+
+impl From<Refusal> for RetryRefusal {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::NotARecipient => RetryRefusal::NotARecipient,
+            Refusal::Expired => RetryRefusal::Expired,
+        }
+    }
+}
+
+/// The plaintext inside every DM envelope.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Content {
+    /// Message id.
+    id: String,
+    /// The recipient (the conversation, seen from the author).
+    to: UserId,
+    /// Text.
+    body: String,
+}
+
+/// How many times one message is sent again to one device on retry requests.
+const RESEND_ANSWERS_MAX: u32 = 3;
+
+/// Longest message text, in bytes.
+pub const BODY_MAX_BYTES: usize = 16 * 1024;
+
+/// Vault namespace of the per-conversation read marks (kept across devices of this machine).
+const READ_NS: &str = "read";
+/// Vault namespace of the undecryptable entries waiting for their message (per device).
+const REPAIR_NS: &str = "repair";
+
+/// The engine of one device.
+pub struct Engine<T: Transport> {
+    http: T,
+    me: UserId,
+    my_device: DeviceId,
+    device: E2eeDevice,
+    /// Keys to publish before anything else (a new device).
+    upload: Option<UploadKeys>,
+    /// Known devices of contacts (and of this user), from bundles and device mismatches.
+    devices: BTreeMap<UserId, Vec<DeviceId>>,
+    /// Envelopes already processed (the queue and the live push may overlap).
+    seen: HashSet<EnvelopeId>,
+    /// Retry requests answered, by (requester, device, timestamp): a message goes again at
+    /// most [`RESEND_ANSWERS_MAX`] times to one device.
+    answered: HashMap<(UserId, DeviceId, i64), u32>,
+    /// Processed envelopes not yet acknowledged.
+    acks: Vec<EnvelopeId>,
+    /// Events not yet taken, with the history position of the entry each one shows.
+    events: Vec<(Incoming, Option<u64>)>,
+    now: i64,
+}
+
+impl<T: Transport> std::fmt::Debug for Engine<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("me", &self.me).field("device", &self.my_device).finish_non_exhaustive()
+    }
+}
+
+impl<T: Transport> Engine<T> {
+    /// Opens this device's store in `backend` with `passphrase` (creating it, with new keys,
+    /// when empty). `session` is the device's login session: it scopes the device's keys in a
+    /// store that an earlier device of this account on the same machine left behind (its
+    /// history stays readable). Nothing goes to the server until [`Engine::start`].
+    pub async fn open(
+        http: T,
+        backend: Box<dyn VaultBackend>,
+        passphrase: &str,
+        me: UserId,
+        my_device: DeviceId,
+        session: SessionId,
+        now: i64,
+    ) -> Result<Self, MessagingError> {
+        let vault = Vault::open(backend, passphrase).await?;
+        vault.scope_to_device(session.0 as u64);
+        let (device, upload) = E2eeDevice::open(vault, me).await?;
+        device.set_now(now);
+        Ok(Self {
+            http,
+            me,
+            my_device,
+            device,
+            upload,
+            devices: BTreeMap::new(),
+            seen: HashSet::new(),
+            answered: HashMap::new(),
+            acks: Vec::new(),
+            events: Vec::new(),
+            now,
+        })
+    }
+
+    fn tick(&mut self, now: i64) {
+        self.now = now;
+        self.device.set_now(now);
+    }
+
+    /// This user.
+    pub fn user(&self) -> UserId {
+        self.me
+    }
+
+    /// This device.
+    pub fn device_id(&self) -> DeviceId {
+        self.my_device
+    }
+
+    /// The transport (for the driver's own calls).
+    pub fn transport(&self) -> &T {
+        &self.http
+    }
+
+    /// Publishes the keys of a new device, then tops up prekeys ([`Engine::maintain`]).
+    pub async fn start(&mut self, now: i64) -> Result<(), MessagingError> {
+        self.tick(now);
+        if let Some(upload) = &self.upload {
+            self.put_keys(upload).await?;
+            self.upload = None;
+        }
+        self.maintain(now).await
+    }
+
+    /// Publishes new one-time prekeys when few are left, and new signed prekeys when the
+    /// current ones are due for rotation (on `PREKEYS_LOW`, and now and then).
+    pub async fn maintain(&mut self, now: i64) -> Result<(), MessagingError> {
+        self.tick(now);
+        if let Some(rotated) = self.device.rotate_signed_prekeys_if_due(now).await? {
+            if let Err(e) = self.put_keys(&rotated).await {
+                self.device.rotation_not_published().await?;
+                return Err(e);
+            }
+        }
+        let count: PreKeyCount = self.api("GET", "/api/v1/keys/count", None::<&()>).await?;
+        if count.pre_keys < 20 || count.pq_pre_keys < 20 {
+            let upload = self.device.keys_to_upload(false, crate::crypto::device::PREKEY_BATCH).await?;
+            self.put_keys(&upload).await?;
+        }
+        Ok(())
+    }
+
+    /// Fetches and processes the queue of envelopes that arrived while this device was
+    /// offline. Live envelopes that arrive meanwhile must wait (the driver holds them) so that
+    /// order is kept.
+    pub async fn drain_queue(&mut self, now: i64) -> Result<(), MessagingError> {
+        self.tick(now);
+        // Acknowledgements go out after the drain, so page with a cursor: the queue still
+        // holds the pages already processed.
+        let mut after: Option<EnvelopeId> = None;
+        loop {
+            let path = match after {
+                Some(id) => format!("/api/v1/messages?limit=200&after={id}"),
+                None => "/api/v1/messages?limit=200".to_owned(),
+            };
+            let queue: Queue = self.api("GET", &path, None::<&()>).await?;
+            let more = queue.more;
+            after = queue.envelopes.last().map(|e| e.id).or(after);
+            for e in queue.envelopes {
+                self.process(e).await;
+            }
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Processes one envelope pushed by the gateway.
+    pub async fn handle_envelope(&mut self, envelope: Envelope, now: i64) {
+        self.tick(now);
+        self.process(envelope).await;
+    }
+
+    /// The events since the last call, in order.
+    pub fn take_events(&mut self) -> Vec<Incoming> {
+        std::mem::take(&mut self.events).into_iter().map(|(e, _)| e).collect()
+    }
+
+    /// [`Engine::take_events`], each with the history position of the entry it shows (a
+    /// message's, an undecryptable envelope's).
+    pub fn take_events_positioned(&mut self) -> Vec<(Incoming, Option<u64>)> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// The processed envelopes to acknowledge (gateway `ACK`, up to 100 ids per frame). An ACK
+    /// lost with a dropped connection only means the envelopes come again from the queue, and
+    /// they are recognised as duplicates then.
+    pub fn take_acks(&mut self) -> Vec<EnvelopeId> {
+        std::mem::take(&mut self.acks)
+    }
+
+    /// Sends a direct message to `to` (every one of their devices, and this user's other
+    /// devices). Returns the message as it is kept in history.
+    pub async fn send_dm(&mut self, to: UserId, body: &str, now: i64) -> Result<DirectMessage, MessagingError> {
+        self.send_dm_positioned(to, body, now).await.map(|(m, _)| m)
+    }
+
+    /// [`Engine::send_dm`], with the message's position in the history (`None` if the
+    /// history could not keep it).
+    pub async fn send_dm_positioned(
+        &mut self,
+        to: UserId,
+        body: &str,
+        now: i64,
+    ) -> Result<(DirectMessage, Option<u64>), MessagingError> {
+        self.tick(now);
+        // The ratchet steps are flushed before the envelopes leave (`post`); the sent-message
+        // log and the history entry then go in one write.
+        self.device.vault().begin_batch();
+        let result = self.send_dm_batched(to, body.to_owned()).await;
+        if let Err(e) = self.device.vault().commit_batch().await {
+            tracing::warn!(error = %e, "could not keep a sent message in the store");
+        }
+        self.report_identity_changes();
+        result
+    }
+
+    /// Up to `limit` entries of the conversation with `conversation` before position `before`
+    /// (from the newest when `None`), oldest first, each with its position. The history is
+    /// read from this device's encrypted store, so it survives restarts.
+    pub async fn history(
+        &self,
+        conversation: UserId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, HistoryEntry)>, MessagingError> {
+        Ok(History::new(self.device.vault()).page(&conversation.to_string(), before, limit).await?)
+    }
+
+    /// The conversations, the most recently active first, with their newest entry and how
+    /// many entries from the other participant are unread.
+    pub async fn conversations(&self) -> Result<Vec<Conversation>, MessagingError> {
+        let history = History::new(self.device.vault());
+        let mut out = Vec::new();
+        for c in history.conversations().await? {
+            let Ok(user) = c.parse::<UserId>() else { continue };
+            let last: Option<(u64, HistoryEntry)> = history.page(&c, None, 1).await?.pop();
+            let read = self.read_mark(user).await?;
+            let len = history.len(&c).await?;
+            let mut unread = 0;
+            // Count back from the end, own messages aside (a page at a time).
+            let mut end = len;
+            while end > read {
+                let page: Vec<(u64, HistoryEntry)> = history.page(&c, Some(end), 50).await?;
+                for (pos, e) in page.iter().rev() {
+                    if *pos < read {
+                        break;
+                    }
+                    if !matches!(e, HistoryEntry::Message(m) if m.outgoing) {
+                        unread += 1;
+                    }
+                }
+                end = page.first().map_or(read, |p| p.0);
+            }
+            out.push(Conversation { user, last, unread });
+        }
+        out.sort_by_key(|c| std::cmp::Reverse(c.last.as_ref().map_or(0, |l| l.1.sent_at())));
+        Ok(out)
+    }
+
+    async fn read_mark(&self, conversation: UserId) -> Result<u64, MessagingError> {
+        Ok(match self.device.vault().get(READ_NS, conversation.to_string().as_bytes()).await? {
+            Some(b) => u64::from_le_bytes(b.as_slice().try_into().map_err(|_| VaultError::Corrupt)?),
+            None => 0,
+        })
+    }
+
+    /// Marks everything in the conversation read.
+    pub async fn mark_read(&self, conversation: UserId) -> Result<(), MessagingError> {
+        let len = History::new(self.device.vault()).len(&conversation.to_string()).await?;
+        self.device.vault().put(READ_NS, conversation.to_string().as_bytes(), &len.to_le_bytes()).await?;
+        Ok(())
+    }
+
+    /// Safety numbers with each device of `user` this device knows, and whether each is
+    /// marked verified.
+    pub async fn safety_numbers(&mut self, user: UserId, now: i64) -> Result<Vec<SafetyNumber>, MessagingError> {
+        self.tick(now);
+        let devices = self.known_devices(user).await?;
+        let mut out = Vec::new();
+        for d in devices {
+            if let Some(number) = self.device.safety_number(user, d).await? {
+                out.push(SafetyNumber { device: d, number, verified: self.device.is_verified(user, d).await? });
+            }
+        }
+        self.report_identity_changes();
+        Ok(out)
+    }
+
+    /// Marks a contact's device verified (after comparing safety numbers) or not: a later
+    /// identity change of a verified device is refused until verified again.
+    pub async fn set_verified(&self, user: UserId, device: DeviceId, verified: bool) -> Result<(), MessagingError> {
+        Ok(self.device.set_verified(user, device, verified).await?)
+    }
+
+    /// Seals the store's key under a new passphrase (after the account's password changed).
+    pub async fn change_passphrase(&self, old: &str, new: &str) -> Result<(), MessagingError> {
+        Ok(self.device.vault().change_passphrase(old, new).await?)
+    }
+
+    /// The device's Signal state (tests of failure paths).
+    #[cfg(feature = "testing")]
+    pub fn e2ee_device(&self) -> &E2eeDevice {
+        &self.device
+    }
+
+    // ---- processing --------------------------------------------------------------------
+
+    async fn process(&mut self, envelope: Envelope) {
+        if !self.seen.insert(envelope.id) {
+            // Processed already, but still queued: its ACK may have been lost with a dropped
+            // connection. Acknowledge it again.
+            self.acks.push(envelope.id);
+            return;
+        }
+        if self.seen.len() > 10_000 {
+            self.seen.clear();
+            self.seen.insert(envelope.id);
+        }
+        // The ratchet step and the history entry are written together, and only then is the
+        // envelope acknowledged: a crash in between leaves it queued and undecrypted, to be
+        // read again, rather than decrypted and lost (libsignal would take it as a duplicate).
+        self.device.vault().begin_batch();
+        let mut events = Vec::new();
+        match self.device.decrypt(&envelope).await {
+            Ok(Decrypted::Message(plaintext)) => match serde_json::from_slice::<Content>(&plaintext) {
+                Ok(content) => {
+                    let outgoing = envelope.sender == self.me;
+                    let message = DirectMessage {
+                        message_id: content.id,
+                        conversation: if outgoing { content.to } else { envelope.sender },
+                        author: envelope.sender,
+                        author_device: envelope.sender_device,
+                        outgoing,
+                        body: content.body,
+                        sent_at: envelope.server_timestamp,
+                    };
+                    match self.remember(&message).await {
+                        Ok(Some(position)) => {
+                            if let Ok(Some(repaired)) = self.mark_repaired(envelope.sender, envelope.sender_device).await {
+                                events.push((repaired, None));
+                            }
+                            events.push((Incoming::Message(message), Some(position)));
+                        }
+                        Ok(None) => tracing::debug!("message already in history"),
+                        // The ratchet has moved on: this envelope cannot be decrypted again, so
+                        // the user sees the message now even if history could not keep it.
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not store a message in history");
+                            events.push((Incoming::Message(message), None));
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "decrypted envelope holds no message"),
+            },
+            Ok(Decrypted::Duplicate) => tracing::debug!(envelope = %envelope.id, "duplicate envelope dropped"),
+            Ok(Decrypted::RetryRequest { timestamp, device, ratchet_key }) => {
+                let (user, from) = (envelope.sender, envelope.sender_device);
+                match self.resend(user, from, device, timestamp, ratchet_key.as_deref()).await {
+                    Ok(None) => {}
+                    Ok(Some(reason)) => {
+                        tracing::warn!(user = %user, device = %from, ?reason, "retry request refused");
+                        events.push((Incoming::RetryRefused { user, device: from, timestamp, reason }, None));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not answer a retry request"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, sender = %envelope.sender, "envelope could not be decrypted; asking for a retry");
+                if let Err(e) = self.request_retry(&envelope).await {
+                    tracing::warn!(error = %e, "retry request failed");
+                }
+                let position = match self.remember_undecryptable(&envelope).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not keep an undecryptable entry");
+                        None
+                    }
+                };
+                events.push((
+                    Incoming::RetryRequested {
+                        user: envelope.sender,
+                        device: envelope.sender_device,
+                        position,
+                        sent_at: envelope.server_timestamp,
+                    },
+                    position,
+                ));
+            }
+        }
+        self.report_identity_changes();
+        match self.device.vault().commit_batch().await {
+            Ok(()) => {
+                self.acks.push(envelope.id);
+                self.events.extend(events);
+            }
+            Err(e) => {
+                // Not acknowledged: it comes again from the queue and is processed again.
+                tracing::error!(error = %e, "could not store what an envelope changed; it will be processed again");
+                self.seen.remove(&envelope.id);
+            }
+        }
+    }
+
+    /// Adds a message to the history and returns its position; `None` if it was already there.
+    async fn remember(&self, message: &DirectMessage) -> Result<Option<u64>, VaultError> {
+        let entry = HistoryEntry::Message(message.clone());
+        History::new(self.device.vault()).append(&message.conversation.to_string(), &message.message_id, &entry).await
+    }
+
+    /// Keeps an entry for an envelope that could not be decrypted (not for copies from this
+    /// user's own devices: their conversation is unknown), and notes it as waiting for the
+    /// re-sent message from that device.
+    async fn remember_undecryptable(&self, envelope: &Envelope) -> Result<Option<u64>, VaultError> {
+        if envelope.sender == self.me {
+            return Ok(None);
+        }
+        let conversation = envelope.sender;
+        let entry = HistoryEntry::Undecryptable {
+            conversation,
+            author: envelope.sender,
+            author_device: envelope.sender_device,
+            sent_at: envelope.server_timestamp,
+            repaired: false,
+        };
+        let history = History::new(self.device.vault());
+        let Some(position) = history.append(&conversation.to_string(), &format!("undecryptable/{}", envelope.id), &entry).await?
+        else {
+            return Ok(None);
+        };
+        let key = format!("{}.{}", envelope.sender, envelope.sender_device);
+        let mut waiting: Vec<u64> = match self.device.vault().get(REPAIR_NS, key.as_bytes()).await? {
+            Some(raw) => serde_json::from_slice(&raw).map_err(|_| VaultError::Corrupt)?,
+            None => Vec::new(),
+        };
+        waiting.push(position);
+        let raw = serde_json::to_vec(&waiting).map_err(|e| VaultError::Backend(e.to_string()))?;
+        self.device.vault().put(REPAIR_NS, key.as_bytes(), &raw).await?;
+        Ok(Some(position))
+    }
+
+    /// A message from `user`'s `device` was read: the oldest entry waiting for a re-send from
+    /// that device is marked repaired.
+    async fn mark_repaired(&self, user: UserId, device: DeviceId) -> Result<Option<Incoming>, VaultError> {
+        let key = format!("{user}.{device}");
+        let vault = self.device.vault();
+        let Some(raw) = vault.get(REPAIR_NS, key.as_bytes()).await? else { return Ok(None) };
+        let mut waiting: Vec<u64> = serde_json::from_slice(&raw).map_err(|_| VaultError::Corrupt)?;
+        if waiting.is_empty() {
+            return Ok(None);
+        }
+        let position = waiting.remove(0);
+        if waiting.is_empty() {
+            vault.delete(REPAIR_NS, key.as_bytes()).await?;
+        } else {
+            let raw = serde_json::to_vec(&waiting).map_err(|e| VaultError::Backend(e.to_string()))?;
+            vault.put(REPAIR_NS, key.as_bytes(), &raw).await?;
+        }
+        let history = History::new(vault);
+        let conversation = user.to_string();
+        let mut page: Vec<(u64, HistoryEntry)> = history.page(&conversation, Some(position + 1), 1).await?;
+        match page.pop() {
+            Some((p, HistoryEntry::Undecryptable { conversation: c, author, author_device, sent_at, .. })) if p == position => {
+                let entry = HistoryEntry::Undecryptable { conversation: c, author, author_device, sent_at, repaired: true };
+                history.replace(&conversation, position, &entry).await?;
+                Ok(Some(Incoming::Repaired { conversation: user, position }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn report_identity_changes(&mut self) {
+        for (user, device) in self.device.take_identity_changes() {
+            self.events.push((Incoming::IdentityChanged { user, device }, None));
+        }
+    }
+
+    async fn request_retry(&mut self, envelope: &Envelope) -> Result<(), MessagingError> {
+        let request = E2eeDevice::retry_request(envelope)?;
+        // The session is broken: the next message to this device starts a fresh one.
+        self.device.forget_session(envelope.sender, envelope.sender_device).await?;
+        self.post(&SendMessage { recipient: envelope.sender, messages: vec![request], sync_messages: Vec::new(), partial: true })
+            .await
+            .map(drop)
+            .map_err(Into::into)
+    }
+
+    /// Answers a retry request from `device` of `user` for what `original_device` of this
+    /// user sent at `timestamp`: re-sends it only if it was sent to that very device, within
+    /// the resend window, and the device still has the identity key it had then. Returns why
+    /// it was refused otherwise.
+    async fn resend(
+        &mut self,
+        user: UserId,
+        device: DeviceId,
+        original_device: DeviceId,
+        timestamp: i64,
+        ratchet_key: Option<&[u8]>,
+    ) -> Result<Option<RetryRefusal>, MessagingError> {
+        if original_device != self.my_device {
+            // A genuine request goes to the device that sent the message, and names it.
+            return Ok(Some(RetryRefusal::NotARecipient));
+        }
+        let answers = self.answered.entry((user, device, timestamp)).or_insert(0);
+        if *answers >= RESEND_ANSWERS_MAX {
+            return Ok(Some(RetryRefusal::AnsweredAlready));
+        }
+        let found = match SentLog::new(self.device.vault()).find(user, device, timestamp, self.now).await {
+            Ok(found) => found,
+            Err(refusal) => return Ok(Some(refusal.into())),
+        };
+        *answers += 1;
+        if self.answered.len() > 10_000 {
+            self.answered.clear();
+        }
+        // Only now, for a genuine request: drop the session the requester failed on.
+        if let Some(ratchet) = ratchet_key {
+            self.device.drop_failed_session(user, device, ratchet).await?;
+        }
+        for entry in &found {
+            if self.device.session_registration(user, device).await?.is_none() {
+                // A fresh session, from a bundle checked against the identity the message was
+                // first encrypted to before it is installed: a swapped bundle gets nothing.
+                let bundles: UserBundles = self.api("GET", &format!("/api/v1/keys/{user}/{device}"), None::<&()>).await?;
+                let Some(bundle) = bundles.devices.iter().find(|b| b.device_id == device) else {
+                    return Ok(Some(RetryRefusal::NotARecipient));
+                };
+                if bundle.identity_key.as_slice() != entry.identity.as_slice() {
+                    return Ok(Some(RetryRefusal::IdentityChanged));
+                }
+                self.device.start_session(user, bundle).await?;
+            }
+            // The session that encrypts must hold that identity too, not only the record.
+            let envelope = match self.device.encrypt_pinned(user, device, &entry.content, &entry.identity).await {
+                Ok(envelope) => envelope,
+                Err(CryptoError::IdentityMismatch) => return Ok(Some(RetryRefusal::IdentityChanged)),
+                Err(e) => return Err(e.into()),
+            };
+            self.post(&SendMessage { recipient: user, messages: vec![envelope], sync_messages: Vec::new(), partial: true })
+                .await?;
+        }
+        Ok(None)
+    }
+
+    /// Keeps a sent message in the log for retry requests, with the devices it went to.
+    async fn log_sent(&self, message_id: &str, sent_at: i64, content: &[u8], envelopes: &[(UserId, &OutgoingEnvelope)]) {
+        let mut recipients = Vec::with_capacity(envelopes.len());
+        for (user, e) in envelopes {
+            // The identity of the session that encrypted it (the record agrees: see
+            // `E2eeDevice::decrypt`).
+            match self.device.session_identity(*user, e.device_id).await {
+                Ok(Some(identity)) => recipients.push(SentTo { user: *user, device: e.device_id, identity: identity.into() }),
+                Ok(None) => {}
+                Err(err) => tracing::warn!(error = %err, "identity not found for the sent-message log"),
+            }
+        }
+        let entry = SentEntry {
+            message_id: message_id.to_owned(),
+            sent_at,
+            logged_at: self.now,
+            content: content.to_vec().into(),
+            recipients,
+        };
+        // A message that is not in the log can only not be re-sent: the send itself stands.
+        if let Err(e) = SentLog::new(self.device.vault()).record(&entry, self.now).await {
+            tracing::warn!(error = %e, "could not keep a sent message for retries");
+        }
+    }
+
+    async fn ensure_session(&mut self, user: UserId, device: DeviceId) -> Result<(), MessagingError> {
+        if self.device.session_registration(user, device).await?.is_some() {
+            return Ok(());
+        }
+        let bundles: UserBundles = self.api("GET", &format!("/api/v1/keys/{user}/{device}"), None::<&()>).await?;
+        // Only the device asked for: an answer naming others installs nothing for them.
+        for b in bundles.devices.iter().filter(|b| b.device_id == device) {
+            self.device.start_session(user, b).await?;
+        }
+        Ok(())
+    }
+
+    async fn known_devices(&mut self, user: UserId) -> Result<Vec<DeviceId>, MessagingError> {
+        if let Some(d) = self.devices.get(&user) {
+            return Ok(d.clone());
+        }
+        // First contact: one bundle per device, and a session with each.
+        let fetched: Result<UserBundles, _> = self.api("GET", &format!("/api/v1/keys/{user}"), None::<&()>).await;
+        let devices = match fetched {
+            Ok(bundles) => {
+                for b in &bundles.devices {
+                    if self.device.session_registration(user, b.device_id).await?.is_none() {
+                        self.device.start_session(user, b).await?;
+                    }
+                }
+                bundles.devices.iter().map(|b| b.device_id).collect()
+            }
+            // This user has no other device with keys.
+            Err(MessagingError::Api { status: 404, .. }) if user == self.me => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        self.devices.insert(user, devices.clone());
+        Ok(devices)
+    }
+
+    async fn encrypt_for(
+        &mut self,
+        user: UserId,
+        devices: &[DeviceId],
+        plaintext: &[u8],
+    ) -> Result<Vec<OutgoingEnvelope>, MessagingError> {
+        let mut out = Vec::with_capacity(devices.len());
+        for &d in devices {
+            if user == self.me && d == self.my_device {
+                continue;
+            }
+            self.ensure_session(user, d).await?;
+            out.push(self.device.encrypt(user, d, plaintext).await?);
+        }
+        Ok(out)
+    }
+
+    async fn send_dm_batched(&mut self, to: UserId, body: String) -> Result<(DirectMessage, Option<u64>), MessagingError> {
+        if to == self.me {
+            return Err(MessagingError::Send("a direct message goes to someone else".into()));
+        }
+        if body.trim().is_empty() {
+            return Err(MessagingError::Send("the message is empty".into()));
+        }
+        if body.len() > BODY_MAX_BYTES {
+            return Err(MessagingError::Send(format!("the message is longer than {BODY_MAX_BYTES} bytes")));
+        }
+        let mut id = [0u8; 16];
+        rand::rng().fill_bytes(&mut id);
+        let content = Content { id: id.iter().map(|b| format!("{b:02x}")).collect(), to, body };
+        let plaintext = serde_json::to_vec(&content).map_err(|e| MessagingError::Send(e.to_string()))?;
+        for _attempt in 0..4 {
+            let theirs = self.known_devices(to).await?;
+            let mine = self.known_devices(self.me).await?;
+            let messages = self.encrypt_for(to, &theirs, &plaintext).await?;
+            let sync_messages = self.encrypt_for(self.me, &mine, &plaintext).await?;
+            let send = SendMessage { recipient: to, messages, sync_messages, partial: false };
+            match self.post(&send).await {
+                Ok(receipt) => {
+                    let sent_to: Vec<(UserId, &OutgoingEnvelope)> =
+                        send.messages.iter().map(|e| (to, e)).chain(send.sync_messages.iter().map(|e| (self.me, e))).collect();
+                    self.log_sent(&content.id, receipt.server_timestamp, &plaintext, &sent_to).await;
+                    let message = DirectMessage {
+                        message_id: content.id,
+                        conversation: to,
+                        author: self.me,
+                        author_device: self.my_device,
+                        outgoing: true,
+                        body: content.body,
+                        sent_at: receipt.server_timestamp,
+                    };
+                    // The server accepted it: the send succeeded even if history cannot keep
+                    // it (an error here would make the caller send it twice).
+                    let position = match self.remember(&message).await {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not store a sent message in history");
+                            None
+                        }
+                    };
+                    return Ok((message, position));
+                }
+                Err(PostError::Mismatch(m)) => {
+                    self.apply_mismatch(to, &m.recipient).await?;
+                    self.apply_mismatch(self.me, &m.own).await?;
+                }
+                Err(PostError::Other(e)) => return Err(e),
+            }
+        }
+        Err(MessagingError::Send("the device lists kept changing; try again".into()))
+    }
+
+    async fn apply_mismatch(&mut self, user: UserId, m: &crate::messages::DeviceMismatch) -> Result<(), MessagingError> {
+        let list = self.devices.entry(user).or_default();
+        for d in &m.extra_devices {
+            list.retain(|x| x != d);
+        }
+        for d in &m.missing_devices {
+            if !list.contains(d) {
+                list.push(*d);
+            }
+        }
+        list.sort();
+        for d in m.extra_devices.iter().chain(&m.stale_devices) {
+            self.device.forget_session(user, *d).await?;
+        }
+        Ok(())
+    }
+
+    async fn post(&self, body: &SendMessage) -> Result<SendReceipt, PostError> {
+        // What an envelope was encrypted with (a ratchet step, a new session) is on disk
+        // before the envelope leaves: a counter is never used twice after a crash.
+        self.device.vault().flush_batch().await.map_err(|e| PostError::Other(e.into()))?;
+        match self.api::<SendReceipt>("POST", "/api/v1/messages", Some(body)).await {
+            Ok(r) => Ok(r),
+            Err(MessagingError::Api { body: err, .. }) if err.error.code == ErrorCode::DeviceMismatch => {
+                let details: SendMismatch = err.error.details.and_then(|d| serde_json::from_value(d).ok()).unwrap_or_default();
+                Err(PostError::Mismatch(details))
+            }
+            Err(e) => Err(PostError::Other(e)),
+        }
+    }
+
+    async fn put_keys(&self, keys: &UploadKeys) -> Result<(), MessagingError> {
+        self.call("PUT", "/api/v1/keys", Some(keys)).await.map(drop)
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<&(impl Serialize + ?Sized)>) -> Result<Vec<u8>, MessagingError> {
+        let body = body.map(serde_json::to_string).transpose().map_err(|e| MessagingError::Transport(e.to_string()))?;
+        let answer = self.http.request(method, path, body).await.map_err(MessagingError::Transport)?;
+        if (200..300).contains(&answer.status) {
+            return Ok(answer.body);
+        }
+        let body = serde_json::from_slice::<ApiErrorBody>(&answer.body)
+            .unwrap_or_else(|_| ApiErrorBody::new(ErrorCode::Internal, format!("HTTP {} without an error body", answer.status)));
+        Err(MessagingError::Api { status: answer.status, body })
+    }
+
+    async fn api<R: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<R, MessagingError> {
+        let raw = self.call(method, path, body).await?;
+        serde_json::from_slice(&raw).map_err(|e| MessagingError::Transport(format!("unreadable answer to {path}: {e}")))
+    }
+}
+
+enum PostError {
+    Mismatch(SendMismatch),
+    Other(MessagingError),
+}
+
+impl From<MessagingError> for PostError {
+    fn from(e: MessagingError) -> Self {
+        PostError::Other(e)
+    }
+}
+
+impl From<PostError> for MessagingError {
+    fn from(e: PostError) -> Self {
+        match e {
+            PostError::Mismatch(_) => MessagingError::Send("device lists changed".into()),
+            PostError::Other(e) => e,
+        }
+    }
+}

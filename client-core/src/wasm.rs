@@ -1,0 +1,345 @@
+//! The browser bindings: the [`Engine`] for the web app, over the page's REST client and
+//! IndexedDB (both provided by the page as JavaScript objects).
+//!
+//! The page moves opaque bytes and JSON only: every key, every ratchet step, the local store's
+//! encryption and the safety numbers are computed here, by the same code the native client
+//! runs. Results cross the boundary as JSON text; errors as `Error`s whose message starts with
+//! a stable code (`wrong_passphrase:`, `store:`, `http:`, `crypto:`, `send:`).
+
+use async_trait::async_trait;
+use js_sys::{Array, Promise, Uint8Array};
+use serde::Serialize;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+
+use crate::crypto::{VaultBackend, VaultError};
+use crate::engine::{Answer, Engine as CoreEngine, HistoryEntry, Incoming, MessagingError, Transport};
+use crate::ids::{DeviceId, SessionId, UserId};
+use crate::messages::Envelope;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_INTERFACES: &str = r#"
+export interface VaultStore {
+  get(key: Uint8Array): Promise<Uint8Array | undefined>;
+  writeBatch(putKeys: Uint8Array[], putValues: Uint8Array[], deletes: Uint8Array[]): Promise<void>;
+}
+export interface Http {
+  request(method: string, path: string, body: string | undefined): Promise<{ status: number; body: string }>;
+}
+"#;
+
+#[wasm_bindgen]
+extern "C" {
+    /// The page's IndexedDB store of sealed records.
+    #[wasm_bindgen(typescript_type = "VaultStore")]
+    pub type JsVaultStore;
+    #[wasm_bindgen(method, catch, js_name = get)]
+    fn get(this: &JsVaultStore, key: Uint8Array) -> Result<Promise, JsValue>;
+    #[wasm_bindgen(method, catch, js_name = writeBatch)]
+    fn write_batch(this: &JsVaultStore, put_keys: Array, put_values: Array, deletes: Array) -> Result<Promise, JsValue>;
+
+    /// The page's authenticated REST client.
+    #[wasm_bindgen(typescript_type = "Http")]
+    pub type JsHttp;
+    #[wasm_bindgen(method, catch, js_name = request)]
+    fn request(this: &JsHttp, method: &str, path: &str, body: Option<String>) -> Result<Promise, JsValue>;
+}
+
+fn js_text(e: &JsValue) -> String {
+    e.as_string()
+        .or_else(|| e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message())))
+        .unwrap_or_else(|| "unknown error".to_owned())
+}
+
+async fn settle(p: Result<Promise, JsValue>) -> Result<JsValue, String> {
+    JsFuture::from(p.map_err(|e| js_text(&e))?).await.map_err(|e| js_text(&e))
+}
+
+struct IdbBackend(JsVaultStore);
+
+#[async_trait(?Send)]
+impl VaultBackend for IdbBackend {
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, VaultError> {
+        let value = settle(self.0.get(Uint8Array::from(key))).await.map_err(VaultError::Backend)?;
+        if value.is_undefined() || value.is_null() {
+            return Ok(None);
+        }
+        let bytes = value.dyn_into::<Uint8Array>().map_err(|_| VaultError::Backend("a record is not bytes".into()))?;
+        Ok(Some(bytes.to_vec()))
+    }
+    async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), VaultError> {
+        self.write_batch(&[(key.to_vec(), value.to_vec())], &[]).await
+    }
+    async fn delete(&self, key: &[u8]) -> Result<(), VaultError> {
+        self.write_batch(&[], &[key.to_vec()]).await
+    }
+    async fn put_many(&self, records: &[(Vec<u8>, Vec<u8>)]) -> Result<(), VaultError> {
+        self.write_batch(records, &[]).await
+    }
+    async fn write_batch(&self, puts: &[(Vec<u8>, Vec<u8>)], deletes: &[Vec<u8>]) -> Result<(), VaultError> {
+        let (keys, values, gone) = (Array::new(), Array::new(), Array::new());
+        for (k, v) in puts {
+            keys.push(&Uint8Array::from(k.as_slice()));
+            values.push(&Uint8Array::from(v.as_slice()));
+        }
+        for k in deletes {
+            gone.push(&Uint8Array::from(k.as_slice()));
+        }
+        settle(self.0.write_batch(keys, values, gone)).await.map(drop).map_err(VaultError::Backend)
+    }
+}
+
+struct FetchTransport(JsHttp);
+
+#[async_trait(?Send)]
+impl Transport for FetchTransport {
+    async fn request(&self, method: &str, path: &str, body: Option<String>) -> Result<Answer, String> {
+        let answer = settle(self.0.request(method, path, body)).await?;
+        let status = js_sys::Reflect::get(&answer, &"status".into()).ok().and_then(|s| s.as_f64()).ok_or("no status")?;
+        let body = js_sys::Reflect::get(&answer, &"body".into()).ok().and_then(|b| b.as_string()).unwrap_or_default();
+        Ok(Answer { status: status as u16, body: body.into_bytes() })
+    }
+}
+
+fn error(e: MessagingError) -> JsValue {
+    let code = match &e {
+        MessagingError::Vault(VaultError::WrongPassphrase) => "wrong_passphrase",
+        MessagingError::Vault(_) => "store",
+        MessagingError::Api { .. } | MessagingError::Transport(_) => "http",
+        MessagingError::Crypto(_) => "crypto",
+        MessagingError::Send(_) | MessagingError::Stopped => "send",
+    };
+    js_sys::Error::new(&format!("{code}: {e}")).into()
+}
+
+fn parse_id<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, JsValue> {
+    s.parse().map_err(|_| JsValue::from(js_sys::Error::new(&format!("invalid: {what}"))))
+}
+
+fn json<T: Serialize>(v: &T) -> Result<String, JsValue> {
+    serde_json::to_string(v).map_err(|e| JsValue::from(js_sys::Error::new(&e.to_string())))
+}
+
+#[derive(Serialize)]
+struct Positioned<'a> {
+    pos: u64,
+    #[serde(flatten)]
+    entry: &'a HistoryEntry,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum JsEvent<'a> {
+    Message { entry: Positioned<'a> },
+    Undecryptable { entry: Positioned<'a> },
+    Repaired { conversation: String, pos: u64 },
+    IdentityChanged { user: String, device: u32 },
+    RetryRefused { user: String, device: u32, reason: crate::engine::RetryRefusal },
+}
+
+/// The engine of this browser's device.
+#[wasm_bindgen]
+pub struct Engine {
+    inner: CoreEngine<FetchTransport>,
+}
+
+#[wasm_bindgen]
+impl Engine {
+    /// Opens (or creates) the device's encrypted store with `passphrase`.
+    #[wasm_bindgen(js_name = open)]
+    pub async fn open(
+        store: JsVaultStore,
+        http: JsHttp,
+        passphrase: String,
+        user_id: String,
+        device_id: u32,
+        session_id: String,
+        now: f64,
+    ) -> Result<Engine, JsValue> {
+        let me: UserId = parse_id(&user_id, "user id")?;
+        let session: SessionId = parse_id(&session_id, "session id")?;
+        let inner = CoreEngine::open(
+            FetchTransport(http),
+            Box::new(IdbBackend(store)),
+            &passphrase,
+            me,
+            DeviceId(device_id),
+            session,
+            now as i64,
+        )
+        .await
+        .map_err(error)?;
+        Ok(Engine { inner })
+    }
+
+    /// Publishes a new device's keys and tops up prekeys. JSON `Event[]`.
+    pub async fn start(&mut self, now: f64) -> Result<String, JsValue> {
+        self.inner.start(now as i64).await.map_err(error)?;
+        self.events().await
+    }
+
+    /// Fetches and decrypts the offline queue. JSON `Event[]`.
+    #[wasm_bindgen(js_name = drainQueue)]
+    pub async fn drain_queue(&mut self, now: f64) -> Result<String, JsValue> {
+        self.inner.drain_queue(now as i64).await.map_err(error)?;
+        self.events().await
+    }
+
+    /// Processes the `d` of an `ENVELOPE` dispatch (JSON text). JSON `Event[]`.
+    #[wasm_bindgen(js_name = handleEnvelope)]
+    pub async fn handle_envelope(&mut self, envelope_json: String, now: f64) -> Result<String, JsValue> {
+        let envelope: Envelope = serde_json::from_str(&envelope_json)
+            .map_err(|e| JsValue::from(js_sys::Error::new(&format!("invalid: envelope: {e}"))))?;
+        self.inner.handle_envelope(envelope, now as i64).await;
+        self.events().await
+    }
+
+    /// Envelope ids to acknowledge over the gateway (JSON `string[]`).
+    #[wasm_bindgen(js_name = takeAcks)]
+    pub fn take_acks(&mut self) -> Result<String, JsValue> {
+        json(&self.inner.take_acks())
+    }
+
+    /// Prekey top-up and signed prekey rotation.
+    pub async fn maintain(&mut self, now: f64) -> Result<(), JsValue> {
+        self.inner.maintain(now as i64).await.map_err(error)
+    }
+
+    /// Sends a direct message. JSON history entry.
+    #[wasm_bindgen(js_name = sendDm)]
+    pub async fn send_dm(&mut self, to: String, body: String, now: f64) -> Result<String, JsValue> {
+        let to: UserId = parse_id(&to, "user id")?;
+        let (message, pos) = self.inner.send_dm_positioned(to, &body, now as i64).await.map_err(error)?;
+        json(&Positioned { pos: pos.unwrap_or(0), entry: &HistoryEntry::Message(message) })
+    }
+
+    /// Entries of a conversation before position `before` (the newest when absent), oldest
+    /// first. JSON `HistoryEntry[]`.
+    pub async fn history(&self, conversation: String, before: Option<f64>, limit: u32) -> Result<String, JsValue> {
+        let conversation: UserId = parse_id(&conversation, "user id")?;
+        let page = self.inner.history(conversation, before.map(|b| b as u64), limit.min(500) as usize).await.map_err(error)?;
+        json(&page.iter().map(|(pos, entry)| Positioned { pos: *pos, entry }).collect::<Vec<_>>())
+    }
+
+    /// The conversations, most recent first. JSON `Conversation[]`.
+    pub async fn conversations(&self) -> Result<String, JsValue> {
+        #[derive(Serialize)]
+        struct Summary<'a> {
+            user: String,
+            last: Option<Positioned<'a>>,
+            unread: u64,
+        }
+        let list = self.inner.conversations().await.map_err(error)?;
+        let out: Vec<Summary<'_>> = list
+            .iter()
+            .map(|c| Summary {
+                user: c.user.to_string(),
+                last: c.last.as_ref().map(|(pos, entry)| Positioned { pos: *pos, entry }),
+                unread: c.unread,
+            })
+            .collect();
+        json(&out)
+    }
+
+    /// Marks a conversation read.
+    #[wasm_bindgen(js_name = markRead)]
+    pub async fn mark_read(&self, conversation: String) -> Result<(), JsValue> {
+        let conversation: UserId = parse_id(&conversation, "user id")?;
+        self.inner.mark_read(conversation).await.map_err(error)
+    }
+
+    /// Safety numbers with each device of `user`. JSON `{device, number, verified}[]`.
+    #[wasm_bindgen(js_name = safetyNumbers)]
+    pub async fn safety_numbers(&mut self, user: String, now: f64) -> Result<String, JsValue> {
+        let user: UserId = parse_id(&user, "user id")?;
+        let numbers = self.inner.safety_numbers(user, now as i64).await.map_err(error)?;
+        json(&numbers)
+    }
+
+    /// Marks a contact's device verified, or not.
+    #[wasm_bindgen(js_name = setVerified)]
+    pub async fn set_verified(&self, user: String, device: u32, verified: bool) -> Result<(), JsValue> {
+        let user: UserId = parse_id(&user, "user id")?;
+        self.inner.set_verified(user, DeviceId(device), verified).await.map_err(error)
+    }
+
+    /// Seals the local store's key under a new passphrase.
+    #[wasm_bindgen(js_name = changePassphrase)]
+    pub async fn change_passphrase(&self, old_passphrase: String, new_passphrase: String) -> Result<(), JsValue> {
+        self.inner.change_passphrase(&old_passphrase, &new_passphrase).await.map_err(error)
+    }
+
+    /// Events produced since the last call, as JSON.
+    async fn events(&mut self) -> Result<String, JsValue> {
+        let events = self.inner.take_events_positioned();
+        let mut out = Vec::with_capacity(events.len());
+        let mut entries = Vec::new();
+        for (event, position) in &events {
+            if let (Incoming::RetryRequested { user, .. }, Some(pos)) = (event, position) {
+                // The undecryptable entry as it was kept.
+                if let Some((_, e)) = self.inner.history(*user, Some(pos + 1), 1).await.map_err(error)?.pop() {
+                    entries.push(e);
+                }
+            }
+        }
+        let mut kept = entries.iter();
+        let mut messages = Vec::new();
+        for (event, _) in &events {
+            if let Incoming::Message(m) = event {
+                messages.push(HistoryEntry::Message(m.clone()));
+            }
+        }
+        let mut messages = messages.iter();
+        for (event, position) in &events {
+            match event {
+                Incoming::Message(_) => {
+                    if let Some(entry) = messages.next() {
+                        out.push(JsEvent::Message { entry: Positioned { pos: position.unwrap_or(0), entry } });
+                    }
+                }
+                Incoming::RetryRequested { .. } => {
+                    if let (Some(pos), Some(entry)) = (position, position.and_then(|_| kept.next())) {
+                        out.push(JsEvent::Undecryptable { entry: Positioned { pos: *pos, entry } });
+                    }
+                }
+                Incoming::Repaired { conversation, position } => {
+                    out.push(JsEvent::Repaired { conversation: conversation.to_string(), pos: *position })
+                }
+                Incoming::IdentityChanged { user, device } => {
+                    out.push(JsEvent::IdentityChanged { user: user.to_string(), device: device.0 })
+                }
+                Incoming::RetryRefused { user, device, reason, .. } => {
+                    out.push(JsEvent::RetryRefused { user: user.to_string(), device: device.0, reason: *reason })
+                }
+            }
+        }
+        json(&out)
+    }
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// Opens the page's store of a given name (the same store for the same name).
+    #[wasm_bindgen(typescript_type = "(name: string) => Promise<VaultStore>")]
+    pub type JsStoreFactory;
+}
+
+/// Runs the store conformance suite (the one the native SQLite store passes) on the page's
+/// IndexedDB store: `open(name)` opens a store of that name. Resolves with the JSON list of
+/// the checks that passed; rejects with the first failure.
+#[wasm_bindgen(js_name = storeConformance)]
+pub async fn store_conformance(open: JsStoreFactory) -> Result<String, JsValue> {
+    let open: js_sys::Function = open.unchecked_into();
+    let ran = crate::crypto::conformance::run(|name: &str| {
+        let promise = open.call1(&JsValue::NULL, &JsValue::from_str(name));
+        async move {
+            let store = JsFuture::from(Promise::from(promise.map_err(|e| VaultError::Backend(js_text(&e)))?))
+                .await
+                .map_err(|e| VaultError::Backend(js_text(&e)))?;
+            Ok(Box::new(IdbBackend(store.unchecked_into())) as Box<dyn VaultBackend>)
+        }
+    })
+    .await
+    .map_err(|f| JsValue::from(js_sys::Error::new(&format!("conformance: {f}"))))?;
+    json(&ran)
+}
