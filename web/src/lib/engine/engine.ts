@@ -1,0 +1,147 @@
+import type { Http } from '../api/client';
+import type {
+  Conversation,
+  EngineEvent,
+  HistoryEntry,
+  MessageEntry,
+  SafetyNumber,
+  VaultStore,
+  WasmEngine,
+  WasmModule,
+} from './types';
+
+/** What one event-producing engine call gave: events to show and envelope ids to ACK. */
+export interface Step {
+  events: EngineEvent[];
+  acks: string[];
+  /** Set when the call failed (after processing `acks`). */
+  error?: unknown;
+}
+
+export class EngineClosedError extends Error {
+  constructor() {
+    super('The engine is closed.');
+    this.name = 'EngineClosedError';
+  }
+}
+
+/**
+ * The app's handle on the WASM engine. The engine's methods borrow it for their whole run, so
+ * two calls at once would fail: every call here waits for the previous one (one queue, in call
+ * order). That order is also what the protocol needs: envelopes are decrypted in the order they
+ * came, and the offline queue is drained before the live envelopes held behind it.
+ */
+export class Engine {
+  readonly #inner: WasmEngine;
+  readonly #now: () => number;
+  #tail: Promise<unknown> = Promise.resolve();
+  #closed = false;
+
+  constructor(inner: WasmEngine, now: () => number = Date.now) {
+    this.#inner = inner;
+    this.#now = now;
+  }
+
+  static async open(
+    mod: WasmModule,
+    options: { store: VaultStore; http: Http; passphrase: string; userId: string; deviceId: number; sessionId: string },
+    now: () => number = Date.now,
+  ): Promise<Engine> {
+    const inner = await mod.Engine.open(
+      options.store,
+      options.http,
+      options.passphrase,
+      options.userId,
+      options.deviceId,
+      options.sessionId,
+      now(),
+    );
+    return new Engine(inner, now);
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  #run<T>(call: (engine: WasmEngine) => Promise<T>): Promise<T> {
+    if (this.#closed) return Promise.reject(new EngineClosedError());
+    const result = this.#tail.then(() => call(this.#inner));
+    this.#tail = result.catch(() => undefined);
+    return result;
+  }
+
+  #step(call: (engine: WasmEngine) => Promise<string>): Promise<Step> {
+    return this.#run(async (engine) => {
+      let events: EngineEvent[] = [];
+      let error: unknown;
+      try {
+        events = JSON.parse(await call(engine)) as EngineEvent[];
+      } catch (e) {
+        error = e;
+      }
+      // Whatever was processed before a failure is still to be acknowledged.
+      const acks = JSON.parse(engine.takeAcks()) as string[];
+      return error === undefined ? { events, acks } : { events, acks, error };
+    });
+  }
+
+  /** Publishes a new device's keys, tops up prekeys. */
+  start(): Promise<Step> {
+    return this.#step((e) => e.start(this.#now()));
+  }
+
+  /** Fetches and decrypts the offline queue. */
+  drainQueue(): Promise<Step> {
+    return this.#step((e) => e.drainQueue(this.#now()));
+  }
+
+  /** Processes the payload of an `ENVELOPE` dispatch. */
+  handleEnvelope(envelope: unknown): Promise<Step> {
+    const text = JSON.stringify(envelope);
+    return this.#step((e) => e.handleEnvelope(text, this.#now()));
+  }
+
+  maintain(): Promise<void> {
+    return this.#run((e) => e.maintain(this.#now()));
+  }
+
+  async sendDm(to: string, body: string): Promise<MessageEntry> {
+    const text = await this.#run((e) => e.sendDm(to, body, this.#now()));
+    return JSON.parse(text) as MessageEntry;
+  }
+
+  async history(conversation: string, before: number | undefined, limit: number): Promise<HistoryEntry[]> {
+    const text = await this.#run((e) => e.history(conversation, before, limit));
+    return JSON.parse(text) as HistoryEntry[];
+  }
+
+  async conversations(): Promise<Conversation[]> {
+    return JSON.parse(await this.#run((e) => e.conversations())) as Conversation[];
+  }
+
+  markRead(conversation: string): Promise<void> {
+    return this.#run((e) => e.markRead(conversation));
+  }
+
+  async safetyNumbers(user: string): Promise<SafetyNumber[]> {
+    return JSON.parse(await this.#run((e) => e.safetyNumbers(user, this.#now()))) as SafetyNumber[];
+  }
+
+  setVerified(user: string, device: number, verified: boolean): Promise<void> {
+    return this.#run((e) => e.setVerified(user, device, verified));
+  }
+
+  changePassphrase(oldPassphrase: string, newPassphrase: string): Promise<void> {
+    return this.#run((e) => e.changePassphrase(oldPassphrase, newPassphrase));
+  }
+
+  /** Lets the calls already queued finish, then frees the engine; later calls fail. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    const tail = this.#tail;
+    this.#closed = true;
+    await tail;
+    if (this.#inner.close) this.#inner.close();
+    else this.#inner.free?.();
+  }
+}
