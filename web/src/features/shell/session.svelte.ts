@@ -1,0 +1,423 @@
+/**
+ * The signed-in app's state and the loop that feeds it: the gateway's events go through the
+ * engine (one call at a time, in order), the engine's events update the conversation list
+ * and the open conversations, and the envelope ids it processed are acknowledged on the
+ * gateway. Components read this state and call its actions; none of them talks to the
+ * network or the engine directly.
+ */
+
+import type { ApiClient } from '../../lib/api/client';
+import type { PublicUser, User } from '../../lib/api/types';
+import type { Engine, Step } from '../../lib/engine/engine';
+import type { Conversation, EngineEvent, HistoryEntry, RetryRefusal } from '../../lib/engine/types';
+import { displayName } from '../../lib/format';
+import { Gateway, type ConnectionState, type GatewayEnd, type ReadyPayload, type SocketFactory } from '../../lib/gateway/gateway';
+import type { StoredSession } from '../../lib/storage';
+import { ChatView } from '../dm/chat-view.svelte';
+import { Contacts } from '../dm/contacts.svelte';
+import { applyEntry, markListRead, unreadConversations } from '../dm/timeline';
+
+export type SettingsTab = 'profile' | 'password' | 'devices' | 'privacy';
+
+/** Envelope ids remembered as processed, to skip a live copy of one the queue drain already took. */
+const RECENT_ACKS = 2000;
+const MAINTAIN_EVERY_MS = 60 * 60_000;
+const LIST_REFRESH_DELAY_MS = 250;
+
+export interface ChatSessionOptions {
+  api: ApiClient;
+  engine: Engine;
+  session: StoredSession;
+  /** The login session is over: back to sign-in. */
+  onEnded(why: 'revoked' | 'expired'): void;
+  onSignOut(): void;
+  gatewayUrl?: string;
+  socket?: SocketFactory;
+}
+
+export interface RefusalNotice {
+  id: number;
+  text: string;
+}
+
+export function refusalText(name: string, device: number, reason: RetryRefusal | string): string {
+  const why: Record<string, string> = {
+    not_a_recipient: 'it was not sent to this device',
+    expired: 'it is too old to be sent again',
+    identity_changed: 'this device’s keys changed since it was sent',
+    answered_already: 'it was already sent again',
+  };
+  return `A message from ${name} (device ${device}) could not be recovered: ${why[reason] ?? reason}.`;
+}
+
+function defaultGatewayUrl(): string {
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${scheme}//${location.host}/gateway`;
+}
+
+export class ChatSession {
+  readonly api: ApiClient;
+  readonly engine: Engine;
+  readonly session: StoredSession;
+  readonly contacts: Contacts;
+
+  connection = $state<ConnectionState>('connecting');
+  /** Why the gateway stopped without ending the login session (4014, a protocol error). */
+  connectionProblem = $state<GatewayEnd | null>(null);
+  me = $state.raw<User | null>(null);
+  conversations = $state.raw<Conversation[]>([]);
+  conversationsLoaded = $state(false);
+  /** The conversation on screen (a user id). */
+  active = $state<string | null>(null);
+  /** Contacts whose safety number changed, with the devices, until acknowledged or verified. */
+  identityAlerts = $state<Record<string, number[]>>({});
+  /** Whether every known device of a contact is marked verified. */
+  verified = $state<Record<string, boolean>>({});
+  /** Messages that could not be recovered, per conversation. */
+  refusals = $state<Record<string, RefusalNotice[]>>({});
+  /** Text for the screen reader's live region. */
+  announcement = $state('');
+  /** Whether the page is visible (a conversation on screen is read only then). */
+  visible = $state(true);
+  /** Bumped when the account's sessions changed elsewhere (the devices screen reloads). */
+  sessionsChanged = $state(0);
+  /** Interface state shared by the shell's parts. */
+  ui = $state({
+    settings: null as SettingsTab | null,
+    /** The contact whose safety numbers the privacy screen shows. */
+    safetyUser: null as string | null,
+    newMessage: false,
+    /** Phone layout: the navigation drawer is open. */
+    drawer: false,
+    /** The profile pane is shown. */
+    profile: true,
+  });
+
+  readonly #views = new Map<string, ChatView>();
+  readonly #gateway: Gateway;
+  readonly #onEnded: (why: 'revoked' | 'expired') => void;
+  readonly #onSignOut: () => void;
+  readonly #recentAcks = new Set<string>();
+  #needsStart = false;
+  #listTimer: ReturnType<typeof setTimeout> | null = null;
+  #maintainTimer: ReturnType<typeof setInterval> | null = null;
+  #announceSeq = 0;
+  #stopped = false;
+  #cleanup: Array<() => void> = [];
+  #nextNotice = 0;
+
+  constructor(options: ChatSessionOptions) {
+    this.api = options.api;
+    this.engine = options.engine;
+    this.session = options.session;
+    this.#onEnded = options.onEnded;
+    this.#onSignOut = options.onSignOut;
+    this.contacts = new Contacts(options.api);
+    this.#gateway = new Gateway({
+      url: options.gatewayUrl ?? defaultGatewayUrl(),
+      token: (force) => (force ? this.api.refresh() : this.api.accessToken()),
+      socket: options.socket,
+      handlers: {
+        state: (state) => {
+          this.connection = state;
+          if (state === 'online') this.connectionProblem = null;
+          this.#announce(
+            state === 'online' ? 'Connected.' : state === 'reconnecting' ? 'Connection lost. Reconnecting…' : state === 'offline' ? 'Offline.' : '',
+          );
+        },
+        ready: (d) => this.#ready(d),
+        resumed: () => this.#scheduleListRefresh(),
+        dispatch: (t, d) => this.#dispatch(t, d),
+        ended: (why) => this.#gatewayEnded(why),
+      },
+    });
+  }
+
+  /** Starts: the local list at once, the device's keys, then the gateway. */
+  async start(): Promise<void> {
+    this.#watchPage();
+    void this.refreshConversations();
+    void this.#loadMe();
+    this.#apply(await this.engine.start().catch((error: unknown) => ({ events: [], acks: [], error })), 'start');
+    if (this.#stopped) return;
+    this.#gateway.start();
+    this.#maintainTimer = setInterval(() => void this.engine.maintain().catch(() => undefined), MAINTAIN_EVERY_MS);
+  }
+
+  /** Stops the gateway (ending its gateway session) and closes the engine. */
+  async shutdown(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#gateway.stop();
+    if (this.#listTimer) clearTimeout(this.#listTimer);
+    if (this.#maintainTimer) clearInterval(this.#maintainTimer);
+    for (const undo of this.#cleanup) undo();
+    this.#cleanup = [];
+    await this.engine.close();
+  }
+
+  signOut(): void {
+    this.#onSignOut();
+  }
+
+  reconnect(): void {
+    this.connectionProblem = null;
+    this.#gateway.reconnectNow();
+  }
+
+  get myName(): string {
+    return displayName(this.me, this.session.username);
+  }
+
+  /** The list as shown: the open conversation first if it has no entry yet, unread badges cleared for what is on screen. */
+  get listed(): Conversation[] {
+    const list = this.conversations;
+    const active = this.active;
+    if (active && !list.some((c) => c.user === active)) return [{ user: active, last: null, unread: 0 }, ...list];
+    return list;
+  }
+
+  get unreadCount(): number {
+    return unreadConversations(this.conversations);
+  }
+
+  view(user: string): ChatView {
+    let view = this.#views.get(user);
+    if (!view) {
+      view = new ChatView(this.engine, user);
+      this.#views.set(user, view);
+    }
+    return view;
+  }
+
+  /** Opens a conversation with `user` (from the list, or a new one). */
+  openConversation(user: string): void {
+    const unread = this.conversations.find((c) => c.user === user)?.unread ?? 0;
+    this.active = user;
+    this.ui.drawer = false;
+    this.contacts.ensure(user);
+    const view = this.view(user);
+    void view.load(unread);
+    this.#markRead(user);
+    void this.refreshVerified(user);
+  }
+
+  closeConversation(): void {
+    this.active = null;
+  }
+
+  /** Opens the privacy screen at a contact's safety numbers. */
+  showSafetyNumbers(user: string): void {
+    this.ui.safetyUser = user;
+    this.ui.settings = 'privacy';
+  }
+
+  acknowledgeIdentityChange(user: string): void {
+    const { [user]: _, ...rest } = this.identityAlerts;
+    this.identityAlerts = rest;
+  }
+
+  dismissRefusal(user: string, id: number): void {
+    this.refusals = { ...this.refusals, [user]: (this.refusals[user] ?? []).filter((n) => n.id !== id) };
+  }
+
+  async refreshVerified(user: string): Promise<void> {
+    try {
+      const numbers = await this.engine.safetyNumbers(user);
+      this.verified = { ...this.verified, [user]: numbers.length > 0 && numbers.every((n) => n.verified) };
+    } catch {
+      // Offline at first contact: the mark stays unknown.
+    }
+  }
+
+  async setVerified(user: string, device: number, verified: boolean): Promise<void> {
+    await this.engine.setVerified(user, device, verified);
+    if (verified) {
+      const left = (this.identityAlerts[user] ?? []).filter((d) => d !== device);
+      if (left.length === 0) this.acknowledgeIdentityChange(user);
+      else this.identityAlerts = { ...this.identityAlerts, [user]: left };
+    }
+    await this.refreshVerified(user);
+  }
+
+  async refreshConversations(): Promise<void> {
+    try {
+      const list = await this.engine.conversations();
+      const onScreen = this.#onScreen();
+      this.conversations = onScreen ? markListRead(list, onScreen) : list;
+      for (const c of list.slice(0, 50)) this.contacts.ensure(c.user);
+    } catch {
+      // The engine is closing, or the store failed: the list keeps what it had.
+    } finally {
+      this.conversationsLoaded = true;
+    }
+  }
+
+  /** The profile, after the settings changed it or an USER_UPDATE came. */
+  setMe(user: User): void {
+    this.me = user;
+  }
+
+  async #loadMe(): Promise<void> {
+    try {
+      this.me = await this.api.json<User>('GET', '/api/v1/users/@me');
+    } catch {
+      // READY brings it too.
+    }
+  }
+
+  #watchPage(): void {
+    const onVisibility = () => {
+      this.visible = document.visibilityState === 'visible';
+      if (this.visible && this.active) this.#markRead(this.active);
+    };
+    const onOnline = () => this.#gateway.networkChanged(true);
+    const onOffline = () => this.#gateway.networkChanged(false);
+    document.addEventListener('visibilitychange', onVisibility);
+    window.addEventListener('online', onOnline);
+    window.addEventListener('offline', onOffline);
+    this.visible = document.visibilityState === 'visible';
+    this.#cleanup.push(
+      () => document.removeEventListener('visibilitychange', onVisibility),
+      () => window.removeEventListener('online', onOnline),
+      () => window.removeEventListener('offline', onOffline),
+    );
+  }
+
+  #onScreen(): string | null {
+    return this.visible ? this.active : null;
+  }
+
+  #markRead(user: string): void {
+    if (!this.visible) return;
+    this.conversations = markListRead(this.conversations, user);
+    void this.engine.markRead(user).catch(() => undefined);
+  }
+
+  #ready(d: ReadyPayload): void {
+    if (d.user && typeof d.user === 'object') this.me = d.user as User;
+    // Envelopes that arrive while the queue drains wait behind it in the engine's queue.
+    void this.engine
+      .drainQueue()
+      .then((step) => {
+        this.#apply(step, 'drain');
+        if (this.#needsStart) {
+          this.#needsStart = false;
+          return this.engine.start().then((s) => this.#apply(s, 'start'));
+        }
+        return undefined;
+      })
+      .catch(() => undefined);
+  }
+
+  #dispatch(t: string, d: unknown): void {
+    switch (t) {
+      case 'ENVELOPE': {
+        const id = (d as { id?: unknown }).id;
+        if (typeof id === 'string' && this.#recentAcks.has(id)) return;
+        void this.engine
+          .handleEnvelope(d)
+          .then((step) => this.#apply(step, 'envelope'))
+          .catch(() => undefined);
+        break;
+      }
+      case 'PREKEYS_LOW':
+        void this.engine.maintain().catch(() => undefined);
+        break;
+      case 'USER_UPDATE': {
+        const user = d as PublicUser;
+        if (user.id === this.session.userId) this.me = { ...(this.me ?? {}), ...(d as User) };
+        else this.contacts.put(user);
+        break;
+      }
+      case 'SESSION_REVOKED':
+        this.sessionsChanged += 1;
+        break;
+      default:
+        // Events of later versions are ignored.
+        break;
+    }
+  }
+
+  #gatewayEnded(why: GatewayEnd): void {
+    if (why === 'revoked' || why === 'expired') {
+      this.#onEnded(why);
+      return;
+    }
+    this.connectionProblem = why;
+  }
+
+  #apply(step: Step, what: 'start' | 'drain' | 'envelope'): void {
+    if (step.error !== undefined && what === 'start') this.#needsStart = true;
+    if (step.acks.length > 0) {
+      this.#gateway.ack(step.acks);
+      for (const id of step.acks) this.#recentAcks.add(id);
+      if (this.#recentAcks.size > RECENT_ACKS) {
+        const extra = this.#recentAcks.size - RECENT_ACKS;
+        let i = 0;
+        for (const id of this.#recentAcks) {
+          if (i++ >= extra) break;
+          this.#recentAcks.delete(id);
+        }
+      }
+    }
+    for (const event of step.events) this.#event(event);
+    if (step.events.length > 0) this.#scheduleListRefresh();
+  }
+
+  #event(event: EngineEvent): void {
+    switch (event.type) {
+      case 'message':
+      case 'undecryptable':
+        this.#entry(event.entry);
+        break;
+      case 'repaired':
+        this.#views.get(event.conversation)?.repaired(event.pos);
+        break;
+      case 'identity_changed': {
+        const devices = this.identityAlerts[event.user] ?? [];
+        if (!devices.includes(event.device)) {
+          this.identityAlerts = { ...this.identityAlerts, [event.user]: [...devices, event.device] };
+        }
+        this.verified = { ...this.verified, [event.user]: false };
+        this.#announce(`Warning: ${this.contacts.name(event.user)}'s safety number changed.`);
+        break;
+      }
+      case 'retry_refused': {
+        const notice = { id: this.#nextNotice++, text: refusalText(this.contacts.name(event.user), event.device, event.reason) };
+        this.refusals = { ...this.refusals, [event.user]: [...(this.refusals[event.user] ?? []), notice] };
+        break;
+      }
+    }
+  }
+
+  #entry(entry: HistoryEntry): void {
+    const onScreen = this.#onScreen();
+    this.conversations = applyEntry(this.conversations, entry, onScreen);
+    this.#views.get(entry.conversation)?.add(entry);
+    this.contacts.ensure(entry.conversation);
+    const incoming = !(entry.kind === 'message' && entry.outgoing);
+    if (onScreen === entry.conversation) this.#markRead(entry.conversation);
+    if (incoming) {
+      const name = this.contacts.name(entry.author);
+      if (entry.kind === 'undecryptable') this.#announce(`${name} sent a message that could not be decrypted yet.`);
+      else if (onScreen === entry.conversation) this.#announce(`${name}: ${entry.body}`);
+      else this.#announce(`New message from ${name}.`);
+    }
+  }
+
+  #scheduleListRefresh(): void {
+    if (this.#listTimer) return;
+    this.#listTimer = setTimeout(() => {
+      this.#listTimer = null;
+      void this.refreshConversations();
+    }, LIST_REFRESH_DELAY_MS);
+  }
+
+  #announce(text: string): void {
+    if (!text) return;
+    // The same text twice in a row must still be read: alternate an invisible suffix.
+    this.#announceSeq += 1;
+    this.announcement = this.#announceSeq % 2 === 0 ? text : `${text}\u200b`;
+  }
+}
