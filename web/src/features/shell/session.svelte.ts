@@ -267,6 +267,7 @@ export class ChatSession {
   }
 
   #watchPage(): void {
+    if (typeof document === 'undefined' || typeof window === 'undefined') return;
     const onVisibility = () => {
       this.visible = document.visibilityState === 'visible';
       if (this.visible && this.active) this.#markRead(this.active);
