@@ -1,0 +1,207 @@
+/** What the browser tests share: the server's address, sign-up/sign-in steps, screenshots. */
+
+import { test as base, expect, type Browser, type BrowserContext, type Page } from '@playwright/test';
+import AxeBuilder from '@axe-core/playwright';
+import { mkdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const SHOTS = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'test-results', 'screenshots');
+
+export const test = base.extend({
+  // The global setup started the server on a free port and left its address here.
+  baseURL: async ({}, use) => {
+    const url = process.env.COPAINS_E2E_BASE_URL;
+    if (!url) throw new Error('COPAINS_E2E_BASE_URL is not set: run through playwright.config.ts');
+    await use(url);
+  },
+});
+export { expect };
+
+export const PASSWORD = 'correct horse battery';
+
+let counter = 0;
+/** A username no earlier run used. */
+export function uniqueName(prefix: string): string {
+  counter += 1;
+  return `${prefix}${Date.now().toString(36).slice(-5)}${counter}`;
+}
+
+export const PHONE = { width: 360, height: 740 };
+export const WIDE = { width: 1440, height: 900 };
+
+export async function newUser(browser: Browser, viewport = WIDE): Promise<{ context: BrowserContext; page: Page }> {
+  const context = await browser.newContext({ viewport, baseURL: process.env.COPAINS_E2E_BASE_URL });
+  const page = await context.newPage();
+  return { context, page };
+}
+
+export async function signUp(page: Page, username: string, password = PASSWORD): Promise<void> {
+  await page.goto('/');
+  await page.getByRole('button', { name: 'Create an account' }).click();
+  await page.getByLabel('Username', { exact: true }).fill(username);
+  await page.getByLabel('Password', { exact: true }).fill(password);
+  await page.getByRole('button', { name: 'Create account', exact: true }).click();
+  await expectShell(page);
+}
+
+export async function signIn(page: Page, username: string, password = PASSWORD): Promise<void> {
+  await page.getByLabel('Username', { exact: true }).fill(username);
+  await page.getByLabel('Password', { exact: true }).fill(password);
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+}
+
+export async function unlock(page: Page, password = PASSWORD): Promise<void> {
+  await expect(page.getByRole('heading', { name: 'Unlock your messages' })).toBeVisible();
+  await page.getByLabel('Password', { exact: true }).fill(password);
+  await page.getByRole('button', { name: 'Unlock', exact: true }).click();
+}
+
+/** The app shell is up and connected. */
+export async function expectShell(page: Page): Promise<void> {
+  await expect(page.getByRole('navigation', { name: 'Servers' })).toBeVisible({ timeout: 30_000 });
+  await expect(page.getByRole('status').filter({ hasText: 'Connection: Online' })).toBeAttached({ timeout: 30_000 });
+}
+
+export async function openDm(page: Page, username: string): Promise<void> {
+  await page.getByRole('button', { name: 'New message' }).first().click();
+  const dialog = page.getByRole('dialog', { name: 'New message' });
+  await dialog.getByLabel('Username', { exact: true }).fill(username);
+  await dialog.getByRole('button', { name: 'Open conversation' }).click();
+  await expect(dialog).toBeHidden();
+}
+
+export function composer(page: Page) {
+  return page.getByRole('textbox', { name: /^Message / });
+}
+
+export async function send(page: Page, text: string): Promise<void> {
+  await composer(page).fill(text);
+  await composer(page).press('Enter');
+}
+
+export function messages(page: Page) {
+  return page.getByRole('region', { name: /^Messages with / });
+}
+
+export async function openConversation(page: Page, name: string | RegExp): Promise<void> {
+  await page.getByRole('navigation', { name: 'Direct messages' }).getByRole('button', { name }).click();
+}
+
+/** Safety number digits shown for a contact's device, from the privacy settings. */
+export async function safetyNumber(page: Page, contact: string): Promise<string> {
+  const group = page.getByRole('group', { name: new RegExp(`^Safety number with ${contact}, device`) }).first();
+  await expect(group).toBeVisible();
+  return ((await group.textContent()) ?? '').replace(/\D/g, '');
+}
+
+export async function openSettings(page: Page, tab?: string): Promise<void> {
+  await page.getByRole('button', { name: 'User settings' }).click();
+  await expect(page.getByRole('dialog', { name: 'User settings' })).toBeVisible();
+  if (tab) await page.getByRole('tab', { name: tab }).click();
+}
+
+export async function closeSettings(page: Page): Promise<void> {
+  await page.keyboard.press('Escape');
+  await expect(page.getByRole('dialog', { name: 'User settings' })).toBeHidden();
+}
+
+export async function signOut(page: Page): Promise<void> {
+  await openSettings(page);
+  await page.getByRole('button', { name: 'Sign out', exact: true }).click();
+  await page.getByRole('button', { name: 'Yes, sign out' }).click();
+  await expect(page.getByRole('heading', { name: 'Welcome back!' })).toBeVisible();
+}
+
+/** Saves a screenshot under test-results/screenshots/. */
+export async function shot(page: Page, name: string): Promise<void> {
+  mkdirSync(SHOTS, { recursive: true });
+  // Let transitions settle (the drawer, focus rings).
+  await page.waitForTimeout(250);
+  await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: false });
+}
+
+/** Runs axe on the page; fails on serious or critical violations. */
+export async function checkA11y(page: Page, screen: string): Promise<void> {
+  const results = await new AxeBuilder({ page }).withTags(['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice']).analyze();
+  const bad = results.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  const summary = bad.map((v) => `${v.id} (${v.impact}): ${v.help}\n  ${v.nodes.map((n) => n.target.join(' ')).join('\n  ')}`).join('\n');
+  expect(bad, `accessibility violations on ${screen}:\n${summary}`).toEqual([]);
+}
+
+
+export interface CaptureOptions {
+  /** Also in the phone layout (360 px). */
+  phone?: boolean;
+  /** Also in dark mode. */
+  dark?: boolean;
+}
+
+/**
+ * Checks a screen with axe and saves its screenshots: light and wide always; dark and phone
+ * when asked (each combination is checked: contrast differs between the themes).
+ */
+export async function capture(page: Page, name: string, options: CaptureOptions = {}): Promise<void> {
+  const viewport = page.viewportSize() ?? WIDE;
+  const schemes: Array<'light' | 'dark'> = options.dark === false ? ['light'] : ['light', 'dark'];
+  const sizes: Array<['wide' | 'phone', { width: number; height: number }]> = [['wide', viewport]];
+  if (options.phone) sizes.push(['phone', PHONE]);
+  for (const scheme of schemes) {
+    await page.emulateMedia({ colorScheme: scheme });
+    for (const [size, vp] of sizes) {
+      await page.setViewportSize(vp);
+      await checkA11y(page, `${name} (${scheme}, ${size})`);
+      await shot(page, `${name}-${scheme}-${size}`);
+    }
+  }
+  await page.setViewportSize(viewport);
+  await page.emulateMedia({ colorScheme: 'light' });
+}
+
+/** Records every request body and WebSocket frame a page sends. */
+export function recordOutgoing(page: Page, into: string[]): void {
+  page.on('request', (request) => {
+    const body = request.postDataBuffer();
+    if (body) into.push(body.toString('utf8'));
+    into.push(request.url());
+  });
+  page.on('websocket', (ws) => {
+    ws.on('framesent', (frame) => into.push(typeof frame.payload === 'string' ? frame.payload : frame.payload.toString('utf8')));
+  });
+}
+
+/** Every record of every LesCopains IndexedDB database in the page, as text. */
+export async function localStoreDump(page: Page): Promise<string[]> {
+  return page.evaluate(async () => {
+    const out: string[] = [];
+    const dbs = await indexedDB.databases();
+    for (const info of dbs) {
+      if (!info.name?.startsWith('copains-')) continue;
+      const db = await new Promise<IDBDatabase>((res, rej) => {
+        const r = indexedDB.open(info.name!);
+        r.onsuccess = () => res(r.result);
+        r.onerror = () => rej(r.error);
+      });
+      for (const storeName of Array.from(db.objectStoreNames)) {
+        const tx = db.transaction(storeName, 'readonly');
+        const store = tx.objectStore(storeName);
+        const [keys, values] = await Promise.all([
+          new Promise<IDBValidKey[]>((res) => {
+            const r = store.getAllKeys();
+            r.onsuccess = () => res(r.result);
+          }),
+          new Promise<unknown[]>((res) => {
+            const r = store.getAll();
+            r.onsuccess = () => res(r.result);
+          }),
+        ]);
+        const text = (v: unknown) =>
+          v instanceof Uint8Array || v instanceof ArrayBuffer ? new TextDecoder('utf-8', { fatal: false }).decode(v) : JSON.stringify(v);
+        for (const k of keys) out.push(text(k));
+        for (const v of values) out.push(text(v));
+      }
+      db.close();
+    }
+    return out;
+  });
+}
