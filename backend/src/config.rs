@@ -146,6 +146,11 @@ pub struct RateLimits {
     pub deletes_per_minute: u32,
     /// `DELETE` requests per user: burst.
     pub deletes_burst: u32,
+    /// User lookups (`GET /api/v1/users/lookup`, `GET /api/v1/users/{user_id}`) per user:
+    /// sustained per minute. Bounds how fast one account can probe for usernames.
+    pub user_lookups_per_minute: u32,
+    /// User lookups per user: burst.
+    pub user_lookups_burst: u32,
     /// Gateway `ACK` frames (up to 100 ids each) per user: sustained per minute.
     pub gateway_acks_per_minute: u32,
     /// Gateway `ACK` frames per user: burst.
@@ -177,6 +182,8 @@ impl Default for RateLimits {
             queue_reads_burst: 120,
             deletes_per_minute: 1200,
             deletes_burst: 300,
+            user_lookups_per_minute: 120,
+            user_lookups_burst: 30,
             gateway_acks_per_minute: 3000,
             gateway_acks_burst: 600,
             identify_per_minute: 60,

@@ -15,6 +15,7 @@ use crate::routes;
         routes::users::me, routes::users::update_me, routes::users::change_password,
         routes::users::sessions, routes::users::revoke_session, routes::users::devices,
         routes::users::remove_device, routes::users::rename_device,
+        routes::users::lookup, routes::users::user_by_id,
         routes::keys::upload, routes::keys::count, routes::keys::bundles, routes::keys::device_bundle,
         routes::messages::send, routes::messages::queue, routes::messages::ack,
         routes::health::healthz, routes::health::readyz, routes::health::metrics, routes::health::openapi,

@@ -20,6 +20,7 @@ pub struct RateLimiters {
     bundles: DefaultKeyedRateLimiter<UserId>,
     queue_reads: DefaultKeyedRateLimiter<UserId>,
     deletes: DefaultKeyedRateLimiter<UserId>,
+    user_lookups: DefaultKeyedRateLimiter<UserId>,
     gateway_acks: DefaultKeyedRateLimiter<UserId>,
     identify: DefaultKeyedRateLimiter<UserId>,
     identify_ip: DefaultKeyedRateLimiter<IpAddr>,
@@ -42,6 +43,7 @@ impl RateLimiters {
             bundles: DefaultKeyedRateLimiter::keyed(quota(cfg.bundle_fetches_per_minute, cfg.bundle_fetches_burst)),
             queue_reads: DefaultKeyedRateLimiter::keyed(quota(cfg.queue_reads_per_minute, cfg.queue_reads_burst)),
             deletes: DefaultKeyedRateLimiter::keyed(quota(cfg.deletes_per_minute, cfg.deletes_burst)),
+            user_lookups: DefaultKeyedRateLimiter::keyed(quota(cfg.user_lookups_per_minute, cfg.user_lookups_burst)),
             gateway_acks: DefaultKeyedRateLimiter::keyed(quota(cfg.gateway_acks_per_minute, cfg.gateway_acks_burst)),
             identify: DefaultKeyedRateLimiter::keyed(quota(cfg.identify_per_minute, cfg.identify_burst)),
             identify_ip: DefaultKeyedRateLimiter::keyed(quota(cfg.identify_per_ip_per_minute, cfg.identify_per_ip_burst)),
@@ -81,6 +83,11 @@ impl RateLimiters {
         self.check(&self.deletes, user)
     }
 
+    /// One lookup of another user's profile by `user` (by username or by id).
+    pub fn user_lookup(&self, user: UserId) -> Result<(), ApiError> {
+        self.check(&self.user_lookups, user)
+    }
+
     /// One gateway `ACK` frame from `user`.
     pub fn gateway_ack(&self, user: UserId) -> Result<(), ApiError> {
         self.check(&self.gateway_acks, user)
@@ -116,6 +123,7 @@ impl RateLimiters {
             &self.bundles,
             &self.queue_reads,
             &self.deletes,
+            &self.user_lookups,
             &self.gateway_acks,
             &self.identify,
         ] {

@@ -59,6 +59,27 @@ pub struct User {
     pub created_at: OffsetDateTime,
 }
 
+/// What anyone signed in may learn about another user (`GET /api/v1/users/lookup`,
+/// `GET /api/v1/users/{user_id}`): no role, no creation date.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PublicUser {
+    /// Snowflake id.
+    pub id: UserId,
+    /// Login name, as the user typed it.
+    pub username: String,
+    /// Optional name shown instead of the username.
+    pub display_name: Option<String>,
+    /// Optional short status line.
+    pub status_text: Option<String>,
+}
+
+impl From<User> for PublicUser {
+    fn from(user: User) -> Self {
+        Self { id: user.id, username: user.username, display_name: user.display_name, status_text: user.status_text }
+    }
+}
+
 /// `POST /api/v1/auth/register` and `POST /api/v1/auth/login`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

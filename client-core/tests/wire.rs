@@ -56,6 +56,15 @@ fn user() -> User {
     }
 }
 
+fn public_user() -> PublicUser {
+    PublicUser {
+        id: UserId(117_632_502_289_399_808),
+        username: "Alice".into(),
+        display_name: Some("Alice A.".into()),
+        status_text: None,
+    }
+}
+
 fn device() -> Device {
     Device {
         id: DeviceId(1),
@@ -229,6 +238,8 @@ fn account_bodies() {
             ..user()
         })
     );
+    wire!("public_user", public_user());
+    assert_eq!(PublicUser::from(user()), public_user(), "a user's public part");
     wire!("tokens", tokens());
     wire!("refresh_request", RefreshRequest { refresh_token: "8M0vyzMejLN3Ldi_MF3t5cWniqGyuxQnNC2WvLAbXRA".into() });
     wire!("change_password", ChangePassword { current_password: "correct horse".into(), new_password: "battery staple".into() });

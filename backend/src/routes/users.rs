@@ -1,16 +1,19 @@
-//! `/api/v1/users/@me`: profile, password, sessions and devices of the caller.
+//! `/api/v1/users/@me`: profile, password, sessions and devices of the caller; and the public
+//! profile of another user, found by exact username or by id.
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use copains_client_core::api::{ChangePassword, Device, Patch, RenameDevice, SessionInfo, UpdateProfile, User};
+use copains_client_core::api::{ChangePassword, Device, Patch, PublicUser, RenameDevice, SessionInfo, UpdateProfile, User};
 use copains_client_core::gateway::event_name;
-use copains_client_core::{ApiErrorBody, SessionId};
+use copains_client_core::{ApiErrorBody, SessionId, UserId};
+use serde::Deserialize;
 
 use crate::auth::Authenticated;
 use crate::bus::{BusEvent, Topic};
-use crate::domain::{device_name, display_name, status_text, Password};
+use crate::domain::{device_name, display_name, status_text, Password, Username};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::routes::auth::announce_revocation;
@@ -19,7 +22,11 @@ use crate::store::now_ms;
 
 /// Routes of this area.
 pub fn router() -> Router<AppState> {
+    // The static segments (`@me`, `lookup`) take precedence over `{user_id}` in axum's router,
+    // whatever the order of these lines.
     Router::new()
+        .route("/api/v1/users/lookup", get(lookup))
+        .route("/api/v1/users/{user_id}", get(user_by_id))
         .route("/api/v1/users/@me", get(me).patch(update_me))
         .route("/api/v1/users/@me/password", post(change_password))
         .route("/api/v1/users/@me/sessions", get(sessions))
@@ -206,4 +213,56 @@ fn parse_device_id(raw: &str) -> ApiResult<copains_client_core::DeviceId> {
         .ok_or_else(|| {
             ApiError::Malformed(format!("device id must be a number from 1 to {}", copains_client_core::DeviceId::MAX))
         })
+}
+
+/// `GET /api/v1/users/lookup` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct LookupParams {
+    /// The whole username, in any case (`Alice` finds `alice`); never a prefix or a pattern.
+    pub username: String,
+}
+
+/// Find a user by exact username (compared case-insensitively, as at login). There is no
+/// prefix, partial or pattern matching and no listing: one must know a name to find it.
+/// Disabled accounts are not found.
+#[utoipa::path(get, path = "/api/v1/users/lookup", tag = "users", security(("bearer" = [])), params(LookupParams),
+    responses(
+        (status = 200, body = PublicUser),
+        (status = 400, body = ApiErrorBody, description = "no username parameter"),
+        (status = 401, body = ApiErrorBody),
+        (status = 404, body = ApiErrorBody, description = "no enabled user has this username"),
+        (status = 422, body = ApiErrorBody, description = "not a possible username (length or characters)"),
+        (status = 429, body = ApiErrorBody),
+    ))]
+pub async fn lookup(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    params: Result<Query<LookupParams>, QueryRejection>,
+) -> ApiResult<Json<PublicUser>> {
+    state.limiters.user_lookup(auth.user.id)?;
+    let Query(params) = params.map_err(|e| ApiError::Malformed(e.body_text()))?;
+    let username = Username::parse(&params.username).map_err(|e| ApiError::Validation(e.0))?;
+    let user = state.store.public_user_by_username(username.folded()).await?.ok_or(ApiError::NotFound("no such user"))?;
+    Ok(Json(user))
+}
+
+/// The public profile of a user. Disabled accounts are not found.
+#[utoipa::path(get, path = "/api/v1/users/{user_id}", tag = "users", security(("bearer" = [])),
+    params(("user_id" = String, Path, description = "user id")),
+    responses(
+        (status = 200, body = PublicUser),
+        (status = 400, body = ApiErrorBody, description = "not a user id"),
+        (status = 401, body = ApiErrorBody),
+        (status = 404, body = ApiErrorBody, description = "no such user, or disabled"),
+        (status = 429, body = ApiErrorBody),
+    ))]
+pub async fn user_by_id(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<PublicUser>> {
+    state.limiters.user_lookup(auth.user.id)?;
+    let id: UserId = raw.parse().map_err(|_| ApiError::Malformed("user id must be a decimal id".into()))?;
+    let user = state.store.public_user(id).await?.ok_or(ApiError::NotFound("no such user"))?;
+    Ok(Json(user))
 }

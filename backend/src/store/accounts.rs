@@ -1,6 +1,6 @@
 //! Users, login sessions, refresh tokens and devices.
 
-use copains_client_core::api::{Device, PlatformRole, SessionInfo, User};
+use copains_client_core::api::{Device, PlatformRole, PublicUser, SessionInfo, User};
 use copains_client_core::{DeviceId, SessionId, UserId};
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -57,6 +57,8 @@ pub struct NewSession<'a> {
     /// Now (ms).
     pub now: i64,
 }
+
+const PUBLIC_USER_COLUMNS: &str = "id, username, display_name, status_text";
 
 const USER_COLUMNS: &str =
     "u.id, u.username, u.display_name, u.status_text, u.platform_role, u.created_at, u.password_hash, u.disabled_at";
@@ -116,6 +118,26 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| user_record(&r)).transpose()
+    }
+
+    /// The public profile of the enabled user whose case-folded username is exactly
+    /// `username_lower` (no prefix or pattern matching: `LIKE` is never used).
+    pub async fn public_user_by_username(&self, username_lower: &str) -> Result<Option<PublicUser>> {
+        let row =
+            sqlx::query(&format!("SELECT {PUBLIC_USER_COLUMNS} FROM users WHERE username_lower = $1 AND disabled_at IS NULL"))
+                .bind(username_lower)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| public_user(&r)).transpose()
+    }
+
+    /// The public profile of an enabled user.
+    pub async fn public_user(&self, id: UserId) -> Result<Option<PublicUser>> {
+        let row = sqlx::query(&format!("SELECT {PUBLIC_USER_COLUMNS} FROM users WHERE id = $1 AND disabled_at IS NULL"))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| public_user(&r)).transpose()
     }
 
     /// The user behind a live login session, if the session exists and belongs to `user`.
@@ -452,6 +474,10 @@ async fn delete_session_device(tx: &mut sqlx::Transaction<'_, sqlx::Any>, user: 
     .execute(&mut **tx)
     .await?;
     Ok(deleted.rows_affected() > 0)
+}
+
+fn public_user(r: &AnyRow) -> Result<PublicUser> {
+    Ok(PublicUser { id: UserId(r.try_get(0)?), username: r.try_get(1)?, display_name: r.try_get(2)?, status_text: r.try_get(3)? })
 }
 
 fn user_record(r: &AnyRow) -> Result<UserRecord> {
