@@ -11,6 +11,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::web::WebConfig;
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -48,6 +50,8 @@ pub struct Config {
     pub api: BackendConfig,
     /// Gateway settings.
     pub gateway: GatewayConfig,
+    /// The web client's files.
+    pub web: WebConfig,
 }
 
 impl Default for Config {
@@ -64,6 +68,7 @@ impl Default for Config {
             shutdown_grace_secs: 10,
             api: BackendConfig::default(),
             gateway: GatewayConfig::default(),
+            web: WebConfig::default(),
         }
     }
 }
@@ -143,6 +148,16 @@ mod tests {
         assert!(err.contains("trusted_proxies") && err.contains("10.0.0.0/40"), "{err}");
         let err = load_toml("[api]\ntrusted_proxies = [\"proxy.internal\"]\n").expect_err("a name").to_string();
         assert!(err.contains("proxy.internal"), "{err}");
+    }
+
+    #[test]
+    fn the_web_directory_defaults_to_web_dist_and_can_be_moved() {
+        let default = load_toml("").expect("empty file");
+        assert_eq!(default.web.dir, PathBuf::from("web/dist"));
+        assert!(default.redacted_toml().expect("toml").contains("[web]\ndir = \"web/dist\""), "shown by `copains config`");
+        let moved = load_toml("[web]\ndir = \"/srv/copains/web\"\n").expect("moved");
+        assert_eq!(moved.web.dir, PathBuf::from("/srv/copains/web"));
+        assert!(load_toml("[web]\ndirectory = \"x\"\n").is_err(), "unknown keys are refused");
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The `copains` binary's library: configuration, the key file, and the composition of the
-//! API and the gateway into one running platform.
+//! API, the gateway and the web client into one running platform.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod keyfile;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use tokio::task::JoinHandle;
 use tower_http::trace::TraceLayer;
 
 pub use config::{Config, LogFormat};
+pub use web::WebConfig;
 
 /// A platform serving on a socket.
 pub struct Running {
@@ -39,7 +41,7 @@ impl std::fmt::Debug for Running {
     }
 }
 
-/// Starts API and gateway in this process on `config.bind` (port 0 picks a free port).
+/// Starts API, gateway and web client in this process on `config.bind` (port 0 picks a free port).
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
@@ -55,7 +57,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .context("invalid password hashing settings")?;
     let gateway = Gateway::new(config.gateway.clone(), state.clone());
 
-    let app = copains_backend::router(state.clone()).merge(gateway.router());
+    let web = web::WebClient::new(&config.web.dir);
+    if web.is_built() {
+        tracing::info!(dir = %web.dir().display(), "serving the web client");
+    } else {
+        tracing::warn!(
+            dir = %web.dir().display(),
+            "the web client is not built (no index.html there): / answers 503 until it is; run scripts/serve or scripts/build-web, or set web.dir"
+        );
+    }
+    // What no route matched goes to the web client, which keeps the API's JSON 404 for
+    // unknown paths under the platform's prefixes (this replaces the API router's fallback).
+    let app = copains_backend::router(state.clone()).merge(gateway.router()).fallback(move |req: axum::extract::Request| {
+        let web = web.clone();
+        async move { web.respond(req).await }
+    });
     let trusted = config.api.trusted_proxies.clone();
     // Each request's span carries the client address as the rate limits see it.
     let trace = TraceLayer::new_for_http().make_span_with(move |req: &axum::extract::Request| {
