@@ -167,7 +167,7 @@ export class AppController {
         }
         return;
       }
-      this.#fail(boot.describeOpenError(e), () => this.#enter(password, fromSignIn));
+      this.#fail(boot.describeOpenError(e), boot.canRetryOpen(e) ? () => this.#enter(password, fromSignIn) : null);
     }
   }
 

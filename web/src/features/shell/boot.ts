@@ -37,6 +37,11 @@ export function deleteLocalStore(userId: string): Promise<void> {
   return IdbVault.delete(vaultName(userId));
 }
 
+/** Whether opening again could work (not when this build has no engine at all). */
+export function canRetryOpen(e: unknown): boolean {
+  return !(e instanceof EngineMissingError);
+}
+
 /** A sentence for a failure to open or start the engine. */
 export function describeOpenError(e: unknown): string {
   if (e instanceof EngineMissingError) return e.message;
