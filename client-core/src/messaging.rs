@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::client::{Client, ClientError, GatewayHandle, GatewayUpdate};
 use crate::crypto::sqlite::SqliteBackend;
-use crate::engine::{Answer, Engine, HistoryEntry, Transport};
-pub use crate::engine::{DirectMessage, Incoming, MessagingError, RetryRefusal};
+use crate::engine::{Answer, Engine, Transport};
+pub use crate::engine::{DirectMessage, HistoryEntry, Incoming, MessagingError, RetryRefusal};
 use crate::gateway::{Ack, ClientMessage, Event};
 use crate::ids::{DeviceId, UserId};
 use crate::messages::Envelope;
@@ -80,7 +80,7 @@ enum Command {
         conversation: UserId,
         before: Option<u64>,
         limit: usize,
-        reply: oneshot::Sender<Result<Vec<(u64, DirectMessage)>, MessagingError>>,
+        reply: oneshot::Sender<Result<Vec<(u64, HistoryEntry)>, MessagingError>>,
     },
     Conversations {
         reply: oneshot::Sender<Result<Vec<UserId>, MessagingError>>,
@@ -199,6 +199,23 @@ impl Messenger {
         before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, DirectMessage)>, MessagingError> {
+        let entries = self.entries(conversation, before, limit).await?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(pos, e)| match e {
+                HistoryEntry::Message(m) => Some((pos, m)),
+                HistoryEntry::Undecryptable { .. } => None,
+            })
+            .collect())
+    }
+
+    /// [`Messenger::history`] with every entry, the undecryptable ones included.
+    pub async fn entries(
+        &self,
+        conversation: UserId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, HistoryEntry)>, MessagingError> {
         let (reply, rx) = oneshot::channel();
         self.commands.send(Command::History { conversation, before, limit, reply }).map_err(|_| MessagingError::Stopped)?;
         rx.await.map_err(|_| MessagingError::Stopped)?
@@ -341,15 +358,7 @@ async fn run(
                     let _ = reply.send(numbers.map(|list| list.into_iter().map(|n| (n.device, n.number)).collect()));
                 }
                 Some(Command::History { conversation, before, limit, reply }) => {
-                    let page = engine.history(conversation, before, limit).await.map(|page| {
-                        page.into_iter()
-                            .filter_map(|(pos, e)| match e {
-                                HistoryEntry::Message(m) => Some((pos, m)),
-                                HistoryEntry::Undecryptable { .. } => None,
-                            })
-                            .collect()
-                    });
-                    let _ = reply.send(page);
+                    let _ = reply.send(engine.history(conversation, before, limit).await);
                 }
                 Some(Command::Conversations { reply }) => {
                     let list = engine.conversations().await.map(|l| l.into_iter().map(|c| c.user).collect());

@@ -13,7 +13,7 @@ use common::{Backend, TestApp};
 use copains_client_core::client::Client;
 use copains_client_core::crypto::{Decrypted, E2eeDevice, MemoryBackend, Vault};
 use copains_client_core::messages::{Envelope, Queue, SendMessage, SendReceipt};
-use copains_client_core::messaging::{Clock, DirectMessage, Incoming, Messenger, RetryRefusal};
+use copains_client_core::messaging::{Clock, DirectMessage, HistoryEntry, Incoming, Messenger, RetryRefusal};
 use copains_client_core::{DeviceId, EnvelopeId, UserId};
 use rand::seq::SliceRandom;
 use reqwest::Method;
@@ -279,6 +279,19 @@ async fn a_corrupted_session_heals_through_the_retry_path(backend: Backend) {
     let history = bob.messenger.history(alice.id, None, 10).await.expect("history");
     let bodies: Vec<&str> = history.iter().map(|(_, m)| m.body.as_str()).collect();
     assert_eq!(bodies, ["one", "two", "three", "four", "five"], "the healed message is in history once");
+    // The envelope that failed is kept where it arrived, marked repaired, right before the
+    // message that came again: never silently dropped.
+    let entries = bob.messenger.entries(alice.id, None, 10).await.expect("entries");
+    let kinds: Vec<String> = entries
+        .iter()
+        .map(|(_, e)| match e {
+            HistoryEntry::Message(m) => m.body.clone(),
+            HistoryEntry::Undecryptable { repaired, author, .. } => {
+                format!("undecryptable from {} repaired={repaired}", author == &alice.id)
+            }
+        })
+        .collect();
+    assert_eq!(kinds, ["one", "two", "undecryptable from true repaired=true", "three", "four", "five"]);
     alice.messenger.close().await;
     bob.messenger.close().await;
     app.shutdown().await;
