@@ -95,6 +95,10 @@ export async function safetyNumber(page: Page, contact: string): Promise<string>
   return ((await group.textContent()) ?? '').replace(/\D/g, '');
 }
 
+export function settingsDialog(page: Page) {
+  return page.getByRole('dialog', { name: 'User settings' });
+}
+
 export async function openSettings(page: Page, tab?: string): Promise<void> {
   await page.getByRole('button', { name: 'User settings' }).click();
   await expect(page.getByRole('dialog', { name: 'User settings' })).toBeVisible();

@@ -56,10 +56,10 @@ test('a password changed on another device: this browser is signed out with a no
   await capture(first.page, 'wrong-password', { phone: true });
 
   // A wrong guess is said so; the previous password opens it.
-  await first.page.getByLabel('Previous password').fill('not it at all');
+  await first.page.getByLabel('Previous password', { exact: true }).fill('not it at all');
   await first.page.getByRole('button', { name: 'Unlock with previous password' }).click();
   await expect(first.page.getByText('That password does not open it either.')).toBeVisible();
-  await first.page.getByLabel('Previous password').fill(PASSWORD);
+  await first.page.getByLabel('Previous password', { exact: true }).fill(PASSWORD);
   await first.page.getByRole('button', { name: 'Unlock with previous password' }).click();
   await expectShell(first.page);
   await openConversation(first.page, new RegExp(eve));
