@@ -79,8 +79,8 @@ export class AppController {
       this.#session = stored;
       this.#api.resume(stored.refreshToken);
       this.screen = { name: 'unlock', username: stored.username };
-      // Warm the lazy chunk while the person types.
-      void this.#loadBoot().catch(() => undefined);
+      // Fetch the chat and the engine while the person types the password.
+      this.#preload();
     } else {
       this.screen = { name: 'signin' };
     }
@@ -96,12 +96,14 @@ export class AppController {
 
   /** Signs in (throws the API's error for the form to show). */
   async signIn(username: string, password: string): Promise<void> {
+    this.#preload();
     const auth = await this.#api.login({ username, password, device_name: deviceName() });
     await this.#afterAuth(auth, password);
   }
 
   /** Creates the account (throws the API's error for the form to show). */
   async signUp(username: string, password: string): Promise<void> {
+    this.#preload();
     const auth = await this.#api.register({ username, password, device_name: deviceName() });
     await this.#afterAuth(auth, password);
   }
@@ -133,6 +135,13 @@ export class AppController {
       // Offline or the server is busy: open the local history anyway; the gateway will retry.
     }
     await this.#enter(password, false);
+  }
+
+  /** Fetches the chat code and the engine while the server checks the password. */
+  #preload(): void {
+    void this.#loadBoot()
+      .then((boot) => boot.preloadEngine())
+      .catch(() => undefined);
   }
 
   async #loadBoot(): Promise<typeof Boot> {

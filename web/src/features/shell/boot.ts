@@ -13,6 +13,11 @@ import { IdbVault, vaultName } from '../../lib/vault/idb';
 export { ChatSession } from './session.svelte';
 export { default as Shell } from './Shell.svelte';
 
+/** Downloads and compiles the engine ahead of its first use. */
+export async function preloadEngine(): Promise<void> {
+  await loadEngine();
+}
+
 /** Opens this account's local store with `passphrase` and the engine over it. */
 export async function openEngine(api: ApiClient, session: StoredSession, passphrase: string): Promise<Engine> {
   const mod = await loadEngine();
