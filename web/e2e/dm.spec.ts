@@ -149,8 +149,45 @@ test('after signing out and in again (a new device), the conversation goes on bo
   await openConversation(a.page, new RegExp(bob));
   await send(a.page, 'from my new device');
   await expect(messages(b.page).getByText('from my new device')).toBeVisible({ timeout: 30_000 });
+  // The server gave the new device the number of the old one, with new keys: B is warned.
+  await expect(b.page.getByRole('alert').filter({ hasText: `${alice}'s safety number changed` })).toBeVisible();
+  await capture(b.page, 'identity-changed', { phone: true });
+  await b.page.getByRole('button', { name: 'Dismiss', exact: true }).click();
+  await expect(b.page.getByRole('alert').filter({ hasText: 'safety number changed' })).toBeHidden();
   await send(b.page, 'welcome back');
   await expect(messages(a.page).getByText('welcome back')).toBeVisible();
+  await a.context.close();
+  await b.context.close();
+});
+
+test('a verified contact who signs in again on a new device: the message still arrives, with the safety-number warning', async ({ browser }) => {
+  const alice = uniqueName('ivy');
+  const bob = uniqueName('jon');
+  const a = await newUser(browser);
+  const b = await newUser(browser);
+  await signUp(a.page, alice);
+  await signUp(b.page, bob);
+  await openDm(a.page, bob);
+  await send(a.page, 'before');
+  await openConversation(b.page, new RegExp(alice));
+  await expect(messages(b.page).getByText('before')).toBeVisible();
+
+  // B verifies A's device.
+  await openSettings(b.page, 'Privacy & safety');
+  await settingsDialog(b.page).getByRole('button', { name: new RegExp(`^${alice}`) }).click();
+  await b.page.getByRole('switch', { name: 'Mark as verified' }).first().click();
+  await expect(b.page.getByRole('switch', { name: 'Mark as verified' }).first()).toHaveAttribute('aria-checked', 'true');
+  await closeSettings(b.page);
+
+  // A signs in again: a new device, which the server numbers like the removed one, with new keys.
+  await signOut(a.page);
+  await signIn(a.page, alice);
+  await expectShell(a.page);
+  await openConversation(a.page, new RegExp(bob));
+  await send(a.page, 'new keys, same person');
+  await expect(messages(b.page).getByText('new keys, same person')).toBeVisible({ timeout: 30_000 });
+  await expect(b.page.getByRole('alert').filter({ hasText: `${alice}'s safety number changed` })).toBeVisible();
+  await expect(b.page.getByTitle(/You verified .*safety number/)).toBeHidden();
   await a.context.close();
   await b.context.close();
 });
