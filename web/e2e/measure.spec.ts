@@ -9,7 +9,7 @@ import { writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Page } from '@playwright/test';
-import { composer, expect, expectShell, messages, newUser, openConversation, openDm, PASSWORD, signOut, test, uniqueName } from './fixtures';
+import { composer, expect, expectShell, messages, newUser, openConversation, openDm, PASSWORD, signOut, test, uniqueName, unlock } from './fixtures';
 
 const OUT = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'test-results', 'measurements.json');
 const figures: Record<string, unknown> = {};
@@ -133,6 +133,25 @@ test('browser-to-browser DM latency over 100 messages', async ({ browser }) => {
   Object.assign(figures, { dm_latency_ms: { p50: pct(50), p95: pct(95), max: latencies[latencies.length - 1], n: latencies.length } });
   console.log(`DM latency over ${latencies.length} messages: p50 ${pct(50)} ms, p95 ${pct(95)} ms`);
   expect(latencies.every((l) => Number.isFinite(l))).toBe(true);
+
+  // After a reload, the history comes back a page at a time as B scrolls up.
+  await b.page.reload();
+  await unlock(b.page);
+  await expectShell(b.page);
+  await openConversation(b.page, new RegExp(alice));
+  const list = messages(b.page);
+  await expect(list.getByText('lat-99', { exact: true })).toBeVisible();
+  await expect(list.getByText('warm-up')).toHaveCount(0);
+  for (let i = 0; i < 10 && (await list.getByText('warm-up').count()) === 0; i++) {
+    await list.evaluate((el) => el.scrollTo({ top: 0 }));
+    await b.page.waitForTimeout(300);
+  }
+  await expect(list.getByText('warm-up')).toBeVisible();
+  await expect(list.getByText(/This is the beginning of your direct messages/)).toBeVisible();
+  // Every message once, in order.
+  const shown = await list.locator('li p').allTextContents();
+  const lat = shown.map((t) => t.trim()).filter((t) => t.startsWith('lat-'));
+  expect(lat).toEqual(Array.from({ length: 100 }, (_, i) => `lat-${i}`));
   await a.context.close();
   await b.context.close();
 });

@@ -35,11 +35,13 @@ export class ChatView {
   unreadFrom = $state<number | null>(null);
   readonly #engine: Engine;
   readonly #now: () => number;
+  readonly #onSent: (entry: HistoryEntry) => void;
 
-  constructor(engine: Engine, user: string, now: () => number = Date.now) {
+  constructor(engine: Engine, user: string, options: { now?: () => number; onSent?: (entry: HistoryEntry) => void } = {}) {
     this.#engine = engine;
     this.user = user;
-    this.#now = now;
+    this.#now = options.now ?? Date.now;
+    this.#onSent = options.onSent ?? (() => {});
   }
 
   /** Loads the newest page (again, when reopened). */
@@ -124,6 +126,7 @@ export class ChatView {
       } else {
         this.entries = mergeEntries(this.entries, [entry]);
       }
+      this.#onSent(entry);
     } catch (e) {
       const error = describeSendError(e);
       this.pending = this.pending.map((p) => (p.localId === pending.localId ? { ...p, state: 'failed', error } : p));

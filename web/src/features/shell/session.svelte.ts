@@ -184,7 +184,12 @@ export class ChatSession {
   view(user: string): ChatView {
     let view = this.#views.get(user);
     if (!view) {
-      view = new ChatView(this.engine, user);
+      view = new ChatView(this.engine, user, {
+        onSent: (entry) => {
+          this.conversations = applyEntry(this.conversations, entry, this.#onScreen());
+          this.#scheduleListRefresh();
+        },
+      });
       this.#views.set(user, view);
     }
     return view;

@@ -219,6 +219,8 @@ describe('ChatSession', () => {
     await sending;
     expect(view.pending).toEqual([]);
     expect(view.entries.at(-1)).toMatchObject({ kind: 'message', body: 'hello', outgoing: true });
+    // The list shows it at once.
+    expect(t.chat.conversations[0]).toMatchObject({ user: BOB, unread: 0, last: { body: 'hello' } });
   });
 
   it('raises an identity warning until the device is verified', async () => {

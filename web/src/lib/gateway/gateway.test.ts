@@ -268,7 +268,7 @@ describe('Gateway', () => {
     t.gw.start();
     await handshake(t.last());
     t.gw.networkChanged(false);
-    t.last().serverClose(1006);
+    expect(t.sockets[0]!.closedWith).toBe(4000);
     expect(t.states.at(-1)).toBe('offline');
     t.gw.networkChanged(true);
     expect(t.sockets).toHaveLength(2);

@@ -188,7 +188,9 @@ export class Gateway {
   networkChanged(up: boolean): void {
     this.#networkUp = up;
     if (!up) {
-      if (this.#state !== 'online') this.#setState('offline');
+      // The socket may not notice for a heartbeat or two: leave it now (resumable).
+      if (this.#socket) this.#drop();
+      else if (!this.#stopped) this.#setState('offline');
       return;
     }
     if (!this.#stopped && !this.#socket) this.reconnectNow();
