@@ -97,6 +97,8 @@ test('two people chat end to end: history survives a reload and a new sign-in, s
   // B reloads: the password unlocks the local store, the history is there.
   await b.page.reload();
   await capture(b.page, 'unlock', { phone: true });
+  await unlock(b.page, 'not my password');
+  await expect(b.page.getByRole('alert').filter({ hasText: 'Wrong password.' })).toBeVisible({ timeout: 30_000 });
   await unlock(b.page);
   await expectShell(b.page);
   await openConversation(b.page, new RegExp(alice));

@@ -10,6 +10,7 @@ import {
   openSettings,
   PASSWORD,
   send,
+  settingsDialog,
   signIn,
   signUp,
   test,
@@ -100,5 +101,29 @@ test('start fresh deletes only after confirmation', async ({ browser }) => {
   await one.page.getByRole('button', { name: /^Start fresh/ }).click();
   await one.page.getByRole('button', { name: 'Delete local history and start fresh' }).click();
   await expectShell(one.page);
+  for (const ctx of [one, two]) await ctx.context.close();
+});
+
+test('removing another device from the settings signs it out at once', async ({ browser }) => {
+  const max = uniqueName('max');
+  const one = await newUser(browser);
+  await signUp(one.page, max);
+  const two = await newUser(browser);
+  await two.page.goto('/');
+  await signIn(two.page, max);
+  await expectShell(two.page);
+
+  await openSettings(one.page, 'Sessions & devices');
+  const dialog = settingsDialog(one.page);
+  await expect(dialog.getByRole('list', { name: 'Your devices' }).getByRole('listitem')).toHaveCount(2);
+  await dialog.getByRole('button', { name: /^Remove / }).click();
+  const confirm = one.page.getByRole('dialog', { name: /^Remove / });
+  await expect(confirm).toBeVisible();
+  await capture(one.page, 'remove-device-confirm', { dark: false });
+  await confirm.getByRole('button', { name: 'Remove device' }).click();
+  await expect(dialog.getByRole('list', { name: 'Your devices' }).getByRole('listitem')).toHaveCount(1);
+
+  await expect(two.page.getByRole('heading', { name: 'Welcome back!' })).toBeVisible({ timeout: 30_000 });
+  await expect(two.page.getByRole('alert')).toContainText('You were signed out');
   for (const ctx of [one, two]) await ctx.context.close();
 });
