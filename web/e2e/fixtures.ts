@@ -8,13 +8,32 @@ import { fileURLToPath } from 'node:url';
 
 const SHOTS = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'test-results', 'screenshots');
 
-export const test = base.extend({
+/** Uncaught errors of the pages a test opened: a test fails if there is one. */
+const pageErrors: string[] = [];
+
+function watchErrors(page: Page): void {
+  page.on('pageerror', (error) => pageErrors.push(`${error.name}: ${error.message}`));
+}
+
+export const test = base.extend<{ noPageErrors: void }>({
   // The global setup started the server on a free port and left its address here.
   baseURL: async ({}, use) => {
     const url = process.env.COPAINS_E2E_BASE_URL;
     if (!url) throw new Error('COPAINS_E2E_BASE_URL is not set: run through playwright.config.ts');
     await use(url);
   },
+  page: async ({ page }, use) => {
+    watchErrors(page);
+    await use(page);
+  },
+  noPageErrors: [
+    async ({}, use) => {
+      pageErrors.length = 0;
+      await use();
+      expect(pageErrors, 'uncaught errors in the page').toEqual([]);
+    },
+    { auto: true },
+  ],
 });
 export { expect };
 
@@ -33,6 +52,7 @@ export const WIDE = { width: 1440, height: 900 };
 export async function newUser(browser: Browser, viewport = WIDE): Promise<{ context: BrowserContext; page: Page }> {
   const context = await browser.newContext({ viewport, baseURL: process.env.COPAINS_E2E_BASE_URL });
   const page = await context.newPage();
+  watchErrors(page);
   return { context, page };
 }
 
