@@ -14,7 +14,7 @@ test.describe('sign-in and sign-up', () => {
     await capture(page, 'sign-in-error', { dark: false });
   });
 
-  test('the sign-up form: rules checked before asking, a taken username shown on its field', async ({ page, browser }) => {
+  test('the sign-up form: rules checked before asking, a taken username shown on its field', async ({ page }) => {
     await page.goto('/');
     await page.getByRole('button', { name: 'Create an account' }).click();
     await expect(page.getByRole('heading', { name: 'Create an account' })).toBeVisible();
@@ -36,7 +36,19 @@ test.describe('sign-in and sign-up', () => {
     await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
     await page.getByRole('button', { name: 'Create account', exact: true }).click();
     await expect(page.getByText('That username is taken. Try another one.')).toBeVisible();
-    void browser;
+  });
+
+  test('one tab at a time: a second tab offers to take over, and the first one then stops', async ({ context, page }) => {
+    await page.goto('/');
+    await expect(page.getByRole('heading', { name: 'Welcome back!' })).toBeVisible();
+    const second = await context.newPage();
+    await second.goto('/');
+    await expect(second.getByRole('heading', { name: 'LesCopains is open in another tab' })).toBeVisible();
+    await capture(second, 'other-tab', { dark: false });
+    await second.getByRole('button', { name: 'Use here' }).click();
+    await expect(second.getByRole('heading', { name: 'Welcome back!' })).toBeVisible();
+    await expect(page.getByRole('heading', { name: 'LesCopains is open in another tab' })).toBeVisible();
+    await expect(page.getByText('You opened LesCopains in another tab or window, so this one stopped.')).toBeVisible();
   });
 
   test('the page follows the Content-Security-Policy: nothing inline, nothing from elsewhere', async ({ page }) => {
