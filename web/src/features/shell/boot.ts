@@ -23,7 +23,7 @@ export async function openEngine(api: ApiClient, session: StoredSession, passphr
   const mod = await loadEngine();
   const store = await IdbVault.open(vaultName(session.userId));
   try {
-    return await Engine.open(mod, {
+    const engine = await Engine.open(mod, {
       store,
       http: api,
       passphrase,
@@ -31,6 +31,8 @@ export async function openEngine(api: ApiClient, session: StoredSession, passphr
       deviceId: session.deviceId,
       sessionId: session.sessionId,
     });
+    engine.onClose(() => store.close());
+    return engine;
   } catch (e) {
     store.close();
     throw e;

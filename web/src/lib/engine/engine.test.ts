@@ -78,8 +78,11 @@ describe('Engine', () => {
   it('closes after the queued calls and refuses later ones', async () => {
     const { engine, calls } = fakeWasm();
     const e = new Engine(engine);
+    let released = false;
+    e.onClose(() => (released = true));
     const send = e.sendDm('5', 'hi');
     await e.close();
+    expect(released).toBe(true);
     expect((await send).body).toBe('hi');
     expect(calls.at(-1)).toBe('free');
     await expect(e.history('5', undefined, 50)).rejects.toBeInstanceOf(EngineClosedError);

@@ -36,10 +36,16 @@ export class Engine {
   readonly #now: () => number;
   #tail: Promise<unknown> = Promise.resolve();
   #closed = false;
+  #release: () => void = () => {};
 
   constructor(inner: WasmEngine, now: () => number = Date.now) {
     this.#inner = inner;
     this.#now = now;
+  }
+
+  /** Runs `release` (closing the store under the engine) once the engine is closed. */
+  onClose(release: () => void): void {
+    this.#release = release;
   }
 
   static async open(
@@ -143,5 +149,6 @@ export class Engine {
     await tail;
     if (this.#inner.close) this.#inner.close();
     else this.#inner.free?.();
+    this.#release();
   }
 }
