@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;
+use libsignal_protocol::SignalProtocolError;
 use rand::RngCore;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -55,6 +56,15 @@ pub enum MessagingError {
     /// The send could not be completed.
     #[error("{0}")]
     Send(String),
+    /// A device the user verified now has another identity key: nothing is encrypted to it
+    /// until the user accepts the new safety number ([`Engine::set_verified`] with `false`).
+    #[error("the safety number of {user}'s device {device} changed; verify it before sending")]
+    UntrustedIdentity {
+        /// The contact.
+        user: UserId,
+        /// Their device.
+        device: DeviceId,
+    },
 }
 
 impl MessagingError {
@@ -843,8 +853,20 @@ impl<T: Transport> Engine<T> {
             if user == self.me && d == self.my_device {
                 continue;
             }
-            self.ensure_session(user, d).await?;
-            out.push(self.device.encrypt(user, d, plaintext).await?);
+            let encrypted = match self.ensure_session(user, d).await {
+                Ok(()) => self.device.encrypt(user, d, plaintext).await.map_err(MessagingError::from),
+                Err(e) => Err(e),
+            };
+            match encrypted {
+                Ok(envelope) => out.push(envelope),
+                Err(MessagingError::Crypto(CryptoError::Protocol(SignalProtocolError::UntrustedIdentity(_)))) => {
+                    // A verified device came back with another identity key: say so, and send
+                    // nothing until the user has looked at the new safety number.
+                    self.events.push((Incoming::IdentityChanged { user, device: d }, None));
+                    return Err(MessagingError::UntrustedIdentity { user, device: d });
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(out)
     }

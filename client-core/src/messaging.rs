@@ -88,6 +88,7 @@ enum Command {
     Verify {
         user: UserId,
         device: DeviceId,
+        verified: bool,
         reply: oneshot::Sender<Result<(), MessagingError>>,
     },
     #[cfg(feature = "testing")]
@@ -228,11 +229,16 @@ impl Messenger {
         rx.await.map_err(|_| MessagingError::Stopped)?
     }
 
-    /// Marks a contact's device verified (after comparing safety numbers): a later identity
-    /// change of that device is refused until verified again.
+    /// Marks a contact's device verified (after comparing safety numbers): if that device's
+    /// identity key changes, nothing is sent to it until the user accepts the new safety number.
     pub async fn verify(&self, user: UserId, device: DeviceId) -> Result<(), MessagingError> {
+        self.set_verified(user, device, true).await
+    }
+
+    /// Marks a contact's device verified or not; `false` also accepts a changed safety number.
+    pub async fn set_verified(&self, user: UserId, device: DeviceId, verified: bool) -> Result<(), MessagingError> {
         let (reply, rx) = oneshot::channel();
-        self.commands.send(Command::Verify { user, device, reply }).map_err(|_| MessagingError::Stopped)?;
+        self.commands.send(Command::Verify { user, device, verified, reply }).map_err(|_| MessagingError::Stopped)?;
         rx.await.map_err(|_| MessagingError::Stopped)?
     }
 
@@ -364,8 +370,8 @@ async fn run(
                     let list = engine.conversations().await.map(|l| l.into_iter().map(|c| c.user).collect());
                     let _ = reply.send(list);
                 }
-                Some(Command::Verify { user, device, reply }) => {
-                    let _ = reply.send(engine.set_verified(user, device, true).await);
+                Some(Command::Verify { user, device, verified, reply }) => {
+                    let _ = reply.send(engine.set_verified(user, device, verified).await);
                 }
                 #[cfg(feature = "testing")]
                 Some(Command::CorruptSession { user, device, reply }) => {

@@ -108,6 +108,7 @@ fn error(e: MessagingError) -> JsValue {
         MessagingError::Api { .. } | MessagingError::Transport(_) => "http",
         MessagingError::Crypto(_) => "crypto",
         MessagingError::Send(_) | MessagingError::Stopped => "send",
+        MessagingError::UntrustedIdentity { .. } => "untrusted_identity",
     };
     js_sys::Error::new(&format!("{code}: {e}")).into()
 }

@@ -13,7 +13,7 @@ use common::{Backend, TestApp};
 use copains_client_core::client::Client;
 use copains_client_core::crypto::{Decrypted, E2eeDevice, MemoryBackend, Vault};
 use copains_client_core::messages::{Envelope, Queue, SendMessage, SendReceipt};
-use copains_client_core::messaging::{Clock, DirectMessage, HistoryEntry, Incoming, Messenger, RetryRefusal};
+use copains_client_core::messaging::{Clock, DirectMessage, HistoryEntry, Incoming, MessagingError, Messenger, RetryRefusal};
 use copains_client_core::{DeviceId, EnvelopeId, UserId};
 use rand::seq::SliceRandom;
 use reqwest::Method;
@@ -30,6 +30,8 @@ backend_tests!(
     a_restarted_sender_answers_a_retry_request,
     a_message_past_the_resend_window_is_not_sent_again,
     a_new_identity_on_a_reused_device_id_is_surfaced,
+    a_verified_contact_with_new_keys_is_received_and_announced,
+    nothing_is_sent_to_a_verified_device_with_new_keys_until_accepted,
     concurrent_bundle_fetches_never_share_a_one_time_prekey,
     history_is_kept_in_the_encrypted_store_across_restarts,
 );
@@ -320,6 +322,71 @@ async fn a_new_identity_on_a_reused_device_id_is_surfaced(backend: Backend) {
     assert_eq!(next_message(&mut bob2.messenger).await.body, "are you there?");
     let after = alice.messenger.safety_numbers(bob.id).await.expect("numbers");
     assert_ne!(before, after, "the safety number changed");
+    alice.messenger.close().await;
+    bob2.messenger.close().await;
+    app.shutdown().await;
+}
+
+/// Alice has verified Bob's device 1; Bob signs out and in again: device 1 again, new keys.
+async fn verified_then_replaced(app: &TestApp) -> (Person, UserId, Person, Vec<(DeviceId, String)>) {
+    let mut alice = register(app, "alice").await;
+    let bob = register(app, "bob").await;
+    bob.messenger.send_dm(alice.id, "hi").await.expect("send");
+    assert_eq!(next_message(&mut alice.messenger).await.body, "hi");
+    let before = alice.messenger.safety_numbers(bob.id).await.expect("numbers");
+    alice.messenger.verify(bob.id, DeviceId(1)).await.expect("verify");
+    bob.messenger.close().await;
+    bob.client.logout().await.expect("logout");
+    let bob2 = add_device(app, "bob", 9).await;
+    assert_eq!(bob2.client.device_id().await, Some(DeviceId(1)));
+    (alice, bob.id, bob2, before)
+}
+
+async fn drain_notices(m: &mut Messenger) -> Vec<Incoming> {
+    let mut out = Vec::new();
+    while let Ok(Some(n)) = tokio::time::timeout(Duration::from_millis(300), m.next()).await {
+        out.push(n);
+    }
+    out
+}
+
+async fn a_verified_contact_with_new_keys_is_received_and_announced(backend: Backend) {
+    let app = spawn(backend).await;
+    let (mut alice, bob_id, bob2, before) = verified_then_replaced(&app).await;
+    // A message from the new keys is read (as Signal does), and the change is loud.
+    bob2.messenger.send_dm(alice.id, "new keys, same person").await.expect("send");
+    let (got, notices) = next_message_and_notices(&mut alice.messenger).await;
+    assert_eq!(got.body, "new keys, same person");
+    let notices = [notices, drain_notices(&mut alice.messenger).await].concat();
+    assert!(notices.contains(&Incoming::IdentityChanged { user: bob_id, device: DeviceId(1) }), "{notices:?}");
+    assert!(!notices.iter().any(|n| matches!(n, Incoming::RetryRequested { .. })), "read at once: {notices:?}");
+    let after = alice.messenger.safety_numbers(bob_id).await.expect("numbers");
+    assert_ne!(before, after, "the safety number changed");
+    // The verification mark went with the old key: a reply goes to the new one.
+    alice.messenger.send_dm(bob_id, "welcome back").await.expect("reply");
+    let mut bob2 = bob2;
+    assert_eq!(next_message(&mut bob2.messenger).await.body, "welcome back");
+    alice.messenger.close().await;
+    bob2.messenger.close().await;
+    app.shutdown().await;
+}
+
+async fn nothing_is_sent_to_a_verified_device_with_new_keys_until_accepted(backend: Backend) {
+    let app = spawn(backend).await;
+    let (mut alice, bob_id, mut bob2, _) = verified_then_replaced(&app).await;
+    // Alice writes first: her device finds new keys on a device she verified, and stops.
+    let err = alice.messenger.send_dm(bob_id, "are you there?").await.expect_err("refused");
+    assert!(matches!(err, MessagingError::UntrustedIdentity { user, device: DeviceId(1) } if user == bob_id), "{err:?}");
+    let notices = drain_notices(&mut alice.messenger).await;
+    assert!(notices.contains(&Incoming::IdentityChanged { user: bob_id, device: DeviceId(1) }), "{notices:?}");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), bob2.messenger.next_message()).await.is_err(),
+        "nothing reached the new keys"
+    );
+    // She looks at the new safety number and accepts it: the message goes.
+    alice.messenger.set_verified(bob_id, DeviceId(1), false).await.expect("accept");
+    alice.messenger.send_dm(bob_id, "are you there?").await.expect("send after accepting");
+    assert_eq!(next_message(&mut bob2.messenger).await.body, "are you there?");
     alice.messenger.close().await;
     bob2.messenger.close().await;
     app.shutdown().await;

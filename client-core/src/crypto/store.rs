@@ -191,15 +191,17 @@ impl IdentityKeyStore for Identities {
         &self,
         address: &ProtocolAddress,
         identity: &IdentityKey,
-        _direction: Direction,
+        direction: Direction,
     ) -> SignalResult<bool> {
-        // Trust on first use; a changed key is accepted (and reported by save_identity) unless
-        // the user verified the previous one, as Signal does.
+        // Trust on first use. A changed key is accepted when a message arrives with it (it is
+        // saved, reported loudly, and the verification mark is reset: see `save_identity`),
+        // as Signal does; this device does not encrypt to a changed key of a device the user
+        // verified until the user accepts the new safety number (`set_verified(.., false)`).
         let stored = self.vault.get(ns::IDENTITY, address.to_string().as_bytes()).await.map_err(storage)?;
-        match stored {
-            None => Ok(true),
-            Some(stored) if stored[..] == identity.serialize()[..] => Ok(true),
-            Some(_) => Ok(!self.is_verified(address).await.map_err(storage)?),
+        match (stored, direction) {
+            (None, _) | (Some(_), Direction::Receiving) => Ok(true),
+            (Some(stored), Direction::Sending) if stored[..] == identity.serialize()[..] => Ok(true),
+            (Some(_), Direction::Sending) => Ok(!self.is_verified(address).await.map_err(storage)?),
         }
     }
 
