@@ -72,7 +72,9 @@ export default async function globalSetup(): Promise<() => Promise<void>> {
   const child = spawn(binary, ['serve', '--bind', `127.0.0.1:${port}`, '--data-dir', data], {
     cwd: data,
     env: {
-      ...process.env,
+      // The server reads every COPAINS_* variable as configuration: pass none of the test
+      // runner's own (COPAINS_BIN, COPAINS_TEST_DATABASE_URL…).
+      ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('COPAINS_'))),
       COPAINS_WEB__DIR: dist,
       COPAINS_LOG_FORMAT: 'text',
       // Many sign-ups and logins from one address in a few minutes: lift the per-address budget.
