@@ -56,8 +56,9 @@ pub enum MessagingError {
     /// The send could not be completed.
     #[error("{0}")]
     Send(String),
-    /// A device the user verified now has another identity key: nothing is encrypted to it
-    /// until the user accepts the new safety number ([`Engine::set_verified`] with `false`).
+    /// A device the user verified now has another identity key: this send went nowhere. The
+    /// new key is now on record and no longer marked verified, so the user sees the new safety
+    /// number, and sending again sends to it (Signal's "send anyway").
     #[error("the safety number of {user}'s device {device} changed; verify it before sending")]
     UntrustedIdentity {
         /// The contact.
@@ -861,7 +862,7 @@ impl<T: Transport> Engine<T> {
                 Ok(envelope) => out.push(envelope),
                 Err(MessagingError::Crypto(CryptoError::Protocol(SignalProtocolError::UntrustedIdentity(_)))) => {
                     // A verified device came back with another identity key: say so, and send
-                    // nothing until the user has looked at the new safety number.
+                    // nothing this time; the user looks at the new number and sends again.
                     self.events.push((Incoming::IdentityChanged { user, device: d }, None));
                     return Err(MessagingError::UntrustedIdentity { user, device: d });
                 }

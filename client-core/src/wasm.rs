@@ -214,6 +214,13 @@ impl Engine {
         json(&Positioned { pos: pos.unwrap_or(0), entry: &HistoryEntry::Message(message) })
     }
 
+    /// Events raised outside `start`, `drainQueue` and `handleEnvelope` (by a send: a
+    /// contact's changed safety number). JSON `Event[]`.
+    #[wasm_bindgen(js_name = takeEvents)]
+    pub async fn take_events(&mut self) -> Result<String, JsValue> {
+        self.events().await
+    }
+
     /// Entries of a conversation before position `before` (the newest when absent), oldest
     /// first. JSON `HistoryEntry[]`.
     pub async fn history(&self, conversation: String, before: Option<f64>, limit: u32) -> Result<String, JsValue> {

@@ -297,8 +297,16 @@ impl E2eeDevice {
         let mut rng = rand::rng();
         let now = self.time();
         let s = &mut self.store;
-        process_prekey_bundle(&addr, &mut s.sessions, &mut s.identity, &bundle, now, &mut rng).await?;
-        Ok(())
+        match process_prekey_bundle(&addr, &mut s.sessions, &mut s.identity, &bundle, now, &mut rng).await {
+            Err(SignalProtocolError::UntrustedIdentity(a)) => {
+                // A device the user verified has a new key. Nothing is encrypted to it now; the
+                // new key is kept (the change is reported and the verification mark goes), so
+                // the user sees the new safety number, and sending again accepts it.
+                s.identity.save_identity(&addr, bundle.identity_key()?).await?;
+                Err(SignalProtocolError::UntrustedIdentity(a).into())
+            }
+            other => Ok(other?),
+        }
     }
 
     /// Encrypts `plaintext` for a device with which a session exists.

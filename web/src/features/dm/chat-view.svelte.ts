@@ -18,6 +18,8 @@ export function describeSendError(e: unknown): string {
       return 'Not sent: it could not be encrypted for this person.';
     case 'send':
       return `Not sent: ${message.replace(/^send:\s*/, '')}`;
+    case 'untrusted_identity':
+      return 'Not sent: this person’s safety number changed since you verified it. Review it (View safety number), then send again.';
     default:
       return 'Not sent.';
   }

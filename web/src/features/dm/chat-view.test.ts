@@ -20,6 +20,7 @@ function engineWith(total: number, failSends: number) {
       const end = before ?? total;
       return JSON.stringify(all.slice(Math.max(0, end - limit), end));
     },
+    takeEvents: async () => '[]',
     sendDm: async (_to: string, body: string) => {
       if (failures-- > 0) throw new Error('http: 503');
       const e = { ...entry(total), body, outgoing: true, author: '1' };
@@ -63,5 +64,15 @@ describe('ChatView', () => {
     await other.send('doomed');
     other.discard(other.pending[0]!.localId);
     expect(other.pending).toEqual([]);
+  });
+});
+
+describe('send errors', () => {
+  it('a changed safety number of a verified contact says what to do', async () => {
+    const { describeSendError } = await import('./chat-view.svelte');
+    expect(describeSendError(new Error("untrusted_identity: the safety number of 5's device 1 changed"))).toMatch(
+      /safety number changed since you verified it/,
+    );
+    expect(describeSendError(new Error('send: the message is empty'))).toBe('Not sent: the message is empty');
   });
 });

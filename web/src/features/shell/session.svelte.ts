@@ -109,6 +109,10 @@ export class ChatSession {
   constructor(options: ChatSessionOptions) {
     this.api = options.api;
     this.engine = options.engine;
+    this.engine.onEvents = (events) => {
+      for (const event of events) this.#event(event);
+      this.#scheduleListRefresh();
+    };
     this.session = options.session;
     this.#onEnded = options.onEnded;
     this.#onSignOut = options.onSignOut;

@@ -35,6 +35,7 @@ function fakeWasm() {
     },
     maintain: () => slow('maintain', undefined),
     sendDm: (to, body) => slow('send', JSON.stringify({ kind: 'message', pos: 1, body, conversation: to })),
+    takeEvents: async () => '[]',
     history: () => slow('history', '[]'),
     conversations: () => slow('conversations', '[]'),
     markRead: () => slow('markRead', undefined),

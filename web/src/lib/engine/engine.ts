@@ -111,8 +111,23 @@ export class Engine {
     return this.#run((e) => e.maintain(this.#now()));
   }
 
+  /** Events a send raised (a contact's changed safety number) go here. */
+  onEvents: (events: EngineEvent[]) => void = () => {};
+
   async sendDm(to: string, body: string): Promise<MessageEntry> {
-    const text = await this.#run((e) => e.sendDm(to, body, this.#now()));
+    const text = await this.#run(async (e) => {
+      try {
+        return await e.sendDm(to, body, this.#now());
+      } finally {
+        // The send's own outcome stands whatever happens here.
+        try {
+          const events = JSON.parse(await e.takeEvents()) as EngineEvent[];
+          if (events.length > 0) this.onEvents(events);
+        } catch {
+          // No events to show.
+        }
+      }
+    });
     return JSON.parse(text) as MessageEntry;
   }
 

@@ -20,6 +20,7 @@ export interface WasmEngine {
   takeAcks(): string;
   maintain(now: number): Promise<void>;
   sendDm(to: string, body: string, now: number): Promise<string>;
+  takeEvents(): Promise<string>;
   history(conversation: string, before: number | undefined, limit: number): Promise<string>;
   conversations(): Promise<string>;
   markRead(conversation: string): Promise<void>;
@@ -93,7 +94,7 @@ export type EngineEvent =
   | { type: 'retry_refused'; user: string; device: number; reason: RetryRefusal | string };
 
 /** How an engine failure is classified, from the code its message starts with. */
-export type EngineErrorKind = 'wrong_passphrase' | 'store' | 'http' | 'crypto' | 'send' | 'invalid' | 'other';
+export type EngineErrorKind = 'wrong_passphrase' | 'store' | 'http' | 'crypto' | 'send' | 'untrusted_identity' | 'invalid' | 'other';
 
 export function engineErrorKind(e: unknown): EngineErrorKind {
   const message = e instanceof Error ? e.message : typeof e === 'string' ? e : '';
@@ -104,6 +105,7 @@ export function engineErrorKind(e: unknown): EngineErrorKind {
     case 'http':
     case 'crypto':
     case 'send':
+    case 'untrusted_identity':
     case 'invalid':
       return code;
     default:
