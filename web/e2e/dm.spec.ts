@@ -194,6 +194,48 @@ test('a verified contact who signs in again on a new device: the message still a
   await b.context.close();
 });
 
+test('writing to a verified contact whose keys changed: not sent, the new safety number shown, Retry sends it', async ({ browser }) => {
+  const alice = uniqueName('kim');
+  const bob = uniqueName('lou');
+  const a = await newUser(browser);
+  const b = await newUser(browser);
+  await signUp(a.page, alice);
+  await signUp(b.page, bob);
+  await openDm(a.page, bob);
+  await send(a.page, 'first');
+  await openConversation(b.page, new RegExp(alice));
+  await expect(messages(b.page).getByText('first')).toBeVisible();
+  await openSettings(b.page, 'Privacy & safety');
+  await settingsDialog(b.page).getByRole('button', { name: new RegExp(`^${alice}`) }).click();
+  const verifiedNumber = await safetyNumber(b.page, alice);
+  await b.page.getByRole('switch', { name: 'Mark as verified' }).first().click();
+  await expect(b.page.getByRole('switch', { name: 'Mark as verified' }).first()).toHaveAttribute('aria-checked', 'true');
+  await closeSettings(b.page);
+
+  // A signs in again (new keys); B writes first, to the device B verified.
+  await signOut(a.page);
+  await signIn(a.page, alice);
+  await expectShell(a.page);
+  await send(b.page, 'is it still you?');
+  const failure = messages(b.page).getByRole('alert').filter({ hasText: 'safety number changed since you verified it' });
+  await expect(failure).toBeVisible({ timeout: 30_000 });
+  await expect(b.page.getByRole('alert').filter({ hasText: `${alice}'s safety number changed` })).toBeVisible();
+  await capture(b.page, 'send-to-changed-verified');
+
+  // B sees a new number, no longer verified; Retry sends to the new keys.
+  await openSettings(b.page, 'Privacy & safety');
+  await settingsDialog(b.page).getByRole('button', { name: new RegExp(`^${alice}`) }).click();
+  expect(await safetyNumber(b.page, alice)).not.toBe(verifiedNumber);
+  await expect(b.page.getByRole('switch', { name: 'Mark as verified' }).first()).toHaveAttribute('aria-checked', 'false');
+  await closeSettings(b.page);
+  await failure.getByRole('button', { name: 'Retry' }).click();
+  await expect(failure).toBeHidden();
+  await openConversation(a.page, new RegExp(bob));
+  await expect(messages(a.page).getByText('is it still you?')).toBeVisible({ timeout: 30_000 });
+  await a.context.close();
+  await b.context.close();
+});
+
 test('a conversation with a username nobody has is refused; the screens are accessible', async ({ browser }) => {
   const carol = uniqueName('carol');
   const c = await newUser(browser);
