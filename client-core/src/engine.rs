@@ -22,6 +22,7 @@ use rand::RngCore;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::store::Trust;
 use crate::crypto::{
     CryptoError, Decrypted, E2eeDevice, History, Refusal, SentEntry, SentLog, SentTo, Vault, VaultBackend, VaultError,
 };
@@ -56,9 +57,9 @@ pub enum MessagingError {
     /// The send could not be completed.
     #[error("{0}")]
     Send(String),
-    /// A device the user verified now has another identity key: this send went nowhere. The
-    /// new key is now on record and no longer marked verified, so the user sees the new safety
-    /// number, and sending again sends to it (Signal's "send anyway").
+    /// A device the user verified now has another identity key: nothing is sent to it until
+    /// the user accepts the new safety number ([`Engine::set_verified`] with `false`) or
+    /// verifies it again.
     #[error("the safety number of {user}'s device {device} changed; verify it before sending")]
     UntrustedIdentity {
         /// The contact.
@@ -176,6 +177,9 @@ pub struct SafetyNumber {
     pub number: String,
     /// Marked verified on this device.
     pub verified: bool,
+    /// It was verified and its identity key changed since: nothing is sent to it until the
+    /// user accepts the new number ([`Engine::set_verified`] with `false`) or verifies it.
+    pub changed: bool,
 }
 
 /// What the engine reports.
@@ -395,7 +399,9 @@ impl<T: Transport> Engine<T> {
                 None => "/api/v1/messages?limit=200".to_owned(),
             };
             let queue: Queue = self.api("GET", &path, None::<&()>).await?;
-            let more = queue.more;
+            // A page that does not move the cursor ends the drain (a server answering `more`
+            // with nothing new cannot keep the device looping).
+            let more = queue.more && queue.envelopes.last().is_some_and(|e| Some(e.id) > after);
             after = queue.envelopes.last().map(|e| e.id).or(after);
             for e in queue.envelopes {
                 self.process(e).await;
@@ -521,15 +527,22 @@ impl<T: Transport> Engine<T> {
         let mut out = Vec::new();
         for d in devices {
             if let Some(number) = self.device.safety_number(user, d).await? {
-                out.push(SafetyNumber { device: d, number, verified: self.device.is_verified(user, d).await? });
+                let trust = self.device.trust(user, d).await?;
+                out.push(SafetyNumber {
+                    device: d,
+                    number,
+                    verified: trust == Trust::Verified,
+                    changed: trust == Trust::Unverified,
+                });
             }
         }
         self.report_identity_changes();
         Ok(out)
     }
 
-    /// Marks a contact's device verified (after comparing safety numbers) or not: a later
-    /// identity change of a verified device is refused until verified again.
+    /// Marks a contact's device verified (after comparing safety numbers), or not: `false` also
+    /// accepts the new key of a verified device whose key changed. Nothing is sent to a
+    /// verified device whose key changed until one or the other.
     pub async fn set_verified(&self, user: UserId, device: DeviceId, verified: bool) -> Result<(), MessagingError> {
         Ok(self.device.set_verified(user, device, verified).await?)
     }
@@ -861,8 +874,8 @@ impl<T: Transport> Engine<T> {
             match encrypted {
                 Ok(envelope) => out.push(envelope),
                 Err(MessagingError::Crypto(CryptoError::Protocol(SignalProtocolError::UntrustedIdentity(_)))) => {
-                    // A verified device came back with another identity key: say so, and send
-                    // nothing this time; the user looks at the new number and sends again.
+                    // A verified device has another identity key: say so, and send nothing until
+                    // the user has accepted or verified the new number.
                     self.events.push((Incoming::IdentityChanged { user, device: d }, None));
                     return Err(MessagingError::UntrustedIdentity { user, device: d });
                 }

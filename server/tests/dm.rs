@@ -362,7 +362,11 @@ async fn a_verified_contact_with_new_keys_is_received_and_announced(backend: Bac
     assert!(!notices.iter().any(|n| matches!(n, Incoming::RetryRequested { .. })), "read at once: {notices:?}");
     let after = alice.messenger.safety_numbers(bob_id).await.expect("numbers");
     assert_ne!(before, after, "the safety number changed");
-    // The verification mark went with the old key: a reply goes to the new one.
+    // Verified before, "unverified" now: no reply goes to the new key until Alice accepts it
+    // (a forged message from the server cannot lift her verification by itself).
+    let err = alice.messenger.send_dm(bob_id, "welcome back").await.expect_err("refused until accepted");
+    assert!(matches!(err, MessagingError::UntrustedIdentity { .. }), "{err:?}");
+    alice.messenger.set_verified(bob_id, DeviceId(1), false).await.expect("accept");
     alice.messenger.send_dm(bob_id, "welcome back").await.expect("reply");
     let mut bob2 = bob2;
     assert_eq!(next_message(&mut bob2.messenger).await.body, "welcome back");
@@ -383,10 +387,13 @@ async fn nothing_is_sent_to_a_verified_device_with_new_keys_until_accepted(backe
         tokio::time::timeout(Duration::from_millis(500), bob2.messenger.next_message()).await.is_err(),
         "nothing reached the new keys"
     );
-    // She sees the new safety number, no longer marked verified; sending again accepts it.
+    // She sees the new safety number; sending again is still refused until she accepts it.
     let after = alice.messenger.safety_numbers(bob_id).await.expect("numbers");
     assert_ne!(before, after, "the new safety number is shown");
-    alice.messenger.send_dm(bob_id, "are you there?").await.expect("sent again");
+    let err = alice.messenger.send_dm(bob_id, "are you there?").await.expect_err("still refused");
+    assert!(matches!(err, MessagingError::UntrustedIdentity { .. }), "{err:?}");
+    alice.messenger.set_verified(bob_id, DeviceId(1), false).await.expect("accept");
+    alice.messenger.send_dm(bob_id, "are you there?").await.expect("sent after accepting");
     assert_eq!(next_message(&mut bob2.messenger).await.body, "are you there?");
     alice.messenger.close().await;
     bob2.messenger.close().await;

@@ -194,7 +194,7 @@ test('a verified contact who signs in again on a new device: the message still a
   await b.context.close();
 });
 
-test('writing to a verified contact whose keys changed: not sent, the new safety number shown, Retry sends it', async ({ browser }) => {
+test('writing to a verified contact whose keys changed: not sent until the new safety number is accepted', async ({ browser }) => {
   const alice = uniqueName('kim');
   const bob = uniqueName('lou');
   const a = await newUser(browser);
@@ -222,11 +222,18 @@ test('writing to a verified contact whose keys changed: not sent, the new safety
   await expect(b.page.getByRole('alert').filter({ hasText: `${alice}'s safety number changed` })).toBeVisible();
   await capture(b.page, 'send-to-changed-verified');
 
-  // B sees a new number, no longer verified; Retry sends to the new keys.
+  // Retry alone sends nothing: the new number must be accepted (or verified) first.
+  await failure.getByRole('button', { name: 'Retry' }).click();
+  await expect(failure).toBeVisible();
+  // B sees a new number, no longer verified, and accepts it; Retry then sends to the new keys.
   await openSettings(b.page, 'Privacy & safety');
   await settingsDialog(b.page).getByRole('button', { name: new RegExp(`^${alice}`) }).click();
   expect(await safetyNumber(b.page, alice)).not.toBe(verifiedNumber);
   await expect(b.page.getByRole('switch', { name: 'Mark as verified' }).first()).toHaveAttribute('aria-checked', 'false');
+  await expect(settingsDialog(b.page).getByText('Changed since you verified it.')).toBeVisible();
+  await capture(b.page, 'safety-number-changed-since-verified');
+  await settingsDialog(b.page).getByRole('button', { name: 'Accept new safety number' }).click();
+  await expect(settingsDialog(b.page).getByText('Changed since you verified it.')).toBeHidden();
   await closeSettings(b.page);
   await failure.getByRole('button', { name: 'Retry' }).click();
   await expect(failure).toBeHidden();

@@ -13,7 +13,7 @@ use libsignal_protocol::{
 };
 use rand::Rng;
 
-use super::store::{ns, DeviceStore};
+use super::store::{ns, DeviceStore, Trust};
 use super::vault::{Vault, VaultError};
 use crate::bytes::Base64Bytes;
 use crate::ids::{DeviceId, UserId};
@@ -299,9 +299,9 @@ impl E2eeDevice {
         let s = &mut self.store;
         match process_prekey_bundle(&addr, &mut s.sessions, &mut s.identity, &bundle, now, &mut rng).await {
             Err(SignalProtocolError::UntrustedIdentity(a)) => {
-                // A device the user verified has a new key. Nothing is encrypted to it now; the
-                // new key is kept (the change is reported and the verification mark goes), so
-                // the user sees the new safety number, and sending again accepts it.
+                // A device the user verified has a new key. Nothing is encrypted to it; the new
+                // key is kept (the change is reported, the device is now "unverified"), so the
+                // user sees the new safety number and can accept it or verify it again.
                 s.identity.save_identity(&addr, bundle.identity_key()?).await?;
                 Err(SignalProtocolError::UntrustedIdentity(a).into())
             }
@@ -494,7 +494,13 @@ impl E2eeDevice {
 
     /// Marks a contact's device as verified (after comparing safety numbers).
     pub async fn set_verified(&self, user: UserId, device: DeviceId, verified: bool) -> Result<(), CryptoError> {
-        Ok(self.store.identity.set_verified(&address(user, device)?, verified).await?)
+        let trust = if verified { Trust::Verified } else { Trust::Default };
+        Ok(self.store.identity.set_trust(&address(user, device)?, trust).await?)
+    }
+
+    /// A contact device's verification state.
+    pub async fn trust(&self, user: UserId, device: DeviceId) -> Result<Trust, CryptoError> {
+        Ok(self.store.identity.trust(&address(user, device)?).await?)
     }
 
     /// Whether a contact's device is marked verified.

@@ -96,6 +96,18 @@ impl DeviceStore {
     }
 }
 
+/// How far the user trusts a contact device's identity key (Signal's three states).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// Trusted on first use, never compared.
+    Default,
+    /// The user compared safety numbers and marked it verified.
+    Verified,
+    /// It was verified, and its identity key changed since: nothing is sent to it until the
+    /// user accepts the new key (back to `Default`) or verifies it again.
+    Unverified,
+}
+
 /// Own identity, and the identities of contacts' devices.
 pub struct Identities {
     vault: Rc<Vault>,
@@ -116,20 +128,28 @@ impl Identities {
         self.registration_id
     }
 
-    /// Marks a contact device as verified: a later identity change for it is refused until
-    /// the user verifies again.
-    pub async fn set_verified(&self, address: &ProtocolAddress, verified: bool) -> Result<(), VaultError> {
+    /// Sets a contact device's verification state.
+    pub async fn set_trust(&self, address: &ProtocolAddress, trust: Trust) -> Result<(), VaultError> {
         let key = address.to_string();
-        if verified {
-            self.vault.put(ns::VERIFIED, key.as_bytes(), &[1]).await
-        } else {
-            self.vault.delete(ns::VERIFIED, key.as_bytes()).await
+        match trust {
+            Trust::Default => self.vault.delete(ns::VERIFIED, key.as_bytes()).await,
+            Trust::Verified => self.vault.put(ns::VERIFIED, key.as_bytes(), &[1]).await,
+            Trust::Unverified => self.vault.put(ns::VERIFIED, key.as_bytes(), &[2]).await,
         }
+    }
+
+    /// A contact device's verification state.
+    pub async fn trust(&self, address: &ProtocolAddress) -> Result<Trust, VaultError> {
+        Ok(match self.vault.get(ns::VERIFIED, address.to_string().as_bytes()).await?.as_deref() {
+            None => Trust::Default,
+            Some([2]) => Trust::Unverified,
+            Some(_) => Trust::Verified,
+        })
     }
 
     /// Whether a contact's device is marked verified.
     pub async fn is_verified(&self, address: &ProtocolAddress) -> Result<bool, VaultError> {
-        Ok(self.vault.get(ns::VERIFIED, address.to_string().as_bytes()).await?.is_some())
+        Ok(self.trust(address).await? == Trust::Verified)
     }
 
     /// Addresses whose identity key changed since the last call.
@@ -179,9 +199,14 @@ impl IdentityKeyStore for Identities {
         }
         self.vault.put(ns::IDENTITY, key.as_bytes(), &serialized).await.map_err(storage)?;
         if previous.is_some() {
-            // Never silent: the change is reported to the user, and verification is reset.
+            // Never silent: the change is reported to the user. A verified device becomes
+            // "unverified": it stays refused for sending until the user accepts the new key.
             self.changes.push(address.clone());
-            self.set_verified(address, false).await.map_err(storage)?;
+            let next = match self.trust(address).await.map_err(storage)? {
+                Trust::Default => Trust::Default,
+                Trust::Verified | Trust::Unverified => Trust::Unverified,
+            };
+            self.set_trust(address, next).await.map_err(storage)?;
             return Ok(IdentityChange::ReplacedExisting);
         }
         Ok(IdentityChange::NewOrUnchanged)
@@ -194,14 +219,20 @@ impl IdentityKeyStore for Identities {
         direction: Direction,
     ) -> SignalResult<bool> {
         // Trust on first use. A changed key is accepted when a message arrives with it (it is
-        // saved, reported loudly, and the verification mark is reset: see `save_identity`),
-        // as Signal does; this device does not encrypt to a changed key of a device the user
-        // verified until the user accepts the new safety number (`set_verified(.., false)`).
+        // saved and reported loudly, see `save_identity`), as Signal does. This device sends
+        // nothing to a changed key of a device the user had verified until the user accepts
+        // it or verifies it again.
         let stored = self.vault.get(ns::IDENTITY, address.to_string().as_bytes()).await.map_err(storage)?;
         match (stored, direction) {
             (None, _) | (Some(_), Direction::Receiving) => Ok(true),
-            (Some(stored), Direction::Sending) if stored[..] == identity.serialize()[..] => Ok(true),
-            (Some(_), Direction::Sending) => Ok(!self.is_verified(address).await.map_err(storage)?),
+            (Some(stored), Direction::Sending) => {
+                let trust = self.trust(address).await.map_err(storage)?;
+                if stored[..] == identity.serialize()[..] {
+                    Ok(trust != Trust::Unverified)
+                } else {
+                    Ok(trust == Trust::Default)
+                }
+            }
         }
     }
 

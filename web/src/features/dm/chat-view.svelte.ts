@@ -19,7 +19,7 @@ export function describeSendError(e: unknown): string {
     case 'send':
       return `Not sent: ${message.replace(/^send:\s*/, '')}`;
     case 'untrusted_identity':
-      return 'Not sent: this person’s safety number changed since you verified it. Review it (View safety number), then send again.';
+      return 'Not sent: this person’s safety number changed since you verified it. Accept the new number or verify it again (View safety number), then Retry.';
     default:
       return 'Not sent.';
   }

@@ -234,6 +234,12 @@ export class ChatSession {
     try {
       const numbers = await this.engine.safetyNumbers(user);
       this.verified = { ...this.verified, [user]: numbers.length > 0 && numbers.every((n) => n.verified) };
+      // A verified device whose key changed stays announced (across reloads) until accepted.
+      const changed = numbers.filter((n) => n.changed).map((n) => n.device);
+      if (changed.length > 0) {
+        const known = this.identityAlerts[user] ?? [];
+        this.identityAlerts = { ...this.identityAlerts, [user]: [...new Set([...known, ...changed])] };
+      }
     } catch {
       // Offline at first contact: the mark stays unknown.
     }
@@ -241,11 +247,10 @@ export class ChatSession {
 
   async setVerified(user: string, device: number, verified: boolean): Promise<void> {
     await this.engine.setVerified(user, device, verified);
-    if (verified) {
-      const left = (this.identityAlerts[user] ?? []).filter((d) => d !== device);
-      if (left.length === 0) this.acknowledgeIdentityChange(user);
-      else this.identityAlerts = { ...this.identityAlerts, [user]: left };
-    }
+    // Verified again, or the new number accepted: that device's warning is done with.
+    const left = (this.identityAlerts[user] ?? []).filter((d) => d !== device);
+    if (left.length === 0) this.acknowledgeIdentityChange(user);
+    else this.identityAlerts = { ...this.identityAlerts, [user]: left };
     await this.refreshVerified(user);
   }
 

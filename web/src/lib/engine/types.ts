@@ -82,6 +82,8 @@ export interface SafetyNumber {
   device: number;
   number: string;
   verified: boolean;
+  /** Verified before, and its key changed since: nothing is sent to it until accepted or verified again. */
+  changed: boolean;
 }
 
 export type RetryRefusal = 'not_a_recipient' | 'expired' | 'identity_changed' | 'answered_already';
