@@ -195,6 +195,15 @@ pub enum Incoming {
         /// Their device.
         device: DeviceId,
     },
+    /// A device this device had not seen joined a contact's account, or this user's own
+    /// account. The server keeps the device lists: a device the user does not recognise may be
+    /// someone else's (compare safety numbers; for an own device, remove it).
+    DeviceAdded {
+        /// The contact, or this user.
+        user: UserId,
+        /// The new device.
+        device: DeviceId,
+    },
     /// An envelope could not be decrypted; a retry request went back to its sender.
     RetryRequested {
         /// The sender.
@@ -275,6 +284,8 @@ pub const BODY_MAX_BYTES: usize = 16 * 1024;
 const READ_NS: &str = "read";
 /// Vault namespace of the undecryptable entries waiting for their message (per device).
 const REPAIR_NS: &str = "repair";
+/// Vault namespace of the devices seen per account (kept across devices of this machine).
+const DEVICES_NS: &str = "devices";
 
 /// The engine of one device.
 pub struct Engine<T: Transport> {
@@ -364,6 +375,9 @@ impl<T: Transport> Engine<T> {
             self.put_keys(upload).await?;
             self.upload = None;
         }
+        // This account's devices as they are now: one added later is announced.
+        let own: Vec<crate::api::Device> = self.api("GET", "/api/v1/users/@me/devices", None::<&()>).await?;
+        self.note_devices(self.me, &own.iter().map(|d| d.id).collect::<Vec<_>>()).await?;
         self.maintain(now).await
     }
 
@@ -579,6 +593,9 @@ impl<T: Transport> Engine<T> {
         match self.device.decrypt(&envelope).await {
             Ok(Decrypted::Message(plaintext)) => match serde_json::from_slice::<Content>(&plaintext) {
                 Ok(content) => {
+                    if let Err(e) = self.note_devices(envelope.sender, &[envelope.sender_device]).await {
+                        tracing::warn!(error = %e, "could not record a device");
+                    }
                     let outgoing = envelope.sender == self.me;
                     let message = DirectMessage {
                         message_id: content.id,
@@ -723,6 +740,54 @@ impl<T: Transport> Engine<T> {
         }
     }
 
+    /// Records the devices of `user`'s account seen now, announcing those not seen before
+    /// (unless none was known yet: the first contact with an account trusts what it finds).
+    async fn note_devices(&mut self, user: UserId, devices: &[DeviceId]) -> Result<(), VaultError> {
+        let key = user.to_string();
+        let vault = self.device.vault();
+        let mut known: Vec<DeviceId> = match vault.get(DEVICES_NS, key.as_bytes()).await? {
+            Some(raw) => serde_json::from_slice(&raw).map_err(|_| VaultError::Corrupt)?,
+            None => Vec::new(),
+        };
+        let first_contact = known.is_empty() && !(user == self.me && vault.get(DEVICES_NS, b"own-seen").await?.is_some());
+        let mut added = Vec::new();
+        for &d in devices {
+            if (user == self.me && d == self.my_device) || known.contains(&d) {
+                continue;
+            }
+            known.push(d);
+            if !first_contact {
+                added.push(d);
+            }
+        }
+        if first_contact && user == self.me {
+            vault.put(DEVICES_NS, b"own-seen", &[1]).await?;
+        }
+        if first_contact || !added.is_empty() {
+            known.sort();
+            let raw = serde_json::to_vec(&known).map_err(|e| VaultError::Backend(e.to_string()))?;
+            vault.put(DEVICES_NS, key.as_bytes(), &raw).await?;
+        }
+        for device in added {
+            self.events.push((Incoming::DeviceAdded { user, device }, None));
+        }
+        Ok(())
+    }
+
+    /// Forgets a device that left `user`'s account (it is announced again if it comes back).
+    async fn forget_device(&self, user: UserId, device: DeviceId) -> Result<(), VaultError> {
+        let key = user.to_string();
+        let vault = self.device.vault();
+        let Some(raw) = vault.get(DEVICES_NS, key.as_bytes()).await? else { return Ok(()) };
+        let mut known: Vec<DeviceId> = serde_json::from_slice(&raw).map_err(|_| VaultError::Corrupt)?;
+        if known.contains(&device) {
+            known.retain(|d| *d != device);
+            let raw = serde_json::to_vec(&known).map_err(|e| VaultError::Backend(e.to_string()))?;
+            vault.put(DEVICES_NS, key.as_bytes(), &raw).await?;
+        }
+        Ok(())
+    }
+
     fn report_identity_changes(&mut self) {
         for (user, device) in self.device.take_identity_changes() {
             self.events.push((Incoming::IdentityChanged { user, device }, None));
@@ -852,6 +917,7 @@ impl<T: Transport> Engine<T> {
             Err(MessagingError::Api { status: 404, .. }) if user == self.me => Vec::new(),
             Err(e) => return Err(e),
         };
+        self.note_devices(user, &devices).await?;
         self.devices.insert(user, devices.clone());
         Ok(devices)
     }
@@ -954,6 +1020,10 @@ impl<T: Transport> Engine<T> {
         for d in m.extra_devices.iter().chain(&m.stale_devices) {
             self.device.forget_session(user, *d).await?;
         }
+        for d in &m.extra_devices {
+            self.forget_device(user, *d).await?;
+        }
+        self.note_devices(user, &m.missing_devices).await?;
         Ok(())
     }
 

@@ -135,6 +135,7 @@ enum JsEvent<'a> {
     Undecryptable { entry: Positioned<'a> },
     Repaired { conversation: String, pos: u64 },
     IdentityChanged { user: String, device: u32 },
+    DeviceAdded { user: String, device: u32 },
     RetryRefused { user: String, device: u32, reason: crate::engine::RetryRefusal },
 }
 
@@ -315,6 +316,9 @@ impl Engine {
                 }
                 Incoming::IdentityChanged { user, device } => {
                     out.push(JsEvent::IdentityChanged { user: user.to_string(), device: device.0 })
+                }
+                Incoming::DeviceAdded { user, device } => {
+                    out.push(JsEvent::DeviceAdded { user: user.to_string(), device: device.0 })
                 }
                 Incoming::RetryRefused { user, device, reason, .. } => {
                     out.push(JsEvent::RetryRefused { user: user.to_string(), device: device.0, reason: *reason })

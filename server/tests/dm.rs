@@ -217,8 +217,19 @@ async fn a_device_added_mid_conversation_gets_later_messages(backend: Backend) {
 
     let mut a2 = add_device(&app, "alice", 2).await;
     bob.messenger.send_dm(a1.id, "after").await.expect("send: bob learns of the new device");
-    assert_eq!(next_message(&mut a1.messenger).await.body, "after");
+    // Both Bob and Alice's first device are told: a device the server added shows.
+    let bob_notices = drain_notices(&mut bob.messenger).await;
+    assert!(bob_notices.contains(&Incoming::DeviceAdded { user: a1.id, device: DeviceId(2) }), "{bob_notices:?}");
+    let (got, a1_notices) = next_message_and_notices(&mut a1.messenger).await;
+    assert_eq!(got.body, "after");
+    let a1_notices = [a1_notices, drain_notices(&mut a1.messenger).await].concat();
+    assert!(!a1_notices.iter().any(|n| matches!(n, Incoming::DeviceAdded { .. })), "not yet: {a1_notices:?}");
+    a1.messenger.send_dm(bob.id, "seen").await.expect("send: alice's first device learns of her second");
+    let a1_notices = drain_notices(&mut a1.messenger).await;
+    assert!(a1_notices.contains(&Incoming::DeviceAdded { user: a1.id, device: DeviceId(2) }), "{a1_notices:?}");
+    assert_eq!(next_message(&mut bob.messenger).await.body, "seen");
     assert_eq!(next_message(&mut a2.messenger).await.body, "after", "the new device reads from the point it joined");
+    assert_eq!(next_message(&mut a2.messenger).await.body, "seen");
     a1.messenger.send_dm(bob.id, "hello from 1").await.expect("send");
     let copy = next_message(&mut a2.messenger).await;
     assert_eq!((copy.body.as_str(), copy.outgoing), ("hello from 1", true));

@@ -243,6 +243,37 @@ test('writing to a verified contact whose keys changed: not sent until the new s
   await b.context.close();
 });
 
+test('a device added to an account is announced to its contacts and to its other devices', async ({ browser }) => {
+  const alice = uniqueName('max');
+  const bob = uniqueName('ned');
+  const a = await newUser(browser);
+  const b = await newUser(browser);
+  await signUp(a.page, alice);
+  await signUp(b.page, bob);
+  await openDm(a.page, bob);
+  await send(a.page, 'hello');
+  await openConversation(b.page, new RegExp(alice));
+  await expect(messages(b.page).getByText('hello')).toBeVisible();
+
+  // Alice signs in on a second browser: her account now has two devices.
+  const a2 = await newUser(browser);
+  await a2.page.goto('/');
+  await signIn(a2.page, alice);
+  await expectShell(a2.page);
+
+  await send(b.page, 'which device reads this?');
+  await expect(b.page.getByRole('status').filter({ hasText: `${alice} has a new device` })).toBeVisible({ timeout: 30_000 });
+  await capture(b.page, 'contact-new-device');
+  await expect(messages(a.page).getByText('which device reads this?')).toBeVisible({ timeout: 30_000 });
+  await send(a.page, 'both of them');
+  await expect(a.page.getByRole('status').filter({ hasText: 'A new device was added to your account' })).toBeVisible({
+    timeout: 30_000,
+  });
+  await openConversation(a2.page, new RegExp(bob));
+  await expect(messages(a2.page).getByText('both of them')).toBeVisible({ timeout: 30_000 });
+  for (const p of [a, a2, b]) await p.context.close();
+});
+
 test('a conversation with a username nobody has is refused; the screens are accessible', async ({ browser }) => {
   const carol = uniqueName('carol');
   const c = await newUser(browser);

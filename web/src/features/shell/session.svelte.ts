@@ -75,6 +75,8 @@ export class ChatSession {
   verified = $state<Record<string, boolean>>({});
   /** Messages that could not be recovered, per conversation. */
   refusals = $state<Record<string, RefusalNotice[]>>({});
+  /** Devices that joined an account (a contact's, or this user's own) since this device last looked. */
+  newDevices = $state<Record<string, number[]>>({});
   /** Text for the screen reader's live region. */
   announcement = $state('');
   /** Whether the page is visible (a conversation on screen is read only then). */
@@ -224,6 +226,11 @@ export class ChatSession {
   acknowledgeIdentityChange(user: string): void {
     const { [user]: _, ...rest } = this.identityAlerts;
     this.identityAlerts = rest;
+  }
+
+  dismissNewDevices(user: string): void {
+    const { [user]: _, ...rest } = this.newDevices;
+    this.newDevices = rest;
   }
 
   dismissRefusal(user: string, id: number): void {
@@ -396,6 +403,18 @@ export class ChatSession {
         }
         this.verified = { ...this.verified, [event.user]: false };
         this.#announce(`Warning: ${this.contacts.name(event.user)}'s safety number changed.`);
+        break;
+      }
+      case 'device_added': {
+        const devices = this.newDevices[event.user] ?? [];
+        if (!devices.includes(event.device)) {
+          this.newDevices = { ...this.newDevices, [event.user]: [...devices, event.device] };
+        }
+        const own = event.user === this.session.userId;
+        this.#announce(
+          own ? 'A new device was added to your account.' : `${this.contacts.name(event.user)} has a new device.`,
+        );
+        if (!own) void this.refreshVerified(event.user);
         break;
       }
       case 'retry_refused': {

@@ -93,6 +93,7 @@ export type EngineEvent =
   | { type: 'undecryptable'; entry: HistoryEntry }
   | { type: 'repaired'; conversation: string; pos: number }
   | { type: 'identity_changed'; user: string; device: number }
+  | { type: 'device_added'; user: string; device: number }
   | { type: 'retry_refused'; user: string; device: number; reason: RetryRefusal | string };
 
 /** How an engine failure is classified, from the code its message starts with. */
