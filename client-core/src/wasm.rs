@@ -177,14 +177,14 @@ impl Engine {
     /// Publishes a new device's keys and tops up prekeys. JSON `Event[]`.
     pub async fn start(&mut self, now: f64) -> Result<String, JsValue> {
         self.inner.start(now as i64).await.map_err(error)?;
-        self.events().await
+        self.events()
     }
 
     /// Fetches and decrypts the offline queue. JSON `Event[]`.
     #[wasm_bindgen(js_name = drainQueue)]
     pub async fn drain_queue(&mut self, now: f64) -> Result<String, JsValue> {
         self.inner.drain_queue(now as i64).await.map_err(error)?;
-        self.events().await
+        self.events()
     }
 
     /// Processes the `d` of an `ENVELOPE` dispatch (JSON text). JSON `Event[]`.
@@ -193,7 +193,7 @@ impl Engine {
         let envelope: Envelope = serde_json::from_str(&envelope_json)
             .map_err(|e| JsValue::from(js_sys::Error::new(&format!("invalid: envelope: {e}"))))?;
         self.inner.handle_envelope(envelope, now as i64).await;
-        self.events().await
+        self.events()
     }
 
     /// Envelope ids to acknowledge over the gateway (JSON `string[]`).
@@ -218,8 +218,8 @@ impl Engine {
     /// Events raised outside `start`, `drainQueue` and `handleEnvelope` (by a send: a
     /// contact's changed safety number). JSON `Event[]`.
     #[wasm_bindgen(js_name = takeEvents)]
-    pub async fn take_events(&mut self) -> Result<String, JsValue> {
-        self.events().await
+    pub fn take_events(&mut self) -> Result<String, JsValue> {
+        self.events()
     }
 
     /// Entries of a conversation before position `before` (the newest when absent), oldest
@@ -279,52 +279,51 @@ impl Engine {
     }
 
     /// Events produced since the last call, as JSON.
-    async fn events(&mut self) -> Result<String, JsValue> {
+    fn events(&mut self) -> Result<String, JsValue> {
         let events = self.inner.take_events_positioned();
-        let mut out = Vec::with_capacity(events.len());
-        let mut entries = Vec::new();
-        for (event, position) in &events {
-            if let (Incoming::RetryRequested { user, .. }, Some(pos)) = (event, position) {
-                // The undecryptable entry as it was kept.
-                if let Some((_, e)) = self.inner.history(*user, Some(pos + 1), 1).await.map_err(error)?.pop() {
-                    entries.push(e);
-                }
-            }
-        }
-        let mut kept = entries.iter();
-        let mut messages = Vec::new();
-        for (event, _) in &events {
-            if let Incoming::Message(m) = event {
-                messages.push(HistoryEntry::Message(m.clone()));
-            }
-        }
-        let mut messages = messages.iter();
-        for (event, position) in &events {
-            match event {
-                Incoming::Message(_) => {
-                    if let Some(entry) = messages.next() {
-                        out.push(JsEvent::Message { entry: Positioned { pos: position.unwrap_or(0), entry } });
+        // The history entry each event shows, built first so that the JSON can borrow it.
+        let shown: Vec<Option<HistoryEntry>> = events
+            .iter()
+            .map(|(event, _)| match event {
+                Incoming::Message(m) => Some(HistoryEntry::Message(m.clone())),
+                Incoming::RetryRequested { user, device, sent_at, .. } => Some(HistoryEntry::Undecryptable {
+                    conversation: *user,
+                    author: *user,
+                    author_device: *device,
+                    sent_at: *sent_at,
+                    repaired: false,
+                }),
+                _ => None,
+            })
+            .collect();
+        let out: Vec<JsEvent<'_>> = events
+            .iter()
+            .zip(&shown)
+            .filter_map(|((event, position), entry)| {
+                Some(match (event, entry) {
+                    (Incoming::Message(_), Some(entry)) => {
+                        JsEvent::Message { entry: Positioned { pos: position.unwrap_or(0), entry } }
                     }
-                }
-                Incoming::RetryRequested { .. } => {
-                    if let (Some(pos), Some(entry)) = (position, position.and_then(|_| kept.next())) {
-                        out.push(JsEvent::Undecryptable { entry: Positioned { pos: *pos, entry } });
+                    // Only an entry kept in history is shown (not a copy from an own device).
+                    (Incoming::RetryRequested { .. }, Some(entry)) => {
+                        JsEvent::Undecryptable { entry: Positioned { pos: (*position)?, entry } }
                     }
-                }
-                Incoming::Repaired { conversation, position } => {
-                    out.push(JsEvent::Repaired { conversation: conversation.to_string(), pos: *position })
-                }
-                Incoming::IdentityChanged { user, device } => {
-                    out.push(JsEvent::IdentityChanged { user: user.to_string(), device: device.0 })
-                }
-                Incoming::DeviceAdded { user, device } => {
-                    out.push(JsEvent::DeviceAdded { user: user.to_string(), device: device.0 })
-                }
-                Incoming::RetryRefused { user, device, reason, .. } => {
-                    out.push(JsEvent::RetryRefused { user: user.to_string(), device: device.0, reason: *reason })
-                }
-            }
-        }
+                    (Incoming::Repaired { conversation, position }, _) => {
+                        JsEvent::Repaired { conversation: conversation.to_string(), pos: *position }
+                    }
+                    (Incoming::IdentityChanged { user, device }, _) => {
+                        JsEvent::IdentityChanged { user: user.to_string(), device: device.0 }
+                    }
+                    (Incoming::DeviceAdded { user, device }, _) => {
+                        JsEvent::DeviceAdded { user: user.to_string(), device: device.0 }
+                    }
+                    (Incoming::RetryRefused { user, device, reason, .. }, _) => {
+                        JsEvent::RetryRefused { user: user.to_string(), device: device.0, reason: *reason }
+                    }
+                    _ => return None,
+                })
+            })
+            .collect();
         json(&out)
     }
 }

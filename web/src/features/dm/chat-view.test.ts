@@ -20,7 +20,7 @@ function engineWith(total: number, failSends: number) {
       const end = before ?? total;
       return JSON.stringify(all.slice(Math.max(0, end - limit), end));
     },
-    takeEvents: async () => '[]',
+    takeEvents: () => '[]',
     sendDm: async (_to: string, body: string) => {
       if (failures-- > 0) throw new Error('http: 503');
       const e = { ...entry(total), body, outgoing: true, author: '1' };

@@ -76,7 +76,7 @@ function fakeEngine() {
     maintain: async () => {
       calls.push('maintain');
     },
-    takeEvents: async () => '[]',
+    takeEvents: () => '[]',
     sendDm: async (to, body) => {
       const entry = { ...message(pos++, body, ME), conversation: to };
       history.push(entry);

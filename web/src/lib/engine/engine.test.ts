@@ -35,7 +35,7 @@ function fakeWasm() {
     },
     maintain: () => slow('maintain', undefined),
     sendDm: (to, body) => slow('send', JSON.stringify({ kind: 'message', pos: 1, body, conversation: to })),
-    takeEvents: async () => '[]',
+    takeEvents: () => '[]',
     history: () => slow('history', '[]'),
     conversations: () => slow('conversations', '[]'),
     markRead: () => slow('markRead', undefined),

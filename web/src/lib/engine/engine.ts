@@ -121,7 +121,7 @@ export class Engine {
       } finally {
         // The send's own outcome stands whatever happens here.
         try {
-          const events = JSON.parse(await e.takeEvents()) as EngineEvent[];
+          const events = JSON.parse(e.takeEvents()) as EngineEvent[];
           if (events.length > 0) this.onEvents(events);
         } catch {
           // No events to show.

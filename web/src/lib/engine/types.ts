@@ -20,7 +20,7 @@ export interface WasmEngine {
   takeAcks(): string;
   maintain(now: number): Promise<void>;
   sendDm(to: string, body: string, now: number): Promise<string>;
-  takeEvents(): Promise<string>;
+  takeEvents(): string;
   history(conversation: string, before: number | undefined, limit: number): Promise<string>;
   conversations(): Promise<string>;
   markRead(conversation: string): Promise<void>;
