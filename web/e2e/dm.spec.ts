@@ -1,3 +1,4 @@
+import type { Browser } from '@playwright/test';
 import {
   capture,
   closeSettings,
@@ -162,7 +163,8 @@ test('after signing out and in again (a new device), the conversation goes on bo
   await b.context.close();
 });
 
-test('a verified contact who signs in again on a new device: the message still arrives, with the safety-number warning', async ({ browser }) => {
+/** A and B have talked (A wrote `first`), and B has marked A's device verified. */
+async function verifiedPair(browser: Browser, first: string) {
   const alice = uniqueName('ivy');
   const bob = uniqueName('jon');
   const a = await newUser(browser);
@@ -170,16 +172,20 @@ test('a verified contact who signs in again on a new device: the message still a
   await signUp(a.page, alice);
   await signUp(b.page, bob);
   await openDm(a.page, bob);
-  await send(a.page, 'before');
+  await send(a.page, first);
   await openConversation(b.page, new RegExp(alice));
-  await expect(messages(b.page).getByText('before')).toBeVisible();
-
-  // B verifies A's device.
+  await expect(messages(b.page).getByText(first)).toBeVisible();
   await openSettings(b.page, 'Privacy & safety');
   await settingsDialog(b.page).getByRole('button', { name: new RegExp(`^${alice}`) }).click();
+  const verifiedNumber = await safetyNumber(b.page, alice);
   await b.page.getByRole('switch', { name: 'Mark as verified' }).first().click();
   await expect(b.page.getByRole('switch', { name: 'Mark as verified' }).first()).toHaveAttribute('aria-checked', 'true');
   await closeSettings(b.page);
+  return { alice, bob, a, b, verifiedNumber };
+}
+
+test('a verified contact who signs in again on a new device: the message still arrives, with the safety-number warning', async ({ browser }) => {
+  const { alice, bob, a, b } = await verifiedPair(browser, 'before');
 
   // A signs in again: a new device, which the server numbers like the removed one, with new keys.
   await signOut(a.page);
@@ -195,22 +201,7 @@ test('a verified contact who signs in again on a new device: the message still a
 });
 
 test('writing to a verified contact whose keys changed: not sent until the new safety number is accepted', async ({ browser }) => {
-  const alice = uniqueName('kim');
-  const bob = uniqueName('lou');
-  const a = await newUser(browser);
-  const b = await newUser(browser);
-  await signUp(a.page, alice);
-  await signUp(b.page, bob);
-  await openDm(a.page, bob);
-  await send(a.page, 'first');
-  await openConversation(b.page, new RegExp(alice));
-  await expect(messages(b.page).getByText('first')).toBeVisible();
-  await openSettings(b.page, 'Privacy & safety');
-  await settingsDialog(b.page).getByRole('button', { name: new RegExp(`^${alice}`) }).click();
-  const verifiedNumber = await safetyNumber(b.page, alice);
-  await b.page.getByRole('switch', { name: 'Mark as verified' }).first().click();
-  await expect(b.page.getByRole('switch', { name: 'Mark as verified' }).first()).toHaveAttribute('aria-checked', 'true');
-  await closeSettings(b.page);
+  const { alice, bob, a, b, verifiedNumber } = await verifiedPair(browser, 'first');
 
   // A signs in again (new keys); B writes first, to the device B verified.
   await signOut(a.page);
