@@ -277,6 +277,11 @@ struct Content {
 /// How many times one message is sent again to one device on retry requests.
 const RESEND_ANSWERS_MAX: u32 = 3;
 
+/// Retry requests sent to one device per minute at most: a peer sending junk gets a few, not
+/// one per envelope (each costs this user a send). The envelopes past it are still kept in
+/// history as undecryptable.
+const RETRY_REQUESTS_PER_MINUTE: u32 = 5;
+
 /// Longest message text, in bytes.
 pub const BODY_MAX_BYTES: usize = 16 * 1024;
 
@@ -302,6 +307,8 @@ pub struct Engine<T: Transport> {
     /// Retry requests answered, by (requester, device, timestamp): a message goes again at
     /// most [`RESEND_ANSWERS_MAX`] times to one device.
     answered: HashMap<(UserId, DeviceId, i64), u32>,
+    /// Retry requests sent per device in the current minute: (minute start, count).
+    retry_requests: HashMap<(UserId, DeviceId), (i64, u32)>,
     /// Processed envelopes not yet acknowledged.
     acks: Vec<EnvelopeId>,
     /// Events not yet taken, with the history position of the entry each one shows.
@@ -342,6 +349,7 @@ impl<T: Transport> Engine<T> {
             devices: BTreeMap::new(),
             seen: HashSet::new(),
             answered: HashMap::new(),
+            retry_requests: HashMap::new(),
             acks: Vec::new(),
             events: Vec::new(),
             now,
@@ -637,9 +645,13 @@ impl<T: Transport> Engine<T> {
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, sender = %envelope.sender, "envelope could not be decrypted; asking for a retry");
-                if let Err(e) = self.request_retry(&envelope).await {
-                    tracing::warn!(error = %e, "retry request failed");
+                if self.may_request_retry(envelope.sender, envelope.sender_device) {
+                    tracing::warn!(error = %e, sender = %envelope.sender, "envelope could not be decrypted; asking for a retry");
+                    if let Err(e) = self.request_retry(&envelope).await {
+                        tracing::warn!(error = %e, "retry request failed");
+                    }
+                } else {
+                    tracing::warn!(error = %e, sender = %envelope.sender, "envelope could not be decrypted; too many retry requests to that device this minute");
                 }
                 let position = match self.remember_undecryptable(&envelope).await {
                     Ok(p) => p,
@@ -792,6 +804,19 @@ impl<T: Transport> Engine<T> {
         for (user, device) in self.device.take_identity_changes() {
             self.events.push((Incoming::IdentityChanged { user, device }, None));
         }
+    }
+
+    /// Counts a retry request to `device` of `user`; `false` past the minute's allowance.
+    fn may_request_retry(&mut self, user: UserId, device: DeviceId) -> bool {
+        if self.retry_requests.len() > 10_000 {
+            self.retry_requests.retain(|_, (start, _)| self.now - *start < 60_000);
+        }
+        let (start, count) = self.retry_requests.entry((user, device)).or_insert((self.now, 0));
+        if self.now - *start >= 60_000 {
+            (*start, *count) = (self.now, 0);
+        }
+        *count += 1;
+        *count <= RETRY_REQUESTS_PER_MINUTE
     }
 
     async fn request_retry(&mut self, envelope: &Envelope) -> Result<(), MessagingError> {

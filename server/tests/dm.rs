@@ -32,6 +32,7 @@ backend_tests!(
     a_new_identity_on_a_reused_device_id_is_surfaced,
     a_verified_contact_with_new_keys_is_received_and_announced,
     nothing_is_sent_to_a_verified_device_with_new_keys_until_accepted,
+    a_peer_sending_junk_gets_a_few_retry_requests_not_one_each,
     concurrent_bundle_fetches_never_share_a_one_time_prekey,
     history_is_kept_in_the_encrypted_store_across_restarts,
 );
@@ -408,6 +409,40 @@ async fn nothing_is_sent_to_a_verified_device_with_new_keys_until_accepted(backe
     assert_eq!(next_message(&mut bob2.messenger).await.body, "are you there?");
     alice.messenger.close().await;
     bob2.messenger.close().await;
+    app.shutdown().await;
+}
+
+async fn a_peer_sending_junk_gets_a_few_retry_requests_not_one_each(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut alice = register(&app, "alice").await;
+    let mut mallory = RawDevice::register(&app, "mallory").await;
+    // A real session first, so that Mallory's junk is well-formed: genuine ciphertexts with a
+    // broken authentication tag, which Alice cannot decrypt and would ask to have again.
+    alice.messenger.send_dm(mallory.id, "hi Mallory").await.expect("send");
+    let hello = mallory.queue().await.pop().expect("alice's message");
+    assert_eq!(mallory.read(&hello).await, "hi Mallory");
+    mallory.ack(hello.id).await;
+    for i in 0..20 {
+        let mut junk = mallory.device.encrypt(alice.id, DeviceId(1), format!("junk {i}").as_bytes()).await.expect("encrypt");
+        let last = junk.content.0.len() - 1;
+        junk.content.0[last] ^= 1;
+        let send = SendMessage { recipient: alice.id, messages: vec![junk], sync_messages: Vec::new(), partial: false };
+        let _: SendReceipt = mallory.client.api(Method::POST, "/api/v1/messages", Some(&send)).await.expect("post junk");
+    }
+    // Alice shows all twenty as undecryptable, and asks again only five times.
+    let mut undecryptable = 0;
+    while undecryptable < 20 {
+        match tokio::time::timeout(Duration::from_secs(20), alice.messenger.next()).await.expect("in time").expect("open") {
+            Incoming::RetryRequested { user, .. } if user == mallory.id => undecryptable += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let entries = alice.messenger.entries(mallory.id, None, 50).await.expect("entries");
+    assert_eq!(entries.iter().filter(|(_, e)| matches!(e, HistoryEntry::Undecryptable { .. })).count(), 20);
+    let requests = mallory.queue().await;
+    assert_eq!(requests.len(), 5, "{requests:?}");
+    assert!(requests.iter().all(|e| e.kind == copains_client_core::messages::kind::PLAINTEXT), "{requests:?}");
+    alice.messenger.close().await;
     app.shutdown().await;
 }
 
