@@ -414,35 +414,49 @@ async fn nothing_is_sent_to_a_verified_device_with_new_keys_until_accepted(backe
 
 async fn a_peer_sending_junk_gets_a_few_retry_requests_not_one_each(backend: Backend) {
     let app = spawn(backend).await;
-    let mut alice = register(&app, "alice").await;
+    let client = app.client();
+    let alice_id = client.register("alice", "a-long-password", Some("first")).await.expect("register").user.id;
+    let skew = Arc::new(AtomicI64::new(0));
+    let clock = {
+        let skew = skew.clone();
+        Clock::from_fn(move || copains_client_core::crypto::device::now_ms() + skew.load(Ordering::SeqCst))
+    };
+    let mut alice =
+        client.enable_e2ee_with_clock(app.data_dir.path().join("alice-1.vault"), "vault passphrase", clock).await.expect("e2ee");
     let mut mallory = RawDevice::register(&app, "mallory").await;
     // A real session first, so that Mallory's junk is well-formed: genuine ciphertexts with a
     // broken authentication tag, which Alice cannot decrypt and would ask to have again.
-    alice.messenger.send_dm(mallory.id, "hi Mallory").await.expect("send");
+    alice.send_dm(mallory.id, "hi Mallory").await.expect("send");
     let hello = mallory.queue().await.pop().expect("alice's message");
     assert_eq!(mallory.read(&hello).await, "hi Mallory");
     mallory.ack(hello.id).await;
-    for i in 0..20 {
-        let mut junk = mallory.device.encrypt(alice.id, DeviceId(1), format!("junk {i}").as_bytes()).await.expect("encrypt");
-        let last = junk.content.0.len() - 1;
-        junk.content.0[last] ^= 1;
-        let send = SendMessage { recipient: alice.id, messages: vec![junk], sync_messages: Vec::new(), partial: false };
-        let _: SendReceipt = mallory.client.api(Method::POST, "/api/v1/messages", Some(&send)).await.expect("post junk");
-    }
-    // Alice shows all twenty as undecryptable, and asks again only five times.
-    let mut undecryptable = 0;
-    while undecryptable < 20 {
-        match tokio::time::timeout(Duration::from_secs(20), alice.messenger.next()).await.expect("in time").expect("open") {
-            Incoming::RetryRequested { user, .. } if user == mallory.id => undecryptable += 1,
-            other => panic!("unexpected {other:?}"),
+    async fn junk(alice: &mut Messenger, alice_id: UserId, mallory: &mut RawDevice, n: usize) {
+        for i in 0..n {
+            let mut junk = mallory.device.encrypt(alice_id, DeviceId(1), format!("junk {i}").as_bytes()).await.expect("encrypt");
+            let last = junk.content.0.len() - 1;
+            junk.content.0[last] ^= 1;
+            let send = SendMessage { recipient: alice_id, messages: vec![junk], sync_messages: Vec::new(), partial: false };
+            let _: SendReceipt = mallory.client.api(Method::POST, "/api/v1/messages", Some(&send)).await.expect("post junk");
+        }
+        // Alice shows each as undecryptable.
+        for _ in 0..n {
+            match tokio::time::timeout(Duration::from_secs(20), alice.next()).await.expect("in time").expect("open") {
+                Incoming::RetryRequested { user, .. } if user == mallory.id => {}
+                other => panic!("unexpected {other:?}"),
+            }
         }
     }
-    let entries = alice.messenger.entries(mallory.id, None, 50).await.expect("entries");
+    junk(&mut alice, alice_id, &mut mallory, 20).await;
+    let entries = alice.entries(mallory.id, None, 50).await.expect("entries");
     assert_eq!(entries.iter().filter(|(_, e)| matches!(e, HistoryEntry::Undecryptable { .. })).count(), 20);
     let requests = mallory.queue().await;
-    assert_eq!(requests.len(), 5, "{requests:?}");
+    assert_eq!(requests.len(), 5, "twenty undecryptable, five retry requests: {requests:?}");
     assert!(requests.iter().all(|e| e.kind == copains_client_core::messages::kind::PLAINTEXT), "{requests:?}");
-    alice.messenger.close().await;
+    // A minute later (on Alice's clock), she may ask again.
+    skew.store(61_000, Ordering::SeqCst);
+    junk(&mut alice, alice_id, &mut mallory, 2).await;
+    assert_eq!(mallory.queue().await.len(), 7, "a new minute, new requests");
+    alice.close().await;
     app.shutdown().await;
 }
 
