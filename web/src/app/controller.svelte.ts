@@ -256,6 +256,8 @@ export class AppController {
   sessionEnded(why: 'revoked' | 'expired' | string): void {
     // The API client and the gateway may both notice: act once.
     if (!this.#session && this.screen.name === 'signin') return;
+    // Another tab took over: a late answer here must not clear the session it now holds.
+    if (this.screen.name === 'other-tab') return;
     const username = this.#session?.username;
     const chat = this.chat;
     this.chat = null;
