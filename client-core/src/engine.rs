@@ -137,6 +137,16 @@ pub enum HistoryEntry {
         /// The message came again and was decrypted (it follows in the history).
         repaired: bool,
     },
+    /// The other participant's device changed its identity key: their safety number changed.
+    /// Kept in the conversation, where it happened, as Signal does.
+    IdentityChanged {
+        /// The conversation (the contact).
+        conversation: UserId,
+        /// Their device.
+        device: DeviceId,
+        /// When this device noticed (Unix milliseconds).
+        sent_at: i64,
+    },
 }
 
 impl HistoryEntry {
@@ -144,7 +154,9 @@ impl HistoryEntry {
     pub fn conversation(&self) -> UserId {
         match self {
             HistoryEntry::Message(m) => m.conversation,
-            HistoryEntry::Undecryptable { conversation, .. } => *conversation,
+            HistoryEntry::Undecryptable { conversation, .. } | HistoryEntry::IdentityChanged { conversation, .. } => {
+                *conversation
+            }
         }
     }
 
@@ -153,6 +165,7 @@ impl HistoryEntry {
         match self {
             HistoryEntry::Message(m) => m.sent_at,
             HistoryEntry::Undecryptable { sent_at, .. } => *sent_at,
+            HistoryEntry::IdentityChanged { sent_at, .. } => *sent_at,
         }
     }
 }
@@ -361,6 +374,11 @@ impl<T: Transport> Engine<T> {
         self.device.set_now(now);
     }
 
+    /// The time last given (Unix milliseconds).
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+
     /// This user.
     pub fn user(&self) -> UserId {
         self.me
@@ -480,7 +498,7 @@ impl<T: Transport> Engine<T> {
         if let Err(e) = self.device.vault().commit_batch().await {
             tracing::warn!(error = %e, "could not keep a sent message in the store");
         }
-        self.report_identity_changes();
+        self.report_identity_changes().await;
         result
     }
 
@@ -515,8 +533,10 @@ impl<T: Transport> Engine<T> {
                     if *pos < read {
                         break;
                     }
-                    if !matches!(e, HistoryEntry::Message(m) if m.outgoing) {
-                        unread += 1;
+                    match e {
+                        HistoryEntry::Message(m) if m.outgoing => {}
+                        HistoryEntry::IdentityChanged { .. } => {}
+                        _ => unread += 1,
                     }
                 }
                 end = page.first().map_or(read, |p| p.0);
@@ -558,7 +578,7 @@ impl<T: Transport> Engine<T> {
                 });
             }
         }
-        self.report_identity_changes();
+        self.report_identity_changes().await;
         Ok(out)
     }
 
@@ -598,7 +618,10 @@ impl<T: Transport> Engine<T> {
         // read again, rather than decrypted and lost (libsignal would take it as a duplicate).
         self.device.vault().begin_batch();
         let mut events = Vec::new();
-        match self.device.decrypt(&envelope).await {
+        let decrypted = self.device.decrypt(&envelope).await;
+        // A changed identity is announced (and kept in history) before the message it came with.
+        self.report_identity_changes().await;
+        match decrypted {
             Ok(Decrypted::Message(plaintext)) => match serde_json::from_slice::<Content>(&plaintext) {
                 Ok(content) => {
                     if let Err(e) = self.note_devices(envelope.sender, &[envelope.sender_device]).await {
@@ -671,7 +694,7 @@ impl<T: Transport> Engine<T> {
                 ));
             }
         }
-        self.report_identity_changes();
+        self.report_identity_changes().await;
         match self.device.vault().commit_batch().await {
             Ok(()) => {
                 self.acks.push(envelope.id);
@@ -800,9 +823,25 @@ impl<T: Transport> Engine<T> {
         Ok(())
     }
 
-    fn report_identity_changes(&mut self) {
+    /// Announces the contacts' identity changes libsignal recorded, each kept in its
+    /// conversation's history.
+    async fn report_identity_changes(&mut self) {
         for (user, device) in self.device.take_identity_changes() {
-            self.events.push((Incoming::IdentityChanged { user, device }, None));
+            // A contact's: in the conversation with them (this user's own devices have none).
+            let position = if user == self.me {
+                None
+            } else {
+                let entry = HistoryEntry::IdentityChanged { conversation: user, device, sent_at: self.now };
+                let id = format!("identity/{device}/{}", self.now);
+                match History::new(self.device.vault()).append(&user.to_string(), &id, &entry).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not keep an identity change in history");
+                        None
+                    }
+                }
+            };
+            self.events.push((Incoming::IdentityChanged { user, device }, position));
         }
     }
 

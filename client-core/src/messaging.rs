@@ -205,7 +205,7 @@ impl Messenger {
             .into_iter()
             .filter_map(|(pos, e)| match e {
                 HistoryEntry::Message(m) => Some((pos, m)),
-                HistoryEntry::Undecryptable { .. } => None,
+                HistoryEntry::Undecryptable { .. } | HistoryEntry::IdentityChanged { .. } => None,
             })
             .collect())
     }

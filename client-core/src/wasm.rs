@@ -134,7 +134,7 @@ enum JsEvent<'a> {
     Message { entry: Positioned<'a> },
     Undecryptable { entry: Positioned<'a> },
     Repaired { conversation: String, pos: u64 },
-    IdentityChanged { user: String, device: u32 },
+    IdentityChanged { user: String, device: u32, entry: Option<Positioned<'a>> },
     DeviceAdded { user: String, device: u32 },
     RetryRefused { user: String, device: u32, reason: crate::engine::RetryRefusal },
 }
@@ -293,6 +293,9 @@ impl Engine {
                     sent_at: *sent_at,
                     repaired: false,
                 }),
+                Incoming::IdentityChanged { user, device } => {
+                    Some(HistoryEntry::IdentityChanged { conversation: *user, device: *device, sent_at: self.inner.now() })
+                }
                 _ => None,
             })
             .collect();
@@ -311,9 +314,12 @@ impl Engine {
                     (Incoming::Repaired { conversation, position }, _) => {
                         JsEvent::Repaired { conversation: conversation.to_string(), pos: *position }
                     }
-                    (Incoming::IdentityChanged { user, device }, _) => {
-                        JsEvent::IdentityChanged { user: user.to_string(), device: device.0 }
-                    }
+                    (Incoming::IdentityChanged { user, device }, entry) => JsEvent::IdentityChanged {
+                        user: user.to_string(),
+                        device: device.0,
+                        // The entry kept in the conversation, when there is one.
+                        entry: position.zip(entry.as_ref()).map(|(pos, entry)| Positioned { pos, entry }),
+                    },
                     (Incoming::DeviceAdded { user, device }, _) => {
                         JsEvent::DeviceAdded { user: user.to_string(), device: device.0 }
                     }

@@ -303,6 +303,7 @@ async fn a_corrupted_session_heals_through_the_retry_path(backend: Backend) {
             HistoryEntry::Undecryptable { repaired, author, .. } => {
                 format!("undecryptable from {} repaired={repaired}", author == &alice.id)
             }
+            HistoryEntry::IdentityChanged { device, .. } => format!("identity of device {device} changed"),
         })
         .collect();
     assert_eq!(kinds, ["one", "two", "undecryptable from true repaired=true", "three", "four", "five"]);
@@ -331,6 +332,12 @@ async fn a_new_identity_on_a_reused_device_id_is_surfaced(backend: Backend) {
         changed |= n == Incoming::IdentityChanged { user: bob.id, device: DeviceId(1) };
     }
     assert!(changed, "the identity change is shown to the user, never silently trusted");
+    // And kept in the conversation, where it happened.
+    let entries = alice.messenger.entries(bob.id, None, 10).await.expect("entries");
+    assert!(
+        entries.iter().any(|(_, e)| matches!(e, HistoryEntry::IdentityChanged { conversation, device: DeviceId(1), .. } if *conversation == bob.id)),
+        "{entries:?}"
+    );
     assert_eq!(next_message(&mut bob2.messenger).await.body, "are you there?");
     let after = alice.messenger.safety_numbers(bob.id).await.expect("numbers");
     assert_ne!(before, after, "the safety number changed");

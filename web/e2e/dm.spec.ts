@@ -159,6 +159,14 @@ test('after signing out and in again (a new device), the conversation goes on bo
   await expect(b.page.getByRole('alert').filter({ hasText: 'safety number changed' })).toBeHidden();
   await send(b.page, 'welcome back');
   await expect(messages(a.page).getByText('welcome back')).toBeVisible();
+  // The change stays in the conversation, where it happened, after a reload too.
+  const notice = messages(b.page).getByText(`${alice}'s safety number changed (device 1)`);
+  await expect(notice).toBeVisible();
+  await b.page.reload();
+  await unlock(b.page);
+  await openConversation(b.page, new RegExp(alice));
+  await expect(notice).toBeVisible();
+  await capture(b.page, 'identity-changed-in-history');
   await a.context.close();
   await b.context.close();
 });

@@ -96,6 +96,7 @@ export function colourSlot(id: string): number {
 export function preview(entry: HistoryEntry | null, maxLength = 80): string {
   if (!entry) return 'No messages yet';
   if (entry.kind === 'undecryptable') return entry.repaired ? 'Message' : 'Message not decrypted yet';
+  if (entry.kind === 'identity_changed') return 'Safety number changed';
   const line = entry.body.replace(/\s+/g, ' ').trim();
   const text = line.length > maxLength ? `${line.slice(0, maxLength - 1)}…` : line;
   return entry.outgoing ? `You: ${text}` : text;

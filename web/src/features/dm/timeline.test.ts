@@ -134,3 +134,20 @@ describe('unread counts', () => {
     expect(totalUnread(markListRead(list, BOB))).toBe(0);
   });
 });
+
+describe('a changed safety number in the history', () => {
+  const changed: HistoryEntry = { kind: 'identity_changed', pos: 1, conversation: BOB, device: 1, sent_at: T0 + 60_000 };
+
+  it('is a row of its own, and the next message starts a new group', () => {
+    const rows = buildRows([msg(0, BOB, 0), changed, msg(2, BOB, 1)], [], ME, T0);
+    expect(rows.map((r) => r.type)).toEqual(['day', 'message', 'identity', 'message']);
+    const last = rows[3]!;
+    expect(last.type === 'message' && last.head).toBe(true);
+  });
+
+  it('is not an unread message', () => {
+    const list = applyEntry([{ user: BOB, last: msg(0, BOB, 0), unread: 0 }], changed, null);
+    expect(list[0]!.unread).toBe(0);
+    expect(firstUnreadPos([msg(0, BOB, 0), changed], 1)).toBe(0);
+  });
+});

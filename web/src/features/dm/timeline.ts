@@ -5,7 +5,7 @@
  */
 
 import { dayKey, dayLabel } from '../../lib/format';
-import type { Conversation, HistoryEntry, MessageEntry, UndecryptableEntry } from '../../lib/engine/types';
+import type { Conversation, HistoryEntry, IdentityChangedEntry, MessageEntry, UndecryptableEntry } from '../../lib/engine/types';
 
 /** Entries asked of the engine per page. */
 export const PAGE_SIZE = 50;
@@ -27,7 +27,8 @@ export type Row =
   | { type: 'unread'; key: string }
   | { type: 'message'; key: string; entry: MessageEntry; head: boolean }
   | { type: 'pending'; key: string; pending: Pending; head: boolean }
-  | { type: 'undecryptable'; key: string; entry: UndecryptableEntry };
+  | { type: 'undecryptable'; key: string; entry: UndecryptableEntry }
+  | { type: 'identity'; key: string; entry: IdentityChangedEntry };
 
 /** Both lists' entries, one per position (the newer copy wins), in position order. */
 export function mergeEntries(existing: readonly HistoryEntry[], incoming: readonly HistoryEntry[]): HistoryEntry[] {
@@ -56,6 +57,7 @@ export function firstUnreadPos(entries: readonly HistoryEntry[], unread: number)
     const e = entries[i]!;
     if (e.kind === 'message' && e.outgoing) continue;
     if (e.kind === 'undecryptable' && e.repaired) continue;
+    if (e.kind === 'identity_changed') continue;
     left -= 1;
     if (left === 0) return e.pos;
   }
@@ -63,7 +65,8 @@ export function firstUnreadPos(entries: readonly HistoryEntry[], unread: number)
 }
 
 function author(e: HistoryEntry | Pending, me: string): string {
-  return 'kind' in e ? e.author : me;
+  if (!('kind' in e)) return me;
+  return e.kind === 'identity_changed' ? '' : e.author;
 }
 
 /**
@@ -89,7 +92,7 @@ export function buildRows(
       prevDay = day;
     } else if (
       prev &&
-      !('kind' in prev && prev.kind === 'undecryptable') &&
+      !('kind' in prev && prev.kind !== 'message') &&
       author(prev, me) === author(item, me) &&
       item.sent_at - prev.sent_at < GROUP_GAP_MS
     ) {
@@ -101,7 +104,8 @@ export function buildRows(
         head = true;
       }
       if (item.kind === 'message') rows.push({ type: 'message', key: `p${item.pos}`, entry: item, head });
-      else rows.push({ type: 'undecryptable', key: `p${item.pos}`, entry: item });
+      else if (item.kind === 'undecryptable') rows.push({ type: 'undecryptable', key: `p${item.pos}`, entry: item });
+      else rows.push({ type: 'identity', key: `p${item.pos}`, entry: item });
     } else {
       rows.push({ type: 'pending', key: `l${item.localId}`, pending: item, head });
     }
@@ -122,7 +126,7 @@ export function buildRows(
  */
 export function applyEntry(list: readonly Conversation[], entry: HistoryEntry, onScreen: string | null): Conversation[] {
   const current = list.find((c) => c.user === entry.conversation);
-  const incoming = !(entry.kind === 'message' && entry.outgoing);
+  const incoming = entry.kind === 'undecryptable' || (entry.kind === 'message' && !entry.outgoing);
   const unread = (current?.unread ?? 0) + (incoming && onScreen !== entry.conversation ? 1 : 0);
   const last = current?.last && current.last.pos > entry.pos ? current.last : entry;
   const updated: Conversation = { user: entry.conversation, last, unread };

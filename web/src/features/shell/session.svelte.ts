@@ -397,6 +397,11 @@ export class ChatSession {
         this.#views.get(event.conversation)?.repaired(event.pos);
         break;
       case 'identity_changed': {
+        if (event.entry) {
+          // Kept in the conversation's history: shown where it happened.
+          this.conversations = applyEntry(this.conversations, event.entry, this.#onScreen());
+          this.#views.get(event.entry.conversation)?.add(event.entry);
+        }
         const devices = this.identityAlerts[event.user] ?? [];
         if (!devices.includes(event.device)) {
           this.identityAlerts = { ...this.identityAlerts, [event.user]: [...devices, event.device] };
@@ -430,8 +435,9 @@ export class ChatSession {
     this.conversations = applyEntry(this.conversations, entry, onScreen);
     this.#views.get(entry.conversation)?.add(entry);
     this.contacts.ensure(entry.conversation);
-    const incoming = !(entry.kind === 'message' && entry.outgoing);
     if (onScreen === entry.conversation) this.#markRead(entry.conversation);
+    if (entry.kind === 'identity_changed') return;
+    const incoming = !(entry.kind === 'message' && entry.outgoing);
     if (incoming) {
       const name = this.contacts.name(entry.author);
       if (entry.kind === 'undecryptable') this.#announce(`${name} sent a message that could not be decrypted yet.`);

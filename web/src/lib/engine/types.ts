@@ -70,7 +70,16 @@ export interface UndecryptableEntry {
   repaired: boolean;
 }
 
-export type HistoryEntry = MessageEntry | UndecryptableEntry;
+/** The contact's device changed its identity key (their safety number changed), kept where it happened. */
+export interface IdentityChangedEntry {
+  kind: 'identity_changed';
+  pos: number;
+  conversation: string;
+  device: number;
+  sent_at: number;
+}
+
+export type HistoryEntry = MessageEntry | UndecryptableEntry | IdentityChangedEntry;
 
 export interface Conversation {
   user: string;
@@ -92,7 +101,7 @@ export type EngineEvent =
   | { type: 'message'; entry: HistoryEntry }
   | { type: 'undecryptable'; entry: HistoryEntry }
   | { type: 'repaired'; conversation: string; pos: number }
-  | { type: 'identity_changed'; user: string; device: number }
+  | { type: 'identity_changed'; user: string; device: number; entry?: IdentityChangedEntry | null }
   | { type: 'device_added'; user: string; device: number }
   | { type: 'retry_refused'; user: string; device: number; reason: RetryRefusal | string };
 
