@@ -451,6 +451,37 @@ fn history_record() {
             sent_at: 1_795_271_374_052,
         }
     );
+    use copains_client_core::engine::HistoryEntry;
+    wire!(
+        "history_entry_message",
+        HistoryEntry::Message(copains_client_core::messaging::DirectMessage {
+            message_id: "01JD3ZK6Q9R1V7M2W4X8Y0A5BC".into(),
+            conversation: UserId(117_632_502_289_399_811),
+            author: UserId(117_632_502_289_399_811),
+            author_device: DeviceId(2),
+            outgoing: false,
+            body: "ça roule".into(),
+            sent_at: 1_795_271_374_052,
+        })
+    );
+    wire!(
+        "history_entry_undecryptable",
+        HistoryEntry::Undecryptable {
+            conversation: UserId(117_632_502_289_399_811),
+            author: UserId(117_632_502_289_399_811),
+            author_device: DeviceId(2),
+            sent_at: 1_795_271_374_052,
+            repaired: true,
+        }
+    );
+    wire!(
+        "history_entry_identity_changed",
+        HistoryEntry::IdentityChanged {
+            conversation: UserId(117_632_502_289_399_811),
+            device: DeviceId(2),
+            sent_at: 1_795_271_374_052
+        }
+    );
 }
 
 /// Every error code, in the order of the enum. The match makes a new code a compile error
