@@ -421,15 +421,7 @@ async fn nothing_is_sent_to_a_verified_device_with_new_keys_until_accepted(backe
 
 async fn a_peer_sending_junk_gets_a_few_retry_requests_not_one_each(backend: Backend) {
     let app = spawn(backend).await;
-    let client = app.client();
-    let alice_id = client.register("alice", "a-long-password", Some("first")).await.expect("register").user.id;
-    let skew = Arc::new(AtomicI64::new(0));
-    let clock = {
-        let skew = skew.clone();
-        Clock::from_fn(move || copains_client_core::crypto::device::now_ms() + skew.load(Ordering::SeqCst))
-    };
-    let mut alice =
-        client.enable_e2ee_with_clock(app.data_dir.path().join("alice-1.vault"), "vault passphrase", clock).await.expect("e2ee");
+    let (alice_id, mut alice, skew) = alice_with_skewed_clock(&app).await;
     let mut mallory = RawDevice::register(&app, "mallory").await;
     // A real session first, so that Mallory's junk is well-formed: genuine ciphertexts with a
     // broken authentication tag, which Alice cannot decrypt and would ask to have again.
@@ -567,6 +559,20 @@ async fn history_is_kept_in_the_encrypted_store_across_restarts(backend: Backend
     alice.messenger.close().await;
     reopened.close().await;
     app.shutdown().await;
+}
+
+/// Alice, whose messenger reads the system clock plus a skew the test sets (milliseconds).
+async fn alice_with_skewed_clock(app: &TestApp) -> (UserId, Messenger, Arc<AtomicI64>) {
+    let client = app.client();
+    let alice_id = client.register("alice", "a-long-password", Some("first")).await.expect("register").user.id;
+    let skew = Arc::new(AtomicI64::new(0));
+    let clock = {
+        let skew = skew.clone();
+        Clock::from_fn(move || copains_client_core::crypto::device::now_ms() + skew.load(Ordering::SeqCst))
+    };
+    let alice =
+        client.enable_e2ee_with_clock(app.data_dir.path().join("alice-1.vault"), "vault passphrase", clock).await.expect("e2ee");
+    (alice_id, alice, skew)
 }
 
 /// A device driven by the test itself rather than by a messenger: it sees raw envelopes and
@@ -737,15 +743,7 @@ async fn a_restarted_sender_answers_a_retry_request(backend: Backend) {
 
 async fn a_message_past_the_resend_window_is_not_sent_again(backend: Backend) {
     let app = spawn(backend).await;
-    let client = app.client();
-    let alice_id = client.register("alice", "a-long-password", Some("first")).await.expect("register").user.id;
-    let skew = Arc::new(AtomicI64::new(0));
-    let clock = {
-        let skew = skew.clone();
-        Clock::from_fn(move || copains_client_core::crypto::device::now_ms() + skew.load(Ordering::SeqCst))
-    };
-    let mut alice =
-        client.enable_e2ee_with_clock(app.data_dir.path().join("alice-1.vault"), "vault passphrase", clock).await.expect("e2ee");
+    let (alice_id, mut alice, skew) = alice_with_skewed_clock(&app).await;
     let mut bob = register(&app, "bob").await;
     exchange(&mut alice, alice_id, &mut bob.messenger, bob.id).await;
 
