@@ -1,20 +1,13 @@
 //! The `copains` binary as a user runs it: `copains config`, and `copains serve` from first
 //! start to a graceful stop on SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+#[path = "common/binary.rs"]
+mod binary;
+
+use std::process::Command;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_copains");
-
-fn clean_env(cmd: &mut Command) -> &mut Command {
-    for (key, _) in std::env::vars() {
-        if key.starts_with("COPAINS_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
-}
+use binary::{clean_env, Served, BIN};
 
 #[test]
 fn config_layers_defaults_file_and_environment_and_redacts_secrets() {
@@ -53,30 +46,8 @@ fn config_layers_defaults_file_and_environment_and_redacts_secrets() {
 fn serve_starts_from_nothing_and_stops_gracefully_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let mut child = clean_env(&mut Command::new(BIN))
-        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .current_dir(dir.path())
-        .env("COPAINS_LOG_FORMAT", "json")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut lines = Vec::new();
-    let addr = loop {
-        let line = rx.recv_timeout(Duration::from_secs(60)).expect("server prints its address");
-        lines.push(line.clone());
-        if let Some(rest) = line.strip_prefix("LesCopains is running on http://") {
-            break rest.trim().to_owned();
-        }
-    };
+    let mut served = Served::start(dir.path(), &data);
+    let addr = served.addr.clone();
 
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
@@ -96,20 +67,18 @@ fn serve_starts_from_nothing_and_stops_gracefully_on_sigterm() {
         assert!(data.join("copains.db").exists(), "SQLite database under the data directory");
     }
 
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
-    assert!(status.success());
+    served.terminate();
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let exit = loop {
-        if let Some(exit) = child.try_wait().expect("wait") {
+        if let Some(exit) = served.child.try_wait().expect("wait") {
             break exit;
         }
         assert!(std::time::Instant::now() < deadline, "server did not stop after SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(exit.success(), "clean exit: {exit:?}");
-    while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-        lines.push(line);
-    }
+    served.collect_output();
+    let lines = &served.lines;
     let logs: Vec<&String> = lines.iter().filter(|l| l.starts_with('{')).collect();
     assert!(!logs.is_empty(), "JSON logs with COPAINS_LOG_FORMAT=json");
     for line in &logs {

@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::{Backend, TestApp};
@@ -502,16 +502,10 @@ async fn lookups_are_rate_limited_per_caller(backend: Backend) {
 
 // ---- the binary ----------------------------------------------------------------------------
 
-const BIN: &str = env!("CARGO_BIN_EXE_copains");
+#[path = "common/binary.rs"]
+mod binary;
 
-fn clean_env(cmd: &mut Command) -> &mut Command {
-    for (key, _) in std::env::vars() {
-        if key.starts_with("COPAINS_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
-}
+use binary::{clean_env, Served, BIN};
 
 #[test]
 fn copains_config_shows_the_web_directory_and_its_override() {
@@ -534,38 +528,15 @@ fn copains_config_shows_the_web_directory_and_its_override() {
 #[test]
 fn serve_warns_once_when_the_client_is_not_built_and_answers_503() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = clean_env(&mut Command::new(BIN))
-        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .current_dir(dir.path())
-        .env("COPAINS_LOG_FORMAT", "json")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut lines = Vec::new();
-    let addr = loop {
-        let line = rx.recv_timeout(Duration::from_secs(60)).expect("server prints its address");
-        lines.push(line.clone());
-        if let Some(rest) = line.strip_prefix("LesCopains is running on http://") {
-            break rest.trim().to_owned();
-        }
-    };
+    let mut served = Served::start(dir.path(), &dir.path().join("data"));
+    let addr = served.addr.clone();
     let addr: std::net::SocketAddr = addr.parse().expect("address");
     let (first, _) = raw_get(addr, "/");
     let (second, page) = raw_get(addr, "/settings");
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let _ = child.wait();
-    while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-        lines.push(line);
-    }
+    served.terminate();
+    let _ = served.child.wait();
+    served.collect_output();
+    let lines = &served.lines;
     assert_eq!((first, second), (503, 503));
     assert!(page.contains("scripts/serve"));
     let warnings: Vec<&String> = lines.iter().filter(|l| l.contains("web client is not built")).collect();
