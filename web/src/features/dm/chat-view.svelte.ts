@@ -20,6 +20,8 @@ export function describeSendError(e: unknown): string {
       return `Not sent: ${message.replace(/^send:\s*/, '')}`;
     case 'untrusted_identity':
       return 'Not sent: this person’s safety number changed since you verified it. Accept the new number or verify it again (View safety number), then Retry.';
+    case 'not_linked':
+      return 'Not sent: this browser is not linked to your account yet.';
     default:
       return 'Not sent.';
   }

@@ -136,7 +136,7 @@ describe('unread counts', () => {
 });
 
 describe('a changed safety number in the history', () => {
-  const changed: HistoryEntry = { kind: 'identity_changed', pos: 1, conversation: BOB, device: 1, sent_at: T0 + 60_000 };
+  const changed: HistoryEntry = { kind: 'identity_changed', pos: 1, conversation: BOB, sent_at: T0 + 60_000 };
 
   it('is a row of its own, and the next message starts a new group', () => {
     const rows = buildRows([msg(0, BOB, 0), changed, msg(2, BOB, 1)], [], ME, T0);

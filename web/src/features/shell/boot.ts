@@ -11,7 +11,8 @@ import type { StoredSession } from '../../lib/storage';
 import { IdbVault, vaultName } from '../../lib/vault/idb';
 
 export { ChatSession } from './session.svelte';
-export { default as Shell } from './Shell.svelte';
+/** The signed-in screens: the link screen or the recovery key while needed, then the shell. */
+export { default as Shell } from '../devices/AccountGate.svelte';
 
 /** Downloads and compiles the engine ahead of its first use. */
 export async function preloadEngine(): Promise<void> {

@@ -2,20 +2,23 @@
  * The signed-in app's state and the loop that feeds it: the gateway's events go through the
  * engine (one call at a time, in order), the engine's events update the conversation list
  * and the open conversations, and the envelope ids it processed are acknowledged on the
- * gateway. Components read this state and call its actions; none of them talks to the
- * network or the engine directly.
+ * gateway. It also knows whether this device is linked to the account: a pending one shows
+ * the link screen (its code kept fresh here) and drains nothing until it is linked; a linked
+ * one prompts when a pending device asks to be approved. Components read this state and call
+ * its actions; none of them talks to the network directly.
  */
 
 import type { ApiClient } from '../../lib/api/client';
 import type { PublicUser, User } from '../../lib/api/types';
 import type { Engine, Step } from '../../lib/engine/engine';
-import type { Conversation, EngineEvent, HistoryEntry, RetryRefusal } from '../../lib/engine/types';
+import { engineErrorKind, type Conversation, type EngineEvent, type HistoryEntry, type LinkState, type RetryRefusal } from '../../lib/engine/types';
 import { displayName } from '../../lib/format';
 import { Gateway, type ConnectionState, type GatewayEnd, type ReadyPayload, type SocketFactory } from '../../lib/gateway/gateway';
 import type { StoredSession } from '../../lib/storage';
 import { ChatView } from '../dm/chat-view.svelte';
 import { Contacts } from '../dm/contacts.svelte';
 import { applyEntry, markListRead, unreadConversations } from '../dm/timeline';
+import { Approvals, PendingLink } from '../devices/link.svelte';
 
 export type SettingsTab = 'profile' | 'password' | 'devices' | 'privacy';
 
@@ -23,6 +26,10 @@ export type SettingsTab = 'profile' | 'password' | 'devices' | 'privacy';
 const RECENT_ACKS = 2000;
 const MAINTAIN_EVERY_MS = 60 * 60_000;
 const LIST_REFRESH_DELAY_MS = 250;
+const EXPIRE_REQUESTS_EVERY_MS = 30_000;
+
+/** Whether this device is linked ('loading' until the engine said). */
+export type AccountMode = 'loading' | LinkState;
 
 export interface ChatSessionOptions {
   api: ApiClient;
@@ -69,14 +76,22 @@ export class ChatSession {
   conversationsLoaded = $state(false);
   /** The conversation on screen (a user id). */
   active = $state<string | null>(null);
-  /** Contacts whose safety number changed, with the devices, until acknowledged or verified. */
-  identityAlerts = $state<Record<string, number[]>>({});
-  /** Whether every known device of a contact is marked verified. */
+  /** Contacts whose safety number changed, until acknowledged or verified. */
+  identityAlerts = $state<Record<string, true>>({});
+  /** Whether a contact's safety number is marked verified. */
   verified = $state<Record<string, boolean>>({});
   /** Messages that could not be recovered, per conversation. */
   refusals = $state<Record<string, RefusalNotice[]>>({});
-  /** Devices that joined an account (a contact's, or this user's own) since this device last looked. */
-  newDevices = $state<Record<string, number[]>>({});
+  /** Whether this device is linked to the account (pending and removed ones show the link screen). */
+  account = $state<AccountMode>('loading');
+  /** Why a device that was linked is on the link screen again. */
+  unlinked = $state<'removed' | 'replaced' | null>(null);
+  /** The recovery key still to be written down (after sign-up or a reset), until confirmed. */
+  recoveryKey = $state<string | null>(null);
+  /** Devices linked to the account elsewhere since this device last looked. */
+  newOwnDevices = $state<number[]>([]);
+  /** Bumped when the account's devices changed (the devices screen reloads). */
+  devicesChanged = $state(0);
   /** Text for the screen reader's live region. */
   announcement = $state('');
   /** Whether the page is visible (a conversation on screen is read only then). */
@@ -95,6 +110,11 @@ export class ChatSession {
     profile: true,
   });
 
+  /** The link screen's code (pending devices). */
+  readonly link: PendingLink;
+  /** Pending devices asking to be approved, and the approval dialog (linked devices). */
+  readonly approvals: Approvals;
+
   readonly #views = new Map<string, ChatView>();
   readonly #gateway: Gateway;
   readonly #onEnded: (why: 'revoked' | 'expired') => void;
@@ -103,6 +123,7 @@ export class ChatSession {
   #needsStart = false;
   #listTimer: ReturnType<typeof setTimeout> | null = null;
   #maintainTimer: ReturnType<typeof setInterval> | null = null;
+  #expireTimer: ReturnType<typeof setInterval> | null = null;
   #announceSeq = 0;
   #stopped = false;
   #cleanup: Array<() => void> = [];
@@ -119,6 +140,11 @@ export class ChatSession {
     this.#onEnded = options.onEnded;
     this.#onSignOut = options.onSignOut;
     this.contacts = new Contacts(options.api);
+    this.link = new PendingLink({ beginLink: () => this.engine.beginLink() });
+    this.approvals = new Approvals({
+      approveLink: (id, code) => this.engine.approveLink(id, code),
+      declineLink: (id) => this.engine.declineLink(id),
+    });
     this.#gateway = new Gateway({
       url: options.gatewayUrl ?? defaultGatewayUrl(),
       token: (force) => (force ? this.api.refresh() : this.api.accessToken()),
@@ -132,22 +158,38 @@ export class ChatSession {
           );
         },
         ready: (d) => this.#ready(d),
-        resumed: () => this.#scheduleListRefresh(),
+        resumed: () => {
+          if (this.linked) this.#scheduleListRefresh();
+          else void this.#pendingOnline();
+        },
         dispatch: (t, d) => this.#dispatch(t, d),
         ended: (why) => this.#gatewayEnded(why),
       },
     });
   }
 
-  /** Starts: the local list at once, the device's keys, then the gateway. */
+  /**
+   * Starts: the local list at once, the device's keys, whether it is linked (a pending one
+   * gets its link code), then the gateway.
+   */
   async start(): Promise<void> {
     this.#watchPage();
     void this.refreshConversations();
     void this.#loadMe();
     this.#apply(await this.engine.start().catch((error: unknown) => ({ events: [], acks: [], error })), 'start');
     if (this.#stopped) return;
+    await this.#readAccount();
+    if (this.#stopped) return;
+    if (this.linked) void this.#loadLinkRequests();
+    else void this.link.start();
     this.#gateway.start();
     this.#maintainTimer = setInterval(() => void this.engine.maintain().catch(() => undefined), MAINTAIN_EVERY_MS);
+    this.#expireTimer = setInterval(() => this.approvals.expire(), EXPIRE_REQUESTS_EVERY_MS);
+  }
+
+  /** Linked to the account: the chat is shown (pending and removed devices get the link screen). */
+  get linked(): boolean {
+    return this.account === 'linked';
   }
 
   /** Stops the gateway (ending its gateway session) and closes the engine. */
@@ -157,6 +199,8 @@ export class ChatSession {
     this.#gateway.stop();
     if (this.#listTimer) clearTimeout(this.#listTimer);
     if (this.#maintainTimer) clearInterval(this.#maintainTimer);
+    if (this.#expireTimer) clearInterval(this.#expireTimer);
+    this.link.stop();
     for (const undo of this.#cleanup) undo();
     this.#cleanup = [];
     await this.engine.close();
@@ -228,9 +272,8 @@ export class ChatSession {
     this.identityAlerts = rest;
   }
 
-  dismissNewDevices(user: string): void {
-    const { [user]: _, ...rest } = this.newDevices;
-    this.newDevices = rest;
+  dismissNewOwnDevices(): void {
+    this.newOwnDevices = [];
   }
 
   dismissRefusal(user: string, id: number): void {
@@ -239,26 +282,134 @@ export class ChatSession {
 
   async refreshVerified(user: string): Promise<void> {
     try {
-      const numbers = await this.engine.safetyNumbers(user);
-      this.verified = { ...this.verified, [user]: numbers.length > 0 && numbers.every((n) => n.verified) };
-      // A verified device whose key changed stays announced (across reloads) until accepted.
-      const changed = numbers.filter((n) => n.changed).map((n) => n.device);
-      if (changed.length > 0) {
-        const known = this.identityAlerts[user] ?? [];
-        this.identityAlerts = { ...this.identityAlerts, [user]: [...new Set([...known, ...changed])] };
-      }
+      const n = await this.engine.safetyNumber(user);
+      this.verified = { ...this.verified, [user]: n.verified };
+      // A verified number that changed stays announced (across reloads) until accepted.
+      if (n.changed) this.identityAlerts = { ...this.identityAlerts, [user]: true };
     } catch {
       // Offline at first contact: the mark stays unknown.
     }
   }
 
-  async setVerified(user: string, device: number, verified: boolean): Promise<void> {
-    await this.engine.setVerified(user, device, verified);
-    // Verified again, or the new number accepted: that device's warning is done with.
-    const left = (this.identityAlerts[user] ?? []).filter((d) => d !== device);
-    if (left.length === 0) this.acknowledgeIdentityChange(user);
-    else this.identityAlerts = { ...this.identityAlerts, [user]: left };
+  async setVerified(user: string, verified: boolean): Promise<void> {
+    await this.engine.setVerified(user, verified);
+    // Verified again, or the new number accepted: the warning is done with.
+    this.acknowledgeIdentityChange(user);
     await this.refreshVerified(user);
+  }
+
+  // ---- the account's devices -------------------------------------------------------------
+
+  /** The recovery key was written down: the engine forgets it, the app opens. */
+  async confirmRecoveryKey(): Promise<void> {
+    await this.engine.confirmRecoveryKey();
+    this.recoveryKey = null;
+  }
+
+  /** A new recovery key from the settings; the written-down check then calls `recoveryKeySaved`. */
+  newRecoveryKey(): Promise<string> {
+    return this.engine.newRecoveryKey();
+  }
+
+  /** After the settings' written-down check: confirms it if the engine holds it as unconfirmed. */
+  async recoveryKeySaved(): Promise<void> {
+    const state = await this.engine.accountState();
+    if (state.unconfirmed_recovery_key) await this.engine.confirmRecoveryKey();
+    this.recoveryKey = null;
+  }
+
+  /** Links this pending device with the recovery key (throws `wrong_recovery_key:` and the like). */
+  async linkWithRecoveryKey(key: string): Promise<void> {
+    const events = await this.engine.linkWithRecoveryKey(key.trim());
+    for (const event of events) this.#event(event);
+    if (!this.linked) {
+      const state = await this.engine.accountState();
+      if (state.state === 'linked') await this.#becameLinked();
+    }
+  }
+
+  /**
+   * Every device and the recovery key are lost: a new identity for the account (contacts see a
+   * changed safety number). The new recovery key is then shown to be written down.
+   */
+  async resetIdentity(password: string): Promise<void> {
+    const key = await this.engine.resetIdentity(password);
+    this.recoveryKey = key;
+    await this.#becameLinked();
+  }
+
+  /** Removes one of this account's devices (from the signed list, then from the server). */
+  async removeDevice(deviceId: number): Promise<void> {
+    await this.engine.removeDevice(deviceId);
+    this.newOwnDevices = this.newOwnDevices.filter((d) => d !== deviceId);
+    this.devicesChanged += 1;
+  }
+
+  async #readAccount(): Promise<void> {
+    try {
+      const state = await this.engine.accountState();
+      if (state.unconfirmed_recovery_key) this.recoveryKey = state.unconfirmed_recovery_key;
+      this.account = state.state;
+      if (state.state === 'removed' && !this.unlinked) this.unlinked = 'removed';
+    } catch {
+      // The engine is closing: what it refuses to do is refused there anyway.
+      if (this.account === 'loading') this.account = 'linked';
+    }
+  }
+
+  async #loadLinkRequests(): Promise<void> {
+    try {
+      this.approvals.load(await this.engine.linkRequests());
+    } catch {
+      // Offline: the gateway's LINK_REQUEST brings new ones.
+    }
+  }
+
+  /** This device was just linked: out of the link screen, then what a start does (keys, queue). */
+  async #becameLinked(): Promise<void> {
+    if (this.linked) return;
+    this.account = 'linked';
+    this.unlinked = null;
+    this.link.stop();
+    this.#announce('This browser is now linked to your account.');
+    const state = await this.engine.accountState().catch(() => null);
+    if (state?.unconfirmed_recovery_key) this.recoveryKey = state.unconfirmed_recovery_key;
+    this.#apply(await this.engine.start().catch((error: unknown) => ({ events: [], acks: [], error })), 'start');
+    if (this.#stopped) return;
+    this.#drain();
+    void this.#loadLinkRequests();
+    void this.refreshConversations();
+    this.devicesChanged += 1;
+  }
+
+  /** No longer linked (removed from the list, or the account's identity was reset elsewhere). */
+  #unlink(why: 'removed' | 'replaced'): void {
+    this.account = 'removed';
+    this.unlinked = why;
+    this.approvals.clear();
+    this.newOwnDevices = [];
+    this.ui.settings = null;
+    this.ui.newMessage = false;
+    void this.link.start();
+    this.#announce(
+      why === 'replaced'
+        ? "Your account's identity was reset on another device. Link this browser again."
+        : 'This browser was removed from your account. Link it again to use it.',
+    );
+  }
+
+  /** A pending device's gateway (re)connected: an answer may have come meanwhile; the code must be valid. */
+  async #pendingOnline(): Promise<void> {
+    try {
+      if (this.#needsStart) {
+        this.#needsStart = false;
+        this.#apply(await this.engine.start(), 'start');
+      }
+      this.#apply(await this.engine.pollLink(), 'event');
+    } catch {
+      // The engine is closing.
+    }
+    if (!this.linked && !this.#stopped) void this.link.online();
   }
 
   async refreshConversations(): Promise<void> {
@@ -318,6 +469,11 @@ export class ChatSession {
 
   #ready(d: ReadyPayload): void {
     if (d.user && typeof d.user === 'object') this.me = d.user as User;
+    if (this.linked) this.#drain();
+    else void this.#pendingOnline();
+  }
+
+  #drain(): void {
     // Envelopes that arrive while the queue drains wait behind it in the engine's queue.
     void this.engine
       .drainQueue()
@@ -355,6 +511,14 @@ export class ChatSession {
       case 'SESSION_REVOKED':
         this.sessionsChanged += 1;
         break;
+      case 'LINK_REQUEST':
+      case 'LINK_ANSWER':
+      case 'DEVICE_LIST_UPDATE':
+        void this.engine
+          .handleEvent(t, d)
+          .then((step) => this.#apply(step, 'event'))
+          .catch(() => undefined);
+        break;
       default:
         // Events of later versions are ignored.
         break;
@@ -369,8 +533,9 @@ export class ChatSession {
     this.connectionProblem = why;
   }
 
-  #apply(step: Step, what: 'start' | 'drain' | 'envelope'): void {
-    if (step.error !== undefined && what === 'start') this.#needsStart = true;
+  #apply(step: Step, what: 'start' | 'drain' | 'envelope' | 'event'): void {
+    // A pending device may not do all of a start: it does it again once linked.
+    if (step.error !== undefined && what === 'start' && engineErrorKind(step.error) !== 'not_linked') this.#needsStart = true;
     if (step.acks.length > 0) {
       this.#gateway.ack(step.acks);
       for (const id of step.acks) this.#recentAcks.add(id);
@@ -402,24 +567,9 @@ export class ChatSession {
           this.conversations = applyEntry(this.conversations, event.entry, this.#onScreen());
           this.#views.get(event.entry.conversation)?.add(event.entry);
         }
-        const devices = this.identityAlerts[event.user] ?? [];
-        if (!devices.includes(event.device)) {
-          this.identityAlerts = { ...this.identityAlerts, [event.user]: [...devices, event.device] };
-        }
+        this.identityAlerts = { ...this.identityAlerts, [event.user]: true };
         this.verified = { ...this.verified, [event.user]: false };
         this.#announce(`Warning: ${this.contacts.name(event.user)}'s safety number changed.`);
-        break;
-      }
-      case 'device_added': {
-        const devices = this.newDevices[event.user] ?? [];
-        if (!devices.includes(event.device)) {
-          this.newDevices = { ...this.newDevices, [event.user]: [...devices, event.device] };
-        }
-        const own = event.user === this.session.userId;
-        this.#announce(
-          own ? 'A new device was added to your account.' : `${this.contacts.name(event.user)} has a new device.`,
-        );
-        if (!own) void this.refreshVerified(event.user);
         break;
       }
       case 'retry_refused': {
@@ -427,6 +577,38 @@ export class ChatSession {
         this.refusals = { ...this.refusals, [event.user]: [...(this.refusals[event.user] ?? []), notice] };
         break;
       }
+      case 'linked':
+        void this.#becameLinked();
+        break;
+      case 'link_failed':
+        if (!this.linked) {
+          void this.link.failed();
+          this.#announce('The code entered on your other device did not match. A new code is shown.');
+        }
+        break;
+      case 'link_requested':
+        if (!this.linked) break;
+        this.approvals.add(event.request);
+        this.devicesChanged += 1;
+        this.#announce(`${event.request.device_name} asks to be linked to your account.`);
+        break;
+      case 'own_devices_changed': {
+        this.approvals.devicesChanged(event.added, event.removed);
+        const others = event.added.filter((id) => id !== this.session.deviceId && !this.approvals.approvedHere.has(id));
+        if (others.length > 0 && this.linked) {
+          this.newOwnDevices = [...new Set([...this.newOwnDevices, ...others])];
+          this.#announce('A new device was linked to your account.');
+        }
+        this.newOwnDevices = this.newOwnDevices.filter((id) => !event.removed.includes(id));
+        this.devicesChanged += 1;
+        break;
+      }
+      case 'account_replaced':
+        this.#unlink('replaced');
+        break;
+      case 'device_removed':
+        this.#unlink('removed');
+        break;
     }
   }
 

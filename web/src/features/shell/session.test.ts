@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ApiClient } from '../../lib/api/client';
 import { Engine } from '../../lib/engine/engine';
-import type { EngineEvent, HistoryEntry, WasmEngine } from '../../lib/engine/types';
+import type { AccountState, EngineEvent, HistoryEntry, LinkRequest, WasmEngine } from '../../lib/engine/types';
 import type { GatewaySocket } from '../../lib/gateway/gateway';
 import { ChatSession } from './session.svelte';
 
@@ -33,8 +33,13 @@ function message(pos: number, body: string, from = BOB): HistoryEntry {
 }
 
 /** An engine that decrypts envelopes whose content is the text, and logs its calls. */
-function fakeEngine() {
+function fakeEngine(initial: Partial<AccountState> = {}) {
   const calls: string[] = [];
+  const account: AccountState = { state: 'linked', unconfirmed_recovery_key: null, ...initial };
+  let codes = 0;
+  /** What handleEvent and pollLink answer, by dispatch name (or 'poll'). */
+  const replies: Record<string, EngineEvent[]> = {};
+  let openRequests: LinkRequest[] = [];
   let acks: string[] = [];
   let queue: Array<{ id: string; content: string }> = [];
   let pos = 0;
@@ -44,7 +49,7 @@ function fakeEngine() {
   const events = (list: EngineEvent[]) => JSON.stringify(list);
   const receive = (id: string, content: string): EngineEvent[] => {
     acks.push(id);
-    if (content === 'identity') return [{ type: 'identity_changed', user: BOB, device: 1 }];
+    if (content === 'identity') return [{ type: 'identity_changed', user: BOB }];
     const entry = message(pos++, content);
     history.push(entry);
     unread.set(BOB, (unread.get(BOB) ?? 0) + 1);
@@ -89,13 +94,61 @@ function fakeEngine() {
       calls.push(`markRead:${c}`);
       unread.set(c, 0);
     },
-    safetyNumbers: async () => JSON.stringify([{ device: 1, number: '1'.repeat(60), verified: false }]),
-    setVerified: async () => {},
+    safetyNumber: async () => JSON.stringify({ number: '1'.repeat(60), verified: false, changed: false }),
+    setVerified: async (user, verified) => {
+      calls.push(`verify:${user}:${verified}`);
+    },
     changePassphrase: async () => {},
+    accountState: () => JSON.stringify(account),
+    confirmRecoveryKey: async () => {
+      calls.push('confirmRecoveryKey');
+      account.unconfirmed_recovery_key = null;
+    },
+    beginLink: async () => {
+      codes += 1;
+      calls.push('beginLink');
+      return `1234-000${codes}`;
+    },
+    pollLink: async () => {
+      calls.push('pollLink');
+      return JSON.stringify(replies.poll ?? []);
+    },
+    handleEvent: async (name, payload) => {
+      calls.push(`event:${name}`);
+      const out = replies[name] ?? [];
+      if (out.some((e) => e.type === 'linked')) account.state = 'linked';
+      void payload;
+      return JSON.stringify(out);
+    },
+    linkWithRecoveryKey: async (key) => {
+      if (key !== 'GOOD-KEY') throw new Error('wrong_recovery_key: no');
+      account.state = 'linked';
+      return JSON.stringify([{ type: 'linked' }]);
+    },
+    resetIdentity: async () => {
+      account.state = 'linked';
+      account.unconfirmed_recovery_key = 'NEWK-EYAB';
+      return 'NEWK-EYAB';
+    },
+    linkRequests: async () => JSON.stringify(openRequests),
+    approveLink: async (id, code) => {
+      calls.push(`approve:${id}:${code}`);
+    },
+    declineLink: async (id) => {
+      calls.push(`decline:${id}`);
+    },
+    ownDevices: async () => '[]',
+    removeDevice: async (id) => {
+      calls.push(`remove:${id}`);
+    },
+    newRecoveryKey: async () => 'CCCC-DDDD',
   };
   return {
     engine,
     calls,
+    account,
+    replies,
+    setRequests: (list: LinkRequest[]) => (openRequests = list),
     queueOffline: (id: string, content: string) => queue.push({ id, content }),
     holdDrain: () => {
       let release = () => {};
@@ -105,8 +158,8 @@ function fakeEngine() {
   };
 }
 
-function setup() {
-  const fake = fakeEngine();
+function setup(account: Partial<AccountState> = {}) {
+  const fake = fakeEngine(account);
   const sockets: FakeSocket[] = [];
   const ended: string[] = [];
   const fetch = (async (input: RequestInfo | URL) => {
@@ -224,16 +277,18 @@ describe('ChatSession', () => {
     expect(t.chat.conversations[0]).toMatchObject({ user: BOB, unread: 0, last: { body: 'hello' } });
   });
 
-  it('raises an identity warning until the device is verified', async () => {
+  it('raises an identity warning until the safety number is verified', async () => {
     const t = setup();
     await t.chat.start();
     await t.connect();
     await settle();
     t.socket().frame(0, { id: '5', content: 'identity', sender: BOB }, 2, 'ENVELOPE');
     await settle();
-    expect(t.chat.identityAlerts[BOB]).toEqual([1]);
+    expect(t.chat.identityAlerts[BOB]).toBe(true);
+    expect(t.chat.verified[BOB]).toBe(false);
     expect(t.chat.announcement).toMatch(/safety number changed/);
-    await t.chat.setVerified(BOB, 1, true);
+    await t.chat.setVerified(BOB, true);
+    expect(t.fake.calls).toContain(`verify:${BOB}:true`);
     expect(t.chat.identityAlerts[BOB]).toBeUndefined();
   });
 
@@ -261,5 +316,179 @@ describe('ChatSession', () => {
     t.chat.reconnect();
     expect(t.sockets).toHaveLength(2);
     expect(t.chat.connectionProblem).toBeNull();
+  });
+});
+
+const REQUEST: LinkRequest = { device_id: 3, device_name: 'Firefox on Linux', created_at: Date.UTC(2030, 0, 1), expires_at: Date.UTC(2030, 0, 1, 0, 10) };
+
+describe('ChatSession: a pending device', () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+    vi.setSystemTime(Date.UTC(2030, 0, 1));
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('shows a code, drains nothing, polls after each connect, and goes into the app once linked', async () => {
+    const t = setup({ state: 'pending' });
+    await t.chat.start();
+    await settle();
+    expect(t.chat.account).toBe('pending');
+    expect(t.chat.link.code).toBe('1234-0001');
+    await t.connect();
+    await settle();
+    expect(t.fake.calls).toContain('pollLink');
+    expect(t.fake.calls).not.toContain('drain:start');
+
+    // The answer arrives on the gateway: the engine links the device.
+    t.fake.replies.LINK_ANSWER = [{ type: 'linked' }];
+    t.socket().frame(0, { from_device: 1, pake: 'AA', sealed: 'AA' }, 2, 'LINK_ANSWER');
+    await settle();
+    expect(t.fake.calls).toContain('event:LINK_ANSWER');
+    expect(t.chat.account).toBe('linked');
+    expect(t.chat.link.code).toBeNull();
+    // Then what a start does: the keys, then the queue.
+    const after = t.fake.calls.slice(t.fake.calls.indexOf('event:LINK_ANSWER'));
+    expect(after).toEqual(expect.arrayContaining(['start', 'drain:start', 'drain:end']));
+    expect(after.indexOf('start')).toBeLessThan(after.indexOf('drain:start'));
+  });
+
+  it('an answer that came while offline is found by the poll after the connect', async () => {
+    const t = setup({ state: 'pending' });
+    t.fake.replies.poll = [{ type: 'linked' }];
+    await t.chat.start();
+    await t.connect();
+    await settle();
+    expect(t.chat.account).toBe('linked');
+    expect(t.fake.calls).toContain('drain:start');
+  });
+
+  it('a wrong code on the other device: says so and shows a new code', async () => {
+    const t = setup({ state: 'pending' });
+    await t.chat.start();
+    await t.connect();
+    await settle();
+    t.fake.replies.LINK_ANSWER = [{ type: 'link_failed', reason: 'wrong code' }];
+    t.socket().frame(0, {}, 2, 'LINK_ANSWER');
+    await settle();
+    expect(t.chat.link.code).toBe('1234-0002');
+    expect(t.chat.link.notice).toMatch(/did not match/);
+    expect(t.chat.account).toBe('pending');
+  });
+
+  it('asks for a new code before the shown one lapses', async () => {
+    const t = setup({ state: 'pending' });
+    await t.chat.start();
+    await settle();
+    expect(t.chat.link.code).toBe('1234-0001');
+    await vi.advanceTimersByTimeAsync(9 * 60_000);
+    expect(t.chat.link.code).toBe('1234-0001');
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(t.chat.link.code).toBe('1234-0002');
+    expect(t.chat.link.notice).toBeNull();
+  });
+
+  it('links with the recovery key; a wrong one is refused by its kind', async () => {
+    const t = setup({ state: 'pending' });
+    await t.chat.start();
+    await expect(t.chat.linkWithRecoveryKey('BAD')).rejects.toThrow(/^wrong_recovery_key/);
+    expect(t.chat.account).toBe('pending');
+    await t.chat.linkWithRecoveryKey('  GOOD-KEY ');
+    await settle();
+    expect(t.chat.account).toBe('linked');
+    expect(t.fake.calls).toContain('drain:start');
+  });
+
+  it('a reset gives a new recovery key to write down, then the app', async () => {
+    const t = setup({ state: 'removed' });
+    await t.chat.start();
+    expect(t.chat.account).toBe('removed');
+    await t.chat.resetIdentity('password');
+    await settle();
+    expect(t.chat.account).toBe('linked');
+    expect(t.chat.recoveryKey).toBe('NEWK-EYAB');
+    await t.chat.confirmRecoveryKey();
+    expect(t.chat.recoveryKey).toBeNull();
+    expect(t.fake.calls).toContain('confirmRecoveryKey');
+  });
+});
+
+describe('ChatSession: a linked device', () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+    vi.setSystemTime(Date.UTC(2030, 0, 1, 0, 1));
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('keeps an unconfirmed recovery key on screen until it is confirmed', async () => {
+    const t = setup({ unconfirmed_recovery_key: 'ABCD-EFGH' });
+    await t.chat.start();
+    expect(t.chat.account).toBe('linked');
+    expect(t.chat.recoveryKey).toBe('ABCD-EFGH');
+    await t.chat.confirmRecoveryKey();
+    expect(t.chat.recoveryKey).toBeNull();
+  });
+
+  it('prompts for a request already open at start', async () => {
+    const t = setup();
+    t.fake.setRequests([REQUEST]);
+    await t.chat.start();
+    await settle();
+    expect(t.chat.approvals.dialog).toMatchObject({ request: { device_id: 3 }, step: 'enter' });
+  });
+
+  it('a LINK_REQUEST prompts; the code is sent as digits; linked when the list shows the device', async () => {
+    const t = setup();
+    await t.chat.start();
+    await t.connect();
+    await settle();
+    t.fake.replies.LINK_REQUEST = [{ type: 'link_requested', request: REQUEST }];
+    t.socket().frame(0, { device_id: 3 }, 2, 'LINK_REQUEST');
+    await settle();
+    expect(t.fake.calls).toContain('event:LINK_REQUEST');
+    expect(t.chat.approvals.dialog?.step).toBe('enter');
+    expect(t.chat.announcement).toMatch(/Firefox on Linux asks to be linked/);
+
+    await t.chat.approvals.approve('1234 5678');
+    expect(t.fake.calls).toContain('approve:3:12345678');
+    expect(t.chat.approvals.dialog?.step).toBe('waiting');
+
+    t.fake.replies.DEVICE_LIST_UPDATE = [{ type: 'own_devices_changed', added: [3], removed: [] }];
+    t.socket().frame(0, { user_id: ME, version: 2 }, 3, 'DEVICE_LIST_UPDATE');
+    await settle();
+    expect(t.chat.approvals.dialog?.step).toBe('linked');
+    expect(t.chat.approvals.requests).toEqual([]);
+    // Approved from here: no "a new device was linked" notice on this device.
+    expect(t.chat.newOwnDevices).toEqual([]);
+  });
+
+  it('a device linked from elsewhere is announced', async () => {
+    const t = setup();
+    await t.chat.start();
+    await t.connect();
+    await settle();
+    t.fake.replies.DEVICE_LIST_UPDATE = [{ type: 'own_devices_changed', added: [4], removed: [] }];
+    t.socket().frame(0, { user_id: ME, version: 2 }, 2, 'DEVICE_LIST_UPDATE');
+    await settle();
+    expect(t.chat.newOwnDevices).toEqual([4]);
+    expect(t.chat.announcement).toMatch(/new device was linked/);
+  });
+
+  it('removed from the account: back to the link screen with a new code', async () => {
+    const t = setup();
+    await t.chat.start();
+    await t.connect();
+    await settle();
+    t.chat.ui.settings = 'devices';
+    t.fake.replies.DEVICE_LIST_UPDATE = [{ type: 'device_removed' }];
+    t.socket().frame(0, { user_id: ME, version: 3 }, 2, 'DEVICE_LIST_UPDATE');
+    await settle();
+    expect(t.chat.account).toBe('removed');
+    expect(t.chat.unlinked).toBe('removed');
+    expect(t.chat.ui.settings).toBeNull();
+    expect(t.chat.link.code).toBe('1234-0001');
   });
 });

@@ -1,9 +1,12 @@
 import type { Http } from '../api/client';
 import type {
+  AccountState,
   Conversation,
   EngineEvent,
   HistoryEntry,
+  LinkRequest,
   MessageEntry,
+  OwnDevice,
   SafetyNumber,
   VaultStore,
   WasmEngine,
@@ -144,16 +147,84 @@ export class Engine {
     return this.#run((e) => e.markRead(conversation));
   }
 
-  async safetyNumbers(user: string): Promise<SafetyNumber[]> {
-    return JSON.parse(await this.#run((e) => e.safetyNumbers(user, this.#now()))) as SafetyNumber[];
+  /** The safety number with `user` (one per contact: from the two accounts' keys). */
+  async safetyNumber(user: string): Promise<SafetyNumber> {
+    return JSON.parse(await this.#run((e) => e.safetyNumber(user, this.#now()))) as SafetyNumber;
   }
 
-  setVerified(user: string, device: number, verified: boolean): Promise<void> {
-    return this.#run((e) => e.setVerified(user, device, verified));
+  setVerified(user: string, verified: boolean): Promise<void> {
+    return this.#run((e) => e.setVerified(user, verified));
   }
 
   changePassphrase(oldPassphrase: string, newPassphrase: string): Promise<void> {
     return this.#run((e) => e.changePassphrase(oldPassphrase, newPassphrase));
+  }
+
+  // ---- the account's devices ----------------------------------------------------------
+
+  /** Whether this device is linked, and the recovery key still to be confirmed (after sign-up). */
+  accountState(): Promise<AccountState> {
+    // Synchronous in the engine, but it must not run while another call holds it.
+    return this.#run(async (e) => JSON.parse(e.accountState()) as AccountState);
+  }
+
+  /** The person wrote the recovery key down: the engine forgets it. */
+  confirmRecoveryKey(): Promise<void> {
+    return this.#run((e) => e.confirmRecoveryKey());
+  }
+
+  /** A pending device asks to be linked: the code to show (`1234-5678`), valid 10 minutes. */
+  beginLink(): Promise<string> {
+    return this.#run((e) => e.beginLink(this.#now()));
+  }
+
+  /** Whether an answer to this device's link request came while the gateway was down. */
+  pollLink(): Promise<Step> {
+    return this.#step((e) => e.pollLink(this.#now()));
+  }
+
+  /** Processes a `LINK_REQUEST`, `LINK_ANSWER` or `DEVICE_LIST_UPDATE` dispatch. */
+  handleEvent(name: string, payload: unknown): Promise<Step> {
+    const text = JSON.stringify(payload ?? null);
+    return this.#step((e) => e.handleEvent(name, text, this.#now()));
+  }
+
+  /** Links this device with the recovery key (fails with `wrong_recovery_key:`). */
+  async linkWithRecoveryKey(key: string): Promise<EngineEvent[]> {
+    return JSON.parse(await this.#run((e) => e.linkWithRecoveryKey(key, this.#now()))) as EngineEvent[];
+  }
+
+  /** Every device and the recovery key are lost: a new account identity. Returns the new recovery key. */
+  resetIdentity(password: string): Promise<string> {
+    return this.#run((e) => e.resetIdentity(password, this.#now()));
+  }
+
+  /** Open link requests of this account's pending devices. */
+  async linkRequests(): Promise<LinkRequest[]> {
+    return JSON.parse(await this.#run((e) => e.linkRequests(this.#now()))) as LinkRequest[];
+  }
+
+  /** Answers a pending device's request with the code it shows (its 8 digits). */
+  approveLink(deviceId: number, code: string): Promise<void> {
+    return this.#run((e) => e.approveLink(deviceId, code, this.#now()));
+  }
+
+  declineLink(deviceId: number): Promise<void> {
+    return this.#run((e) => e.declineLink(deviceId));
+  }
+
+  async ownDevices(): Promise<OwnDevice[]> {
+    return JSON.parse(await this.#run((e) => e.ownDevices(this.#now()))) as OwnDevice[];
+  }
+
+  /** Removes a device from the signed list, then from the server. */
+  removeDevice(deviceId: number): Promise<void> {
+    return this.#run((e) => e.removeDevice(deviceId, this.#now()));
+  }
+
+  /** A new recovery key (the previous one stops working). */
+  newRecoveryKey(): Promise<string> {
+    return this.#run((e) => e.newRecoveryKey(this.#now()));
   }
 
   /** Lets the calls already queued finish, then frees the engine; later calls fail. */

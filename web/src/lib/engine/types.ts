@@ -1,8 +1,8 @@
 /**
  * The E2EE engine's interface as the app uses it (client-core's `wasm` bindings, built by
  * scripts/build-web into src/wasm/). Results cross the boundary as JSON text; the shapes
- * below are those of client-core's `HistoryEntry`, `Conversation`, `SafetyNumber` and the
- * bindings' event enum.
+ * below are those of client-core's `HistoryEntry`, `Conversation`, `SafetyNumber`, the
+ * account's state, link requests and own devices, and the bindings' event enum.
  */
 
 import type { Http } from '../api/client';
@@ -24,9 +24,23 @@ export interface WasmEngine {
   history(conversation: string, before: number | undefined, limit: number): Promise<string>;
   conversations(): Promise<string>;
   markRead(conversation: string): Promise<void>;
-  safetyNumbers(user: string, now: number): Promise<string>;
-  setVerified(user: string, device: number, verified: boolean): Promise<void>;
+  safetyNumber(user: string, now: number): Promise<string>;
+  setVerified(user: string, verified: boolean): Promise<void>;
   changePassphrase(oldPassphrase: string, newPassphrase: string): Promise<void>;
+  /** Synchronous: whether this device is linked to the account, and an unconfirmed recovery key. */
+  accountState(): string;
+  confirmRecoveryKey(): Promise<void>;
+  beginLink(now: number): Promise<string>;
+  pollLink(now: number): Promise<string>;
+  handleEvent(name: string, payloadJson: string, now: number): Promise<string>;
+  linkWithRecoveryKey(key: string, now: number): Promise<string>;
+  resetIdentity(password: string, now: number): Promise<string>;
+  linkRequests(now: number): Promise<string>;
+  approveLink(deviceId: number, code: string, now: number): Promise<void>;
+  declineLink(deviceId: number): Promise<void>;
+  ownDevices(now: number): Promise<string>;
+  removeDevice(deviceId: number, now: number): Promise<void>;
+  newRecoveryKey(now: number): Promise<string>;
   free?(): void;
   close?(): void;
 }
@@ -70,12 +84,11 @@ export interface UndecryptableEntry {
   repaired: boolean;
 }
 
-/** The contact's device changed its identity key (their safety number changed), kept where it happened. */
+/** The contact's account key changed (their safety number changed), kept where it happened. */
 export interface IdentityChangedEntry {
   kind: 'identity_changed';
   pos: number;
   conversation: string;
-  device: number;
   sent_at: number;
 }
 
@@ -87,12 +100,45 @@ export interface Conversation {
   unread: number;
 }
 
+/** The safety number with a contact: computed from the two accounts' keys, the same on every device. */
 export interface SafetyNumber {
-  device: number;
+  /** 60 digits. */
   number: string;
   verified: boolean;
-  /** Verified before, and its key changed since: nothing is sent to it until accepted or verified again. */
+  /** Verified before, and their account key changed since: nothing is sent until accepted or verified again. */
   changed: boolean;
+}
+
+/**
+ * Whether this device belongs to the account: `linked` (it holds the account key), `pending`
+ * (signed in with the password only: it must be approved by a linked device or the recovery
+ * key), `removed` (it was linked and was removed from the account).
+ */
+export type LinkState = 'linked' | 'pending' | 'removed';
+
+export interface AccountState {
+  state: LinkState;
+  /** Set from sign-up (or a reset) until the person confirmed writing it down. */
+  unconfirmed_recovery_key: string | null;
+}
+
+/** A pending device's open request to be linked (times in Unix milliseconds). */
+export interface LinkRequest {
+  device_id: number;
+  device_name: string;
+  created_at: number;
+  expires_at: number;
+}
+
+/** One of this account's devices, `linked` as the signed list this device verified says. */
+export interface OwnDevice {
+  id: number;
+  name: string;
+  linked: boolean;
+  current: boolean;
+  /** Unix milliseconds (RFC 3339 text is read too). */
+  created_at: number | string;
+  last_seen_at: number | string;
 }
 
 export type RetryRefusal = 'not_a_recipient' | 'expired' | 'identity_changed' | 'answered_already';
@@ -101,12 +147,34 @@ export type EngineEvent =
   | { type: 'message'; entry: HistoryEntry }
   | { type: 'undecryptable'; entry: HistoryEntry }
   | { type: 'repaired'; conversation: string; pos: number }
-  | { type: 'identity_changed'; user: string; device: number; entry?: IdentityChangedEntry | null }
-  | { type: 'device_added'; user: string; device: number }
-  | { type: 'retry_refused'; user: string; device: number; reason: RetryRefusal | string };
+  | { type: 'identity_changed'; user: string; entry?: IdentityChangedEntry | null }
+  | { type: 'retry_refused'; user: string; device: number; reason: RetryRefusal | string }
+  /** This device is now linked. */
+  | { type: 'linked' }
+  /** The answer to this device's link request did not open (a wrong code): ask for a new code. */
+  | { type: 'link_failed'; reason: string }
+  /** A pending device of this account asks to be linked. */
+  | { type: 'link_requested'; request: LinkRequest }
+  /** The account's signed device list changed. */
+  | { type: 'own_devices_changed'; added: number[]; removed: number[] }
+  /** The account's identity was reset on another device: this one is no longer linked. */
+  | { type: 'account_replaced' }
+  /** This device was removed from the account's device list. */
+  | { type: 'device_removed' };
 
 /** How an engine failure is classified, from the code its message starts with. */
-export type EngineErrorKind = 'wrong_passphrase' | 'store' | 'http' | 'crypto' | 'send' | 'untrusted_identity' | 'invalid' | 'other';
+export type EngineErrorKind =
+  | 'wrong_passphrase'
+  | 'store'
+  | 'http'
+  | 'crypto'
+  | 'send'
+  | 'untrusted_identity'
+  | 'invalid'
+  | 'not_linked'
+  | 'wrong_code'
+  | 'wrong_recovery_key'
+  | 'other';
 
 export function engineErrorKind(e: unknown): EngineErrorKind {
   const message = e instanceof Error ? e.message : typeof e === 'string' ? e : '';
@@ -119,6 +187,9 @@ export function engineErrorKind(e: unknown): EngineErrorKind {
     case 'send':
     case 'untrusted_identity':
     case 'invalid':
+    case 'not_linked':
+    case 'wrong_code':
+    case 'wrong_recovery_key':
       return code;
     default:
       return 'other';
