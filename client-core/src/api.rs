@@ -252,6 +252,11 @@ pub struct Device {
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub last_seen_at: OffsetDateTime,
+    /// In the user's current signed device list, with the identity key it has (as the server
+    /// sees it: clients check the list's signature themselves). A device that is not is
+    /// *pending*: nothing is routed to it.
+    #[serde(default)]
+    pub linked: bool,
 }
 
 /// A login session of the current user.

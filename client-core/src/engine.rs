@@ -14,22 +14,27 @@
 //! else is refused and reported ([`Incoming::RetryRefused`]), so neither another user nor the
 //! server can have a message re-encrypted to a key of its choosing.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use async_trait::async_trait;
-use libsignal_protocol::SignalProtocolError;
 use rand::RngCore;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::account::{AccountError, AccountKey, PendingLink};
 use crate::crypto::store::Trust;
 use crate::crypto::{
     CryptoError, Decrypted, E2eeDevice, History, Refusal, SentEntry, SentLog, SentTo, Vault, VaultBackend, VaultError,
 };
+use crate::devices::LinkRequest;
 use crate::error::{ApiErrorBody, ErrorCode};
 use crate::ids::{DeviceId, EnvelopeId, SessionId, UserId};
 use crate::keys::{PreKeyCount, UploadKeys, UserBundles};
 use crate::messages::{Envelope, OutgoingEnvelope, Queue, SendMessage, SendMismatch, SendReceipt};
+
+mod accounts;
+use accounts::KnownAccount;
+pub use accounts::{LinkState, OwnDevice, SafetyNumber};
 
 /// Errors of the engine.
 #[derive(Debug, thiserror::Error)]
@@ -57,16 +62,24 @@ pub enum MessagingError {
     /// The send could not be completed.
     #[error("{0}")]
     Send(String),
-    /// A device the user verified now has another identity key: nothing is sent to it until
-    /// the user accepts the new safety number ([`Engine::set_verified`] with `false`) or
+    /// A contact the user verified now has another account key: nothing is sent to them
+    /// until the user accepts the new safety number ([`Engine::set_verified`] with `false`) or
     /// verifies it again.
-    #[error("the safety number of {user}'s device {device} changed; verify it before sending")]
+    #[error("the safety number with user {user} changed; verify it before sending")]
     UntrustedIdentity {
         /// The contact.
         user: UserId,
-        /// Their device.
-        device: DeviceId,
     },
+    /// Account material was refused (a list that does not verify, a wrong code or recovery
+    /// key).
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    /// A device list was refused (older than the one known, gone, or not the account's).
+    #[error("{0}")]
+    DeviceList(String),
+    /// This device is not linked to its account (yet): it can neither send nor approve.
+    #[error("this device is not linked to the account yet")]
+    NotLinked,
 }
 
 impl MessagingError {
@@ -137,13 +150,11 @@ pub enum HistoryEntry {
         /// The message came again and was decrypted (it follows in the history).
         repaired: bool,
     },
-    /// The other participant's device changed its identity key: their safety number changed.
-    /// Kept in the conversation, where it happened, as Signal does.
+    /// The other participant's account key changed: their safety number changed. Kept in the
+    /// conversation, where it happened, as Signal does.
     IdentityChanged {
         /// The conversation (the contact).
         conversation: UserId,
-        /// Their device.
-        device: DeviceId,
         /// When this device noticed (Unix milliseconds).
         sent_at: i64,
     },
@@ -181,42 +192,39 @@ pub struct Conversation {
     pub unread: u64,
 }
 
-/// A contact device's safety number.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SafetyNumber {
-    /// The device.
-    pub device: DeviceId,
-    /// 60 digits.
-    pub number: String,
-    /// Marked verified on this device.
-    pub verified: bool,
-    /// It was verified and its identity key changed since: nothing is sent to it until the
-    /// user accepts the new number ([`Engine::set_verified`] with `false`) or verifies it.
-    pub changed: bool,
-}
-
 /// What the engine reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Incoming {
     /// A message, in the order the server queued it for this device (at its position in the
     /// conversation's history).
     Message(DirectMessage),
-    /// A contact's device changed its identity key: its safety number changed.
+    /// A contact's account key changed: their safety number changed.
     IdentityChanged {
         /// The contact.
         user: UserId,
-        /// Their device.
-        device: DeviceId,
     },
-    /// A device this device had not seen joined a contact's account, or this user's own
-    /// account. The server keeps the device lists: a device the user does not recognise may be
-    /// someone else's (compare safety numbers; for an own device, remove it).
-    DeviceAdded {
-        /// The contact, or this user.
-        user: UserId,
-        /// The new device.
-        device: DeviceId,
+    /// This device is now linked to its account (it reads and sends from now on).
+    Linked,
+    /// A link answer did not open: the code typed on the other device was not this one's.
+    /// Ask again ([`Engine::begin_link`]) for a new code.
+    LinkFailed {
+        /// Why.
+        reason: String,
     },
+    /// A pending device of this user asks to be linked (approve with the code it shows).
+    LinkRequested(LinkRequest),
+    /// This user's signed device list changed.
+    OwnDevicesChanged {
+        /// Devices linked since.
+        added: Vec<DeviceId>,
+        /// Devices removed since.
+        removed: Vec<DeviceId>,
+    },
+    /// Another account key replaced this user's (the identity was reset from another device):
+    /// this device is no longer linked.
+    AccountReplaced,
+    /// This device was removed from its account's list: it is no longer linked.
+    DeviceRemoved,
     /// An envelope could not be decrypted; a retry request went back to its sender.
     RetryRequested {
         /// The sender.
@@ -302,8 +310,6 @@ pub const BODY_MAX_BYTES: usize = 16 * 1024;
 const READ_NS: &str = "read";
 /// Vault namespace of the undecryptable entries waiting for their message (per device).
 const REPAIR_NS: &str = "repair";
-/// Vault namespace of the devices seen per account (kept across devices of this machine).
-const DEVICES_NS: &str = "devices";
 
 /// The engine of one device.
 pub struct Engine<T: Transport> {
@@ -313,8 +319,23 @@ pub struct Engine<T: Transport> {
     device: E2eeDevice,
     /// Keys to publish before anything else (a new device).
     upload: Option<UploadKeys>,
-    /// Known devices of contacts (and of this user), from bundles and device mismatches.
-    devices: BTreeMap<UserId, Vec<DeviceId>>,
+    /// Accounts checked during this run (signed lists verified against the known keys).
+    accounts: HashMap<UserId, KnownAccount>,
+    /// Senders (user, device, claimed identity key) a freshly fetched list did not vouch for.
+    refused: HashSet<(UserId, DeviceId, Option<Vec<u8>>)>,
+    /// Listed devices the server said are gone (a send named them extra), per user, until
+    /// the list changes.
+    gone: HashMap<UserId, BTreeSet<DeviceId>>,
+    /// This device's copy of the account key (linked devices only).
+    account: Option<AccountKey>,
+    /// Where this device stands in its account.
+    state: LinkState,
+    /// This device's link exchange, while it waits for an answer.
+    pending_link: Option<PendingLink>,
+    /// Open link requests of this user's pending devices.
+    link_requests: BTreeMap<DeviceId, LinkRequest>,
+    /// The recovery key shown at sign-up, until the user confirms writing it down.
+    recovery_unconfirmed: Option<String>,
     /// Envelopes already processed (the queue and the live push may overlap).
     seen: HashSet<EnvelopeId>,
     /// Retry requests answered, by (requester, device, timestamp): a message goes again at
@@ -359,7 +380,14 @@ impl<T: Transport> Engine<T> {
             my_device,
             device,
             upload,
-            devices: BTreeMap::new(),
+            accounts: HashMap::new(),
+            refused: HashSet::new(),
+            gone: HashMap::new(),
+            account: None,
+            state: LinkState::Pending,
+            pending_link: None,
+            link_requests: BTreeMap::new(),
+            recovery_unconfirmed: None,
             seen: HashSet::new(),
             answered: HashMap::new(),
             retry_requests: HashMap::new(),
@@ -394,16 +422,16 @@ impl<T: Transport> Engine<T> {
         &self.http
     }
 
-    /// Publishes the keys of a new device, then tops up prekeys ([`Engine::maintain`]).
+    /// Publishes the keys of a new device, works out where it stands in its account
+    /// ([`Engine::link_state`]: the account's first device creates the account identity), then
+    /// tops up prekeys ([`Engine::maintain`]).
     pub async fn start(&mut self, now: i64) -> Result<(), MessagingError> {
         self.tick(now);
         if let Some(upload) = &self.upload {
             self.put_keys(upload).await?;
             self.upload = None;
         }
-        // This account's devices as they are now: one added later is announced.
-        let own: Vec<crate::api::Device> = self.api("GET", "/api/v1/users/@me/devices", None::<&()>).await?;
-        self.note_devices(self.me, &own.iter().map(|d| d.id).collect::<Vec<_>>()).await?;
+        self.sync_own_account().await?;
         self.maintain(now).await
     }
 
@@ -493,12 +521,14 @@ impl<T: Transport> Engine<T> {
         self.tick(now);
         // The ratchet steps are flushed before the envelopes leave (`post`); the sent-message
         // log and the history entry then go in one write.
+        if self.state != LinkState::Linked {
+            return Err(MessagingError::NotLinked);
+        }
         self.device.vault().begin_batch();
         let result = self.send_dm_batched(to, body.to_owned()).await;
         if let Err(e) = self.device.vault().commit_batch().await {
             tracing::warn!(error = %e, "could not keep a sent message in the store");
         }
-        self.report_identity_changes().await;
         result
     }
 
@@ -561,34 +591,6 @@ impl<T: Transport> Engine<T> {
         Ok(())
     }
 
-    /// Safety numbers with each device of `user` this device knows, and whether each is
-    /// marked verified.
-    pub async fn safety_numbers(&mut self, user: UserId, now: i64) -> Result<Vec<SafetyNumber>, MessagingError> {
-        self.tick(now);
-        let devices = self.known_devices(user).await?;
-        let mut out = Vec::new();
-        for d in devices {
-            if let Some(number) = self.device.safety_number(user, d).await? {
-                let trust = self.device.trust(user, d).await?;
-                out.push(SafetyNumber {
-                    device: d,
-                    number,
-                    verified: trust == Trust::Verified,
-                    changed: trust == Trust::Unverified,
-                });
-            }
-        }
-        self.report_identity_changes().await;
-        Ok(out)
-    }
-
-    /// Marks a contact's device verified (after comparing safety numbers), or not: `false` also
-    /// accepts the new key of a verified device whose key changed. Nothing is sent to a
-    /// verified device whose key changed until one or the other.
-    pub async fn set_verified(&self, user: UserId, device: DeviceId, verified: bool) -> Result<(), MessagingError> {
-        Ok(self.device.set_verified(user, device, verified).await?)
-    }
-
     /// Seals the store's key under a new passphrase (after the account's password changed).
     pub async fn change_passphrase(&self, old: &str, new: &str) -> Result<(), MessagingError> {
         Ok(self.device.vault().change_passphrase(old, new).await?)
@@ -616,17 +618,30 @@ impl<T: Transport> Engine<T> {
         // The ratchet step and the history entry are written together, and only then is the
         // envelope acknowledged: a crash in between leaves it queued and undecrypted, to be
         // read again, rather than decrypted and lost (libsignal would take it as a duplicate).
+        // Only from a device the sender's account vouches for, with the key it gives it: a
+        // device the server added on its own is in no signed list. (A changed account key found
+        // here is announced, and kept in history, before the message it came with.)
+        match self.check_sender(&envelope).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(sender = %envelope.sender, device = %envelope.sender_device,
+                    "envelope from a device its account does not vouch for; dropped");
+                self.acks.push(envelope.id);
+                return;
+            }
+            Err(e) => {
+                // Not acknowledged: it comes again from the queue.
+                tracing::warn!(error = %e, sender = %envelope.sender, "could not check the sender's device list");
+                self.seen.remove(&envelope.id);
+                return;
+            }
+        }
         self.device.vault().begin_batch();
         let mut events = Vec::new();
         let decrypted = self.device.decrypt(&envelope).await;
-        // A changed identity is announced (and kept in history) before the message it came with.
-        self.report_identity_changes().await;
         match decrypted {
             Ok(Decrypted::Message(plaintext)) => match serde_json::from_slice::<Content>(&plaintext) {
                 Ok(content) => {
-                    if let Err(e) = self.note_devices(envelope.sender, &[envelope.sender_device]).await {
-                        tracing::warn!(error = %e, "could not record a device");
-                    }
                     let outgoing = envelope.sender == self.me;
                     let message = DirectMessage {
                         message_id: content.id,
@@ -694,7 +709,6 @@ impl<T: Transport> Engine<T> {
                 ));
             }
         }
-        self.report_identity_changes().await;
         match self.device.vault().commit_batch().await {
             Ok(()) => {
                 self.acks.push(envelope.id);
@@ -775,74 +789,19 @@ impl<T: Transport> Engine<T> {
         }
     }
 
-    /// Records the devices of `user`'s account seen now, announcing those not seen before
-    /// (unless none was known yet: the first contact with an account trusts what it finds).
-    async fn note_devices(&mut self, user: UserId, devices: &[DeviceId]) -> Result<(), VaultError> {
-        let key = user.to_string();
-        let vault = self.device.vault();
-        let mut known: Vec<DeviceId> = match vault.get(DEVICES_NS, key.as_bytes()).await? {
-            Some(raw) => serde_json::from_slice(&raw).map_err(|_| VaultError::Corrupt)?,
-            None => Vec::new(),
+    /// Whether an envelope comes from a device of the sender's signed list, with the
+    /// identity key the list gives it.
+    async fn check_sender(&mut self, envelope: &Envelope) -> Result<bool, MessagingError> {
+        let claimed = match E2eeDevice::prekey_sender_identity(envelope) {
+            Some(k) => Some(k),
+            None if envelope.kind == crate::messages::kind::WHISPER => {
+                self.device.session_identity(envelope.sender, envelope.sender_device).await?
+            }
+            // A retry request: answered only from the sent-message log, to devices and keys the
+            // message went to.
+            None => None,
         };
-        let first_contact = known.is_empty() && !(user == self.me && vault.get(DEVICES_NS, b"own-seen").await?.is_some());
-        let mut added = Vec::new();
-        for &d in devices {
-            if (user == self.me && d == self.my_device) || known.contains(&d) {
-                continue;
-            }
-            known.push(d);
-            if !first_contact {
-                added.push(d);
-            }
-        }
-        if first_contact && user == self.me {
-            vault.put(DEVICES_NS, b"own-seen", &[1]).await?;
-        }
-        if first_contact || !added.is_empty() {
-            known.sort();
-            let raw = serde_json::to_vec(&known).map_err(|e| VaultError::Backend(e.to_string()))?;
-            vault.put(DEVICES_NS, key.as_bytes(), &raw).await?;
-        }
-        for device in added {
-            self.events.push((Incoming::DeviceAdded { user, device }, None));
-        }
-        Ok(())
-    }
-
-    /// Forgets a device that left `user`'s account (it is announced again if it comes back).
-    async fn forget_device(&self, user: UserId, device: DeviceId) -> Result<(), VaultError> {
-        let key = user.to_string();
-        let vault = self.device.vault();
-        let Some(raw) = vault.get(DEVICES_NS, key.as_bytes()).await? else { return Ok(()) };
-        let mut known: Vec<DeviceId> = serde_json::from_slice(&raw).map_err(|_| VaultError::Corrupt)?;
-        if known.contains(&device) {
-            known.retain(|d| *d != device);
-            let raw = serde_json::to_vec(&known).map_err(|e| VaultError::Backend(e.to_string()))?;
-            vault.put(DEVICES_NS, key.as_bytes(), &raw).await?;
-        }
-        Ok(())
-    }
-
-    /// Announces the contacts' identity changes libsignal recorded, each kept in its
-    /// conversation's history.
-    async fn report_identity_changes(&mut self) {
-        for (user, device) in self.device.take_identity_changes() {
-            // A contact's: in the conversation with them (this user's own devices have none).
-            let position = if user == self.me {
-                None
-            } else {
-                let entry = HistoryEntry::IdentityChanged { conversation: user, device, sent_at: self.now };
-                let id = format!("identity/{device}/{}", self.now);
-                match History::new(self.device.vault()).append(&user.to_string(), &id, &entry).await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not keep an identity change in history");
-                        None
-                    }
-                }
-            };
-            self.events.push((Incoming::IdentityChanged { user, device }, position));
-        }
+        self.is_vouched(envelope.sender, envelope.sender_device, claimed.as_deref()).await
     }
 
     /// Counts a retry request to `device` of `user`; `false` past the minute's allowance.
@@ -950,40 +909,62 @@ impl<T: Transport> Engine<T> {
         }
     }
 
-    async fn ensure_session(&mut self, user: UserId, device: DeviceId) -> Result<(), MessagingError> {
-        if self.device.session_registration(user, device).await?.is_some() {
-            return Ok(());
+    /// The devices of `user` to encrypt to: those of their signed list (less this device, and
+    /// those the server said are gone), each with a session from a bundle that carries the key
+    /// the list gives it. A verified contact whose account key changed gets nothing.
+    async fn recipients(&mut self, user: UserId) -> Result<Vec<DeviceId>, MessagingError> {
+        let account = self.account_of(user, false).await?.ok_or_else(|| {
+            MessagingError::Send(format!("user {user} has not set up a signed device list yet; nothing can be sent to them"))
+        })?;
+        if user != self.me && account.trust == Trust::Unverified {
+            self.events.push((Incoming::IdentityChanged { user }, None));
+            return Err(MessagingError::UntrustedIdentity { user });
         }
-        let bundles: UserBundles = self.api("GET", &format!("/api/v1/keys/{user}/{device}"), None::<&()>).await?;
-        // Only the device asked for: an answer naming others installs nothing for them.
-        for b in bundles.devices.iter().filter(|b| b.device_id == device) {
-            self.device.start_session(user, b).await?;
+        let gone = self.gone.get(&user).cloned().unwrap_or_default();
+        let devices: Vec<(DeviceId, Vec<u8>)> = account
+            .devices
+            .iter()
+            .filter(|(d, _)| !(user == self.me && *d == self.my_device) && !gone.contains(d))
+            .map(|(d, k)| (*d, k.0.clone()))
+            .collect();
+        let mut missing = Vec::new();
+        for (d, key) in &devices {
+            match self.device.session_identity(user, *d).await? {
+                Some(k) if &k == key && self.device.session_registration(user, *d).await?.is_some() => {}
+                Some(_) => {
+                    self.device.forget_session(user, *d).await?;
+                    missing.push(*d);
+                }
+                None => missing.push(*d),
+            }
         }
-        Ok(())
-    }
-
-    async fn known_devices(&mut self, user: UserId) -> Result<Vec<DeviceId>, MessagingError> {
-        if let Some(d) = self.devices.get(&user) {
-            return Ok(d.clone());
-        }
-        // First contact: one bundle per device, and a session with each.
-        let fetched: Result<UserBundles, _> = self.api("GET", &format!("/api/v1/keys/{user}"), None::<&()>).await;
-        let devices = match fetched {
-            Ok(bundles) => {
-                for b in &bundles.devices {
-                    if self.device.session_registration(user, b.device_id).await?.is_none() {
-                        self.device.start_session(user, b).await?;
+        if !missing.is_empty() {
+            // One request for all of them on a first contact, else one per device.
+            let path =
+                if missing.len() > 1 { format!("/api/v1/keys/{user}") } else { format!("/api/v1/keys/{user}/{}", missing[0]) };
+            let bundles: UserBundles = match self.api("GET", &path, None::<&()>).await {
+                Ok(b) => b,
+                Err(MessagingError::Api { status: 404, .. }) => UserBundles { user_id: user, devices: Vec::new() },
+                Err(e) => return Err(e),
+            };
+            for d in &missing {
+                let listed = devices.iter().find(|(x, _)| x == d).map(|(_, k)| k.as_slice());
+                match bundles.devices.iter().find(|b| b.device_id == *d) {
+                    Some(b) if Some(b.identity_key.as_slice()) == listed => self.device.start_session(user, b).await?,
+                    Some(_) => {
+                        return Err(MessagingError::DeviceList(format!(
+                            "the server gave a key for device {d} of user {user} that its signed list does not; refused"
+                        )))
+                    }
+                    // The server has no keys for it: it left (the list will say so).
+                    None => {
+                        self.gone.entry(user).or_default().insert(*d);
                     }
                 }
-                bundles.devices.iter().map(|b| b.device_id).collect()
             }
-            // This user has no other device with keys.
-            Err(MessagingError::Api { status: 404, .. }) if user == self.me => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        self.note_devices(user, &devices).await?;
-        self.devices.insert(user, devices.clone());
-        Ok(devices)
+        }
+        let gone = self.gone.get(&user).cloned().unwrap_or_default();
+        Ok(devices.into_iter().map(|(d, _)| d).filter(|d| !gone.contains(d)).collect())
     }
 
     async fn encrypt_for(
@@ -994,23 +975,7 @@ impl<T: Transport> Engine<T> {
     ) -> Result<Vec<OutgoingEnvelope>, MessagingError> {
         let mut out = Vec::with_capacity(devices.len());
         for &d in devices {
-            if user == self.me && d == self.my_device {
-                continue;
-            }
-            let encrypted = match self.ensure_session(user, d).await {
-                Ok(()) => self.device.encrypt(user, d, plaintext).await.map_err(MessagingError::from),
-                Err(e) => Err(e),
-            };
-            match encrypted {
-                Ok(envelope) => out.push(envelope),
-                Err(MessagingError::Crypto(CryptoError::Protocol(SignalProtocolError::UntrustedIdentity(_)))) => {
-                    // A verified device has another identity key: say so, and send nothing until
-                    // the user has accepted or verified the new number.
-                    self.events.push((Incoming::IdentityChanged { user, device: d }, None));
-                    return Err(MessagingError::UntrustedIdentity { user, device: d });
-                }
-                Err(e) => return Err(e),
-            }
+            out.push(self.device.encrypt(user, d, plaintext).await?);
         }
         Ok(out)
     }
@@ -1030,8 +995,8 @@ impl<T: Transport> Engine<T> {
         let content = Content { id: id.iter().map(|b| format!("{b:02x}")).collect(), to, body };
         let plaintext = serde_json::to_vec(&content).map_err(|e| MessagingError::Send(e.to_string()))?;
         for _attempt in 0..4 {
-            let theirs = self.known_devices(to).await?;
-            let mine = self.known_devices(self.me).await?;
+            let theirs = self.recipients(to).await?;
+            let mine = self.recipients(self.me).await?;
             let messages = self.encrypt_for(to, &theirs, &plaintext).await?;
             let sync_messages = self.encrypt_for(self.me, &mine, &plaintext).await?;
             let send = SendMessage { recipient: to, messages, sync_messages, partial: false };
@@ -1070,24 +1035,28 @@ impl<T: Transport> Engine<T> {
         Err(MessagingError::Send("the device lists kept changing; try again".into()))
     }
 
+    /// The server's view of `user`'s devices differs: a missing device must be in their signed
+    /// list (fetched again) or nothing is sent; an extra one is left out until the list
+    /// changes; a stale session is rebuilt.
     async fn apply_mismatch(&mut self, user: UserId, m: &crate::messages::DeviceMismatch) -> Result<(), MessagingError> {
-        let list = self.devices.entry(user).or_default();
-        for d in &m.extra_devices {
-            list.retain(|x| x != d);
-        }
-        for d in &m.missing_devices {
-            if !list.contains(d) {
-                list.push(*d);
-            }
-        }
-        list.sort();
         for d in m.extra_devices.iter().chain(&m.stale_devices) {
             self.device.forget_session(user, *d).await?;
         }
-        for d in &m.extra_devices {
-            self.forget_device(user, *d).await?;
+        if !m.missing_devices.is_empty() || !m.stale_devices.is_empty() {
+            // A device that is new, or has new keys: the list must say so.
+            self.gone.remove(&user);
+            let account = self.account_of(user, true).await?;
+            for d in &m.missing_devices {
+                if (user, *d) == (self.me, self.my_device) || account.as_ref().is_none_or(|a| a.key_of(*d).is_none()) {
+                    return Err(MessagingError::DeviceList(format!(
+                        "the server wants messages to device {d} of user {user}, which their signed device list does not name; nothing was sent"
+                    )));
+                }
+            }
         }
-        self.note_devices(user, &m.missing_devices).await?;
+        if !m.extra_devices.is_empty() {
+            self.gone.entry(user).or_default().extend(m.extra_devices.iter().copied());
+        }
         Ok(())
     }
 

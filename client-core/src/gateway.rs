@@ -92,6 +92,12 @@ pub mod event_name {
     pub const ENVELOPE: &str = "ENVELOPE";
     /// This device runs low on one-time prekeys: upload more.
     pub const PREKEYS_LOW: &str = "PREKEYS_LOW";
+    /// A pending device of the current user asks to be linked ([`crate::devices::LinkRequest`]).
+    pub const LINK_REQUEST: &str = "LINK_REQUEST";
+    /// A linked device answered this pending device's link request ([`crate::devices::LinkAnswer`]).
+    pub const LINK_ANSWER: &str = "LINK_ANSWER";
+    /// The current user's device list has a new version ([`crate::devices::DeviceListUpdate`]).
+    pub const DEVICE_LIST_UPDATE: &str = "DEVICE_LIST_UPDATE";
 }
 
 /// A frame as it travels.

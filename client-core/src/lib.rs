@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod bytes;
+pub mod devices;
 pub mod error;
 pub mod gateway;
 pub mod ids;

@@ -18,7 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::client::{Client, ClientError, GatewayHandle, GatewayUpdate};
 use crate::crypto::sqlite::SqliteBackend;
 use crate::engine::{Answer, Engine, Transport};
-pub use crate::engine::{DirectMessage, HistoryEntry, Incoming, MessagingError, RetryRefusal};
+pub use crate::engine::{
+    DirectMessage, HistoryEntry, Incoming, LinkState, MessagingError, OwnDevice, RetryRefusal, SafetyNumber,
+};
 use crate::gateway::{Ack, ClientMessage, Event};
 use crate::ids::{DeviceId, UserId};
 use crate::messages::Envelope;
@@ -66,15 +68,16 @@ impl std::fmt::Debug for Clock {
     }
 }
 
+/// A call on the engine, run on the messenger's thread.
+type EngineCall =
+    Box<dyn for<'a> FnOnce(&'a mut Engine<Client>, i64) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>> + Send>;
+
 enum Command {
+    Run(EngineCall),
     Send {
         to: UserId,
         body: String,
         reply: oneshot::Sender<Result<DirectMessage, MessagingError>>,
-    },
-    SafetyNumbers {
-        user: UserId,
-        reply: oneshot::Sender<Result<Vec<(DeviceId, String)>, MessagingError>>,
     },
     History {
         conversation: UserId,
@@ -84,12 +87,6 @@ enum Command {
     },
     Conversations {
         reply: oneshot::Sender<Result<Vec<UserId>, MessagingError>>,
-    },
-    Verify {
-        user: UserId,
-        device: DeviceId,
-        verified: bool,
-        reply: oneshot::Sender<Result<(), MessagingError>>,
     },
     #[cfg(feature = "testing")]
     CorruptSession {
@@ -184,11 +181,74 @@ impl Messenger {
         }
     }
 
-    /// Safety numbers with each device of `user` this device has a session with.
-    pub async fn safety_numbers(&self, user: UserId) -> Result<Vec<(DeviceId, String)>, MessagingError> {
+    /// Runs `call` on the engine (on the messenger's thread) and returns what it gives.
+    async fn with_engine<R: Send + 'static>(
+        &self,
+        call: impl for<'a> FnOnce(&'a mut Engine<Client>, i64) -> std::pin::Pin<Box<dyn std::future::Future<Output = R> + 'a>>
+            + Send
+            + 'static,
+    ) -> Result<R, MessagingError> {
         let (reply, rx) = oneshot::channel();
-        self.commands.send(Command::SafetyNumbers { user, reply }).map_err(|_| MessagingError::Stopped)?;
-        rx.await.map_err(|_| MessagingError::Stopped)?
+        let run: EngineCall = Box::new(move |engine, now| {
+            Box::pin(async move {
+                let _ = reply.send(call(engine, now).await);
+            })
+        });
+        self.commands.send(Command::Run(run)).map_err(|_| MessagingError::Stopped)?;
+        rx.await.map_err(|_| MessagingError::Stopped)
+    }
+
+    /// Where this device stands in its account.
+    pub async fn link_state(&self) -> Result<LinkState, MessagingError> {
+        self.with_engine(|e, _| Box::pin(async move { e.link_state() })).await
+    }
+
+    /// The recovery key made when this device created the account, until confirmed.
+    pub async fn unconfirmed_recovery_key(&self) -> Result<Option<String>, MessagingError> {
+        self.with_engine(|e, _| Box::pin(async move { e.unconfirmed_recovery_key() })).await
+    }
+
+    /// Asks to be linked; returns the code to show.
+    pub async fn begin_link(&self) -> Result<String, MessagingError> {
+        self.with_engine(|e, now| Box::pin(async move { e.begin_link(now).await })).await?
+    }
+
+    /// Approves a pending device of this user with the code it shows.
+    pub async fn approve_link(&self, device: DeviceId, code: &str) -> Result<(), MessagingError> {
+        let code = code.to_owned();
+        self.with_engine(move |e, now| Box::pin(async move { e.approve_link(device, &code, now).await })).await?
+    }
+
+    /// Links this device with the account's recovery key.
+    pub async fn link_with_recovery_key(&self, key: &str) -> Result<(), MessagingError> {
+        let key = key.to_owned();
+        self.with_engine(move |e, now| Box::pin(async move { e.link_with_recovery_key(&key, now).await })).await?
+    }
+
+    /// Starts a new account identity with this device alone; returns the new recovery key.
+    pub async fn reset_identity(&self, password: &str) -> Result<String, MessagingError> {
+        let password = password.to_owned();
+        self.with_engine(move |e, now| Box::pin(async move { e.reset_identity(&password, now).await })).await?
+    }
+
+    /// Makes a new recovery key.
+    pub async fn new_recovery_key(&self) -> Result<String, MessagingError> {
+        self.with_engine(|e, now| Box::pin(async move { e.new_recovery_key(now).await })).await?
+    }
+
+    /// This user's devices, linked or pending.
+    pub async fn own_devices(&self) -> Result<Vec<OwnDevice>, MessagingError> {
+        self.with_engine(|e, now| Box::pin(async move { e.own_devices(now).await })).await?
+    }
+
+    /// Removes a device from the account (out of the signed list, then off the server).
+    pub async fn remove_device(&self, device: DeviceId) -> Result<(), MessagingError> {
+        self.with_engine(move |e, now| Box::pin(async move { e.remove_device(device, now).await })).await?
+    }
+
+    /// The safety number with `user` (one per account).
+    pub async fn safety_number(&self, user: UserId) -> Result<SafetyNumber, MessagingError> {
+        self.with_engine(move |e, now| Box::pin(async move { e.safety_number(user, now).await })).await?
     }
 
     /// Up to `limit` messages of the conversation with `conversation` before position
@@ -229,17 +289,15 @@ impl Messenger {
         rx.await.map_err(|_| MessagingError::Stopped)?
     }
 
-    /// Marks a contact's device verified (after comparing safety numbers): if that device's
-    /// identity key changes, nothing is sent to it until the user accepts the new safety number.
-    pub async fn verify(&self, user: UserId, device: DeviceId) -> Result<(), MessagingError> {
-        self.set_verified(user, device, true).await
+    /// Marks a contact verified (after comparing safety numbers): if their account key
+    /// changes, nothing is sent to them until the user accepts the new safety number.
+    pub async fn verify(&self, user: UserId) -> Result<(), MessagingError> {
+        self.set_verified(user, true).await
     }
 
-    /// Marks a contact's device verified or not; `false` also accepts a changed safety number.
-    pub async fn set_verified(&self, user: UserId, device: DeviceId, verified: bool) -> Result<(), MessagingError> {
-        let (reply, rx) = oneshot::channel();
-        self.commands.send(Command::Verify { user, device, verified, reply }).map_err(|_| MessagingError::Stopped)?;
-        rx.await.map_err(|_| MessagingError::Stopped)?
+    /// Marks a contact verified or not; `false` also accepts a changed safety number.
+    pub async fn set_verified(&self, user: UserId, verified: bool) -> Result<(), MessagingError> {
+        self.with_engine(move |e, _| Box::pin(async move { e.set_verified(user, verified).await })).await?
     }
 
     /// Damages the session with a device (to exercise the repair path in tests).
@@ -328,6 +386,9 @@ async fn run(
                 None | Some(GatewayUpdate::Closed { .. }) => return,
                 Some(GatewayUpdate::Disconnected { .. }) => draining = true,
                 Some(GatewayUpdate::Connected { .. }) => {
+                    if let Err(e) = engine.poll_link(clock.now_ms()).await {
+                        tracing::warn!(error = %e, "could not look for a link answer");
+                    }
                     let result = engine.drain_queue(clock.now_ms()).await;
                     for e in std::mem::take(&mut held) {
                         engine.handle_envelope(e, clock.now_ms()).await;
@@ -346,6 +407,11 @@ async fn run(
                         tracing::warn!(error = %e, "prekey top-up failed");
                     }
                 }
+                Some(GatewayUpdate::Event { event: Event::Unknown { name, data }, .. }) => {
+                    if let Err(e) = engine.handle_event(&name, data, clock.now_ms()).await {
+                        tracing::warn!(error = %e, event = %name, "account event not handled");
+                    }
+                }
                 Some(_) => {}
             },
             command = commands.recv() => match command {
@@ -359,19 +425,13 @@ async fn run(
                     let result = engine.send_dm(to, &body, clock.now_ms()).await;
                     let _ = reply.send(result);
                 }
-                Some(Command::SafetyNumbers { user, reply }) => {
-                    let numbers = engine.safety_numbers(user, clock.now_ms()).await;
-                    let _ = reply.send(numbers.map(|list| list.into_iter().map(|n| (n.device, n.number)).collect()));
-                }
+                Some(Command::Run(call)) => call(&mut engine, clock.now_ms()).await,
                 Some(Command::History { conversation, before, limit, reply }) => {
                     let _ = reply.send(engine.history(conversation, before, limit).await);
                 }
                 Some(Command::Conversations { reply }) => {
                     let list = engine.conversations().await.map(|l| l.into_iter().map(|c| c.user).collect());
                     let _ = reply.send(list);
-                }
-                Some(Command::Verify { user, device, verified, reply }) => {
-                    let _ = reply.send(engine.set_verified(user, device, verified).await);
                 }
                 #[cfg(feature = "testing")]
                 Some(Command::CorruptSession { user, device, reply }) => {

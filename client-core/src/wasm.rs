@@ -4,7 +4,8 @@
 //! The page moves opaque bytes and JSON only: every key, every ratchet step, the local store's
 //! encryption and the safety numbers are computed here, by the same code the native client
 //! runs. Results cross the boundary as JSON text; errors as `Error`s whose message starts with
-//! a stable code (`wrong_passphrase:`, `store:`, `http:`, `crypto:`, `send:`).
+//! a stable code (`wrong_passphrase:`, `store:`, `http:`, `crypto:`, `send:`,
+//! `untrusted_identity:`, `not_linked:`, `wrong_code:`, `wrong_recovery_key:`, `identity:`).
 
 use async_trait::async_trait;
 use js_sys::{Array, Promise, Uint8Array};
@@ -12,7 +13,9 @@ use serde::Serialize;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
+use crate::crypto::account::AccountError;
 use crate::crypto::{VaultBackend, VaultError};
+use crate::devices::LinkRequest;
 use crate::engine::{Answer, Engine as CoreEngine, HistoryEntry, Incoming, MessagingError, Transport};
 use crate::ids::{DeviceId, SessionId, UserId};
 use crate::messages::Envelope;
@@ -109,6 +112,10 @@ fn error(e: MessagingError) -> JsValue {
         MessagingError::Crypto(_) => "crypto",
         MessagingError::Send(_) | MessagingError::Stopped => "send",
         MessagingError::UntrustedIdentity { .. } => "untrusted_identity",
+        MessagingError::NotLinked => "not_linked",
+        MessagingError::Account(AccountError::WrongCode) => "wrong_code",
+        MessagingError::Account(AccountError::WrongRecoveryKey) => "wrong_recovery_key",
+        MessagingError::Account(_) | MessagingError::DeviceList(_) => "identity",
     };
     js_sys::Error::new(&format!("{code}: {e}")).into()
 }
@@ -134,9 +141,29 @@ enum JsEvent<'a> {
     Message { entry: Positioned<'a> },
     Undecryptable { entry: Positioned<'a> },
     Repaired { conversation: String, pos: u64 },
-    IdentityChanged { user: String, device: u32, entry: Option<Positioned<'a>> },
-    DeviceAdded { user: String, device: u32 },
+    IdentityChanged { user: String, entry: Option<Positioned<'a>> },
+    Linked,
+    LinkFailed { reason: &'a str },
+    LinkRequested { request: &'a LinkRequest },
+    OwnDevicesChanged { added: Vec<u32>, removed: Vec<u32> },
+    AccountReplaced,
+    DeviceRemoved,
     RetryRefused { user: String, device: u32, reason: crate::engine::RetryRefusal },
+}
+
+/// A link request as the page shows it (without the exchange's message).
+#[derive(Serialize)]
+struct RequestSummary {
+    device_id: u32,
+    device_name: String,
+    created_at: i64,
+    expires_at: i64,
+}
+
+impl From<&LinkRequest> for RequestSummary {
+    fn from(r: &LinkRequest) -> Self {
+        Self { device_id: r.device_id.0, device_name: r.device_name.clone(), created_at: r.created_at, expires_at: r.expires_at }
+    }
 }
 
 /// The engine of this browser's device.
@@ -257,19 +284,111 @@ impl Engine {
         self.inner.mark_read(conversation).await.map_err(error)
     }
 
-    /// Safety numbers with each device of `user`. JSON `{device, number, verified}[]`.
-    #[wasm_bindgen(js_name = safetyNumbers)]
-    pub async fn safety_numbers(&mut self, user: String, now: f64) -> Result<String, JsValue> {
+    /// The safety number with `user` (one per account). JSON `{number, verified, changed}`.
+    #[wasm_bindgen(js_name = safetyNumber)]
+    pub async fn safety_number(&mut self, user: String, now: f64) -> Result<String, JsValue> {
         let user: UserId = parse_id(&user, "user id")?;
-        let numbers = self.inner.safety_numbers(user, now as i64).await.map_err(error)?;
-        json(&numbers)
+        let number = self.inner.safety_number(user, now as i64).await.map_err(error)?;
+        json(&number)
     }
 
-    /// Marks a contact's device verified, or not.
+    /// Marks a contact verified, or not (`false` also accepts a changed safety number).
     #[wasm_bindgen(js_name = setVerified)]
-    pub async fn set_verified(&self, user: String, device: u32, verified: bool) -> Result<(), JsValue> {
+    pub async fn set_verified(&mut self, user: String, verified: bool) -> Result<(), JsValue> {
         let user: UserId = parse_id(&user, "user id")?;
-        self.inner.set_verified(user, DeviceId(device), verified).await.map_err(error)
+        self.inner.set_verified(user, verified).await.map_err(error)
+    }
+
+    /// Where this device stands. JSON `{state: "linked"|"pending"|"removed",
+    /// unconfirmed_recovery_key: string|null}`.
+    #[wasm_bindgen(js_name = accountState)]
+    pub fn account_state(&self) -> Result<String, JsValue> {
+        #[derive(Serialize)]
+        struct State {
+            state: crate::engine::LinkState,
+            unconfirmed_recovery_key: Option<String>,
+        }
+        let unconfirmed_recovery_key = self.inner.unconfirmed_recovery_key();
+        json(&State { state: self.inner.link_state(), unconfirmed_recovery_key })
+    }
+
+    /// The user wrote the recovery key down.
+    #[wasm_bindgen(js_name = confirmRecoveryKey)]
+    pub async fn confirm_recovery_key(&mut self) -> Result<(), JsValue> {
+        self.inner.confirm_recovery_key().await.map_err(error)
+    }
+
+    /// Asks to be linked; returns the code to show (`1234-5678`).
+    #[wasm_bindgen(js_name = beginLink)]
+    pub async fn begin_link(&mut self, now: f64) -> Result<String, JsValue> {
+        self.inner.begin_link(now as i64).await.map_err(error)
+    }
+
+    /// Looks for a link answer that came while offline. JSON `Event[]`.
+    #[wasm_bindgen(js_name = pollLink)]
+    pub async fn poll_link(&mut self, now: f64) -> Result<String, JsValue> {
+        self.inner.poll_link(now as i64).await.map_err(error)?;
+        self.events()
+    }
+
+    /// Handles a `LINK_REQUEST`, `LINK_ANSWER` or `DEVICE_LIST_UPDATE` dispatch (its `d` as
+    /// JSON text). JSON `Event[]`.
+    #[wasm_bindgen(js_name = handleEvent)]
+    pub async fn handle_event(&mut self, name: String, payload_json: String, now: f64) -> Result<String, JsValue> {
+        let data: serde_json::Value = serde_json::from_str(&payload_json)
+            .map_err(|e| JsValue::from(js_sys::Error::new(&format!("invalid: event: {e}"))))?;
+        self.inner.handle_event(&name, data, now as i64).await.map_err(error)?;
+        self.events()
+    }
+
+    /// Links this device with the recovery key. JSON `Event[]`.
+    #[wasm_bindgen(js_name = linkWithRecoveryKey)]
+    pub async fn link_with_recovery_key(&mut self, key: String, now: f64) -> Result<String, JsValue> {
+        self.inner.link_with_recovery_key(&key, now as i64).await.map_err(error)?;
+        self.events()
+    }
+
+    /// Starts a new account identity with this device alone. Returns the new recovery key.
+    #[wasm_bindgen(js_name = resetIdentity)]
+    pub async fn reset_identity(&mut self, password: String, now: f64) -> Result<String, JsValue> {
+        self.inner.reset_identity(&password, now as i64).await.map_err(error)
+    }
+
+    /// Open link requests. JSON `{device_id, device_name, created_at, expires_at}[]`.
+    #[wasm_bindgen(js_name = linkRequests)]
+    pub async fn link_requests(&mut self, now: f64) -> Result<String, JsValue> {
+        let requests = self.inner.link_requests(now as i64).await.map_err(error)?;
+        json(&requests.iter().map(RequestSummary::from).collect::<Vec<_>>())
+    }
+
+    /// Approves a pending device with the code it shows.
+    #[wasm_bindgen(js_name = approveLink)]
+    pub async fn approve_link(&mut self, device: u32, code: String, now: f64) -> Result<(), JsValue> {
+        self.inner.approve_link(DeviceId(device), &code, now as i64).await.map_err(error)
+    }
+
+    /// Declines a link request.
+    #[wasm_bindgen(js_name = declineLink)]
+    pub async fn decline_link(&mut self, device: u32) -> Result<(), JsValue> {
+        self.inner.decline_link(DeviceId(device)).await.map_err(error)
+    }
+
+    /// This user's devices. JSON `{id, name, linked, current, created_at, last_seen_at}[]`.
+    #[wasm_bindgen(js_name = ownDevices)]
+    pub async fn own_devices(&mut self, now: f64) -> Result<String, JsValue> {
+        json(&self.inner.own_devices(now as i64).await.map_err(error)?)
+    }
+
+    /// Removes a device (out of the signed list, then off the server).
+    #[wasm_bindgen(js_name = removeDevice)]
+    pub async fn remove_device(&mut self, device: u32, now: f64) -> Result<(), JsValue> {
+        self.inner.remove_device(DeviceId(device), now as i64).await.map_err(error)
+    }
+
+    /// A new recovery key (the old one stops working).
+    #[wasm_bindgen(js_name = newRecoveryKey)]
+    pub async fn new_recovery_key(&mut self, now: f64) -> Result<String, JsValue> {
+        self.inner.new_recovery_key(now as i64).await.map_err(error)
     }
 
     /// Seals the local store's key under a new passphrase.
@@ -293,8 +412,8 @@ impl Engine {
                     sent_at: *sent_at,
                     repaired: false,
                 }),
-                Incoming::IdentityChanged { user, device } => {
-                    Some(HistoryEntry::IdentityChanged { conversation: *user, device: *device, sent_at: self.inner.now() })
+                Incoming::IdentityChanged { user } => {
+                    Some(HistoryEntry::IdentityChanged { conversation: *user, sent_at: self.inner.now() })
                 }
                 _ => None,
             })
@@ -314,15 +433,20 @@ impl Engine {
                     (Incoming::Repaired { conversation, position }, _) => {
                         JsEvent::Repaired { conversation: conversation.to_string(), pos: *position }
                     }
-                    (Incoming::IdentityChanged { user, device }, entry) => JsEvent::IdentityChanged {
+                    (Incoming::IdentityChanged { user }, entry) => JsEvent::IdentityChanged {
                         user: user.to_string(),
-                        device: device.0,
                         // The entry kept in the conversation, when there is one.
                         entry: position.zip(entry.as_ref()).map(|(pos, entry)| Positioned { pos, entry }),
                     },
-                    (Incoming::DeviceAdded { user, device }, _) => {
-                        JsEvent::DeviceAdded { user: user.to_string(), device: device.0 }
-                    }
+                    (Incoming::Linked, _) => JsEvent::Linked,
+                    (Incoming::LinkFailed { reason }, _) => JsEvent::LinkFailed { reason },
+                    (Incoming::LinkRequested(request), _) => JsEvent::LinkRequested { request },
+                    (Incoming::OwnDevicesChanged { added, removed }, _) => JsEvent::OwnDevicesChanged {
+                        added: added.iter().map(|d| d.0).collect(),
+                        removed: removed.iter().map(|d| d.0).collect(),
+                    },
+                    (Incoming::AccountReplaced, _) => JsEvent::AccountReplaced,
+                    (Incoming::DeviceRemoved, _) => JsEvent::DeviceRemoved,
                     (Incoming::RetryRefused { user, device, reason, .. }, _) => {
                         JsEvent::RetryRefused { user: user.to_string(), device: device.0, reason: *reason }
                     }

@@ -71,6 +71,7 @@ fn device() -> Device {
         name: "Laptop".into(),
         created_at: datetime!(2026-11-21 14:29:34 UTC),
         last_seen_at: datetime!(2026-11-21 15:00:00 UTC),
+        linked: true,
     }
 }
 
@@ -476,11 +477,7 @@ fn history_record() {
     );
     wire!(
         "history_entry_identity_changed",
-        HistoryEntry::IdentityChanged {
-            conversation: UserId(117_632_502_289_399_811),
-            device: DeviceId(2),
-            sent_at: 1_795_271_374_052
-        }
+        HistoryEntry::IdentityChanged { conversation: UserId(117_632_502_289_399_811), sent_at: 1_795_271_374_052 }
     );
 }
 

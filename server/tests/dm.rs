@@ -1,7 +1,7 @@
 //! End-to-end encrypted direct messages through the real server with real clients: PQXDH
-//! session setup, Double Ratchet, every device of both users, offline queues, device changes,
-//! the retry path that repairs a broken session (and answers only the devices a message was
-//! sent to), and one-time prekeys handed out once.
+//! session setup, Double Ratchet, every linked device of both users, offline queues, device
+//! changes, account identity changes, the retry path that repairs a broken session (and
+//! answers only the devices a message was sent to), and one-time prekeys handed out once.
 
 mod common;
 
@@ -11,9 +11,15 @@ use std::time::Duration;
 
 use common::{Backend, TestApp};
 use copains_client_core::client::Client;
+use copains_client_core::crypto::account::{new_link_code, AccountKey, PendingLink};
 use copains_client_core::crypto::{Decrypted, E2eeDevice, MemoryBackend, Vault};
+use copains_client_core::devices::{
+    DeviceList, ListedDevice, NewLinkRequest, OwnLinkRequest, PublishDeviceList, SignedDeviceList,
+};
 use copains_client_core::messages::{Envelope, Queue, SendMessage, SendReceipt};
-use copains_client_core::messaging::{Clock, DirectMessage, HistoryEntry, Incoming, MessagingError, Messenger, RetryRefusal};
+use copains_client_core::messaging::{
+    Clock, DirectMessage, HistoryEntry, Incoming, LinkState, MessagingError, Messenger, RetryRefusal,
+};
 use copains_client_core::{DeviceId, EnvelopeId, UserId};
 use rand::seq::SliceRandom;
 use reqwest::Method;
@@ -29,7 +35,7 @@ backend_tests!(
     a_forged_retry_request_gets_nothing_and_a_real_one_is_answered,
     a_restarted_sender_answers_a_retry_request,
     a_message_past_the_resend_window_is_not_sent_again,
-    a_new_identity_on_a_reused_device_id_is_surfaced,
+    a_device_relinked_with_the_recovery_key_keeps_the_safety_number,
     a_verified_contact_with_new_keys_is_received_and_announced,
     nothing_is_sent_to_a_verified_device_with_new_keys_until_accepted,
     a_peer_sending_junk_gets_a_few_retry_requests_not_one_each,
@@ -61,12 +67,24 @@ async fn register(app: &TestApp, name: &str) -> Person {
     Person { client, id: auth.user.id, messenger }
 }
 
-async fn add_device(app: &TestApp, name: &str, n: u32) -> Person {
+/// A device signed in with the password: pending until linked.
+async fn sign_in(app: &TestApp, name: &str, n: u32) -> Person {
     let client = app.client();
     let auth = client.login(name, "a-long-password", Some("another")).await.expect("login");
     let store = app.data_dir.path().join(format!("{name}-{n}.vault"));
     let messenger = client.enable_e2ee(store, "vault passphrase").await.expect("e2ee");
+    assert_eq!(messenger.link_state().await.expect("state"), LinkState::Pending);
     Person { client, id: auth.user.id, messenger }
+}
+
+/// Another device of `name`, linked by `approver` with the code it shows.
+async fn add_device(app: &TestApp, name: &str, n: u32, approver: &Person) -> Person {
+    let mut person = sign_in(app, name, n).await;
+    let code = person.messenger.begin_link().await.expect("code");
+    let device = person.client.device_id().await.expect("device");
+    approver.messenger.approve_link(device, &code).await.expect("approve");
+    notice(&mut person.messenger, |n| matches!(n, Incoming::Linked)).await;
+    person
 }
 
 /// A message each way, so that both sides hold an established session.
@@ -109,12 +127,11 @@ async fn first_messages_and_replies(backend: Backend) {
     alice.messenger.send_dm(bob.id, "ça va ?").await.expect("send");
     assert_eq!(next_message(&mut bob.messenger).await.body, "ça va ?");
 
-    // Both see the same safety number for the pair of devices.
-    let a = alice.messenger.safety_numbers(bob.id).await.expect("numbers");
-    let b = bob.messenger.safety_numbers(alice.id).await.expect("numbers");
-    assert_eq!(a.len(), 1);
-    assert_eq!(a[0].1.len(), 60, "60 digits");
-    assert_eq!(a[0].1, b[0].1);
+    // Both see the same safety number.
+    let a = alice.messenger.safety_number(bob.id).await.expect("number");
+    let b = bob.messenger.safety_number(alice.id).await.expect("number");
+    assert_eq!(a.number.len(), 60, "60 digits");
+    assert_eq!(a.number, b.number);
     // Queues empty out: everything is acknowledged (over the gateway, asynchronously).
     common::eventually(Duration::from_secs(10), "queues acknowledged", || async { app.count("envelopes").await == 0 }).await;
     alice.messenger.close().await;
@@ -184,8 +201,8 @@ async fn an_offline_device_gets_the_burst_in_order(backend: Backend) {
 async fn three_devices_see_every_message(backend: Backend) {
     let app = spawn(backend).await;
     let mut a1 = register(&app, "alice").await;
-    let mut a2 = add_device(&app, "alice", 2).await;
-    let mut a3 = add_device(&app, "alice", 3).await;
+    let mut a2 = add_device(&app, "alice", 2, &a1).await;
+    let mut a3 = add_device(&app, "alice", 3, &a2).await;
     let mut bob = register(&app, "bob").await;
 
     a1.messenger.send_dm(bob.id, "from the laptop").await.expect("send");
@@ -216,18 +233,16 @@ async fn a_device_added_mid_conversation_gets_later_messages(backend: Backend) {
     bob.messenger.send_dm(a1.id, "before").await.expect("send");
     assert_eq!(next_message(&mut a1.messenger).await.body, "before");
 
-    let mut a2 = add_device(&app, "alice", 2).await;
+    let mut a2 = add_device(&app, "alice", 2, &a1).await;
+    // Alice's first device, which approved it, is told once it is in the signed list.
+    let linked = notice(&mut a1.messenger, |n| matches!(n, Incoming::OwnDevicesChanged { .. })).await;
+    assert_eq!(linked, Incoming::OwnDevicesChanged { added: vec![DeviceId(2)], removed: vec![] });
     bob.messenger.send_dm(a1.id, "after").await.expect("send: bob learns of the new device");
-    // Both Bob and Alice's first device are told: a device the server added shows.
+    // Alice's account vouches for it: her safety number, and Bob's view of her, do not change.
     let bob_notices = drain_notices(&mut bob.messenger).await;
-    assert!(bob_notices.contains(&Incoming::DeviceAdded { user: a1.id, device: DeviceId(2) }), "{bob_notices:?}");
-    let (got, a1_notices) = next_message_and_notices(&mut a1.messenger).await;
-    assert_eq!(got.body, "after");
-    let a1_notices = [a1_notices, drain_notices(&mut a1.messenger).await].concat();
-    assert!(!a1_notices.iter().any(|n| matches!(n, Incoming::DeviceAdded { .. })), "not yet: {a1_notices:?}");
-    a1.messenger.send_dm(bob.id, "seen").await.expect("send: alice's first device learns of her second");
-    let a1_notices = drain_notices(&mut a1.messenger).await;
-    assert!(a1_notices.contains(&Incoming::DeviceAdded { user: a1.id, device: DeviceId(2) }), "{a1_notices:?}");
+    assert!(!bob_notices.iter().any(|n| matches!(n, Incoming::IdentityChanged { .. })), "{bob_notices:?}");
+    assert_eq!(next_message(&mut a1.messenger).await.body, "after");
+    a1.messenger.send_dm(bob.id, "seen").await.expect("send");
     assert_eq!(next_message(&mut bob.messenger).await.body, "seen");
     assert_eq!(next_message(&mut a2.messenger).await.body, "after", "the new device reads from the point it joined");
     assert_eq!(next_message(&mut a2.messenger).await.body, "seen");
@@ -244,13 +259,14 @@ async fn a_device_added_mid_conversation_gets_later_messages(backend: Backend) {
 async fn a_removed_device_gets_nothing_more(backend: Backend) {
     let app = spawn(backend).await;
     let mut a1 = register(&app, "alice").await;
-    let mut a2 = add_device(&app, "alice", 2).await;
+    let mut a2 = add_device(&app, "alice", 2, &a1).await;
     let bob = register(&app, "bob").await;
     bob.messenger.send_dm(a1.id, "both").await.expect("send");
     assert_eq!(next_message(&mut a1.messenger).await.body, "both");
     assert_eq!(next_message(&mut a2.messenger).await.body, "both");
 
-    a1.client.remove_device(DeviceId(2)).await.expect("remove");
+    // Out of the signed list, then off the server.
+    a1.messenger.remove_device(DeviceId(2)).await.expect("remove");
     bob.messenger.send_dm(a1.id, "only one").await.expect("send after removal");
     assert_eq!(next_message(&mut a1.messenger).await.body, "only one");
     // The removed device's session is revoked: its messenger stops, having received nothing.
@@ -303,7 +319,7 @@ async fn a_corrupted_session_heals_through_the_retry_path(backend: Backend) {
             HistoryEntry::Undecryptable { repaired, author, .. } => {
                 format!("undecryptable from {} repaired={repaired}", author == &alice.id)
             }
-            HistoryEntry::IdentityChanged { device, .. } => format!("identity of device {device} changed"),
+            HistoryEntry::IdentityChanged { .. } => "identity changed".to_owned(),
         })
         .collect();
     assert_eq!(kinds, ["one", "two", "undecryptable from true repaired=true", "three", "four", "five"]);
@@ -312,53 +328,53 @@ async fn a_corrupted_session_heals_through_the_retry_path(backend: Backend) {
     app.shutdown().await;
 }
 
-async fn a_new_identity_on_a_reused_device_id_is_surfaced(backend: Backend) {
+async fn a_device_relinked_with_the_recovery_key_keeps_the_safety_number(backend: Backend) {
     let app = spawn(backend).await;
     let mut alice = register(&app, "alice").await;
     let bob = register(&app, "bob").await;
+    let recovery = bob.messenger.unconfirmed_recovery_key().await.expect("state").expect("shown at sign-up");
     bob.messenger.send_dm(alice.id, "hi").await.expect("send");
     assert_eq!(next_message(&mut alice.messenger).await.body, "hi");
-    let before = alice.messenger.safety_numbers(bob.id).await.expect("numbers");
+    let before = alice.messenger.safety_number(bob.id).await.expect("number");
 
-    // Bob's only device goes away; his next login gets device id 1 again, with a new identity.
+    // Bob's only device goes away; his next sign-in gets device id 1 again, with new keys,
+    // pending until his recovery key vouches for it.
     bob.messenger.close().await;
     bob.client.logout().await.expect("logout");
-    let mut bob2 = add_device(&app, "bob", 9).await;
+    let mut bob2 = sign_in(&app, "bob", 9).await;
     assert_eq!(bob2.client.device_id().await, Some(DeviceId(1)));
+    bob2.messenger.link_with_recovery_key(&recovery.to_lowercase()).await.expect("recovered");
+    assert_eq!(bob2.messenger.link_state().await.expect("state"), LinkState::Linked);
 
-    alice.messenger.send_dm(bob.id, "are you there?").await.expect("send: stale device repaired");
-    let mut changed = false;
-    while let Ok(Some(n)) = tokio::time::timeout(Duration::from_millis(200), alice.messenger.next()).await {
-        changed |= n == Incoming::IdentityChanged { user: bob.id, device: DeviceId(1) };
-    }
-    assert!(changed, "the identity change is shown to the user, never silently trusted");
-    // And kept in the conversation, where it happened.
-    let entries = alice.messenger.entries(bob.id, None, 10).await.expect("entries");
-    assert!(
-        entries.iter().any(|(_, e)| matches!(e, HistoryEntry::IdentityChanged { conversation, device: DeviceId(1), .. } if *conversation == bob.id)),
-        "{entries:?}"
-    );
+    alice.messenger.send_dm(bob.id, "are you there?").await.expect("send: the new device's keys come from the new list");
     assert_eq!(next_message(&mut bob2.messenger).await.body, "are you there?");
-    let after = alice.messenger.safety_numbers(bob.id).await.expect("numbers");
-    assert_ne!(before, after, "the safety number changed");
+    let notices = drain_notices(&mut alice.messenger).await;
+    assert!(!notices.iter().any(|n| matches!(n, Incoming::IdentityChanged { .. })), "same account: {notices:?}");
+    assert_eq!(alice.messenger.safety_number(bob.id).await.expect("number"), before, "one safety number per person");
+    bob2.messenger.send_dm(alice.id, "yes").await.expect("reply");
+    assert_eq!(next_message(&mut alice.messenger).await.body, "yes");
     alice.messenger.close().await;
     bob2.messenger.close().await;
     app.shutdown().await;
 }
 
-/// Alice has verified Bob's device 1; Bob signs out and in again: device 1 again, new keys.
-async fn verified_then_replaced(app: &TestApp) -> (Person, UserId, Person, Vec<(DeviceId, String)>) {
+/// Alice has verified Bob; Bob loses his only device and his recovery key: his new device
+/// starts a new account identity.
+async fn verified_then_replaced(app: &TestApp) -> (Person, UserId, Person, String) {
     let mut alice = register(app, "alice").await;
     let bob = register(app, "bob").await;
     bob.messenger.send_dm(alice.id, "hi").await.expect("send");
     assert_eq!(next_message(&mut alice.messenger).await.body, "hi");
-    let before = alice.messenger.safety_numbers(bob.id).await.expect("numbers");
-    alice.messenger.verify(bob.id, DeviceId(1)).await.expect("verify");
+    let before = alice.messenger.safety_number(bob.id).await.expect("number");
+    alice.messenger.verify(bob.id).await.expect("verify");
+    assert!(alice.messenger.safety_number(bob.id).await.expect("number").verified);
     bob.messenger.close().await;
     bob.client.logout().await.expect("logout");
-    let bob2 = add_device(app, "bob", 9).await;
+    let bob2 = sign_in(app, "bob", 9).await;
     assert_eq!(bob2.client.device_id().await, Some(DeviceId(1)));
-    (alice, bob.id, bob2, before)
+    assert!(bob2.messenger.reset_identity("a wrong password").await.is_err(), "the password is checked");
+    bob2.messenger.reset_identity("a-long-password").await.expect("new identity");
+    (alice, bob.id, bob2, before.number)
 }
 
 async fn drain_notices(m: &mut Messenger) -> Vec<Incoming> {
@@ -377,15 +393,26 @@ async fn a_verified_contact_with_new_keys_is_received_and_announced(backend: Bac
     let (got, notices) = next_message_and_notices(&mut alice.messenger).await;
     assert_eq!(got.body, "new keys, same person");
     let notices = [notices, drain_notices(&mut alice.messenger).await].concat();
-    assert!(notices.contains(&Incoming::IdentityChanged { user: bob_id, device: DeviceId(1) }), "{notices:?}");
+    assert!(notices.contains(&Incoming::IdentityChanged { user: bob_id }), "{notices:?}");
     assert!(!notices.iter().any(|n| matches!(n, Incoming::RetryRequested { .. })), "read at once: {notices:?}");
-    let after = alice.messenger.safety_numbers(bob_id).await.expect("numbers");
-    assert_ne!(before, after, "the safety number changed");
+    let entries = alice.messenger.entries(bob_id, None, 10).await.expect("entries");
+    let kinds: Vec<&str> = entries
+        .iter()
+        .map(|(_, e)| match e {
+            HistoryEntry::Message(m) => m.body.as_str(),
+            HistoryEntry::IdentityChanged { .. } => "identity changed",
+            HistoryEntry::Undecryptable { .. } => "undecryptable",
+        })
+        .collect();
+    assert_eq!(kinds, ["hi", "identity changed", "new keys, same person"], "kept where it happened");
+    let after = alice.messenger.safety_number(bob_id).await.expect("number");
+    assert_ne!(before, after.number, "the safety number changed");
+    assert!(after.changed && !after.verified, "{after:?}");
     // Verified before, "unverified" now: no reply goes to the new key until Alice accepts it
     // (a forged message from the server cannot lift her verification by itself).
     let err = alice.messenger.send_dm(bob_id, "welcome back").await.expect_err("refused until accepted");
     assert!(matches!(err, MessagingError::UntrustedIdentity { .. }), "{err:?}");
-    alice.messenger.set_verified(bob_id, DeviceId(1), false).await.expect("accept");
+    alice.messenger.set_verified(bob_id, false).await.expect("accept");
     alice.messenger.send_dm(bob_id, "welcome back").await.expect("reply");
     let mut bob2 = bob2;
     assert_eq!(next_message(&mut bob2.messenger).await.body, "welcome back");
@@ -399,19 +426,19 @@ async fn nothing_is_sent_to_a_verified_device_with_new_keys_until_accepted(backe
     let (mut alice, bob_id, mut bob2, before) = verified_then_replaced(&app).await;
     // Alice writes first: her device finds new keys on a device she verified, and stops.
     let err = alice.messenger.send_dm(bob_id, "are you there?").await.expect_err("refused");
-    assert!(matches!(err, MessagingError::UntrustedIdentity { user, device: DeviceId(1) } if user == bob_id), "{err:?}");
+    assert!(matches!(err, MessagingError::UntrustedIdentity { user } if user == bob_id), "{err:?}");
     let notices = drain_notices(&mut alice.messenger).await;
-    assert!(notices.contains(&Incoming::IdentityChanged { user: bob_id, device: DeviceId(1) }), "{notices:?}");
+    assert!(notices.contains(&Incoming::IdentityChanged { user: bob_id }), "{notices:?}");
     assert!(
         tokio::time::timeout(Duration::from_millis(500), bob2.messenger.next_message()).await.is_err(),
         "nothing reached the new keys"
     );
     // She sees the new safety number; sending again is still refused until she accepts it.
-    let after = alice.messenger.safety_numbers(bob_id).await.expect("numbers");
-    assert_ne!(before, after, "the new safety number is shown");
+    let after = alice.messenger.safety_number(bob_id).await.expect("number");
+    assert_ne!(before, after.number, "the new safety number is shown");
     let err = alice.messenger.send_dm(bob_id, "are you there?").await.expect_err("still refused");
     assert!(matches!(err, MessagingError::UntrustedIdentity { .. }), "{err:?}");
-    alice.messenger.set_verified(bob_id, DeviceId(1), false).await.expect("accept");
+    alice.messenger.set_verified(bob_id, false).await.expect("accept");
     alice.messenger.send_dm(bob_id, "are you there?").await.expect("sent after accepting");
     assert_eq!(next_message(&mut bob2.messenger).await.body, "are you there?");
     alice.messenger.close().await;
@@ -584,16 +611,56 @@ struct RawDevice {
 }
 
 impl RawDevice {
+    /// A new account whose only device this is (it publishes the account's signed list).
     async fn register(app: &TestApp, name: &str) -> Self {
         let client = app.client();
         let id = client.register(name, "a-long-password", Some("raw")).await.expect("register").user.id;
-        Self::with_keys(client, id).await
+        let raw = Self::with_keys(client, id).await;
+        let account = AccountKey::generate();
+        let list = DeviceList { user: id, version: 1, devices: vec![raw.listing().await] };
+        raw.publish(account.sign(&list)).await;
+        raw
     }
 
-    async fn login(app: &TestApp, name: &str) -> Self {
+    /// Another device of `name`, linked by `approver` (run here by hand, as the engine does).
+    async fn linked_by(app: &TestApp, name: &str, approver: &Messenger) -> Self {
         let client = app.client();
         let id = client.login(name, "a-long-password", Some("raw")).await.expect("login").user.id;
-        Self::with_keys(client, id).await
+        let raw = Self::with_keys(client, id).await;
+        let me = raw.listing().await;
+        let code = new_link_code();
+        let (pending, pake) = PendingLink::start(&code, id, me.device_id, &me.identity_key).expect("link");
+        let answer = raw
+            .client
+            .raw(Method::POST, "/api/v1/users/@me/link-requests", Some(json(&NewLinkRequest { pake: pake.into() })))
+            .await
+            .expect("request");
+        assert_eq!(answer.status, 201);
+        approver.approve_link(me.device_id, &code).await.expect("approve");
+        let own: OwnLinkRequest =
+            raw.client.api(Method::GET, "/api/v1/users/@me/link-requests/@me", None::<&()>).await.expect("answer");
+        let answer = own.answer.expect("answered");
+        let (account, _) = pending.finish(answer.pake.as_slice(), answer.sealed.as_slice()).expect("opens with the code");
+        let current: SignedDeviceList =
+            raw.client.api(Method::GET, "/api/v1/users/@me/device-list", None::<&()>).await.expect("list");
+        let mut list = DeviceList::decode(current.list.as_slice()).expect("list");
+        list.devices.push(me);
+        list.version += 1;
+        raw.publish(account.sign(&list)).await;
+        raw
+    }
+
+    async fn listing(&self) -> ListedDevice {
+        ListedDevice {
+            device_id: self.client.device_id().await.expect("device"),
+            identity_key: self.device.identity_key().serialize().to_vec(),
+        }
+    }
+
+    async fn publish(&self, signed: SignedDeviceList) {
+        let body = json(&PublishDeviceList { signed, reset_password: None });
+        let answer = self.client.raw(Method::PUT, "/api/v1/users/@me/device-list", Some(body)).await.expect("publish");
+        assert_eq!(answer.status, 204, "{}", String::from_utf8_lossy(&answer.body));
     }
 
     async fn with_keys(client: Client, id: UserId) -> Self {
@@ -680,7 +747,7 @@ async fn a_forged_retry_request_gets_nothing_and_a_real_one_is_answered(backend:
     mallory.ack(queued[0].id).await;
 
     // A device Bob adds later was not a recipient of the secret either.
-    let mut bob2 = RawDevice::login(&app, "bob").await;
+    let mut bob2 = RawDevice::linked_by(&app, "bob", &bob.messenger).await;
     let later = alice.messenger.send_dm(bob.id, "to both of Bob's devices").await.expect("send");
     assert_eq!(next_message(&mut bob.messenger).await.body, "to both of Bob's devices");
     let q = bob2.queue().await;
@@ -764,4 +831,8 @@ async fn a_message_past_the_resend_window_is_not_sent_again(backend: Backend) {
     alice.close().await;
     bob.messenger.close().await;
     app.shutdown().await;
+}
+
+fn json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).expect("json")
 }

@@ -6,14 +6,14 @@ use std::time::SystemTime;
 
 use libsignal_protocol::{
     kem, message_decrypt, message_encrypt, process_prekey_bundle, CiphertextMessage, CiphertextMessageType,
-    DecryptionErrorMessage, Fingerprint, GenericSignedPreKey, IdentityKey, IdentityKeyStore, KeyPair, KyberPreKeyId,
-    KyberPreKeyRecord, KyberPreKeyStore, PlaintextContent, PreKeyBundle, PreKeyId, PreKeyRecord, PreKeySignalMessage,
-    PreKeyStore, ProtocolAddress, PublicKey, SessionStore, SignalMessage, SignalProtocolError, SignedPreKeyId,
-    SignedPreKeyRecord, SignedPreKeyStore, Timestamp,
+    DecryptionErrorMessage, GenericSignedPreKey, IdentityKey, IdentityKeyStore, KeyPair, KyberPreKeyId, KyberPreKeyRecord,
+    KyberPreKeyStore, PlaintextContent, PreKeyBundle, PreKeyId, PreKeyRecord, PreKeySignalMessage, PreKeyStore, ProtocolAddress,
+    PublicKey, SessionStore, SignalMessage, SignalProtocolError, SignedPreKeyId, SignedPreKeyRecord, SignedPreKeyStore,
+    Timestamp,
 };
 use rand::Rng;
 
-use super::store::{ns, DeviceStore, Trust};
+use super::store::{ns, DeviceStore};
 use super::vault::{Vault, VaultError};
 use crate::bytes::Base64Bytes;
 use crate::ids::{DeviceId, UserId};
@@ -89,7 +89,6 @@ pub fn address(user: UserId, device: DeviceId) -> Result<ProtocolAddress, Crypto
 #[derive(Debug)]
 pub struct E2eeDevice {
     store: DeviceStore,
-    user: UserId,
     /// The time the engine last gave (Unix milliseconds): libsignal stamps keys and checks
     /// session expiry with it. The device never reads a clock of its own once open.
     now: std::cell::Cell<i64>,
@@ -98,10 +97,10 @@ pub struct E2eeDevice {
 impl E2eeDevice {
     /// Opens the device's vault; a new vault gets a fresh identity. Returns the device and,
     /// when new, the full set of keys to upload.
-    pub async fn open(vault: Vault, user: UserId) -> Result<(Self, Option<UploadKeys>), CryptoError> {
+    pub async fn open(vault: Vault, _user: UserId) -> Result<(Self, Option<UploadKeys>), CryptoError> {
         let registration_id = rand::rng().random_range(1..=16380);
         let (store, created) = DeviceStore::open(vault, registration_id).await?;
-        let mut device = Self { store, user, now: std::cell::Cell::new(now_ms()) };
+        let mut device = Self { store, now: std::cell::Cell::new(now_ms()) };
         let upload = if created { Some(device.keys_to_upload(true, PREKEY_BATCH).await?) } else { None };
         Ok((device, upload))
     }
@@ -474,48 +473,13 @@ impl E2eeDevice {
         Ok(self.store.sessions.delete(&address(user, device)?).await?)
     }
 
-    /// Safety number (60 digits) between this device and a contact's device, from libsignal's
-    /// `Fingerprint`; `None` before any session with that device.
-    pub async fn safety_number(&self, user: UserId, device: DeviceId) -> Result<Option<String>, CryptoError> {
-        let addr = address(user, device)?;
-        let Some(theirs) = self.store.identity.get_identity(&addr).await? else { return Ok(None) };
-        let fingerprint = |e: libsignal_protocol::FingerprintError| CryptoError::Invalid(format!("fingerprint: {e}"));
-        let fp = Fingerprint::new(
-            2,
-            5200,
-            self.user.to_string().as_bytes(),
-            &self.identity_key(),
-            user.to_string().as_bytes(),
-            &theirs,
-        )
-        .map_err(fingerprint)?;
-        Ok(Some(fp.display_string().map_err(fingerprint)?))
-    }
-
-    /// Marks a contact's device as verified (after comparing safety numbers).
-    pub async fn set_verified(&self, user: UserId, device: DeviceId, verified: bool) -> Result<(), CryptoError> {
-        let trust = if verified { Trust::Verified } else { Trust::Default };
-        Ok(self.store.identity.set_trust(&address(user, device)?, trust).await?)
-    }
-
-    /// A contact device's verification state.
-    pub async fn trust(&self, user: UserId, device: DeviceId) -> Result<Trust, CryptoError> {
-        Ok(self.store.identity.trust(&address(user, device)?).await?)
-    }
-
-    /// Whether a contact's device is marked verified.
-    pub async fn is_verified(&self, user: UserId, device: DeviceId) -> Result<bool, CryptoError> {
-        Ok(self.store.identity.is_verified(&address(user, device)?).await?)
-    }
-
-    /// Contacts' devices whose identity key changed since the last call.
-    pub fn take_identity_changes(&mut self) -> Vec<(UserId, DeviceId)> {
-        self.store
-            .identity
-            .take_changes()
-            .into_iter()
-            .filter_map(|a| Some((a.name().parse().ok()?, DeviceId(u32::from(a.device_id())))))
-            .collect()
+    /// The identity key a PreKey envelope claims for its sender (serialized); `None` for
+    /// other kinds.
+    pub fn prekey_sender_identity(envelope: &Envelope) -> Option<Vec<u8>> {
+        if envelope.kind != kind::PREKEY {
+            return None;
+        }
+        PreKeySignalMessage::try_from(envelope.content.as_slice()).ok().map(|m| m.identity_key().serialize().to_vec())
     }
 
     /// Overwrites the session with a device with garbage (tests of the repair path).
@@ -648,10 +612,6 @@ mod tests {
                 Decrypted::Message(b"m3".to_vec()),
                 "the session survives a replay"
             );
-
-            let a = alice.safety_number(UserId(2), DeviceId(1)).await.expect("number").expect("known");
-            let b = bob.safety_number(UserId(1), DeviceId(1)).await.expect("number").expect("known");
-            assert_eq!(a, b);
         });
     }
 
@@ -668,8 +628,9 @@ mod tests {
             );
             let bob_identity = alice.identity_of(UserId(2), DeviceId(1)).await.expect("identity").expect("known");
 
-            // The server builds a session to Alice under Bob's address with a key of its own:
-            // accepted as an identity change (reported), as for any unverified contact.
+            // The server builds a session to Alice under Bob's address with a key of its own. (The
+            // engine never lets it this far: Bob's signed device list names his key. This is
+            // the layer below it, on its own.)
             let (mut mallory, _) = device(3).await;
             let mut other = bundle(&alice_keys);
             other.pre_key = alice_keys.pre_keys.get(1).cloned();
@@ -677,7 +638,6 @@ mod tests {
             mallory.start_session(UserId(1), &other).await.expect("PQXDH");
             let first = mallory.encrypt(UserId(1), DeviceId(1), b"one").await.expect("encrypt");
             alice.decrypt(&envelope(2, &first, first.content.0.clone())).await.expect("decrypt");
-            assert_eq!(alice.take_identity_changes(), vec![(UserId(2), DeviceId(1))]);
             let swapped = alice.session_identity(UserId(2), DeviceId(1)).await.expect("session").expect("identity");
             assert_ne!(swapped, bob_identity);
             // A re-send pinned to Bob's identity does not go into that session.

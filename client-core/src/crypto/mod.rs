@@ -3,6 +3,7 @@
 //! [`store`]), with the decrypted history beside them ([`history`]) and the log of sent messages that
 //! answers retry requests ([`sent_log`]).
 
+pub mod account;
 pub mod conformance;
 pub mod device;
 pub mod history;

@@ -26,7 +26,6 @@ pub(crate) mod ns {
     pub const LAST_RESORT: &str = "last_resort";
     pub const SESSION: &str = "session";
     pub const IDENTITY: &str = "identity";
-    pub const VERIFIED: &str = "verified";
 }
 
 /// A device's Signal protocol state, sealed in a vault: one sub-store per libsignal store
@@ -72,7 +71,7 @@ impl DeviceStore {
                 }
             };
         let store = Self {
-            identity: Identities { vault: vault.clone(), pair, registration_id, changes: Vec::new() },
+            identity: Identities { vault: vault.clone(), pair, registration_id },
             prekeys: PreKeys(vault.clone()),
             signed: SignedPreKeys(vault.clone()),
             kyber: KyberPreKeys(vault.clone()),
@@ -96,15 +95,17 @@ impl DeviceStore {
     }
 }
 
-/// How far the user trusts a contact device's identity key (Signal's three states).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How far the user trusts a contact's account key (Signal's three states).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Trust {
     /// Trusted on first use, never compared.
+    #[default]
     Default,
     /// The user compared safety numbers and marked it verified.
     Verified,
-    /// It was verified, and its identity key changed since: nothing is sent to it until the
-    /// user accepts the new key (back to `Default`) or verifies it again.
+    /// It was verified, and the account key changed since: nothing is sent to that contact
+    /// until the user accepts the new key (back to `Default`) or verifies it again.
     Unverified,
 }
 
@@ -113,8 +114,6 @@ pub struct Identities {
     vault: Rc<Vault>,
     pair: IdentityKeyPair,
     registration_id: u32,
-    /// Identity changes seen since the last [`Identities::take_changes`].
-    changes: Vec<ProtocolAddress>,
 }
 
 impl Identities {
@@ -126,35 +125,6 @@ impl Identities {
     /// This device's registration id.
     pub fn registration_id(&self) -> u32 {
         self.registration_id
-    }
-
-    /// Sets a contact device's verification state.
-    pub async fn set_trust(&self, address: &ProtocolAddress, trust: Trust) -> Result<(), VaultError> {
-        let key = address.to_string();
-        match trust {
-            Trust::Default => self.vault.delete(ns::VERIFIED, key.as_bytes()).await,
-            Trust::Verified => self.vault.put(ns::VERIFIED, key.as_bytes(), &[1]).await,
-            Trust::Unverified => self.vault.put(ns::VERIFIED, key.as_bytes(), &[2]).await,
-        }
-    }
-
-    /// A contact device's verification state.
-    pub async fn trust(&self, address: &ProtocolAddress) -> Result<Trust, VaultError> {
-        Ok(match self.vault.get(ns::VERIFIED, address.to_string().as_bytes()).await?.as_deref() {
-            None => Trust::Default,
-            Some([2]) => Trust::Unverified,
-            Some(_) => Trust::Verified,
-        })
-    }
-
-    /// Whether a contact's device is marked verified.
-    pub async fn is_verified(&self, address: &ProtocolAddress) -> Result<bool, VaultError> {
-        Ok(self.trust(address).await? == Trust::Verified)
-    }
-
-    /// Addresses whose identity key changed since the last call.
-    pub fn take_changes(&mut self) -> Vec<ProtocolAddress> {
-        std::mem::take(&mut self.changes)
     }
 }
 
@@ -198,42 +168,20 @@ impl IdentityKeyStore for Identities {
             return Ok(IdentityChange::NewOrUnchanged);
         }
         self.vault.put(ns::IDENTITY, key.as_bytes(), &serialized).await.map_err(storage)?;
-        if previous.is_some() {
-            // Never silent: the change is reported to the user. A verified device becomes
-            // "unverified": it stays refused for sending until the user accepts the new key.
-            self.changes.push(address.clone());
-            let next = match self.trust(address).await.map_err(storage)? {
-                Trust::Default => Trust::Default,
-                Trust::Verified | Trust::Unverified => Trust::Unverified,
-            };
-            self.set_trust(address, next).await.map_err(storage)?;
-            return Ok(IdentityChange::ReplacedExisting);
-        }
-        Ok(IdentityChange::NewOrUnchanged)
+        Ok(if previous.is_some() { IdentityChange::ReplacedExisting } else { IdentityChange::NewOrUnchanged })
     }
 
     async fn is_trusted_identity(
         &self,
-        address: &ProtocolAddress,
-        identity: &IdentityKey,
-        direction: Direction,
+        _address: &ProtocolAddress,
+        _identity: &IdentityKey,
+        _direction: Direction,
     ) -> SignalResult<bool> {
-        // Trust on first use. A changed key is accepted when a message arrives with it (it is
-        // saved and reported loudly, see `save_identity`), as Signal does. This device sends
-        // nothing to a changed key of a device the user had verified until the user accepts
-        // it or verifies it again.
-        let stored = self.vault.get(ns::IDENTITY, address.to_string().as_bytes()).await.map_err(storage)?;
-        match (stored, direction) {
-            (None, _) | (Some(_), Direction::Receiving) => Ok(true),
-            (Some(stored), Direction::Sending) => {
-                let trust = self.trust(address).await.map_err(storage)?;
-                if stored[..] == identity.serialize()[..] {
-                    Ok(trust != Trust::Unverified)
-                } else {
-                    Ok(trust == Trust::Default)
-                }
-            }
-        }
+        // A device's identity key is trusted because the contact's account key vouches for it:
+        // the engine starts a session only from a bundle whose key is the one the contact's
+        // signed device list names, and decrypts only from listed devices with their listed
+        // key (see `Engine`). Trust decisions (verified, changed) are about the account key.
+        Ok(true)
     }
 
     async fn get_identity(&self, address: &ProtocolAddress) -> SignalResult<Option<IdentityKey>> {
