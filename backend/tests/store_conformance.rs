@@ -11,10 +11,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use copains_backend::store::{
-    EnqueueError, NewEnvelope, NewSession, QueueLimits, QueueRef, Rotation, Send as StoreSend, StoreError, UploadError,
-    VerifiedUpload,
+    EnqueueError, LinkError, NewEnvelope, NewSession, PublishError, QueueLimits, QueueRef, Rotation, Send as StoreSend,
+    StoreError, StoredDeviceList, UploadError, VerifiedUpload,
 };
 use copains_backend::Store;
+use copains_client_core::devices::{DeviceList, ListedDevice, SignedDeviceList};
 use copains_client_core::keys::PreKeyCount;
 use copains_client_core::messages::{kind, DeviceMismatch, Envelope, SendMismatch};
 use copains_client_core::{DeviceId, EnvelopeId, SessionId, UserId};
@@ -73,6 +74,11 @@ conformance_tests!(
     purge_deletes_only_older_envelopes,
     concurrent_sends_and_acks_keep_queue_sizes_exact,
     send_racing_a_device_removal_leaves_nothing_behind,
+    a_device_list_links_exactly_its_devices_and_routes_to_them,
+    refused_device_lists_change_nothing,
+    a_new_account_key_must_be_allowed_and_drops_the_recovery_backup,
+    only_linked_devices_store_the_recovery_backup,
+    link_requests_open_answer_expire_and_go,
 );
 
 // ---- databases -------------------------------------------------------------------------
@@ -1115,4 +1121,251 @@ async fn send_racing_a_device_removal_leaves_nothing_behind(store: Store) {
         exact_size(&store, w.bob1).await;
         exact_size(&store, w.alice2).await;
     }
+}
+
+// ---- device lists ----------------------------------------------------------------------
+
+// The store does not verify signatures (the API does before it calls it): dummy account keys
+// and signatures stand in.
+
+const ACCOUNT_KEY: [u8; 33] = [0x05; 33];
+const OTHER_ACCOUNT_KEY: [u8; 33] = [0x06; 33];
+
+/// `devs`' list at `version`, "signed" by `account_key`.
+fn device_list(user: UserId, version: u64, devs: &[Dev], account_key: &[u8]) -> (SignedDeviceList, DeviceList) {
+    let list = DeviceList {
+        user,
+        version,
+        devices: devs.iter().map(|d| ListedDevice { device_id: d.device, identity_key: identity(d.registration_id) }).collect(),
+    };
+    let signed = SignedDeviceList {
+        account_key: account_key.to_vec().into(),
+        list: list.encode().into(),
+        signature: vec![0x5A; 64].into(),
+    };
+    (signed, list)
+}
+
+async fn publish(store: &Store, user: UserId, version: u64, devs: &[Dev]) -> Result<(), PublishError> {
+    let (signed, list) = device_list(user, version, devs, &ACCOUNT_KEY);
+    store.publish_device_list(user, &signed, &list, false, NOW).await
+}
+
+/// Which devices of `user` are linked, by id.
+async fn linked(store: &Store, user: UserId) -> Vec<(u32, bool)> {
+    store.devices(user).await.expect("devices").iter().map(|d| (d.id.0, d.linked)).collect()
+}
+
+fn bundle_ids(bundles: &[copains_backend::store::StoredBundle]) -> Vec<u32> {
+    bundles.iter().map(|b| b.device_id.0).collect()
+}
+
+async fn a_device_list_links_exactly_its_devices_and_routes_to_them(store: Store) {
+    let w = world(&store).await;
+    let bob = w.bob1.user;
+    assert_eq!(store.device_list(bob).await.expect("list"), None);
+    assert_eq!(linked(&store, bob).await, [(1, false), (2, false)], "no list: nothing is linked");
+    // Without a list, every device with keys receives.
+    assert_eq!(bundle_ids(&store.take_bundles(bob, None, None).await.expect("take")), [1, 2]);
+
+    publish(&store, bob, 1, &[w.bob1]).await.expect("publish");
+    let (signed, _) = device_list(bob, 1, &[w.bob1], &ACCOUNT_KEY);
+    let stored = store.device_list(bob).await.expect("list").expect("a list");
+    assert_eq!(
+        stored,
+        StoredDeviceList {
+            account_key: ACCOUNT_KEY.to_vec(),
+            list: signed.list.0.clone(),
+            signature: signed.signature.0.clone(),
+            version: 1
+        }
+    );
+    assert_eq!(stored.signed(), signed, "served exactly as published");
+    assert_eq!(linked(&store, bob).await, [(1, true), (2, false)]);
+    assert!(store.is_linked(bob, w.bob1.device).await.expect("linked"));
+    assert!(!store.is_linked(bob, w.bob2.device).await.expect("linked"));
+    let sessions = store.sessions(bob, SessionId(0)).await.expect("sessions");
+    let mut in_sessions: Vec<(u32, bool)> = sessions.iter().map(|s| (s.device.id.0, s.device.linked)).collect();
+    in_sessions.sort();
+    assert_eq!(in_sessions, [(1, true), (2, false)]);
+    let renamed = store.rename_device(bob, w.bob1.device, "laptop").await.expect("rename").expect("device");
+    assert!(renamed.linked);
+
+    // The pending device hands out no bundle and receives nothing.
+    assert_eq!(bundle_ids(&store.take_bundles(bob, None, None).await.expect("take")), [1]);
+    assert!(store.take_bundles(bob, Some(w.bob2.device), None).await.expect("take").is_empty());
+    let to_both = sending(w.alice1, bob, vec![envelope(w.bob1, b"hi"), envelope(w.bob2, b"hi")], vec![envelope(w.alice2, b"hi")]);
+    expect_mismatch(&store, to_both, mismatch(devices(&[], &[2], &[]), devices(&[], &[], &[]))).await;
+    let to_linked = sending(w.alice1, bob, vec![envelope(w.bob1, b"hi")], vec![envelope(w.alice2, b"hi")]);
+    store.send(to_linked, ROOMY, NOW).await.expect("a send to the linked devices only");
+    assert_eq!(exact_size(&store, w.bob1).await, (1, 2));
+    assert_eq!(exact_size(&store, w.bob2).await, (0, 0));
+
+    // The sender's own pending devices get no copy either.
+    publish(&store, w.alice1.user, 1, &[w.alice1]).await.expect("alice's list");
+    let with_sync = sending(w.alice1, bob, vec![envelope(w.bob1, b"hi")], vec![envelope(w.alice2, b"hi")]);
+    expect_mismatch(&store, with_sync, mismatch(devices(&[], &[], &[]), devices(&[], &[2], &[]))).await;
+    store.send(sending(w.alice1, bob, vec![envelope(w.bob1, b"hi")], Vec::new()), ROOMY, NOW).await.expect("send");
+
+    // A new version links both; a later one unlinks device 1 again.
+    publish(&store, bob, 2, &[w.bob1, w.bob2]).await.expect("v2");
+    assert_eq!(linked(&store, bob).await, [(1, true), (2, true)]);
+    assert_eq!(bundle_ids(&store.take_bundles(bob, None, None).await.expect("take")), [1, 2]);
+    publish(&store, bob, 7, &[w.bob2]).await.expect("v7");
+    assert_eq!(linked(&store, bob).await, [(1, false), (2, true)]);
+    assert_eq!(store.device_list(bob).await.expect("list").expect("list").version, 7);
+    // A device logged in after the list is pending, and so is a device that took the id of
+    // a removed linked one.
+    let bob3 = with_keys(&store, &log_in(&store, bob).await, 203).await;
+    assert_eq!(linked(&store, bob).await, [(1, false), (2, true), (3, false)]);
+    store.remove_device(bob, w.bob2.device).await.expect("remove").expect("removed");
+    let again = with_keys(&store, &log_in(&store, bob).await, 222).await;
+    assert_eq!(again.device, w.bob2.device);
+    assert_eq!(linked(&store, bob).await, [(1, false), (2, false), (3, false)]);
+    assert!(store.take_bundles(bob, None, None).await.expect("take").is_empty());
+    let refused = store.send(sending(w.alice1, bob, vec![envelope(bob3, b"hi")], Vec::new()), ROOMY, NOW).await;
+    assert!(matches!(refused, Err(EnqueueError::NoDevices)), "{refused:?}");
+}
+
+async fn refused_device_lists_change_nothing(store: Store) {
+    let w = world(&store).await;
+    let bob = w.bob1.user;
+    publish(&store, bob, 5, &[w.bob1]).await.expect("v5");
+    let before = store.device_list(bob).await.expect("list");
+    let refused = |r: Result<(), PublishError>| r.expect_err("refused");
+
+    assert!(matches!(refused(publish(&store, bob, 5, &[w.bob1, w.bob2]).await), PublishError::Stale { given: 5, stored: 5 }));
+    assert!(matches!(refused(publish(&store, bob, 4, &[w.bob1, w.bob2]).await), PublishError::Stale { given: 4, stored: 5 }));
+    let unknown = Dev { device: DeviceId(9), ..w.bob2 };
+    assert!(matches!(refused(publish(&store, bob, 6, &[w.bob1, unknown]).await), PublishError::UnknownDevice(DeviceId(9))));
+    let wrong_key = Dev { registration_id: 999, ..w.bob2 };
+    assert!(matches!(refused(publish(&store, bob, 6, &[w.bob1, wrong_key]).await), PublishError::WrongKey(DeviceId(2))));
+    let without_keys = log_in(&store, bob).await;
+    let without_keys = Dev { user: bob, device: without_keys.device, registration_id: 1 };
+    assert!(matches!(refused(publish(&store, bob, 6, &[without_keys]).await), PublishError::UnknownDevice(_)));
+    // Alice's device is not one of Bob's.
+    assert!(matches!(refused(publish(&store, bob, 6, &[w.alice1]).await), PublishError::WrongKey(DeviceId(1))));
+    assert!(matches!(refused(publish(&store, bob, u64::MAX, &[w.bob2]).await), PublishError::VersionTooLarge(u64::MAX)));
+    let (signed, list) = device_list(bob, 6, &[w.bob2], &OTHER_ACCOUNT_KEY);
+    assert!(matches!(store.publish_device_list(bob, &signed, &list, false, NOW).await, Err(PublishError::AccountKeyDiffers)));
+
+    assert_eq!(store.device_list(bob).await.expect("list"), before, "the stored list is unchanged");
+    assert_eq!(linked(&store, bob).await, [(1, true), (2, false), (3, false)]);
+    // Refused first lists store nothing either.
+    let alice = w.alice1.user;
+    assert!(matches!(refused(publish(&store, alice, 1, &[w.alice1, w.bob2]).await), PublishError::WrongKey(DeviceId(2))));
+    assert_eq!(store.device_list(alice).await.expect("list"), None);
+    assert_eq!(linked(&store, alice).await, [(1, false), (2, false)]);
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM account_identities", &[]).await, 1);
+}
+
+async fn a_new_account_key_must_be_allowed_and_drops_the_recovery_backup(store: Store) {
+    let w = world(&store).await;
+    let bob = w.bob1.user;
+    publish(&store, bob, 3, &[w.bob1, w.bob2]).await.expect("v3");
+    assert!(store.put_recovery_backup(bob, w.bob1.device, b"sealed", NOW).await.expect("backup"));
+    let (signed, list) = device_list(bob, 3, &[w.bob2], &OTHER_ACCOUNT_KEY);
+    assert!(
+        matches!(store.publish_device_list(bob, &signed, &list, true, NOW).await, Err(PublishError::Stale { .. })),
+        "a new account key still needs a newer version"
+    );
+    assert_eq!(store.recovery_backup(bob).await.expect("backup"), Some(b"sealed".to_vec()));
+    let (signed, list) = device_list(bob, 4, &[w.bob2], &OTHER_ACCOUNT_KEY);
+    store.publish_device_list(bob, &signed, &list, true, NOW).await.expect("new account key");
+    let stored = store.device_list(bob).await.expect("list").expect("list");
+    assert_eq!((stored.account_key, stored.version), (OTHER_ACCOUNT_KEY.to_vec(), 4));
+    assert_eq!(linked(&store, bob).await, [(1, false), (2, true)]);
+    assert_eq!(store.recovery_backup(bob).await.expect("backup"), None, "sealed for the old account key");
+    // The same key again needs no permission.
+    let (signed, list) = device_list(bob, 5, &[w.bob1, w.bob2], &OTHER_ACCOUNT_KEY);
+    store.publish_device_list(bob, &signed, &list, false, NOW).await.expect("the same key");
+    assert_eq!(linked(&store, bob).await, [(1, true), (2, true)]);
+}
+
+async fn only_linked_devices_store_the_recovery_backup(store: Store) {
+    let w = world(&store).await;
+    let bob = w.bob1.user;
+    assert!(!store.put_recovery_backup(bob, w.bob1.device, b"x", NOW).await.expect("put"), "no list: nobody is linked");
+    publish(&store, bob, 1, &[w.bob1]).await.expect("v1");
+    assert!(!store.put_recovery_backup(bob, w.bob2.device, b"pending", NOW).await.expect("put"));
+    assert_eq!(store.recovery_backup(bob).await.expect("get"), None);
+    assert!(store.put_recovery_backup(bob, w.bob1.device, b"first", NOW).await.expect("put"));
+    assert!(store.put_recovery_backup(bob, w.bob1.device, b"second", NOW + 1).await.expect("put"));
+    assert!(!store.put_recovery_backup(bob, w.bob2.device, b"pending", NOW).await.expect("put"));
+    assert_eq!(store.recovery_backup(bob).await.expect("get"), Some(b"second".to_vec()));
+    assert_eq!(store.recovery_backup(w.alice1.user).await.expect("get"), None);
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM recovery_backups", &[]).await, 1);
+}
+
+async fn link_requests_open_answer_expire_and_go(store: Store) {
+    let w = world(&store).await;
+    let bob = w.bob1.user;
+    let ttl = 600_000;
+    let open = |device: DeviceId, pake: &'static [u8], now: i64| {
+        let store = store.clone();
+        async move { store.open_link_request(bob, device, pake, now, now + ttl).await }
+    };
+    assert!(matches!(open(w.bob2.device, b"p", NOW).await, Err(LinkError::NoList)));
+    publish(&store, bob, 1, &[w.bob1]).await.expect("v1");
+    assert!(matches!(open(w.bob1.device, b"p", NOW).await, Err(LinkError::AlreadyLinked)));
+    let bob3 = log_in(&store, bob).await;
+    assert!(matches!(open(bob3.device, b"p", NOW).await, Err(LinkError::NoKeys)));
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM link_requests", &[]).await, 0);
+
+    let first = open(w.bob2.device, b"first", NOW).await.expect("open");
+    assert_eq!(
+        (first.device_id, first.device_name.as_str(), first.identity_key.0.clone(), first.pake.0.clone()),
+        (w.bob2.device, "phone", identity(w.bob2.registration_id), b"first".to_vec())
+    );
+    assert_eq!((first.created_at, first.expires_at), (NOW, NOW + ttl));
+    store.answer_link_request(bob, w.bob1.device, w.bob2.device, b"ans", b"sealed", NOW).await.expect("answer");
+    // A new request replaces the earlier one and its answer.
+    let second = open(w.bob2.device, b"second", NOW + 1).await.expect("reopen");
+    assert_eq!(store.link_requests(bob, NOW + 1).await.expect("list"), vec![second.clone()]);
+    let own = store.own_link_request(bob, w.bob2.device, NOW + 1).await.expect("own").expect("open");
+    assert_eq!((own.request, own.answer), (second.clone(), None));
+    assert_eq!(store.own_link_request(bob, w.bob1.device, NOW).await.expect("own"), None);
+
+    // Only a linked device answers, and only an open request.
+    assert!(matches!(
+        store.answer_link_request(bob, w.bob2.device, w.bob2.device, b"a", b"s", NOW + 2).await,
+        Err(LinkError::NotLinked)
+    ));
+    assert!(matches!(
+        store.answer_link_request(bob, w.bob1.device, DeviceId(3), b"a", b"s", NOW + 2).await,
+        Err(LinkError::NotFound)
+    ));
+    assert!(matches!(
+        store.answer_link_request(w.alice1.user, w.alice1.device, w.bob2.device, b"a", b"s", NOW + 2).await,
+        Err(LinkError::NotLinked)
+    ));
+    store.answer_link_request(bob, w.bob1.device, w.bob2.device, b"a1", b"s1", NOW + 2).await.expect("answer");
+    let own = store.own_link_request(bob, w.bob2.device, NOW + 2).await.expect("own").expect("open");
+    let answer = own.answer.expect("answered");
+    assert_eq!((answer.from_device, answer.pake.0, answer.sealed.0), (w.bob1.device, b"a1".to_vec(), b"s1".to_vec()));
+    assert_eq!(store.link_requests(bob, NOW + 2).await.expect("list"), vec![second.clone()], "answers are not listed");
+
+    // Expired: invisible, not answerable, then purged.
+    let late = second.expires_at;
+    assert!(store.link_requests(bob, late).await.expect("list").is_empty());
+    assert_eq!(store.own_link_request(bob, w.bob2.device, late).await.expect("own"), None);
+    assert!(matches!(
+        store.answer_link_request(bob, w.bob1.device, w.bob2.device, b"a", b"s", late).await,
+        Err(LinkError::NotFound)
+    ));
+    assert_eq!(store.purge_link_requests(late - 1).await.expect("purge"), 0);
+    assert_eq!(store.purge_link_requests(late).await.expect("purge"), 1);
+
+    // Declined; and linked by a new list, which closes the request.
+    open(w.bob2.device, b"third", NOW).await.expect("open");
+    assert!(store.delete_link_request(bob, w.bob2.device, NOW).await.expect("delete"));
+    assert!(!store.delete_link_request(bob, w.bob2.device, NOW).await.expect("delete"), "already gone");
+    open(w.bob2.device, b"fourth", NOW).await.expect("open");
+    publish(&store, bob, 2, &[w.bob1, w.bob2]).await.expect("v2");
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM link_requests", &[]).await, 0);
+    // A removed device's request goes with it.
+    let bob3 = with_keys(&store, &bob3, 303).await;
+    open(bob3.device, b"fifth", NOW).await.expect("open");
+    store.remove_device(bob, bob3.device).await.expect("remove").expect("removed");
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM link_requests", &[]).await, 0);
 }

@@ -321,8 +321,9 @@ impl Store {
     /// The sessions of a user with their devices, newest first.
     pub async fn sessions(&self, user: UserId, current: SessionId) -> Result<Vec<SessionInfo>> {
         let rows = sqlx::query(
-            "SELECT s.id, s.created_at, s.expires_at, d.id, d.name, d.created_at, d.last_seen_at \
+            "SELECT s.id, s.created_at, s.expires_at, d.id, d.name, d.created_at, d.last_seen_at, COALESCE(k.linked, 0) \
              FROM sessions s JOIN devices d ON d.user_id = s.user_id AND d.id = s.device_id \
+             LEFT JOIN device_keys k ON k.user_id = d.user_id AND k.device_id = d.id \
              WHERE s.user_id = $1 ORDER BY s.id DESC",
         )
         .bind(user.0)
@@ -340,6 +341,7 @@ impl Store {
                         name: r.try_get(4)?,
                         created_at: from_ms(r.try_get(5)?)?,
                         last_seen_at: from_ms(r.try_get(6)?)?,
+                        linked: r.try_get::<i64, _>(7)? == 1,
                     },
                     current: id == current,
                 })
@@ -349,10 +351,14 @@ impl Store {
 
     /// The devices of a user, by id.
     pub async fn devices(&self, user: UserId) -> Result<Vec<Device>> {
-        let rows = sqlx::query("SELECT id, name, created_at, last_seen_at FROM devices WHERE user_id = $1 ORDER BY id")
-            .bind(user.0)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT d.id, d.name, d.created_at, d.last_seen_at, COALESCE(k.linked, 0) FROM devices d \
+             LEFT JOIN device_keys k ON k.user_id = d.user_id AND k.device_id = d.id \
+             WHERE d.user_id = $1 ORDER BY d.id",
+        )
+        .bind(user.0)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(device_of).collect()
     }
 
@@ -360,7 +366,8 @@ impl Store {
     pub async fn rename_device(&self, user: UserId, device: DeviceId, name: &str) -> Result<Option<Device>> {
         let row = sqlx::query(
             "UPDATE devices SET name = $3 WHERE user_id = $1 AND id = $2 \
-             RETURNING id, name, created_at, last_seen_at",
+             RETURNING id, name, created_at, last_seen_at, \
+             COALESCE((SELECT k.linked FROM device_keys k WHERE k.user_id = devices.user_id AND k.device_id = devices.id), 0)",
         )
         .bind(user.0)
         .bind(i64::from(device.0))
@@ -497,12 +504,13 @@ fn user_record(r: &AnyRow) -> Result<UserRecord> {
     })
 }
 
-/// A device from `id, name, created_at, last_seen_at`.
+/// A device from `id, name, created_at, last_seen_at, linked`.
 fn device_of(r: &AnyRow) -> Result<Device> {
     Ok(Device {
         id: device_id(r.try_get(0)?)?,
         name: r.try_get(1)?,
         created_at: from_ms(r.try_get(2)?)?,
         last_seen_at: from_ms(r.try_get(3)?)?,
+        linked: r.try_get::<i64, _>(4)? == 1,
     })
 }

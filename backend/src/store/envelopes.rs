@@ -119,9 +119,13 @@ fn compare(devices: &[(DeviceId, u32)], envelopes: &[NewEnvelope]) -> DeviceMism
     }
 }
 
-/// The SQL that reads the devices able to receive of a send's recipient and sender.
-pub(super) const RECEIVING_DEVICES: &str =
-    "SELECT user_id, device_id, registration_id FROM device_keys WHERE user_id IN ($1, $2) ORDER BY user_id, device_id";
+/// The SQL that reads the devices able to receive of a send's recipient and sender (see
+/// `receives!`).
+pub(super) const RECEIVING_DEVICES: &str = concat!(
+    "SELECT k.user_id, k.device_id, k.registration_id FROM device_keys k WHERE k.user_id IN ($1, $2) AND ",
+    receives!(),
+    " ORDER BY k.user_id, k.device_id"
+);
 
 /// Splits `(user, device, registration id)` rows into the recipient's and the sender's.
 pub(super) fn split_devices(

@@ -213,7 +213,8 @@ impl Store {
         Ok(row.is_some())
     }
 
-    /// The bundles of every device of `user` that has keys, each consuming one one-time EC and
+    /// The bundles of every device of `user` that receives (has keys and, once the user has a
+    /// signed device list, is linked: see `receives!`), each consuming one one-time EC and
     /// one one-time Kyber prekey (the Kyber last-resort key stands in when none is left).
     /// Concurrent fetches never receive the same one-time prekey. `only` restricts the fetch to
     /// one device; `except` leaves one out before anything is taken (a device fetching its own
@@ -244,10 +245,13 @@ impl Store {
             "UPDATE device_keys SET updated_at = updated_at WHERE user_id = $1"
         };
         sqlx::query(first).bind(user.0).execute(&mut *tx).await?;
-        let rows = sqlx::query(
-            "SELECT device_id, registration_id, identity_key, signed_id, signed_key, signed_sig, kyber_id, kyber_key, kyber_sig \
-             FROM device_keys WHERE user_id = $1 AND ($2 = 0 OR device_id = $2) AND device_id <> $3 ORDER BY device_id",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT k.device_id, k.registration_id, k.identity_key, k.signed_id, k.signed_key, k.signed_sig, \
+             k.kyber_id, k.kyber_key, k.kyber_sig \
+             FROM device_keys k WHERE k.user_id = $1 AND ($2 = 0 OR k.device_id = $2) AND k.device_id <> $3 AND ",
+            receives!(),
+            " ORDER BY k.device_id"
+        ))
         .bind(user.0)
         .bind(only.map(|d| i64::from(d.0)).unwrap_or(0))
         // Device ids start at 1: 0 excludes nothing.

@@ -7,12 +7,23 @@
 
 //!
 //! Split by concern: [`accounts`] (users, login sessions, refresh tokens, devices), [`keys`]
-//! (device keys and prekey bundles), [`envelopes`] (the per-device envelope queue). One
+//! (device keys and prekey bundles), [`envelopes`] (the per-device envelope queue),
+//! [`device_lists`] (signed device lists, recovery backups, link requests). One
 //! `Store` serves them all; where the two engines need different code, the split is inside
 //! the concern (the envelope queue's writes on SQLite go through [`sqlite_queue`]). The same
 //! conformance tests run on both engines (`backend/tests/store_conformance.rs`).
 
+/// The SQL condition (on `device_keys k`) of a device that receives: a user without a signed
+/// device list receives on every device with keys; a user with one, on its linked devices
+/// only. Sends are checked against these devices and bundles are handed out for them alone.
+macro_rules! receives {
+    () => {
+        "(k.linked = 1 OR NOT EXISTS (SELECT 1 FROM account_identities a WHERE a.user_id = k.user_id))"
+    };
+}
+
 pub mod accounts;
+pub mod device_lists;
 pub mod envelopes;
 pub mod keys;
 pub mod sqlite_queue;
@@ -25,6 +36,7 @@ use sqlx::{AnyPool, Executor};
 use time::OffsetDateTime;
 
 pub use accounts::{NewSession, Rotation, UserRecord};
+pub use device_lists::{LinkError, PublishError, StoredDeviceList};
 pub use envelopes::{EnqueueError, NewEnvelope, QueueLimits, QueueRef, Send};
 pub use keys::{StoredBundle, UploadError, VerifiedUpload};
 use sqlite_queue::{sqlite_path, QueueWriter};

@@ -23,8 +23,11 @@ use super::envelopes::{split_devices, EnqueueError, QueueLimits, QueueRef, Send}
 use super::{Result, StoreError};
 
 /// `envelopes::RECEIVING_DEVICES` with SQLite's own parameter marks.
-const RECEIVING_DEVICES_SQLITE: &str =
-    "SELECT user_id, device_id, registration_id FROM device_keys WHERE user_id IN (?1, ?2) ORDER BY user_id, device_id";
+const RECEIVING_DEVICES_SQLITE: &str = concat!(
+    "SELECT k.user_id, k.device_id, k.registration_id FROM device_keys k WHERE k.user_id IN (?1, ?2) AND ",
+    receives!(),
+    " ORDER BY k.user_id, k.device_id"
+);
 
 /// Writes waiting beyond this are left for the next transaction (bounds one commit's size).
 const BATCH_MAX: usize = 512;
