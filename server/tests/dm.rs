@@ -16,6 +16,8 @@ use copains_client_core::crypto::{Decrypted, E2eeDevice, MemoryBackend, Vault};
 use copains_client_core::devices::{
     DeviceList, ListedDevice, NewLinkRequest, OwnLinkRequest, PublishDeviceList, SignedDeviceList,
 };
+use copains_client_core::engine::{Answer, Engine, Transport};
+use copains_client_core::keys::{DeviceBundle, UploadKeys, UserBundles};
 use copains_client_core::messages::{Envelope, Queue, SendMessage, SendReceipt};
 use copains_client_core::messaging::{
     Clock, DirectMessage, HistoryEntry, Incoming, LinkState, MessagingError, Messenger, RetryRefusal,
@@ -41,6 +43,12 @@ backend_tests!(
     a_peer_sending_junk_gets_a_few_retry_requests_not_one_each,
     concurrent_bundle_fetches_never_share_a_one_time_prekey,
     history_is_kept_in_the_encrypted_store_across_restarts,
+    a_device_signed_in_with_the_password_alone_gets_nothing_and_is_not_believed,
+    clients_never_encrypt_to_a_device_the_server_slips_in,
+    a_replayed_or_forged_device_list_is_refused,
+    a_wrong_link_code_opens_nothing_and_the_right_one_links,
+    the_recovery_key_links_a_device_after_every_old_one_is_gone,
+    the_safety_number_is_the_same_on_every_device_of_both_users,
 );
 
 async fn spawn(backend: Backend) -> TestApp {
@@ -835,4 +843,263 @@ async fn a_message_past_the_resend_window_is_not_sent_again(backend: Backend) {
 
 fn json(value: &impl serde::Serialize) -> String {
     serde_json::to_string(value).expect("json")
+}
+
+// ---- devices the server cannot forge ---------------------------------------------------------
+
+/// A device made with the password alone, as a malicious server (or a password thief) would:
+/// keys uploaded, never linked.
+async fn forged_device(app: &TestApp, name: &str) -> (RawDevice, UploadKeys) {
+    let client = app.client();
+    let id = client.login(name, "a-long-password", Some("forged")).await.expect("login").user.id;
+    let vault = Vault::open(Box::new(MemoryBackend::default()), "raw").await.expect("vault");
+    let (device, upload) = E2eeDevice::open(vault, id).await.expect("device");
+    let upload = upload.expect("new device");
+    client.put_keys(&upload).await.expect("upload keys");
+    (RawDevice { client, id, device }, upload)
+}
+
+async fn a_device_signed_in_with_the_password_alone_gets_nothing_and_is_not_believed(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut alice = register(&app, "alice").await;
+    let mut bob = register(&app, "bob").await;
+    exchange(&mut alice.messenger, alice.id, &mut bob.messenger, bob.id).await;
+    let (mut forged, _) = forged_device(&app, "alice").await;
+    let forged_id = forged.client.device_id().await.expect("device");
+
+    // Neither Bob nor Alice's own device sends it anything.
+    bob.messenger.send_dm(alice.id, "for Alice only").await.expect("send");
+    assert_eq!(next_message(&mut alice.messenger).await.body, "for Alice only");
+    alice.messenger.send_dm(bob.id, "from the real Alice").await.expect("send");
+    assert_eq!(next_message(&mut bob.messenger).await.body, "from the real Alice");
+    assert!(forged.queue().await.is_empty(), "nothing was encrypted to the forged device");
+
+    // What it sends in Alice's name is dropped by Bob and by Alice's real device.
+    let bundles: UserBundles =
+        forged.client.api(Method::GET, &format!("/api/v1/keys/{}", bob.id), None::<&()>).await.expect("bundles");
+    forged.device.start_session(bob.id, &bundles.devices[0]).await.expect("session");
+    let own: UserBundles =
+        forged.client.api(Method::GET, &format!("/api/v1/keys/{}", alice.id), None::<&()>).await.expect("bundles");
+    forged.device.start_session(alice.id, &own.devices[0]).await.expect("session");
+    let content = serde_json::json!({"id": "f00d", "to": bob.id, "body": "send me your password"}).to_string();
+    let to_bob = forged.device.encrypt(bob.id, DeviceId(1), content.as_bytes()).await.expect("encrypt");
+    let to_alice = forged.device.encrypt(alice.id, DeviceId(1), content.as_bytes()).await.expect("encrypt");
+    let send = SendMessage { recipient: bob.id, messages: vec![to_bob], sync_messages: vec![to_alice], partial: false };
+    let _: SendReceipt = forged.client.api(Method::POST, "/api/v1/messages", Some(&send)).await.expect("the server relays it");
+    // Positive control after it: the real Alice's next message is the next thing both read.
+    alice.messenger.send_dm(bob.id, "control").await.expect("send");
+    assert_eq!(next_message(&mut bob.messenger).await.body, "control", "the forged message was not shown");
+    for (_, entry) in bob.messenger.entries(alice.id, None, 20).await.expect("entries") {
+        assert!(!matches!(&entry, HistoryEntry::Message(m) if m.body.contains("password")), "forged message kept");
+        assert!(!matches!(entry, HistoryEntry::Undecryptable { author_device, .. } if author_device == forged_id));
+    }
+    for (_, entry) in alice.messenger.entries(bob.id, None, 20).await.expect("entries") {
+        assert!(!matches!(&entry, HistoryEntry::Message(m) if m.body.contains("password")), "forged copy kept");
+    }
+    common::eventually(Duration::from_secs(10), "the forged envelopes are acknowledged (dropped)", || async {
+        app.count("envelopes").await == 0
+    })
+    .await;
+    forged.queue().await;
+    alice.messenger.close().await;
+    bob.messenger.close().await;
+    app.shutdown().await;
+}
+
+/// A transport that passes requests to the real server, lets the test rewrite answers (as a
+/// malicious server would), and records every envelope sent.
+struct Tampering {
+    client: Client,
+    rewrite: std::sync::Mutex<Box<dyn FnMut(&str, &str, &mut Answer) + Send>>,
+    sent_to: std::sync::Mutex<Vec<(UserId, DeviceId)>>,
+}
+
+#[async_trait::async_trait(?Send)]
+impl Transport for Tampering {
+    async fn request(&self, method: &str, path: &str, body: Option<String>) -> Result<Answer, String> {
+        if method == "POST" && path == "/api/v1/messages" {
+            let send: SendMessage = serde_json::from_str(body.as_deref().unwrap_or("{}")).map_err(|e| e.to_string())?;
+            let me = self.client.user().await.expect("user").id;
+            let mut sent = self.sent_to.lock().expect("lock");
+            sent.extend(send.messages.iter().map(|e| (send.recipient, e.device_id)));
+            sent.extend(send.sync_messages.iter().map(|e| (me, e.device_id)));
+        }
+        let mut answer = self.client.request(method, path, body).await?;
+        (self.rewrite.lock().expect("lock"))(method, path, &mut answer);
+        Ok(answer)
+    }
+}
+
+async fn tampered_engine(
+    app: &TestApp,
+    name: &str,
+    rewrite: impl FnMut(&str, &str, &mut Answer) + Send + 'static,
+) -> Engine<Tampering> {
+    let client = app.client();
+    let auth = client.register(name, "a-long-password", Some("tampered")).await.expect("register");
+    let session = client.session_id().await.expect("session");
+    let transport = Tampering { client, rewrite: std::sync::Mutex::new(Box::new(rewrite)), sent_to: Default::default() };
+    let now = copains_client_core::crypto::device::now_ms();
+    let mut engine = Engine::open(transport, Box::new(MemoryBackend::default()), "p", auth.user.id, DeviceId(1), session, now)
+        .await
+        .expect("open");
+    engine.start(now).await.expect("start");
+    engine
+}
+
+fn bundle_of(device: DeviceId, keys: &UploadKeys) -> DeviceBundle {
+    DeviceBundle {
+        device_id: device,
+        registration_id: keys.registration_id.expect("registration id"),
+        identity_key: keys.identity_key.clone().expect("identity"),
+        signed_pre_key: keys.signed_pre_key.clone().expect("signed prekey"),
+        pre_key: keys.pre_keys.first().cloned(),
+        pq_pre_key: keys.pq_last_resort_pre_key.clone().expect("last resort"),
+    }
+}
+
+async fn clients_never_encrypt_to_a_device_the_server_slips_in(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut alice = register(&app, "alice").await;
+    let (forged, keys) = forged_device(&app, "alice").await;
+    let forged_id = forged.client.device_id().await.expect("device");
+    let alice_id = alice.id;
+    let forged_bundle = bundle_of(forged_id, &keys);
+    // The server hands Bob the forged device's bundle with Alice's, and says a send that
+    // leaves it out misses a device.
+    let mut bob = tampered_engine(&app, "bob", move |method, path, answer| {
+        if method == "GET" && path.starts_with(&format!("/api/v1/keys/{alice_id}")) && answer.status == 200 {
+            let mut bundles: UserBundles = serde_json::from_slice(&answer.body).expect("bundles");
+            bundles.devices.push(forged_bundle.clone());
+            answer.body = serde_json::to_vec(&bundles).expect("json");
+        }
+        if method == "POST" && path == "/api/v1/messages" && answer.status == 200 {
+            answer.status = 409;
+            answer.body = serde_json::to_vec(&serde_json::json!({"error": {"code": "device_mismatch", "message": "stale",
+                "details": {"recipient": {"missing_devices": [forged_id.0], "extra_devices": [], "stale_devices": []},
+                            "own": {"missing_devices": [], "extra_devices": [], "stale_devices": []}}}}))
+            .expect("json");
+        }
+    })
+    .await;
+    let now = copains_client_core::crypto::device::now_ms();
+    let err = bob.send_dm(alice_id, "secret", now).await.expect_err("refused");
+    assert!(matches!(err, MessagingError::DeviceList(_)), "{err:?}");
+    let sent = bob.transport().sent_to.lock().expect("lock").clone();
+    assert!(!sent.is_empty(), "envelopes went to Alice's listed device");
+    assert!(sent.iter().all(|(u, d)| (*u, *d) != (alice_id, forged_id)), "never to the forged device: {sent:?}");
+    // The honest server delivered the first attempt to Alice's real device only.
+    assert_eq!(next_message(&mut alice.messenger).await.body, "secret");
+    assert!(forged.queue().await.is_empty());
+    alice.messenger.close().await;
+    app.shutdown().await;
+}
+
+async fn a_replayed_or_forged_device_list_is_refused(backend: Backend) {
+    let app = spawn(backend).await;
+    let a1 = register(&app, "alice").await;
+    let alice_id = a1.id;
+    let replay: Arc<std::sync::Mutex<Option<Vec<u8>>>> = Default::default();
+    let flip_signature = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (replay2, flip2) = (replay.clone(), flip_signature.clone());
+    let list_path = format!("/api/v1/users/{alice_id}/device-list");
+    let mut bob = tampered_engine(&app, "bob", move |method, path, answer| {
+        if method == "GET" && path == list_path && answer.status == 200 {
+            if let Some(old) = replay2.lock().expect("lock").clone() {
+                answer.body = old;
+            }
+            if flip2.load(Ordering::SeqCst) {
+                let mut signed: SignedDeviceList = serde_json::from_slice(&answer.body).expect("list");
+                signed.signature.0[10] ^= 1;
+                answer.body = serde_json::to_vec(&signed).expect("json");
+            }
+        }
+    })
+    .await;
+    let now = copains_client_core::crypto::device::now_ms;
+    bob.send_dm(alice_id, "v1", now()).await.expect("send with version 1");
+    let v1 = a1.client.raw(Method::GET, &format!("/api/v1/users/{alice_id}/device-list"), None).await.expect("list").body;
+    // Alice links a second device: version 2, which Bob learns from the server's 409.
+    let a2 = add_device(&app, "alice", 2, &a1).await;
+    bob.send_dm(alice_id, "v2", now()).await.expect("send with version 2");
+    // The server now serves version 1 again: Bob refuses it (and sends nothing).
+    *replay.lock().expect("lock") = Some(v1);
+    // Alice links a third device (version 3): Bob's next send learns of it and fetches the list.
+    let a3 = add_device(&app, "alice", 3, &a1).await;
+    let err = bob.send_dm(alice_id, "after the replay", now()).await.expect_err("refused");
+    assert!(matches!(&err, MessagingError::DeviceList(m) if m.contains("older")), "{err:?}");
+    // A list whose signature does not verify is refused too.
+    *replay.lock().expect("lock") = None;
+    flip_signature.store(true, Ordering::SeqCst);
+    let err = bob.send_dm(alice_id, "forged signature", now()).await.expect_err("refused");
+    assert!(matches!(err, MessagingError::Account(copains_client_core::crypto::account::AccountError::BadSignature)), "{err:?}");
+    // Positive control: the genuine list is taken.
+    flip_signature.store(false, Ordering::SeqCst);
+    bob.send_dm(alice_id, "genuine", now()).await.expect("send");
+    for p in [a1, a2, a3] {
+        p.messenger.close().await;
+    }
+    app.shutdown().await;
+}
+
+async fn a_wrong_link_code_opens_nothing_and_the_right_one_links(backend: Backend) {
+    let app = spawn(backend).await;
+    let a1 = register(&app, "alice").await;
+    let mut a2 = sign_in(&app, "alice", 2).await;
+    let code = a2.messenger.begin_link().await.expect("code");
+    let wrong = if code.starts_with('1') { "2222-2222" } else { "1111-1111" };
+    a1.messenger.approve_link(DeviceId(2), wrong).await.expect("answer sent");
+    let failed = notice(&mut a2.messenger, |n| matches!(n, Incoming::LinkFailed { .. } | Incoming::Linked)).await;
+    assert!(matches!(failed, Incoming::LinkFailed { .. }), "{failed:?}");
+    assert_eq!(a2.messenger.link_state().await.expect("state"), LinkState::Pending);
+    let err = a2.messenger.send_dm(a1.id, "hi").await.expect_err("a pending device cannot send");
+    assert!(matches!(err, MessagingError::NotLinked), "{err:?}");
+    // A new code, the right one: linked.
+    let code = a2.messenger.begin_link().await.expect("code");
+    a1.messenger.approve_link(DeviceId(2), &code).await.expect("approve");
+    notice(&mut a2.messenger, |n| matches!(n, Incoming::Linked)).await;
+    let devices = a1.messenger.own_devices().await.expect("devices");
+    assert!(devices.iter().all(|d| d.linked), "{devices:?}");
+    a1.messenger.close().await;
+    a2.messenger.close().await;
+    app.shutdown().await;
+}
+
+async fn the_recovery_key_links_a_device_after_every_old_one_is_gone(backend: Backend) {
+    let app = spawn(backend).await;
+    let a1 = register(&app, "alice").await;
+    let mut bob = register(&app, "bob").await;
+    let recovery = a1.messenger.unconfirmed_recovery_key().await.expect("state").expect("key");
+    a1.messenger.send_dm(bob.id, "before").await.expect("send");
+    assert_eq!(next_message(&mut bob.messenger).await.body, "before");
+    // Alice's only device leaves (out of the list, signed out).
+    a1.messenger.remove_device(DeviceId(1)).await.expect("leave");
+    let mut a2 = sign_in(&app, "alice", 2).await;
+    let err = a2.messenger.link_with_recovery_key("AAAA-BBBB-CCCC-DDDD-EEEE-FFFF-GGGG-HHHH").await.expect_err("wrong key");
+    assert!(matches!(err, MessagingError::Account(_)), "{err:?}");
+    a2.messenger.link_with_recovery_key(&recovery).await.expect("recovered");
+    bob.messenger.send_dm(a2.id, "after").await.expect("send");
+    assert_eq!(next_message(&mut a2.messenger).await.body, "after");
+    let notices = drain_notices(&mut bob.messenger).await;
+    assert!(!notices.iter().any(|n| matches!(n, Incoming::IdentityChanged { .. })), "same account: {notices:?}");
+    a2.messenger.close().await;
+    bob.messenger.close().await;
+    app.shutdown().await;
+}
+
+async fn the_safety_number_is_the_same_on_every_device_of_both_users(backend: Backend) {
+    let app = spawn(backend).await;
+    let a1 = register(&app, "alice").await;
+    let b1 = register(&app, "bob").await;
+    let a2 = add_device(&app, "alice", 2, &a1).await;
+    let b2 = add_device(&app, "bob", 2, &b1).await;
+    let mut numbers = Vec::new();
+    for (viewer, other) in [(&a1, b1.id), (&a2, b1.id), (&b1, a1.id), (&b2, a1.id)] {
+        numbers.push(viewer.messenger.safety_number(other).await.expect("number").number);
+    }
+    assert!(numbers.iter().all(|n| n == &numbers[0] && n.len() == 60), "{numbers:?}");
+    for p in [a1, a2, b1, b2] {
+        p.messenger.close().await;
+    }
+    app.shutdown().await;
 }
