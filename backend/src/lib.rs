@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::auth::router())
         .merge(routes::users::router())
         .merge(routes::keys::router())
+        .merge(routes::devices::router())
         .merge(routes::messages::router())
         .merge(routes::health::router())
         .fallback(|| async { ApiError::UnknownRoute })
@@ -83,7 +84,7 @@ pub async fn run_maintenance(state: AppState, every: Duration, shutdown: impl st
 
 /// One housekeeping pass as of `now` (Unix ms; an input, so tests can run it a month ahead):
 /// sessions and refresh tokens past their expiry, envelopes older than
-/// `limits.envelope_ttl_secs` (delivered or not), idle rate-limit keys.
+/// `limits.envelope_ttl_secs` (delivered or not), expired link requests, idle rate-limit keys.
 pub async fn housekeep(state: &AppState, now: i64) {
     match state.store.purge_expired(now).await {
         Ok(ended) => {
@@ -98,6 +99,11 @@ pub async fn housekeep(state: &AppState, now: i64) {
         Ok(0) => {}
         Ok(n) => tracing::info!(envelopes = n, "expired envelopes removed"),
         Err(e) => tracing::warn!(error = %e, "maintenance: purge of envelopes failed"),
+    }
+    match state.store.purge_link_requests(now).await {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(requests = n, "expired link requests removed"),
+        Err(e) => tracing::warn!(error = %e, "maintenance: purge of link requests failed"),
     }
     state.limiters.shrink();
 }

@@ -18,10 +18,14 @@ use crate::routes;
         routes::users::lookup, routes::users::user_by_id,
         routes::keys::upload, routes::keys::count, routes::keys::bundles, routes::keys::device_bundle,
         routes::messages::send, routes::messages::queue, routes::messages::ack,
+        routes::devices::device_list, routes::devices::publish_device_list,
+        routes::devices::recovery, routes::devices::put_recovery,
+        routes::devices::open_link_request, routes::devices::link_requests, routes::devices::own_link_request,
+        routes::devices::answer_link_request, routes::devices::decline_link_request,
         routes::health::healthz, routes::health::readyz, routes::health::metrics, routes::health::openapi,
     ),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "users"), (name = "keys"), (name = "messages"), (name = "operations")),
+    tags((name = "auth"), (name = "users"), (name = "keys"), (name = "devices"), (name = "messages"), (name = "operations")),
 )]
 struct ApiDoc;
 

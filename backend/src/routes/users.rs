@@ -205,7 +205,7 @@ pub async fn rename_device(
     Ok(Json(renamed))
 }
 
-fn parse_device_id(raw: &str) -> ApiResult<copains_client_core::DeviceId> {
+pub(crate) fn parse_device_id(raw: &str) -> ApiResult<copains_client_core::DeviceId> {
     raw.parse::<u32>()
         .ok()
         .filter(|d| (1..=copains_client_core::DeviceId::MAX).contains(d))

@@ -127,12 +127,15 @@ pub(super) const RECEIVING_DEVICES: &str = concat!(
     " ORDER BY k.user_id, k.device_id"
 );
 
+/// Devices that receive, with their registration ids.
+pub(super) type ReceivingDevices = Vec<(DeviceId, u32)>;
+
 /// Splits `(user, device, registration id)` rows into the recipient's and the sender's.
 pub(super) fn split_devices(
     rows: impl IntoIterator<Item = (i64, i64, i64)>,
     recipient: UserId,
     sender: UserId,
-) -> Result<(Vec<(DeviceId, u32)>, Vec<(DeviceId, u32)>)> {
+) -> Result<(ReceivingDevices, ReceivingDevices)> {
     let (mut of_recipient, mut of_sender) = (Vec::new(), Vec::new());
     for (user, device, registration) in rows {
         let device = (DeviceId(u32_of(device)?), u32_of(registration)?);

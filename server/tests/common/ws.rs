@@ -37,3 +37,24 @@ pub async fn close_code(ws: &mut Ws) -> Option<u16> {
 pub async fn send(ws: &mut Ws, v: Value) {
     ws.send(Message::Text(v.to_string().into())).await.expect("send");
 }
+
+/// Connects to the gateway and identifies with `token`; gives the socket and READY.
+pub async fn identified(ws_url: &str, token: &str) -> (Ws, Value) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.expect("connect");
+    let hello = recv_json(&mut ws).await;
+    assert_eq!(hello["op"], copains_client_core::gateway::op::HELLO);
+    send(&mut ws, serde_json::json!({"op": copains_client_core::gateway::op::IDENTIFY, "d": {"token": token}})).await;
+    let ready = recv_json(&mut ws).await;
+    assert_eq!(ready["t"], copains_client_core::gateway::event_name::READY);
+    (ws, ready)
+}
+
+/// The payload (`d`) of the next dispatched event named `name`, skipping other frames.
+pub async fn next_event(ws: &mut Ws, name: &str) -> Value {
+    loop {
+        let frame = recv_json(ws).await;
+        if frame["t"] == name {
+            return frame["d"].clone();
+        }
+    }
+}
