@@ -12,10 +12,12 @@ import {
   openDm,
   openSettings,
   recordOutgoing,
+  resetIdentity,
   safetyNumber,
   send,
   settingsDialog,
   signIn,
+  signInAgain,
   signOut,
   signUp,
   test,
@@ -36,7 +38,7 @@ test('two people chat end to end: history survives a reload and a new sign-in, s
   const secret = () => `pineapple-${Math.random().toString(36).slice(2, 10)}`;
   const texts: string[] = [];
 
-  await signUp(a.page, alice);
+  const aliceKey = await signUp(a.page, alice);
   await signUp(b.page, bob);
   await capture(a.page, 'shell-empty', { phone: true });
 
@@ -105,10 +107,9 @@ test('two people chat end to end: history survives a reload and a new sign-in, s
   await openConversation(b.page, new RegExp(alice));
   for (const text of texts.slice(0, -1)) await expect(messages(b.page).getByText(text)).toBeVisible();
 
-  // A signs out and in again (a new device): the history on this browser is still readable.
+  // A signs out and in again (a new device, linked with the recovery key): the history on this browser is still readable.
   await signOut(a.page);
-  await signIn(a.page, alice);
-  await expectShell(a.page);
+  await signInAgain(a.page, alice, aliceKey);
   await openConversation(a.page, new RegExp(bob));
   for (const text of texts.slice(0, -1)) await expect(messages(a.page).getByText(text)).toBeVisible();
 
@@ -132,12 +133,14 @@ test('two people chat end to end: history survives a reload and a new sign-in, s
   await b.context.close();
 });
 
-test('after signing out and in again (a new device), the conversation goes on both ways', async ({ browser }) => {
+test('after signing out and in again (a new device, linked with the recovery key), the conversation goes on both ways with the same safety number', async ({
+  browser,
+}) => {
   const alice = uniqueName('gina');
   const bob = uniqueName('hugo');
   const a = await newUser(browser);
   const b = await newUser(browser);
-  await signUp(a.page, alice);
+  const aliceKey = await signUp(a.page, alice);
   await signUp(b.page, bob);
   await openDm(a.page, bob);
   await send(a.page, 'before');
@@ -145,33 +148,29 @@ test('after signing out and in again (a new device), the conversation goes on bo
   await expect(messages(b.page).getByText('before')).toBeVisible();
   await send(b.page, 'seen before');
   await expect(messages(a.page).getByText('seen before')).toBeVisible();
+  await openSettings(b.page, 'Privacy & safety');
+  await settingsDialog(b.page).getByRole('button', { name: new RegExp(`^${alice}`) }).click();
+  const before = await safetyNumber(b.page, alice);
+  await closeSettings(b.page);
 
   await signOut(a.page);
-  await signIn(a.page, alice);
-  await expectShell(a.page);
+  await signInAgain(a.page, alice, aliceKey);
   await openConversation(a.page, new RegExp(bob));
   await send(a.page, 'from my new device');
   await expect(messages(b.page).getByText('from my new device')).toBeVisible({ timeout: 30_000 });
-  // The server gave the new device the number of the old one, with new keys: B is warned.
-  await expect(b.page.getByRole('alert').filter({ hasText: `${alice}'s safety number changed` })).toBeVisible();
-  await capture(b.page, 'identity-changed', { phone: true });
-  await b.page.getByRole('button', { name: 'Dismiss', exact: true }).click();
-  await expect(b.page.getByRole('alert').filter({ hasText: 'safety number changed' })).toBeHidden();
   await send(b.page, 'welcome back');
-  await expect(messages(a.page).getByText('welcome back')).toBeVisible();
-  // The change stays in the conversation, where it happened, after a reload too.
-  const notice = messages(b.page).getByText(`${alice}'s safety number changed (device 1)`);
-  await expect(notice).toBeVisible();
-  await b.page.reload();
-  await unlock(b.page);
-  await openConversation(b.page, new RegExp(alice));
-  await expect(notice).toBeVisible();
-  await capture(b.page, 'identity-changed-in-history');
+  await expect(messages(a.page).getByText('welcome back')).toBeVisible({ timeout: 30_000 });
+  // The account key came back with the recovery key: the safety number is the same, nothing to warn about.
+  await expect(b.page.getByRole('alert').filter({ hasText: 'safety number changed' })).toHaveCount(0);
+  await openSettings(b.page, 'Privacy & safety');
+  await settingsDialog(b.page).getByRole('button', { name: new RegExp(`^${alice}`) }).click();
+  expect(await safetyNumber(b.page, alice)).toBe(before);
+  await closeSettings(b.page);
   await a.context.close();
   await b.context.close();
 });
 
-/** A and B have talked (A wrote `first`), and B has marked A's device verified. */
+/** A and B have talked (A wrote `first`), and B has marked A's safety number verified. */
 async function verifiedPair(browser: Browser, first: string) {
   const alice = uniqueName('ivy');
   const bob = uniqueName('jon');
@@ -192,18 +191,32 @@ async function verifiedPair(browser: Browser, first: string) {
   return { alice, bob, a, b, verifiedNumber };
 }
 
-test('a verified contact who signs in again on a new device: the message still arrives, with the safety-number warning', async ({ browser }) => {
+test('a verified contact who lost every device and the recovery key resets: the message still arrives, with the safety-number warning, kept in the history', async ({
+  browser,
+}) => {
   const { alice, bob, a, b } = await verifiedPair(browser, 'before');
 
-  // A signs in again: a new device, which the server numbers like the removed one, with new keys.
+  // A signs in again with nothing left to link with: a new account identity.
   await signOut(a.page);
   await signIn(a.page, alice);
-  await expectShell(a.page);
+  await resetIdentity(a.page);
   await openConversation(a.page, new RegExp(bob));
   await send(a.page, 'new keys, same person');
   await expect(messages(b.page).getByText('new keys, same person')).toBeVisible({ timeout: 30_000 });
   await expect(b.page.getByRole('alert').filter({ hasText: `${alice}'s safety number changed` })).toBeVisible();
   await expect(b.page.getByTitle(/You verified .*safety number/)).toBeHidden();
+  await capture(b.page, 'identity-changed', { phone: true });
+  await b.page.getByRole('button', { name: 'Dismiss', exact: true }).click();
+  await expect(b.page.getByRole('alert').filter({ hasText: 'safety number changed' })).toBeHidden();
+
+  // The change stays in the conversation, where it happened, after a reload too.
+  const notice = messages(b.page).getByText(`${alice}'s safety number changed`);
+  await expect(notice).toBeVisible();
+  await b.page.reload();
+  await unlock(b.page);
+  await openConversation(b.page, new RegExp(alice));
+  await expect(notice).toBeVisible();
+  await capture(b.page, 'identity-changed-in-history');
   await a.context.close();
   await b.context.close();
 });
@@ -211,10 +224,10 @@ test('a verified contact who signs in again on a new device: the message still a
 test('writing to a verified contact whose keys changed: not sent until the new safety number is accepted', async ({ browser }) => {
   const { alice, bob, a, b, verifiedNumber } = await verifiedPair(browser, 'first');
 
-  // A signs in again (new keys); B writes first, to the device B verified.
+  // A resets the account's identity (new keys); B writes first, to the keys B verified.
   await signOut(a.page);
   await signIn(a.page, alice);
-  await expectShell(a.page);
+  await resetIdentity(a.page);
   await send(b.page, 'is it still you?');
   const failure = messages(b.page).getByRole('alert').filter({ hasText: 'safety number changed since you verified it' });
   await expect(failure).toBeVisible({ timeout: 30_000 });
@@ -242,37 +255,6 @@ test('writing to a verified contact whose keys changed: not sent until the new s
   await b.context.close();
 });
 
-test('a device added to an account is announced to its contacts and to its other devices', async ({ browser }) => {
-  const alice = uniqueName('max');
-  const bob = uniqueName('ned');
-  const a = await newUser(browser);
-  const b = await newUser(browser);
-  await signUp(a.page, alice);
-  await signUp(b.page, bob);
-  await openDm(a.page, bob);
-  await send(a.page, 'hello');
-  await openConversation(b.page, new RegExp(alice));
-  await expect(messages(b.page).getByText('hello')).toBeVisible();
-
-  // Alice signs in on a second browser: her account now has two devices.
-  const a2 = await newUser(browser);
-  await a2.page.goto('/');
-  await signIn(a2.page, alice);
-  await expectShell(a2.page);
-
-  await send(b.page, 'which device reads this?');
-  await expect(b.page.getByRole('status').filter({ hasText: `${alice} has a new device` })).toBeVisible({ timeout: 30_000 });
-  await capture(b.page, 'contact-new-device');
-  await expect(messages(a.page).getByText('which device reads this?')).toBeVisible({ timeout: 30_000 });
-  await send(a.page, 'both of them');
-  await expect(a.page.getByRole('status').filter({ hasText: 'A new device was added to your account' })).toBeVisible({
-    timeout: 30_000,
-  });
-  await openConversation(a2.page, new RegExp(bob));
-  await expect(messages(a2.page).getByText('both of them')).toBeVisible({ timeout: 30_000 });
-  for (const p of [a, a2, b]) await p.context.close();
-});
-
 test('a conversation with a username nobody has is refused; the screens are accessible', async ({ browser }) => {
   const carol = uniqueName('carol');
   const c = await newUser(browser);
@@ -298,8 +280,9 @@ test('a conversation with a username nobody has is refused; the screens are acce
 
   await c.page.getByRole('tab', { name: 'Password' }).click();
   await capture(c.page, 'settings-password');
-  await c.page.getByRole('tab', { name: 'Sessions & devices' }).click();
+  await c.page.getByRole('tab', { name: 'Devices' }).click();
   await expect(settingsDialog(c.page).getByText('This device', { exact: true })).toBeVisible();
+  await expect(settingsDialog(c.page).getByRole('list', { name: 'Your devices' }).getByText('Linked', { exact: true })).toBeVisible();
   await capture(c.page, 'settings-devices', { phone: true });
   await c.page.getByRole('button', { name: /^Rename / }).click();
   await c.page.getByLabel('Device name').fill('My test browser');

@@ -1,6 +1,6 @@
 /** What the browser tests share: the server's address, sign-up/sign-in steps, screenshots. */
 
-import { test as base, expect, type Browser, type BrowserContext, type Page } from '@playwright/test';
+import { test as base, expect, type Browser, type BrowserContext, type Locator, type Page } from '@playwright/test';
 import AxeBuilder from '@axe-core/playwright';
 import { mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -56,13 +56,96 @@ export async function newUser(browser: Browser, viewport = WIDE): Promise<{ cont
   return { context, page };
 }
 
-export async function signUp(page: Page, username: string, password = PASSWORD): Promise<void> {
+/** Creates an account (its recovery key written down on the way); returns the recovery key. */
+export async function signUp(page: Page, username: string, password = PASSWORD): Promise<string> {
   await page.goto('/');
   await page.getByRole('button', { name: 'Create an account' }).click();
   await page.getByLabel('Username', { exact: true }).fill(username);
   await page.getByLabel('Password', { exact: true }).fill(password);
   await page.getByRole('button', { name: 'Create account', exact: true }).click();
+  const key = await saveRecoveryKey(page);
   await expectShell(page);
+  return key;
+}
+
+/** The recovery key shown in `scope` ("ABCD-EFGH-…"). */
+export async function readRecoveryKey(scope: Page | Locator): Promise<string> {
+  const groups = await scope.getByRole('group', { name: 'Recovery key' }).locator('span').allTextContents();
+  expect(groups.length).toBeGreaterThan(1);
+  return groups.map((g) => g.trim()).join('-');
+}
+
+/** Passes the recovery key screen (after sign-up or a reset), typing its last two groups; returns the key. */
+export async function saveRecoveryKey(page: Page, continueLabel = 'Continue to LesCopains'): Promise<string> {
+  await expect(page.getByRole('heading', { name: /Save your (new )?recovery key/ })).toBeVisible({ timeout: 30_000 });
+  const key = await readRecoveryKey(page);
+  await page.getByRole('button', { name: 'I have written it down' }).click();
+  await page.getByLabel('Last two groups').fill(key.split('-').slice(-2).join('-'));
+  await page.getByRole('button', { name: continueLabel }).click();
+  return key;
+}
+
+/** The code a pending browser shows on its "Approve this browser" screen. */
+export async function linkCode(page: Page): Promise<string> {
+  await expect(page.getByRole('heading', { name: 'Approve this browser' })).toBeVisible({ timeout: 30_000 });
+  const code = page.locator('[data-code]');
+  await expect(code).toHaveAttribute('data-code', /^\d{4}\D?\d{4}$/, { timeout: 30_000 });
+  return (await code.getAttribute('data-code')) ?? '';
+}
+
+/** A linked browser's approval dialog. */
+export function approvalDialog(page: Page) {
+  return page.getByRole('dialog', { name: 'Approve a new device?' });
+}
+
+/** Approves a pending browser's `code` from the linked browser `linked`, until it shows "Device linked". */
+export async function approve(linked: Page, code: string): Promise<void> {
+  const dialog = approvalDialog(linked);
+  await expect(dialog).toBeVisible({ timeout: 30_000 });
+  await dialog.getByLabel('Code shown on the new device').fill(code);
+  await dialog.getByRole('button', { name: 'Approve', exact: true }).click();
+  const done = linked.getByRole('dialog', { name: 'Device linked' });
+  await expect(done).toBeVisible({ timeout: 30_000 });
+  await done.getByRole('button', { name: 'Done' }).click();
+  await expect(done).toBeHidden();
+}
+
+/** Signs `page` (a browser new to the account) in, and approves it from the linked browser `from`. */
+export async function signInApproved(page: Page, from: Page, username: string, password = PASSWORD): Promise<void> {
+  await page.goto('/');
+  await signIn(page, username, password);
+  await approve(from, await linkCode(page));
+  await expectShell(page);
+}
+
+/** A pending browser links itself with the recovery key. */
+export async function useRecoveryKey(page: Page, key: string): Promise<void> {
+  await expect(page.getByRole('heading', { name: 'Approve this browser' })).toBeVisible({ timeout: 30_000 });
+  await page.getByRole('button', { name: 'Use your recovery key instead' }).click();
+  await page.getByLabel('Recovery key', { exact: true }).fill(key);
+  await page.getByRole('button', { name: 'Link with recovery key' }).click();
+}
+
+/** Signs in again on a browser that signed out (a new device, pending): the recovery key links it. */
+export async function signInAgain(page: Page, username: string, recoveryKey: string, password = PASSWORD): Promise<void> {
+  await signIn(page, username, password);
+  await useRecoveryKey(page, recoveryKey);
+  await expectShell(page);
+}
+
+/**
+ * A pending browser whose account lost every device and the recovery key: resets the account's
+ * identity with the password; returns the new recovery key (written down on the way).
+ */
+export async function resetIdentity(page: Page, password = PASSWORD): Promise<string> {
+  await expect(page.getByRole('heading', { name: 'Approve this browser' })).toBeVisible({ timeout: 30_000 });
+  await page.getByRole('button', { name: 'I lost all my devices and my recovery key' }).click();
+  await page.getByLabel('Your password').fill(password);
+  await page.getByRole('button', { name: "Reset my account's identity…" }).click();
+  await page.getByRole('dialog', { name: "Reset your account's identity?" }).getByRole('button', { name: 'Reset and get a new recovery key' }).click();
+  const key = await saveRecoveryKey(page);
+  await expectShell(page);
+  return key;
 }
 
 export async function signIn(page: Page, username: string, password = PASSWORD): Promise<void> {
@@ -108,9 +191,9 @@ export async function openConversation(page: Page, name: string | RegExp): Promi
   await page.getByRole('navigation', { name: 'Direct messages' }).getByRole('button', { name }).click();
 }
 
-/** Safety number digits shown for a contact's device, from the privacy settings. */
+/** Safety number digits shown for a contact, from the privacy settings. */
 export async function safetyNumber(page: Page, contact: string): Promise<string> {
-  const group = page.getByRole('group', { name: new RegExp(`^Safety number with ${contact}, device`) }).first();
+  const group = page.getByRole('group', { name: `Safety number with ${contact}`, exact: true });
   await expect(group).toBeVisible();
   return ((await group.textContent()) ?? '').replace(/\D/g, '');
 }

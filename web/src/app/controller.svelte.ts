@@ -53,6 +53,8 @@ export class AppController {
   /** The account password, held only between a sign-in and the store being open. */
   #password: string | null = null;
   #retry: (() => Promise<void>) | null = null;
+  /** Signing out: the session's end that it causes is not news. */
+  #signingOut = false;
 
   constructor(storage: Storage = localStorage) {
     this.#local = new LocalState(storage);
@@ -240,13 +242,20 @@ export class AppController {
   async signOut(): Promise<void> {
     const chat = this.chat;
     this.chat = null;
+    this.#signingOut = true;
     this.screen = { name: 'opening', message: 'Signing out…' };
     try {
-      if (chat) await chat.shutdown();
+      if (chat) {
+        // A linked device leaves the account's device list first (which also ends its session).
+        await chat.leave();
+        await chat.shutdown();
+      }
       if (this.#api.signedIn) await this.#api.logout();
     } catch {
       // Offline: the session stays on the server until it expires or is removed from
       // another device's settings; this browser forgets it either way.
+    } finally {
+      this.#signingOut = false;
     }
     this.#forget();
     this.screen = { name: 'signin', notice: { kind: 'info', text: 'You signed out.' } };
@@ -254,6 +263,8 @@ export class AppController {
 
   /** The login session is over (revoked, expired): back to sign-in, keeping the local store. */
   sessionEnded(why: 'revoked' | 'expired' | string): void {
+    // Signing out ends the session on purpose: signOut() moves to sign-in itself.
+    if (this.#signingOut) return;
     // The API client and the gateway may both notice: act once.
     if (!this.#session && this.screen.name === 'signin') return;
     // Another tab took over: a late answer here must not clear the session it now holds.

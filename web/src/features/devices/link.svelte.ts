@@ -119,7 +119,10 @@ export class PendingLink {
     this.#clearTimer();
     this.#timer = setTimeout(() => {
       this.#timer = null;
-      if (this.#active) void this.renew();
+      if (!this.#active) return;
+      // A code renewed on time: an earlier "did not match" no longer applies to it.
+      if (this.problem === null) this.notice = null;
+      void this.renew();
     }, ms);
   }
 

@@ -27,6 +27,8 @@ const RECENT_ACKS = 2000;
 const MAINTAIN_EVERY_MS = 60 * 60_000;
 const LIST_REFRESH_DELAY_MS = 250;
 const EXPIRE_REQUESTS_EVERY_MS = 30_000;
+/** How long signing out waits for this device to leave the account's list. */
+const LEAVE_TIMEOUT_MS = 10_000;
 
 /** Whether this device is linked ('loading' until the engine said). */
 export type AccountMode = 'loading' | LinkState;
@@ -208,6 +210,22 @@ export class ChatSession {
 
   signOut(): void {
     this.#onSignOut();
+  }
+
+  /**
+   * Before signing out: a linked device takes itself out of the account's signed list (and
+   * off the server), so nothing more is encrypted to it and its number is not left vouched for.
+   * Offline, the sign-out goes on without it.
+   */
+  async leave(timeoutMs = LEAVE_TIMEOUT_MS): Promise<void> {
+    if (!this.linked || this.#stopped) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)));
+    try {
+      await Promise.race([this.engine.removeDevice(this.session.deviceId).catch(() => undefined), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   reconnect(): void {

@@ -477,6 +477,17 @@ describe('ChatSession: a linked device', () => {
     expect(t.chat.announcement).toMatch(/new device was linked/);
   });
 
+  it('signing out takes a linked device out of the account’s list; a pending one has nothing to leave', async () => {
+    const t = setup();
+    await t.chat.start();
+    await t.chat.leave();
+    expect(t.fake.calls).toContain('remove:1');
+    const p = setup({ state: 'pending' });
+    await p.chat.start();
+    await p.chat.leave();
+    expect(p.fake.calls.filter((c) => c.startsWith('remove'))).toEqual([]);
+  });
+
   it('removed from the account: back to the link screen with a new code', async () => {
     const t = setup();
     await t.chat.start();

@@ -174,6 +174,8 @@ export type EngineErrorKind =
   | 'not_linked'
   | 'wrong_code'
   | 'wrong_recovery_key'
+  /** A device list or account key that does not verify, or a link exchange that failed. */
+  | 'identity'
   | 'other';
 
 export function engineErrorKind(e: unknown): EngineErrorKind {
@@ -190,6 +192,7 @@ export function engineErrorKind(e: unknown): EngineErrorKind {
     case 'not_linked':
     case 'wrong_code':
     case 'wrong_recovery_key':
+    case 'identity':
       return code;
     default:
       return 'other';
