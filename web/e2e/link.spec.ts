@@ -203,18 +203,35 @@ test('the recovery key links a browser once every old device is gone; a new reco
   for (const p of [c1, c2, d]) await p.context.close();
 });
 
-test('the last resort is explained and confirmed: the reset form, and removing a linked browser signs it out', async ({ browser }) => {
+test('removing a linked browser signs it out; the last resort is explained, confirmed, checks the password, and unlinks the other browsers', async ({
+  browser,
+}) => {
   const erin = uniqueName('erin');
   const e1 = await newUser(browser);
   await signUp(e1.page, erin);
   const e2 = await newUser(browser);
   await signInApproved(e2.page, e1.page, erin);
 
-  // A third browser shows the dangerous path, and a wrong password is refused there.
+  // Removing the second (linked) browser from the first: it is signed out.
+  await openSettings(e1.page, 'Devices');
+  const list = settingsDialog(e1.page).getByRole('list', { name: 'Your devices' });
+  await list.getByRole('button', { name: /^Remove / }).click();
+  await e1.page.getByRole('dialog', { name: /^Remove / }).getByRole('button', { name: 'Remove device' }).click();
+  await expect(e2.page.getByRole('heading', { name: 'Welcome back!' })).toBeVisible({ timeout: 30_000 });
+  await expect(list.getByRole('listitem')).toHaveCount(1);
+  await closeSettings(e1.page);
+  await e2.context.close();
+
+  // A third browser: the first one is asked, and denies.
   const e3 = await newUser(browser);
   await e3.page.goto('/');
   await signIn(e3.page, erin);
   await linkCode(e3.page);
+  await expect(approvalDialog(e1.page)).toBeVisible({ timeout: 30_000 });
+  await approvalDialog(e1.page).getByRole('button', { name: 'Deny' }).click();
+  await expect(approvalDialog(e1.page)).toBeHidden();
+
+  // The dangerous path, behind its explanation, the password and a confirmation.
   await e3.page.getByRole('button', { name: 'Use your recovery key instead' }).click();
   await expect(e3.page.getByLabel('Recovery key', { exact: true })).toBeFocused();
   await e3.page.getByRole('button', { name: 'I lost all my devices and my recovery key' }).click();
@@ -227,20 +244,20 @@ test('the last resort is explained and confirmed: the reset form, and removing a
   await confirm.getByRole('button', { name: 'Reset and get a new recovery key' }).click();
   await expect(e3.page.getByRole('alert').filter({ hasText: 'Wrong password.' })).toBeVisible({ timeout: 30_000 });
   await capture(e3.page, 'link-reset', { phone: true });
-  // Nothing changed: still pending, and the first browser still asks about it.
-  await expect(approvalDialog(e1.page)).toBeVisible({ timeout: 30_000 });
-  await approvalDialog(e1.page).getByRole('button', { name: 'Deny' }).click();
-  await expect(approvalDialog(e1.page)).toBeHidden();
-  await e3.context.close();
+  // Nothing changed: the first browser is still in the app.
+  await expect(e1.page.getByRole('navigation', { name: 'Servers' })).toBeVisible();
 
-  // Removing the second (linked) browser from the first: it is signed out.
-  await openSettings(e1.page, 'Devices');
-  const list = settingsDialog(e1.page).getByRole('list', { name: 'Your devices' });
-  await list.getByRole('button', { name: /^Remove / }).first().click();
-  await e1.page.getByRole('dialog', { name: /^Remove / }).getByRole('button', { name: 'Remove device' }).click();
-  await expect(e2.page.getByRole('heading', { name: 'Welcome back!' })).toBeVisible({ timeout: 30_000 });
-  await expect(list.getByText('Linked', { exact: true })).toHaveCount(1);
-  for (const p of [e1, e2]) await p.context.close();
+  // With the password: a new identity and recovery key here; the first browser is unlinked.
+  await e3.page.getByLabel('Your password').fill(PASSWORD);
+  await e3.page.getByRole('button', { name: "Reset my account's identity…" }).click();
+  await confirm.getByRole('button', { name: 'Reset and get a new recovery key' }).click();
+  await saveRecoveryKey(e3.page);
+  await expectShell(e3.page);
+  await expect(e1.page.getByRole('heading', { name: 'Approve this browser' })).toBeVisible({ timeout: 30_000 });
+  await expect(e1.page.getByText("Your account's identity was reset on another device")).toBeVisible();
+  await linkCode(e1.page);
+  await capture(e1.page, 'link-screen-replaced', { dark: false });
+  for (const p of [e1, e3]) await p.context.close();
 });
 
 test('a new browser that gets the number of a device signed out by a password change is confirmed linked on the approving browser', async ({

@@ -402,6 +402,8 @@ export class ChatSession {
 
   /** No longer linked (removed from the list, or the account's identity was reset elsewhere). */
   #unlink(why: 'removed' | 'replaced'): void {
+    // A replaced account key also takes this device out of the list: the reset is the news.
+    if (!this.linked && this.unlinked === 'replaced') return;
     this.account = 'removed';
     this.unlinked = why;
     this.approvals.clear();

@@ -488,6 +488,19 @@ describe('ChatSession: a linked device', () => {
     expect(p.fake.calls.filter((c) => c.startsWith('remove'))).toEqual([]);
   });
 
+  it('an identity reset elsewhere says so, even with the removal that comes with it', async () => {
+    const t = setup();
+    await t.chat.start();
+    await t.connect();
+    await settle();
+    t.fake.replies.DEVICE_LIST_UPDATE = [{ type: 'account_replaced' }, { type: 'device_removed' }];
+    t.socket().frame(0, { user_id: ME, version: 3 }, 2, 'DEVICE_LIST_UPDATE');
+    await settle();
+    expect(t.chat.account).toBe('removed');
+    expect(t.chat.unlinked).toBe('replaced');
+    expect(t.chat.link.code).toBe('1234-0001');
+  });
+
   it('removed from the account: back to the link screen with a new code', async () => {
     const t = setup();
     await t.chat.start();
