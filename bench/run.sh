@@ -34,6 +34,9 @@ for _ in 1 2 3 4 5; do
   wrk -t2 -c64 -d10s -H "Authorization: Bearer $TOKEN" "$URL/api/v1/users/@me" | grep -E "Requests/sec|Latency "
 done
 
+echo "== device linking (code entered → first message readable; verifying a list of 10 devices)"
+"$BIN/copains-bench" --url "$URL" link --rounds "${LINKS:-20}"
+
 echo "== end-to-end encrypted DMs"
 for rate in ${RATES:-1000 500}; do
   "$BIN/copains-bench" --url "$URL" dm --pid $PID --pairs "${PAIRS:-100}" --rate "$rate" --seconds "${SECONDS_OF_LOAD:-10}"

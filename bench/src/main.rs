@@ -11,6 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
 mod dm;
+mod link;
 mod memory;
 
 #[derive(Parser)]
@@ -94,12 +95,20 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Device linking: code entered → first message readable on the new device, and the cost
+    /// of verifying a signed list of 10 devices.
+    Link {
+        /// Devices to link (one new account each).
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Cmd::Link { rounds } => link::run(&cli.url, rounds).await,
         Cmd::GatewayIdle { pid, connections, accounts } => gateway_idle(&cli.url, pid, connections, accounts).await,
         Cmd::Memory { pid, accounts, concurrency, dm_pairs, dm_rate, dm_seconds, settle, svg, csv } => {
             memory::run(memory::Options {

@@ -270,7 +270,7 @@ mod tests {
     #[test]
     fn encoding_round_trips_in_id_order() {
         let bytes = list().encode();
-        let back = DeviceList::decode(&bytes).unwrap();
+        let back = DeviceList::decode(&bytes).expect("valid");
         assert_eq!(back.user, UserId(42));
         assert_eq!(back.version, 7);
         assert_eq!(back.ids(), vec![DeviceId(1), DeviceId(3)]);

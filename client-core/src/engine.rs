@@ -336,6 +336,8 @@ pub struct Engine<T: Transport> {
     link_requests: BTreeMap<DeviceId, LinkRequest>,
     /// The recovery key shown at sign-up, until the user confirms writing it down.
     recovery_unconfirmed: Option<String>,
+    /// When link answers failed to open (recent ones).
+    link_failures: Vec<i64>,
     /// Envelopes already processed (the queue and the live push may overlap).
     seen: HashSet<EnvelopeId>,
     /// Retry requests answered, by (requester, device, timestamp): a message goes again at
@@ -388,6 +390,7 @@ impl<T: Transport> Engine<T> {
             pending_link: None,
             link_requests: BTreeMap::new(),
             recovery_unconfirmed: None,
+            link_failures: Vec::new(),
             seen: HashSet::new(),
             answered: HashMap::new(),
             retry_requests: HashMap::new(),
@@ -925,7 +928,7 @@ impl<T: Transport> Engine<T> {
         let devices: Vec<(DeviceId, Vec<u8>)> = account
             .devices
             .iter()
-            .filter(|(d, _)| !(user == self.me && *d == self.my_device) && !gone.contains(d))
+            .filter(|(d, _)| !(gone.contains(d) || (user == self.me && *d == self.my_device)))
             .map(|(d, k)| (*d, k.0.clone()))
             .collect();
         let mut missing = Vec::new();

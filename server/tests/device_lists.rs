@@ -406,7 +406,7 @@ async fn a_pending_device_is_linked_over_the_gateway(backend: Backend) {
     assert_eq!(seen, request, "the linked device hears of it");
     let listed: Vec<LinkRequest> =
         json_of(call(&app, &bob, Method::GET, "/api/v1/users/@me/link-requests", None).await, StatusCode::OK).await;
-    assert_eq!(listed, [request.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&request));
     let resp = call(&app, &bob2, Method::GET, "/api/v1/users/@me/link-requests", None).await;
     assert_eq!(status_and_code(resp).await, (StatusCode::FORBIDDEN, ErrorCode::Forbidden), "pending devices do not list them");
 

@@ -866,6 +866,8 @@ async fn a_device_signed_in_with_the_password_alone_gets_nothing_and_is_not_beli
     exchange(&mut alice.messenger, alice.id, &mut bob.messenger, bob.id).await;
     let (mut forged, _) = forged_device(&app, "alice").await;
     let forged_id = forged.client.device_id().await.expect("device");
+    let refused = forged.client.remove_device(DeviceId(1)).await.expect_err("a pending device cannot remove a linked one");
+    assert_eq!(refused.status(), Some(reqwest::StatusCode::FORBIDDEN));
 
     // Neither Bob nor Alice's own device sends it anything.
     bob.messenger.send_dm(alice.id, "for Alice only").await.expect("send");
@@ -906,11 +908,14 @@ async fn a_device_signed_in_with_the_password_alone_gets_nothing_and_is_not_beli
     app.shutdown().await;
 }
 
+/// Rewrites an answer: (method, path, answer).
+type Rewrite = Box<dyn FnMut(&str, &str, &mut Answer) + Send>;
+
 /// A transport that passes requests to the real server, lets the test rewrite answers (as a
 /// malicious server would), and records every envelope sent.
 struct Tampering {
     client: Client,
-    rewrite: std::sync::Mutex<Box<dyn FnMut(&str, &str, &mut Answer) + Send>>,
+    rewrite: std::sync::Mutex<Rewrite>,
     sent_to: std::sync::Mutex<Vec<(UserId, DeviceId)>>,
 }
 

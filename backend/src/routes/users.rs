@@ -154,7 +154,8 @@ pub async fn devices(State(state): State<AppState>, auth: Authenticated) -> ApiR
 }
 
 /// Remove one of the caller's devices: its keys, its queued envelopes and its session go with
-/// it, and its connections are closed. Senders learn of it through `device_mismatch`.
+/// it, and its connections are closed. Senders learn of it through `device_mismatch`. A
+/// pending device may remove itself, not a linked one.
 #[utoipa::path(delete, path = "/api/v1/users/@me/devices/{device_id}", tag = "users",
     security(("bearer" = [])),
     params(("device_id" = u32, Path, description = "device id")),
@@ -162,12 +163,21 @@ pub async fn devices(State(state): State<AppState>, auth: Authenticated) -> ApiR
         (status = 204),
         (status = 400, body = ApiErrorBody),
         (status = 401, body = ApiErrorBody),
+        (status = 403, body = ApiErrorBody, description = "a pending device tried to remove a linked one"),
         (status = 404, body = ApiErrorBody),
         (status = 429, body = ApiErrorBody),
     ))]
 pub async fn remove_device(State(state): State<AppState>, auth: Authenticated, Path(raw): Path<String>) -> ApiResult<StatusCode> {
     state.limiters.delete(auth.user.id)?;
     let device = parse_device_id(&raw)?;
+    // A pending device (signed in with the password, not approved) may leave, but not remove
+    // the account's linked devices.
+    if device != auth.device_id
+        && state.store.is_linked(auth.user.id, device).await?
+        && !state.store.is_linked(auth.user.id, auth.device_id).await?
+    {
+        return Err(ApiError::Forbidden("only a linked device can remove a linked device"));
+    }
     let Some(session) = state.store.remove_device(auth.user.id, device).await? else {
         return Err(ApiError::NotFound("no such device"));
     };

@@ -318,7 +318,7 @@ mod tests {
     fn a_signed_list_verifies_and_a_tampered_one_does_not() {
         let account = AccountKey::generate();
         let signed = account.sign(&list(UserId(9), 1));
-        assert_eq!(verify_list(&signed, UserId(9)).unwrap().version, 1);
+        assert_eq!(verify_list(&signed, UserId(9)).expect("valid").version, 1);
         assert_eq!(verify_list(&signed, UserId(10)), Err(AccountError::WrongUser));
         let mut tampered = signed.clone();
         let at = tampered.list.0.len() - 1;
@@ -338,10 +338,10 @@ mod tests {
         assert_eq!(shown.len(), 32 + 7);
         let sealed = key.seal(UserId(3), &account);
         let typed = shown.to_lowercase().replace('-', " ");
-        let opened = RecoveryKey::parse(&typed).unwrap().open(UserId(3), &sealed).unwrap();
+        let opened = RecoveryKey::parse(&typed).expect("valid").open(UserId(3), &sealed).expect("valid");
         assert_eq!(opened.public(), account.public());
-        assert_eq!(RecoveryKey::generate().open(UserId(3), &sealed).unwrap_err(), AccountError::WrongRecoveryKey);
-        assert_eq!(key.open(UserId(4), &sealed).unwrap_err(), AccountError::WrongRecoveryKey, "bound to the user");
+        assert_eq!(RecoveryKey::generate().open(UserId(3), &sealed).expect_err("refused"), AccountError::WrongRecoveryKey);
+        assert_eq!(key.open(UserId(4), &sealed).expect_err("refused"), AccountError::WrongRecoveryKey, "bound to the user");
         assert!(RecoveryKey::parse("not a key").is_err());
     }
 
@@ -362,34 +362,35 @@ mod tests {
         let account = AccountKey::generate();
         let signed = account.sign(&list(user, 1));
         let code = new_link_code();
-        assert_eq!(normalize_code(&code).unwrap().len(), LINK_CODE_DIGITS);
+        assert_eq!(normalize_code(&code).expect("valid").len(), LINK_CODE_DIGITS);
         let identity = vec![5; 33];
 
-        let (pending, pake_a) = PendingLink::start(&code, user, DeviceId(2), &identity).unwrap();
+        let (pending, pake_a) = PendingLink::start(&code, user, DeviceId(2), &identity).expect("valid");
         let (pake_b, sealed) =
-            answer_link(&code, user, &request(DeviceId(2), identity.clone(), pake_a), &account, &signed).unwrap();
-        let (got, got_list) = pending.finish(&pake_b, &sealed).unwrap();
+            answer_link(&code, user, &request(DeviceId(2), identity.clone(), pake_a), &account, &signed).expect("valid");
+        let (got, got_list) = pending.finish(&pake_b, &sealed).expect("valid");
         assert_eq!(got.public(), account.public());
         assert_eq!(got_list, signed);
 
         // A wrong code: nothing opens.
-        let (pending, pake_a) = PendingLink::start(&code, user, DeviceId(2), &identity).unwrap();
+        let (pending, pake_a) = PendingLink::start(&code, user, DeviceId(2), &identity).expect("valid");
         let wrong = if code.starts_with('0') { "1111-1111" } else { "0000-0000" };
         let (pake_b, sealed) =
-            answer_link(wrong, user, &request(DeviceId(2), identity.clone(), pake_a), &account, &signed).unwrap();
-        assert_eq!(pending.finish(&pake_b, &sealed).unwrap_err(), AccountError::WrongCode);
+            answer_link(wrong, user, &request(DeviceId(2), identity.clone(), pake_a), &account, &signed).expect("valid");
+        assert_eq!(pending.finish(&pake_b, &sealed).expect_err("refused"), AccountError::WrongCode);
 
         // The server shows the linked device another identity key: nothing opens either.
-        let (pending, pake_a) = PendingLink::start(&code, user, DeviceId(2), &identity).unwrap();
-        let (pake_b, sealed) = answer_link(&code, user, &request(DeviceId(2), vec![6; 33], pake_a), &account, &signed).unwrap();
-        assert_eq!(pending.finish(&pake_b, &sealed).unwrap_err(), AccountError::WrongCode);
+        let (pending, pake_a) = PendingLink::start(&code, user, DeviceId(2), &identity).expect("valid");
+        let (pake_b, sealed) =
+            answer_link(&code, user, &request(DeviceId(2), vec![6; 33], pake_a), &account, &signed).expect("valid");
+        assert_eq!(pending.finish(&pake_b, &sealed).expect_err("refused"), AccountError::WrongCode);
     }
 
     #[test]
     fn the_safety_number_is_symmetric() {
         let (a, b) = (AccountKey::generate(), AccountKey::generate());
-        let ab = safety_number(UserId(1), &a.public(), UserId(2), &b.public()).unwrap();
-        let ba = safety_number(UserId(2), &b.public(), UserId(1), &a.public()).unwrap();
+        let ab = safety_number(UserId(1), &a.public(), UserId(2), &b.public()).expect("valid");
+        let ba = safety_number(UserId(2), &b.public(), UserId(1), &a.public()).expect("valid");
         assert_eq!(ab, ba);
         assert_eq!(ab.len(), 60);
     }

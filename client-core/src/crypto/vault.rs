@@ -108,8 +108,11 @@ pub struct Vault {
     cache: RefCell<HashMap<Vec<u8>, Option<Vec<u8>>>>,
     /// While a batch is open ([`Vault::begin_batch`]): the writes not yet in the backend, by
     /// slot (the opened value and the sealed one; `None` for a delete).
-    pending: RefCell<Option<HashMap<Vec<u8>, Option<(Vec<u8>, Vec<u8>)>>>>,
+    pending: RefCell<Option<PendingWrites>>,
 }
+
+/// Writes of an open batch, by slot: (opened value, sealed value), or `None` for a delete.
+type PendingWrites = HashMap<Vec<u8>, Option<(Vec<u8>, Vec<u8>)>>;
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

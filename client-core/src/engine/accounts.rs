@@ -31,6 +31,9 @@ const OWN_NS: &str = "own";
 const ACCOUNT_KEY: &[u8] = b"account_key";
 const UNCONFIRMED_RECOVERY: &[u8] = b"recovery_unconfirmed";
 const RECOVERY_NOT_UPLOADED: &[u8] = b"recovery_not_uploaded";
+/// Link answers that did not open, per [`LINK_FAILURE_WINDOW_MS`], before new codes are refused.
+const LINK_FAILURES_MAX: usize = 5;
+const LINK_FAILURE_WINDOW_MS: i64 = 3_600_000;
 
 /// Where this device stands in its account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,11 +78,6 @@ impl KnownAccount {
     /// The identity key listed for a device.
     pub fn key_of(&self, device: DeviceId) -> Option<&[u8]> {
         self.devices.iter().find(|(d, _)| *d == device).map(|(_, k)| k.as_slice())
-    }
-
-    /// The listed devices.
-    pub fn ids(&self) -> Vec<DeviceId> {
-        self.devices.iter().map(|(d, _)| *d).collect()
     }
 
     fn to_list(&self, user: UserId) -> DeviceList {
@@ -165,8 +163,13 @@ impl<T: Transport> Engine<T> {
         self.load_account_key().await?;
         let fetched = self.fetch_list(self.me).await?;
         let Some((signed, list)) = fetched else {
-            // No list yet: this is the account's first device (or the list was never
-            // published). It creates the account identity.
+            // A list this store knew cannot vanish: refused (the server would otherwise get a
+            // genuine version 1 signed, or a new identity made, whenever it likes).
+            if self.stored_account(self.me).await?.is_some() {
+                return Err(MessagingError::DeviceList("the server no longer has this account's device list; refused".into()));
+            }
+            // No list yet: this is the account's first device (or an interrupted start that
+            // made the key and did not publish). It creates the account identity.
             let account = match &self.account {
                 Some(a) => a.clone(),
                 None => {
@@ -189,20 +192,24 @@ impl<T: Transport> Engine<T> {
             self.upload_pending_recovery().await?;
             return Ok(());
         };
+        if self.account.as_ref().is_some_and(|a| a.public() != signed.account_key.0) {
+            // A list signed by another key: the identity was reset on another device, or the
+            // server says so falsely. This device cannot tell which: it keeps its key, takes
+            // nothing the other key signed, stops acting for the account, and says so.
+            if self.state != LinkState::Removed {
+                self.events.push((Incoming::AccountReplaced, None));
+            }
+            self.state = LinkState::Removed;
+            return Ok(());
+        }
+        // The state follows only a list that was accepted (not older than the one known).
+        let accepted = self.accept_list(self.me, signed, &list).await?;
         let mine = self.my_listing();
         self.state = match &self.account {
-            Some(a) if a.public() != signed.account_key.0 => {
-                // Another account key took over (the identity was reset elsewhere): this
-                // device's key no longer vouches for anything.
-                self.device.vault().delete(OWN_NS, ACCOUNT_KEY).await?;
-                self.account = None;
-                LinkState::Removed
-            }
-            Some(_) if list.key_of(self.my_device) == Some(mine.identity_key.as_slice()) => LinkState::Linked,
+            Some(_) if accepted.key_of(self.my_device) == Some(mine.identity_key.as_slice()) => LinkState::Linked,
             Some(_) => LinkState::Removed,
             None => LinkState::Pending,
         };
-        self.accept_list(self.me, signed, &list).await?;
         if self.state == LinkState::Linked {
             self.upload_pending_recovery().await?;
         }
@@ -270,6 +277,13 @@ impl<T: Transport> Engine<T> {
         signed: SignedDeviceList,
         list: &DeviceList,
     ) -> Result<KnownAccount, MessagingError> {
+        if user == self.me && self.account.as_ref().is_some_and(|a| a.public() != signed.account_key.0) {
+            // Never taken on the side (a refresh during a send, an unknown sender, a removal):
+            // a linked device would otherwise sign on top of a list another key made.
+            return Err(MessagingError::DeviceList(
+                "the server gave a device list of this account signed by another key; refused".into(),
+            ));
+        }
         let known = self.stored_account(user).await?;
         let next = match known {
             None => KnownAccount::new(signed, list, Trust::Default),
@@ -292,7 +306,11 @@ impl<T: Transport> Engine<T> {
                 };
                 let next = KnownAccount::new(signed, list, trust);
                 self.after_list_change(user, &k, &next).await?;
-                self.report_identity_change(user).await;
+                // (This user's own new key reaches here only on a device joining the account
+                // anew: `sync_own_account` reports a replacement seen by a linked device.)
+                if user != self.me {
+                    self.report_identity_change(user).await;
+                }
                 next
             }
         };
@@ -309,10 +327,12 @@ impl<T: Transport> Engine<T> {
             }
         }
         if user == self.me {
-            let (old_ids, new_ids): (BTreeSet<_>, BTreeSet<_>) =
-                (old.ids().into_iter().collect(), new.ids().into_iter().collect());
-            let added: Vec<DeviceId> = new_ids.difference(&old_ids).copied().collect();
-            let removed: Vec<DeviceId> = old_ids.difference(&new_ids).copied().collect();
+            // By device and key: a device number the server gives again, to a new device with a
+            // new key, is a removal and an addition.
+            let entries = |k: &KnownAccount| k.devices.iter().map(|(d, key)| (*d, key.0.clone())).collect::<BTreeSet<_>>();
+            let (old_entries, new_entries) = (entries(old), entries(new));
+            let added: Vec<DeviceId> = new_entries.difference(&old_entries).map(|(d, _)| *d).collect();
+            let removed: Vec<DeviceId> = old_entries.difference(&new_entries).map(|(d, _)| *d).collect();
             if !added.is_empty() || !removed.is_empty() {
                 for d in &added {
                     self.link_requests.remove(d);
@@ -410,7 +430,8 @@ impl<T: Transport> Engine<T> {
                 if update.user_id == self.me {
                     let before = self.state;
                     self.sync_own_account().await?;
-                    if before == LinkState::Linked && self.state == LinkState::Removed {
+                    let replaced = self.events.iter().any(|(e, _)| *e == Incoming::AccountReplaced);
+                    if before == LinkState::Linked && self.state == LinkState::Removed && !replaced {
                         self.events.push((Incoming::DeviceRemoved, None));
                     }
                 }
@@ -428,6 +449,12 @@ impl<T: Transport> Engine<T> {
         self.tick(now);
         if self.state == LinkState::Linked {
             return Err(MessagingError::Send("this device is already linked".into()));
+        }
+        // Each answer that did not open was one guess at the code: a few an hour, no more (a
+        // server answering with guesses in a loop would otherwise keep asking for new codes).
+        self.link_failures.retain(|t| self.now - t < LINK_FAILURE_WINDOW_MS);
+        if self.link_failures.len() >= LINK_FAILURES_MAX {
+            return Err(MessagingError::Send("too many answers with a wrong code in the last hour; try again later".into()));
         }
         let code = account::new_link_code();
         let identity = self.device.identity_key().serialize();
@@ -458,8 +485,12 @@ impl<T: Transport> Engine<T> {
     async fn take_link_answer(&mut self, answer: &LinkAnswer) -> Result<(), MessagingError> {
         let Some(pending) = self.pending_link.take() else { return Ok(()) };
         match pending.finish(answer.pake.as_slice(), answer.sealed.as_slice()) {
-            Ok((account, _their_list)) => self.join_account(account).await,
+            Ok((account, their_list)) => {
+                let floor = verify_list(&their_list, self.me).map_err(account_error)?.version;
+                self.join_account(account, floor).await
+            }
             Err(e) => {
+                self.link_failures.push(self.now);
                 tracing::warn!(error = %e, "a link answer did not open");
                 self.events.push((Incoming::LinkFailed { reason: e.to_string() }, None));
                 Ok(())
@@ -469,7 +500,11 @@ impl<T: Transport> Engine<T> {
 
     /// Adds this device to the account's list with the account key it was handed, and keeps
     /// the key: the device is linked.
-    async fn join_account(&mut self, account: AccountKey) -> Result<(), MessagingError> {
+    /// `floor`: the version the approving device knew (the list fetched now must not be older).
+    async fn join_account(&mut self, account: AccountKey, floor: u64) -> Result<(), MessagingError> {
+        // A device whose old key was replaced joins with the account's key now; its own copy
+        // of the old key goes once the new one is kept.
+        self.account = None;
         for _attempt in 0..3 {
             let Some((signed, current)) = self.fetch_list(self.me).await? else {
                 return Err(MessagingError::DeviceList("the account has no device list to join".into()));
@@ -477,9 +512,20 @@ impl<T: Transport> Engine<T> {
             if signed.account_key.0 != account.public() {
                 return Err(MessagingError::DeviceList("the account key received is not the account's".into()));
             }
+            if current.version < floor {
+                return Err(MessagingError::DeviceList(
+                    "the server gave an older device list than the approving device's; refused".into(),
+                ));
+            }
+            // Checked against what this store knew of the account too (versions only grow).
+            let accepted = self.accept_list(self.me, signed, &current).await?;
+            let version = accepted
+                .version
+                .checked_add(1)
+                .ok_or_else(|| MessagingError::DeviceList("device list version overflow".into()))?;
             let mut devices: Vec<ListedDevice> = current.devices.into_iter().filter(|d| d.device_id != self.my_device).collect();
             devices.push(self.my_listing());
-            let list = DeviceList { user: self.me, version: current.version + 1, devices };
+            let list = DeviceList { user: self.me, version, devices };
             match self.publish(&account, &list, None).await {
                 Ok(()) => {
                     self.device.vault().put(OWN_NS, ACCOUNT_KEY, &account.to_bytes()).await?;
@@ -507,7 +553,7 @@ impl<T: Transport> Engine<T> {
             Err(e) => return Err(e),
         };
         let account = key.open(self.me, backup.sealed.as_slice()).map_err(account_error)?;
-        self.join_account(account).await
+        self.join_account(account, 0).await
     }
 
     /// Starts a new account identity (every device and the recovery key are lost): a new
@@ -516,9 +562,10 @@ impl<T: Transport> Engine<T> {
     pub async fn reset_identity(&mut self, password: &str, now: i64) -> Result<String, MessagingError> {
         self.tick(now);
         let version = self.fetch_list(self.me).await?.map_or(0, |(_, l)| l.version);
+        let version = version.checked_add(1).ok_or_else(|| MessagingError::DeviceList("device list version overflow".into()))?;
         let account = AccountKey::generate();
         let recovery = RecoveryKey::generate();
-        let list = DeviceList { user: self.me, version: version + 1, devices: vec![self.my_listing()] };
+        let list = DeviceList { user: self.me, version, devices: vec![self.my_listing()] };
         self.publish(&account, &list, Some(password)).await?;
         let vault = self.device.vault();
         vault.put(OWN_NS, ACCOUNT_KEY, &account.to_bytes()).await?;
@@ -597,7 +644,10 @@ impl<T: Transport> Engine<T> {
         Ok(devices
             .into_iter()
             .map(|d| OwnDevice {
-                linked: known.as_ref().is_some_and(|k| k.key_of(d.id).is_some()),
+                // In the verified list, and (the server's word, which knows the keys of pending
+                // devices) with the key the list gives that number: a number given again to a
+                // new, pending device is not shown as linked.
+                linked: d.linked && known.as_ref().is_some_and(|k| k.key_of(d.id).is_some()),
                 current: d.id == self.my_device,
                 id: d.id,
                 name: d.name,
@@ -614,12 +664,18 @@ impl<T: Transport> Engine<T> {
         if let Ok(account) = self.linked_account() {
             for _attempt in 0..3 {
                 let known = self.account_of(self.me, true).await?.ok_or(MessagingError::NotLinked)?;
+                if known.account_key.0 != account.public() {
+                    return Err(MessagingError::DeviceList("the device list is not this account key's; refused".into()));
+                }
                 if known.key_of(device).is_none() {
                     break;
                 }
                 let mut list = known.to_list(self.me);
                 list.devices.retain(|d| d.device_id != device);
-                list.version += 1;
+                list.version = list
+                    .version
+                    .checked_add(1)
+                    .ok_or_else(|| MessagingError::DeviceList("device list version overflow".into()))?;
                 match self.publish(&account, &list, None).await {
                     Ok(()) => break,
                     Err(MessagingError::Api { status: 409, .. }) => continue,
