@@ -537,3 +537,40 @@ fn sent_log_record() {
         }
     );
 }
+
+#[test]
+fn device_list_bodies() {
+    use copains_client_core::devices::{
+        DeviceList, DeviceListUpdate, LinkAnswer, LinkRequest, ListedDevice, NewLinkAnswer, NewLinkRequest, OwnLinkRequest,
+        PublishDeviceList, RecoveryBackup, SignedDeviceList,
+    };
+    let list = DeviceList {
+        user: UserId(117_632_502_289_399_808),
+        version: 3,
+        devices: vec![
+            ListedDevice { device_id: DeviceId(1), identity_key: ec_key(1).0 },
+            ListedDevice { device_id: DeviceId(2), identity_key: ec_key(2).0 },
+        ],
+    };
+    // The signed bytes themselves: a change of the encoding breaks every signature.
+    insta::assert_snapshot!("device_list_encoding", list.encode().iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let signed = SignedDeviceList { account_key: ec_key(9), list: list.encode().into(), signature: vec![7; 64].into() };
+    wire!("signed_device_list", signed.clone());
+    wire!("publish_device_list", PublishDeviceList { signed: signed.clone(), reset_password: None });
+    wire!("recovery_backup", RecoveryBackup { sealed: vec![1, 2, 3].into() });
+    wire!("new_link_request", NewLinkRequest { pake: vec![4; 33].into() });
+    let request = LinkRequest {
+        device_id: DeviceId(2),
+        device_name: "Chrome on Linux".into(),
+        identity_key: ec_key(2),
+        pake: vec![4; 33].into(),
+        created_at: 1_795_271_374_052,
+        expires_at: 1_795_271_974_052,
+    };
+    wire!("link_request", request.clone());
+    wire!("new_link_answer", NewLinkAnswer { pake: vec![5; 33].into(), sealed: vec![6; 8].into() });
+    let answer = LinkAnswer { from_device: DeviceId(1), pake: vec![5; 33].into(), sealed: vec![6; 8].into() };
+    wire!("link_answer", answer.clone());
+    wire!("own_link_request", OwnLinkRequest { request: request.clone(), answer: Some(answer.clone()) });
+    wire!("device_list_update", DeviceListUpdate { user_id: UserId(117_632_502_289_399_808), version: 3 });
+}
