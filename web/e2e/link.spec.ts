@@ -217,9 +217,12 @@ test('removing a linked browser signs it out; the last resort is explained, conf
   const list = settingsDialog(e1.page).getByRole('list', { name: 'Your devices' });
   await list.getByRole('button', { name: /^Remove / }).click();
   await e1.page.getByRole('dialog', { name: /^Remove / }).getByRole('button', { name: 'Remove device' }).click();
+  // The confirmation stays (busy) until the removal is done, even if the list shows it first.
+  await expect(e1.page.getByRole('dialog', { name: /^Remove / })).toBeHidden({ timeout: 30_000 });
   await expect(e2.page.getByRole('heading', { name: 'Welcome back!' })).toBeVisible({ timeout: 30_000 });
   await expect(list.getByRole('listitem')).toHaveCount(1);
-  await closeSettings(e1.page);
+  await settingsDialog(e1.page).getByRole('button', { name: 'Close settings' }).click();
+  await expect(settingsDialog(e1.page)).toBeHidden();
   await e2.context.close();
 
   // A third browser: the first one is asked, and denies.
