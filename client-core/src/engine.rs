@@ -621,6 +621,13 @@ impl<T: Transport> Engine<T> {
         // The ratchet step and the history entry are written together, and only then is the
         // envelope acknowledged: a crash in between leaves it queued and undecrypted, to be
         // read again, rather than decrypted and lost (libsignal would take it as a duplicate).
+        // Nothing is encrypted to a device that is not linked: what reaches one anyway (sync
+        // copies the server made up, say) is not read into the history this store shares.
+        if self.state != LinkState::Linked {
+            tracing::warn!(sender = %envelope.sender, "envelope for a device that is not linked; dropped");
+            self.acks.push(envelope.id);
+            return;
+        }
         // Only from a device the sender's account vouches for, with the key it gives it: a
         // device the server added on its own is in no signed list. (A changed account key found
         // here is announced, and kept in history, before the message it came with.)
