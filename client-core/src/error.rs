@@ -34,6 +34,9 @@ pub enum ErrorCode {
     Conflict,
     /// A send did not cover exactly the current devices; see `details`.
     DeviceMismatch,
+    /// A channel send was made on an older view of the channel's recipient devices; `details`
+    /// is the current one ([`crate::channel_messages::ChannelRecipients`]).
+    ViewStale,
     /// Keys that fail verification (bad signature, wrong length or type).
     InvalidKeys,
     /// Too many requests; see `Retry-After`.

@@ -98,6 +98,43 @@ pub mod event_name {
     pub const LINK_ANSWER: &str = "LINK_ANSWER";
     /// The current user's device list has a new version ([`crate::devices::DeviceListUpdate`]).
     pub const DEVICE_LIST_UPDATE: &str = "DEVICE_LIST_UPDATE";
+    /// The user joined (or created) a server ([`crate::servers::ServerState`]).
+    pub const SERVER_CREATE: &str = "SERVER_CREATE";
+    /// A server's name or owner changed ([`crate::servers::Server`]).
+    pub const SERVER_UPDATE: &str = "SERVER_UPDATE";
+    /// The user left, was removed from, or lost a server that was deleted
+    /// ([`crate::servers::Removed`]).
+    pub const SERVER_DELETE: &str = "SERVER_DELETE";
+    /// A channel the user may view appeared, or became viewable ([`crate::servers::Channel`]).
+    pub const CHANNEL_CREATE: &str = "CHANNEL_CREATE";
+    /// A channel the user may view changed ([`crate::servers::Channel`]).
+    pub const CHANNEL_UPDATE: &str = "CHANNEL_UPDATE";
+    /// A channel was deleted, or the user may no longer view it ([`crate::servers::Removed`]).
+    pub const CHANNEL_DELETE: &str = "CHANNEL_DELETE";
+    /// A role was created ([`crate::servers::Role`]).
+    pub const ROLE_CREATE: &str = "ROLE_CREATE";
+    /// A role changed ([`crate::servers::Role`]).
+    pub const ROLE_UPDATE: &str = "ROLE_UPDATE";
+    /// A role was deleted ([`crate::servers::Removed`]).
+    pub const ROLE_DELETE: &str = "ROLE_DELETE";
+    /// Someone joined a server of the user ([`crate::servers::Member`]).
+    pub const MEMBER_ADD: &str = "MEMBER_ADD";
+    /// A member's roles changed ([`crate::servers::Member`]).
+    pub const MEMBER_UPDATE: &str = "MEMBER_UPDATE";
+    /// A member left, was kicked or banned ([`crate::servers::MemberRemoved`]).
+    pub const MEMBER_REMOVE: &str = "MEMBER_REMOVE";
+    /// A message in a channel the user may read ([`crate::channel_messages::ChannelMessage`]).
+    pub const MESSAGE_CREATE: &str = "MESSAGE_CREATE";
+    /// A message was edited ([`crate::channel_messages::ChannelMessage`]).
+    pub const MESSAGE_UPDATE: &str = "MESSAGE_UPDATE";
+    /// A message was deleted ([`crate::channel_messages::MessageDeleted`]).
+    pub const MESSAGE_DELETE: &str = "MESSAGE_DELETE";
+    /// A reaction was added ([`crate::channel_messages::Reaction`]).
+    pub const REACTION_ADD: &str = "REACTION_ADD";
+    /// A reaction was removed ([`crate::channel_messages::ReactionRemoved`]).
+    pub const REACTION_REMOVE: &str = "REACTION_REMOVE";
+    /// A message was pinned or unpinned ([`crate::channel_messages::PinUpdate`]).
+    pub const PINS_UPDATE: &str = "PINS_UPDATE";
 }
 
 /// A frame as it travels.
@@ -179,6 +216,13 @@ pub struct Ready {
     pub login_session_id: SessionId,
     /// Every device of the current user.
     pub devices: Vec<Device>,
+    /// The servers the user is a member of, with their roles and the channels the user may
+    /// view.
+    #[serde(default)]
+    pub servers: Vec<crate::servers::ServerState>,
+    /// The user's group DMs.
+    #[serde(default)]
+    pub group_dms: Vec<crate::servers::Channel>,
 }
 
 /// RESUMED payload.

@@ -85,6 +85,27 @@ snowflake_id!(
     SessionId
 );
 
+snowflake_id!(
+    /// A server (guild); its `@everyone` role has the same id.
+    ServerId
+);
+snowflake_id!(
+    /// A channel of a server (text, voice or category), or a group DM.
+    ChannelId
+);
+snowflake_id!(
+    /// A role of a server (the `@everyone` role's id is the server's).
+    RoleId
+);
+snowflake_id!(
+    /// A message of a channel (also the id of the thread it starts).
+    MessageId
+);
+snowflake_id!(
+    /// A reaction to a channel message.
+    ReactionId
+);
+
 /// A device of a user: a small number, unique per user (1..=127, the range of a Signal
 /// protocol device id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

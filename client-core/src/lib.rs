@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod bytes;
+pub mod channel_messages;
 pub mod devices;
 pub mod error;
 pub mod gateway;
@@ -14,6 +15,7 @@ pub mod ids;
 pub mod keys;
 pub mod limits;
 pub mod messages;
+pub mod servers;
 
 #[cfg(feature = "native")]
 pub mod client;
@@ -27,4 +29,4 @@ pub mod messaging;
 pub mod wasm;
 
 pub use error::{ApiErrorBody, ErrorCode, ErrorDetail};
-pub use ids::{DeviceId, EnvelopeId, SessionId, UserId};
+pub use ids::{ChannelId, DeviceId, EnvelopeId, MessageId, ReactionId, RoleId, ServerId, SessionId, UserId};

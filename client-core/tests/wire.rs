@@ -158,6 +158,8 @@ fn gateway_frames() {
         device_id: DeviceId(1),
         login_session_id: SessionId(9),
         devices: vec![device()],
+        servers: Vec::new(),
+        group_dms: Vec::new(),
     };
     let text = dispatch_text(1, event_name::READY, &serde_json::to_string(&ready).expect("json"));
     insta::assert_snapshot!("ready", text);

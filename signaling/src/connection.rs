@@ -181,6 +181,8 @@ impl Conn {
             device_id: auth.device_id,
             login_session_id: auth.session_id,
             devices,
+            servers: Vec::new(),
+            group_dms: Vec::new(),
         };
         let Ok(payload) = serde_json::to_string(&ready) else { return Step::Close(close::UNKNOWN_ERROR) };
         let owner = Owner { user: auth.user.id, device: auth.device_id, login_session: auth.session_id };

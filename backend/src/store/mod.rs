@@ -22,6 +22,7 @@ macro_rules! receives {
     };
 }
 
+pub mod access;
 pub mod accounts;
 pub mod device_lists;
 pub mod envelopes;
@@ -35,6 +36,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor};
 use time::OffsetDateTime;
 
+pub use access::{ChannelAccess, ServerAccess};
 pub use accounts::{NewSession, Rotation, UserRecord};
 pub use device_lists::{LinkError, PublishError, StoredDeviceList};
 pub use envelopes::{EnqueueError, NewEnvelope, QueueLimits, QueueRef, Send};

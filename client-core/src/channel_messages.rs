@@ -1,0 +1,207 @@
+//! End-to-end encrypted channel messages (server channels and group DMs) with Sender Keys.
+//!
+//! Each device has a sender key per channel. Before its first message to a device it sends
+//! that device its `SenderKeyDistributionMessage` over their pairwise session — as a
+//! [`Distribution`] riding the channel send, queued like any envelope. A message is then one
+//! libsignal `SenderKeyMessage`, stored once and read by every member device.
+//!
+//! **No device is left without a key.** Every send names the sender's *view* of the channel's
+//! recipient devices: the `view` number of [`ChannelRecipients`]. The server bumps it whenever
+//! who may read the channel changes (a member joins or leaves, is kicked or banned, roles or
+//! overwrites change, a member links or removes a device), and refuses a send made on an older
+//! view with 409 `view_stale`, whose `details` are the current [`ChannelRecipients`]: the
+//! client distributes its key to the devices it has not served yet, rotates it when a device it
+//! served is gone, and sends again. The server never parses a ciphertext.
+
+use serde::{Deserialize, Serialize};
+
+use crate::bytes::Base64Bytes;
+use crate::ids::{ChannelId, DeviceId, MessageId, ReactionId, UserId};
+
+/// Largest ciphertext of a message or a reaction, in bytes (after base64 decoding): a 16 KiB
+/// text with its reply quote and the sender-key overhead.
+pub const CIPHERTEXT_MAX_BYTES: usize = 40 * 1024;
+/// Most key distributions one send carries (a channel's recipient devices).
+pub const DISTRIBUTIONS_MAX: usize = 20_000;
+/// Largest page of history.
+pub const HISTORY_PAGE_MAX: usize = 100;
+/// Most pins in one channel.
+pub const PINS_MAX: usize = 250;
+/// Most reactions on one message.
+pub const REACTIONS_PER_MESSAGE_MAX: usize = 1000;
+
+/// One device that may read a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RecipientDevice {
+    /// The member.
+    pub user_id: UserId,
+    /// Their device (one that receives: see the signed device lists).
+    pub device_id: DeviceId,
+    /// Its registration id.
+    pub registration_id: u32,
+}
+
+/// `GET /api/v1/channels/{id}/recipients`, and the `details` of a 409 `view_stale`: every
+/// device that may read the channel now, under view number `view`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChannelRecipients {
+    /// The channel.
+    pub channel_id: ChannelId,
+    /// The view number: it grows whenever the set of readers may have changed.
+    pub view: i64,
+    /// The devices, sorted by user then device (the sender's own devices included).
+    pub devices: Vec<RecipientDevice>,
+}
+
+/// A sender key distribution (or any pairwise envelope) for one device, riding a channel send:
+/// queued for that device as an `ENVELOPE` in the same transaction as the message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Distribution {
+    /// The member.
+    pub user_id: UserId,
+    /// Their device.
+    pub device_id: DeviceId,
+    /// Its registration id, as the sender's session knows it.
+    pub registration_id: u32,
+    /// Envelope kind (see [`crate::messages::kind`]).
+    pub kind: u8,
+    /// The libsignal ciphertext.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
+    pub content: Base64Bytes,
+}
+
+/// `POST /api/v1/channels/{id}/messages`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SendChannelMessage {
+    /// The libsignal `SenderKeyMessage` (text, reply quote, thread name: all inside).
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
+    pub ciphertext: Base64Bytes,
+    /// The view of the recipient devices the sender encrypted for ([`ChannelRecipients::view`]).
+    pub view: i64,
+    /// The thread (the id of the message that starts it), for a message in a thread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<MessageId>,
+    /// Key distributions to devices that do not have the sender's current key yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub distributions: Vec<Distribution>,
+}
+
+/// `PATCH /api/v1/channels/{id}/messages/{message_id}` (the author only): a new ciphertext.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EditChannelMessage {
+    /// The new ciphertext.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
+    pub ciphertext: Base64Bytes,
+    /// As for a send.
+    pub view: i64,
+    /// As for a send.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub distributions: Vec<Distribution>,
+}
+
+/// `POST /api/v1/channels/{id}/messages/{message_id}/reactions`: the emoji, encrypted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewReaction {
+    /// The encrypted reaction.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
+    pub ciphertext: Base64Bytes,
+    /// As for a send.
+    pub view: i64,
+    /// As for a send.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub distributions: Vec<Distribution>,
+}
+
+/// A reaction (its emoji is inside the ciphertext).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Reaction {
+    /// Id.
+    pub id: ReactionId,
+    /// The message.
+    pub message_id: MessageId,
+    /// The channel.
+    pub channel_id: ChannelId,
+    /// Who reacted.
+    pub user_id: UserId,
+    /// From which device (whose sender key encrypted it).
+    pub device_id: DeviceId,
+    /// The encrypted reaction.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
+    pub ciphertext: Base64Bytes,
+    /// When (Unix milliseconds).
+    pub created_at: i64,
+}
+
+/// A channel message as stored: ciphertext and routing metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChannelMessage {
+    /// Id (snowflake: ordered by time).
+    pub id: MessageId,
+    /// The channel.
+    pub channel_id: ChannelId,
+    /// Who wrote it.
+    pub author_id: UserId,
+    /// From which device (whose sender key encrypted it).
+    pub author_device: DeviceId,
+    /// The libsignal `SenderKeyMessage`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
+    pub ciphertext: Base64Bytes,
+    /// When the server accepted it (Unix milliseconds).
+    pub created_at: i64,
+    /// When it was last edited (the ciphertext is then the edited one).
+    pub edited_at: Option<i64>,
+    /// The thread it belongs to.
+    pub thread_id: Option<MessageId>,
+    /// Pinned in its channel.
+    pub pinned: bool,
+    /// Messages in the thread it starts (0: none).
+    pub thread_count: u32,
+    /// Its reactions, oldest first.
+    pub reactions: Vec<Reaction>,
+}
+
+/// `MESSAGE_DELETE` payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MessageDeleted {
+    /// The message.
+    pub id: MessageId,
+    /// Its channel.
+    pub channel_id: ChannelId,
+}
+
+/// `REACTION_REMOVE` payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReactionRemoved {
+    /// The reaction.
+    pub id: ReactionId,
+    /// Its message.
+    pub message_id: MessageId,
+    /// Its channel.
+    pub channel_id: ChannelId,
+}
+
+/// `PINS_UPDATE` payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PinUpdate {
+    /// The channel.
+    pub channel_id: ChannelId,
+    /// The message.
+    pub message_id: MessageId,
+    /// Pinned now, or not.
+    pub pinned: bool,
+}
