@@ -157,7 +157,10 @@ pub enum OverwriteKind {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Overwrite {
-    /// The role's or the member's id.
+    /// The role's or the member's id: a decimal string on the wire like every snowflake (a
+    /// JSON number would lose bits in JavaScript); a bare number is accepted too.
+    #[serde(with = "id_string")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub id: i64,
     /// Role or member.
     pub kind: OverwriteKind,
@@ -540,6 +543,28 @@ pub struct MemberRemoved {
     pub user_id: UserId,
 }
 
+/// An `i64` id written as a decimal string, read from a string or a number.
+mod id_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Str(String),
+            Num(i64),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Str(s) => s.parse().map_err(serde::de::Error::custom),
+            Repr::Num(n) => Ok(n),
+        }
+    }
+}
+
 /// Deserializes `Option<Option<T>>` so that a field set to `null` is `Some(None)` and an
 /// absent one (with `#[serde(default)]`) is `None`.
 pub mod double_option {
@@ -670,6 +695,11 @@ mod tests {
     #[test]
     fn permissions_travel_as_numbers_and_unknown_bits_are_invalid() {
         assert_eq!(serde_json::to_string(&(P::VIEW_CHANNEL | P::SEND_MESSAGES)).expect("json"), "3");
+        let o = ow(123_456_789_012_345_678, R, P::VIEW_CHANNEL, P::NONE);
+        let text = serde_json::to_string(&o).expect("json");
+        assert_eq!(text, r#"{"id":"123456789012345678","kind":"role","allow":1,"deny":0}"#);
+        assert_eq!(serde_json::from_str::<Overwrite>(&text).expect("json"), o);
+        assert_eq!(serde_json::from_str::<Overwrite>(r#"{"id":5,"kind":"member"}"#).expect("json").id, 5);
         assert!(P::ALL.is_valid());
         assert!(!P(1 << 40).is_valid());
         assert_eq!(P::NAMES.iter().fold(P::NONE, |a, (_, p)| a | *p), P::ALL);
