@@ -502,6 +502,7 @@ fn error_codes() {
         TooManyDevices,
         Conflict,
         DeviceMismatch,
+        ViewStale,
         InvalidKeys,
         RateLimited,
         QueueFull,
@@ -513,7 +514,7 @@ fn error_codes() {
         match code {
             MalformedRequest | ValidationFailed | PayloadTooLarge | InvalidCredentials | Unauthorized | InvalidRefreshToken
             | Forbidden | AccountDisabled | NotFound | UsernameTaken | TooManyDevices | Conflict | DeviceMismatch
-            | InvalidKeys | RateLimited | QueueFull | UnknownRoute | Internal | Unavailable => {}
+            | ViewStale | InvalidKeys | RateLimited | QueueFull | UnknownRoute | Internal | Unavailable => {}
         }
     }
     wire!("error_codes", codes);
