@@ -18,6 +18,16 @@ use crate::routes;
         routes::users::lookup, routes::users::user_by_id,
         routes::keys::upload, routes::keys::count, routes::keys::bundles, routes::keys::device_bundle,
         routes::messages::send, routes::messages::queue, routes::messages::ack,
+        routes::servers::create_server, routes::servers::list_servers, routes::servers::get_server,
+        routes::servers::server_state, routes::servers::edit_server, routes::servers::delete_server,
+        routes::servers::leave_server, routes::servers::members, routes::servers::member, routes::servers::kick,
+        routes::servers::set_member_roles, routes::servers::bans, routes::servers::ban, routes::servers::unban,
+        routes::servers::roles, routes::servers::create_role, routes::servers::edit_role, routes::servers::delete_role,
+        routes::channels::create_channel, routes::channels::server_channels, routes::channels::channel,
+        routes::channels::edit_channel, routes::channels::delete_channel, routes::channels::create_group_dm,
+        routes::channels::group_dms, routes::channels::add_recipient, routes::channels::remove_recipient,
+        routes::invites::create_invite, routes::invites::invites, routes::invites::preview, routes::invites::join,
+        routes::invites::revoke,
         routes::devices::device_list, routes::devices::publish_device_list,
         routes::devices::recovery, routes::devices::put_recovery,
         routes::devices::open_link_request, routes::devices::link_requests, routes::devices::own_link_request,
@@ -25,7 +35,7 @@ use crate::routes;
         routes::health::healthz, routes::health::readyz, routes::health::metrics, routes::health::openapi,
     ),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "users"), (name = "keys"), (name = "devices"), (name = "messages"), (name = "operations")),
+    tags((name = "auth"), (name = "users"), (name = "keys"), (name = "devices"), (name = "messages"), (name = "servers"), (name = "channels"), (name = "invites"), (name = "operations")),
 )]
 struct ApiDoc;
 

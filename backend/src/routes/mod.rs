@@ -1,8 +1,11 @@
 //! The REST routes, one router per area.
 
 pub mod auth;
+pub mod channels;
 pub mod devices;
 pub mod health;
+pub mod invites;
 pub mod keys;
 pub mod messages;
+pub mod servers;
 pub mod users;

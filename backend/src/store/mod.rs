@@ -27,6 +27,7 @@ pub mod accounts;
 pub mod device_lists;
 pub mod envelopes;
 pub mod keys;
+pub mod servers;
 pub mod sqlite_queue;
 
 use std::time::Duration;

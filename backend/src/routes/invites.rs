@@ -1,0 +1,185 @@
+//! Invites: made by members who may (`POST /api/v1/servers/{id}/invites`), previewed and
+//! followed by anyone signed in (`/api/v1/invites/{code}`).
+//!
+//! A code is 12 URL-safe characters drawn from the operating system's CSPRNG (72 bits): not
+//! guessable, and following one is rate-limited per user. Unknown, expired and used-up codes
+//! all answer the same 404.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use copains_client_core::gateway::event_name;
+use copains_client_core::servers::{Invite, InvitePreview, NewInvite, Server, INVITE_MAX_AGE_SECS, INVITE_MAX_USES};
+use copains_client_core::{ApiErrorBody, ServerId};
+use ring::rand::SecureRandom;
+
+use crate::auth::Authenticated;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiJson;
+use crate::routes::servers::{parse_id, publish_to};
+use crate::state::AppState;
+use crate::store::now_ms;
+use crate::store::servers::Joined;
+
+/// An invite's lifetime when the request does not say (seconds): 7 days.
+pub const INVITE_DEFAULT_AGE_SECS: u64 = 7 * 24 * 3600;
+/// Longest code accepted in a path (longer ones cannot exist).
+const CODE_MAX_CHARS: usize = 64;
+
+/// Routes of this area.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/servers/{server_id}/invites", post(create_invite).get(invites))
+        .route("/api/v1/invites/{code}", get(preview).post(join).delete(revoke))
+}
+
+fn new_code() -> ApiResult<String> {
+    let mut bytes = [0u8; 9];
+    ring::rand::SystemRandom::new().fill(&mut bytes).map_err(|_| ApiError::internal(anyhow::anyhow!("no randomness")))?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn check_code(code: &str) -> ApiResult<()> {
+    if code.is_empty()
+        || code.len() > CODE_MAX_CHARS
+        || !code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ApiError::NotFound("no such invite (unknown, expired or used up)"));
+    }
+    Ok(())
+}
+
+/// Create an invite (create invites). `max_uses`: 1 to 10,000 (absent: unlimited);
+/// `max_age_secs`: 1 to 30 days (absent: 7 days; `null`: never expires).
+#[utoipa::path(post, path = "/api/v1/servers/{server_id}/invites", tag = "invites", security(("bearer" = [])),
+    params(("server_id" = String, Path, description = "server id")),
+    request_body = NewInvite,
+    responses(
+        (status = 201, body = Invite),
+        (status = 400, body = ApiErrorBody),
+        (status = 401, body = ApiErrorBody),
+        (status = 403, body = ApiErrorBody, description = "no create invites permission"),
+        (status = 404, body = ApiErrorBody, description = "no such server, or the caller is not a member"),
+        (status = 422, body = ApiErrorBody, description = "max_uses or max_age_secs out of range"),
+        (status = 429, body = ApiErrorBody),
+    ))]
+pub async fn create_invite(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(raw): Path<String>,
+    ApiJson(body): ApiJson<NewInvite>,
+) -> ApiResult<(StatusCode, Json<Invite>)> {
+    state.limiters.user_write(auth.user.id)?;
+    let server: ServerId = parse_id(&raw, "server id")?;
+    if body.max_uses.is_some_and(|m| !(1..=INVITE_MAX_USES).contains(&m)) {
+        return Err(ApiError::Validation(format!("max_uses must be 1 to {INVITE_MAX_USES} (absent: unlimited)")));
+    }
+    let age = match body.max_age_secs {
+        None => Some(INVITE_DEFAULT_AGE_SECS),
+        Some(age) => age,
+    };
+    if age.is_some_and(|a| !(1..=INVITE_MAX_AGE_SECS).contains(&a)) {
+        return Err(ApiError::Validation(format!(
+            "max_age_secs must be 1 to {INVITE_MAX_AGE_SECS} (absent: 7 days; null: never expires)"
+        )));
+    }
+    let now = now_ms();
+    let expires_at = age.map(|a| now + a as i64 * 1000);
+    // 72 random bits: a collision is next to impossible, but a taken code is simply redrawn.
+    for _ in 0..3 {
+        let code = new_code()?;
+        if let Some(invite) = state.store.create_invite(server, auth.user.id, &code, body.max_uses, expires_at, now).await? {
+            tracing::info!(user = %auth.user.id, server = %server, "invite created");
+            return Ok((StatusCode::CREATED, Json(invite)));
+        }
+    }
+    Err(ApiError::internal(anyhow::anyhow!("could not draw a free invite code")))
+}
+
+/// The usable invites of a server: all of them with manage server, otherwise the caller's
+/// own. Newest first.
+#[utoipa::path(get, path = "/api/v1/servers/{server_id}/invites", tag = "invites", security(("bearer" = [])),
+    params(("server_id" = String, Path, description = "server id")),
+    responses(
+        (status = 200, body = Vec<Invite>),
+        (status = 400, body = ApiErrorBody),
+        (status = 401, body = ApiErrorBody),
+        (status = 404, body = ApiErrorBody, description = "no such server, or the caller is not a member"),
+    ))]
+pub async fn invites(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Vec<Invite>>> {
+    let server: ServerId = parse_id(&raw, "server id")?;
+    Ok(Json(state.store.invites_for(server, auth.user.id, now_ms()).await?))
+}
+
+/// What an invite leads to (the server's name and size, who invites), for anyone signed in.
+#[utoipa::path(get, path = "/api/v1/invites/{code}", tag = "invites", security(("bearer" = [])),
+    params(("code" = String, Path, description = "invite code")),
+    responses(
+        (status = 200, body = InvitePreview),
+        (status = 401, body = ApiErrorBody),
+        (status = 404, body = ApiErrorBody, description = "unknown, expired or used up"),
+        (status = 429, body = ApiErrorBody),
+    ))]
+pub async fn preview(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(code): Path<String>,
+) -> ApiResult<Json<InvitePreview>> {
+    state.limiters.user_lookup(auth.user.id)?;
+    check_code(&code)?;
+    Ok(Json(state.store.invite_preview(&code, now_ms()).await?))
+}
+
+/// Join a server by invite; answers the server. A member already in gets it without using the
+/// invite. `SERVER_CREATE` goes to the newcomer, `MEMBER_ADD` to every member.
+#[utoipa::path(post, path = "/api/v1/invites/{code}", tag = "invites", security(("bearer" = [])),
+    params(("code" = String, Path, description = "invite code")),
+    responses(
+        (status = 200, body = Server),
+        (status = 401, body = ApiErrorBody),
+        (status = 403, body = ApiErrorBody, description = "the caller is banned from this server"),
+        (status = 404, body = ApiErrorBody, description = "unknown, expired or used up"),
+        (status = 409, body = ApiErrorBody, description = "the caller is in the maximum number of servers"),
+        (status = 429, body = ApiErrorBody),
+    ))]
+pub async fn join(State(state): State<AppState>, auth: Authenticated, Path(code): Path<String>) -> ApiResult<Json<Server>> {
+    state.limiters.user_write(auth.user.id)?;
+    check_code(&code)?;
+    match state.store.join_by_invite(&code, auth.user.id, now_ms()).await? {
+        Joined::AlreadyMember(server) => Ok(Json(server)),
+        Joined::Joined(server, member) => {
+            tracing::info!(user = %auth.user.id, server = %server.id, "joined server by invite");
+            if let Ok(Some(joined)) = state.store.server_state(server.id, auth.user.id).await {
+                publish_to(&state, [auth.user.id], event_name::SERVER_CREATE, &joined).await;
+            }
+            let members = state.store.member_ids(server.id).await.unwrap_or_default();
+            publish_to(&state, members, event_name::MEMBER_ADD, &member).await;
+            Ok(Json(server))
+        }
+    }
+}
+
+/// Revoke an invite: its creator, or a member with manage server.
+#[utoipa::path(delete, path = "/api/v1/invites/{code}", tag = "invites", security(("bearer" = [])),
+    params(("code" = String, Path, description = "invite code")),
+    responses(
+        (status = 204),
+        (status = 401, body = ApiErrorBody),
+        (status = 403, body = ApiErrorBody, description = "neither its creator nor manage server"),
+        (status = 404, body = ApiErrorBody, description = "unknown, or of a server the caller is not in"),
+        (status = 429, body = ApiErrorBody),
+    ))]
+pub async fn revoke(State(state): State<AppState>, auth: Authenticated, Path(code): Path<String>) -> ApiResult<StatusCode> {
+    state.limiters.delete(auth.user.id)?;
+    check_code(&code)?;
+    let server = state.store.delete_invite(&code, auth.user.id).await?;
+    tracing::info!(user = %auth.user.id, server = %server, "invite revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
