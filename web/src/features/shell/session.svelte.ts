@@ -9,9 +9,18 @@
  */
 
 import type { ApiClient } from '../../lib/api/client';
-import type { PublicUser, User } from '../../lib/api/types';
+import { CommunityApi } from '../../lib/api/communities';
+import type { Channel, PinUpdate, PublicUser, ServerState, User } from '../../lib/api/types';
 import type { Engine, Step } from '../../lib/engine/engine';
-import { engineErrorKind, type Conversation, type EngineEvent, type HistoryEntry, type LinkState, type RetryRefusal } from '../../lib/engine/types';
+import {
+  engineErrorKind,
+  type ChannelEntry,
+  type Conversation,
+  type EngineEvent,
+  type HistoryEntry,
+  type LinkState,
+  type RetryRefusal,
+} from '../../lib/engine/types';
 import { displayName } from '../../lib/format';
 import { Gateway, type ConnectionState, type GatewayEnd, type ReadyPayload, type SocketFactory } from '../../lib/gateway/gateway';
 import type { StoredSession } from '../../lib/storage';
@@ -19,8 +28,43 @@ import { ChatView } from '../dm/chat-view.svelte';
 import { Contacts } from '../dm/contacts.svelte';
 import { applyEntry, markListRead, unreadConversations } from '../dm/timeline';
 import { Approvals, PendingLink } from '../devices/link.svelte';
+import { ChannelView } from '../channels/channel-view.svelte';
+import { Communities } from '../servers/communities.svelte';
+import { defaultChannel, groupName } from '../servers/layout';
+import { parseRoute, routePath, sameRoute, type Route } from './route';
 
 export type SettingsTab = 'profile' | 'password' | 'devices' | 'privacy';
+export type ServerSettingsTab = 'overview' | 'channels' | 'roles' | 'invites' | 'members' | 'bans';
+
+/** The gateway's community events that update the server lists directly. */
+const COMMUNITY_EVENTS = new Set([
+  'SERVER_CREATE',
+  'SERVER_UPDATE',
+  'SERVER_DELETE',
+  'CHANNEL_CREATE',
+  'CHANNEL_UPDATE',
+  'CHANNEL_DELETE',
+  'ROLE_CREATE',
+  'ROLE_UPDATE',
+  'ROLE_DELETE',
+  'MEMBER_ADD',
+  'MEMBER_UPDATE',
+  'MEMBER_REMOVE',
+]);
+/** The encrypted ones: the engine decrypts them and reports `channel_entry` events. */
+const CHANNEL_MESSAGE_EVENTS = new Set(['MESSAGE_CREATE', 'MESSAGE_UPDATE', 'MESSAGE_DELETE', 'REACTION_ADD', 'REACTION_REMOVE']);
+
+/** What the main pane shows, from the route and what is known. */
+export type Place =
+  | { kind: 'home' }
+  | { kind: 'dm'; user: string }
+  | { kind: 'channel'; state: ServerState; channel: Channel }
+  | { kind: 'group'; channel: Channel }
+  | { kind: 'server-empty'; state: ServerState }
+  | { kind: 'invite'; code: string }
+  /** Not known yet (before READY) or not there (left, deleted, never a member). */
+  | { kind: 'loading' }
+  | { kind: 'missing' };
 
 /** Envelope ids remembered as processed, to skip a live copy of one the queue drain already took. */
 const RECENT_ACKS = 2000;
@@ -42,6 +86,10 @@ export interface ChatSessionOptions {
   onSignOut(): void;
   gatewayUrl?: string;
   socket?: SocketFactory;
+  /** Where the app opens (default: the page's path). */
+  initialPath?: string;
+  /** The browser's history (null: the URL is not kept). */
+  history?: Pick<History, 'pushState' | 'replaceState'> | null;
 }
 
 export interface RefusalNotice {
@@ -110,7 +158,27 @@ export class ChatSession {
     drawer: false,
     /** The profile pane is shown. */
     profile: true,
+    /** The member list is shown (servers and group DMs). */
+    members: true,
+    /** "Add a server": create or join. */
+    addServer: null as 'create' | 'join' | null,
+    /** The server settings, open at a tab. */
+    serverSettings: null as { server: string; tab: ServerSettingsTab } | null,
+    /** "Invite people" for a server. */
+    invite: null as string | null,
+    /** "Create channel" in a server (in a category). */
+    createChannel: null as { server: string; parent: string | null; kind: 'text' | 'voice' | 'category' } | null,
+    /** "New group" (a group DM). */
+    newGroup: false,
+    /** The thread shown beside a channel. */
+    thread: null as { channel: string; id: string } | null,
   });
+  /** Where the app is (the URL's path). */
+  route = $state.raw<Route>({ name: 'home' });
+  /** The servers and group DMs. */
+  readonly communities: Communities;
+  /** Bumped when a channel's pins changed (the pins popover reloads). */
+  pinsChanged = $state<Record<string, number>>({});
 
   /** The link screen's code (pending devices). */
   readonly link: PendingLink;
@@ -118,6 +186,8 @@ export class ChatSession {
   readonly approvals: Approvals;
 
   readonly #views = new Map<string, ChatView>();
+  readonly #channelViews = new Map<string, ChannelView>();
+  readonly #history: Pick<History, 'pushState' | 'replaceState'> | null;
   readonly #gateway: Gateway;
   readonly #onEnded: (why: 'revoked' | 'expired') => void;
   readonly #onSignOut: () => void;
@@ -142,6 +212,10 @@ export class ChatSession {
     this.#onEnded = options.onEnded;
     this.#onSignOut = options.onSignOut;
     this.contacts = new Contacts(options.api);
+    this.communities = new Communities(new CommunityApi(options.api), options.session.userId);
+    this.#history = options.history !== undefined ? options.history : typeof history === 'undefined' ? null : history;
+    const path = options.initialPath ?? (typeof location === 'undefined' ? '/' : location.pathname);
+    this.route = parseRoute(path);
     this.link = new PendingLink({ beginLink: () => this.engine.beginLink() });
     this.approvals = new Approvals({
       approveLink: (id, code) => this.engine.approveLink(id, code),
@@ -176,6 +250,7 @@ export class ChatSession {
    */
   async start(): Promise<void> {
     this.#watchPage();
+    this.#applyRoute(true);
     void this.refreshConversations();
     void this.#loadMe();
     this.#apply(await this.engine.start().catch((error: unknown) => ({ events: [], acks: [], error })), 'start');
@@ -265,6 +340,11 @@ export class ChatSession {
 
   /** Opens a conversation with `user` (from the list, or a new one). */
   openConversation(user: string): void {
+    this.#go({ name: 'me', id: user });
+    this.#openDm(user);
+  }
+
+  #openDm(user: string): void {
     const unread = this.conversations.find((c) => c.user === user)?.unread ?? 0;
     this.active = user;
     this.ui.drawer = false;
@@ -276,7 +356,147 @@ export class ChatSession {
   }
 
   closeConversation(): void {
-    this.active = null;
+    this.navigate({ name: 'home' });
+  }
+
+  // ---- where the app is ------------------------------------------------------------------
+
+  /** Goes to `route` (a new history entry unless `replace`). */
+  navigate(route: Route, replace = false): void {
+    this.#go(route, replace);
+    this.#applyRoute(false);
+  }
+
+  #go(route: Route, replace = false): void {
+    const same = sameRoute(route, this.route);
+    this.route = route;
+    this.ui.drawer = false;
+    if (same && !replace) return;
+    try {
+      const path = routePath(route);
+      if (replace) this.#history?.replaceState(null, '', path);
+      else this.#history?.pushState(null, '', path);
+    } catch {
+      // A sandboxed page: the route lives without the URL.
+    }
+  }
+
+  /** Opens a server at its last or first channel. */
+  openServer(server: string): void {
+    this.navigate({ name: 'server', server, channel: this.#lastChannel.get(server) ?? null });
+  }
+
+  openChannel(server: string, channel: string): void {
+    this.navigate({ name: 'server', server, channel });
+  }
+
+  openGroup(channel: string): void {
+    this.navigate({ name: 'me', id: channel });
+  }
+
+  readonly #lastChannel = new Map<string, string>();
+
+  /** What the main pane shows. */
+  get place(): Place {
+    const route = this.route;
+    switch (route.name) {
+      case 'home':
+        return { kind: 'home' };
+      case 'invite':
+        return { kind: 'invite', code: route.code };
+      case 'me': {
+        const group = this.communities.groupDm(route.id);
+        if (group) return { kind: 'group', channel: group };
+        if (!this.communities.loaded && this.active !== route.id) return { kind: 'loading' };
+        return { kind: 'dm', user: route.id };
+      }
+      case 'server': {
+        const state = this.communities.state(route.server);
+        if (!state) return this.communities.loaded ? { kind: 'missing' } : { kind: 'loading' };
+        const channel = route.channel ? state.channels.find((c) => c.id === route.channel && c.kind !== 'category') : undefined;
+        if (channel) return { kind: 'channel', state, channel };
+        const fallback = defaultChannel(state.channels);
+        return fallback ? { kind: 'channel', state, channel: fallback } : { kind: 'server-empty', state };
+      }
+    }
+  }
+
+  /** The channel on screen (a server's or a group DM), if any. */
+  get activeChannel(): string | null {
+    const place = this.place;
+    return place.kind === 'channel' || place.kind === 'group' ? place.channel.id : null;
+  }
+
+  /** The server whose channels are listed (the route's), if any. */
+  get activeServer(): string | null {
+    return this.route.name === 'server' ? this.route.server : null;
+  }
+
+  /** Brings the state in line with the route (after a navigation, READY, or a change of lists). */
+  #applyRoute(initial: boolean): void {
+    const route = this.route;
+    if (route.name !== 'me' || this.communities.groupDm(route.id)) this.active = null;
+    if (route.name === 'me' && !this.communities.groupDm(route.id) && (this.communities.loaded || !initial)) {
+      if (this.active !== route.id) this.#openDm(route.id);
+    }
+    if (route.name === 'server') {
+      const state = this.communities.state(route.server);
+      if (state) {
+        const place = this.place;
+        if (place.kind === 'channel') {
+          if (route.channel !== place.channel.id) this.#go({ ...route, channel: place.channel.id }, true);
+          this.#lastChannel.set(route.server, place.channel.id);
+        }
+        void this.communities.loadMembers(route.server);
+      }
+    }
+    if (this.ui.thread && this.ui.thread.channel !== this.activeChannel) this.ui.thread = null;
+    const channel = this.activeChannel;
+    if (channel) {
+      void this.channelView(channel).load();
+      this.#markChannelRead();
+    }
+  }
+
+  #markChannelRead(): void {
+    const channel = this.activeChannel;
+    if (channel && this.visible) this.communities.markRead(channel);
+  }
+
+  /** The view of a channel, or of one of its threads. */
+  channelView(channel: string, thread: string | null = null): ChannelView {
+    const key = thread ? `${channel}:${thread}` : channel;
+    let view = this.#channelViews.get(key);
+    if (!view) {
+      view = new ChannelView(this.engine, channel, {
+        threadId: thread,
+        me: this.session.userId,
+        onSent: (entry) => this.communities.messageArrived(entry.channel_id, entry.id, this.session.userId, true),
+      });
+      this.#channelViews.set(key, view);
+    }
+    return view;
+  }
+
+  /** Opens the thread that `message` starts (beside the channel). */
+  openThread(channel: string, message: string): void {
+    this.ui.thread = { channel, id: message };
+    void this.channelView(channel, message).load();
+  }
+
+  closeThread(): void {
+    this.ui.thread = null;
+  }
+
+  /** The name shown for a group DM. */
+  groupName(channel: Channel): string {
+    return groupName(channel, this.session.userId);
+  }
+
+  /** After a server was created or joined: go there. */
+  enterServer(server: string): void {
+    this.ui.addServer = null;
+    this.navigate({ name: 'server', server, channel: null });
   }
 
   /** Opens the privacy screen at a contact's safety numbers. */
@@ -463,6 +683,7 @@ export class ChatSession {
     const onVisibility = () => {
       this.visible = document.visibilityState === 'visible';
       if (this.visible && this.active) this.#markRead(this.active);
+      if (this.visible) this.#markChannelRead();
     };
     const onOnline = () => this.#gateway.networkChanged(true);
     const onOffline = () => this.#gateway.networkChanged(false);
@@ -470,7 +691,13 @@ export class ChatSession {
     window.addEventListener('online', onOnline);
     window.addEventListener('offline', onOffline);
     this.visible = document.visibilityState === 'visible';
+    const onPopState = () => {
+      this.route = parseRoute(location.pathname);
+      this.#applyRoute(false);
+    };
+    window.addEventListener('popstate', onPopState);
     this.#cleanup.push(
+      () => window.removeEventListener('popstate', onPopState),
       () => document.removeEventListener('visibilitychange', onVisibility),
       () => window.removeEventListener('online', onOnline),
       () => window.removeEventListener('offline', onOffline),
@@ -489,6 +716,10 @@ export class ChatSession {
 
   #ready(d: ReadyPayload): void {
     if (d.user && typeof d.user === 'object') this.me = d.user as User;
+    const extra = d as ReadyPayload & { servers?: ServerState[]; group_dms?: Channel[] };
+    this.communities.ready(extra.servers, extra.group_dms);
+    for (const group of this.communities.groupDms) for (const user of group.recipients ?? []) this.contacts.put(user);
+    this.#applyRoute(false);
     if (this.linked) this.#drain();
     else void this.#pendingOnline();
   }
@@ -531,6 +762,12 @@ export class ChatSession {
       case 'SESSION_REVOKED':
         this.sessionsChanged += 1;
         break;
+      case 'PINS_UPDATE': {
+        const pin = d as PinUpdate;
+        for (const view of this.#viewsOf(pin.channel_id)) view.setPinned(pin.message_id, pin.pinned);
+        this.pinsChanged = { ...this.pinsChanged, [pin.channel_id]: (this.pinsChanged[pin.channel_id] ?? 0) + 1 };
+        break;
+      }
       case 'LINK_REQUEST':
       case 'LINK_ANSWER':
       case 'DEVICE_LIST_UPDATE':
@@ -540,9 +777,48 @@ export class ChatSession {
           .catch(() => undefined);
         break;
       default:
+        if (COMMUNITY_EVENTS.has(t)) {
+          this.#community(t, d);
+        } else if (CHANNEL_MESSAGE_EVENTS.has(t)) {
+          if (t === 'MESSAGE_CREATE') {
+            const m = d as { id?: string; channel_id?: string; author_id?: string; thread_id?: string | null };
+            if (m.id && m.channel_id && m.author_id && !m.thread_id) {
+              this.communities.messageArrived(m.channel_id, m.id, m.author_id, this.visible && this.activeChannel === m.channel_id);
+            }
+          }
+          void this.engine
+            .handleEvent(t, d)
+            .then((step) => this.#apply(step, 'event'))
+            .catch(() => undefined);
+        }
         // Events of later versions are ignored.
         break;
     }
+  }
+
+  #community(t: string, d: unknown): void {
+    const before = this.activeServer ? this.communities.state(this.activeServer) : undefined;
+    this.communities.apply(t, d);
+    if (t === 'CHANNEL_CREATE' || t === 'CHANNEL_UPDATE') {
+      for (const user of (d as Channel).recipients ?? []) this.contacts.put(user);
+    }
+    if (t === 'MEMBER_ADD' || t === 'MEMBER_UPDATE') this.contacts.put((d as { user: PublicUser }).user);
+    // The server on screen went away (left, kicked, banned, deleted): back home, and say so.
+    if (before && !this.communities.state(before.server.id)) {
+      this.#announce(`You are no longer in ${before.server.name}.`);
+      if (this.ui.serverSettings?.server === before.server.id) this.ui.serverSettings = null;
+      this.navigate({ name: 'home' }, true);
+      return;
+    }
+    if (this.route.name === 'me' && t === 'CHANNEL_DELETE' && (d as { id: string }).id === this.route.id) {
+      this.navigate({ name: 'home' }, true);
+      return;
+    }
+    this.#applyRoute(false);
+  }
+
+  *#viewsOf(channel: string): Iterable<ChannelView> {
+    for (const view of this.#channelViews.values()) if (view.channel === channel) yield view;
   }
 
   #gatewayEnded(why: GatewayEnd): void {
@@ -574,6 +850,13 @@ export class ChatSession {
 
   #event(event: EngineEvent): void {
     switch (event.type) {
+      case 'channel_entry':
+        this.#channelEntry(event.entry);
+        break;
+      case 'channel_message_deleted':
+        for (const view of this.#viewsOf(event.channel_id)) view.remove(event.id);
+        if (this.ui.thread?.channel === event.channel_id && this.ui.thread.id === event.id) this.ui.thread = null;
+        break;
       case 'message':
       case 'undecryptable':
         this.#entry(event.entry);
@@ -630,6 +913,16 @@ export class ChatSession {
         this.#unlink('removed');
         break;
     }
+  }
+
+  #channelEntry(entry: ChannelEntry): void {
+    const views = [...this.#viewsOf(entry.channel_id)];
+    const known = views.some((v) => v.entries.some((e) => e.id === entry.id));
+    for (const view of views) view.upsert(entry);
+    if (known || entry.author_id === this.session.userId || !this.visible || this.activeChannel !== entry.channel_id) return;
+    const name = this.contacts.name(entry.author_id);
+    if (entry.state === 'ok') this.#announce(`${name}: ${entry.body}`);
+    else if (entry.state === 'pending') this.#announce(`${name} sent a message that could not be decrypted yet.`);
   }
 
   #entry(entry: HistoryEntry): void {

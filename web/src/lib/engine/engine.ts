@@ -1,6 +1,9 @@
 import type { Http } from '../api/client';
 import type {
   AccountState,
+  ChannelDraft,
+  ChannelEntry,
+  ChannelQuery,
   Conversation,
   EngineEvent,
   HistoryEntry,
@@ -13,12 +16,33 @@ import type {
   WasmModule,
 } from './types';
 
+type ChannelCalls = Pick<WasmEngine, 'channelSend' | 'channelEdit' | 'channelDelete' | 'channelReact' | 'channelUnreact' | 'channelHistory' | 'channelPins'>;
+
+/** A call's answer that may be a channel entry (or nothing). */
+function parseEntry(text: unknown): ChannelEntry | null {
+  if (typeof text !== 'string' || !text) return null;
+  try {
+    const value = JSON.parse(text) as unknown;
+    return value && typeof value === 'object' && 'id' in value && 'channel_id' in value ? (value as ChannelEntry) : null;
+  } catch {
+    return null;
+  }
+}
+
 /** What one event-producing engine call gave: events to show and envelope ids to ACK. */
 export interface Step {
   events: EngineEvent[];
   acks: string[];
   /** Set when the call failed (after processing `acks`). */
   error?: unknown;
+}
+
+/** This build's engine has no channel messages (built before them). */
+export class EngineMissingFeatureError extends Error {
+  constructor(what: string) {
+    super(`invalid: this build of the engine cannot ${what}. Rebuild it (scripts/build-web).`);
+    this.name = 'EngineMissingFeatureError';
+  }
 }
 
 export class EngineClosedError extends Error {
@@ -132,6 +156,69 @@ export class Engine {
       }
     });
     return JSON.parse(text) as MessageEntry;
+  }
+
+  /**
+   * Runs a call that may raise events (a channel send, edit, reaction): they go to `onEvents`
+   * whatever the call's outcome.
+   */
+  #withEvents<T>(call: (engine: WasmEngine) => Promise<T>): Promise<T> {
+    return this.#run(async (e) => {
+      try {
+        return await call(e);
+      } finally {
+        try {
+          const events = JSON.parse(e.takeEvents()) as EngineEvent[];
+          if (events.length > 0) this.onEvents(events);
+        } catch {
+          // No events to show.
+        }
+      }
+    });
+  }
+
+  #channel<K extends keyof ChannelCalls>(name: K, what: string): NonNullable<WasmEngine[K]> {
+    const f = this.#inner[name];
+    if (typeof f !== 'function') throw new EngineMissingFeatureError(what);
+    return (f as (...args: unknown[]) => unknown).bind(this.#inner) as NonNullable<WasmEngine[K]>;
+  }
+
+  /** Encrypts and sends a message to a channel (its key distributed first where needed). */
+  async channelSend(channel: string, draft: ChannelDraft): Promise<ChannelEntry> {
+    const text = await this.#withEvents(() => this.#channel('channelSend', 'send channel messages')(channel, JSON.stringify(draft), this.#now()));
+    return JSON.parse(text) as ChannelEntry;
+  }
+
+  /** Replaces the text of one's own message. */
+  async channelEdit(channel: string, message: string, body: string): Promise<ChannelEntry | null> {
+    const text = await this.#withEvents(() => this.#channel('channelEdit', 'edit channel messages')(channel, message, body, this.#now()));
+    return parseEntry(text);
+  }
+
+  async channelDelete(channel: string, message: string): Promise<void> {
+    await this.#withEvents(() => this.#channel('channelDelete', 'delete channel messages')(channel, message, this.#now()));
+  }
+
+  async channelReact(channel: string, message: string, emoji: string): Promise<ChannelEntry | null> {
+    const text = await this.#withEvents(() => this.#channel('channelReact', 'react')(channel, message, emoji, this.#now()));
+    return parseEntry(text);
+  }
+
+  async channelUnreact(channel: string, message: string, emoji: string): Promise<ChannelEntry | null> {
+    const text = await this.#withEvents(() => this.#channel('channelUnreact', 'react')(channel, message, emoji, this.#now()));
+    return parseEntry(text);
+  }
+
+  /** A page of a channel's history (or of a thread), oldest first. */
+  async channelHistory(channel: string, query: ChannelQuery): Promise<ChannelEntry[]> {
+    const text = await this.#withEvents(() => this.#channel('channelHistory', 'read channels')(channel, JSON.stringify(query), this.#now()));
+    return JSON.parse(text) as ChannelEntry[];
+  }
+
+  /** The channel's pinned messages. */
+  async channelPins(channel: string): Promise<ChannelEntry[]> {
+    const text = await this.#withEvents(() => this.#channel('channelPins', 'read pins')(channel, this.#now()));
+    return JSON.parse(text) as ChannelEntry[];
   }
 
   async history(conversation: string, before: number | undefined, limit: number): Promise<HistoryEntry[]> {

@@ -41,6 +41,15 @@ export interface WasmEngine {
   ownDevices(now: number): Promise<string>;
   removeDevice(deviceId: number, now: number): Promise<void>;
   newRecoveryKey(now: number): Promise<string>;
+  // Channel messages (server channels and group DMs), end-to-end encrypted with sender keys.
+  // Optional: an engine built before them lacks them (the calls then fail with a clear error).
+  channelSend?(channel: string, draftJson: string, now: number): Promise<string>;
+  channelEdit?(channel: string, message: string, body: string, now: number): Promise<string | undefined>;
+  channelDelete?(channel: string, message: string, now: number): Promise<string | undefined | void>;
+  channelReact?(channel: string, message: string, emoji: string, now: number): Promise<string | undefined | void>;
+  channelUnreact?(channel: string, message: string, emoji: string, now: number): Promise<string | undefined | void>;
+  channelHistory?(channel: string, queryJson: string, now: number): Promise<string>;
+  channelPins?(channel: string, now: number): Promise<string>;
   free?(): void;
   close?(): void;
 }
@@ -143,7 +152,65 @@ export interface OwnDevice {
 
 export type RetryRefusal = 'not_a_recipient' | 'expired' | 'identity_changed' | 'answered_already';
 
+/** One reaction on a channel message, as the engine decrypted them. */
+export interface ChannelReaction {
+  emoji: string;
+  count: number;
+  /** Who reacted with it. */
+  users: string[];
+  /** Whether this account is among them. */
+  mine: boolean;
+}
+
+/** The quote of the message a channel message replies to (inside the ciphertext). */
+export interface ChannelReplyQuote {
+  id: string;
+  author_id: string;
+  excerpt: string;
+}
+
+/**
+ * A channel message as the engine decrypted it. `pending`: its sender's key has not come yet
+ * (it is decrypted when it does); `failed`: it cannot be decrypted.
+ */
+export interface ChannelEntry {
+  id: string;
+  channel_id: string;
+  author_id: string;
+  author_device: number;
+  created_at: number;
+  edited_at: number | null;
+  thread_id: string | null;
+  pinned: boolean;
+  thread_count: number;
+  state: 'ok' | 'pending' | 'failed';
+  body: string;
+  reply_to: ChannelReplyQuote | null;
+  thread_name: string | null;
+  reactions: ChannelReaction[];
+}
+
+/** A message to send to a channel. */
+export interface ChannelDraft {
+  body: string;
+  reply_to?: string;
+  thread_id?: string;
+  thread_name?: string;
+}
+
+/** Which page of a channel's history to read. */
+export interface ChannelQuery {
+  before?: string;
+  after?: string;
+  around?: string;
+  thread_id?: string;
+  limit?: number;
+}
+
 export type EngineEvent =
+  /** A channel message appeared or changed (decrypted, edited, reacted to): replace it. */
+  | { type: 'channel_entry'; entry: ChannelEntry }
+  | { type: 'channel_message_deleted'; channel_id: string; id: string }
   | { type: 'message'; entry: HistoryEntry }
   | { type: 'undecryptable'; entry: HistoryEntry }
   | { type: 'repaired'; conversation: string; pos: number }
