@@ -142,6 +142,10 @@ function fakeEngine(initial: Partial<AccountState> = {}) {
       calls.push(`remove:${id}`);
     },
     newRecoveryKey: async () => 'CCCC-DDDD',
+    channelHistory: async (channel, query) => {
+      calls.push(`channelHistory:${channel}:${query}`);
+      return '[]';
+    },
   };
   return {
     engine,
@@ -158,7 +162,7 @@ function fakeEngine(initial: Partial<AccountState> = {}) {
   };
 }
 
-function setup(account: Partial<AccountState> = {}) {
+function setup(account: Partial<AccountState> = {}, place: { path?: string; pushed?: string[] } = {}) {
   const fake = fakeEngine(account);
   const sockets: FakeSocket[] = [];
   const ended: string[] = [];
@@ -180,6 +184,10 @@ function setup(account: Partial<AccountState> = {}) {
     onEnded: (why) => ended.push(why),
     onSignOut: () => {},
     gatewayUrl: 'ws://test/gateway',
+    initialPath: place.path ?? '/',
+    history: place.pushed
+      ? { pushState: (_s: unknown, _t: string, url?: string | URL | null) => void place.pushed!.push(`push ${url}`), replaceState: (_s: unknown, _t: string, url?: string | URL | null) => void place.pushed!.push(`replace ${url}`) }
+      : null,
     socket: () => {
       const s = new FakeSocket();
       sockets.push(s);
@@ -187,10 +195,10 @@ function setup(account: Partial<AccountState> = {}) {
     },
   });
   const socket = () => sockets[sockets.length - 1]!;
-  const connect = async () => {
+  const connect = async (extra: Record<string, unknown> = {}) => {
     socket().frame(10, { heartbeat_interval_ms: 30_000 });
     await vi.advanceTimersByTimeAsync(0);
-    socket().frame(0, { session_id: 'g1', user: { id: ME, username: 'me' }, device_id: 1 }, 1, 'READY');
+    socket().frame(0, { session_id: 'g1', user: { id: ME, username: 'me' }, device_id: 1, ...extra }, 1, 'READY');
   };
   return { fake, chat, sockets, socket, connect, ended };
 }
@@ -514,5 +522,121 @@ describe('ChatSession: a linked device', () => {
     expect(t.chat.unlinked).toBe('removed');
     expect(t.chat.ui.settings).toBeNull();
     expect(t.chat.link.code).toBe('1234-0001');
+  });
+});
+
+describe('ChatSession: communities', () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  const user = (id: string) => ({ id, username: `user${id}`, display_name: null, status_text: null });
+  const channel = (id: string, extra: Record<string, unknown> = {}) => ({
+    id,
+    server_id: '5',
+    name: `c${id}`,
+    kind: 'text',
+    parent_id: null,
+    position: Number(id),
+    topic: null,
+    overwrites: [],
+    last_message_id: null,
+    ...extra,
+  });
+  const server = {
+    server: { id: '5', name: 'Five', owner_id: BOB, created_at: 0, member_count: 2 },
+    roles: [{ id: '5', server_id: '5', name: '@everyone', color: 0, position: 0, permissions: 8195, hoist: false }],
+    channels: [channel('51'), channel('50', { last_message_id: '7' })],
+    me: { user: user(ME), server_id: '5', roles: [], joined_at: 0 },
+  };
+  const entry = (id: string, extra: Record<string, unknown> = {}) => ({
+    id,
+    channel_id: '50',
+    author_id: BOB,
+    author_device: 1,
+    created_at: 5,
+    edited_at: null,
+    thread_id: null,
+    pinned: false,
+    thread_count: 0,
+    state: 'ok',
+    body: `hello ${id}`,
+    reply_to: null,
+    thread_name: null,
+    reactions: [],
+    ...extra,
+  });
+
+  it('opens a server link on its first channel once READY says what is there', async () => {
+    const pushed: string[] = [];
+    const t = setup({}, { path: '/channels/5', pushed });
+    await t.chat.start();
+    expect(t.chat.place.kind).toBe('loading');
+    await t.connect({ servers: [server], group_dms: [] });
+    await settle();
+    expect(t.chat.place).toMatchObject({ kind: 'channel', channel: { id: '50' } });
+    expect(pushed).toContain('replace /channels/5/50');
+    expect(t.fake.calls.some((c) => c.startsWith('channelHistory:50:'))).toBe(true);
+    // On screen: its unread mark is gone; the other server channel had none.
+    expect(t.chat.communities.unread).toEqual({});
+
+    t.chat.openChannel('5', '51');
+    expect(pushed[pushed.length - 1]).toBe('push /channels/5/51');
+    t.chat.navigate({ name: 'home' });
+    expect(t.chat.place.kind).toBe('home');
+    t.chat.openServer('5');
+    expect(t.chat.activeChannel).toBe('51');
+  });
+
+  it('hands channel messages to the engine and shows what it decrypted; unread elsewhere', async () => {
+    const t = setup({}, { path: '/channels/5/51' });
+    await t.chat.start();
+    await t.connect({ servers: [server], group_dms: [] });
+    await settle();
+    const view = t.chat.channelView('50');
+    t.fake.replies.MESSAGE_CREATE = [{ type: 'channel_entry', entry: entry('900') as never }];
+    t.socket().frame(0, { id: '900', channel_id: '50', author_id: BOB, thread_id: null }, 2, 'MESSAGE_CREATE');
+    await settle();
+    expect(t.fake.calls).toContain('event:MESSAGE_CREATE');
+    expect(view.entries.map((e) => e.body)).toEqual(['hello 900']);
+    expect(t.chat.communities.unread['50']).toBe(true);
+
+    t.fake.replies.MESSAGE_DELETE = [{ type: 'channel_message_deleted', channel_id: '50', id: '900' }];
+    t.socket().frame(0, { id: '900', channel_id: '50' }, 3, 'MESSAGE_DELETE');
+    await settle();
+    expect(view.entries).toEqual([]);
+
+    // Pins go straight to the views.
+    view.upsert(entry('901') as never);
+    t.socket().frame(0, { channel_id: '50', message_id: '901', pinned: true }, 4, 'PINS_UPDATE');
+    await settle();
+    expect(view.entries[0]?.pinned).toBe(true);
+  });
+
+  it('goes home when the server on screen goes away, and says so', async () => {
+    const t = setup({}, { path: '/channels/5/50' });
+    await t.chat.start();
+    await t.connect({ servers: [server], group_dms: [] });
+    await settle();
+    t.socket().frame(0, { id: '5' }, 2, 'SERVER_DELETE');
+    await settle();
+    expect(t.chat.communities.servers).toEqual([]);
+    expect(t.chat.place.kind).toBe('home');
+    expect(t.chat.announcement).toMatch(/no longer in Five/);
+  });
+
+  it('tells a group DM link from a DM link', async () => {
+    const group = { ...channel('60'), server_id: null, kind: 'group_dm', recipients: [user(ME), user(BOB), user('300')], owner_id: ME };
+    const t = setup({}, { path: '/channels/@me/60' });
+    await t.chat.start();
+    await t.connect({ servers: [], group_dms: [group] });
+    await settle();
+    expect(t.chat.place).toMatchObject({ kind: 'group', channel: { id: '60' } });
+    expect(t.chat.active).toBeNull();
+    t.chat.openConversation(BOB);
+    expect(t.chat.place).toMatchObject({ kind: 'dm', user: BOB });
   });
 });
