@@ -89,6 +89,23 @@ impl BusEvent {
         let payload = serde_json::to_string(payload).map_err(|e| BusError::Encode(e.to_string()))?;
         Ok(Self { topic, name: name.into(), payload: payload.into() })
     }
+
+    /// The same event for another topic: name and payload are shared, not copied.
+    pub fn to(&self, topic: Topic) -> Self {
+        Self { topic, name: self.name.clone(), payload: self.payload.clone() }
+    }
+
+    /// One event per topic with one payload, serialized once (a channel message for each of
+    /// its readers).
+    pub fn fan_out<'a>(
+        topics: impl IntoIterator<Item = &'a Topic>,
+        name: &str,
+        payload: &impl Serialize,
+    ) -> Result<Vec<Self>, BusError> {
+        let payload: Arc<str> = serde_json::to_string(payload).map_err(|e| BusError::Encode(e.to_string()))?.into();
+        let name: Arc<str> = name.into();
+        Ok(topics.into_iter().map(|t| Self { topic: t.clone(), name: name.clone(), payload: payload.clone() }).collect())
+    }
 }
 
 /// Failures of the bus.
@@ -113,6 +130,13 @@ pub trait EventSink: Send + Sync + 'static {
 pub trait EventBus: Send + Sync + 'static {
     /// Publishes an event to every subscriber of its topic, on every node.
     async fn publish(&self, event: BusEvent) -> Result<(), BusError>;
+    /// Publishes several events, in order (a transport may batch them).
+    async fn publish_all(&self, events: Vec<BusEvent>) -> Result<(), BusError> {
+        for event in events {
+            self.publish(event).await?;
+        }
+        Ok(())
+    }
     /// This node now has local subscribers on `topic`.
     async fn subscribe(&self, topic: &Topic) -> Result<(), BusError>;
     /// This node no longer has local subscribers on `topic`.
@@ -146,6 +170,16 @@ impl EventBus for InProcessBus {
     async fn publish(&self, event: BusEvent) -> Result<(), BusError> {
         for sink in self.sinks.read().iter() {
             sink.deliver(&event);
+        }
+        Ok(())
+    }
+
+    async fn publish_all(&self, events: Vec<BusEvent>) -> Result<(), BusError> {
+        let sinks = self.sinks.read();
+        for event in &events {
+            for sink in sinks.iter() {
+                sink.deliver(event);
+            }
         }
         Ok(())
     }
@@ -187,6 +221,21 @@ mod tests {
         let ev = BusEvent::new(Topic::session(SessionId(5)), "Y", &serde_json::json!([1, 2])).expect("event");
         bus.publish(ev).await.expect("publish");
         assert_eq!(*rec.0.lock(), vec![("session:5".into(), "Y".into(), "[1,2]".into())]);
+    }
+
+    #[tokio::test]
+    async fn a_fanned_out_event_shares_one_payload() {
+        let bus = InProcessBus::new();
+        let rec = Arc::new(Recorder::default());
+        bus.attach(rec.clone());
+        let topics = [Topic::user(UserId(1)), Topic::user(UserId(2))];
+        let events = BusEvent::fan_out(&topics, "Z", &serde_json::json!({"b": 2})).expect("events");
+        assert!(Arc::ptr_eq(&events[0].payload, &events[1].payload), "serialized once");
+        bus.publish_all(events).await.expect("publish");
+        assert_eq!(
+            *rec.0.lock(),
+            vec![("user:1".into(), "Z".into(), "{\"b\":2}".into()), ("user:2".into(), "Z".into(), "{\"b\":2}".into())]
+        );
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub enum ApiError {
     /// 409.
     #[error("{0}")]
     Conflict(String),
+    /// 409: a channel write made for an older view of the channel's recipient devices; the
+    /// details are the current ones.
+    #[error("the channel's members or their devices changed; see details for the current recipients")]
+    ViewStale(Box<copains_client_core::channel_messages::ChannelRecipients>),
     /// 409.
     #[error("this username is taken")]
     UsernameTaken,
@@ -99,6 +103,7 @@ impl ApiError {
             InvalidKeys(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidKeys),
             DeviceMismatch(_) => (StatusCode::CONFLICT, ErrorCode::DeviceMismatch),
             Conflict(_) => (StatusCode::CONFLICT, ErrorCode::Conflict),
+            ViewStale(_) => (StatusCode::CONFLICT, ErrorCode::ViewStale),
             UsernameTaken => (StatusCode::CONFLICT, ErrorCode::UsernameTaken),
             TooManyDevices => (StatusCode::CONFLICT, ErrorCode::TooManyDevices),
             QueueFull(_) => (StatusCode::CONFLICT, ErrorCode::QueueFull),
@@ -140,6 +145,7 @@ impl IntoResponse for ApiError {
         let mut body = ApiErrorBody::new(code, self.to_string());
         match &self {
             ApiError::DeviceMismatch(m) => body.error.details = serde_json::to_value(m).ok(),
+            ApiError::ViewStale(recipients) => body.error.details = serde_json::to_value(recipients).ok(),
             ApiError::QueueFull(full) => {
                 let devices: Vec<_> =
                     full.iter().map(|q| serde_json::json!({ "user_id": q.user.to_string(), "device_id": q.device.0 })).collect();

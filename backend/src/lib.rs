@@ -46,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::servers::router())
         .merge(routes::channels::router())
         .merge(routes::invites::router())
+        .merge(routes::channel_messages::router())
         .merge(routes::health::router())
         .fallback(|| async { ApiError::UnknownRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

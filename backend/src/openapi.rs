@@ -18,6 +18,10 @@ use crate::routes;
         routes::users::lookup, routes::users::user_by_id,
         routes::keys::upload, routes::keys::count, routes::keys::bundles, routes::keys::device_bundle,
         routes::messages::send, routes::messages::queue, routes::messages::ack,
+        routes::channel_messages::recipients, routes::channel_messages::send, routes::channel_messages::history,
+        routes::channel_messages::edit, routes::channel_messages::remove, routes::channel_messages::react,
+        routes::channel_messages::unreact, routes::channel_messages::pins, routes::channel_messages::pin,
+        routes::channel_messages::unpin,
         routes::servers::create_server, routes::servers::list_servers, routes::servers::get_server,
         routes::servers::server_state, routes::servers::edit_server, routes::servers::delete_server,
         routes::servers::leave_server, routes::servers::members, routes::servers::member, routes::servers::kick,
@@ -35,7 +39,7 @@ use crate::routes;
         routes::health::healthz, routes::health::readyz, routes::health::metrics, routes::health::openapi,
     ),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "users"), (name = "keys"), (name = "devices"), (name = "messages"), (name = "servers"), (name = "channels"), (name = "invites"), (name = "operations")),
+    tags((name = "auth"), (name = "users"), (name = "keys"), (name = "devices"), (name = "messages"), (name = "servers"), (name = "channels"), (name = "invites"), (name = "channel messages"), (name = "operations")),
 )]
 struct ApiDoc;
 

@@ -1,6 +1,7 @@
 //! The REST routes, one router per area.
 
 pub mod auth;
+pub mod channel_messages;
 pub mod channels;
 pub mod devices;
 pub mod health;

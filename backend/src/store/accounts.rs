@@ -5,6 +5,7 @@ use copains_client_core::{DeviceId, SessionId, UserId};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::channel_messages::{bump_views_of_user_if, BumpIf};
 use super::{device_id, from_ms, DbKind, Result, Store, StoreError};
 
 /// A user row, including what is never sent to clients.
@@ -200,6 +201,10 @@ impl Store {
             .iter()
             .map(|r| r.try_get::<i64, _>(0).map(SessionId))
             .collect::<Result<_, _>>()?;
+        if !ended.is_empty() {
+            // Before the devices go (see `bump_views_of_user`): their channels get a new view.
+            super::channel_messages::bump_views_of_user(&mut tx, self.kind(), id).await?;
+        }
         // Deleting the device ends its session and refresh tokens (cascade).
         sqlx::query(
             "DELETE FROM devices WHERE user_id = $1 AND id IN \
@@ -270,7 +275,7 @@ impl Store {
                 Some(row) => {
                     let session_id = SessionId(row.try_get(0)?);
                     let user_id = UserId(row.try_get(1)?);
-                    delete_session_device(&mut tx, user_id, session_id).await?;
+                    delete_session_device(&mut tx, self.kind(), user_id, session_id).await?;
                     Rotation::Reused { session_id, user_id }
                 }
                 None => Rotation::Invalid,
@@ -313,7 +318,7 @@ impl Store {
     /// Ends a session of `user` (and removes its device). Returns whether it existed.
     pub async fn revoke_session(&self, user: UserId, session: SessionId) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let existed = delete_session_device(&mut tx, user, session).await?;
+        let existed = delete_session_device(&mut tx, self.kind(), user, session).await?;
         tx.commit().await?;
         Ok(existed)
     }
@@ -397,9 +402,14 @@ impl Store {
             .fetch_all(&mut *tx)
             .await?;
         let mut ended = Vec::with_capacity(rows.len());
+        let mut bumped = std::collections::BTreeSet::new();
         for row in &rows {
             let user = UserId(row.try_get(0)?);
             ended.push((user, SessionId(row.try_get(1)?)));
+            if bumped.insert(user) {
+                // Before the device goes (see `bump_views_of_user`).
+                super::channel_messages::bump_views_of_user(&mut tx, self.kind(), user).await?;
+            }
             sqlx::query("DELETE FROM devices WHERE user_id = $1 AND id = $2")
                 .bind(user.0)
                 .bind(row.try_get::<i64, _>(2)?)
@@ -422,6 +432,7 @@ impl Store {
             .await?
             .map(|r| r.try_get::<i64, _>(0).map(SessionId))
             .transpose()?;
+        bump_views_of_user_if(&mut tx, self.kind(), user, BumpIf::DeviceKeyed(device)).await?;
         let deleted = sqlx::query("DELETE FROM devices WHERE user_id = $1 AND id = $2")
             .bind(user.0)
             .bind(i64::from(device.0))
@@ -472,7 +483,14 @@ async fn insert_session(tx: &mut sqlx::Transaction<'_, sqlx::Any>, user: UserId,
     Ok(device)
 }
 
-async fn delete_session_device(tx: &mut sqlx::Transaction<'_, sqlx::Any>, user: UserId, session: SessionId) -> Result<bool> {
+async fn delete_session_device(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    kind: DbKind,
+    user: UserId,
+    session: SessionId,
+) -> Result<bool> {
+    // Before the device goes (a write first, too: see the store's notes on SQLite).
+    bump_views_of_user_if(tx, kind, user, BumpIf::SessionKeyed(session)).await?;
     let deleted = sqlx::query(
         "DELETE FROM devices WHERE user_id = $1 AND id = (SELECT device_id FROM sessions WHERE id = $2 AND user_id = $1)",
     )

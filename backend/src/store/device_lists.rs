@@ -223,6 +223,8 @@ impl Store {
             .bind(user.0)
             .execute(&mut *tx)
             .await?;
+        // The devices that receive changed: every channel the user reads has a new view.
+        super::channel_messages::bump_views_of_user(&mut tx, self.kind(), user).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -55,18 +55,7 @@ impl Send {
     /// concurrent sends lock queue rows in one order), and the queues that one send alone
     /// would take over `limits`.
     pub fn added_per_queue(&self, limits: QueueLimits) -> (BTreeMap<QueueRef, (u64, u64)>, Vec<QueueRef>) {
-        let mut added: BTreeMap<QueueRef, (u64, u64)> = BTreeMap::new();
-        for e in self.envelopes() {
-            let entry = added.entry(QueueRef { user: e.user, device: e.device }).or_default();
-            entry.0 += 1;
-            entry.1 += e.content.len() as u64;
-        }
-        let over = added
-            .iter()
-            .filter(|(_, (count, bytes))| *count > limits.max_envelopes || *bytes > limits.max_bytes)
-            .map(|(q, _)| *q)
-            .collect();
-        (added, over)
+        added_per_queue(self.envelopes(), limits)
     }
 
     /// Checks the send against the devices that can receive, of the recipient and of the
@@ -100,6 +89,27 @@ impl Send {
             Err(EnqueueError::Mismatch(Box::new(mismatch)))
         }
     }
+}
+
+/// What `envelopes` add to each device queue: (envelopes, bytes), sorted by queue (so that
+/// concurrent writers lock queue rows in one order), and the queues that they alone would take
+/// over `limits`.
+pub fn added_per_queue<'a>(
+    envelopes: impl IntoIterator<Item = &'a NewEnvelope>,
+    limits: QueueLimits,
+) -> (BTreeMap<QueueRef, (u64, u64)>, Vec<QueueRef>) {
+    let mut added: BTreeMap<QueueRef, (u64, u64)> = BTreeMap::new();
+    for e in envelopes {
+        let entry = added.entry(QueueRef { user: e.user, device: e.device }).or_default();
+        entry.0 += 1;
+        entry.1 += e.content.len() as u64;
+    }
+    let over = added
+        .iter()
+        .filter(|(_, (count, bytes))| *count > limits.max_envelopes || *bytes > limits.max_bytes)
+        .map(|(q, _)| *q)
+        .collect();
+    (added, over)
 }
 
 /// Compares the envelopes of a send with the devices that exist.
@@ -223,63 +233,7 @@ impl Store {
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
         let (recipient_devices, own_devices) = split_devices(rows, send.recipient, send.sender)?;
         send.check(recipient_devices, own_devices)?;
-        let (sender, sender_device) = (send.sender, send.sender_device);
-        // In queue order: PostgreSQL would otherwise be free to deadlock concurrent sends.
-        let (added, mut full) = send.added_per_queue(limits);
-        for (&QueueRef { user, device }, &(count, bytes)) in &added {
-            if full.contains(&QueueRef { user, device }) {
-                continue;
-            }
-            // Check and count in one statement: the row stays locked until commit, so
-            // concurrent sends cannot both pass the cap.
-            let counted = sqlx::query(
-                "INSERT INTO envelope_queues (user_id, device_id, envelopes, bytes) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (user_id, device_id) DO UPDATE \
-                 SET envelopes = envelope_queues.envelopes + excluded.envelopes, bytes = envelope_queues.bytes + excluded.bytes \
-                 WHERE envelope_queues.envelopes + excluded.envelopes <= $5 AND envelope_queues.bytes + excluded.bytes <= $6",
-            )
-            .bind(user.0)
-            .bind(i64::from(device.0))
-            .bind(i64_of(count))
-            .bind(i64_of(bytes))
-            .bind(i64_of(limits.max_envelopes))
-            .bind(i64_of(limits.max_bytes))
-            .execute(&mut *tx)
-            .await;
-            match counted {
-                Ok(done) if done.rows_affected() == 0 => full.push(QueueRef { user, device }),
-                Ok(_) => {}
-                Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => return Err(EnqueueError::DeviceGone),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if !full.is_empty() {
-            full.sort();
-            // Dropping the transaction rolls back the counts already added.
-            return Err(EnqueueError::QueueFull(full));
-        }
-        for e in send.envelopes() {
-            let inserted = sqlx::query(
-                "INSERT INTO envelopes (id, user_id, device_id, sender_user_id, sender_device_id, kind, content, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(e.id.0)
-            .bind(e.user.0)
-            .bind(i64::from(e.device.0))
-            .bind(sender.0)
-            .bind(i64::from(sender_device.0))
-            .bind(i64::from(e.kind))
-            .bind(e.content.as_slice())
-            .bind(now)
-            .execute(&mut *tx)
-            .await;
-            match inserted {
-                Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => return Err(EnqueueError::DeviceGone),
-                other => {
-                    other?;
-                }
-            }
-        }
+        queue_envelopes(&mut tx, send.sender, send.sender_device, send.envelopes(), limits, now).await?;
         tx.commit().await?;
         Ok(send)
     }
@@ -420,6 +374,77 @@ impl Store {
         tx.commit().await?;
         Ok(rows.len() as u64)
     }
+}
+
+/// Counts `envelopes` (from `sender`'s `sender_device`) against their queues' caps and queues
+/// them, in the caller's transaction (PostgreSQL; on SQLite the queue writer does the same).
+/// On an error the caller drops the transaction: nothing of it stays.
+pub(super) async fn queue_envelopes<'a>(
+    conn: &mut sqlx::AnyConnection,
+    sender: UserId,
+    sender_device: DeviceId,
+    envelopes: impl IntoIterator<Item = &'a NewEnvelope>,
+    limits: QueueLimits,
+    now: i64,
+) -> Result<(), EnqueueError> {
+    // In queue order: PostgreSQL would otherwise be free to deadlock concurrent sends.
+    let envelopes: Vec<&NewEnvelope> = envelopes.into_iter().collect();
+    let (added, mut full) = added_per_queue(envelopes.iter().copied(), limits);
+    for (&QueueRef { user, device }, &(count, bytes)) in &added {
+        if full.contains(&QueueRef { user, device }) {
+            continue;
+        }
+        // Check and count in one statement: the row stays locked until commit, so
+        // concurrent sends cannot both pass the cap.
+        let counted = sqlx::query(
+            "INSERT INTO envelope_queues (user_id, device_id, envelopes, bytes) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (user_id, device_id) DO UPDATE \
+             SET envelopes = envelope_queues.envelopes + excluded.envelopes, bytes = envelope_queues.bytes + excluded.bytes \
+             WHERE envelope_queues.envelopes + excluded.envelopes <= $5 AND envelope_queues.bytes + excluded.bytes <= $6",
+        )
+        .bind(user.0)
+        .bind(i64::from(device.0))
+        .bind(i64_of(count))
+        .bind(i64_of(bytes))
+        .bind(i64_of(limits.max_envelopes))
+        .bind(i64_of(limits.max_bytes))
+        .execute(&mut *conn)
+        .await;
+        match counted {
+            Ok(done) if done.rows_affected() == 0 => full.push(QueueRef { user, device }),
+            Ok(_) => {}
+            Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => return Err(EnqueueError::DeviceGone),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !full.is_empty() {
+        full.sort();
+        // Dropping the transaction rolls back the counts already added.
+        return Err(EnqueueError::QueueFull(full));
+    }
+    for e in envelopes {
+        let inserted = sqlx::query(
+            "INSERT INTO envelopes (id, user_id, device_id, sender_user_id, sender_device_id, kind, content, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(e.id.0)
+        .bind(e.user.0)
+        .bind(i64::from(e.device.0))
+        .bind(sender.0)
+        .bind(i64::from(sender_device.0))
+        .bind(i64::from(e.kind))
+        .bind(e.content.as_slice())
+        .bind(now)
+        .execute(&mut *conn)
+        .await;
+        match inserted {
+            Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => return Err(EnqueueError::DeviceGone),
+            other => {
+                other?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Takes deleted envelopes off a queue's counts (in the transaction that deleted them).

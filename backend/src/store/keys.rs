@@ -119,6 +119,13 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            // A user without a signed device list receives on every device with keys: this
+            // one now reads the user's channels, which get a new view.
+            let listed =
+                sqlx::query("SELECT 1 FROM account_identities WHERE user_id = $1").bind(user.0).fetch_optional(&mut *tx).await?;
+            if listed.is_none() {
+                super::channel_messages::bump_views_of_user(&mut tx, self.kind(), user).await?;
+            }
         } else {
             let row = sqlx::query("SELECT identity_key, registration_id FROM device_keys WHERE user_id = $1 AND device_id = $2")
                 .bind(user.0)

@@ -24,12 +24,14 @@ macro_rules! receives {
 
 pub mod access;
 pub mod accounts;
+pub mod channel_messages;
 pub mod device_lists;
 pub mod envelopes;
 pub mod keys;
 pub mod servers;
 pub mod sqlite_queue;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use copains_client_core::DeviceId;
@@ -39,6 +41,7 @@ use time::OffsetDateTime;
 
 pub use access::{ChannelAccess, ServerAccess};
 pub use accounts::{NewSession, Rotation, UserRecord};
+pub use channel_messages::{ChannelView, ChannelWrite, ChannelWriteError, ChannelWriteKind};
 pub use device_lists::{LinkError, PublishError, StoredDeviceList};
 pub use envelopes::{EnqueueError, NewEnvelope, QueueLimits, QueueRef, Send};
 pub use keys::{StoredBundle, UploadError, VerifiedUpload};
@@ -84,6 +87,8 @@ pub struct Store {
     /// On SQLite, the envelope queue's writes go through one writer thread that commits them
     /// in groups; on PostgreSQL they go through the pool.
     queue_writer: Option<QueueWriter>,
+    /// The readers and devices of channels, by view (see [`channel_messages`]).
+    views: Arc<channel_messages::ViewCache>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -118,7 +123,7 @@ impl Store {
             });
         }
         let pool = options.connect(url).await?;
-        let mut store = Self { pool, kind, queue_writer: None };
+        let mut store = Self { pool, kind, queue_writer: None, views: Arc::default() };
         store.migrate().await?;
         if kind == DbKind::Sqlite {
             // A file, not an in-memory database: the writer opens its own connection to it.
@@ -146,6 +151,11 @@ impl Store {
     /// The SQLite queue writer, when there is one.
     pub(crate) fn queue_writer(&self) -> Option<&QueueWriter> {
         self.queue_writer.as_ref()
+    }
+
+    /// The cache of channel views.
+    pub(crate) fn views(&self) -> &channel_messages::ViewCache {
+        &self.views
     }
 
     /// The pool, for tests and maintenance.
