@@ -33,8 +33,12 @@ use crate::keys::{PreKeyCount, UploadKeys, UserBundles};
 use crate::messages::{Envelope, OutgoingEnvelope, Queue, SendMessage, SendMismatch, SendReceipt};
 
 mod accounts;
+mod channels;
 use accounts::KnownAccount;
 pub use accounts::{LinkState, OwnDevice, SafetyNumber};
+pub use channels::{
+    ChannelDraft, ChannelEntry, EntryState, HistoryQuery, ReactionSummary, ReplyTo, EMOJI_MAX_BYTES, THREAD_NAME_MAX_CHARS,
+};
 
 /// Errors of the engine.
 #[derive(Debug, thiserror::Error)]
@@ -257,6 +261,16 @@ pub enum Incoming {
         timestamp: i64,
         /// Why nothing was sent.
         reason: RetryRefusal,
+    },
+    /// A channel message to show, new or changed (edited, reacted to, pinned, or read once
+    /// its key came): it replaces the entry with the same id.
+    ChannelEntry(ChannelEntry),
+    /// A channel message was deleted.
+    ChannelMessageDeleted {
+        /// Its channel.
+        channel: crate::ids::ChannelId,
+        /// The message.
+        id: crate::ids::MessageId,
     },
 }
 
@@ -650,6 +664,10 @@ impl<T: Transport> Engine<T> {
         let mut events = Vec::new();
         let decrypted = self.device.decrypt(&envelope).await;
         match decrypted {
+            // A sender key for a channel (messages that waited for it are read now).
+            Ok(Decrypted::Message(plaintext)) if channels::is_sender_key(&plaintext) => {
+                events.extend(self.take_sender_key(envelope.sender, envelope.sender_device, &plaintext).await);
+            }
             Ok(Decrypted::Message(plaintext)) => match serde_json::from_slice::<Content>(&plaintext) {
                 Ok(content) => {
                     let outgoing = envelope.sender == self.me;

@@ -5,13 +5,15 @@
 use std::time::SystemTime;
 
 use libsignal_protocol::{
-    kem, message_decrypt, message_encrypt, process_prekey_bundle, CiphertextMessage, CiphertextMessageType,
+    create_sender_key_distribution_message, group_decrypt, group_encrypt, kem, message_decrypt, message_encrypt,
+    process_prekey_bundle, process_sender_key_distribution_message, CiphertextMessage, CiphertextMessageType,
     DecryptionErrorMessage, GenericSignedPreKey, IdentityKey, IdentityKeyStore, KeyPair, KyberPreKeyId, KyberPreKeyRecord,
     KyberPreKeyStore, PlaintextContent, PreKeyBundle, PreKeyId, PreKeyRecord, PreKeySignalMessage, PreKeyStore, ProtocolAddress,
-    PublicKey, SessionStore, SignalMessage, SignalProtocolError, SignedPreKeyId, SignedPreKeyRecord, SignedPreKeyStore,
-    Timestamp,
+    PublicKey, SenderKeyDistributionMessage, SenderKeyMessage, SessionStore, SignalMessage, SignalProtocolError, SignedPreKeyId,
+    SignedPreKeyRecord, SignedPreKeyStore, Timestamp,
 };
 use rand::Rng;
+use uuid::Uuid;
 
 use super::store::{ns, DeviceStore};
 use super::vault::{Vault, VaultError};
@@ -75,6 +77,17 @@ pub enum Decrypted {
     },
     /// A message this device already decrypted (delivered twice, e.g. after a crash before
     /// its acknowledgement): nothing to show, and the session is fine.
+    Duplicate,
+}
+
+/// A decrypted channel message (libsignal `SenderKeyMessage`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupDecrypted {
+    /// The plaintext.
+    Message(Vec<u8>),
+    /// This device has no key for it (yet): its distribution has not arrived, or never will.
+    NoKey,
+    /// Its message key was used already (libsignal keeps none): the same ciphertext again.
     Duplicate,
 }
 
@@ -480,6 +493,79 @@ impl E2eeDevice {
             return None;
         }
         PreKeySignalMessage::try_from(envelope.content.as_slice()).ok().map(|m| m.identity_key().serialize().to_vec())
+    }
+
+    // ---- sender keys (channel messages) ---------------------------------------------------
+
+    /// The `SenderKeyDistributionMessage` of this device's sender key `distribution`
+    /// (serialized), the key made when new. It carries the chain where it stands now: a device
+    /// given it reads what this device encrypts from now on, nothing before.
+    pub async fn sender_key_distribution(
+        &mut self,
+        me: UserId,
+        my_device: DeviceId,
+        distribution: Uuid,
+    ) -> Result<Vec<u8>, CryptoError> {
+        let addr = address(me, my_device)?;
+        let mut rng = rand::rng();
+        let skdm = create_sender_key_distribution_message(&addr, distribution, &mut self.store.sender_keys, &mut rng).await?;
+        Ok(skdm.serialized().to_vec())
+    }
+
+    /// The distribution id a `SenderKeyDistributionMessage` names.
+    pub fn distribution_of_skdm(skdm: &[u8]) -> Result<Uuid, CryptoError> {
+        Ok(SenderKeyDistributionMessage::try_from(skdm)?.distribution_id()?)
+    }
+
+    /// Takes the sender key `device` of `sender` handed this device (over their pairwise
+    /// session). Returns its distribution id.
+    pub async fn process_sender_key_distribution(
+        &mut self,
+        sender: UserId,
+        device: DeviceId,
+        skdm: &[u8],
+    ) -> Result<Uuid, CryptoError> {
+        let addr = address(sender, device)?;
+        let message = SenderKeyDistributionMessage::try_from(skdm)?;
+        let distribution = message.distribution_id()?;
+        process_sender_key_distribution_message(&addr, &message, &mut self.store.sender_keys).await?;
+        Ok(distribution)
+    }
+
+    /// Encrypts `plaintext` with this device's sender key `distribution` (a
+    /// `SenderKeyMessage`, serialized). The chain moves one step.
+    pub async fn group_encrypt(
+        &mut self,
+        me: UserId,
+        my_device: DeviceId,
+        distribution: Uuid,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
+        let addr = address(me, my_device)?;
+        let mut rng = rand::rng();
+        let message = group_encrypt(&mut self.store.sender_keys, &addr, distribution, plaintext, &mut rng).await?;
+        Ok(message.serialized().to_vec())
+    }
+
+    /// The distribution id a `SenderKeyMessage` names (`None`: not one).
+    pub fn distribution_of_message(ciphertext: &[u8]) -> Option<Uuid> {
+        SenderKeyMessage::try_from(ciphertext).ok().map(|m| m.distribution_id())
+    }
+
+    /// Decrypts a `SenderKeyMessage` of `device` of `sender`.
+    pub async fn group_decrypt(
+        &mut self,
+        sender: UserId,
+        device: DeviceId,
+        ciphertext: &[u8],
+    ) -> Result<GroupDecrypted, CryptoError> {
+        let addr = address(sender, device)?;
+        match group_decrypt(ciphertext, &mut self.store.sender_keys, &addr).await {
+            Ok(plaintext) => Ok(GroupDecrypted::Message(plaintext)),
+            Err(SignalProtocolError::NoSenderKeyState { .. }) => Ok(GroupDecrypted::NoKey),
+            Err(SignalProtocolError::DuplicatedMessage(..)) => Ok(GroupDecrypted::Duplicate),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Overwrites the session with a device with garbage (tests of the repair path).

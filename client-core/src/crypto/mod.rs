@@ -14,7 +14,7 @@ pub mod vault;
 #[cfg(feature = "native")]
 pub mod sqlite;
 
-pub use device::{CryptoError, Decrypted, E2eeDevice};
+pub use device::{CryptoError, Decrypted, E2eeDevice, GroupDecrypted};
 pub use history::History;
 pub use sent_log::{Refusal, SentEntry, SentLog, SentTo};
 pub use vault::{MemoryBackend, Vault, VaultBackend, VaultError};

@@ -5,9 +5,10 @@ use std::rc::Rc;
 use async_trait::async_trait;
 use libsignal_protocol::{
     Direction, GenericSignedPreKey, IdentityChange, IdentityKey, IdentityKeyPair, IdentityKeyStore, KyberPreKeyId,
-    KyberPreKeyRecord, KyberPreKeyStore, PreKeyId, PreKeyRecord, PreKeyStore, ProtocolAddress, PublicKey, SessionRecord,
-    SessionStore, SignalProtocolError, SignedPreKeyId, SignedPreKeyRecord, SignedPreKeyStore,
+    KyberPreKeyRecord, KyberPreKeyStore, PreKeyId, PreKeyRecord, PreKeyStore, ProtocolAddress, PublicKey, SenderKeyRecord,
+    SenderKeyStore, SessionRecord, SessionStore, SignalProtocolError, SignedPreKeyId, SignedPreKeyRecord, SignedPreKeyStore,
 };
+use uuid::Uuid;
 
 use super::vault::{Vault, VaultError};
 
@@ -26,6 +27,8 @@ pub(crate) mod ns {
     pub const LAST_RESORT: &str = "last_resort";
     pub const SESSION: &str = "session";
     pub const IDENTITY: &str = "identity";
+    /// Sender keys (channels): this device's own, and those other devices distributed to it.
+    pub const SENDER_KEY: &str = "sender_key";
 }
 
 /// A device's Signal protocol state, sealed in a vault: one sub-store per libsignal store
@@ -43,6 +46,8 @@ pub struct DeviceStore {
     pub kyber: KyberPreKeys,
     /// Sessions.
     pub sessions: Sessions,
+    /// Sender keys (channel messages).
+    pub sender_keys: SenderKeys,
 }
 
 impl std::fmt::Debug for DeviceStore {
@@ -76,6 +81,7 @@ impl DeviceStore {
             signed: SignedPreKeys(vault.clone()),
             kyber: KyberPreKeys(vault.clone()),
             sessions: Sessions(vault.clone()),
+            sender_keys: SenderKeys(vault.clone()),
             vault,
         };
         Ok((store, created))
@@ -136,6 +142,34 @@ pub struct SignedPreKeys(Rc<Vault>);
 pub struct KyberPreKeys(Rc<Vault>);
 /// Sessions with contacts' devices.
 pub struct Sessions(Rc<Vault>);
+/// Sender keys by (sender's address, distribution id): the chain this device encrypts channel
+/// messages with, and the chains other devices handed it. libsignal consumes a message key once
+/// it decrypted with it, so each record only moves forward.
+pub struct SenderKeys(Rc<Vault>);
+
+fn sender_key_slot(sender: &ProtocolAddress, distribution: Uuid) -> String {
+    format!("{sender}/{distribution}")
+}
+
+#[async_trait(?Send)]
+impl SenderKeyStore for SenderKeys {
+    async fn store_sender_key(
+        &mut self,
+        sender: &ProtocolAddress,
+        distribution: Uuid,
+        record: &SenderKeyRecord,
+    ) -> SignalResult<()> {
+        let key = sender_key_slot(sender, distribution);
+        self.0.put(ns::SENDER_KEY, key.as_bytes(), &record.serialize()?).await.map_err(storage)
+    }
+
+    async fn load_sender_key(&mut self, sender: &ProtocolAddress, distribution: Uuid) -> SignalResult<Option<SenderKeyRecord>> {
+        match self.0.get(ns::SENDER_KEY, sender_key_slot(sender, distribution).as_bytes()).await.map_err(storage)? {
+            Some(raw) => Ok(Some(SenderKeyRecord::deserialize(&raw)?)),
+            None => Ok(None),
+        }
+    }
+}
 
 impl Sessions {
     /// Forgets the session with `address` (it will be rebuilt from a fresh bundle).

@@ -90,7 +90,22 @@ const CHECK_VALUE: &[u8] = b"lescopains vault v2";
 /// Namespaces that belong to one device of the account (its keys, sessions, sent log). The
 /// rest (history, contacts' identities and verification marks) outlives a device: a browser
 /// that signs in again as a new device keeps the conversations it had.
-const DEVICE_NAMESPACES: &[&str] = &["own", "prekey", "signed", "kyber", "last_resort", "session", "sent", "repair"];
+const DEVICE_NAMESPACES: &[&str] = &[
+    "own",
+    "prekey",
+    "signed",
+    "kyber",
+    "last_resort",
+    "session",
+    "sent",
+    "repair",
+    // Channels: sender keys, this device's outgoing key per channel, which channel each
+    // received key belongs to, and messages waiting for their key.
+    "sender_key",
+    "channel_out",
+    "channel_key",
+    "channel_pending",
+];
 
 /// Records kept opened in memory before the read cache is emptied.
 const CACHE_MAX: usize = 4096;

@@ -271,7 +271,7 @@ impl<T: Transport> Engine<T> {
     /// Takes a verified list of `user` against what this device knew: refuses one older than
     /// the known version (or the same version with other devices), and reports a new account
     /// key as an identity change. Sessions with devices that left or changed key are dropped.
-    async fn accept_list(
+    pub(super) async fn accept_list(
         &mut self,
         user: UserId,
         signed: SignedDeviceList,
@@ -409,7 +409,8 @@ impl<T: Transport> Engine<T> {
     }
 
     /// Handles a gateway event about accounts (`LINK_REQUEST`, `LINK_ANSWER`,
-    /// `DEVICE_LIST_UPDATE`); other names are ignored.
+    /// `DEVICE_LIST_UPDATE`) or channels (messages, reactions, pins, and the membership and
+    /// channel changes that may change who reads a channel); other names are ignored.
     pub async fn handle_event(&mut self, name: &str, data: serde_json::Value, now: i64) -> Result<(), MessagingError> {
         self.tick(now);
         let invalid = |e: serde_json::Error| MessagingError::Transport(format!("unreadable {name} event: {e}"));
@@ -436,7 +437,8 @@ impl<T: Transport> Engine<T> {
                     }
                 }
             }
-            _ => {}
+            // Channel messages and what changes who reads a channel.
+            other => self.channel_event(other, data).await?,
         }
         Ok(())
     }
