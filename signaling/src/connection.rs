@@ -174,6 +174,13 @@ impl Conn {
                 return Step::Close(close::UNKNOWN_ERROR);
             }
         };
+        let (servers, group_dms) = match state.store.communities_of(auth.user.id).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load servers for READY");
+                return Step::Close(close::UNKNOWN_ERROR);
+            }
+        };
         let id = new_session_id();
         let ready = Ready {
             session_id: id.to_string(),
@@ -181,8 +188,8 @@ impl Conn {
             device_id: auth.device_id,
             login_session_id: auth.session_id,
             devices,
-            servers: Vec::new(),
-            group_dms: Vec::new(),
+            servers,
+            group_dms,
         };
         let Ok(payload) = serde_json::to_string(&ready) else { return Step::Close(close::UNKNOWN_ERROR) };
         let owner = Owner { user: auth.user.id, device: auth.device_id, login_session: auth.session_id };
