@@ -484,7 +484,7 @@ async fn no_route_reaches_another_servers_things(backend: Backend) {
     let with_b =
         refused(&app, &mallory, Method::POST, &format!("/api/v1/servers/{s}/channels"), Some(overwrite(b.mod_role.0))).await;
     let with_none = refused(&app, &mallory, Method::POST, &format!("/api/v1/servers/{s}/channels"), Some(overwrite(7))).await;
-    assert_eq!((with_b.0, with_b.1.clone()), (422, ErrorCode::ValidationFailed));
+    assert_eq!((with_b.0, with_b.1), (422, ErrorCode::ValidationFailed));
     assert_eq!(with_b.0, with_none.0);
     // A member overwrite naming B's member who is not in A.
     let member_ow =
