@@ -36,6 +36,7 @@ backend_tests!(
     the_gateway_tells_exactly_the_members_concerned,
     views_grow_when_readers_may_change,
     group_dms,
+    every_route_is_in_the_openapi_document,
 );
 
 const PASSWORD: &str = "a-long-password";
@@ -1327,5 +1328,38 @@ async fn group_dms(backend: Backend) {
     let (_ws, ready) = identified(&app.ws_url, &alice.token).await;
     let dms: Vec<Channel> = serde_json::from_value(ready["d"]["group_dms"].clone()).expect("group dms");
     assert_eq!(dms.iter().map(|d| d.id).collect::<Vec<_>>(), vec![big.id]);
+    app.shutdown().await;
+}
+
+async fn every_route_is_in_the_openapi_document(backend: Backend) {
+    let app = spawn(backend).await;
+    let doc: Value = reqwest::get(app.url("/api/v1/openapi.json")).await.expect("req").json().await.expect("json");
+    for (path, methods) in [
+        ("/api/v1/servers", &["get", "post"][..]),
+        ("/api/v1/servers/{server_id}", &["get", "patch", "delete"]),
+        ("/api/v1/servers/{server_id}/state", &["get"]),
+        ("/api/v1/servers/{server_id}/leave", &["post"]),
+        ("/api/v1/servers/{server_id}/members", &["get"]),
+        ("/api/v1/servers/{server_id}/members/{user_id}", &["get", "delete"]),
+        ("/api/v1/servers/{server_id}/members/{user_id}/roles", &["put"]),
+        ("/api/v1/servers/{server_id}/bans", &["get"]),
+        ("/api/v1/servers/{server_id}/bans/{user_id}", &["put", "delete"]),
+        ("/api/v1/servers/{server_id}/roles", &["get", "post"]),
+        ("/api/v1/servers/{server_id}/roles/{role_id}", &["patch", "delete"]),
+        ("/api/v1/servers/{server_id}/channels", &["get", "post"]),
+        ("/api/v1/servers/{server_id}/invites", &["get", "post"]),
+        ("/api/v1/invites/{code}", &["get", "post", "delete"]),
+        ("/api/v1/channels", &["post"]),
+        ("/api/v1/channels/{channel_id}", &["get", "patch", "delete"]),
+        ("/api/v1/channels/{channel_id}/recipients/{user_id}", &["put", "delete"]),
+        ("/api/v1/users/@me/channels", &["get"]),
+    ] {
+        for method in methods {
+            assert!(doc["paths"][path][method].is_object(), "{method} {path} missing from the OpenAPI document");
+        }
+    }
+    for schema in ["Server", "ServerState", "Channel", "Role", "Member", "Invite", "InvitePreview", "Ban", "NewGroupDm"] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema}");
+    }
     app.shutdown().await;
 }
