@@ -312,3 +312,59 @@ export async function localStoreDump(page: Page): Promise<string[]> {
     return out;
   });
 }
+
+// ---- communities ----
+
+/** Creates a server from the rail's "Add a server"; lands in its #general. */
+export async function createServer(page: Page, name: string): Promise<void> {
+  await page.getByRole('navigation', { name: 'Servers' }).getByRole('button', { name: 'Add a server' }).click();
+  const dialog = page.getByRole('dialog', { name: 'Create a server' });
+  await dialog.getByLabel('Server name').fill(name);
+  await dialog.getByRole('button', { name: 'Create', exact: true }).click();
+  await expect(dialog).toBeHidden();
+  await expect(page.getByRole('heading', { level: 1, name: 'general' })).toBeVisible();
+}
+
+/** Picks an item of the server menu (the server name at the top of the channel list). */
+export async function serverMenu(page: Page, item: string): Promise<void> {
+  await page.getByRole('button', { name: /, server menu$/ }).click();
+  await page.getByRole('menuitem', { name: item }).click();
+}
+
+/** "Invite people": the link the dialog made (copied to the clipboard on the way). */
+export async function inviteLink(page: Page): Promise<string> {
+  await serverMenu(page, 'Invite people');
+  const dialog = page.getByRole('dialog', { name: /^Invite friends to / });
+  const field = dialog.getByLabel('Invite link');
+  await expect(field).toHaveValue(/\/invite\/[A-Za-z0-9_-]+$/);
+  await dialog.getByRole('button', { name: 'Copy' }).click();
+  await expect(dialog.getByRole('button', { name: 'Copied' })).toBeVisible();
+  const link = await field.inputValue();
+  return link;
+}
+
+export function channelList(page: Page) {
+  return page.getByRole('navigation', { name: 'Channels' });
+}
+
+export async function openChannel(page: Page, name: string): Promise<void> {
+  await channelList(page).getByRole('button', { name: new RegExp(`^${name} \\(text channel\\)`) }).click();
+  await expect(page.getByRole('heading', { level: 1, name })).toBeVisible();
+}
+
+/** A channel's message list. */
+export function channelMessages(page: Page, channel = 'general') {
+  return page.getByRole('region', { name: `Messages in #${channel}` });
+}
+
+/** The row of the message whose text holds `text`. */
+export function messageRow(page: Page, text: string, channel = 'general') {
+  return channelMessages(page, channel).getByRole('listitem').filter({ hasText: text });
+}
+
+/** Runs one of a message's hover actions (Reply, Edit, Delete, Add reaction…). */
+export async function messageAction(page: Page, text: string, action: string, channel = 'general'): Promise<void> {
+  const row = messageRow(page, text, channel).last();
+  await row.hover();
+  await row.getByRole('toolbar', { name: 'Message actions' }).getByRole('button', { name: action, exact: true }).click();
+}

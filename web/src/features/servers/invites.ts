@@ -32,7 +32,7 @@ export function inviteLink(code: string, origin = typeof location === 'undefined
 
 /** "Expires Monday, …" / "Never expires" / "Expired". */
 export function expiryText(invite: Pick<Invite, 'expires_at'>, now: number): string {
-  if (invite.expires_at === null) return 'Never expires';
+  if (invite.expires_at === null || invite.expires_at === undefined) return 'Never expires';
   if (invite.expires_at <= now) return 'Expired';
   return `Expires ${formatFull(invite.expires_at)}`;
 }

@@ -73,18 +73,18 @@ export function permissions(server: string, member: MemberContext, overwrites: r
   if (!overwrites) return perms;
   const apply = (p: number, allow: number, deny: number) => ((p & ~deny & ALL) | allow) & ALL;
   const everyone = overwrites.find((o) => o.kind === 'role' && String(o.id) === server);
-  if (everyone) perms = apply(perms, everyone.allow, everyone.deny);
+  if (everyone) perms = apply(perms, everyone.allow ?? NONE, everyone.deny ?? NONE);
   let allow = NONE;
   let deny = NONE;
   for (const o of overwrites) {
     if (o.kind === 'role' && member.roles.some(([r]) => r === String(o.id))) {
-      allow |= o.allow;
-      deny |= o.deny;
+      allow |= o.allow ?? NONE;
+      deny |= o.deny ?? NONE;
     }
   }
   perms = apply(perms, allow, deny);
   const own = overwrites.find((o) => o.kind === 'member' && String(o.id) === member.user);
-  if (own) perms = apply(perms, own.allow, own.deny);
+  if (own) perms = apply(perms, own.allow ?? NONE, own.deny ?? NONE);
   if (!has(perms, P.VIEW_CHANNEL)) return NONE;
   return perms;
 }

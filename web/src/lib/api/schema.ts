@@ -72,6 +72,253 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/channels": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create a group DM with 1 to 24 other users (enabled accounts, each once, not the caller);
+         *     the caller owns it. `CHANNEL_CREATE` goes to every member.
+         */
+        post: operations["create_group_dm"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/channels/{channel_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A channel the caller may view: a server channel (with its overwrites) or a group DM they
+         *     are in (with its members).
+         */
+        get: operations["channel"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a channel. A server channel: manage channels there; its messages go with it, and a
+         *     category's channels move out of it. A group DM: the caller leaves it (as removing
+         *     themself). `CHANNEL_DELETE` goes to those who could view it.
+         */
+        delete: operations["delete_channel"];
+        options?: never;
+        head?: never;
+        /**
+         * Edit a channel. A server channel: manage channels there; `parent_id: null` takes it out of
+         *     its category; `overwrites` replaces them all (only bits the caller holds may change). A
+         *     group DM: any member renames it (only `name`; empty clears it). `CHANNEL_UPDATE` goes to
+         *     those who may view it; a channel that becomes visible or invisible to a member is created
+         *     or deleted for them.
+         */
+        patch: operations["edit_channel"];
+        trace?: never;
+    };
+    "/api/v1/channels/{channel_id}/messages": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A page of history, newest first, with reactions: only messages created since the caller
+         *     joined the server (or the group DM).
+         */
+        get: operations["history"];
+        put?: never;
+        /**
+         * Sends a message: one sender-key ciphertext, stored once, for the view of the recipient
+         *     devices the sender encrypted for, with key distributions for devices that lack the
+         *     sender's key (queued as envelopes in the same transaction). The distributions are pushed
+         *     as `ENVELOPE` events, then `MESSAGE_CREATE` goes to every reader.
+         */
+        post: operations["channel_send"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/channels/{channel_id}/messages/{message_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Deletes a message (its author, or a member with MANAGE_MESSAGES), with its reactions and,
+         *     for the first message of a thread, the thread's messages. `MESSAGE_DELETE` goes to the
+         *     readers.
+         */
+        delete: operations["remove"];
+        options?: never;
+        head?: never;
+        /**
+         * Replaces the ciphertext of one's own message (encrypted with the editing device's sender
+         *     key, which becomes `author_device`); same view and distribution rules as a send.
+         *     `MESSAGE_UPDATE` goes to the readers.
+         */
+        patch: operations["edit"];
+        trace?: never;
+    };
+    "/api/v1/channels/{channel_id}/messages/{message_id}/reactions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Adds a reaction (the emoji is inside the ciphertext; ADD_REACTIONS); same view and
+         *     distribution rules as a send. `REACTION_ADD` goes to the readers.
+         */
+        post: operations["react"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/channels/{channel_id}/messages/{message_id}/reactions/{reaction_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Removes a reaction (one's own, or any with MANAGE_MESSAGES). `REACTION_REMOVE` goes to the
+         *     readers.
+         */
+        delete: operations["unreact"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/channels/{channel_id}/pins": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The pinned messages of the channel (those since the caller joined), newest first. */
+        get: operations["pins"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/channels/{channel_id}/pins/{message_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Pins a message (MANAGE_MESSAGES; at most 250 per channel). `PINS_UPDATE` goes to the
+         *     readers.
+         */
+        put: operations["pin"];
+        post?: never;
+        /** Unpins a message (MANAGE_MESSAGES). `PINS_UPDATE` goes to the readers. */
+        delete: operations["unpin"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/channels/{channel_id}/recipients": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every device that may read the channel now, with the view number that sends must name. */
+        get: operations["recipients"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/channels/{channel_id}/recipients/{user_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Add someone to a group DM the caller is in (any member may; at most 25 members). Adding a
+         *     member already in changes nothing. `CHANNEL_CREATE` goes to the newcomer,
+         *     `CHANNEL_UPDATE` to the others.
+         */
+        put: operations["add_recipient"];
+        post?: never;
+        /**
+         * Remove someone from a group DM: its owner removes anyone; anyone removes themself (leaves).
+         *     When the owner leaves, the oldest member owns it; when the last member leaves, it is
+         *     deleted. `CHANNEL_DELETE` goes to the one removed, `CHANNEL_UPDATE` to the others.
+         */
+        delete: operations["remove_recipient"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/invites/{code}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** What an invite leads to (the server's name and size, who invites), for anyone signed in. */
+        get: operations["preview"];
+        put?: never;
+        /**
+         * Join a server by invite; answers the server. A member already in gets it without using the
+         *     invite. `SERVER_CREATE` goes to the newcomer, `MEMBER_ADD` to every member.
+         */
+        post: operations["join"];
+        /** Revoke an invite: its creator, or a member with manage server. */
+        delete: operations["revoke"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/keys": {
         parameters: {
             query?: never;
@@ -205,6 +452,288 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/servers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The servers the caller is a member of. */
+        get: operations["list_servers"];
+        put?: never;
+        /**
+         * Create a server. The caller becomes its owner and first member; it starts with the
+         *     `@everyone` role and a `general` text channel and a `general` voice channel, each in a
+         *     category. `SERVER_CREATE` goes to the caller.
+         */
+        post: operations["create_server"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/servers/{server_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A server the caller is a member of. */
+        get: operations["get_server"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a server with its channels, roles, invites and messages (owner only).
+         *     `SERVER_DELETE` goes to every member.
+         */
+        delete: operations["delete_server"];
+        options?: never;
+        head?: never;
+        /**
+         * Rename a server (manage server) or transfer it to another member (`owner_id`, owner only).
+         *     `SERVER_UPDATE` goes to every member.
+         */
+        patch: operations["edit_server"];
+        trace?: never;
+    };
+    "/api/v1/servers/{server_id}/bans": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The bans in force (ban members), newest first. */
+        get: operations["bans"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/servers/{server_id}/bans/{user_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Ban a user (ban members): a member is removed as by a kick (and must be below the caller);
+         *     a non-member can be banned too. Until the ban ends (`duration_secs`, at most a year; none:
+         *     until lifted) no invite lets them in. Banning again replaces the ban.
+         */
+        put: operations["ban"];
+        post?: never;
+        /** Lift a ban (ban members). */
+        delete: operations["unban"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/servers/{server_id}/channels": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The channels of a server the caller may view, by position. */
+        get: operations["server_channels"];
+        put?: never;
+        /**
+         * Create a channel in a server (manage channels). Text and voice channel names are lowercased
+         *     with spaces turned into `-`. A channel may sit in a category of the same server (a category
+         *     in none); without overwrites it takes its category's. `CHANNEL_CREATE` goes to the members
+         *     who may view it.
+         */
+        post: operations["create_channel"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/servers/{server_id}/invites": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The usable invites of a server: all of them with manage server, otherwise the caller's
+         *     own. Newest first.
+         */
+        get: operations["invites"];
+        put?: never;
+        /**
+         * Create an invite (create invites). `max_uses`: 1 to 10,000 (absent: unlimited);
+         *     `max_age_secs`: 1 to 30 days (absent: 7 days; `null`: never expires).
+         */
+        post: operations["create_invite"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/servers/{server_id}/leave": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Leave a server (also `DELETE /api/v1/users/@me/servers/{server_id}`). The owner cannot:
+         *     they transfer the server or delete it first (409). `SERVER_DELETE` goes to the caller,
+         *     `MEMBER_REMOVE` to the other members.
+         */
+        post: operations["leave_server"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/servers/{server_id}/members": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The members of a server, by user id, a page at a time. */
+        get: operations["members"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/servers/{server_id}/members/{user_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One member of a server. */
+        get: operations["member"];
+        put?: never;
+        post?: never;
+        /**
+         * Kick a member (kick members; only a member whose highest role is below the caller's, never
+         *     the owner). They may come back with an invite. `SERVER_DELETE` goes to them,
+         *     `MEMBER_REMOVE` to the others.
+         */
+        delete: operations["kick"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/servers/{server_id}/members/{user_id}/roles": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Set a member's roles, all of them (manage roles). Every role added or removed must be below
+         *     the caller's highest role and carry only permissions the caller holds; `@everyone` is not
+         *     listed. `MEMBER_UPDATE` goes to every member.
+         */
+        put: operations["set_member_roles"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/servers/{server_id}/roles": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The roles of a server, lowest first (`@everyone`, position 0, first). */
+        get: operations["roles"];
+        put?: never;
+        /**
+         * Create a role (manage roles): named "new role" at position 1 unless told otherwise; its
+         *     position must be below the caller's highest role and its permissions ones the caller
+         *     holds. `ROLE_CREATE` goes to every member.
+         */
+        post: operations["create_role"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/servers/{server_id}/roles/{role_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Delete a role below the caller's highest (manage roles; never `@everyone`), with the
+         *     overwrites that named it. `ROLE_DELETE` goes to every member.
+         */
+        delete: operations["delete_role"];
+        options?: never;
+        head?: never;
+        /**
+         * Edit a role below the caller's highest (manage roles). Permissions may only gain or lose
+         *     bits the caller holds. `@everyone`'s permissions, colour and hoist may change, not its
+         *     name or position. `ROLE_UPDATE` goes to every member; channels that become visible or
+         *     invisible to someone are announced to them.
+         */
+        patch: operations["edit_role"];
+        trace?: never;
+    };
+    "/api/v1/servers/{server_id}/state": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Everything the caller sees of a server: the server, every role, the channels the caller
+         *     may view, and the caller as a member (what READY and `SERVER_CREATE` carry).
+         */
+        get: operations["server_state"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/users/@me": {
         parameters: {
             query?: never;
@@ -221,6 +750,45 @@ export interface paths {
         head?: never;
         /** Change display name and status text. `USER_UPDATE` goes to every device of the user. */
         patch: operations["update_me"];
+        trace?: never;
+    };
+    "/api/v1/users/@me/channels": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The caller's group DMs. */
+        get: operations["group_dms"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/@me/device-list": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Publish a new version of the caller's device list, signed by the account key. The devices
+         *     it names (each with the identity key it uploaded) become linked and all others pending:
+         *     from then on only linked devices receive messages and hand out prekey bundles.
+         *     `DEVICE_LIST_UPDATE` goes to every device of the user.
+         */
+        put: operations["publish_device_list"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/api/v1/users/@me/devices": {
@@ -252,7 +820,8 @@ export interface paths {
         post?: never;
         /**
          * Remove one of the caller's devices: its keys, its queued envelopes and its session go with
-         *     it, and its connections are closed. Senders learn of it through `device_mismatch`.
+         *     it, and its connections are closed. Senders learn of it through `device_mismatch`. A
+         *     pending device may remove itself, not a linked one.
          */
         delete: operations["remove_device"];
         options?: never;
@@ -262,6 +831,88 @@ export interface paths {
          *     the account; other devices see the change in `GET /api/v1/users/@me/devices`.
          */
         patch: operations["rename_device"];
+        trace?: never;
+    };
+    "/api/v1/users/@me/link-requests": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The open link requests of the caller's pending devices (without answers); for linked
+         *     devices only.
+         */
+        get: operations["link_requests"];
+        put?: never;
+        /**
+         * Ask to be linked: the calling (pending) device opens a link request with its SPAKE2
+         *     message, replacing its earlier one. `LINK_REQUEST` goes to every device of the user; a
+         *     linked device answers within 10 minutes.
+         */
+        post: operations["open_link_request"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/@me/link-requests/@me": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The calling device's own open link request, with the answer once a linked device gave one. */
+        get: operations["own_link_request"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/@me/link-requests/{device_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Decline a pending device's link request: from a linked device, or the requesting device
+         *     itself (which may also say `@me`).
+         */
+        delete: operations["decline_link_request"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/@me/link-requests/{device_id}/answer": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Answer a pending device's link request (linked devices only): the answer is kept on the
+         *     request and sent to that device as `LINK_ANSWER`.
+         */
+        post: operations["answer_link_request"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/api/v1/users/@me/password": {
@@ -275,6 +926,27 @@ export interface paths {
         put?: never;
         /** Change the password; every other session of the user ends. */
         post: operations["change_password"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/@me/recovery": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The caller's recovery backup (the account key sealed under the recovery key). Any device of
+         *     the user may read it: a pending device recovers with it.
+         */
+        get: operations["recovery"];
+        /** Store (or replace) the caller's recovery backup; only a linked device may. */
+        put: operations["put_recovery"];
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -353,6 +1025,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/users/{user_id}/device-list": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A user's current signed device list, exactly as it was published. Any signed-in user may
+         *     read it; clients verify the signature with the account key they know for that user.
+         */
+        get: operations["device_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/healthz": {
         parameters: {
             query?: never;
@@ -422,12 +1114,116 @@ export interface components {
             /** @description The account. */
             user: components["schemas"]["User"];
         };
+        /** @description A ban. */
+        Ban: {
+            /**
+             * Format: int64
+             * @description When.
+             */
+            created_at: number;
+            /**
+             * Format: int64
+             * @description When it ends (`None`: until lifted).
+             */
+            expires_at?: number | null;
+            /** @description Who banned them. */
+            moderator_id: components["schemas"]["UserId"];
+            /** @description Why. */
+            reason?: string | null;
+            /** @description Who is banned. */
+            user: components["schemas"]["PublicUser"];
+        };
         /** @description `POST /api/v1/users/@me/password`. */
         ChangePassword: {
             /** @description The password in use now. */
             current_password: string;
             /** @description The new password (8 characters to 1024 bytes). */
             new_password: string;
+        };
+        /** @description A channel. */
+        Channel: {
+            /** @description Id. */
+            id: components["schemas"]["ChannelId"];
+            /** @description Kind. */
+            kind: components["schemas"]["ChannelKind"];
+            last_message_id?: null | components["schemas"]["MessageId"];
+            /** @description Name (a group DM's may be empty: clients then list its members). */
+            name: string;
+            /** @description Overwrites (for group DMs: none). */
+            overwrites: components["schemas"]["Overwrite"][];
+            owner_id?: null | components["schemas"]["UserId"];
+            parent_id?: null | components["schemas"]["ChannelId"];
+            /**
+             * Format: int32
+             * @description Order among its siblings (lower first).
+             */
+            position: number;
+            /** @description Members of a group DM (empty for server channels). */
+            recipients?: components["schemas"]["PublicUser"][];
+            server_id?: null | components["schemas"]["ServerId"];
+            /** @description Topic. */
+            topic?: string | null;
+        };
+        /**
+         * @description 64-bit snowflake id as a decimal string
+         * @example 1234567890123456789
+         */
+        ChannelId: string;
+        /**
+         * @description Kinds of channel.
+         * @enum {string}
+         */
+        ChannelKind: "text" | "voice" | "category" | "group_dm";
+        /** @description A channel message as stored: ciphertext and routing metadata. */
+        ChannelMessage: {
+            /** @description From which device (whose sender key encrypted it). */
+            author_device: components["schemas"]["DeviceId"];
+            /** @description Who wrote it. */
+            author_id: components["schemas"]["UserId"];
+            /** @description The channel. */
+            channel_id: components["schemas"]["ChannelId"];
+            /**
+             * Format: byte
+             * @description The libsignal `SenderKeyMessage`.
+             */
+            ciphertext: string;
+            /**
+             * Format: int64
+             * @description When the server accepted it (Unix milliseconds).
+             */
+            created_at: number;
+            /**
+             * Format: int64
+             * @description When it was last edited (the ciphertext is then the edited one).
+             */
+            edited_at?: number | null;
+            /** @description Id (snowflake: ordered by time). */
+            id: components["schemas"]["MessageId"];
+            /** @description Pinned in its channel. */
+            pinned: boolean;
+            /** @description Its reactions, oldest first. */
+            reactions: components["schemas"]["Reaction"][];
+            /**
+             * Format: int32
+             * @description Messages in the thread it starts (0: none).
+             */
+            thread_count: number;
+            thread_id?: null | components["schemas"]["MessageId"];
+        };
+        /**
+         * @description `GET /api/v1/channels/{id}/recipients`, and the `details` of a 409 `view_stale`: every
+         *     device that may read the channel now, under view number `view`.
+         */
+        ChannelRecipients: {
+            /** @description The channel. */
+            channel_id: components["schemas"]["ChannelId"];
+            /** @description The devices, sorted by user then device (the sender's own devices included). */
+            devices: components["schemas"]["RecipientDevice"][];
+            /**
+             * Format: int64
+             * @description The view number: it grows whenever the set of readers may have changed.
+             */
+            view: number;
         };
         /** @description `POST /api/v1/auth/register` and `POST /api/v1/auth/login`. */
         Credentials: {
@@ -452,6 +1248,12 @@ export interface components {
              * @description When it last refreshed its tokens or connected to the gateway (RFC 3339).
              */
             last_seen_at: string;
+            /**
+             * @description In the user's current signed device list, with the identity key it has (as the server
+             *     sees it: clients check the list's signature themselves). A device that is not is
+             *     *pending*: nothing is routed to it.
+             */
+            linked?: boolean;
             /** @description Name the user gave it. */
             name: string;
         };
@@ -481,6 +1283,92 @@ export interface components {
          *     protocol device id).
          */
         DeviceId: number;
+        /**
+         * @description A sender key distribution (or any pairwise envelope) for one device, riding a channel send:
+         *     queued for that device as an `ENVELOPE` in the same transaction as the message.
+         */
+        Distribution: {
+            /**
+             * Format: byte
+             * @description The libsignal ciphertext.
+             */
+            content: string;
+            /** @description Their device. */
+            device_id: components["schemas"]["DeviceId"];
+            /**
+             * Format: int32
+             * @description Envelope kind (see [`crate::messages::kind`]).
+             */
+            kind: number;
+            /**
+             * Format: int32
+             * @description Its registration id, as the sender's session knows it.
+             */
+            registration_id: number;
+            /** @description The member. */
+            user_id: components["schemas"]["UserId"];
+        };
+        /**
+         * @description `PATCH /api/v1/channels/{id}`. `parent_id: null` moves a channel out of its category;
+         *     absent leaves it.
+         */
+        EditChannel: {
+            /** @description New name. */
+            name?: string | null;
+            /** @description Replaces every overwrite. */
+            overwrites?: components["schemas"]["Overwrite"][] | null;
+            /** @description New category (`null`: none). */
+            parent_id?: string | null;
+            /**
+             * Format: int32
+             * @description New position.
+             */
+            position?: number | null;
+            /** @description New topic (empty clears it). */
+            topic?: string | null;
+        };
+        /** @description `PATCH /api/v1/channels/{id}/messages/{message_id}` (the author only): a new ciphertext. */
+        EditChannelMessage: {
+            /**
+             * Format: byte
+             * @description The new ciphertext.
+             */
+            ciphertext: string;
+            /** @description As for a send. */
+            distributions?: components["schemas"]["Distribution"][];
+            /**
+             * Format: int64
+             * @description As for a send.
+             */
+            view: number;
+        };
+        /**
+         * @description `POST /api/v1/servers/{id}/roles` and `PATCH …/roles/{role_id}` (fields absent are kept;
+         *     on create they default).
+         */
+        EditRole: {
+            /**
+             * Format: int32
+             * @description RGB colour.
+             */
+            color?: number | null;
+            /** @description Shown apart. */
+            hoist?: boolean | null;
+            /** @description Name. */
+            name?: string | null;
+            permissions?: null | components["schemas"]["Permissions"];
+            /**
+             * Format: int32
+             * @description Position (below the actor's highest role; not 0).
+             */
+            position?: number | null;
+        };
+        /** @description `PATCH /api/v1/servers/{id}` (manage server; `owner_id` only by the owner: transfer). */
+        EditServer: {
+            /** @description New name. */
+            name?: string | null;
+            owner_id?: null | components["schemas"]["UserId"];
+        };
         /** @description An envelope waiting for (or pushed to) one device. */
         Envelope: {
             /**
@@ -515,7 +1403,7 @@ export interface components {
          *     unknown code by its HTTP status.
          * @enum {string}
          */
-        ErrorCode: "malformed_request" | "validation_failed" | "payload_too_large" | "invalid_credentials" | "unauthorized" | "invalid_refresh_token" | "forbidden" | "account_disabled" | "not_found" | "username_taken" | "too_many_devices" | "conflict" | "device_mismatch" | "invalid_keys" | "rate_limited" | "queue_full" | "unknown_route" | "internal" | "unavailable";
+        ErrorCode: "malformed_request" | "validation_failed" | "payload_too_large" | "invalid_credentials" | "unauthorized" | "invalid_refresh_token" | "forbidden" | "account_disabled" | "not_found" | "username_taken" | "too_many_devices" | "conflict" | "device_mismatch" | "view_stale" | "invalid_keys" | "rate_limited" | "queue_full" | "unknown_route" | "internal" | "unavailable";
         /** @description The content of an error body. */
         ErrorDetail: {
             /** @description Stable machine-readable code. */
@@ -527,6 +1415,210 @@ export interface components {
             details?: Record<string, never> | null;
             /** @description Human-readable explanation, safe to show to the user. */
             message: string;
+        };
+        /** @description An invite. */
+        Invite: {
+            /** @description The code (what the link carries). */
+            code: string;
+            /**
+             * Format: int64
+             * @description When it was made.
+             */
+            created_at: number;
+            /**
+             * Format: int64
+             * @description When it expires (Unix milliseconds; `None`: never).
+             */
+            expires_at?: number | null;
+            /** @description Who made it. */
+            inviter_id: components["schemas"]["UserId"];
+            /**
+             * Format: int32
+             * @description Uses allowed (`None`: unlimited).
+             */
+            max_uses?: number | null;
+            /** @description The server. */
+            server_id: components["schemas"]["ServerId"];
+            /**
+             * Format: int32
+             * @description Times used.
+             */
+            uses: number;
+        };
+        /** @description `GET /api/v1/invites/{code}`: what an invite leads to, for anyone signed in. */
+        InvitePreview: {
+            /** @description The code. */
+            code: string;
+            /**
+             * Format: int64
+             * @description When it expires.
+             */
+            expires_at?: number | null;
+            /** @description Who invites. */
+            inviter: components["schemas"]["PublicUser"];
+            /**
+             * Format: int64
+             * @description Its member count.
+             */
+            member_count: number;
+            /** @description The server's id. */
+            server_id: components["schemas"]["ServerId"];
+            /** @description The server's name. */
+            server_name: string;
+        };
+        /** @description An answer as the pending device receives it (`LINK_ANSWER` gateway event). */
+        LinkAnswer: {
+            /** @description The device that answered. */
+            from_device: components["schemas"]["DeviceId"];
+            /**
+             * Format: byte
+             * @description Its SPAKE2 message.
+             */
+            pake: string;
+            /**
+             * Format: byte
+             * @description The sealed payload.
+             */
+            sealed: string;
+        };
+        /**
+         * @description A pending device's open link request, as the user's devices see it (and as the
+         *     `LINK_REQUEST` gateway event carries it).
+         */
+        LinkRequest: {
+            /**
+             * Format: int64
+             * @description When it was made (Unix milliseconds).
+             */
+            created_at: number;
+            /** @description The device asking. */
+            device_id: components["schemas"]["DeviceId"];
+            /** @description Its name. */
+            device_name: string;
+            /**
+             * Format: int64
+             * @description When it lapses (Unix milliseconds).
+             */
+            expires_at: number;
+            /**
+             * Format: byte
+             * @description Its identity key as the server has it (33 bytes); the exchange binds it, so a key
+             *     swapped by the server makes the exchange fail.
+             */
+            identity_key: string;
+            /**
+             * Format: byte
+             * @description Its SPAKE2 message.
+             */
+            pake: string;
+        };
+        /** @description A member of a server. */
+        Member: {
+            /**
+             * Format: int64
+             * @description When they joined (Unix milliseconds).
+             */
+            joined_at: number;
+            /** @description Their roles (`@everyone` not listed). */
+            roles: components["schemas"]["RoleId"][];
+            /** @description The server. */
+            server_id: components["schemas"]["ServerId"];
+            /** @description Who. */
+            user: components["schemas"]["PublicUser"];
+        };
+        /**
+         * @description 64-bit snowflake id as a decimal string
+         * @example 1234567890123456789
+         */
+        MessageId: string;
+        /** @description `PUT /api/v1/servers/{id}/bans/{user_id}`. */
+        NewBan: {
+            /**
+             * Format: int64
+             * @description Seconds it lasts (`None`: until lifted).
+             */
+            duration_secs?: number | null;
+            /** @description Why (shown to moderators, kept in the audit log). */
+            reason?: string | null;
+        };
+        /** @description `POST /api/v1/servers/{id}/channels`. */
+        NewChannel: {
+            /** @description `text`, `voice` or `category`. */
+            kind: components["schemas"]["ChannelKind"];
+            /** @description Name (1–100 characters; text and voice channel names are lowercased, spaces become `-`). */
+            name: string;
+            /** @description Overwrites (default: the category's). */
+            overwrites?: components["schemas"]["Overwrite"][] | null;
+            parent_id?: null | components["schemas"]["ChannelId"];
+            /**
+             * Format: int32
+             * @description Position (default: after the last sibling).
+             */
+            position?: number | null;
+            /** @description Topic. */
+            topic?: string | null;
+        };
+        /** @description `POST /api/v1/channels` (group DM): its members besides the creator (1–24). */
+        NewGroupDm: {
+            /** @description Optional name. */
+            name?: string | null;
+            /** @description The other members. */
+            recipients: components["schemas"]["UserId"][];
+        };
+        /** @description `POST /api/v1/servers/{id}/invites`. */
+        NewInvite: {
+            /**
+             * Format: int64
+             * @description Seconds before it expires (`None`: never; default 7 days when the field is absent).
+             */
+            max_age_secs?: number | null;
+            /**
+             * Format: int32
+             * @description Uses before it stops working (`None`: unlimited).
+             */
+            max_uses?: number | null;
+        };
+        /** @description `POST /api/v1/users/@me/link-requests/{device_id}/answer`: a linked device's answer. */
+        NewLinkAnswer: {
+            /**
+             * Format: byte
+             * @description The linked device's SPAKE2 message (at most 64 bytes).
+             */
+            pake: string;
+            /**
+             * Format: byte
+             * @description The account key (and the current signed list) sealed under the exchange's key
+             *     (at most 16 KiB).
+             */
+            sealed: string;
+        };
+        /** @description `POST /api/v1/users/@me/link-requests`: a pending device asks to be linked. */
+        NewLinkRequest: {
+            /**
+             * Format: byte
+             * @description The new device's SPAKE2 message (at most 64 bytes).
+             */
+            pake: string;
+        };
+        /** @description `POST /api/v1/channels/{id}/messages/{message_id}/reactions`: the emoji, encrypted. */
+        NewReaction: {
+            /**
+             * Format: byte
+             * @description The encrypted reaction.
+             */
+            ciphertext: string;
+            /** @description As for a send. */
+            distributions?: components["schemas"]["Distribution"][];
+            /**
+             * Format: int64
+             * @description As for a send.
+             */
+            view: number;
+        };
+        /** @description `POST /api/v1/servers`. */
+        NewServer: {
+            /** @description Name (1–100 characters). */
+            name: string;
         };
         /** @description One ciphertext for one device. */
         OutgoingEnvelope: {
@@ -548,6 +1640,39 @@ export interface components {
              */
             registration_id: number;
         };
+        /** @description A channel's exception to server-wide permissions, for a role or a member. */
+        Overwrite: {
+            /** @description Granted here. */
+            allow?: components["schemas"]["Permissions"];
+            /** @description Taken away here (allow wins where both are set at the same level). */
+            deny?: components["schemas"]["Permissions"];
+            /**
+             * @description The role's or the member's id: a decimal string on the wire like every snowflake (a
+             *     JSON number would lose bits in JavaScript); a bare number is accepted too.
+             */
+            id: string;
+            /** @description Role or member. */
+            kind: components["schemas"]["OverwriteKind"];
+        };
+        /**
+         * @description Whom an overwrite applies to.
+         * @enum {string}
+         */
+        OverwriteKind: "role" | "member";
+        /**
+         * @description The calling device's own link request (`GET /api/v1/users/@me/link-requests/@me`), with
+         *     the answer once one came.
+         */
+        OwnLinkRequest: {
+            answer?: null | components["schemas"]["LinkAnswer"];
+            /** @description The request. */
+            request: components["schemas"]["LinkRequest"];
+        };
+        /**
+         * Format: int64
+         * @description Permission bitflags (Discord-like). Travel as a JSON number.
+         */
+        Permissions: number;
         /**
          * @description Platform-wide role of an account.
          * @enum {string}
@@ -593,6 +1718,16 @@ export interface components {
             /** @description Login name, as the user typed it. */
             username: string;
         };
+        /** @description `PUT /api/v1/users/@me/device-list`: publish a new version of the caller's device list. */
+        PublishDeviceList: {
+            /**
+             * @description Required (the account's password) to replace the account key with another one: the
+             *     user lost every linked device and the recovery key, and starts a new account identity.
+             */
+            reset_password?: string | null;
+            /** @description The new list, signed. */
+            signed: components["schemas"]["SignedDeviceList"];
+        };
         /** @description `GET /api/v1/messages`: the oldest queued envelopes of the calling device. */
         Queue: {
             /** @description Oldest first. */
@@ -600,12 +1735,63 @@ export interface components {
             /** @description Whether more wait after these (acknowledge these, then fetch again). */
             more: boolean;
         };
+        /** @description A reaction (its emoji is inside the ciphertext). */
+        Reaction: {
+            /** @description The channel. */
+            channel_id: components["schemas"]["ChannelId"];
+            /**
+             * Format: byte
+             * @description The encrypted reaction.
+             */
+            ciphertext: string;
+            /**
+             * Format: int64
+             * @description When (Unix milliseconds).
+             */
+            created_at: number;
+            /** @description From which device (whose sender key encrypted it). */
+            device_id: components["schemas"]["DeviceId"];
+            /** @description Id. */
+            id: components["schemas"]["ReactionId"];
+            /** @description The message. */
+            message_id: components["schemas"]["MessageId"];
+            /** @description Who reacted. */
+            user_id: components["schemas"]["UserId"];
+        };
+        /**
+         * @description 64-bit snowflake id as a decimal string
+         * @example 1234567890123456789
+         */
+        ReactionId: string;
         /** @description `GET /readyz` answer. */
         Readiness: {
             /** @description Whether the database answered. */
             database: boolean;
             /** @description "ready" or "unavailable". */
             status: string;
+        };
+        /** @description One device that may read a channel. */
+        RecipientDevice: {
+            /** @description Their device (one that receives: see the signed device lists). */
+            device_id: components["schemas"]["DeviceId"];
+            /**
+             * Format: int32
+             * @description Its registration id.
+             */
+            registration_id: number;
+            /** @description The member. */
+            user_id: components["schemas"]["UserId"];
+        };
+        /**
+         * @description A recovery backup: the account key sealed under a key derived from the recovery key,
+         *     which only the user holds (`GET`/`PUT /api/v1/users/@me/recovery`).
+         */
+        RecoveryBackup: {
+            /**
+             * Format: byte
+             * @description Opaque to the server.
+             */
+            sealed: string;
         };
         /** @description `POST /api/v1/auth/refresh`. */
         RefreshRequest: {
@@ -616,6 +1802,50 @@ export interface components {
         RenameDevice: {
             /** @description The new name (1–64 characters). */
             name: string;
+        };
+        /** @description A role. */
+        Role: {
+            /**
+             * Format: int32
+             * @description RGB colour, 0 for none.
+             */
+            color: number;
+            /** @description Shown apart in the member list. */
+            hoist: boolean;
+            /** @description Id (`@everyone`'s is the server's). */
+            id: components["schemas"]["RoleId"];
+            /** @description Name (`@everyone` for the default role). */
+            name: string;
+            /** @description Server-wide permissions. */
+            permissions: components["schemas"]["Permissions"];
+            /**
+             * Format: int32
+             * @description Position in the hierarchy: higher outranks lower; `@everyone` is 0.
+             */
+            position: number;
+            /** @description The server. */
+            server_id: components["schemas"]["ServerId"];
+        };
+        /**
+         * @description 64-bit snowflake id as a decimal string
+         * @example 1234567890123456789
+         */
+        RoleId: string;
+        /** @description `POST /api/v1/channels/{id}/messages`. */
+        SendChannelMessage: {
+            /**
+             * Format: byte
+             * @description The libsignal `SenderKeyMessage` (text, reply quote, thread name: all inside).
+             */
+            ciphertext: string;
+            /** @description Key distributions to devices that do not have the sender's current key yet. */
+            distributions?: components["schemas"]["Distribution"][];
+            thread_id?: null | components["schemas"]["MessageId"];
+            /**
+             * Format: int64
+             * @description The view of the recipient devices the sender encrypted for ([`ChannelRecipients::view`]).
+             */
+            view: number;
         };
         /**
          * @description `POST /api/v1/messages`: one message, encrypted once per recipient device and once per the
@@ -644,6 +1874,44 @@ export interface components {
              */
             server_timestamp: number;
         };
+        /** @description A server (guild). */
+        Server: {
+            /**
+             * Format: int64
+             * @description When it was created (Unix milliseconds).
+             */
+            created_at: number;
+            /** @description Id (also the id of its `@everyone` role). */
+            id: components["schemas"]["ServerId"];
+            /**
+             * Format: int64
+             * @description How many members it has.
+             */
+            member_count: number;
+            /** @description Name. */
+            name: string;
+            /** @description Its owner (every permission; cannot be kicked, banned or acted on). */
+            owner_id: components["schemas"]["UserId"];
+        };
+        /**
+         * @description 64-bit snowflake id as a decimal string
+         * @example 1234567890123456789
+         */
+        ServerId: string;
+        /**
+         * @description A server with everything a member sees of it (READY, `SERVER_CREATE`,
+         *     `GET /api/v1/servers/{id}/state`).
+         */
+        ServerState: {
+            /** @description The channels this member may view. */
+            channels: components["schemas"]["Channel"][];
+            /** @description This member. */
+            me: components["schemas"]["Member"];
+            /** @description Every role. */
+            roles: components["schemas"]["Role"][];
+            /** @description The server. */
+            server: components["schemas"]["Server"];
+        };
         /**
          * @description 64-bit snowflake id as a decimal string
          * @example 1234567890123456789
@@ -667,6 +1935,32 @@ export interface components {
             expires_at: string;
             /** @description Session id. */
             id: components["schemas"]["SessionId"];
+        };
+        /** @description `PUT /api/v1/servers/{id}/members/{user_id}/roles`: the member's roles, all of them. */
+        SetMemberRoles: {
+            /** @description Role ids (not `@everyone`). */
+            roles: components["schemas"]["RoleId"][];
+        };
+        /**
+         * @description A device list with its signature, as the server keeps and serves it
+         *     (`GET /api/v1/users/{user_id}/device-list`).
+         */
+        SignedDeviceList: {
+            /**
+             * Format: byte
+             * @description The account's public key (33 bytes).
+             */
+            account_key: string;
+            /**
+             * Format: byte
+             * @description The list in its canonical encoding ([`DeviceList::encode`]).
+             */
+            list: string;
+            /**
+             * Format: byte
+             * @description XEdDSA signature of `list` by the account key (64 bytes).
+             */
+            signature: string;
         };
         /** @description A prekey signed by the device's identity key (EC signed prekey, or Kyber prekey). */
         SignedPreKey: {
@@ -987,6 +2281,1253 @@ export interface operations {
             };
             /** @description password hashing saturated; see Retry-After */
             503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    create_group_dm: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewGroupDm"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Channel"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no recipient, over 24, twice the same, the caller, an unknown or disabled user, or a bad name */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    channel: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description channel id */
+                channel_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Channel"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such channel, or the caller may not view it */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    delete_channel: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description channel id */
+                channel_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no manage channels permission there */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such channel, or the caller may not view it */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    edit_channel: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description channel id */
+                channel_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["EditChannel"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Channel"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no manage channels permission there; overwrites beyond the caller's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such channel, or the caller may not view it */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description bad name or topic; parent not a category of this server; a category into a category; invalid overwrites; a field other than name for a group DM */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    history: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description channel id */
+                channel_id: string;
+                /** @description At most this many messages (1–100, default 50). */
+                limit: number | null;
+                /** @description Only messages older than this one. */
+                before: string | null;
+                /** @description Only messages newer than this one (alone: the page right after it). */
+                after: string | null;
+                /**
+                 * @description The page around this message: `limit / 2` older ones, it, and newer ones (not with
+                 *     `before` or `after`).
+                 */
+                around: string | null;
+                /**
+                 * @description The messages of this thread (the id of its first message); otherwise the channel's
+                 *     top-level messages.
+                 */
+                thread_id: string | null;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChannelMessage"][];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such channel (or not readable by the caller), or no such thread */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    channel_send: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description channel id */
+                channel_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SendChannelMessage"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChannelMessage"];
+                };
+            };
+            /** @description malformed body or base64, empty ciphertext, bad distribution, a category */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no SEND_MESSAGES permission in the channel */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such channel (or not readable by the caller), or no such thread */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description view_stale: the view is not the current one or a distribution does not go to a current recipient device with its registration id; details are the current ChannelRecipients. queue_full: a distribution's device queue is full. Nothing was stored */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description ciphertext or a distribution too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    remove: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description channel id */
+                channel_id: string;
+                /** @description message id */
+                message_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description not the author and no MANAGE_MESSAGES */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such channel or message (for the caller) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    edit: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description channel id */
+                channel_id: string;
+                /** @description message id */
+                message_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["EditChannelMessage"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChannelMessage"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description not the author */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such channel or message (for the caller) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description view_stale (details: current ChannelRecipients) or queue_full */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    react: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description channel id */
+                channel_id: string;
+                /** @description message id */
+                message_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewReaction"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Reaction"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no ADD_REACTIONS permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such channel or message (deleted, or before the caller joined) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description view_stale (details: current ChannelRecipients), queue_full, or the message has the maximum number of reactions */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    unreact: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description channel id */
+                channel_id: string;
+                /** @description message id */
+                message_id: string;
+                /** @description reaction id */
+                reaction_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description another's reaction, without MANAGE_MESSAGES */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such channel, message or reaction (for the caller) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    pins: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description channel id */
+                channel_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChannelMessage"][];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such channel, or the caller may not read it */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    pin: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description channel id */
+                channel_id: string;
+                /** @description message id */
+                message_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description pinned (or already was) */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no MANAGE_MESSAGES permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such channel or message (for the caller) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description the channel has the maximum number of pins */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    unpin: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description channel id */
+                channel_id: string;
+                /** @description message id */
+                message_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description unpinned (or was not pinned) */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no MANAGE_MESSAGES permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such channel or message (for the caller) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    recipients: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description channel id */
+                channel_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChannelRecipients"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such channel, or the caller may not read it */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    add_recipient: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description group DM id */
+                channel_id: string;
+                /** @description user id */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such group DM (or the caller is not in it), or no such user */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description the group DM is full */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    remove_recipient: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description group DM id */
+                channel_id: string;
+                /** @description user id */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description removing someone else without owning the group DM */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such group DM (or the caller is not in it), or that user is not in it */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    preview: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description invite code */
+                code: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InvitePreview"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description unknown, expired or used up */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    join: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description invite code */
+                code: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Server"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description the caller is banned from this server */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description unknown, expired or used up */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description the caller is in the maximum number of servers */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    revoke: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description invite code */
+                code: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description neither its creator nor manage server */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description unknown, or of a server the caller is not in */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1383,6 +3924,1376 @@ export interface operations {
             };
         };
     };
+    list_servers: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Server"][];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    create_server: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewServer"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Server"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description the caller is in the maximum number of servers */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description name empty or over 100 characters */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    get_server: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description server id */
+                server_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Server"];
+                };
+            };
+            /** @description not a server id */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such server, or the caller is not a member */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    delete_server: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description server id */
+                server_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description not the owner */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such server, or the caller is not a member */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    edit_server: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description server id */
+                server_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["EditServer"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Server"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description renaming without manage server; transferring without being the owner */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such server, or the caller is not a member */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description bad name; the new owner is not a member */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    bans: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description server id */
+                server_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Ban"][];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no ban members permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such server, or the caller is not a member */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    ban: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description server id */
+                server_id: string;
+                /** @description user id */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewBan"];
+            };
+        };
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no ban members permission; the member is at or above the caller; oneself */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such server (or not a member), or no such user */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description reason over 512 characters; duration 0 or over a year */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    unban: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description server id */
+                server_id: string;
+                /** @description user id */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no ban members permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such server (or not a member), or no such ban */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    server_channels: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description server id */
+                server_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Channel"][];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such server, or the caller is not a member */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    create_channel: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description server id */
+                server_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewChannel"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Channel"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no manage channels permission; overwrites granting what the caller lacks */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such server, or the caller is not a member */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description the server has the maximum number of channels */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description bad name or topic; kind group_dm; parent not a category of this server; a category with a parent; invalid overwrites (unknown bits, unknown target, duplicates, over 100) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    invites: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description server id */
+                server_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Invite"][];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such server, or the caller is not a member */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    create_invite: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description server id */
+                server_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewInvite"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Invite"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no create invites permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such server, or the caller is not a member */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description max_uses or max_age_secs out of range */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    leave_server: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description server id */
+                server_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such server, or the caller is not a member */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description the owner cannot leave */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    members: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description server id */
+                server_id: string;
+                /** @description At most this many (1–1000; default 1000). */
+                limit: number | null;
+                /** @description Only members whose user id is above this one (the last id of the previous page). */
+                after: string | null;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Member"][];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such server, or the caller is not a member */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    member: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description server id */
+                server_id: string;
+                /** @description user id */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Member"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such server (or not a member), or no such member */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    kick: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description server id */
+                server_id: string;
+                /** @description user id */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no kick members permission, or the member is at or above the caller */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such server (or not a member), or no such member */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    set_member_roles: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description server id */
+                server_id: string;
+                /** @description user id */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SetMemberRoles"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Member"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no manage roles permission; a role or the member at or above the caller */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such server (or not a member), or no such member */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description a role of another server, @everyone, or a role twice */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    roles: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description server id */
+                server_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Role"][];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such server, or the caller is not a member */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    create_role: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description server id */
+                server_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["EditRole"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Role"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no manage roles permission; position or permissions beyond the caller's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such server, or the caller is not a member */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description the server has the maximum number of roles */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description bad name, colour, permission bits or position */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    delete_role: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description server id */
+                server_id: string;
+                /** @description role id */
+                role_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no manage roles permission; the role at or above the caller */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such server (or not a member), or no such role in it */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description @everyone cannot be deleted */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    edit_role: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description server id */
+                server_id: string;
+                /** @description role id */
+                role_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["EditRole"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Role"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no manage roles permission; the role at or above the caller; permissions or position beyond the caller's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such server (or not a member), or no such role in it */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description bad name, colour, bits or position; renaming or moving @everyone */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    server_state: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description server id */
+                server_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServerState"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such server, or the caller is not a member */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
     me: {
         parameters: {
             query?: never;
@@ -1465,6 +5376,107 @@ export interface operations {
             };
         };
     };
+    group_dms: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Channel"][];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    publish_device_list: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PublishDeviceList"];
+            };
+        };
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description invalid_keys: bad account key or signature; malformed_request: not a canonical device list, or another user's */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description invalid_credentials: wrong reset_password */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description conflict: the account key differs (without reset_password), or the version is not above the current one (stale) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description a listed device is not the user's, has no keys or has another identity key */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description password hashing saturated (reset_password); see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
     devices: {
         parameters: {
             query?: never;
@@ -1519,6 +5531,15 @@ export interface operations {
                 };
             };
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description a pending device tried to remove a linked one */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1610,6 +5631,296 @@ export interface operations {
             };
         };
     };
+    link_requests: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LinkRequest"][];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description the calling device is not linked */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    open_link_request: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewLinkRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LinkRequest"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description the device is already linked, the account has no device list, or the device has not uploaded its keys */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description pake is empty or over 64 bytes */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    own_link_request: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OwnLinkRequest"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no open request (none, or expired) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    decline_link_request: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description the pending device, or `@me` */
+                device_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description neither linked nor the requesting device */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no open request of that device */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    answer_link_request: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description the pending device */
+                device_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewLinkAnswer"];
+            };
+        };
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description the calling device is not linked */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no open request of that device */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description pake empty or over 64 bytes, sealed empty or over 16 KiB */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
     change_password: {
         parameters: {
             query?: never;
@@ -1664,6 +5975,113 @@ export interface operations {
             };
             /** @description password hashing saturated; see Retry-After */
             503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    recovery: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RecoveryBackup"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no recovery backup */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    put_recovery: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RecoveryBackup"];
+            };
+        };
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description the calling device is not linked */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description sealed is empty or over 16 KiB */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1856,6 +6274,62 @@ export interface operations {
                 };
             };
             /** @description no such user, or disabled */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    device_list: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description user id, or `@me` */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SignedDeviceList"];
+                };
+            };
+            /** @description not a user id */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such user, or no device list */
             404: {
                 headers: {
                     [name: string]: unknown;

@@ -14,105 +14,21 @@ export type SessionInfo = Schemas['SessionInfo'];
 
 // ---- communities (client-core/src/servers.rs). Ids are decimal strings, permissions numbers. ----
 
-export type ChannelKind = 'text' | 'voice' | 'category' | 'group_dm';
-export type OverwriteKind = 'role' | 'member';
+export type ChannelKind = Schemas['ChannelKind'];
+export type OverwriteKind = Schemas['OverwriteKind'];
+export type Overwrite = Schemas['Overwrite'];
+export type Server = Schemas['Server'];
+export type Role = Schemas['Role'];
+export type Channel = Schemas['Channel'];
+export type Member = Schemas['Member'];
+export type ServerState = Schemas['ServerState'];
+export type EditChannel = Schemas['EditChannel'];
+export type EditRole = Schemas['EditRole'];
+export type Invite = Schemas['Invite'];
+export type InvitePreview = Schemas['InvitePreview'];
+export type Ban = Schemas['Ban'];
 
-export interface Overwrite {
-  /** The role's or the member's id. */
-  id: string;
-  kind: OverwriteKind;
-  allow: number;
-  deny: number;
-}
-
-export interface Server {
-  id: string;
-  name: string;
-  owner_id: string;
-  created_at: number;
-  member_count: number;
-}
-
-export interface Role {
-  id: string;
-  server_id: string;
-  name: string;
-  color: number;
-  position: number;
-  permissions: number;
-  hoist: boolean;
-}
-
-export interface Channel {
-  id: string;
-  server_id: string | null;
-  name: string;
-  kind: ChannelKind;
-  parent_id: string | null;
-  position: number;
-  topic: string | null;
-  overwrites: Overwrite[];
-  recipients?: PublicUser[];
-  owner_id?: string | null;
-  last_message_id: string | null;
-}
-
-export interface Member {
-  user: PublicUser;
-  server_id: string;
-  roles: string[];
-  joined_at: number;
-}
-
-export interface ServerState {
-  server: Server;
-  roles: Role[];
-  channels: Channel[];
-  me: Member;
-}
-
-export interface EditChannel {
-  name?: string;
-  topic?: string;
-  position?: number;
-  parent_id?: string | null;
-  overwrites?: Overwrite[];
-}
-
-export interface EditRole {
-  name?: string;
-  color?: number;
-  permissions?: number;
-  position?: number;
-  hoist?: boolean;
-}
-
-export interface Invite {
-  code: string;
-  server_id: string;
-  inviter_id: string;
-  uses: number;
-  max_uses: number | null;
-  expires_at: number | null;
-  created_at: number;
-}
-
-export interface InvitePreview {
-  code: string;
-  server_id: string;
-  server_name: string;
-  member_count: number;
-  inviter: PublicUser;
-  expires_at: number | null;
-}
-
-export interface Ban {
-  user: PublicUser;
-  reason: string | null;
-  moderator_id: string;
-  created_at: number;
-  expires_at: number | null;
-}
+// Gateway payloads (client-core/src/servers.rs, channel_messages.rs): not in the OpenAPI document.
 
 /** SERVER_DELETE, CHANNEL_DELETE, ROLE_DELETE. */
 export interface Removed {
