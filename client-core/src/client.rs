@@ -15,9 +15,14 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::api::{AuthResponse, ChangePassword, Credentials, Device, RefreshRequest, SessionInfo, Tokens, UpdateProfile, User};
+use crate::channel_messages::{ChannelMessage, ChannelRecipients};
 use crate::error::ApiErrorBody;
 use crate::gateway::{close, ClientMessage, Event, Identify, Resume, ServerMessage};
-use crate::ids::{DeviceId, SessionId};
+use crate::ids::{ChannelId, DeviceId, MessageId, RoleId, ServerId, SessionId, UserId};
+use crate::servers::{
+    Ban, Channel, EditChannel, EditRole, EditServer, Invite, InvitePreview, Member, NewBan, NewChannel, NewGroupDm, NewInvite,
+    NewServer, Role, Server, ServerState, SetMemberRoles,
+};
 
 /// Errors of the client.
 #[derive(Debug, thiserror::Error)]
@@ -252,6 +257,191 @@ impl Client {
             Some(&crate::api::RenameDevice { name: name.to_owned() }),
         )
         .await
+    }
+
+    // ---- servers, channels, roles, invites, group DMs ---------------------------------------
+
+    /// Creates a server (this user is its owner and first member).
+    pub async fn create_server(&self, name: &str) -> Result<Server> {
+        self.api(Method::POST, "/api/v1/servers", Some(&NewServer { name: name.to_owned() })).await
+    }
+
+    /// The servers this user is a member of.
+    pub async fn servers(&self) -> Result<Vec<Server>> {
+        self.api(Method::GET, "/api/v1/servers", None::<&()>).await
+    }
+
+    /// A server this user is a member of.
+    pub async fn server(&self, server: ServerId) -> Result<Server> {
+        self.api(Method::GET, &format!("/api/v1/servers/{server}"), None::<&()>).await
+    }
+
+    /// A server with its roles, the channels this member may view, and this member.
+    pub async fn server_state(&self, server: ServerId) -> Result<ServerState> {
+        self.api(Method::GET, &format!("/api/v1/servers/{server}/state"), None::<&()>).await
+    }
+
+    /// Renames a server or transfers it.
+    pub async fn edit_server(&self, server: ServerId, change: &EditServer) -> Result<Server> {
+        self.api(Method::PATCH, &format!("/api/v1/servers/{server}"), Some(change)).await
+    }
+
+    /// Deletes a server (its owner).
+    pub async fn delete_server(&self, server: ServerId) -> Result<()> {
+        self.no_content(Method::DELETE, &format!("/api/v1/servers/{server}"), None::<&()>).await
+    }
+
+    /// Leaves a server.
+    pub async fn leave_server(&self, server: ServerId) -> Result<()> {
+        self.no_content(Method::DELETE, &format!("/api/v1/users/@me/servers/{server}"), None::<&()>).await
+    }
+
+    /// The members of a server.
+    pub async fn members(&self, server: ServerId) -> Result<Vec<Member>> {
+        self.api(Method::GET, &format!("/api/v1/servers/{server}/members"), None::<&()>).await
+    }
+
+    /// Removes a member from a server (they may join again with an invite).
+    pub async fn kick(&self, server: ServerId, user: UserId) -> Result<()> {
+        self.no_content(Method::DELETE, &format!("/api/v1/servers/{server}/members/{user}"), None::<&()>).await
+    }
+
+    /// Bans a member (removing them) or anyone else from a server.
+    pub async fn ban(&self, server: ServerId, user: UserId, ban: &NewBan) -> Result<()> {
+        self.no_content(Method::PUT, &format!("/api/v1/servers/{server}/bans/{user}"), Some(ban)).await
+    }
+
+    /// Lifts a ban.
+    pub async fn unban(&self, server: ServerId, user: UserId) -> Result<()> {
+        self.no_content(Method::DELETE, &format!("/api/v1/servers/{server}/bans/{user}"), None::<&()>).await
+    }
+
+    /// The bans of a server.
+    pub async fn bans(&self, server: ServerId) -> Result<Vec<Ban>> {
+        self.api(Method::GET, &format!("/api/v1/servers/{server}/bans"), None::<&()>).await
+    }
+
+    /// The roles of a server.
+    pub async fn roles(&self, server: ServerId) -> Result<Vec<Role>> {
+        self.api(Method::GET, &format!("/api/v1/servers/{server}/roles"), None::<&()>).await
+    }
+
+    /// Creates a role.
+    pub async fn create_role(&self, server: ServerId, role: &EditRole) -> Result<Role> {
+        self.api(Method::POST, &format!("/api/v1/servers/{server}/roles"), Some(role)).await
+    }
+
+    /// Changes a role.
+    pub async fn edit_role(&self, server: ServerId, role: RoleId, change: &EditRole) -> Result<Role> {
+        self.api(Method::PATCH, &format!("/api/v1/servers/{server}/roles/{role}"), Some(change)).await
+    }
+
+    /// Deletes a role.
+    pub async fn delete_role(&self, server: ServerId, role: RoleId) -> Result<()> {
+        self.no_content(Method::DELETE, &format!("/api/v1/servers/{server}/roles/{role}"), None::<&()>).await
+    }
+
+    /// Sets a member's roles (all of them).
+    pub async fn set_member_roles(&self, server: ServerId, user: UserId, roles: Vec<RoleId>) -> Result<Member> {
+        let path = format!("/api/v1/servers/{server}/members/{user}/roles");
+        self.api(Method::PUT, &path, Some(&SetMemberRoles { roles })).await
+    }
+
+    /// Creates a channel.
+    pub async fn create_channel(&self, server: ServerId, channel: &NewChannel) -> Result<Channel> {
+        self.api(Method::POST, &format!("/api/v1/servers/{server}/channels"), Some(channel)).await
+    }
+
+    /// The channels of a server this member may view.
+    pub async fn server_channels(&self, server: ServerId) -> Result<Vec<Channel>> {
+        self.api(Method::GET, &format!("/api/v1/servers/{server}/channels"), None::<&()>).await
+    }
+
+    /// A channel (or group DM).
+    pub async fn channel(&self, channel: ChannelId) -> Result<Channel> {
+        self.api(Method::GET, &format!("/api/v1/channels/{channel}"), None::<&()>).await
+    }
+
+    /// Changes a channel (renames a group DM).
+    pub async fn edit_channel(&self, channel: ChannelId, change: &EditChannel) -> Result<Channel> {
+        self.api(Method::PATCH, &format!("/api/v1/channels/{channel}"), Some(change)).await
+    }
+
+    /// Deletes a channel.
+    pub async fn delete_channel(&self, channel: ChannelId) -> Result<()> {
+        self.no_content(Method::DELETE, &format!("/api/v1/channels/{channel}"), None::<&()>).await
+    }
+
+    /// Makes an invite to a server.
+    pub async fn create_invite(&self, server: ServerId, invite: &NewInvite) -> Result<Invite> {
+        self.api(Method::POST, &format!("/api/v1/servers/{server}/invites"), Some(invite)).await
+    }
+
+    /// The invites of a server.
+    pub async fn invites(&self, server: ServerId) -> Result<Vec<Invite>> {
+        self.api(Method::GET, &format!("/api/v1/servers/{server}/invites"), None::<&()>).await
+    }
+
+    /// What an invite leads to.
+    pub async fn invite_preview(&self, code: &str) -> Result<InvitePreview> {
+        self.api(Method::GET, &format!("/api/v1/invites/{code}"), None::<&()>).await
+    }
+
+    /// Joins the server an invite leads to.
+    pub async fn join(&self, code: &str) -> Result<Server> {
+        self.api(Method::POST, &format!("/api/v1/invites/{code}"), None::<&()>).await
+    }
+
+    /// Revokes an invite.
+    pub async fn revoke_invite(&self, code: &str) -> Result<()> {
+        self.no_content(Method::DELETE, &format!("/api/v1/invites/{code}"), None::<&()>).await
+    }
+
+    /// Creates a group DM with `recipients` (this user is its owner).
+    pub async fn create_group_dm(&self, recipients: Vec<UserId>, name: Option<&str>) -> Result<Channel> {
+        let body = NewGroupDm { recipients, name: name.map(str::to_owned) };
+        self.api(Method::POST, "/api/v1/channels", Some(&body)).await
+    }
+
+    /// This user's group DMs.
+    pub async fn group_dms(&self) -> Result<Vec<Channel>> {
+        self.api(Method::GET, "/api/v1/users/@me/channels", None::<&()>).await
+    }
+
+    /// Adds someone to a group DM.
+    pub async fn add_to_group_dm(&self, channel: ChannelId, user: UserId) -> Result<()> {
+        self.no_content(Method::PUT, &format!("/api/v1/channels/{channel}/recipients/{user}"), None::<&()>).await
+    }
+
+    /// Removes someone from a group DM (its owner), or leaves it (oneself).
+    pub async fn remove_from_group_dm(&self, channel: ChannelId, user: UserId) -> Result<()> {
+        self.no_content(Method::DELETE, &format!("/api/v1/channels/{channel}/recipients/{user}"), None::<&()>).await
+    }
+
+    /// The devices that may read a channel now, with the view number.
+    pub async fn channel_recipients(&self, channel: ChannelId) -> Result<ChannelRecipients> {
+        self.api(Method::GET, &format!("/api/v1/channels/{channel}/recipients"), None::<&()>).await
+    }
+
+    /// A page of a channel's stored messages (ciphertexts), newest first. `query` is the
+    /// query string without `?` (`limit=50&before=…`).
+    pub async fn channel_messages(&self, channel: ChannelId, query: &str) -> Result<Vec<ChannelMessage>> {
+        self.api(Method::GET, &format!("/api/v1/channels/{channel}/messages?{query}"), None::<&()>).await
+    }
+
+    /// Pins a message.
+    pub async fn pin(&self, channel: ChannelId, message: MessageId) -> Result<()> {
+        self.no_content(Method::PUT, &format!("/api/v1/channels/{channel}/pins/{message}"), None::<&()>).await
+    }
+
+    /// Unpins a message.
+    pub async fn unpin(&self, channel: ChannelId, message: MessageId) -> Result<()> {
+        self.no_content(Method::DELETE, &format!("/api/v1/channels/{channel}/pins/{message}"), None::<&()>).await
+    }
+
+    async fn no_content(&self, method: Method, path: &str, body: Option<&(impl Serialize + ?Sized)>) -> Result<()> {
+        let token = self.access_token().await?;
+        self.send_no_content(method, path, Some(&token), body).await
     }
 
     async fn request(

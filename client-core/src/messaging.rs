@@ -19,10 +19,11 @@ use crate::client::{Client, ClientError, GatewayHandle, GatewayUpdate};
 use crate::crypto::sqlite::SqliteBackend;
 use crate::engine::{Answer, Engine, Transport};
 pub use crate::engine::{
-    DirectMessage, HistoryEntry, Incoming, LinkState, MessagingError, OwnDevice, RetryRefusal, SafetyNumber,
+    ChannelDraft, ChannelEntry, DirectMessage, EntryState, HistoryEntry, HistoryQuery, Incoming, LinkState, MessagingError,
+    OwnDevice, ReactionSummary, ReplyTo, RetryRefusal, SafetyNumber,
 };
 use crate::gateway::{Ack, ClientMessage, Event};
-use crate::ids::{DeviceId, UserId};
+use crate::ids::{ChannelId, DeviceId, MessageId, UserId};
 use crate::messages::Envelope;
 
 impl From<ClientError> for MessagingError {
@@ -300,6 +301,86 @@ impl Messenger {
         self.with_engine(move |e, _| Box::pin(async move { e.set_verified(user, verified).await })).await?
     }
 
+    // ---- channels ------------------------------------------------------------------------
+
+    /// Sends a message to a channel or a group DM (end-to-end encrypted with this device's
+    /// sender key). Returns it as shown.
+    pub async fn channel_send(&self, channel: ChannelId, draft: ChannelDraft) -> Result<ChannelEntry, MessagingError> {
+        self.with_engine(move |e, now| Box::pin(async move { e.channel_send(channel, draft, now).await })).await?
+    }
+
+    /// Sends a plain message to a channel.
+    pub async fn channel_say(&self, channel: ChannelId, body: &str) -> Result<ChannelEntry, MessagingError> {
+        self.channel_send(channel, ChannelDraft { body: body.to_owned(), ..ChannelDraft::default() }).await
+    }
+
+    /// Edits one of this user's channel messages.
+    pub async fn channel_edit(&self, channel: ChannelId, message: MessageId, body: &str) -> Result<ChannelEntry, MessagingError> {
+        let body = body.to_owned();
+        self.with_engine(move |e, now| Box::pin(async move { e.channel_edit(channel, message, &body, now).await })).await?
+    }
+
+    /// Deletes a channel message.
+    pub async fn channel_delete(&self, channel: ChannelId, message: MessageId) -> Result<(), MessagingError> {
+        self.with_engine(move |e, now| Box::pin(async move { e.channel_delete(channel, message, now).await })).await?
+    }
+
+    /// Reacts to a channel message.
+    pub async fn channel_react(
+        &self,
+        channel: ChannelId,
+        message: MessageId,
+        emoji: &str,
+    ) -> Result<ChannelEntry, MessagingError> {
+        let emoji = emoji.to_owned();
+        self.with_engine(move |e, now| Box::pin(async move { e.channel_react(channel, message, &emoji, now).await })).await?
+    }
+
+    /// Takes back this user's reactions with `emoji` on a channel message.
+    pub async fn channel_unreact(
+        &self,
+        channel: ChannelId,
+        message: MessageId,
+        emoji: &str,
+    ) -> Result<ChannelEntry, MessagingError> {
+        let emoji = emoji.to_owned();
+        self.with_engine(move |e, now| Box::pin(async move { e.channel_unreact(channel, message, &emoji, now).await })).await?
+    }
+
+    /// A page of a channel's history, decrypted, oldest first.
+    pub async fn channel_history(&self, channel: ChannelId, query: HistoryQuery) -> Result<Vec<ChannelEntry>, MessagingError> {
+        self.with_engine(move |e, now| Box::pin(async move { e.channel_history(channel, query, now).await })).await?
+    }
+
+    /// The pinned messages of a channel, decrypted.
+    pub async fn channel_pins(&self, channel: ChannelId) -> Result<Vec<ChannelEntry>, MessagingError> {
+        self.with_engine(move |e, now| Box::pin(async move { e.channel_pins(channel, now).await })).await?
+    }
+
+    /// The distribution id of this device's current sender key in a channel.
+    pub async fn channel_distribution(&self, channel: ChannelId) -> Result<Option<String>, MessagingError> {
+        self.with_engine(move |e, _| Box::pin(async move { e.channel_distribution(channel).await })).await?
+    }
+
+    /// Tries to decrypt a stored channel message handed over directly (tests: what a device
+    /// could read of a ciphertext it got outside the server's delivery).
+    #[cfg(feature = "testing")]
+    pub async fn try_decrypt_channel_message(
+        &self,
+        message: crate::channel_messages::ChannelMessage,
+    ) -> Result<Option<String>, MessagingError> {
+        self.with_engine(move |e, _| Box::pin(async move { e.try_decrypt_channel_message(&message).await })).await?
+    }
+
+    /// The next channel entry (skipping other notices).
+    pub async fn next_channel_entry(&mut self) -> Option<ChannelEntry> {
+        loop {
+            if let Incoming::ChannelEntry(entry) = self.incoming.recv().await? {
+                return Some(entry);
+            }
+        }
+    }
+
     /// Damages the session with a device (to exercise the repair path in tests).
     #[cfg(feature = "testing")]
     pub async fn corrupt_session(&self, user: UserId, device: DeviceId) -> Result<(), MessagingError> {
@@ -409,7 +490,7 @@ async fn run(
                 }
                 Some(GatewayUpdate::Event { event: Event::Unknown { name, data }, .. }) => {
                     if let Err(e) = engine.handle_event(&name, data, clock.now_ms()).await {
-                        tracing::warn!(error = %e, event = %name, "account event not handled");
+                        tracing::warn!(error = %e, event = %name, "event not handled");
                     }
                 }
                 Some(_) => {}

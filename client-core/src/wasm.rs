@@ -16,8 +16,10 @@ use wasm_bindgen_futures::JsFuture;
 use crate::crypto::account::AccountError;
 use crate::crypto::{VaultBackend, VaultError};
 use crate::devices::LinkRequest;
-use crate::engine::{Answer, Engine as CoreEngine, HistoryEntry, Incoming, MessagingError, Transport};
-use crate::ids::{DeviceId, SessionId, UserId};
+use crate::engine::{
+    Answer, ChannelDraft, ChannelEntry, Engine as CoreEngine, HistoryEntry, HistoryQuery, Incoming, MessagingError, Transport,
+};
+use crate::ids::{ChannelId, DeviceId, MessageId, SessionId, UserId};
 use crate::messages::Envelope;
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -149,6 +151,8 @@ enum JsEvent<'a> {
     AccountReplaced,
     DeviceRemoved,
     RetryRefused { user: String, device: u32, reason: crate::engine::RetryRefusal },
+    ChannelEntry { entry: &'a ChannelEntry },
+    ChannelMessageDeleted { channel_id: ChannelId, id: MessageId },
 }
 
 /// A link request as the page shows it (without the exchange's message).
@@ -331,8 +335,11 @@ impl Engine {
         self.events()
     }
 
-    /// Handles a `LINK_REQUEST`, `LINK_ANSWER` or `DEVICE_LIST_UPDATE` dispatch (its `d` as
-    /// JSON text). JSON `Event[]`.
+    /// Handles a dispatch (its `d` as JSON text): `LINK_REQUEST`, `LINK_ANSWER`,
+    /// `DEVICE_LIST_UPDATE`, the channel message events (`MESSAGE_*`, `REACTION_*`,
+    /// `PINS_UPDATE`: `channel_entry` and `channel_message_deleted` events come out) and the
+    /// membership and channel changes (the next channel send fetches the recipients again).
+    /// JSON `Event[]`.
     #[wasm_bindgen(js_name = handleEvent)]
     pub async fn handle_event(&mut self, name: String, payload_json: String, now: f64) -> Result<String, JsValue> {
         let data: serde_json::Value = serde_json::from_str(&payload_json)
@@ -389,6 +396,73 @@ impl Engine {
     #[wasm_bindgen(js_name = newRecoveryKey)]
     pub async fn new_recovery_key(&mut self, now: f64) -> Result<String, JsValue> {
         self.inner.new_recovery_key(now as i64).await.map_err(error)
+    }
+
+    // ---- channels (server channels and group DMs) ------------------------------------------
+
+    /// Sends a channel message. `draft_json`: `{body, reply_to?, thread_id?, thread_name?}`.
+    /// JSON `ChannelEntry`.
+    #[wasm_bindgen(js_name = channelSend)]
+    pub async fn channel_send(&mut self, channel: String, draft_json: String, now: f64) -> Result<String, JsValue> {
+        let channel: ChannelId = parse_id(&channel, "channel id")?;
+        let draft: ChannelDraft =
+            serde_json::from_str(&draft_json).map_err(|e| JsValue::from(js_sys::Error::new(&format!("invalid: draft: {e}"))))?;
+        json(&self.inner.channel_send(channel, draft, now as i64).await.map_err(error)?)
+    }
+
+    /// Edits one of this user's channel messages. JSON `ChannelEntry`.
+    #[wasm_bindgen(js_name = channelEdit)]
+    pub async fn channel_edit(&mut self, channel: String, message: String, body: String, now: f64) -> Result<String, JsValue> {
+        let channel: ChannelId = parse_id(&channel, "channel id")?;
+        let message: MessageId = parse_id(&message, "message id")?;
+        json(&self.inner.channel_edit(channel, message, &body, now as i64).await.map_err(error)?)
+    }
+
+    /// Deletes a channel message (the `MESSAGE_DELETE` event follows).
+    #[wasm_bindgen(js_name = channelDelete)]
+    pub async fn channel_delete(&mut self, channel: String, message: String, now: f64) -> Result<(), JsValue> {
+        let channel: ChannelId = parse_id(&channel, "channel id")?;
+        let message: MessageId = parse_id(&message, "message id")?;
+        self.inner.channel_delete(channel, message, now as i64).await.map_err(error)
+    }
+
+    /// Reacts to a channel message. JSON `ChannelEntry` (the message with its reactions).
+    #[wasm_bindgen(js_name = channelReact)]
+    pub async fn channel_react(&mut self, channel: String, message: String, emoji: String, now: f64) -> Result<String, JsValue> {
+        let channel: ChannelId = parse_id(&channel, "channel id")?;
+        let message: MessageId = parse_id(&message, "message id")?;
+        json(&self.inner.channel_react(channel, message, &emoji, now as i64).await.map_err(error)?)
+    }
+
+    /// Takes back this user's reactions with `emoji`. JSON `ChannelEntry`.
+    #[wasm_bindgen(js_name = channelUnreact)]
+    pub async fn channel_unreact(
+        &mut self,
+        channel: String,
+        message: String,
+        emoji: String,
+        now: f64,
+    ) -> Result<String, JsValue> {
+        let channel: ChannelId = parse_id(&channel, "channel id")?;
+        let message: MessageId = parse_id(&message, "message id")?;
+        json(&self.inner.channel_unreact(channel, message, &emoji, now as i64).await.map_err(error)?)
+    }
+
+    /// A page of a channel's history, oldest first. `query_json`: `{before?, after?, around?,
+    /// thread_id?, limit?}`. JSON `ChannelEntry[]`.
+    #[wasm_bindgen(js_name = channelHistory)]
+    pub async fn channel_history(&mut self, channel: String, query_json: String, now: f64) -> Result<String, JsValue> {
+        let channel: ChannelId = parse_id(&channel, "channel id")?;
+        let query: HistoryQuery =
+            serde_json::from_str(&query_json).map_err(|e| JsValue::from(js_sys::Error::new(&format!("invalid: query: {e}"))))?;
+        json(&self.inner.channel_history(channel, query, now as i64).await.map_err(error)?)
+    }
+
+    /// The pinned messages of a channel. JSON `ChannelEntry[]`.
+    #[wasm_bindgen(js_name = channelPins)]
+    pub async fn channel_pins(&mut self, channel: String, now: f64) -> Result<String, JsValue> {
+        let channel: ChannelId = parse_id(&channel, "channel id")?;
+        json(&self.inner.channel_pins(channel, now as i64).await.map_err(error)?)
     }
 
     /// Seals the local store's key under a new passphrase.
@@ -449,6 +523,10 @@ impl Engine {
                     (Incoming::DeviceRemoved, _) => JsEvent::DeviceRemoved,
                     (Incoming::RetryRefused { user, device, reason, .. }, _) => {
                         JsEvent::RetryRefused { user: user.to_string(), device: device.0, reason: *reason }
+                    }
+                    (Incoming::ChannelEntry(entry), _) => JsEvent::ChannelEntry { entry },
+                    (Incoming::ChannelMessageDeleted { channel, id }, _) => {
+                        JsEvent::ChannelMessageDeleted { channel_id: *channel, id: *id }
                     }
                     _ => return None,
                 })
