@@ -479,8 +479,16 @@ fn require(access: &ServerAccess, needed: Permissions, refusal: &'static str) ->
     }
 }
 
+/// A new view for every channel of `server`. On PostgreSQL the channels are locked in id order
+/// first, as every other multi-channel view bump does, so that two of them cannot deadlock.
 async fn bump_server_views(c: &mut AnyConnection, server: ServerId) -> Result<()> {
-    sqlx::query("UPDATE channels SET view = view + 1 WHERE server_id = $1").bind(server.0).execute(&mut *c).await?;
+    let sql = if c.backend_name().eq_ignore_ascii_case("postgresql") {
+        "UPDATE channels SET view = view + 1 WHERE id IN \
+         (SELECT id FROM channels WHERE server_id = $1 ORDER BY id FOR NO KEY UPDATE)"
+    } else {
+        "UPDATE channels SET view = view + 1 WHERE server_id = $1"
+    };
+    sqlx::query(sql).bind(server.0).execute(&mut *c).await?;
     Ok(())
 }
 
