@@ -364,7 +364,8 @@ export function messageRow(page: Page, text: string, channel = 'general') {
 
 /** Runs one of a message's hover actions (Reply, Edit, Delete, Add reaction…). */
 export async function messageAction(page: Page, text: string, action: string, channel = 'general'): Promise<void> {
-  const row = messageRow(page, text, channel).last();
+  // The message itself comes before the replies that quote it.
+  const row = messageRow(page, text, channel).first();
   await row.hover();
   await row.getByRole('toolbar', { name: 'Message actions' }).getByRole('button', { name: action, exact: true }).click();
 }

@@ -150,7 +150,7 @@ test('server settings: a role, and a private channel that a member sees once giv
   await roleForm.getByRole('button', { name: 'Colour #e91e63' }).click();
   await roleForm.getByRole('button', { name: 'Save changes' }).click();
   await expect(settings.getByRole('status').filter({ hasText: 'Saved.' })).toBeVisible();
-  await expect(settings.getByRole('list', { name: 'Roles' }).getByRole('button', { name: /Crew/ })).toBeVisible();
+  await expect(settings.getByRole('list', { name: 'Roles' }).getByRole('button', { name: 'Crew', exact: true })).toBeVisible();
   await capture(a.page, 'server-settings-roles', { dark: false });
   await a.page.keyboard.press('Escape');
 

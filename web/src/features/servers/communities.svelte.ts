@@ -293,13 +293,16 @@ export class Communities {
     return id;
   }
 
-  async leave(server: string): Promise<void> {
+  /** Leaves a server; `then` runs before it leaves the lists (to move away from it first). */
+  async leave(server: string, then: () => void = () => {}): Promise<void> {
     await this.rest.leaveServer(server);
+    then();
     this.dropServer(server);
   }
 
-  async deleteServer(server: string): Promise<void> {
+  async deleteServer(server: string, then: () => void = () => {}): Promise<void> {
     await this.rest.deleteServer(server);
+    then();
     this.dropServer(server);
   }
 
@@ -309,8 +312,9 @@ export class Communities {
     return channel;
   }
 
-  async leaveGroupDm(channel: string): Promise<void> {
+  async leaveGroupDm(channel: string, then: () => void = () => {}): Promise<void> {
     await this.rest.removeRecipient(channel, this.#me);
+    then();
     this.dropChannel({ id: channel });
   }
 }
