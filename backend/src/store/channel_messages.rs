@@ -486,6 +486,10 @@ impl Store {
     /// Stores a channel write ([`ChannelWrite`]) after checking its view, in one transaction
     /// with its distributions. Gives the write back (to publish its distributions).
     pub async fn write_channel(&self, write: ChannelWrite, limits: QueueLimits) -> Result<ChannelWrite, ChannelWriteError> {
+        if let Some(writer) = self.queue_writer() {
+            // SQLite: the envelope queue's writer, which commits waiting writes together.
+            return writer.channel(write, limits).await;
+        }
         let mut tx = self.pool().begin().await?;
         // First the channel's row, checked against the view: a write first (SQLite takes the
         // write lock at once), and on PostgreSQL the lock every write of this channel and

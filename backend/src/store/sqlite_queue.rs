@@ -19,7 +19,8 @@ use copains_client_core::{DeviceId, EnvelopeId, UserId};
 use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::envelopes::{split_devices, EnqueueError, QueueLimits, QueueRef, Send};
+use super::channel_messages::{ChannelWrite, ChannelWriteError, ChannelWriteKind};
+use super::envelopes::{added_per_queue, split_devices, EnqueueError, NewEnvelope, QueueLimits, QueueRef, Send};
 use super::{Result, StoreError};
 
 /// `envelopes::RECEIVING_DEVICES` with SQLite's own parameter marks.
@@ -35,6 +36,7 @@ const BATCH_MAX: usize = 512;
 enum Job {
     Send { send: Send, limits: QueueLimits, now: i64, reply: oneshot::Sender<Result<Send, EnqueueError>> },
     Ack { user: UserId, device: DeviceId, ids: Vec<EnvelopeId>, reply: oneshot::Sender<Result<u64>> },
+    Channel { write: Box<ChannelWrite>, limits: QueueLimits, reply: oneshot::Sender<Result<ChannelWrite, ChannelWriteError>> },
 }
 
 /// A handle to the writer thread; the thread stops when the last handle is dropped.
@@ -82,6 +84,13 @@ impl QueueWriter {
         rx.await.map_err(|_| stopped())?
     }
 
+    /// See [`crate::Store::write_channel`].
+    pub async fn channel(&self, write: ChannelWrite, limits: QueueLimits) -> Result<ChannelWrite, ChannelWriteError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs.send(Job::Channel { write: Box::new(write), limits, reply }).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
     /// See [`crate::Store::ack_many`].
     pub async fn ack(&self, user: UserId, device: DeviceId, ids: Vec<EnvelopeId>) -> Result<u64> {
         let (reply, rx) = oneshot::channel();
@@ -111,6 +120,7 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Job>) {
 enum Outcome {
     Send(oneshot::Sender<Result<Send, EnqueueError>>, Result<Send, EnqueueError>),
     Ack(oneshot::Sender<Result<u64>>, Result<u64>),
+    Channel(oneshot::Sender<Result<ChannelWrite, ChannelWriteError>>, Result<ChannelWrite, ChannelWriteError>),
 }
 
 fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
@@ -138,6 +148,15 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
                     }
                     outcomes.push(Outcome::Ack(reply, result));
                 }
+                Job::Channel { write, limits, reply } => {
+                    let result = channel_write(&sp, &write, limits).map(|()| *write);
+                    if result.is_ok() {
+                        sp.commit()?;
+                    } else {
+                        sp.rollback()?;
+                    }
+                    outcomes.push(Outcome::Channel(reply, result));
+                }
             }
         }
         tx.commit()
@@ -151,11 +170,17 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
             (Outcome::Ack(reply, result), Ok(())) => {
                 let _ = reply.send(result);
             }
+            (Outcome::Channel(reply, result), Ok(())) => {
+                let _ = reply.send(result);
+            }
             (Outcome::Send(reply, _), Err(e)) => {
                 let _ = reply.send(Err(EnqueueError::Store(StoreError::Sqlite(e.to_string()))));
             }
             (Outcome::Ack(reply, _), Err(e)) => {
                 let _ = reply.send(Err(StoreError::Sqlite(e.to_string())));
+            }
+            (Outcome::Channel(reply, _), Err(e)) => {
+                let _ = reply.send(Err(ChannelWriteError::Store(StoreError::Sqlite(e.to_string()))));
             }
         }
     }
@@ -177,7 +202,21 @@ fn enqueue(conn: &Connection, send: &Send, limits: QueueLimits, now: i64) -> Res
         .map_err(sqlite_error)?;
     let (recipient_devices, own_devices) = split_devices(rows, send.recipient, send.sender)?;
     send.check(recipient_devices, own_devices)?;
-    let (added, mut full) = send.added_per_queue(limits);
+    store_envelopes(conn, send.sender, send.sender_device, send.envelopes(), limits, now)
+}
+
+/// Counts `envelopes` against their queues' caps and inserts them (see
+/// `envelopes::queue_envelopes`).
+fn store_envelopes<'a>(
+    conn: &Connection,
+    sender: UserId,
+    sender_device: DeviceId,
+    envelopes: impl IntoIterator<Item = &'a NewEnvelope>,
+    limits: QueueLimits,
+    now: i64,
+) -> Result<(), EnqueueError> {
+    let envelopes: Vec<&NewEnvelope> = envelopes.into_iter().collect();
+    let (added, mut full) = added_per_queue(envelopes.iter().copied(), limits);
     let mut count_stmt = conn
         .prepare_cached(
             "INSERT INTO envelope_queues (user_id, device_id, envelopes, bytes) VALUES (?1, ?2, ?3, ?4) \
@@ -215,13 +254,13 @@ fn enqueue(conn: &Connection, send: &Send, limits: QueueLimits, now: i64) -> Res
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )
         .map_err(sqlite_error)?;
-    for e in send.envelopes() {
+    for e in envelopes {
         let inserted = insert.execute(params![
             e.id.0,
             e.user.0,
             i64::from(e.device.0),
-            send.sender.0,
-            i64::from(send.sender_device.0),
+            sender.0,
+            i64::from(sender_device.0),
             i64::from(e.kind),
             e.content,
             now
@@ -231,6 +270,100 @@ fn enqueue(conn: &Connection, send: &Send, limits: QueueLimits, now: i64) -> Res
             Err(e) if is_foreign_key_violation(&e) => return Err(EnqueueError::DeviceGone),
             Err(e) => return Err(sqlite_error(e).into()),
         }
+    }
+    Ok(())
+}
+
+fn channel_error(e: rusqlite::Error) -> ChannelWriteError {
+    ChannelWriteError::Store(sqlite_error(e))
+}
+
+/// See [`crate::Store::write_channel`]: the same statements, on the writer's connection.
+fn channel_write(conn: &Connection, w: &ChannelWrite, limits: QueueLimits) -> Result<(), ChannelWriteError> {
+    let checked = match &w.kind {
+        ChannelWriteKind::Create(m) => conn
+            .prepare_cached("UPDATE channels SET last_message_id = ?3 WHERE id = ?1 AND view = ?2")
+            .and_then(|mut s| s.execute(params![w.channel.0, w.view, m.id.0])),
+        _ => conn
+            .prepare_cached("UPDATE channels SET view = view WHERE id = ?1 AND view = ?2")
+            .and_then(|mut s| s.execute(params![w.channel.0, w.view])),
+    }
+    .map_err(channel_error)?;
+    if checked == 0 {
+        let exists = conn
+            .prepare_cached("SELECT 1 FROM channels WHERE id = ?1")
+            .and_then(|mut s| s.exists(params![w.channel.0]))
+            .map_err(channel_error)?;
+        return Err(if exists { ChannelWriteError::ViewStale } else { ChannelWriteError::ChannelGone });
+    }
+    match &w.kind {
+        ChannelWriteKind::Create(m) => {
+            if let Some(thread) = m.thread_id {
+                let counted = conn
+                    .prepare_cached(
+                        "UPDATE channel_messages SET thread_count = thread_count + 1 \
+                         WHERE id = ?1 AND channel_id = ?2 AND thread_id IS NULL",
+                    )
+                    .and_then(|mut s| s.execute(params![thread.0, w.channel.0]))
+                    .map_err(channel_error)?;
+                if counted == 0 {
+                    return Err(ChannelWriteError::MessageGone);
+                }
+            }
+            conn.prepare_cached(
+                "INSERT INTO channel_messages (id, channel_id, author_id, author_device, ciphertext, created_at, thread_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    m.id.0,
+                    w.channel.0,
+                    m.author.0,
+                    i64::from(m.author_device.0),
+                    m.ciphertext,
+                    w.now,
+                    m.thread_id.map(|t| t.0)
+                ])
+            })
+            .map_err(channel_error)?;
+        }
+        ChannelWriteKind::Edit { id, author, device, ciphertext } => {
+            let edited = conn
+                .prepare_cached(
+                    "UPDATE channel_messages SET ciphertext = ?4, author_device = ?5, edited_at = ?6 \
+                     WHERE id = ?1 AND channel_id = ?2 AND author_id = ?3",
+                )
+                .and_then(|mut s| s.execute(params![id.0, w.channel.0, author.0, ciphertext, i64::from(device.0), w.now]))
+                .map_err(channel_error)?;
+            if edited == 0 {
+                return Err(ChannelWriteError::MessageGone);
+            }
+        }
+        ChannelWriteKind::React { id, message, user, device, ciphertext } => {
+            let exists = conn
+                .prepare_cached("SELECT 1 FROM channel_messages WHERE id = ?1 AND channel_id = ?2")
+                .and_then(|mut s| s.exists(params![message.0, w.channel.0]))
+                .map_err(channel_error)?;
+            if !exists {
+                return Err(ChannelWriteError::MessageGone);
+            }
+            let count: i64 = conn
+                .prepare_cached("SELECT COUNT(*) FROM reactions WHERE message_id = ?1")
+                .and_then(|mut s| s.query_row(params![message.0], |r| r.get(0)))
+                .map_err(channel_error)?;
+            if count >= copains_client_core::channel_messages::REACTIONS_PER_MESSAGE_MAX as i64 {
+                return Err(ChannelWriteError::TooManyReactions);
+            }
+            conn.prepare_cached(
+                "INSERT INTO reactions (id, message_id, channel_id, user_id, device_id, ciphertext, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut s| s.execute(params![id.0, message.0, w.channel.0, user.0, i64::from(device.0), ciphertext, w.now]))
+            .map_err(channel_error)?;
+        }
+    }
+    if !w.distributions.is_empty() {
+        store_envelopes(conn, w.sender, w.sender_device, &w.distributions, limits, w.now)?;
     }
     Ok(())
 }
