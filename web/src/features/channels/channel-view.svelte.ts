@@ -81,6 +81,8 @@ export class ChannelView {
   actionError = $state<string | null>(null);
   /** Thread replies seen here, per thread (their parents' "N replies" never count less). */
   threadReplies = $state.raw<Record<string, string[]>>({});
+  /** Thread names seen here (they travel in a thread's messages), per thread. */
+  threadNames = $state.raw<Record<string, string>>({});
 
   readonly #engine: Engine;
   readonly #me: string;
@@ -197,6 +199,9 @@ export class ChannelView {
     if ((entry.thread_id ?? null) !== this.threadId) {
       // A reply in a thread of this channel: its parent's count follows.
       if (this.threadId === null && entry.thread_id) {
+        if (entry.thread_name && this.threadNames[entry.thread_id] !== entry.thread_name) {
+          this.threadNames = { ...this.threadNames, [entry.thread_id]: entry.thread_name };
+        }
         const seen = this.threadReplies[entry.thread_id] ?? [];
         if (!seen.includes(entry.id)) this.threadReplies = { ...this.threadReplies, [entry.thread_id]: [...seen, entry.id] };
       }

@@ -766,6 +766,7 @@ export class ChatSession {
         const pin = d as PinUpdate;
         for (const view of this.#viewsOf(pin.channel_id)) view.setPinned(pin.message_id, pin.pinned);
         this.pinsChanged = { ...this.pinsChanged, [pin.channel_id]: (this.pinsChanged[pin.channel_id] ?? 0) + 1 };
+        this.#toEngine(t, d);
         break;
       }
       case 'LINK_REQUEST':
@@ -779,6 +780,8 @@ export class ChatSession {
       default:
         if (COMMUNITY_EVENTS.has(t)) {
           this.#community(t, d);
+          // Who reads a channel may have changed: the engine asks again before its next send.
+          this.#toEngine(t, d);
         } else if (CHANNEL_MESSAGE_EVENTS.has(t)) {
           if (t === 'MESSAGE_CREATE') {
             const m = d as { id?: string; channel_id?: string; author_id?: string; thread_id?: string | null };
@@ -786,14 +789,26 @@ export class ChatSession {
               this.communities.messageArrived(m.channel_id, m.id, m.author_id, this.visible && this.activeChannel === m.channel_id);
             }
           }
-          void this.engine
-            .handleEvent(t, d)
-            .then((step) => this.#apply(step, 'event'))
-            .catch(() => undefined);
+          this.#toEngine(t, d);
         }
         // Events of later versions are ignored.
         break;
     }
+  }
+
+  #toEngine(t: string, d: unknown): void {
+    if (!this.linked) return;
+    void this.engine
+      .handleEvent(t, d)
+      .then((step) => this.#apply(step, 'event'))
+      .catch(() => undefined);
+  }
+
+  /** The name of the thread `parent` starts, as far as this page has seen it. */
+  threadName(channel: string, parent: string): string | null {
+    const thread = this.#channelViews.get(`${channel}:${parent}`);
+    const named = thread?.entries.find((e) => e.thread_name)?.thread_name ?? thread?.pending.find((p) => p.thread_name)?.thread_name;
+    return named ?? this.#channelViews.get(channel)?.threadNames[parent] ?? null;
   }
 
   #community(t: string, d: unknown): void {
