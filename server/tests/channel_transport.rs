@@ -37,6 +37,7 @@ backend_tests!(
     pins_need_manage_messages,
     no_message_is_reached_through_another_channel,
     group_dm_messages_reach_their_members,
+    linking_a_device_moves_the_view_and_a_pending_one_does_not,
 );
 
 const PASSWORD: &str = "a-long-password";
@@ -1008,5 +1009,60 @@ async fn group_dm_messages_reach_their_members(backend: Backend) {
     let current: ChannelRecipients = serde_json::from_value(details.expect("details")).expect("recipients");
     assert!(current.devices.contains(&dave.recipient()));
     assert!(history(&app, &dave, dm.id, "").await.is_empty());
+    app.shutdown().await;
+}
+
+/// A user whose device runs the real engine (a signed device list: only linked devices
+/// receive).
+async fn engine_user(app: &TestApp, name: &str, n: u32, login: bool) -> (U, copains_client_core::messaging::Messenger) {
+    let client = app.client();
+    let auth = if login {
+        client.login(name, PASSWORD, Some("another")).await.expect("login")
+    } else {
+        client.register(name, PASSWORD, Some("first")).await.expect("register")
+    };
+    let store = app.data_dir.path().join(format!("{name}-{n}.vault"));
+    let messenger = client.enable_e2ee(store, "vault passphrase").await.expect("e2ee");
+    let u =
+        U { id: auth.user.id, device: auth.device_id, registration_id: 0, token: client.access_token().await.expect("token") };
+    (u, messenger)
+}
+
+async fn linking_a_device_moves_the_view_and_a_pending_one_does_not(backend: Backend) {
+    use copains_client_core::messaging::{Incoming, LinkState};
+    let app = spawn(backend).await;
+    let (alice, alice_engine) = engine_user(&app, "alice", 1, false).await;
+    let owner = register(&app, "owner").await;
+    let c = community(&app, &owner).await;
+    join(&app, &alice, &c).await;
+    let before = recipients(&app, &owner, c.general).await;
+    assert_eq!(before.devices.iter().filter(|d| d.user_id == alice.id).count(), 1);
+
+    // A device signed in with the password alone has keys but is not linked: no recipient,
+    // and the view stays.
+    let (laptop, mut laptop_engine) = engine_user(&app, "alice", 2, true).await;
+    assert_eq!(laptop_engine.link_state().await.expect("state"), LinkState::Pending);
+    let pending = recipients(&app, &owner, c.general).await;
+    assert_eq!(pending, before, "a pending device reads nothing");
+    send(&app, &owner, c.general, "still fine").await;
+
+    // Linked by the first device: a new view that names it.
+    let code = laptop_engine.begin_link().await.expect("code");
+    alice_engine.approve_link(laptop.device, &code).await.expect("approve");
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(20), laptop_engine.next()).await.expect("in time").expect("open");
+        if matches!(n, Incoming::Linked) {
+            break;
+        }
+    }
+    let path = format!("/api/v1/channels/{}/messages", c.general);
+    let (status, code, details) = refused(&app, &owner, Method::POST, &path, Some(send_body(before.view, "old", vec![]))).await;
+    assert_eq!((status, code), (409, ErrorCode::ViewStale));
+    let current: ChannelRecipients = serde_json::from_value(details.expect("details")).expect("recipients");
+    assert!(current.view > before.view);
+    assert!(current.devices.iter().any(|d| d.user_id == alice.id && d.device_id == laptop.device));
+    assert_eq!(current.devices.iter().filter(|d| d.user_id == alice.id).count(), 2);
+    alice_engine.close().await;
+    laptop_engine.close().await;
     app.shutdown().await;
 }
