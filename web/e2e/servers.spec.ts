@@ -195,8 +195,91 @@ test('server settings: a role, and a private channel that a member sees once giv
   await expect(b.page.getByRole('complementary', { name: 'Members' }).getByRole('heading', { name: /^Crew — 1$/ })).toBeVisible();
   await shot(b.page, 'server-private-channel');
 
+  // A pins the message: B finds it under Pinned messages.
+  await messageAction(a.page, words, 'Pin', 'secret');
+  await b.page.getByRole('button', { name: 'Pinned messages' }).click();
+  const pins = b.page.getByRole('dialog', { name: 'Pinned messages' });
+  await expect(pins.getByText(words)).toBeVisible({ timeout: 30_000 });
+  await shot(b.page, 'server-pins');
+  await b.page.keyboard.press('Escape');
+  await expect(pins).toBeHidden();
+
   await a.context.close();
   await b.context.close();
+});
+
+test('a group DM of three: a thread started from a message, rename, and one leaving', async ({ browser }) => {
+  const alice = uniqueName('eva');
+  const bob = uniqueName('fred');
+  const carol = uniqueName('gus');
+  const a = await newUser(browser);
+  const b = await newUser(browser);
+  const c = await newUser(browser);
+  await signUp(a.page, alice);
+  await signUp(b.page, bob);
+  await signUp(c.page, carol);
+
+  // A makes a group with B and C, by username.
+  await a.page.getByRole('button', { name: 'New group' }).click();
+  const dialog = a.page.getByRole('dialog', { name: 'New group' });
+  for (const name of [bob, carol]) {
+    await dialog.getByLabel('Add by username').fill(name);
+    await dialog.getByRole('button', { name: 'Add', exact: true }).click();
+    await expect(dialog.getByRole('list', { name: 'In the group' }).getByText(name)).toBeVisible();
+  }
+  await dialog.getByLabel('Group name (optional)').fill('Trip');
+  await dialog.getByRole('button', { name: 'Create group' }).click();
+  await expect(a.page.getByRole('heading', { level: 1, name: 'Trip' })).toBeVisible();
+  await expect(composer(a.page)).toHaveAttribute('placeholder', 'Message @Trip');
+
+  // B and C find it in their direct messages.
+  for (const page of [b.page, c.page]) {
+    await page.getByRole('navigation', { name: 'Direct messages' }).getByRole('button', { name: /^Trip, group of 3/ }).click({ timeout: 30_000 });
+    await expect(page.getByRole('heading', { level: 1, name: 'Trip' })).toBeVisible();
+  }
+  const question = `Where shall we go ${secret()}`;
+  await send(a.page, question);
+  const groupMessages = (page: import('@playwright/test').Page) => page.getByRole('region', { name: 'Messages in @Trip' });
+  await expect(groupMessages(b.page).getByText(question)).toBeVisible({ timeout: 30_000 });
+  await expect(groupMessages(c.page).getByText(question)).toBeVisible({ timeout: 30_000 });
+
+  // B starts a thread from A's message; A sees "1 reply" and reads it in the thread.
+  const row = groupMessages(b.page).getByRole('listitem').filter({ hasText: question }).first();
+  await row.hover();
+  await row.getByRole('toolbar', { name: 'Message actions' }).getByRole('button', { name: 'Create thread' }).click();
+  const thread = b.page.getByRole('complementary', { name: 'Thread' });
+  await thread.getByLabel('Thread name').fill('Ideas');
+  const idea = `The seaside ${secret()}`;
+  await thread.getByRole('textbox', { name: /^Message the thread/ }).fill(idea);
+  await thread.getByRole('textbox', { name: /^Message the thread/ }).press('Enter');
+  await expect(thread.getByRole('heading', { name: 'Ideas' }).first()).toBeVisible();
+  await expect(thread.getByText(idea)).toBeVisible();
+  const replies = groupMessages(a.page).getByRole('listitem').filter({ hasText: question }).first().getByRole('button', { name: /1 reply/ });
+  await expect(replies).toBeVisible({ timeout: 30_000 });
+  await replies.click();
+  const threadAtA = a.page.getByRole('complementary', { name: 'Thread' });
+  await expect(threadAtA.getByText(idea)).toBeVisible({ timeout: 30_000 });
+  await capture(a.page, 'group-thread', { dark: false });
+  await threadAtA.getByRole('button', { name: 'Close thread' }).click();
+
+  // A renames the group: B sees the new name.
+  await a.page.getByRole('button', { name: 'Group options' }).click();
+  await a.page.getByRole('menuitem', { name: 'Rename group' }).click();
+  const rename = a.page.getByRole('dialog', { name: 'Rename group' });
+  await rename.getByLabel('Group name').fill('Summer trip');
+  await rename.getByRole('button', { name: 'Save' }).click();
+  await expect(b.page.getByRole('heading', { level: 1, name: 'Summer trip' })).toBeVisible({ timeout: 30_000 });
+
+  // C leaves: it is gone from C's list, and A's member list has two.
+  await c.page.getByRole('button', { name: 'Group options' }).click();
+  await c.page.getByRole('menuitem', { name: 'Leave group' }).click();
+  await c.page.getByRole('dialog', { name: /^Leave / }).getByRole('button', { name: 'Leave group' }).click();
+  await expect(c.page.getByRole('navigation', { name: 'Direct messages' }).getByRole('button', { name: /group of/ })).toHaveCount(0);
+  await expect(a.page.getByRole('complementary', { name: 'Members' }).getByRole('heading', { name: 'Members — 2' })).toBeVisible({ timeout: 30_000 });
+
+  await a.context.close();
+  await b.context.close();
+  await c.context.close();
 });
 
 /** "Invite people", reading the link from the field (no clipboard permission). */
