@@ -1,6 +1,7 @@
 //! The server never sees content: after a conversation, neither the database (every file of
 //! it, or every row of every table on PostgreSQL) nor the server's log holds any of the
-//! plaintexts that were sent. Nor do they hold the credentials that went through: passwords,
+//! plaintexts that were sent: direct messages, channel message bodies, reply quotes, thread
+//! names and reaction emoji. Nor do they hold the credentials that went through: passwords,
 //! access tokens and refresh tokens.
 
 mod common;
@@ -10,6 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::Backend;
+use copains_client_core::messaging::{ChannelDraft, EntryState, HistoryQuery};
+use copains_client_core::servers::{ChannelKind, NewInvite};
 use sqlx::Connection;
 
 const BIN: &str = env!("CARGO_BIN_EXE_copains");
@@ -71,6 +74,10 @@ async fn database_and_logs_hold_no_plaintext(backend: Backend) {
     };
     let base = format!("http://{addr}");
     let secrets: Vec<String> = (0..20).map(|i| format!("SECRET-PLAINTEXT-{i:02}-{:x}", rand::random::<u64>())).collect();
+    let channel_secrets: Vec<String> =
+        (0..6).map(|i| format!("SECRET-CHANNEL-BODY-{i:02}-{:x}", rand::random::<u64>())).collect();
+    let thread_name = format!("SECRET-THREAD-{:x}", rand::random::<u64>());
+    let emoji = format!("SECRET-EMOJI-{:x}", rand::random::<u64>());
     let password = format!("password-{:x}", rand::random::<u64>());
     let mut credentials = vec![password.clone()];
     {
@@ -88,6 +95,61 @@ async fn database_and_logs_hold_no_plaintext(backend: Backend) {
                 bm.send_dm(a.user.id, s).await.expect("send");
                 assert_eq!(&am.next_message().await.expect("message").body, s);
             }
+        }
+        // A server channel: message bodies, a reply quoting one, a thread name and a reaction's
+        // emoji, all inside the sender-key ciphertexts.
+        let server = alice.create_server("plaintext check").await.expect("server");
+        let state = alice.server_state(server.id).await.expect("state");
+        let channel = state.channels.iter().find(|c| c.kind == ChannelKind::Text).expect("text channel").id;
+        let invite = alice.create_invite(server.id, &NewInvite::default()).await.expect("invite");
+        bob.join(&invite.code).await.expect("join");
+        let mut first = None;
+        for (i, s) in channel_secrets[..4].iter().enumerate() {
+            let draft = ChannelDraft { body: s.clone(), ..ChannelDraft::default() };
+            let entry = if i % 2 == 0 { am.channel_send(channel, draft).await } else { bm.channel_send(channel, draft).await };
+            first.get_or_insert(entry.expect("channel send").id);
+        }
+        let first = first.expect("a message");
+        // Bob answers and reacts once his device has read Alice's messages (their key comes over
+        // the gateway).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !bm
+            .channel_history(channel, HistoryQuery::default())
+            .await
+            .expect("history")
+            .iter()
+            .all(|e| e.state == EntryState::Ok)
+        {
+            assert!(tokio::time::Instant::now() < deadline, "Bob did not read the channel");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let reply = ChannelDraft { body: channel_secrets[4].clone(), reply_to: Some(first), ..ChannelDraft::default() };
+        bm.channel_send(channel, reply).await.expect("reply");
+        let thread = ChannelDraft {
+            body: channel_secrets[5].clone(),
+            thread_id: Some(first),
+            thread_name: Some(thread_name.clone()),
+            ..ChannelDraft::default()
+        };
+        am.channel_send(channel, thread).await.expect("thread");
+        bm.channel_react(channel, first, &emoji).await.expect("react");
+        // Alice's device reads them all (so they are real messages, not something unreadable).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let top = am.channel_history(channel, HistoryQuery::default()).await.expect("history");
+            let in_thread = am
+                .channel_history(channel, HistoryQuery { thread_id: Some(first), ..HistoryQuery::default() })
+                .await
+                .expect("thread");
+            let ok = top.iter().chain(&in_thread).all(|e| e.state == EntryState::Ok);
+            if ok && top.len() == 5 && in_thread.len() == 1 {
+                assert_eq!(top[0].reactions.first().map(|r| r.emoji.as_str()), Some(emoji.as_str()));
+                assert!(top[4].reply_to.as_ref().is_some_and(|q| q.excerpt == channel_secrets[0]));
+                assert_eq!(in_thread[0].thread_name.as_deref(), Some(thread_name.as_str()));
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "channel messages unread: {top:?} {in_thread:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         // Leave some envelopes queued (Bob offline), so ciphertext sits in the database.
         bm.close().await;
@@ -140,7 +202,8 @@ async fn database_and_logs_hold_no_plaintext(backend: Backend) {
     let log = log.join("\n");
     assert!(haystack.windows(5).any(|w| w == b"alice"), "the scan reads the real data (usernames are stored in the clear)");
     assert!(log.contains("POST") || log.contains("messages"), "the debug log did record the traffic");
-    for s in &secrets {
+    let everything: Vec<&String> = secrets.iter().chain(&channel_secrets).chain([&thread_name, &emoji]).collect();
+    for s in everything {
         let hex: String = s.bytes().map(|b| format!("{b:02x}")).collect();
         assert!(!haystack.windows(s.len()).any(|w| w == s.as_bytes()), "plaintext {s} found in the database");
         assert!(!haystack.windows(hex.len()).any(|w| w == hex.as_bytes()), "plaintext {s} found hex-encoded in the database");

@@ -516,7 +516,7 @@ impl<T: Transport> Engine<T> {
             return Err(MessagingError::Send("only the author edits a message".into()));
         }
         let origin = self
-            .origin(message)
+            .origin_of(channel, message)
             .await?
             .ok_or_else(|| MessagingError::Send("the message could not be read here, so it cannot be edited".into()))?;
         let current: Option<PlainRecord> = self.read_json(PLAIN_NS, &plain_key(message, meta.edited_at)).await?;
@@ -566,9 +566,8 @@ impl<T: Transport> Engine<T> {
         if emoji.is_empty() || emoji.len() > EMOJI_MAX_BYTES {
             return Err(MessagingError::Send(format!("an emoji is 1 to {EMOJI_MAX_BYTES} bytes")));
         }
-        self.known_message(channel, message).await?;
         let origin = self
-            .origin(message)
+            .origin_of(channel, message)
             .await?
             .ok_or_else(|| MessagingError::Send("the message could not be read here, so it cannot be reacted to".into()))?;
         let plain = ReactionPlain { v: 1, nonce: random_nonce(), target: origin.nonce, emoji: emoji.to_owned() };
@@ -579,7 +578,7 @@ impl<T: Transport> Engine<T> {
             let r: Reaction = serde_json::from_slice(&raw)
                 .map_err(|e| MessagingError::Transport(format!("unreadable answer to a reaction: {e}")))?;
             self.write_json(PLAIN_NS, &format!("r/{}", r.id), &ReactionRecord { plain: Some(plain.clone()) }).await?;
-            let mut m = self.known_message(channel, message).await?;
+            let mut m = self.fresh_message(channel, message).await?;
             if !m.reactions.iter().any(|x| x.id == r.id) {
                 m.reactions.push(r);
             }
@@ -599,7 +598,8 @@ impl<T: Transport> Engine<T> {
         now: i64,
     ) -> Result<ChannelEntry, MessagingError> {
         self.tick(now);
-        let mut m = self.known_message(channel, message).await?;
+        // The server's list of reactions: one made on another device is taken back too.
+        let mut m = self.fresh_message(channel, message).await?;
         self.device.vault().begin_batch();
         let result = async {
             // Read first: the reactions' emoji are only known decrypted.
@@ -660,8 +660,43 @@ impl<T: Transport> Engine<T> {
         }
     }
 
+    /// The nonce and author a message names itself by, reading it first if this device has not
+    /// yet (`None`: it cannot be read here, or not yet).
+    async fn origin_of(&mut self, channel: ChannelId, id: MessageId) -> Result<Option<Origin>, MessagingError> {
+        if let Some(origin) = self.origin(id).await? {
+            return Ok(Some(origin));
+        }
+        let m = self.fresh_message(channel, id).await?;
+        self.read_batch(std::slice::from_ref(&m)).await?;
+        self.origin(id).await
+    }
+
+    /// A message of `channel` as the server has it now (its reactions and pins), or as this
+    /// device last knew it when the server does not list it.
+    async fn fresh_message(&mut self, channel: ChannelId, id: MessageId) -> Result<ChannelMessage, MessagingError> {
+        let known = self.meta(id).await?.filter(|m| m.channel_id == channel);
+        let mut path = format!("/api/v1/channels/{channel}/messages?around={id}&limit=1");
+        if let Some(thread) = known.as_ref().and_then(|m| m.thread_id) {
+            path.push_str(&format!("&thread_id={thread}"));
+        }
+        let page: Vec<ChannelMessage> = self.api("GET", &path, None::<&()>).await?;
+        match (page.into_iter().find(|m| m.id == id && m.channel_id == channel), known) {
+            (Some(m), _) => {
+                self.store_meta(&m).await?;
+                Ok(m)
+            }
+            (None, Some(m)) => Ok(m),
+            (None, None) => Err(MessagingError::Send(format!("no message {id} in that channel"))),
+        }
+    }
+
     async fn reply_quote(&mut self, channel: ChannelId, id: MessageId) -> Result<ReplyTo, MessagingError> {
-        let m = self.known_message(channel, id).await?;
+        let mut m = self.known_message(channel, id).await?;
+        if self.read_json::<PlainRecord>(PLAIN_NS, &plain_key(id, m.edited_at)).await?.is_none() {
+            // Not read here yet (its event may still be on its way): read it now.
+            m = self.fresh_message(channel, id).await?;
+            self.read_batch(std::slice::from_ref(&m)).await?;
+        }
         let record: Option<PlainRecord> = self.read_json(PLAIN_NS, &plain_key(id, m.edited_at)).await?;
         let excerpt = record.and_then(|r| r.plain).map(|p| excerpt(&p.body)).unwrap_or_default();
         Ok(ReplyTo { id, author_id: m.author_id, excerpt })
