@@ -357,9 +357,11 @@ async fn a_second_device_reads_new_messages(backend: Backend) {
 
 /// A transport that passes requests to the real server, lets the test rewrite answers (as a
 /// malicious server would), and records the distributions of every channel send.
+type Rewrite = Box<dyn FnMut(&str, &str, &mut Answer) + Send>;
+
 struct Tampering {
     client: Client,
-    rewrite: std::sync::Mutex<Box<dyn FnMut(&str, &str, &mut Answer) + Send>>,
+    rewrite: std::sync::Mutex<Rewrite>,
     distributed_to: std::sync::Mutex<Vec<(UserId, DeviceId)>>,
 }
 
