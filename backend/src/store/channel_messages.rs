@@ -101,44 +101,103 @@ impl ChannelView {
     }
 }
 
-/// Channel views already computed, by channel: only the newest view of each is kept, and at
-/// most [`ViewCache::CAPACITY`] channels (one is dropped to make room).
+/// Channel views already computed, by channel: only the newest view of each is kept, for at
+/// most [`ViewCache::CHANNELS`] channels and [`ViewCache::WEIGHT`] readers and devices in all
+/// (channels are dropped to make room). A dropped view is read again when needed.
 pub struct ViewCache {
-    entries: Mutex<HashMap<ChannelId, Arc<ChannelView>>>,
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    entries: HashMap<ChannelId, Arc<ChannelView>>,
+    weight: usize,
+}
+
+fn weight_of(view: &ChannelView) -> usize {
+    1 + view.readers.len() + view.devices.len()
 }
 
 impl std::fmt::Debug for ViewCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ViewCache").field("channels", &self.entries.lock().len()).finish()
+        let inner = self.inner.lock();
+        f.debug_struct("ViewCache").field("channels", &inner.entries.len()).field("weight", &inner.weight).finish()
     }
 }
 
 impl Default for ViewCache {
     fn default() -> Self {
-        Self { entries: Mutex::new(HashMap::new()) }
+        Self { inner: Mutex::new(CacheInner::default()) }
     }
 }
 
 impl ViewCache {
-    /// Channels kept.
-    pub const CAPACITY: usize = 4096;
+    /// Most channels kept.
+    pub const CHANNELS: usize = 4096;
+    /// Most readers and devices kept, all channels together (about 200 bytes each).
+    pub const WEIGHT: usize = 1_000_000;
 
     fn get(&self, channel: ChannelId, view: i64) -> Option<Arc<ChannelView>> {
-        self.entries.lock().get(&channel).filter(|v| v.view == view).cloned()
+        self.inner.lock().entries.get(&channel).filter(|v| v.view == view).cloned()
     }
 
     fn put(&self, view: Arc<ChannelView>) {
-        let mut entries = self.entries.lock();
-        if let Some(old) = entries.get(&view.channel_id) {
+        let weight = weight_of(&view);
+        if weight > Self::WEIGHT {
+            return;
+        }
+        let mut inner = self.inner.lock();
+        if let Some(old) = inner.entries.get(&view.channel_id) {
             if old.view >= view.view {
                 return;
             }
-        } else if entries.len() >= Self::CAPACITY {
-            if let Some(victim) = entries.keys().next().copied() {
-                entries.remove(&victim);
+            let old = weight_of(old);
+            inner.weight -= old;
+            inner.entries.remove(&view.channel_id);
+        }
+        while inner.entries.len() >= Self::CHANNELS || inner.weight + weight > Self::WEIGHT {
+            let Some(victim) = inner.entries.keys().next().copied() else { break };
+            if let Some(gone) = inner.entries.remove(&victim) {
+                inner.weight -= weight_of(&gone);
             }
         }
-        entries.insert(view.channel_id, view);
+        inner.weight += weight;
+        inner.entries.insert(view.channel_id, view);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(channel: i64, view: i64, readers: usize) -> Arc<ChannelView> {
+        let readers =
+            (0..readers as i64).map(|u| (UserId(u), Reader { permissions: Permissions::VIEW_CHANNEL, joined_at: 0 })).collect();
+        Arc::new(ChannelView::new(ChannelId(channel), None, ChannelKind::GroupDm, view, readers, Vec::new()))
+    }
+
+    #[test]
+    fn the_cache_keeps_the_newest_view_within_its_bounds() {
+        let cache = ViewCache::default();
+        cache.put(view(1, 5, 3));
+        assert!(cache.get(ChannelId(1), 5).is_some());
+        assert!(cache.get(ChannelId(1), 4).is_none(), "only the view it was read at");
+        cache.put(view(1, 4, 3));
+        assert!(cache.get(ChannelId(1), 5).is_some(), "an older reading does not replace a newer one");
+        cache.put(view(1, 6, 2));
+        assert!(cache.get(ChannelId(1), 6).is_some() && cache.get(ChannelId(1), 5).is_none());
+        assert_eq!(cache.inner.lock().weight, 3);
+        // Over the weight: older channels make room.
+        cache.put(view(2, 1, ViewCache::WEIGHT - 2));
+        assert!(cache.get(ChannelId(2), 1).is_some());
+        assert!(cache.get(ChannelId(1), 6).is_none());
+        assert!(cache.inner.lock().weight <= ViewCache::WEIGHT);
+        cache.put(view(3, 1, ViewCache::WEIGHT + 1));
+        assert!(cache.get(ChannelId(3), 1).is_none(), "too big to keep");
+        for c in 10..10 + ViewCache::CHANNELS as i64 + 5 {
+            cache.put(view(c, 1, 0));
+        }
+        assert_eq!(cache.inner.lock().entries.len(), ViewCache::CHANNELS);
     }
 }
 
