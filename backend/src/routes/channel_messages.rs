@@ -208,7 +208,7 @@ pub async fn recipients(
 /// devices the sender encrypted for, with key distributions for devices that lack the
 /// sender's key (queued as envelopes in the same transaction). The distributions are pushed
 /// as `ENVELOPE` events, then `MESSAGE_CREATE` goes to every reader.
-#[utoipa::path(post, path = "/api/v1/channels/{channel_id}/messages", tag = "channel messages", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/channels/{channel_id}/messages", operation_id = "send_channel_message", tag = "channel messages", security(("bearer" = [])),
     params(("channel_id" = String, Path, description = "channel id")),
     request_body = SendChannelMessage,
     responses(

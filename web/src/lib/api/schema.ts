@@ -143,7 +143,7 @@ export interface paths {
          *     sender's key (queued as envelopes in the same transaction). The distributions are pushed
          *     as `ENVELOPE` events, then `MESSAGE_CREATE` goes to every reader.
          */
-        post: operations["channel_send"];
+        post: operations["send_channel_message"];
         delete?: never;
         options?: never;
         head?: never;
@@ -2603,7 +2603,7 @@ export interface operations {
             };
         };
     };
-    channel_send: {
+    send_channel_message: {
         parameters: {
             query?: never;
             header?: never;
