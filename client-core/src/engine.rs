@@ -666,6 +666,10 @@ impl<T: Transport> Engine<T> {
         match decrypted {
             // A sender key for a channel (messages that waited for it are read now).
             Ok(Decrypted::Message(plaintext)) if channels::is_sender_key(&plaintext) => {
+                // Sent again after a retry request: the entry kept for it is marked repaired.
+                if let Ok(Some(repaired)) = self.mark_repaired(envelope.sender, envelope.sender_device).await {
+                    events.push((repaired, None));
+                }
                 events.extend(self.take_sender_key(envelope.sender, envelope.sender_device, &plaintext).await);
             }
             Ok(Decrypted::Message(plaintext)) => match serde_json::from_slice::<Content>(&plaintext) {

@@ -27,6 +27,7 @@ backend_tests!(
     a_second_device_reads_new_messages,
     a_device_the_server_slips_in_never_gets_a_sender_key,
     a_group_dm_member_who_is_removed_reads_nothing_more,
+    a_key_distribution_that_does_not_decrypt_is_sent_again,
 );
 
 async fn spawn(backend: Backend) -> TestApp {
@@ -474,6 +475,29 @@ async fn a_group_dm_member_who_is_removed_reads_nothing_more(backend: Backend) {
     let m = stored(&alice.client, group.id, after.id).await;
     assert_eq!(carol.messenger.try_decrypt_channel_message(m).await.expect("try"), None);
     for p in [alice, bob, carol] {
+        p.messenger.close().await;
+    }
+    app.shutdown().await;
+}
+
+async fn a_key_distribution_that_does_not_decrypt_is_sent_again(backend: Backend) {
+    let app = spawn(backend).await;
+    let alice = register(&app, "alice").await;
+    let bob = register(&app, "bob").await;
+    let (_, channels) = community(&alice, &[&bob], &[]).await;
+    let channel = channels[0];
+    // Alice's key reaches Bob (their pairwise session starts), then Alice's copy of the
+    // session breaks: Bob's key, when it comes over it, does not decrypt.
+    alice.messenger.channel_send(channel, say("hello bob")).await.expect("send");
+    assert_eq!(bodies(&read_all(&bob.messenger, channel, all()).await), ["hello bob"]);
+    alice.messenger.corrupt_session(bob.id, DeviceId(1)).await.expect("corrupt");
+    let sent = bob.messenger.channel_send(channel, say("can you read me?")).await.expect("send");
+    // Alice asks for it again; Bob's device answers from its log, over a fresh session, and
+    // the message that waited for the key is read.
+    let entries = read_all(&alice.messenger, channel, all()).await;
+    assert_eq!(bodies(&entries), ["hello bob", "can you read me?"]);
+    assert_eq!(entries[1].id, sent.id);
+    for p in [alice, bob] {
         p.messenger.close().await;
     }
     app.shutdown().await;

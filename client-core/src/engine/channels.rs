@@ -741,9 +741,9 @@ impl<T: Transport> Engine<T> {
                     device_id: t.device_id,
                     registration_id: envelope.registration_id,
                     kind: envelope.kind,
-                    content: envelope.content,
+                    content: envelope.content.clone(),
                 });
-                newly.push((t.user_id, t.device_id, t.registration_id));
+                newly.push(((t.user_id, t.device_id, t.registration_id), envelope));
             }
             let ciphertext: Base64Bytes = self.device.group_encrypt(me, my_device, distribution, plaintext).await?.into();
             self.store_outgoing(channel, &mut out).await?;
@@ -767,7 +767,21 @@ impl<T: Transport> Engine<T> {
             };
             match answer {
                 Ok(raw) => {
-                    out.served.extend(newly);
+                    if !newly.is_empty() {
+                        // Kept for retry requests, like a direct message: a device that could
+                        // not decrypt its distribution asks again and gets it again.
+                        let field = if matches!(write, Write::Edit { .. }) { "edited_at" } else { "created_at" };
+                        let sent_at = serde_json::from_slice::<serde_json::Value>(&raw)
+                            .ok()
+                            .and_then(|v| v.get(field).and_then(serde_json::Value::as_i64));
+                        if let Some(sent_at) = sent_at {
+                            let to: Vec<(UserId, &crate::messages::OutgoingEnvelope)> =
+                                newly.iter().map(|((user, _, _), e)| (*user, e)).collect();
+                            self.log_sent(&format!("sender_key/{channel}/{distribution}/{sent_at}"), sent_at, &payload, &to)
+                                .await;
+                        }
+                    }
+                    out.served.extend(newly.into_iter().map(|(served, _)| served));
                     out.recipients = Some(recipients);
                     self.store_outgoing(channel, &mut out).await?;
                     return Ok(raw);
