@@ -39,6 +39,12 @@ const SESSION_ENDED_TEXT =
   'Sign in again. Your messages on this browser are kept.';
 const SESSION_EXPIRED_TEXT = 'Your session has expired. Sign in again. Your messages on this browser are kept.';
 
+/** Opened from an invite link while signed out: the invite waits behind the sign-in. */
+function inviteNotice(): Notice | undefined {
+  if (typeof location === 'undefined' || !/^\/invite\/[^/]+/.test(location.pathname)) return undefined;
+  return { kind: 'info', text: 'You were invited to a server. Sign in, or create an account, to see the invite and join.' };
+}
+
 export class AppController {
   screen = $state<Screen>({ name: 'loading' });
   /** The running chat (once the store is open). */
@@ -84,7 +90,7 @@ export class AppController {
       // Fetch the chat and the engine while the person types the password.
       this.#preload();
     } else {
-      this.screen = { name: 'signin' };
+      this.screen = { name: 'signin', notice: inviteNotice() };
     }
   }
 

@@ -395,6 +395,8 @@ export class ChatSession {
   }
 
   readonly #lastChannel = new Map<string, string>();
+  /** The channel whose history was last loaded for the screen. */
+  #shownChannel: string | null = null;
 
   /** What the main pane shows. */
   get place(): Place {
@@ -453,9 +455,12 @@ export class ChatSession {
     if (this.ui.thread && this.ui.thread.channel !== this.activeChannel) this.ui.thread = null;
     const channel = this.activeChannel;
     if (channel) {
-      void this.channelView(channel).load();
+      // Open views follow the events; a channel (re)opened reads its newest page again.
+      const view = this.channelView(channel);
+      if (channel !== this.#shownChannel || !view.loaded) void view.load();
       this.#markChannelRead();
     }
+    this.#shownChannel = channel;
   }
 
   #markChannelRead(): void {
@@ -717,6 +722,9 @@ export class ChatSession {
   #ready(d: ReadyPayload): void {
     if (d.user && typeof d.user === 'object') this.me = d.user as User;
     const extra = d as ReadyPayload & { servers?: ServerState[]; group_dms?: Channel[] };
+    // A new gateway session: events may have been missed, so the views read their pages again.
+    this.#shownChannel = null;
+    for (const [key, view] of this.#channelViews) if (view.channel !== this.activeChannel) this.#channelViews.delete(key);
     this.communities.ready(extra.servers, extra.group_dms);
     for (const group of this.communities.groupDms) for (const user of group.recipients ?? []) this.contacts.put(user);
     this.#applyRoute(false);
