@@ -286,15 +286,17 @@ async fn a_message_reaches_exactly_its_readers_after_its_distributions(backend: 
     join(&app, &reader, &c).await;
     join(&app, &member, &c).await;
     let private = private_channel(&app, &owner, c.server, &[&reader]).await;
+    let reader_phone = another_device(&app, "reader").await;
 
     let mut reader_ws = gateway(&app, &reader).await;
+    let mut reader_phone_ws = gateway(&app, &reader_phone).await;
     let mut member_ws = gateway(&app, &member).await;
     let mut outsider_ws = gateway(&app, &outsider).await;
     let mut owner_ws = gateway(&app, &owner).await;
 
     let r = recipients(&app, &owner, private).await;
     assert_eq!(r.devices, {
-        let mut d = vec![owner.recipient(), reader.recipient()];
+        let mut d = vec![owner.recipient(), reader.recipient(), reader_phone.recipient()];
         d.sort();
         d
     });
@@ -318,6 +320,9 @@ async fn a_message_reaches_exactly_its_readers_after_its_distributions(backend: 
     assert_eq!(env["content"], json!(b64(b"skdm for reader")));
     let (_, msg) = seen.last().expect("message");
     assert_eq!(serde_json::from_value::<ChannelMessage>(msg.clone()).expect("message"), sent);
+    // The reader's other device gets the message, not the envelope meant for the first one.
+    let seen = events_until(&mut reader_phone_ws, event_name::MESSAGE_CREATE, is_message(sent.id)).await;
+    assert!(!seen.iter().any(|(t, _)| t == event_name::ENVELOPE), "{seen:?}");
     // The author's own sessions hear of it too (their other devices show it).
     let seen = events_until(&mut owner_ws, event_name::MESSAGE_CREATE, is_message(sent.id)).await;
     assert!(!seen.iter().any(|(t, _)| t == event_name::ENVELOPE), "no distribution went to the author");
