@@ -1,4 +1,5 @@
 import {
+  PASSWORD,
   capture,
   channelList,
   channelMessages,
@@ -11,6 +12,7 @@ import {
   messageRow,
   newUser,
   openChannel,
+  saveRecoveryKey,
   send,
   serverMenu,
   shot,
@@ -56,6 +58,20 @@ test('two people in a server: invite link, join, and a live chat with a reply, a
   await invite.getByRole('button', { name: 'Join', exact: true }).click();
   await expect(b.page.getByRole('heading', { level: 1, name: 'general' })).toBeVisible();
   expect(new URL(b.page.url()).pathname).toMatch(/^\/channels\/\d+\/\d+$/);
+
+  // Someone without an account opens the link: signed out, the sign-in screen says why; once
+  // the account exists, the invite shows.
+  const carol = uniqueName('cyd');
+  const c = await newUser(browser);
+  await c.page.goto(new URL(link).pathname);
+  await expect(c.page.getByRole('status').filter({ hasText: 'You were invited to a server' })).toBeVisible();
+  await c.page.getByRole('button', { name: 'Create an account' }).click();
+  await c.page.getByLabel('Username', { exact: true }).fill(carol);
+  await c.page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+  await c.page.getByRole('button', { name: 'Create account', exact: true }).click();
+  await saveRecoveryKey(c.page);
+  await expect(c.page.getByRole('region', { name: serverName }).getByText('2 members')).toBeVisible({ timeout: 30_000 });
+  await c.context.close();
 
   // A sees B arrive in the member list.
   await expect(a.page.getByRole('complementary', { name: 'Members' }).getByRole('button', { name: new RegExp(`^${bob}`) })).toBeVisible();
