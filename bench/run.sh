@@ -44,3 +44,23 @@ done
 
 echo "== memory per idle gateway connection"
 "$BIN/copains-bench" --url "$URL" gateway-idle --pid $PID --connections "${CONNECTIONS:-10000}" --accounts "${ACCOUNTS:-1000}"
+
+echo "== channel fan-out (one message to every connected member: 10, 100, 1,000 sessions)"
+"$BIN/copains-bench" --url "$URL" channel-fanout --sizes "${FANOUT_SIZES:-10,100,1000}" --messages "${FANOUT_MESSAGES:-100}"
+
+echo "== sustained channel messages per second (SQLite)"
+"$BIN/copains-bench" --url "$URL" channel-throughput --senders "${SENDERS:-32}" --seconds "${SECONDS_OF_LOAD:-10}"
+
+if [ -n "${COPAINS_BENCH_POSTGRES_URL:-}" ]; then
+  echo "== sustained channel messages per second (PostgreSQL: $COPAINS_BENCH_POSTGRES_URL)"
+  PG_PORT=$((PORT + 1))
+  COPAINS_API__RATE_LIMITS__AUTH_BURST=1000000 COPAINS_API__RATE_LIMITS__AUTH_PER_MINUTE=1000000 \
+  COPAINS_API__RATE_LIMITS__MESSAGES_BURST=1000000 \
+  COPAINS_API__RATE_LIMITS__IDENTIFY_PER_IP_BURST=1000000 COPAINS_API__RATE_LIMITS__IDENTIFY_PER_IP_PER_MINUTE=1000000 \
+  COPAINS_DATABASE_URL="$COPAINS_BENCH_POSTGRES_URL" \
+  COPAINS_LOG=warn "$BIN/copains" serve --bind 127.0.0.1:$PG_PORT --data-dir "$WORK/pgdata" >"$WORK/server-pg.log" 2>&1 &
+  PG_PID=$!
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PG_PORT/readyz" >/dev/null && break; sleep 0.1; done
+  "$BIN/copains-bench" --url "http://127.0.0.1:$PG_PORT" channel-throughput --senders "${SENDERS:-32}" --seconds "${SECONDS_OF_LOAD:-10}"
+  kill -TERM $PG_PID; wait $PG_PID 2>/dev/null || true
+fi

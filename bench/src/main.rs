@@ -10,6 +10,7 @@ use copains_client_core::gateway::{op, ClientMessage, Identify};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
+mod channels;
 mod dm;
 mod link;
 mod memory;
@@ -95,6 +96,26 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Channel fan-out: for each size, a server of that many members each with a gateway
+    /// session; the time from a send until the last session has the message (p50, p99).
+    ChannelFanout {
+        /// Server sizes (members = connected sessions), comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [10, 100, 1000])]
+        sizes: Vec<usize>,
+        /// Messages timed per size.
+        #[arg(long, default_value_t = 100)]
+        messages: usize,
+    },
+    /// Sustained channel messages per second: senders in one channel, one request in flight
+    /// each.
+    ChannelThroughput {
+        /// Members sending (each also reads over the gateway).
+        #[arg(long, default_value_t = 32)]
+        senders: usize,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Device linking: code entered → first message readable on the new device, and the cost
     /// of verifying a signed list of 10 devices.
     Link {
@@ -108,6 +129,8 @@ enum Cmd {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Cmd::ChannelFanout { sizes, messages } => channels::fanout(&cli.url, &sizes, messages).await,
+        Cmd::ChannelThroughput { senders, seconds } => channels::throughput(&cli.url, senders, seconds).await,
         Cmd::Link { rounds } => link::run(&cli.url, rounds).await,
         Cmd::GatewayIdle { pid, connections, accounts } => gateway_idle(&cli.url, pid, connections, accounts).await,
         Cmd::Memory { pid, accounts, concurrency, dm_pairs, dm_rate, dm_seconds, settle, svg, csv } => {
