@@ -277,10 +277,11 @@ impl Store {
 
     /// Every member's standing in `server`, sorted by user (three queries, whatever the size).
     pub async fn all_server_access(&self, server: ServerId) -> Result<Vec<ServerAccess>> {
-        let Some(head) = sqlx::query("SELECT s.owner_id, r.permissions FROM servers s JOIN roles r ON r.id = s.id WHERE s.id = $1")
-            .bind(server.0)
-            .fetch_optional(self.pool())
-            .await?
+        let Some(head) =
+            sqlx::query("SELECT s.owner_id, r.permissions FROM servers s JOIN roles r ON r.id = s.id WHERE s.id = $1")
+                .bind(server.0)
+                .fetch_optional(self.pool())
+                .await?
         else {
             return Ok(Vec::new());
         };
