@@ -678,13 +678,7 @@ mod tests {
                 Some(vec![ow(MOD.0, R, P::MANAGE_MESSAGES, P::NONE)]),
                 e,
             ),
-            (
-                "overwrite of another member: ignored",
-                &none,
-                false,
-                Some(vec![ow(ME.0 + 1, M, P::NONE, P::VIEW_CHANNEL)]),
-                e,
-            ),
+            ("overwrite of another member: ignored", &none, false, Some(vec![ow(ME.0 + 1, M, P::NONE, P::VIEW_CHANNEL)]), e),
         ];
         for (name, roles, owner, overwrites, expected) in cases {
             let got = permissions(SERVER, ctx(roles, owner), overwrites.as_deref());

@@ -513,8 +513,8 @@ fn error_codes() {
     for code in codes {
         match code {
             MalformedRequest | ValidationFailed | PayloadTooLarge | InvalidCredentials | Unauthorized | InvalidRefreshToken
-            | Forbidden | AccountDisabled | NotFound | UsernameTaken | TooManyDevices | Conflict | DeviceMismatch
-            | ViewStale | InvalidKeys | RateLimited | QueueFull | UnknownRoute | Internal | Unavailable => {}
+            | Forbidden | AccountDisabled | NotFound | UsernameTaken | TooManyDevices | Conflict | DeviceMismatch | ViewStale
+            | InvalidKeys | RateLimited | QueueFull | UnknownRoute | Internal | Unavailable => {}
         }
     }
     wire!("error_codes", codes);
