@@ -16,6 +16,7 @@ ulimit -n "$(ulimit -Hn)"
 # sessions per account: the gateway's per-address IDENTIFY limit and session caps are raised.
 COPAINS_API__RATE_LIMITS__AUTH_BURST=1000000 COPAINS_API__RATE_LIMITS__AUTH_PER_MINUTE=1000000 \
 COPAINS_API__RATE_LIMITS__MESSAGES_BURST=1000000 COPAINS_API__RATE_LIMITS__BUNDLE_FETCHES_BURST=1000000 \
+COPAINS_API__RATE_LIMITS__USER_WRITES_BURST=1000000 \
 COPAINS_API__RATE_LIMITS__IDENTIFY_PER_IP_BURST=1000000 COPAINS_API__RATE_LIMITS__IDENTIFY_PER_IP_PER_MINUTE=1000000 \
 COPAINS_GATEWAY__MAX_SESSIONS_PER_DEVICE=1000 COPAINS_GATEWAY__MAX_SESSIONS_PER_USER=1000 \
 COPAINS_LOG=warn "$BIN/copains" serve --bind 127.0.0.1:$PORT --data-dir "$WORK/data" >"$WORK/server.log" 2>&1 &
@@ -47,6 +48,10 @@ echo "== memory per idle gateway connection"
 
 echo "== channel fan-out (one message to every connected member: 10, 100, 1,000 sessions)"
 "$BIN/copains-bench" --url "$URL" channel-fanout --sizes "${FANOUT_SIZES:-10,100,1000}" --messages "${FANOUT_MESSAGES:-100}"
+
+echo "== Sender Keys: a new device's first message into a channel of 1,000, and the rotation after a kick in one of 100"
+"$BIN/copains-bench" --url "$URL" channel-first-message --members "${FIRST_MEMBERS:-1000}" --rounds "${FIRST_ROUNDS:-5}"
+"$BIN/copains-bench" --url "$URL" channel-rotation --members "${ROTATION_MEMBERS:-100}" --rounds "${ROTATION_ROUNDS:-10}"
 
 echo "== sustained channel messages per second (SQLite)"
 "$BIN/copains-bench" --url "$URL" channel-throughput --senders "${SENDERS:-32}" --seconds "${SECONDS_OF_LOAD:-10}"

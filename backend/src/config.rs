@@ -137,6 +137,14 @@ pub struct RateLimits {
     pub bundle_fetches_per_minute: u32,
     /// Prekey bundle fetches per user: burst.
     pub bundle_fetches_burst: u32,
+    /// Devices whose bundles a user claims through a channel (`POST
+    /// /api/v1/channels/{id}/bundles`, each device counts; a device-list read of ten users
+    /// counts one): sustained per minute. Larger than `bundle_fetches_*`, as a first message
+    /// into a big channel needs a session with every member device; only recipient devices of
+    /// a channel the caller reads can be claimed.
+    pub channel_key_claims_per_minute: u32,
+    /// Channel key claims per user: burst.
+    pub channel_key_claims_burst: u32,
     /// Queue pages (`GET /api/v1/messages`) per user: sustained per minute.
     pub queue_reads_per_minute: u32,
     /// Queue pages per user: burst.
@@ -178,6 +186,8 @@ impl Default for RateLimits {
             messages_burst: 120,
             bundle_fetches_per_minute: 120,
             bundle_fetches_burst: 60,
+            channel_key_claims_per_minute: 1000,
+            channel_key_claims_burst: 2500,
             queue_reads_per_minute: 600,
             queue_reads_burst: 120,
             deletes_per_minute: 1200,

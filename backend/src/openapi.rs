@@ -19,6 +19,8 @@ use crate::routes;
         routes::keys::upload, routes::keys::count, routes::keys::bundles, routes::keys::device_bundle,
         routes::messages::send, routes::messages::queue, routes::messages::ack,
         routes::channel_messages::recipients, routes::channel_messages::send, routes::channel_messages::history,
+        routes::channel_messages::send_sender_keys, routes::channel_messages::claim_bundles,
+        routes::channel_messages::device_lists, routes::channel_messages::message,
         routes::channel_messages::edit, routes::channel_messages::remove, routes::channel_messages::react,
         routes::channel_messages::unreact, routes::channel_messages::pins, routes::channel_messages::pin,
         routes::channel_messages::unpin,

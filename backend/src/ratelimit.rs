@@ -18,6 +18,7 @@ pub struct RateLimiters {
     user_writes: DefaultKeyedRateLimiter<UserId>,
     messages: DefaultKeyedRateLimiter<UserId>,
     bundles: DefaultKeyedRateLimiter<UserId>,
+    channel_keys: DefaultKeyedRateLimiter<UserId>,
     queue_reads: DefaultKeyedRateLimiter<UserId>,
     deletes: DefaultKeyedRateLimiter<UserId>,
     user_lookups: DefaultKeyedRateLimiter<UserId>,
@@ -41,6 +42,7 @@ impl RateLimiters {
             user_writes: DefaultKeyedRateLimiter::keyed(quota(cfg.user_writes_per_minute, cfg.user_writes_burst)),
             messages: DefaultKeyedRateLimiter::keyed(quota(cfg.messages_per_minute, cfg.messages_burst)),
             bundles: DefaultKeyedRateLimiter::keyed(quota(cfg.bundle_fetches_per_minute, cfg.bundle_fetches_burst)),
+            channel_keys: DefaultKeyedRateLimiter::keyed(quota(cfg.channel_key_claims_per_minute, cfg.channel_key_claims_burst)),
             queue_reads: DefaultKeyedRateLimiter::keyed(quota(cfg.queue_reads_per_minute, cfg.queue_reads_burst)),
             deletes: DefaultKeyedRateLimiter::keyed(quota(cfg.deletes_per_minute, cfg.deletes_burst)),
             user_lookups: DefaultKeyedRateLimiter::keyed(quota(cfg.user_lookups_per_minute, cfg.user_lookups_burst)),
@@ -71,6 +73,17 @@ impl RateLimiters {
     /// One prekey bundle fetch by `user` (bounds how fast one-time prekeys can be drained).
     pub fn bundle_fetch(&self, user: UserId) -> Result<(), ApiError> {
         self.check(&self.bundles, user)
+    }
+
+    /// `cost` units of channel key claims by `user` (a device claimed, or ten device lists
+    /// read). A cost above the burst is never allowed.
+    pub fn channel_keys(&self, user: UserId, cost: usize) -> Result<(), ApiError> {
+        let cost = NonZeroU32::new(u32::try_from(cost.max(1)).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        match self.channel_keys.check_key_n(&user, cost) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(ApiError::RateLimited(not_until.wait_time_from(self.clock.now()).as_secs() + 1)),
+            Err(_) => Err(ApiError::RateLimited(60)),
+        }
     }
 
     /// One queue page read by `user`.
@@ -121,6 +134,7 @@ impl RateLimiters {
             &self.user_writes,
             &self.messages,
             &self.bundles,
+            &self.channel_keys,
             &self.queue_reads,
             &self.deletes,
             &self.user_lookups,

@@ -1,7 +1,7 @@
 //! Channel message transport: fan-out latency to every connected member, and sustained
 //! channel messages per second. The ciphertexts are random bytes of a realistic size (the
 //! server never parses them), so these figures are the server's alone; what the clients' Sender
-//! Keys cost is measured by `channel-keys`.
+//! Keys cost is measured in `channel_keys`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use anyhow::Context;
 use copains_client_core::channel_messages::{ChannelMessage, ChannelRecipients, SendChannelMessage};
 use copains_client_core::client::Client;
 use copains_client_core::servers::{Channel, ChannelKind, Invite, NewInvite, NewServer, Server};
-use copains_client_core::{ChannelId, MessageId};
+use copains_client_core::{ChannelId, MessageId, ServerId};
 use futures_util::StreamExt;
 use reqwest::Method;
 use tokio::sync::mpsc;
@@ -22,7 +22,9 @@ use crate::{open_identified, unique_name};
 /// The members of a new server (the first one owns it) and its first text channel.
 pub struct Community {
     pub clients: Vec<Client>,
+    pub server: ServerId,
     pub channel: ChannelId,
+    pub invite: String,
 }
 
 /// Registers `n` accounts, 8 at a time.
@@ -74,7 +76,7 @@ pub async fn gather(clients: Vec<Client>, name: &str) -> anyhow::Result<Communit
     let channels: Vec<Channel> =
         owner.api(Method::GET, &format!("/api/v1/servers/{}/channels", server.id), None::<&()>).await.context("channels")?;
     let channel = channels.iter().find(|c| c.kind == ChannelKind::Text).context("no text channel")?.id;
-    Ok(Community { clients, channel })
+    Ok(Community { clients, server: server.id, channel, invite: invite.code })
 }
 
 async fn view(c: &Client, channel: ChannelId) -> anyhow::Result<i64> {
@@ -107,8 +109,10 @@ pub async fn fanout(url: &str, sizes: &[usize], messages: usize) -> anyhow::Resu
     let biggest = sizes.iter().copied().max().unwrap_or(0);
     anyhow::ensure!(biggest >= 2, "sizes must be at least 2");
     let prefix = unique_name("fan");
-    eprintln!("registering {biggest} accounts…");
-    let mut pool = register(url, biggest, &prefix).await?;
+    // Each size gets members of its own.
+    let total: usize = sizes.iter().sum();
+    eprintln!("registering {total} accounts…");
+    let mut pool = register(url, total, &prefix).await?;
     let ws_url = format!("{}/gateway", url.replacen("http", "ws", 1));
     for &size in sizes {
         let clients: Vec<Client> = pool.drain(..size).collect();

@@ -10,6 +10,7 @@ use copains_client_core::gateway::{op, ClientMessage, Identify};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
+mod channel_keys;
 mod channels;
 mod dm;
 mod link;
@@ -116,6 +117,25 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// First message of a new device into a channel (device lists, bundles, PQXDH and a key
+    /// distribution for every member device), with real end-to-end encryption.
+    ChannelFirstMessage {
+        /// Members of the channel (each with one device).
+        #[arg(long, default_value_t = 1000)]
+        members: usize,
+        /// New devices timed (one new member each).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
+    /// Sender-key rotation after a kick, with real end-to-end encryption.
+    ChannelRotation {
+        /// Members of the channel.
+        #[arg(long, default_value_t = 100)]
+        members: usize,
+        /// Kicks timed.
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+    },
     /// Device linking: code entered → first message readable on the new device, and the cost
     /// of verifying a signed list of 10 devices.
     Link {
@@ -131,6 +151,8 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Cmd::ChannelFanout { sizes, messages } => channels::fanout(&cli.url, &sizes, messages).await,
         Cmd::ChannelThroughput { senders, seconds } => channels::throughput(&cli.url, senders, seconds).await,
+        Cmd::ChannelFirstMessage { members, rounds } => channel_keys::first_message(&cli.url, members, rounds).await,
+        Cmd::ChannelRotation { members, rounds } => channel_keys::rotation(&cli.url, members, rounds).await,
         Cmd::Link { rounds } => link::run(&cli.url, rounds).await,
         Cmd::GatewayIdle { pid, connections, accounts } => gateway_idle(&cli.url, pid, connections, accounts).await,
         Cmd::Memory { pid, accounts, concurrency, dm_pairs, dm_rate, dm_seconds, settle, svg, csv } => {

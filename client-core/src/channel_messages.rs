@@ -16,13 +16,17 @@
 use serde::{Deserialize, Serialize};
 
 use crate::bytes::Base64Bytes;
+use crate::devices::SignedDeviceList;
 use crate::ids::{ChannelId, DeviceId, MessageId, ReactionId, UserId};
+use crate::keys::UserBundles;
 
 /// Largest ciphertext of a message or a reaction, in bytes (after base64 decoding): a 16 KiB
 /// text with its reply quote and the sender-key overhead.
 pub const CIPHERTEXT_MAX_BYTES: usize = 40 * 1024;
 /// Most key distributions one send carries (a channel's recipient devices).
 pub const DISTRIBUTIONS_MAX: usize = 20_000;
+/// Most devices one bundle claim names, and most users one device-list read names.
+pub const CLAIM_MAX: usize = 1000;
 /// Largest page of history.
 pub const HISTORY_PAGE_MAX: usize = 100;
 /// Most pins in one channel.
@@ -72,6 +76,87 @@ pub struct Distribution {
     /// The libsignal ciphertext.
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
     pub content: Base64Bytes,
+}
+
+/// `POST /api/v1/channels/{id}/sender-keys`: key distributions alone, checked against the view
+/// as a send is and queued the same way. A client whose distributions would not fit in the
+/// request of its write sends the rest first with this.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SendSenderKeys {
+    /// As for a send.
+    pub view: i64,
+    /// At least one.
+    pub distributions: Vec<Distribution>,
+}
+
+/// The answer to [`SendSenderKeys`]: when the distributions were queued (their envelopes'
+/// server timestamp, which a device that cannot decrypt one names when it asks for it again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SenderKeysSent {
+    /// Milliseconds since the epoch.
+    pub sent_at: i64,
+}
+
+/// One device of one member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DeviceAddress {
+    /// The member.
+    pub user_id: UserId,
+    /// Their device.
+    pub device_id: DeviceId,
+}
+
+/// `POST /api/v1/channels/{id}/bundles`: prekey bundles of some of the channel's recipient
+/// devices, to start the sessions a key distribution rides (one request for many devices).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ClaimBundles {
+    /// 1 to [`CLAIM_MAX`] devices.
+    pub devices: Vec<DeviceAddress>,
+}
+
+/// The answer to [`ClaimBundles`]: a bundle for each named device that is a recipient of the
+/// channel now and receives, grouped by user (the others are left out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClaimedBundles {
+    /// By user, in user order.
+    pub users: Vec<UserBundles>,
+}
+
+/// `POST /api/v1/channels/{id}/device-lists`: the signed device lists of some of the
+/// channel's readers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ReadDeviceLists {
+    /// 1 to [`CLAIM_MAX`] users.
+    pub users: Vec<UserId>,
+}
+
+/// One member's signed device list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MemberDeviceList {
+    /// The member.
+    pub user_id: UserId,
+    /// Their list, as `GET /api/v1/users/{id}/device-list` gives it.
+    pub signed: SignedDeviceList,
+}
+
+/// The answer to [`ReadDeviceLists`]: the list of each named user who reads the channel and
+/// has one (the others are left out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeviceLists {
+    /// In user order.
+    pub lists: Vec<MemberDeviceList>,
 }
 
 /// `POST /api/v1/channels/{id}/messages`.

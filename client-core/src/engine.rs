@@ -363,6 +363,11 @@ pub struct Engine<T: Transport> {
     acks: Vec<EnvelopeId>,
     /// Events not yet taken, with the history position of the entry each one shows.
     events: Vec<(Incoming, Option<u64>)>,
+    /// The checked recipient devices of the last view of each channel (see `channels`);
+    /// dropped whenever a list, a trust level or a session changes.
+    checked_targets: HashMap<crate::ids::ChannelId, channels::CheckedTargets>,
+    /// Bytes of key distributions one channel write carries at most.
+    distribution_bytes: usize,
     now: i64,
 }
 
@@ -410,8 +415,17 @@ impl<T: Transport> Engine<T> {
             retry_requests: HashMap::new(),
             acks: Vec::new(),
             events: Vec::new(),
+            checked_targets: HashMap::new(),
+            distribution_bytes: channels::DISTRIBUTION_BYTES_PER_REQUEST,
             now,
         })
+    }
+
+    /// Forgets the session with a device (and the checked channel recipients that counted
+    /// on it).
+    async fn forget_session(&mut self, user: UserId, device: DeviceId) -> Result<(), crate::crypto::CryptoError> {
+        self.checked_targets.clear();
+        self.device.forget_session(user, device).await
     }
 
     fn tick(&mut self, now: i64) {
@@ -853,7 +867,7 @@ impl<T: Transport> Engine<T> {
     async fn request_retry(&mut self, envelope: &Envelope) -> Result<(), MessagingError> {
         let request = E2eeDevice::retry_request(envelope)?;
         // The session is broken: the next message to this device starts a fresh one.
-        self.device.forget_session(envelope.sender, envelope.sender_device).await?;
+        self.forget_session(envelope.sender, envelope.sender_device).await?;
         self.post(&SendMessage { recipient: envelope.sender, messages: vec![request], sync_messages: Vec::new(), partial: true })
             .await
             .map(drop)
@@ -929,6 +943,11 @@ impl<T: Transport> Engine<T> {
                 Err(err) => tracing::warn!(error = %err, "identity not found for the sent-message log"),
             }
         }
+        self.log_sent_to(message_id, sent_at, content, recipients).await;
+    }
+
+    /// [`Self::log_sent`] with the recipients' identities already known.
+    async fn log_sent_to(&self, message_id: &str, sent_at: i64, content: &[u8], recipients: Vec<SentTo>) {
         let entry = SentEntry {
             message_id: message_id.to_owned(),
             sent_at,
@@ -965,7 +984,7 @@ impl<T: Transport> Engine<T> {
             match self.device.session_identity(user, *d).await? {
                 Some(k) if &k == key && self.device.session_registration(user, *d).await?.is_some() => {}
                 Some(_) => {
-                    self.device.forget_session(user, *d).await?;
+                    self.forget_session(user, *d).await?;
                     missing.push(*d);
                 }
                 None => missing.push(*d),
@@ -1073,7 +1092,7 @@ impl<T: Transport> Engine<T> {
     /// changes; a stale session is rebuilt.
     async fn apply_mismatch(&mut self, user: UserId, m: &crate::messages::DeviceMismatch) -> Result<(), MessagingError> {
         for d in m.extra_devices.iter().chain(&m.stale_devices) {
-            self.device.forget_session(user, *d).await?;
+            self.forget_session(user, *d).await?;
         }
         if !m.missing_devices.is_empty() || !m.stale_devices.is_empty() {
             // A device that is new, or has new keys: the list must say so.

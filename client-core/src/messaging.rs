@@ -309,6 +309,14 @@ impl Messenger {
         self.with_engine(move |e, now| Box::pin(async move { e.channel_send(channel, draft, now).await })).await?
     }
 
+    /// Lowers how many bytes of key distributions one request carries (the rest goes first, in
+    /// `sender-keys` requests): lets tests take the path a channel of hundreds of devices
+    /// takes with a handful.
+    #[doc(hidden)]
+    pub async fn set_distribution_bytes_per_request(&self, bytes: usize) -> Result<(), MessagingError> {
+        self.with_engine(move |e, _| Box::pin(async move { e.set_distribution_bytes_per_request(bytes) })).await
+    }
+
     /// Sends a plain message to a channel.
     pub async fn channel_say(&self, channel: ChannelId, body: &str) -> Result<ChannelEntry, MessagingError> {
         self.channel_send(channel, ChannelDraft { body: body.to_owned(), ..ChannelDraft::default() }).await

@@ -386,7 +386,7 @@ pub struct EditChannel {
     #[serde(default)]
     pub position: Option<i32>,
     /// New category (`null`: none).
-    #[serde(default, with = "double_option")]
+    #[serde(default, with = "double_option", skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub parent_id: Option<Option<ChannelId>>,
     /// Replaces every overwrite.
@@ -435,7 +435,7 @@ pub struct NewInvite {
     #[serde(default)]
     pub max_uses: Option<u32>,
     /// Seconds before it expires (`None`: never; default 7 days when the field is absent).
-    #[serde(default, with = "double_option")]
+    #[serde(default, with = "double_option", skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
     pub max_age_secs: Option<Option<u64>>,
 }

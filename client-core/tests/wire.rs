@@ -577,3 +577,174 @@ fn device_list_bodies() {
     wire!("own_link_request", OwnLinkRequest { request: request.clone(), answer: Some(answer.clone()) });
     wire!("device_list_update", DeviceListUpdate { user_id: UserId(117_632_502_289_399_808), version: 3 });
 }
+
+#[test]
+fn channel_message_bodies() {
+    use copains_client_core::channel_messages::{
+        ChannelMessage, ChannelRecipients, ClaimBundles, ClaimedBundles, DeviceAddress, DeviceLists, Distribution,
+        MemberDeviceList, Reaction, ReadDeviceLists, RecipientDevice, SendChannelMessage, SendSenderKeys, SenderKeysSent,
+    };
+    use copains_client_core::devices::SignedDeviceList;
+    let (user, channel) = (UserId(117_632_502_289_399_808), ChannelId(117_632_502_289_399_900));
+    let device = RecipientDevice { user_id: user, device_id: DeviceId(2), registration_id: 4242 };
+    wire!("channel_recipients", ChannelRecipients { channel_id: channel, view: 7, devices: vec![device] });
+    let distribution = Distribution {
+        user_id: user,
+        device_id: DeviceId(2),
+        registration_id: 4242,
+        kind: kind::PREKEY,
+        content: vec![3; 12].into(),
+    };
+    wire!(
+        "send_channel_message",
+        SendChannelMessage {
+            ciphertext: vec![9; 16].into(),
+            view: 7,
+            thread_id: Some(MessageId(117_632_502_289_400_000)),
+            distributions: vec![distribution.clone()],
+        }
+    );
+    wire!("send_sender_keys", SendSenderKeys { view: 7, distributions: vec![distribution.clone()] });
+    wire!("sender_keys_sent", SenderKeysSent { sent_at: 1_795_271_374_052 });
+    wire!("claim_bundles", ClaimBundles { devices: vec![DeviceAddress { user_id: user, device_id: DeviceId(2) }] });
+    wire!("claimed_bundles", ClaimedBundles { users: vec![UserBundles { user_id: user, devices: vec![bundle()] }] });
+    wire!("read_device_lists", ReadDeviceLists { users: vec![user] });
+    let signed = SignedDeviceList { account_key: ec_key(9), list: vec![1, 2, 3].into(), signature: vec![7; 64].into() };
+    wire!("device_lists", DeviceLists { lists: vec![MemberDeviceList { user_id: user, signed: signed.clone() }] });
+    let message_id = MessageId(117_632_502_289_400_001);
+    wire!(
+        "channel_message",
+        ChannelMessage {
+            id: message_id,
+            channel_id: channel,
+            author_id: user,
+            author_device: DeviceId(2),
+            ciphertext: vec![9; 16].into(),
+            created_at: 1_795_271_374_052,
+            edited_at: Some(1_795_271_379_000),
+            thread_id: None,
+            pinned: true,
+            thread_count: 2,
+            reactions: vec![Reaction {
+                id: ReactionId(117_632_502_289_400_002),
+                message_id,
+                channel_id: channel,
+                user_id: user,
+                device_id: DeviceId(2),
+                ciphertext: vec![8; 16].into(),
+                created_at: 1_795_271_375_000,
+            }],
+        }
+    );
+}
+
+#[test]
+fn community_bodies() {
+    use copains_client_core::servers::*;
+    let (owner, server_id) = (UserId(117_632_502_289_399_808), ServerId(117_632_502_289_399_850));
+    let server =
+        Server { id: server_id, name: "Les Copains".into(), owner_id: owner, created_at: 1_795_271_374_052, member_count: 3 };
+    wire!("server", server.clone());
+    let role = Role {
+        id: RoleId(117_632_502_289_399_860),
+        server_id,
+        name: "Mods".into(),
+        color: 0x1abc9c,
+        position: 1,
+        permissions: Permissions::EVERYONE_DEFAULT | Permissions::MANAGE_MESSAGES,
+        hoist: true,
+    };
+    wire!("role", role.clone());
+    let overwrites = vec![
+        Overwrite { id: server_id.0, kind: OverwriteKind::Role, allow: Permissions(0), deny: Permissions::VIEW_CHANNEL },
+        Overwrite { id: owner.0, kind: OverwriteKind::Member, allow: Permissions::VIEW_CHANNEL, deny: Permissions(0) },
+    ];
+    let channel = Channel {
+        id: ChannelId(117_632_502_289_399_900),
+        server_id: Some(server_id),
+        name: "staff".into(),
+        kind: ChannelKind::Text,
+        parent_id: Some(ChannelId(117_632_502_289_399_870)),
+        position: 2,
+        topic: Some("mods only".into()),
+        overwrites: overwrites.clone(),
+        recipients: Vec::new(),
+        owner_id: None,
+        last_message_id: Some(MessageId(117_632_502_289_400_001)),
+    };
+    wire!("channel", channel.clone());
+    let group = Channel {
+        id: ChannelId(117_632_502_289_399_901),
+        server_id: None,
+        name: "Trip".into(),
+        kind: ChannelKind::GroupDm,
+        parent_id: None,
+        position: 0,
+        topic: None,
+        overwrites: Vec::new(),
+        recipients: vec![public_user()],
+        owner_id: Some(owner),
+        last_message_id: None,
+    };
+    wire!("group_dm", group.clone());
+    let member = Member { user: public_user(), server_id, roles: vec![role.id], joined_at: 1_795_271_374_052 };
+    wire!("member", member.clone());
+    let state = ServerState { server, roles: vec![role], channels: vec![channel], me: member };
+    wire!("server_state", state.clone());
+    wire!("new_server", NewServer { name: "Les Copains".into() });
+    wire!("edit_server", EditServer { name: None, owner_id: Some(owner) });
+    wire!(
+        "new_channel",
+        NewChannel {
+            name: "staff".into(),
+            kind: ChannelKind::Voice,
+            parent_id: None,
+            topic: None,
+            position: Some(3),
+            overwrites: Some(overwrites.clone()),
+        }
+    );
+    // A parent set to null (out of its category) is not a parent left as it is.
+    wire!("edit_channel_out_of_category", EditChannel { parent_id: Some(None), ..EditChannel::default() });
+    wire!("edit_channel_name", EditChannel { name: Some("general".into()), ..EditChannel::default() });
+    wire!("edit_role", EditRole { permissions: Some(Permissions::ADMINISTRATOR), hoist: Some(false), ..EditRole::default() });
+    wire!("set_member_roles", SetMemberRoles { roles: vec![RoleId(117_632_502_289_399_860)] });
+    wire!("new_invite_never_expires", NewInvite { max_uses: Some(5), max_age_secs: Some(None) });
+    wire!(
+        "invite",
+        Invite {
+            code: "aB3dE5fG7hJ9".into(),
+            server_id,
+            inviter_id: owner,
+            uses: 1,
+            max_uses: Some(5),
+            expires_at: None,
+            created_at: 1_795_271_374_052,
+        }
+    );
+    wire!(
+        "invite_preview",
+        InvitePreview {
+            code: "aB3dE5fG7hJ9".into(),
+            server_id,
+            server_name: "Les Copains".into(),
+            member_count: 3,
+            inviter: public_user(),
+            expires_at: Some(1_795_875_374_052),
+        }
+    );
+    wire!("new_ban", NewBan { reason: Some("spam".into()), duration_secs: Some(86_400) });
+    wire!(
+        "ban",
+        Ban {
+            user: public_user(),
+            reason: Some("spam".into()),
+            moderator_id: owner,
+            created_at: 1_795_271_374_052,
+            expires_at: Some(1_795_357_774_052),
+        }
+    );
+    wire!("new_group_dm", NewGroupDm { recipients: vec![owner], name: Some("Trip".into()) });
+    wire!("removed", Removed { id: "117632502289399900".into(), server_id: Some(server_id) });
+    wire!("member_removed", MemberRemoved { server_id, user_id: owner });
+}

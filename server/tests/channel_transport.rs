@@ -13,9 +13,13 @@ use base64::Engine as _;
 use common::ws::{identified, recv_json, Ws};
 use common::{Backend, TestApp};
 use copains_client_core::api::AuthResponse;
-use copains_client_core::channel_messages::{ChannelMessage, ChannelRecipients, Reaction, RecipientDevice, CIPHERTEXT_MAX_BYTES};
+use copains_client_core::channel_messages::{
+    ChannelMessage, ChannelRecipients, ClaimedBundles, DeviceLists, Reaction, RecipientDevice, SenderKeysSent,
+    CIPHERTEXT_MAX_BYTES, CLAIM_MAX,
+};
 use copains_client_core::crypto::{E2eeDevice, MemoryBackend, Vault};
 use copains_client_core::gateway::event_name;
+use copains_client_core::keys::PreKeyCount;
 use copains_client_core::messages::kind;
 use copains_client_core::servers::{Channel, Invite, Permissions, Role, Server, ServerState};
 use copains_client_core::{ApiErrorBody, ChannelId, DeviceId, ErrorCode, MessageId, ServerId, UserId};
@@ -38,6 +42,10 @@ backend_tests!(
     no_message_is_reached_through_another_channel,
     group_dm_messages_reach_their_members,
     linking_a_device_moves_the_view_and_a_pending_one_does_not,
+    key_distributions_alone_go_to_current_recipient_devices_only,
+    bundles_are_claimed_through_a_channel_for_its_recipient_devices_only,
+    channel_key_claims_are_rate_limited_by_devices,
+    a_message_is_fetched_by_id_thread_or_not,
 );
 
 const PASSWORD: &str = "a-long-password";
@@ -681,7 +689,8 @@ async fn history_pages_before_after_around_and_in_threads(backend: Backend) {
         &app,
         &owner,
         Method::GET,
-        &format!("/api/v1/channels/{}/messages?thread_id={}", c.general, MessageId(sent[3].id.0 + 1)),
+        // (An id no message has: a neighbour of a sent id may be the next message's.)
+        &format!("/api/v1/channels/{}/messages?thread_id={}", c.general, MessageId(1)),
         None,
     )
     .await;
@@ -1069,5 +1078,179 @@ async fn linking_a_device_moves_the_view_and_a_pending_one_does_not(backend: Bac
     assert_eq!(current.devices.iter().filter(|d| d.user_id == alice.id).count(), 2);
     alice_engine.close().await;
     laptop_engine.close().await;
+    app.shutdown().await;
+}
+
+/// A server of `owner`'s that `reader` and `member` joined, with a channel only `reader` (and
+/// the owner) may view, and an `outsider`; `reader` has a second device when `phone`.
+struct Cast {
+    app: TestApp,
+    owner: U,
+    reader: U,
+    reader_phone: Option<U>,
+    member: U,
+    outsider: U,
+    private: ChannelId,
+}
+
+async fn cast(backend: Backend, phone: bool) -> Cast {
+    let app = spawn(backend).await;
+    let owner = register(&app, "owner").await;
+    let reader = register(&app, "reader").await;
+    let reader_phone = if phone { Some(another_device(&app, "reader").await) } else { None };
+    let member = register(&app, "member").await;
+    let outsider = register(&app, "outsider").await;
+    let c = community(&app, &owner).await;
+    join(&app, &reader, &c).await;
+    join(&app, &member, &c).await;
+    let private = private_channel(&app, &owner, c.server, &[&reader]).await;
+    Cast { app, owner, reader, reader_phone, member, outsider, private }
+}
+
+async fn key_distributions_alone_go_to_current_recipient_devices_only(backend: Backend) {
+    let Cast { app, owner, reader, member, outsider, private, .. } = cast(backend, false).await;
+    let path = format!("/api/v1/channels/{private}/sender-keys");
+    let view = recipients(&app, &owner, private).await.view;
+    let mut reader_ws = gateway(&app, &reader).await;
+    let before = (count(&app, "channel_messages").await, count(&app, "envelopes").await);
+
+    // Refused, nothing queued: a device that is no recipient, an old view, no distribution,
+    // one to the sender itself; a member who may not read the channel and an outsider get 404.
+    for (what, d, v) in [
+        ("a member who may not view the channel", distribution(&member, "x"), view),
+        ("an outsider's device", distribution(&outsider, "x"), view),
+        ("an old view", distribution(&reader, "x"), view - 1),
+    ] {
+        let body = json!({"view": v, "distributions": [d]});
+        let (status, code, details) = refused(&app, &owner, Method::POST, &path, Some(body)).await;
+        assert_eq!((status, code), (409, ErrorCode::ViewStale), "{what}");
+        let current: ChannelRecipients = serde_json::from_value(details.expect("details")).expect("recipients");
+        assert_eq!(current.view, view, "{what}");
+    }
+    let empty = json!({"view": view, "distributions": []});
+    assert_eq!(refused(&app, &owner, Method::POST, &path, Some(empty)).await.0, 400);
+    let to_self = json!({"view": view, "distributions": [distribution(&owner, "x")]});
+    assert_eq!(refused(&app, &owner, Method::POST, &path, Some(to_self)).await.0, 400);
+    for who in [&member, &outsider] {
+        let body = json!({"view": view, "distributions": [distribution(&owner, "x")]});
+        assert_eq!(refused(&app, who, Method::POST, &path, Some(body)).await.0, 404);
+    }
+    assert_eq!((count(&app, "channel_messages").await, count(&app, "envelopes").await), before, "nothing written");
+
+    // Accepted: queued for the reader's device and pushed to it; no message is stored.
+    let body = json!({"view": view, "distributions": [distribution(&reader, "alone")]});
+    let queued: SenderKeysSent = ok(&app, &owner, Method::POST, &path, Some(body), 200).await;
+    let seen = events_until(&mut reader_ws, event_name::ENVELOPE, |_| true).await;
+    let (_, env) = seen.last().expect("envelope");
+    assert_eq!(env["sender"], json!(owner.id));
+    // The answer names the envelope's timestamp: what a retry request for it would name.
+    assert_eq!(env["server_timestamp"], json!(queued.sent_at));
+    assert_eq!(env["content"], json!(b64(b"skdm for alone")));
+    assert_eq!(count(&app, "channel_messages").await, before.0);
+    assert_eq!(count(&app, "envelopes").await, before.1 + 1);
+    app.shutdown().await;
+}
+
+async fn prekeys_left(app: &TestApp, u: &U) -> PreKeyCount {
+    ok(app, u, Method::GET, "/api/v1/keys/count", None, 200).await
+}
+
+async fn bundles_are_claimed_through_a_channel_for_its_recipient_devices_only(backend: Backend) {
+    let Cast { app, owner, reader, reader_phone, member, outsider, private } = cast(backend, true).await;
+    let reader_phone = reader_phone.expect("second device");
+    let path = format!("/api/v1/channels/{private}/bundles");
+    let address = |u: &U| json!({"user_id": u.id, "device_id": u.device.0});
+    let left = (prekeys_left(&app, &owner).await, prekeys_left(&app, &member).await, prekeys_left(&app, &outsider).await);
+
+    // The reader names every device it can think of: only the channel's other recipient
+    // devices come back (the owner's, and its own other one), each with one bundle.
+    let body = json!({"devices": [address(&owner), address(&member), address(&outsider), address(&reader), address(&reader_phone), address(&owner)]});
+    let claimed: ClaimedBundles = ok(&app, &reader, Method::POST, &path, Some(body), 200).await;
+    let got: Vec<(UserId, Vec<DeviceId>)> =
+        claimed.users.iter().map(|u| (u.user_id, u.devices.iter().map(|d| d.device_id).collect())).collect();
+    let mut want = vec![(owner.id, vec![owner.device]), (reader.id, vec![reader_phone.device])];
+    want.sort();
+    assert_eq!(got, want);
+    let owner_bundle = &claimed.users.iter().find(|u| u.user_id == owner.id).expect("owner").devices[0];
+    assert_eq!(owner_bundle.registration_id, owner.registration_id);
+    assert!(owner_bundle.pre_key.is_some(), "a one-time prekey was handed out");
+    // One one-time prekey of each kind taken from the owner's device, none from the others.
+    let now = (prekeys_left(&app, &owner).await, prekeys_left(&app, &member).await, prekeys_left(&app, &outsider).await);
+    assert_eq!(now.0.pre_keys, left.0.pre_keys - 1);
+    assert_eq!(now.0.pq_pre_keys, left.0.pq_pre_keys - 1);
+    assert_eq!((now.1, now.2), (left.1, left.2));
+
+    // Nothing to claim: an empty answer.
+    let body = json!({"devices": [address(&member)]});
+    let claimed: ClaimedBundles = ok(&app, &reader, Method::POST, &path, Some(body), 200).await;
+    assert!(claimed.users.is_empty());
+    // Not readable by the caller: 404 and nothing taken; bad sizes: 400.
+    for who in [&member, &outsider] {
+        let body = json!({"devices": [address(&owner)]});
+        assert_eq!(refused(&app, who, Method::POST, &path, Some(body)).await.0, 404);
+    }
+    assert_eq!(prekeys_left(&app, &owner).await, now.0);
+    assert_eq!(refused(&app, &reader, Method::POST, &path, Some(json!({"devices": []}))).await.0, 400);
+    let too_many: Vec<Value> = (0..=CLAIM_MAX).map(|_| address(&owner)).collect();
+    assert_eq!(refused(&app, &reader, Method::POST, &path, Some(json!({"devices": too_many}))).await.0, 400);
+    assert_eq!(refused(&app, &reader, Method::POST, &path, Some(json!({"devices": [{"user_id": "x"}]}))).await.0, 400);
+
+    // Device lists: only for readers (none of these users has published one yet), 404 for
+    // those who may not read, 400 for bad sizes.
+    let lists_path = format!("/api/v1/channels/{private}/device-lists");
+    let lists: DeviceLists =
+        ok(&app, &reader, Method::POST, &lists_path, Some(json!({"users": [owner.id, member.id, outsider.id]})), 200).await;
+    assert!(lists.lists.is_empty());
+    assert_eq!(refused(&app, &outsider, Method::POST, &lists_path, Some(json!({"users": [owner.id]}))).await.0, 404);
+    assert_eq!(refused(&app, &reader, Method::POST, &lists_path, Some(json!({"users": []}))).await.0, 400);
+    app.shutdown().await;
+}
+
+async fn channel_key_claims_are_rate_limited_by_devices(backend: Backend) {
+    let app = spawn_with(backend, |c| {
+        c.api.rate_limits.channel_key_claims_burst = 3;
+        c.api.rate_limits.channel_key_claims_per_minute = 1;
+    })
+    .await;
+    let owner = register(&app, "owner").await;
+    let a = register(&app, "anna").await;
+    let b = register(&app, "bert").await;
+    let c = community(&app, &owner).await;
+    join(&app, &a, &c).await;
+    join(&app, &b, &c).await;
+    let path = format!("/api/v1/channels/{}/bundles", c.general);
+    let body = json!({"devices": [{"user_id": a.id, "device_id": a.device.0}, {"user_id": b.id, "device_id": b.device.0}]});
+    let _: ClaimedBundles = ok(&app, &owner, Method::POST, &path, Some(body.clone()), 200).await;
+    // Two more devices: over the three the burst allows.
+    let (status, code, _) = refused(&app, &owner, Method::POST, &path, Some(body)).await;
+    assert_eq!((status, code), (429, ErrorCode::RateLimited));
+    app.shutdown().await;
+}
+
+async fn a_message_is_fetched_by_id_thread_or_not(backend: Backend) {
+    let Cast { app, owner, reader, member, outsider, private, .. } = cast(backend, false).await;
+    let root = send(&app, &owner, private, "root").await;
+    let in_thread = reply(&app, &owner, private, root.id, "in thread").await;
+    // The channel's last message is the newest one, wherever it is.
+    let channel: Channel = ok(&app, &reader, Method::GET, &format!("/api/v1/channels/{private}"), None, 200).await;
+    assert_eq!(channel.last_message_id, Some(in_thread.id));
+    for m in [&root, &in_thread] {
+        let path = format!("/api/v1/channels/{private}/messages/{}", m.id);
+        let got: ChannelMessage = ok(&app, &reader, Method::GET, &path, None, 200).await;
+        assert_eq!(got.id, m.id);
+        assert_eq!(got.ciphertext, m.ciphertext);
+        assert_eq!(got.thread_id, m.thread_id);
+        // Not to those who may not read the channel.
+        for who in [&member, &outsider] {
+            assert_eq!(refused(&app, who, Method::GET, &path, None).await.0, 404);
+        }
+    }
+    // Not through another channel, nor an id that is no message.
+    let general = community(&app, &member).await.general;
+    let elsewhere = format!("/api/v1/channels/{general}/messages/{}", root.id);
+    assert_eq!(refused(&app, &member, Method::GET, &elsewhere, None).await.0, 404);
+    let none = format!("/api/v1/channels/{private}/messages/12345");
+    assert_eq!(refused(&app, &reader, Method::GET, &none, None).await.0, 404);
+    assert_eq!(refused(&app, &reader, Method::GET, &format!("/api/v1/channels/{private}/messages/x"), None).await.0, 400);
     app.shutdown().await;
 }

@@ -28,6 +28,7 @@ backend_tests!(
     a_device_the_server_slips_in_never_gets_a_sender_key,
     a_group_dm_member_who_is_removed_reads_nothing_more,
     a_key_distribution_that_does_not_decrypt_is_sent_again,
+    a_first_message_to_many_devices_goes_in_batches,
 );
 
 async fn spawn(backend: Backend) -> TestApp {
@@ -499,6 +500,51 @@ async fn a_key_distribution_that_does_not_decrypt_is_sent_again(backend: Backend
     assert_eq!(entries[1].id, sent.id);
     for p in [alice, bob] {
         p.messenger.close().await;
+    }
+    app.shutdown().await;
+}
+
+/// The count of a route's answers with `status` in the server's metrics.
+async fn answered(app: &TestApp, method: &str, route: &str, status: u16) -> u64 {
+    let metrics = reqwest::get(app.url("/metrics")).await.expect("metrics").text().await.expect("text");
+    let line = format!(r#"copains_http_requests_total{{method="{method}",route="{route}",status="{status}"}} "#);
+    metrics.lines().find_map(|l| l.strip_prefix(line.as_str())).map_or(0, |n| n.trim().parse().expect("count"))
+}
+
+async fn a_first_message_to_many_devices_goes_in_batches(backend: Backend) {
+    // The per-user bundle fetches are held to two: sessions with a channel's devices are
+    // made from bundles claimed through the channel, many per request.
+    let app = TestApp::spawn_with(backend, |c| {
+        c.api.rate_limits.messages_per_minute = 1_000_000;
+        c.api.rate_limits.messages_burst = 1_000_000;
+        c.api.rate_limits.queue_reads_per_minute = 1_000_000;
+        c.api.rate_limits.queue_reads_burst = 1_000_000;
+        c.api.rate_limits.bundle_fetches_per_minute = 1;
+        c.api.rate_limits.bundle_fetches_burst = 2;
+    })
+    .await;
+    let mut people = Vec::new();
+    for name in ["alice", "bob", "carol", "dave", "erin", "frank"] {
+        people.push(register(&app, name).await);
+    }
+    let (alice, others) = people.split_first().expect("people");
+    let members: Vec<&Person> = others.iter().collect();
+    let (_, channels) = community(alice, &members, &[]).await;
+    let general = channels[0];
+    // A first distribution (a PQXDH PreKey message) is about 2 KB: one per request, as in a
+    // channel of hundreds of devices with the real budget.
+    alice.messenger.set_distribution_bytes_per_request(2500).await.expect("budget");
+    let first = alice.messenger.channel_say(general, "hello all").await.expect("first message");
+    assert_eq!(answered(&app, "POST", "/api/v1/channels/{channel_id}/sender-keys", 200).await, 4, "four went first");
+    assert!(answered(&app, "POST", "/api/v1/channels/{channel_id}/bundles", 200).await >= 1);
+    assert!(answered(&app, "POST", "/api/v1/channels/{channel_id}/device-lists", 200).await >= 1);
+    let second = alice.messenger.channel_say(general, "and again").await.expect("second message");
+    assert_eq!(answered(&app, "POST", "/api/v1/channels/{channel_id}/sender-keys", 200).await, 4, "nothing more to hand out");
+    for p in others.iter() {
+        let entries = read_all(&p.messenger, general, all()).await;
+        let ids: Vec<MessageId> = entries.iter().map(|e| e.id).collect();
+        assert!(ids.contains(&first.id) && ids.contains(&second.id), "{entries:?}");
+        assert_eq!(bodies(&entries)[..2], ["hello all", "and again"]);
     }
     app.shutdown().await;
 }

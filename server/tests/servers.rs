@@ -23,6 +23,7 @@ use sqlx::Row;
 
 backend_tests!(
     a_new_server_has_everyone_and_default_channels,
+    the_native_client_renames_a_channel_and_leaves_its_category,
     route_by_standing_matrix,
     no_route_reaches_another_servers_things,
     private_channels_are_listed_only_to_those_who_may_view_them,
@@ -1353,13 +1354,56 @@ async fn every_route_is_in_the_openapi_document(backend: Backend) {
         ("/api/v1/channels/{channel_id}", &["get", "patch", "delete"]),
         ("/api/v1/channels/{channel_id}/recipients/{user_id}", &["put", "delete"]),
         ("/api/v1/users/@me/channels", &["get"]),
+        ("/api/v1/channels/{channel_id}/recipients", &["get"]),
+        ("/api/v1/channels/{channel_id}/sender-keys", &["post"]),
+        ("/api/v1/channels/{channel_id}/bundles", &["post"]),
+        ("/api/v1/channels/{channel_id}/device-lists", &["post"]),
+        ("/api/v1/channels/{channel_id}/messages", &["get", "post"]),
     ] {
         for method in methods {
             assert!(doc["paths"][path][method].is_object(), "{method} {path} missing from the OpenAPI document");
         }
     }
-    for schema in ["Server", "ServerState", "Channel", "Role", "Member", "Invite", "InvitePreview", "Ban", "NewGroupDm"] {
+    for schema in [
+        "Server",
+        "ServerState",
+        "Channel",
+        "Role",
+        "Member",
+        "Invite",
+        "InvitePreview",
+        "Ban",
+        "NewGroupDm",
+        "SendSenderKeys",
+        "ClaimBundles",
+        "ClaimedBundles",
+        "ReadDeviceLists",
+        "DeviceLists",
+    ] {
         assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema}");
     }
+    app.shutdown().await;
+}
+
+async fn the_native_client_renames_a_channel_and_leaves_its_category(backend: Backend) {
+    use copains_client_core::servers::{ChannelKind, EditChannel};
+    let app = spawn(backend).await;
+    let client = app.client();
+    client.register("owner", "a-long-password", Some("first")).await.expect("register");
+    let server = client.create_server("Les Copains").await.expect("server");
+    let state = client.server_state(server.id).await.expect("state");
+    let text = state
+        .channels
+        .iter()
+        .find(|c| c.kind == ChannelKind::Text && c.parent_id.is_some())
+        .expect("a text channel in a category");
+    // Only the name: the category stays (a parent left out is not a parent set to none).
+    let renamed =
+        client.edit_channel(text.id, &EditChannel { name: Some("lounge".into()), ..EditChannel::default() }).await.expect("edit");
+    assert_eq!((renamed.name.as_str(), renamed.parent_id), ("lounge", text.parent_id));
+    // Out of its category on purpose.
+    let moved =
+        client.edit_channel(text.id, &EditChannel { parent_id: Some(None), ..EditChannel::default() }).await.expect("edit");
+    assert_eq!((moved.name.as_str(), moved.parent_id), ("lounge", None));
     app.shutdown().await;
 }

@@ -7,19 +7,21 @@
 //! Key distributions ride the write and are queued as envelopes in its transaction; they are
 //! pushed to their devices before the message event goes to the readers.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, patch, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use copains_client_core::channel_messages::{
-    ChannelMessage, ChannelRecipients, Distribution, EditChannelMessage, MessageDeleted, NewReaction, PinUpdate, Reaction,
-    ReactionRemoved, SendChannelMessage, CIPHERTEXT_MAX_BYTES, DISTRIBUTIONS_MAX, HISTORY_PAGE_MAX, PINS_MAX,
+    ChannelMessage, ChannelRecipients, ClaimBundles, ClaimedBundles, DeviceLists, Distribution, EditChannelMessage,
+    MemberDeviceList, MessageDeleted, NewReaction, PinUpdate, Reaction, ReactionRemoved, ReadDeviceLists, SendChannelMessage,
+    SendSenderKeys, SenderKeysSent, CIPHERTEXT_MAX_BYTES, CLAIM_MAX, DISTRIBUTIONS_MAX, HISTORY_PAGE_MAX, PINS_MAX,
 };
 use copains_client_core::gateway::event_name;
+use copains_client_core::keys::UserBundles;
 use copains_client_core::messages::{kind, Envelope, ENVELOPE_MAX_BYTES};
 use copains_client_core::servers::{ChannelKind, Permissions};
 use copains_client_core::{ApiErrorBody, ChannelId, DeviceId, EnvelopeId, MessageId, ReactionId, UserId};
@@ -31,14 +33,17 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::state::AppState;
 use crate::store::channel_messages::{ChannelView, HistoryQuery, NewChannelMessage, PinOutcome, Reader};
-use crate::store::{now_ms, ChannelWrite, ChannelWriteError, ChannelWriteKind, NewEnvelope, QueueLimits};
+use crate::store::{now_ms, ChannelWrite, ChannelWriteError, ChannelWriteKind, NewEnvelope, QueueLimits, StoredBundle};
 
 /// Routes of this area.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/channels/{channel_id}/recipients", get(recipients))
         .route("/api/v1/channels/{channel_id}/messages", post(send).get(history))
-        .route("/api/v1/channels/{channel_id}/messages/{message_id}", patch(edit).delete(remove))
+        .route("/api/v1/channels/{channel_id}/sender-keys", post(send_sender_keys))
+        .route("/api/v1/channels/{channel_id}/bundles", post(claim_bundles))
+        .route("/api/v1/channels/{channel_id}/device-lists", post(device_lists))
+        .route("/api/v1/channels/{channel_id}/messages/{message_id}", get(message).patch(edit).delete(remove))
         .route("/api/v1/channels/{channel_id}/messages/{message_id}/reactions", post(react))
         .route("/api/v1/channels/{channel_id}/messages/{message_id}/reactions/{reaction_id}", delete(unreact))
         .route("/api/v1/channels/{channel_id}/pins", get(pins))
@@ -293,6 +298,145 @@ pub async fn send(
     Ok((StatusCode::CREATED, Json(message)))
 }
 
+/// Key distributions alone, for the view they were made on: what does not fit in the request
+/// of the write they precede. Checked and queued as a send's distributions are; nothing is
+/// stored but the envelopes.
+#[utoipa::path(post, path = "/api/v1/channels/{channel_id}/sender-keys", tag = "channel messages", security(("bearer" = [])),
+    params(("channel_id" = String, Path, description = "channel id")),
+    request_body = SendSenderKeys,
+    responses(
+        (status = 200, body = SenderKeysSent),
+        (status = 400, body = ApiErrorBody, description = "malformed body, no distribution, a bad distribution, a category"),
+        (status = 401, body = ApiErrorBody),
+        (status = 404, body = ApiErrorBody, description = "no such channel, or the caller may not read it"),
+        (status = 409, body = ApiErrorBody, description = "view_stale (details: the current ChannelRecipients) or queue_full; nothing was queued"),
+        (status = 413, body = ApiErrorBody),
+        (status = 429, body = ApiErrorBody),
+    ))]
+pub async fn send_sender_keys(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(channel): Path<String>,
+    ApiJson(body): ApiJson<SendSenderKeys>,
+) -> ApiResult<Json<SenderKeysSent>> {
+    state.limiters.message(auth.user.id)?;
+    let channel: ChannelId = parse_id(&channel, "channel id")?;
+    let user = auth.user.id;
+    if body.distributions.is_empty() {
+        return Err(ApiError::Malformed("no distribution".into()));
+    }
+    check_distributions(&body.distributions, user, auth.device_id)?;
+    let view = state.store.channel_view_at(channel, body.view).await?.ok_or(ApiError::NotFound(NO_CHANNEL))?;
+    view.reader(user).ok_or(ApiError::NotFound(NO_CHANNEL))?;
+    if view.kind == ChannelKind::Category {
+        return Err(ApiError::Malformed("a category holds no messages".into()));
+    }
+    if !matches_view(&view, body.view, &body.distributions) {
+        return Err(ApiError::ViewStale(Box::new(view.recipients.clone())));
+    }
+    let done = write(
+        &state,
+        ChannelWrite {
+            channel,
+            view: body.view,
+            sender: user,
+            sender_device: auth.device_id,
+            kind: ChannelWriteKind::Keys,
+            distributions: envelopes_of(&state, body.distributions),
+            now: now_ms(),
+        },
+        NO_CHANNEL,
+    )
+    .await?;
+    push_distributions(&state, &done).await;
+    Ok(Json(SenderKeysSent { sent_at: done.now }))
+}
+
+/// The channel of a batch request as it stands (404 if the caller may not read it), once the
+/// batch holds 1 to [`CLAIM_MAX`] `what`.
+async fn batch_view(state: &AppState, auth: &Authenticated, raw: &str, len: usize, what: &str) -> ApiResult<Arc<ChannelView>> {
+    let channel: ChannelId = parse_id(raw, "channel id")?;
+    if len == 0 || len > CLAIM_MAX {
+        return Err(ApiError::Malformed(format!("from 1 to {CLAIM_MAX} {what}")));
+    }
+    Ok(current(state, channel, auth.user.id).await?.0)
+}
+
+/// Claims prekey bundles for recipient devices of the channel, to start the pairwise sessions
+/// a key distribution rides: one request for up to 1,000 devices where `GET
+/// /api/v1/keys/{user_id}` serves one user. Each device named that is a recipient of the
+/// channel now (and not the caller's own) gets one bundle, taking one one-time prekey of each
+/// kind; the others are left out. Rate-limited by devices claimed (`channel_key_claims_*`).
+#[utoipa::path(post, path = "/api/v1/channels/{channel_id}/bundles", tag = "channel messages", security(("bearer" = [])),
+    params(("channel_id" = String, Path, description = "channel id")),
+    request_body = ClaimBundles,
+    responses(
+        (status = 200, body = ClaimedBundles),
+        (status = 400, body = ApiErrorBody, description = "malformed body, no device or more than 1,000"),
+        (status = 401, body = ApiErrorBody),
+        (status = 404, body = ApiErrorBody, description = "no such channel, or the caller may not read it"),
+        (status = 429, body = ApiErrorBody),
+    ))]
+pub async fn claim_bundles(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(channel): Path<String>,
+    ApiJson(body): ApiJson<ClaimBundles>,
+) -> ApiResult<Json<ClaimedBundles>> {
+    let view = batch_view(&state, &auth, &channel, body.devices.len(), "devices").await?;
+    let wanted: Vec<(UserId, DeviceId)> = body
+        .devices
+        .iter()
+        .map(|d| (d.user_id, d.device_id))
+        .filter(|&(u, d)| (u, d) != (auth.user.id, auth.device_id) && view.registration_id(u, d).is_some())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if wanted.is_empty() {
+        return Ok(Json(ClaimedBundles { users: Vec::new() }));
+    }
+    state.limiters.channel_keys(auth.user.id, wanted.len())?;
+    let taken = state.store.take_device_bundles(&wanted).await?;
+    let mut by_user: BTreeMap<UserId, Vec<StoredBundle>> = BTreeMap::new();
+    for (user, bundle) in taken {
+        by_user.entry(user).or_default().push(bundle);
+    }
+    let mut users = Vec::with_capacity(by_user.len());
+    for (user_id, bundles) in by_user {
+        users.push(UserBundles { user_id, devices: super::keys::hand_out(&state, user_id, bundles).await });
+    }
+    Ok(Json(ClaimedBundles { users }))
+}
+
+/// The signed device lists of readers of the channel (up to 1,000 users in one request; the
+/// ones who do not read it or have no list are left out). The caller checks each list's
+/// signature against the account key it trusts, as with `GET /api/v1/users/{id}/device-list`.
+#[utoipa::path(post, path = "/api/v1/channels/{channel_id}/device-lists", tag = "channel messages", security(("bearer" = [])),
+    params(("channel_id" = String, Path, description = "channel id")),
+    request_body = ReadDeviceLists,
+    responses(
+        (status = 200, body = DeviceLists),
+        (status = 400, body = ApiErrorBody, description = "malformed body, no user or more than 1,000"),
+        (status = 401, body = ApiErrorBody),
+        (status = 404, body = ApiErrorBody, description = "no such channel, or the caller may not read it"),
+        (status = 429, body = ApiErrorBody),
+    ))]
+pub async fn device_lists(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(channel): Path<String>,
+    ApiJson(body): ApiJson<ReadDeviceLists>,
+) -> ApiResult<Json<DeviceLists>> {
+    let view = batch_view(&state, &auth, &channel, body.users.len(), "users").await?;
+    let users: Vec<UserId> =
+        body.users.iter().copied().filter(|u| view.reader(*u).is_some()).collect::<BTreeSet<_>>().into_iter().collect();
+    state.limiters.channel_keys(auth.user.id, users.len().div_ceil(10))?;
+    let lists = state.store.device_lists(&users).await?;
+    Ok(Json(DeviceLists {
+        lists: lists.into_iter().map(|(user_id, stored)| MemberDeviceList { user_id, signed: stored.signed() }).collect(),
+    }))
+}
+
 /// Which page of history.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct HistoryParams {
@@ -355,6 +499,29 @@ pub async fn history(
 
 fn message_params(raw: (String, String)) -> ApiResult<(ChannelId, MessageId)> {
     Ok((parse_id(&raw.0, "channel id")?, parse_id(&raw.1, "message id")?))
+}
+
+/// One message (in the channel or in one of its threads), with its reactions.
+#[utoipa::path(get, path = "/api/v1/channels/{channel_id}/messages/{message_id}", tag = "channel messages", security(("bearer" = [])),
+    params(("channel_id" = String, Path, description = "channel id"), ("message_id" = String, Path, description = "message id")),
+    responses(
+        (status = 200, body = ChannelMessage),
+        (status = 400, body = ApiErrorBody),
+        (status = 401, body = ApiErrorBody),
+        (status = 404, body = ApiErrorBody, description = "no such channel (or not readable by the caller), or no such message in it \
+            since the caller joined"),
+        (status = 429, body = ApiErrorBody),
+    ))]
+pub async fn message(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(raw): Path<(String, String)>,
+) -> ApiResult<Json<ChannelMessage>> {
+    state.limiters.queue_read(auth.user.id)?;
+    let (channel, id) = message_params(raw)?;
+    let (_, reader) = current(&state, channel, auth.user.id).await?;
+    let m = state.store.channel_message(channel, id, reader.joined_at).await?.ok_or(ApiError::NotFound(NO_MESSAGE))?;
+    Ok(Json(m))
 }
 
 /// Replaces the ciphertext of one's own message (encrypted with the editing device's sender

@@ -17,7 +17,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::state::AppState;
 use crate::store::now_ms;
-use crate::store::{UploadError, VerifiedUpload};
+use crate::store::{StoredBundle, UploadError, VerifiedUpload};
 
 /// One-time prekeys of each kind in one upload.
 pub const MAX_PREKEYS_PER_UPLOAD: usize = 100;
@@ -213,13 +213,20 @@ async fn fetch(
     if taken.is_empty() {
         return Err(ApiError::NotFound("no such user, or none of its devices has keys"));
     }
+    let devices = hand_out(state, user, taken).await;
+    Ok(Json(UserBundles { user_id: user, devices }))
+}
+
+/// Bundles taken for `user`'s devices, as the API gives them; `PREKEYS_LOW` goes to those that
+/// run low.
+pub(crate) async fn hand_out(state: &AppState, user: UserId, taken: Vec<StoredBundle>) -> Vec<DeviceBundle> {
     for b in
         taken.iter().filter(|b| b.remaining.pre_keys < PREKEYS_LOW_WATERMARK || b.remaining.pq_pre_keys < PREKEYS_LOW_WATERMARK)
     {
         let low = PreKeysLow { device_id: b.device_id, count: b.remaining };
         state.publish(BusEvent::new(Topic::device(user, b.device_id), event_name::PREKEYS_LOW, &low)).await;
     }
-    let devices = taken
+    taken
         .into_iter()
         .map(|b| DeviceBundle {
             device_id: b.device_id,
@@ -229,6 +236,5 @@ async fn fetch(
             pre_key: b.pre_key.map(|(key_id, k)| PreKey { key_id, public_key: k.into() }),
             pq_pre_key: b.pq,
         })
-        .collect();
-    Ok(Json(UserBundles { user_id: user, devices }))
+        .collect()
 }

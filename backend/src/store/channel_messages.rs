@@ -9,7 +9,7 @@
 //! made for exactly the devices that may read the channel. The readers and devices of a
 //! `(channel, view)` therefore never change, which makes them safe to cache ([`ViewCache`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use copains_client_core::channel_messages::{ChannelMessage, ChannelRecipients, Reaction, RecipientDevice};
@@ -110,8 +110,26 @@ pub struct ViewCache {
 
 #[derive(Default)]
 struct CacheInner {
-    entries: HashMap<ChannelId, Arc<ChannelView>>,
+    /// Each view with the stamp of its last use.
+    entries: HashMap<ChannelId, (u64, Arc<ChannelView>)>,
+    /// Channels by the stamp of their last use: the least recently used goes first.
+    order: BTreeMap<u64, ChannelId>,
+    next: u64,
     weight: usize,
+}
+
+impl CacheInner {
+    fn stamp(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+
+    fn remove(&mut self, channel: ChannelId) {
+        if let Some((stamp, gone)) = self.entries.remove(&channel) {
+            self.order.remove(&stamp);
+            self.weight -= weight_of(&gone);
+        }
+    }
 }
 
 fn weight_of(view: &ChannelView) -> usize {
@@ -138,7 +156,13 @@ impl ViewCache {
     pub const WEIGHT: usize = 1_000_000;
 
     fn get(&self, channel: ChannelId, view: i64) -> Option<Arc<ChannelView>> {
-        self.inner.lock().entries.get(&channel).filter(|v| v.view == view).cloned()
+        let mut inner = self.inner.lock();
+        let stamp = inner.stamp();
+        let (used, found) = inner.entries.get_mut(&channel).filter(|(_, v)| v.view == view)?;
+        let (before, found) = (std::mem::replace(used, stamp), found.clone());
+        inner.order.remove(&before);
+        inner.order.insert(stamp, channel);
+        Some(found)
     }
 
     fn put(&self, view: Arc<ChannelView>) {
@@ -147,22 +171,21 @@ impl ViewCache {
             return;
         }
         let mut inner = self.inner.lock();
-        if let Some(old) = inner.entries.get(&view.channel_id) {
+        if let Some((_, old)) = inner.entries.get(&view.channel_id) {
             if old.view >= view.view {
                 return;
             }
-            let old = weight_of(old);
-            inner.weight -= old;
-            inner.entries.remove(&view.channel_id);
+            inner.remove(view.channel_id);
         }
+        // The least recently used make room.
         while inner.entries.len() >= Self::CHANNELS || inner.weight + weight > Self::WEIGHT {
-            let Some(victim) = inner.entries.keys().next().copied() else { break };
-            if let Some(gone) = inner.entries.remove(&victim) {
-                inner.weight -= weight_of(&gone);
-            }
+            let Some((_, victim)) = inner.order.first_key_value().map(|(s, c)| (*s, *c)) else { break };
+            inner.remove(victim);
         }
+        let stamp = inner.stamp();
         inner.weight += weight;
-        inner.entries.insert(view.channel_id, view);
+        inner.order.insert(stamp, view.channel_id);
+        inner.entries.insert(view.channel_id, (stamp, view));
     }
 }
 
@@ -187,7 +210,7 @@ mod tests {
         cache.put(view(1, 6, 2));
         assert!(cache.get(ChannelId(1), 6).is_some() && cache.get(ChannelId(1), 5).is_none());
         assert_eq!(cache.inner.lock().weight, 3);
-        // Over the weight: older channels make room.
+        // Over the weight: the least recently used channels make room.
         cache.put(view(2, 1, ViewCache::WEIGHT - 2));
         assert!(cache.get(ChannelId(2), 1).is_some());
         assert!(cache.get(ChannelId(1), 6).is_none());
@@ -198,6 +221,21 @@ mod tests {
             cache.put(view(c, 1, 0));
         }
         assert_eq!(cache.inner.lock().entries.len(), ViewCache::CHANNELS);
+        assert_eq!(cache.inner.lock().order.len(), ViewCache::CHANNELS);
+    }
+
+    #[test]
+    fn the_least_recently_used_view_goes_first() {
+        let cache = ViewCache::default();
+        cache.put(view(1, 1, 0));
+        cache.put(view(2, 1, 0));
+        assert!(cache.get(ChannelId(1), 1).is_some(), "1 is used again");
+        // Room for one more light channel only: 2, the least recently used, goes.
+        cache.put(view(3, 1, ViewCache::WEIGHT - 2));
+        assert!(cache.get(ChannelId(1), 1).is_some());
+        assert!(cache.get(ChannelId(2), 1).is_none());
+        assert!(cache.get(ChannelId(3), 1).is_some());
+        assert_eq!(cache.inner.lock().weight, ViewCache::WEIGHT);
     }
 }
 
@@ -219,6 +257,8 @@ pub struct NewChannelMessage {
 /// The ciphertext a [`ChannelWrite`] stores.
 #[derive(Debug, Clone)]
 pub enum ChannelWriteKind {
+    /// Key distributions alone (what does not fit in the request of the write they precede).
+    Keys,
     /// A new message.
     Create(NewChannelMessage),
     /// A new ciphertext for a message of `author` (from `device`, whose sender key made it).
@@ -550,30 +590,35 @@ impl Store {
             return writer.channel(write, limits).await;
         }
         let mut tx = self.pool().begin().await?;
-        // First the channel's row, checked against the view: a write first (SQLite takes the
-        // write lock at once), and on PostgreSQL the lock every write of this channel and
-        // every view change take first.
-        let checked = match &write.kind {
-            ChannelWriteKind::Create(m) => sqlx::query("UPDATE channels SET last_message_id = $3 WHERE id = $1 AND view = $2")
+        // First the channel's row, checked against the view (SQLite's writes go through the
+        // queue writer; this path is PostgreSQL's). A view change updates the row: it waits for
+        // the writes that hold it, and they for it. Messages, edits and key distributions hold
+        // it shared, so they do not wait on each other; a reaction holds it alone, which keeps
+        // a message's reaction count exact.
+        let shared = self.kind() == DbKind::Postgres && !matches!(write.kind, ChannelWriteKind::React { .. });
+        let checked = if shared {
+            sqlx::query("SELECT 1 FROM channels WHERE id = $1 AND view = $2 FOR SHARE")
                 .bind(write.channel.0)
                 .bind(write.view)
-                .bind(m.id.0)
-                .execute(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await?
-                .rows_affected(),
-            _ => sqlx::query("UPDATE channels SET view = view WHERE id = $1 AND view = $2")
+                .is_some()
+        } else {
+            sqlx::query("UPDATE channels SET view = view WHERE id = $1 AND view = $2")
                 .bind(write.channel.0)
                 .bind(write.view)
                 .execute(&mut *tx)
                 .await?
-                .rows_affected(),
+                .rows_affected()
+                > 0
         };
-        if checked == 0 {
+        if !checked {
             let exists =
                 sqlx::query("SELECT 1 FROM channels WHERE id = $1").bind(write.channel.0).fetch_optional(&mut *tx).await?;
             return Err(if exists.is_some() { ChannelWriteError::ViewStale } else { ChannelWriteError::ChannelGone });
         }
         match &write.kind {
+            ChannelWriteKind::Keys => {}
             ChannelWriteKind::Create(m) => {
                 if let Some(thread) = m.thread_id {
                     let counted = sqlx::query(

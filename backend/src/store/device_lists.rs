@@ -129,6 +129,37 @@ impl Store {
         .transpose()
     }
 
+    /// The device lists of `users` (those that have one), in one query.
+    pub async fn device_lists(&self, users: &[UserId]) -> Result<Vec<(UserId, StoredDeviceList)>> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks: Vec<String> = (1..=users.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT user_id, account_key, list, signature, version FROM account_identities WHERE user_id IN ({}) \
+             ORDER BY user_id",
+            marks.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for u in users {
+            query = query.bind(u.0);
+        }
+        let rows = query.fetch_all(self.pool()).await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    UserId(r.try_get(0)?),
+                    StoredDeviceList {
+                        account_key: r.try_get(1)?,
+                        list: r.try_get(2)?,
+                        signature: r.try_get(3)?,
+                        version: u64_of(r.try_get(4)?)?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     /// Stores a new version of `user`'s device list (`signed`, whose bytes decode to `list`;
     /// the caller verified the signature and that the list is this user's), and links exactly
     /// the devices it names: all or nothing. Refused when the version is not above the stored

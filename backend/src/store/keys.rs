@@ -232,6 +232,38 @@ impl Store {
         only: Option<DeviceId>,
         except: Option<DeviceId>,
     ) -> Result<Vec<StoredBundle>> {
+        let mut tx = self.pool().begin().await?;
+        let bundles = self.take_in(&mut tx, user, only, except).await?;
+        tx.commit().await?;
+        Ok(bundles)
+    }
+
+    /// The bundles of many devices at once (each `(user, device)` as [`Self::take_bundles`]
+    /// with `only`), in one transaction: what a device claims before handing its sender key to
+    /// a channel's devices. Devices that do not receive are left out.
+    pub async fn take_device_bundles(&self, devices: &[(UserId, DeviceId)]) -> Result<Vec<(UserId, StoredBundle)>> {
+        let mut wanted: Vec<(UserId, DeviceId)> = devices.to_vec();
+        // Users in id order: two claims lock the same users' rows in the same order.
+        wanted.sort();
+        wanted.dedup();
+        let mut tx = self.pool().begin().await?;
+        let mut out = Vec::with_capacity(wanted.len());
+        for (user, device) in wanted {
+            for b in self.take_in(&mut tx, user, Some(device), None).await? {
+                out.push((user, b));
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn take_in(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        user: UserId,
+        only: Option<DeviceId>,
+        except: Option<DeviceId>,
+    ) -> Result<Vec<StoredBundle>> {
         // PostgreSQL: concurrent fetches skip each other's rows instead of colliding.
         // SQLite serializes writers, so each DELETE sees the previous one's result.
         let lock = if self.kind() == DbKind::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
@@ -241,7 +273,6 @@ impl Store {
               WHERE user_id = $1 AND device_id = $2 AND kind = $3 ORDER BY key_id LIMIT 1{lock}) \
              RETURNING key_id, public_key, signature"
         );
-        let mut tx = self.pool().begin().await?;
         // Write first: on SQLite a transaction that reads and then writes fails with "database
         // is locked" when another writer got in between; a first write takes the lock at once.
         // PostgreSQL locks the user's device rows in device order instead: an UPDATE would lock
@@ -251,7 +282,7 @@ impl Store {
         } else {
             "UPDATE device_keys SET updated_at = updated_at WHERE user_id = $1"
         };
-        sqlx::query(first).bind(user.0).execute(&mut *tx).await?;
+        sqlx::query(first).bind(user.0).execute(&mut **tx).await?;
         let rows = sqlx::query(concat!(
             "SELECT k.device_id, k.registration_id, k.identity_key, k.signed_id, k.signed_key, k.signed_sig, \
              k.kyber_id, k.kyber_key, k.kyber_sig \
@@ -263,14 +294,14 @@ impl Store {
         .bind(only.map(|d| i64::from(d.0)).unwrap_or(0))
         // Device ids start at 1: 0 excludes nothing.
         .bind(except.map(|d| i64::from(d.0)).unwrap_or(0))
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?;
         let mut bundles = Vec::with_capacity(rows.len());
         for row in rows {
             let device_raw: i64 = row.try_get(0)?;
             let device = DeviceId(u32_of(device_raw)?);
-            let ec = sqlx::query(&take).bind(user.0).bind(device_raw).bind(EC).fetch_optional(&mut *tx).await?;
-            let pq = sqlx::query(&take).bind(user.0).bind(device_raw).bind(KYBER).fetch_optional(&mut *tx).await?;
+            let ec = sqlx::query(&take).bind(user.0).bind(device_raw).bind(EC).fetch_optional(&mut **tx).await?;
+            let pq = sqlx::query(&take).bind(user.0).bind(device_raw).bind(KYBER).fetch_optional(&mut **tx).await?;
             let pre_key = match ec {
                 Some(r) => Some((u32_of(r.try_get(0)?)?, r.try_get::<Vec<u8>, _>(1)?)),
                 None => None,
@@ -279,7 +310,7 @@ impl Store {
                 Some(r) => spk(r.try_get(0)?, r.try_get(1)?, r.try_get::<Option<Vec<u8>>, _>(2)?.unwrap_or_default())?,
                 None => spk(row.try_get(6)?, row.try_get(7)?, row.try_get(8)?)?,
             };
-            let remaining = counts_in(&mut tx, user, device).await?;
+            let remaining = counts_in(tx, user, device).await?;
             bundles.push(StoredBundle {
                 device_id: device,
                 registration_id: u32_of(row.try_get(1)?)?,
@@ -290,7 +321,6 @@ impl Store {
                 remaining,
             });
         }
-        tx.commit().await?;
         Ok(bundles)
     }
 }

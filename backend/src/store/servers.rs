@@ -179,8 +179,8 @@ pub struct GroupDmChange {
 
 // ---- rows ------------------------------------------------------------------------------
 
-const CHANNEL_COLUMNS: &str =
-    "c.id, c.server_id, c.name, c.kind, c.parent_id, c.position, c.topic, c.owner_id, c.last_message_id";
+const CHANNEL_COLUMNS: &str = "c.id, c.server_id, c.name, c.kind, c.parent_id, c.position, c.topic, c.owner_id, \
+     (SELECT MAX(m.id) FROM channel_messages m WHERE m.channel_id = c.id)";
 const ROLE_COLUMNS: &str = "id, server_id, name, color, position, permissions, hoist";
 const INVITE_COLUMNS: &str = "code, server_id, inviter_id, uses, max_uses, expires_at, created_at";
 

@@ -285,16 +285,11 @@ fn channel_error(e: rusqlite::Error) -> ChannelWriteError {
 
 /// See [`crate::Store::write_channel`]: the same statements, on the writer's connection.
 fn channel_write(conn: &Connection, w: &ChannelWrite, limits: QueueLimits) -> Result<(), ChannelWriteError> {
-    let checked = match &w.kind {
-        ChannelWriteKind::Create(m) => conn
-            .prepare_cached("UPDATE channels SET last_message_id = ?3 WHERE id = ?1 AND view = ?2")
-            .and_then(|mut s| s.execute(params![w.channel.0, w.view, m.id.0])),
-        _ => conn
-            .prepare_cached("UPDATE channels SET view = view WHERE id = ?1 AND view = ?2")
-            .and_then(|mut s| s.execute(params![w.channel.0, w.view])),
-    }
-    .map_err(channel_error)?;
-    if checked == 0 {
+    let checked = conn
+        .prepare_cached("SELECT 1 FROM channels WHERE id = ?1 AND view = ?2")
+        .and_then(|mut s| s.exists(params![w.channel.0, w.view]))
+        .map_err(channel_error)?;
+    if !checked {
         let exists = conn
             .prepare_cached("SELECT 1 FROM channels WHERE id = ?1")
             .and_then(|mut s| s.exists(params![w.channel.0]))
@@ -302,6 +297,7 @@ fn channel_write(conn: &Connection, w: &ChannelWrite, limits: QueueLimits) -> Re
         return Err(if exists { ChannelWriteError::ViewStale } else { ChannelWriteError::ChannelGone });
     }
     match &w.kind {
+        ChannelWriteKind::Keys => {}
         ChannelWriteKind::Create(m) => {
             if let Some(thread) = m.thread_id {
                 let counted = conn

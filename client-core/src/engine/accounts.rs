@@ -236,6 +236,7 @@ impl<T: Transport> Engine<T> {
         self.call("PUT", "/api/v1/users/@me/device-list", Some(&body)).await?;
         let known = KnownAccount::new(signed, list, Trust::Default);
         self.store_account(self.me, &known).await?;
+        self.checked_targets.clear();
         self.accounts.insert(self.me, known);
         Ok(())
     }
@@ -316,6 +317,7 @@ impl<T: Transport> Engine<T> {
         };
         self.store_account(user, &next).await?;
         self.refused.retain(|(u, _, _)| *u != user);
+        self.checked_targets.clear();
         self.accounts.insert(user, next.clone());
         Ok(next)
     }
@@ -323,7 +325,7 @@ impl<T: Transport> Engine<T> {
     async fn after_list_change(&mut self, user: UserId, old: &KnownAccount, new: &KnownAccount) -> Result<(), MessagingError> {
         for (device, key) in &old.devices {
             if new.key_of(*device) != Some(key.as_slice()) {
-                self.device.forget_session(user, *device).await?;
+                self.forget_session(user, *device).await?;
             }
         }
         if user == self.me {
@@ -609,16 +611,15 @@ impl<T: Transport> Engine<T> {
         if account::normalize_code(code).is_none() {
             return Err(account_error(AccountError::WrongCode));
         }
-        let request = match self.link_requests.get(&device) {
-            Some(r) if r.expires_at > self.now => r.clone(),
-            _ => {
-                self.link_requests(now).await?;
-                self.link_requests.get(&device).cloned().ok_or(MessagingError::Api {
-                    status: 404,
-                    body: crate::ApiErrorBody::new(crate::ErrorCode::NotFound, "no open link request of that device"),
-                })?
-            }
-        };
+        // The device's request as the server holds it now, never one remembered from an event:
+        // a device that asked again (after a wrong code) has a new request, and the event of
+        // its earlier one may come late.
+        self.link_requests(now).await?;
+        let request =
+            self.link_requests.get(&device).filter(|r| r.expires_at > self.now).cloned().ok_or(MessagingError::Api {
+                status: 404,
+                body: crate::ApiErrorBody::new(crate::ErrorCode::NotFound, "no open link request of that device"),
+            })?;
         let known = self.account_of(self.me, true).await?.ok_or(MessagingError::NotLinked)?;
         let (pake, sealed) = answer_link(code, self.me, &request, &account, &known.list).map_err(account_error)?;
         self.call(
@@ -730,6 +731,7 @@ impl<T: Transport> Engine<T> {
         };
         known.trust = if verified { Trust::Verified } else { Trust::Default };
         self.store_account(user, &known).await?;
+        self.checked_targets.clear();
         self.accounts.insert(user, known);
         Ok(())
     }

@@ -35,16 +35,15 @@ use uuid::Uuid;
 use super::{Engine, Incoming, LinkState, MessagingError, Transport, BODY_MAX_BYTES};
 use crate::bytes::Base64Bytes;
 use crate::channel_messages::{
-    ChannelMessage, ChannelRecipients, Distribution, EditChannelMessage, MessageDeleted, NewReaction, PinUpdate, Reaction,
-    ReactionRemoved, RecipientDevice, SendChannelMessage, HISTORY_PAGE_MAX,
+    ChannelMessage, ChannelRecipients, ClaimBundles, ClaimedBundles, DeviceAddress, DeviceLists, Distribution,
+    EditChannelMessage, MessageDeleted, NewReaction, PinUpdate, Reaction, ReactionRemoved, ReadDeviceLists, RecipientDevice,
+    SendChannelMessage, SendSenderKeys, SenderKeysSent, CLAIM_MAX, HISTORY_PAGE_MAX,
 };
 use crate::crypto::store::Trust;
 use crate::crypto::{E2eeDevice, GroupDecrypted, VaultError};
-use crate::devices::SignedDeviceList;
 use crate::error::ErrorCode;
 use crate::gateway::event_name;
 use crate::ids::{ChannelId, DeviceId, MessageId, UserId};
-use crate::keys::UserBundles;
 
 /// Longest reaction emoji, in bytes.
 pub const EMOJI_MAX_BYTES: usize = 64;
@@ -55,7 +54,22 @@ pub const EXCERPT_MAX_CHARS: usize = 200;
 /// How many times a send is made again on a newer view before giving up.
 const VIEW_ATTEMPTS: usize = 4;
 /// Requests made at once when fetching many device lists or bundles.
-const FETCH_CONCURRENCY: usize = 16;
+const FETCH_CONCURRENCY: usize = 4;
+/// Bytes of distribution content one request carries at most (base64 and JSON take it to
+/// about 0.8 MiB, under the server's 1 MiB body limit with a largest ciphertext): the rest
+/// goes first in `POST /api/v1/channels/{id}/sender-keys` requests.
+pub(super) const DISTRIBUTION_BYTES_PER_REQUEST: usize = 560 * 1024;
+/// How long the checked recipients of a view are reused for sends (sessions can age out).
+const TARGETS_TTL_MS: i64 = 10 * 60 * 1000;
+
+/// The devices of one view to hand the key to, as checked: reused while the view, the known
+/// lists and the sessions stay as they were.
+#[derive(Debug, Clone)]
+pub(super) struct CheckedTargets {
+    view: i64,
+    checked_at: i64,
+    targets: Vec<(RecipientDevice, Vec<u8>)>,
+}
 
 /// This device's outgoing key per channel, and the generation of the cached views
 /// (device-scoped).
@@ -200,6 +214,8 @@ struct ReactionPlain {
     nonce: String,
     /// The nonce of the message it is on.
     target: String,
+    /// The author of the message it is on (nonces are one author's own).
+    target_author: UserId,
     emoji: String,
 }
 
@@ -216,7 +232,41 @@ struct SenderKeyDistribution {
 }
 
 /// A device a key was handed to: (user, device, registration id).
-type Served = (UserId, DeviceId, u32);
+/// A device handed the key: user, device, registration id, and the first 8 bytes of the
+/// identity key its signed list gave it (a device number reused by a new device is another
+/// device).
+type Served = (UserId, DeviceId, u32, u64);
+
+fn served(t: &RecipientDevice, identity: &[u8]) -> Served {
+    let mut fingerprint = [0u8; 8];
+    // A serialized identity key: a type byte, then the 32-byte key.
+    for (f, b) in fingerprint.iter_mut().zip(identity.iter().skip(1)) {
+        *f = *b;
+    }
+    (t.user_id, t.device_id, t.registration_id, u64::from_be_bytes(fingerprint))
+}
+
+/// What a sender key slot is bound to: the channel its distribution named, and the identity
+/// key of the pairwise session that handed it over (a message under it is read only while the
+/// sender's signed list gives that device that key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum KeyBinding {
+    Bound {
+        channel: ChannelId,
+        identity: Base64Bytes,
+    },
+    /// Written before identities were bound.
+    Legacy(ChannelId),
+}
+
+impl KeyBinding {
+    fn channel(&self) -> ChannelId {
+        match self {
+            KeyBinding::Bound { channel, .. } | KeyBinding::Legacy(channel) => *channel,
+        }
+    }
+}
 
 /// This device's outgoing key in one channel.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -235,12 +285,37 @@ struct OutgoingKey {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct PlainRecord {
     plain: Option<MessagePlain>,
+    /// What the version was read as: a record is shown only for that channel, author and
+    /// device (the server cannot serve a read message again under another name).
+    sealed: Sealed,
+}
+
+/// Where and by whom a ciphertext was sealed, as it was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Sealed {
+    channel: ChannelId,
+    author: UserId,
+    device: DeviceId,
+    /// The message (a reaction's).
+    message: MessageId,
+}
+
+impl Sealed {
+    fn of_message(m: &ChannelMessage) -> Self {
+        Self { channel: m.channel_id, author: m.author_id, device: m.author_device, message: m.id }
+    }
+
+    fn of_reaction(r: &Reaction) -> Self {
+        Self { channel: r.channel_id, author: r.user_id, device: r.device_id, message: r.message_id }
+    }
 }
 
 /// What is kept of a decrypted reaction.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ReactionRecord {
     plain: Option<ReactionPlain>,
+    /// As for a message.
+    sealed: Sealed,
 }
 
 /// A message's identity inside the ciphertexts: the original's nonce and author.
@@ -359,7 +434,13 @@ fn check_reaction(plain: &ReactionPlain) -> Result<(), &'static str> {
 
 /// A reaction counts on the message whose nonce it names, and only there.
 fn reaction_applies(plain: &ReactionPlain, origin: Option<&Origin>) -> bool {
-    origin.is_some_and(|o| o.nonce == plain.target)
+    origin.is_some_and(|o| o.nonce == plain.target && o.author == plain.target_author)
+}
+
+/// Where a message's nonce is recorded: per channel and author (one member cannot take
+/// another's nonce first).
+fn nonce_key(channel: ChannelId, author: UserId, nonce: &str) -> String {
+    format!("n/{channel}/{author}/{nonce}")
 }
 
 /// Groups reactions by emoji (a person counts once per emoji), in the order each emoji first
@@ -427,7 +508,12 @@ impl<T: Transport> Engine<T> {
     }
 
     async fn outgoing(&self, channel: ChannelId) -> Result<OutgoingKey, MessagingError> {
-        let mut out: OutgoingKey = self.read_json(OUT_NS, &format!("c/{channel}")).await?.unwrap_or_default();
+        // One kept in an older shape is as good as none: a new key is made and handed out.
+        let mut out: OutgoingKey = match self.read_json(OUT_NS, &format!("c/{channel}")).await {
+            Ok(kept) => kept.unwrap_or_default(),
+            Err(MessagingError::Vault(VaultError::Corrupt)) => OutgoingKey::default(),
+            Err(e) => return Err(e),
+        };
         if out.generation != self.generation().await? {
             out.recipients = None;
         }
@@ -485,7 +571,7 @@ impl<T: Transport> Engine<T> {
             let raw = self.seal_and_post(channel, &plaintext, Write::Send { thread_id: draft.thread_id }).await?;
             let m: ChannelMessage = serde_json::from_slice(&raw)
                 .map_err(|e| MessagingError::Transport(format!("unreadable answer to a channel send: {e}")))?;
-            self.keep_own(&m, &plain).await?;
+            self.keep_own(channel, None, &m, &plain).await?;
             self.read_message(&m).await
         }
         .await;
@@ -535,7 +621,7 @@ impl<T: Transport> Engine<T> {
             let raw = self.seal_and_post(channel, &plaintext, Write::Edit { message }).await?;
             let m: ChannelMessage = serde_json::from_slice(&raw)
                 .map_err(|e| MessagingError::Transport(format!("unreadable answer to an edit: {e}")))?;
-            self.keep_own(&m, &plain).await?;
+            self.keep_own(channel, Some(message), &m, &plain).await?;
             self.read_message(&m).await
         }
         .await;
@@ -570,14 +656,26 @@ impl<T: Transport> Engine<T> {
             .origin_of(channel, message)
             .await?
             .ok_or_else(|| MessagingError::Send("the message could not be read here, so it cannot be reacted to".into()))?;
-        let plain = ReactionPlain { v: 1, nonce: random_nonce(), target: origin.nonce, emoji: emoji.to_owned() };
+        let plain = ReactionPlain {
+            v: 1,
+            nonce: random_nonce(),
+            target: origin.nonce,
+            target_author: origin.author,
+            emoji: emoji.to_owned(),
+        };
         let plaintext = serde_json::to_vec(&plain).map_err(|e| MessagingError::Send(e.to_string()))?;
         self.device.vault().begin_batch();
         let result = async {
             let raw = self.seal_and_post(channel, &plaintext, Write::React { message }).await?;
             let r: Reaction = serde_json::from_slice(&raw)
                 .map_err(|e| MessagingError::Transport(format!("unreadable answer to a reaction: {e}")))?;
-            self.write_json(PLAIN_NS, &format!("r/{}", r.id), &ReactionRecord { plain: Some(plain.clone()) }).await?;
+            let sealed = Sealed::of_reaction(&r);
+            let mine = Sealed { channel, author: self.me, device: self.my_device, message };
+            let key = format!("r/{}", r.id);
+            if sealed != mine || self.read_json::<ReactionRecord>(PLAIN_NS, &key).await?.is_some() {
+                return Err(MessagingError::Transport("the server answered a reaction with another one".into()));
+            }
+            self.write_json(PLAIN_NS, &key, &ReactionRecord { plain: Some(plain.clone()), sealed }).await?;
             let mut m = self.fresh_message(channel, message).await?;
             if !m.reactions.iter().any(|x| x.id == r.id) {
                 m.reactions.push(r);
@@ -633,13 +731,28 @@ impl<T: Transport> Engine<T> {
     }
 
     /// Keeps what this device sent: a sender key message cannot be decrypted by its own sender.
-    async fn keep_own(&self, m: &ChannelMessage, plain: &MessagePlain) -> Result<(), MessagingError> {
-        self.write_json(PLAIN_NS, &plain_key(m.id, m.edited_at), &PlainRecord { plain: Some(plain.clone()) }).await?;
+    async fn keep_own(
+        &self,
+        channel: ChannelId,
+        edited: Option<MessageId>,
+        m: &ChannelMessage,
+        plain: &MessagePlain,
+    ) -> Result<(), MessagingError> {
+        let key = plain_key(m.id, m.edited_at);
+        // The server's answer must be this very write: never a record over another message.
+        if (m.channel_id, m.author_id, m.author_device) != (channel, self.me, self.my_device)
+            || edited.is_some_and(|id| id != m.id)
+            || edited.is_some() != m.edited_at.is_some()
+            || self.read_json::<PlainRecord>(PLAIN_NS, &key).await?.is_some()
+        {
+            return Err(MessagingError::Transport("the server answered with another message".into()));
+        }
+        self.write_json(PLAIN_NS, &key, &PlainRecord { plain: Some(plain.clone()), sealed: Sealed::of_message(m) }).await?;
         let named = plain.edit_of.clone().unwrap_or_else(|| plain.nonce.clone());
         if self.origin(m.id).await?.is_none() {
             self.write_json(PLAIN_NS, &format!("o/{}", m.id), &Origin { nonce: named.clone(), author: self.me }).await?;
         }
-        self.write_json(PLAIN_NS, &format!("n/{}/{named}", m.channel_id), &m.id).await
+        self.write_json(PLAIN_NS, &nonce_key(m.channel_id, self.me, &named), &m.id).await
     }
 
     /// A message of `channel` this device knows, fetched when it does not.
@@ -674,19 +787,19 @@ impl<T: Transport> Engine<T> {
     /// A message of `channel` as the server has it now (its reactions and pins), or as this
     /// device last knew it when the server does not list it.
     async fn fresh_message(&mut self, channel: ChannelId, id: MessageId) -> Result<ChannelMessage, MessagingError> {
-        let known = self.meta(id).await?.filter(|m| m.channel_id == channel);
-        let mut path = format!("/api/v1/channels/{channel}/messages?around={id}&limit=1");
-        if let Some(thread) = known.as_ref().and_then(|m| m.thread_id) {
-            path.push_str(&format!("&thread_id={thread}"));
-        }
-        let page: Vec<ChannelMessage> = self.api("GET", &path, None::<&()>).await?;
-        match (page.into_iter().find(|m| m.id == id && m.channel_id == channel), known) {
-            (Some(m), _) => {
+        // By id: a message of a thread this device never loaded is found as well.
+        match self.api::<ChannelMessage>("GET", &format!("/api/v1/channels/{channel}/messages/{id}"), None::<&()>).await {
+            Ok(m) if m.id == id && m.channel_id == channel => {
                 self.store_meta(&m).await?;
                 Ok(m)
             }
-            (None, Some(m)) => Ok(m),
-            (None, None) => Err(MessagingError::Send(format!("no message {id} in that channel"))),
+            Ok(_) => Err(MessagingError::Transport("the server answered with another message".into())),
+            Err(MessagingError::Api { status: 404, .. }) => Err(MessagingError::Send(format!("no message {id} in that channel"))),
+            Err(e) => match self.meta(id).await?.filter(|m| m.channel_id == channel) {
+                // Offline: what this device knows of it.
+                Some(m) if matches!(e, MessagingError::Transport(_)) => Ok(m),
+                _ => Err(e),
+            },
         }
     }
 
@@ -714,8 +827,18 @@ impl<T: Transport> Engine<T> {
                 Some(r) if r.channel_id == channel => r,
                 _ => self.api("GET", &format!("/api/v1/channels/{channel}/recipients"), None::<&()>).await?,
             };
-            let targets = self.channel_targets(&recipients).await?;
-            let current: BTreeSet<Served> = targets.iter().map(|(t, _)| (t.user_id, t.device_id, t.registration_id)).collect();
+            let targets = match self.checked_targets.get(&channel) {
+                Some(c) if c.view == recipients.view && self.now.saturating_sub(c.checked_at) < TARGETS_TTL_MS => {
+                    c.targets.clone()
+                }
+                _ => {
+                    let targets = self.channel_targets(&recipients).await?;
+                    let checked = CheckedTargets { view: recipients.view, checked_at: self.now, targets: targets.clone() };
+                    self.checked_targets.insert(channel, checked);
+                    targets
+                }
+            };
+            let current: BTreeSet<Served> = targets.iter().map(|(t, key)| served(t, key)).collect();
             let distribution = match out.distribution.as_deref().map(str::parse::<Uuid>) {
                 Some(Ok(d)) if !needs_rotation(&out.served, &current) => d,
                 _ => {
@@ -723,7 +846,8 @@ impl<T: Transport> Engine<T> {
                     let d = new_distribution();
                     out.distribution = Some(d.to_string());
                     out.served.clear();
-                    self.write_json(KEY_NS, &key_slot(me, my_device, d), &channel).await?;
+                    let own = KeyBinding::Bound { channel, identity: self.device.identity_key().serialize().to_vec().into() };
+                    self.write_json(KEY_NS, &key_slot(me, my_device, d), &own).await?;
                     d
                 }
             };
@@ -734,8 +858,15 @@ impl<T: Transport> Engine<T> {
             .map_err(|e| MessagingError::Send(e.to_string()))?;
             let mut distributions = Vec::new();
             let mut newly = Vec::new();
-            for (t, _) in targets.iter().filter(|(t, _)| !out.served.contains(&(t.user_id, t.device_id, t.registration_id))) {
-                let envelope = self.device.encrypt(t.user_id, t.device_id, &payload).await?;
+            for (t, key) in targets.iter().filter(|(t, key)| !out.served.contains(&served(t, key))) {
+                let envelope = match self.device.encrypt(t.user_id, t.device_id, &payload).await {
+                    Ok(e) => e,
+                    Err(e) => {
+                        // A session that went away since the view was checked: check again.
+                        self.checked_targets.remove(&channel);
+                        return Err(e.into());
+                    }
+                };
                 distributions.push(Distribution {
                     user_id: t.user_id,
                     device_id: t.device_id,
@@ -743,7 +874,7 @@ impl<T: Transport> Engine<T> {
                     kind: envelope.kind,
                     content: envelope.content.clone(),
                 });
-                newly.push(((t.user_id, t.device_id, t.registration_id), envelope));
+                newly.push((served(t, key), key.clone()));
             }
             let ciphertext: Base64Bytes = self.device.group_encrypt(me, my_device, distribution, plaintext).await?.into();
             self.store_outgoing(channel, &mut out).await?;
@@ -751,34 +882,49 @@ impl<T: Transport> Engine<T> {
             // leaves: a key is never used twice after a crash.
             self.device.vault().flush_batch().await?;
             let view = recipients.view;
-            let answer = match &write {
-                Write::Send { thread_id } => {
-                    let body = SendChannelMessage { ciphertext, view, thread_id: *thread_id, distributions };
-                    self.call("POST", &format!("/api/v1/channels/{channel}/messages"), Some(&body)).await
+            // Distributions that do not fit in the write's request go first, on their own.
+            let mut stale = None;
+            let budget = self.distribution_bytes;
+            while distributions.iter().map(|d| d.content.as_slice().len()).sum::<usize>() > budget {
+                let mut size = 0;
+                let take = distributions
+                    .iter()
+                    .take_while(|d| {
+                        size += d.content.as_slice().len();
+                        size <= budget
+                    })
+                    .count()
+                    .max(1);
+                let chunk: Vec<Distribution> = distributions.drain(..take).collect();
+                let sent: Vec<_> = newly.drain(..take).collect();
+                let body = SendSenderKeys { view, distributions: chunk };
+                match self.api::<SenderKeysSent>("POST", &format!("/api/v1/channels/{channel}/sender-keys"), Some(&body)).await {
+                    Ok(queued) => {
+                        // Logged under the envelopes' server timestamp: the one a retry request names.
+                        self.log_distributions(channel, distribution, queued.sent_at, &payload, &sent).await;
+                        out.served.extend(sent.into_iter().map(|(served, _)| served));
+                        self.store_outgoing(channel, &mut out).await?;
+                    }
+                    Err(MessagingError::Api { status: 409, body }) if body.error.code == ErrorCode::ViewStale => {
+                        stale = Some(body);
+                        break;
+                    }
+                    Err(e) => return Err(e),
                 }
-                Write::Edit { message } => {
-                    let body = EditChannelMessage { ciphertext, view, distributions };
-                    self.call("PATCH", &format!("/api/v1/channels/{channel}/messages/{message}"), Some(&body)).await
-                }
-                Write::React { message } => {
-                    let body = NewReaction { ciphertext, view, distributions };
-                    self.call("POST", &format!("/api/v1/channels/{channel}/messages/{message}/reactions"), Some(&body)).await
-                }
+            }
+            let answer = match stale {
+                Some(body) => Err(MessagingError::Api { status: 409, body }),
+                None => self.post_write(channel, &write, ciphertext, view, distributions).await,
             };
             match answer {
                 Ok(raw) => {
                     if !newly.is_empty() {
-                        // Kept for retry requests, like a direct message: a device that could
-                        // not decrypt its distribution asks again and gets it again.
                         let field = if matches!(write, Write::Edit { .. }) { "edited_at" } else { "created_at" };
                         let sent_at = serde_json::from_slice::<serde_json::Value>(&raw)
                             .ok()
                             .and_then(|v| v.get(field).and_then(serde_json::Value::as_i64));
                         if let Some(sent_at) = sent_at {
-                            let to: Vec<(UserId, &crate::messages::OutgoingEnvelope)> =
-                                newly.iter().map(|((user, _, _), e)| (*user, e)).collect();
-                            self.log_sent(&format!("sender_key/{channel}/{distribution}/{sent_at}"), sent_at, &payload, &to)
-                                .await;
+                            self.log_distributions(channel, distribution, sent_at, &payload, &newly).await;
                         }
                     }
                     out.served.extend(newly.into_iter().map(|(served, _)| served));
@@ -800,6 +946,57 @@ impl<T: Transport> Engine<T> {
             }
         }
         Err(MessagingError::Send("the channel's members kept changing; try again".into()))
+    }
+
+    /// See [`crate::messaging::Messenger::set_distribution_bytes_per_request`].
+    pub fn set_distribution_bytes_per_request(&mut self, bytes: usize) {
+        self.distribution_bytes = bytes.max(1);
+    }
+
+    /// Makes a write (a send, an edit or a reaction) with its ciphertext and distributions.
+    async fn post_write(
+        &self,
+        channel: ChannelId,
+        write: &Write,
+        ciphertext: Base64Bytes,
+        view: i64,
+        distributions: Vec<Distribution>,
+    ) -> Result<Vec<u8>, MessagingError> {
+        match write {
+            Write::Send { thread_id } => {
+                let body = SendChannelMessage { ciphertext, view, thread_id: *thread_id, distributions };
+                self.call("POST", &format!("/api/v1/channels/{channel}/messages"), Some(&body)).await
+            }
+            Write::Edit { message } => {
+                let body = EditChannelMessage { ciphertext, view, distributions };
+                self.call("PATCH", &format!("/api/v1/channels/{channel}/messages/{message}"), Some(&body)).await
+            }
+            Write::React { message } => {
+                let body = NewReaction { ciphertext, view, distributions };
+                self.call("POST", &format!("/api/v1/channels/{channel}/messages/{message}/reactions"), Some(&body)).await
+            }
+        }
+    }
+
+    /// Keeps distributions that went out for retry requests, like a direct message: a device
+    /// that could not decrypt its distribution asks again and gets it again.
+    async fn log_distributions(
+        &self,
+        channel: ChannelId,
+        distribution: Uuid,
+        sent_at: i64,
+        payload: &[u8],
+        sent: &[(Served, Vec<u8>)],
+    ) {
+        let to: Vec<crate::crypto::SentTo> = sent
+            .iter()
+            .map(|((user, device, _, _), identity)| crate::crypto::SentTo {
+                user: *user,
+                device: *device,
+                identity: identity.clone().into(),
+            })
+            .collect();
+        self.log_sent_to(&format!("sender_key/{channel}/{distribution}/{sent_at}"), sent_at, payload, to).await;
     }
 
     /// The devices of a view to hand the key to: those their owner's signed list names (with
@@ -829,26 +1026,18 @@ impl<T: Transport> Engine<T> {
                 fetch.push(*user);
             }
         }
-        let paths: Vec<String> = fetch
-            .iter()
-            .map(|u| {
-                if *u == self.me {
-                    "/api/v1/users/@me/device-list".to_owned()
-                } else {
-                    format!("/api/v1/users/{u}/device-list")
+        // In batches of the channel's readers (a user left out has no list: nothing is handed
+        // to their devices).
+        let channel = recipients.channel_id;
+        let path = format!("/api/v1/channels/{channel}/device-lists");
+        let bodies: Vec<ReadDeviceLists> = fetch.chunks(CLAIM_MAX).map(|c| ReadDeviceLists { users: c.to_vec() }).collect();
+        for answer in self.post_many::<_, DeviceLists>(&path, bodies).await {
+            for m in answer?.lists {
+                if !fetch.contains(&m.user_id) {
+                    continue;
                 }
-            })
-            .collect();
-        let lists: Vec<Result<SignedDeviceList, MessagingError>> = self.fetch_many(paths).await;
-        for (user, list) in fetch.iter().zip(lists) {
-            match list {
-                Ok(signed) => {
-                    let list = crate::crypto::account::verify_list(&signed, *user).map_err(MessagingError::Account)?;
-                    self.accept_list(*user, signed, &list).await?;
-                }
-                // No list: nothing is handed to that user's devices.
-                Err(MessagingError::Api { status: 404, .. }) => {}
-                Err(e) => return Err(e),
+                let list = crate::crypto::account::verify_list(&m.signed, m.user_id).map_err(MessagingError::Account)?;
+                self.accept_list(m.user_id, m.signed, &list).await?;
             }
         }
         // Devices the lists name, and sessions with them.
@@ -871,38 +1060,31 @@ impl<T: Transport> Engine<T> {
                     ready.push((*d, key));
                 } else {
                     if session_key.is_some() {
-                        self.device.forget_session(*user, d.device_id).await?;
+                        self.forget_session(*user, d.device_id).await?;
                     }
                     missing.entry(*user).or_default().push((*d, key));
                 }
             }
         }
         if !missing.is_empty() {
-            // One request per user (all their devices at once), several at a time.
-            let users: Vec<UserId> = missing.keys().copied().collect();
-            let paths: Vec<String> = users
-                .iter()
-                .map(|u| match missing[u].as_slice() {
-                    [(only, _)] => format!("/api/v1/keys/{u}/{}", only.device_id),
-                    _ => format!("/api/v1/keys/{u}"),
-                })
-                .collect();
-            let answers: Vec<Result<UserBundles, MessagingError>> = self.fetch_many(paths).await;
-            for (user, answer) in users.iter().zip(answers) {
-                let bundles = match answer {
-                    Ok(b) => b,
-                    Err(MessagingError::Api { status: 404, .. }) => continue,
-                    Err(e) => return Err(e),
-                };
-                for (d, key) in &missing[user] {
-                    match bundles.devices.iter().find(|b| b.device_id == d.device_id) {
-                        Some(b) if b.identity_key.as_slice() == key.as_slice() => {
-                            self.device.start_session(*user, b).await?;
-                            ready.push((*d, key.clone()));
+            // Bundles for many devices per request, claimed through the channel.
+            let wanted: Vec<DeviceAddress> =
+                missing.values().flatten().map(|(d, _)| DeviceAddress { user_id: d.user_id, device_id: d.device_id }).collect();
+            let bodies: Vec<ClaimBundles> = wanted.chunks(CLAIM_MAX).map(|c| ClaimBundles { devices: c.to_vec() }).collect();
+            let path = format!("/api/v1/channels/{channel}/bundles");
+            for answer in self.post_many::<_, ClaimedBundles>(&path, bodies).await {
+                for bundles in answer?.users {
+                    let Some(devices) = missing.get(&bundles.user_id) else { continue };
+                    for (d, key) in devices {
+                        match bundles.devices.iter().find(|b| b.device_id == d.device_id) {
+                            Some(b) if b.identity_key.as_slice() == key.as_slice() => {
+                                self.device.start_session(bundles.user_id, b).await?;
+                                ready.push((*d, key.clone()));
+                            }
+                            Some(_) => tracing::warn!(user = %bundles.user_id, device = %d.device_id,
+                                "the server gave a key its signed list does not; no sender key for that device"),
+                            None => {}
                         }
-                        Some(_) => tracing::warn!(user = %user, device = %d.device_id,
-                            "the server gave a key its signed list does not; no sender key for that device"),
-                        None => tracing::debug!(user = %user, device = %d.device_id, "no bundle for a recipient device"),
                     }
                 }
             }
@@ -911,11 +1093,11 @@ impl<T: Transport> Engine<T> {
         Ok(ready)
     }
 
-    /// GETs `paths`, a few at a time, in order.
-    async fn fetch_many<R: DeserializeOwned>(&self, paths: Vec<String>) -> Vec<Result<R, MessagingError>> {
+    /// POSTs each of `bodies` to `path`, a few at a time, in order.
+    async fn post_many<B: Serialize, R: DeserializeOwned>(&self, path: &str, bodies: Vec<B>) -> Vec<Result<R, MessagingError>> {
         use futures_util::stream::{self, StreamExt};
         let this = self;
-        stream::iter(paths.into_iter().map(|path| async move { this.api::<R>("GET", &path, None::<&()>).await }))
+        stream::iter(bodies.into_iter().map(|body| async move { this.api::<R>("POST", path, Some(&body)).await }))
             .buffered(FETCH_CONCURRENCY)
             .collect()
             .await
@@ -931,7 +1113,19 @@ impl<T: Transport> Engine<T> {
         device: DeviceId,
         plaintext: &[u8],
     ) -> Vec<(Incoming, Option<u64>)> {
-        match self.take_sender_key_inner(sender, device, plaintext).await {
+        // The identity of the session it came over (its sender checked against the signed list).
+        let identity = match self.device.session_identity(sender, device).await {
+            Ok(Some(identity)) => identity,
+            Ok(None) => {
+                tracing::warn!(sender = %sender, "a sender key from a device with no session; not taken");
+                return Vec::new();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, sender = %sender, "a sender key was not taken");
+                return Vec::new();
+            }
+        };
+        match self.take_sender_key_inner(sender, device, &identity, plaintext).await {
             Ok(events) => events,
             Err(e) => {
                 tracing::warn!(error = %e, sender = %sender, "a sender key was not taken");
@@ -944,6 +1138,7 @@ impl<T: Transport> Engine<T> {
         &mut self,
         sender: UserId,
         device: DeviceId,
+        identity: &[u8],
         plaintext: &[u8],
     ) -> Result<Vec<(Incoming, Option<u64>)>, MessagingError> {
         let payload: SenderKeyPayload =
@@ -952,7 +1147,8 @@ impl<T: Transport> Engine<T> {
         let skdm = payload.sender_key.distribution.as_slice();
         let distribution = E2eeDevice::distribution_of_skdm(skdm)?;
         let slot = key_slot(sender, device, distribution);
-        if let Some(bound) = self.read_json::<ChannelId>(KEY_NS, &slot).await? {
+        if let Some(bound) = self.read_json::<KeyBinding>(KEY_NS, &slot).await? {
+            let bound = bound.channel();
             if bound != channel {
                 // One key, one channel: a key named for two would let its messages be replayed
                 // from one into the other.
@@ -962,7 +1158,7 @@ impl<T: Transport> Engine<T> {
             }
         }
         self.device.process_sender_key_distribution(sender, device, skdm).await?;
-        self.write_json(KEY_NS, &slot, &channel).await?;
+        self.write_json(KEY_NS, &slot, &KeyBinding::Bound { channel, identity: identity.to_vec().into() }).await?;
         let waiting: Vec<MessageId> = self.read_json(PENDING_NS, &slot).await?.unwrap_or_default();
         self.device.vault().delete(PENDING_NS, slot.as_bytes()).await?;
         let mut events = Vec::new();
@@ -990,10 +1186,17 @@ impl<T: Transport> Engine<T> {
             return Ok(Opened::Failed("from a device its author's signed list does not name"));
         }
         let slot = key_slot(author, device, distribution);
-        match self.read_json::<ChannelId>(KEY_NS, &slot).await? {
+        match self.read_json::<KeyBinding>(KEY_NS, &slot).await? {
             None => return Ok(Opened::Pending(slot)),
-            Some(bound) if bound != channel => return Ok(Opened::Failed("encrypted with the key of another channel")),
-            Some(_) => {}
+            Some(bound) if bound.channel() != channel => return Ok(Opened::Failed("encrypted with the key of another channel")),
+            Some(KeyBinding::Bound { identity, .. }) => {
+                // The key came from the device the list names under that number now, not from
+                // an earlier device that had the number.
+                if !self.is_vouched(author, device, Some(identity.as_slice())).await? {
+                    return Ok(Opened::Failed("the key's device is no longer the one its author's list names"));
+                }
+            }
+            Some(KeyBinding::Legacy(_)) => {}
         }
         Ok(match self.device.group_decrypt(author, device, ciphertext).await {
             Ok(GroupDecrypted::Message(p)) => Opened::Plain(p),
@@ -1022,15 +1225,20 @@ impl<T: Transport> Engine<T> {
     /// The text of a message version: from the store, or decrypted (and kept).
     async fn message_plain(&mut self, m: &ChannelMessage) -> Result<(EntryState, Option<MessagePlain>), MessagingError> {
         let key = plain_key(m.id, m.edited_at);
+        let sealed = Sealed::of_message(m);
         if let Some(record) = self.read_json::<PlainRecord>(PLAIN_NS, &key).await? {
             return Ok(match record.plain {
-                Some(p) => (EntryState::Ok, Some(p)),
+                Some(p) if record.sealed == sealed => (EntryState::Ok, Some(p)),
+                Some(_) => {
+                    tracing::warn!(message = %m.id, "a read message served under another channel, author or device");
+                    (EntryState::Failed, None)
+                }
                 None => (EntryState::Failed, None),
             });
         }
         let failed = |why: &str| {
             tracing::warn!(message = %m.id, channel = %m.channel_id, why, "channel message refused");
-            PlainRecord { plain: None }
+            PlainRecord { plain: None, sealed }
         };
         let record = match self.open_sealed(m.channel_id, m.author_id, m.author_device, m.ciphertext.as_slice()).await? {
             Opened::Pending(slot) => {
@@ -1043,7 +1251,8 @@ impl<T: Transport> Engine<T> {
                 Ok(plain) => {
                     let origin = self.origin(m.id).await?;
                     let named = plain.edit_of.clone().unwrap_or_else(|| plain.nonce.clone());
-                    let owner: Option<MessageId> = self.read_json(PLAIN_NS, &format!("n/{}/{named}", m.channel_id)).await?;
+                    let owner: Option<MessageId> =
+                        self.read_json(PLAIN_NS, &nonce_key(m.channel_id, m.author_id, &named)).await?;
                     match check_message(&plain, m, origin.as_ref(), owner) {
                         Err(why) => failed(why),
                         Ok(()) => {
@@ -1051,8 +1260,8 @@ impl<T: Transport> Engine<T> {
                                 let origin = Origin { nonce: named.clone(), author: m.author_id };
                                 self.write_json(PLAIN_NS, &format!("o/{}", m.id), &origin).await?;
                             }
-                            self.write_json(PLAIN_NS, &format!("n/{}/{named}", m.channel_id), &m.id).await?;
-                            PlainRecord { plain: Some(plain) }
+                            self.write_json(PLAIN_NS, &nonce_key(m.channel_id, m.author_id, &named), &m.id).await?;
+                            PlainRecord { plain: Some(plain), sealed }
                         }
                     }
                 }
@@ -1069,8 +1278,9 @@ impl<T: Transport> Engine<T> {
     /// has not come, or when it cannot be read.
     async fn reaction_plain(&mut self, m: &ChannelMessage, r: &Reaction) -> Result<Option<ReactionPlain>, MessagingError> {
         let key = format!("r/{}", r.id);
+        let sealed = Sealed::of_reaction(r);
         if let Some(record) = self.read_json::<ReactionRecord>(PLAIN_NS, &key).await? {
-            return Ok(record.plain);
+            return Ok(record.plain.filter(|_| record.sealed == sealed));
         }
         if r.message_id != m.id || r.channel_id != m.channel_id {
             return Ok(None);
@@ -1092,7 +1302,7 @@ impl<T: Transport> Engine<T> {
                 }
             },
         };
-        self.write_json(PLAIN_NS, &key, &ReactionRecord { plain: plain.clone() }).await?;
+        self.write_json(PLAIN_NS, &key, &ReactionRecord { plain: plain.clone(), sealed }).await?;
         Ok(plain)
     }
 
@@ -1113,6 +1323,10 @@ impl<T: Transport> Engine<T> {
             Some(p) => (p.body, p.reply_to, p.thread_name),
             None => (String::new(), None, None),
         };
+        let reply_to = match reply_to {
+            Some(quote) => self.checked_quote(m.channel_id, quote).await?,
+            None => None,
+        };
         Ok(ChannelEntry {
             id: m.id,
             channel_id: m.channel_id,
@@ -1129,6 +1343,21 @@ impl<T: Transport> Engine<T> {
             thread_name,
             reactions: summarize(self.me, &reactions),
         })
+    }
+
+    /// A reply's quote as this device can vouch for it: when it has read the quoted message,
+    /// its real author and text stand in for what the reply claims (a member cannot put words
+    /// in another's mouth); a quote of a message it never read is shown as the reply gives it.
+    async fn checked_quote(&self, channel: ChannelId, quote: ReplyTo) -> Result<Option<ReplyTo>, MessagingError> {
+        let Some(m) = self.meta(quote.id).await? else { return Ok(Some(quote)) };
+        if m.channel_id != channel {
+            return Ok(None);
+        }
+        let record: Option<PlainRecord> = self.read_json(PLAIN_NS, &plain_key(m.id, m.edited_at)).await?;
+        Ok(Some(match record.and_then(|r| r.plain.filter(|_| r.sealed == Sealed::of_message(&m))) {
+            Some(p) => ReplyTo { id: m.id, author_id: m.author_id, excerpt: excerpt(&p.body) },
+            None => quote,
+        }))
     }
 
     /// Reads messages in a write batch of their own (a decrypted message is kept with the
@@ -1338,13 +1567,13 @@ mod tests {
                 UserId(1),
                 super::super::KnownAccount {
                     account_key: Base64Bytes(vec![5; 33]),
-                    list: SignedDeviceList {
+                    list: crate::devices::SignedDeviceList {
                         account_key: Base64Bytes(Vec::new()),
                         list: Base64Bytes(Vec::new()),
                         signature: Base64Bytes(Vec::new()),
                     },
                     version: 1,
-                    devices: vec![(DeviceId(1), Base64Bytes(key))],
+                    devices: vec![(DeviceId(1), Base64Bytes(key.clone()))],
                     trust: Trust::Default,
                 },
             );
@@ -1362,7 +1591,7 @@ mod tests {
                 })
                 .expect("json")
             };
-            let events = bob.take_sender_key_inner(UserId(1), DeviceId(1), &payload(7)).await.expect("key taken");
+            let events = bob.take_sender_key_inner(UserId(1), DeviceId(1), &key, &payload(7)).await.expect("key taken");
             assert!(
                 matches!(&events[..], [(Incoming::ChannelEntry(e), _)] if e.state == EntryState::Ok && e.body == "hi" && e.id == MessageId(10)),
                 "{events:?}"
@@ -1373,7 +1602,7 @@ mod tests {
             let moved = bob.read_batch(&[sealed(8, 11, second.clone())]).await.expect("read").remove(0);
             assert_eq!(moved.state, EntryState::Failed, "a key of channel 7 reads nothing in channel 8");
             // The same key handed again for channel 8 is refused too.
-            assert!(bob.take_sender_key_inner(UserId(1), DeviceId(1), &payload(8)).await.is_err());
+            assert!(bob.take_sender_key_inner(UserId(1), DeviceId(1), &key, &payload(8)).await.is_err());
             // In its own channel the next one reads (the refusal consumed nothing).
             let third = alice.group_encrypt(UserId(1), DeviceId(1), distribution, &encrypt(C)).await.expect("encrypt");
             let ok = bob.read_batch(&[sealed(7, 12, third)]).await.expect("read").remove(0);
@@ -1381,6 +1610,18 @@ mod tests {
             // Read again, it comes from the store (its message key is gone).
             let again = bob.read_batch(&[sealed(7, 12, Vec::new())]).await.expect("read").remove(0);
             assert_eq!(again.state, EntryState::Ok);
+            // Served again under another channel, author or device, the kept text is not shown
+            // (and stays as it was for the real one).
+            for moved in [
+                ChannelMessage { channel_id: ChannelId(8), ..sealed(7, 12, Vec::new()) },
+                ChannelMessage { author_id: UserId(3), ..sealed(7, 12, Vec::new()) },
+                ChannelMessage { author_device: DeviceId(2), ..sealed(7, 12, Vec::new()) },
+            ] {
+                let e = bob.read_batch(&[moved]).await.expect("read").remove(0);
+                assert_eq!((e.state, e.body.as_str()), (EntryState::Failed, ""));
+            }
+            let again = bob.read_batch(&[sealed(7, 12, Vec::new())]).await.expect("read").remove(0);
+            assert_eq!((again.state, again.body.as_str()), (EntryState::Ok, "hi"));
             // A copy of a read ciphertext under another id does not decrypt twice.
             let fourth = alice.group_encrypt(UserId(1), DeviceId(1), distribution, &encrypt("aa".repeat(16).as_str())).await.expect("encrypt");
             assert_eq!(bob.read_batch(&[sealed(7, 13, fourth.clone())]).await.expect("read")[0].state, EntryState::Ok);
@@ -1388,22 +1629,36 @@ mod tests {
             // A device the list does not name is not read.
             let forged = ChannelMessage { author_device: DeviceId(9), ..sealed(7, 15, second) };
             assert_eq!(bob.read_batch(&[forged]).await.expect("read")[0].state, EntryState::Failed);
+            // Alice's list now gives device 1 another identity key (a new device took the
+            // number): what the old device's key sealed is no longer read as hers.
+            let fifth = alice.group_encrypt(UserId(1), DeviceId(1), distribution, &encrypt(&"bb".repeat(16))).await.expect("encrypt");
+            if let Some(account) = bob.accounts.get_mut(&UserId(1)) {
+                account.devices = vec![(DeviceId(1), Base64Bytes(vec![5; 33]))];
+            }
+            assert_eq!(bob.read_batch(&[sealed(7, 16, fifth)]).await.expect("read")[0].state, EntryState::Failed);
         });
     }
 
     #[test]
     fn the_key_rotates_only_when_a_device_that_held_it_is_gone() {
-        let served: BTreeSet<Served> = [(UserId(1), DeviceId(1), 10), (UserId(2), DeviceId(1), 20)].into();
+        let served: BTreeSet<Served> = [(UserId(1), DeviceId(1), 10, 7), (UserId(2), DeviceId(1), 20, 8)].into();
         let mut current = served.clone();
         assert!(!needs_rotation(&served, &current), "same devices");
-        current.insert((UserId(3), DeviceId(1), 30));
+        current.insert((UserId(3), DeviceId(1), 30, 9));
         assert!(!needs_rotation(&served, &current), "a newcomer only gets the key");
-        current.remove(&(UserId(2), DeviceId(1), 20));
+        current.remove(&(UserId(2), DeviceId(1), 20, 8));
         assert!(needs_rotation(&served, &current), "someone left");
         let mut reinstalled = served.clone();
-        reinstalled.remove(&(UserId(2), DeviceId(1), 20));
-        reinstalled.insert((UserId(2), DeviceId(1), 21));
+        reinstalled.remove(&(UserId(2), DeviceId(1), 20, 8));
+        reinstalled.insert((UserId(2), DeviceId(1), 21, 8));
         assert!(needs_rotation(&served, &reinstalled), "a device number with a new registration is another device");
+        let mut new_identity = served.clone();
+        new_identity.remove(&(UserId(2), DeviceId(1), 20, 8));
+        new_identity.insert((UserId(2), DeviceId(1), 20, 11));
+        assert!(needs_rotation(&served, &new_identity), "a device number with a new identity key is another device");
+        let key = [5u8, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+        let t = RecipientDevice { user_id: UserId(2), device_id: DeviceId(1), registration_id: 20 };
+        assert_eq!(super::served(&t, &key), (UserId(2), DeviceId(1), 20, 0x0102_0304_0506_0708));
         assert!(!needs_rotation(&BTreeSet::new(), &BTreeSet::new()));
     }
 
@@ -1441,10 +1696,14 @@ mod tests {
 
     #[test]
     fn a_reaction_counts_on_the_message_it_names_only() {
-        let reaction = ReactionPlain { v: 1, nonce: B.into(), target: A.into(), emoji: "👍".into() };
+        let reaction = ReactionPlain { v: 1, nonce: B.into(), target: A.into(), target_author: UserId(1), emoji: "👍".into() };
         assert_eq!(check_reaction(&reaction), Ok(()));
         assert!(reaction_applies(&reaction, Some(&Origin { nonce: A.into(), author: UserId(1) })));
         assert!(!reaction_applies(&reaction, Some(&Origin { nonce: C.into(), author: UserId(1) })), "moved to another message");
+        assert!(
+            !reaction_applies(&reaction, Some(&Origin { nonce: A.into(), author: UserId(2) })),
+            "moved to another author's message that reuses the nonce"
+        );
         assert!(!reaction_applies(&reaction, None), "on a message not read");
         let big = ReactionPlain { emoji: "x".repeat(EMOJI_MAX_BYTES + 1), ..reaction.clone() };
         assert!(check_reaction(&big).is_err());
