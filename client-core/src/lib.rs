@@ -25,6 +25,8 @@ pub mod crypto;
 pub mod engine;
 #[cfg(feature = "native")]
 pub mod messaging;
+#[cfg(feature = "voice")]
+pub mod voice;
 #[cfg(feature = "wasm")]
 pub mod wasm;
 
