@@ -1,0 +1,441 @@
+//! One participant's PeerConnection on the SFU side: how it is built (ICE-lite, fixed
+//! credentials, the one shared host candidate, Opus and VP8 only), what its offer publishes,
+//! and the keyframe requests its subscribers send back.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Cursor;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rand::distr::{Alphanumeric, SampleString};
+use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc,
+};
+use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverId};
+use rtc::sansio::Protocol;
+use rtc::sdp::extmap::AUDIO_LEVEL_URI;
+use rtc::shared::error::Error;
+
+use crate::room::TrackKind;
+use crate::rtp::{Pid, TrackId};
+
+/// Opus's payload type (the SFU's offers use it; answers to a client's offer keep the client's).
+pub const OPUS_PT: u8 = 111;
+/// VP8's payload type in the SFU's offers.
+pub const VP8_PT: u8 = 96;
+/// An offer from a client is refused beyond this size.
+pub const SDP_MAX_BYTES: usize = 64 * 1024;
+/// A client offers this many m-lines at most (mic, camera, screen, and some slack).
+pub const CLIENT_MLINES_MAX: usize = 8;
+
+/// Why a client's SDP was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdpError(pub String);
+
+/// The opus and VP8 codecs, header extensions and RTCP feedback every PC negotiates, and the
+/// interceptors behind them: NACK (answered from a send history, generated for what is
+/// received), sender and receiver reports, transport-wide congestion control feedback, and the
+/// keyframe requests (PLI, FIR) of subscribers handed to the SFU.
+fn engine() -> Result<(MediaEngine, rtc::interceptor::Registry), Error> {
+    let fb = |typ: &str, parameter: &str| RTCPFeedback { typ: typ.into(), parameter: parameter.into() };
+    let mut me = MediaEngine::default();
+    me.register_codec(
+        RTCRtpCodecParameters {
+            payload_type: OPUS_PT,
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_OPUS.into(),
+                clock_rate: 48_000,
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+                rtcp_feedback: vec![],
+            },
+        },
+        RtpCodecKind::Audio,
+    )?;
+    me.register_codec(
+        RTCRtpCodecParameters {
+            payload_type: VP8_PT,
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_VP8.into(),
+                clock_rate: 90_000,
+                channels: 0,
+                sdp_fmtp_line: String::new(),
+                rtcp_feedback: vec![fb("ccm", "fir")],
+            },
+        },
+        RtpCodecKind::Video,
+    )?;
+    let ext = |uri: &str| RTCRtpHeaderExtensionCapability { uri: uri.to_owned() };
+    me.register_header_extension(ext(AUDIO_LEVEL_URI), RtpCodecKind::Audio, None)?;
+    me.register_header_extension(ext(rtc::sdp::extmap::SDES_MID_URI), RtpCodecKind::Audio, None)?;
+    configure_simulcast_extension_headers(&mut me)?;
+    let registry = rtc::interceptor::Registry::new();
+    let registry = configure_nack(registry, &mut me);
+    let registry = configure_rtcp_reports(registry);
+    let registry = configure_twcc(registry, &mut me)?;
+    let registry = registry.with(Slot::from(14_000), KeyframeRequests::default());
+    Ok((me, registry))
+}
+
+/// A fresh ICE username fragment and password (the ufrag routes the first STUN request).
+pub fn credentials() -> (String, String) {
+    let mut rng = rand::rng();
+    (Alphanumeric.sample_string(&mut rng, 16), Alphanumeric.sample_string(&mut rng, 32))
+}
+
+/// An ICE-lite PeerConnection whose only candidate is the SFU's shared host address.
+pub fn build(ufrag: &str, pwd: &str, host: SocketAddr, now: Instant) -> Result<RTCPeerConnection, Error> {
+    let (me, registry) = engine()?;
+    let settings = SettingEngineBuilder::new()
+        .with_lite(true)
+        .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .build();
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_setting_engine(settings)
+        .with_media_engine(me)
+        .with_interceptor_registry(registry)
+        .build(now)?;
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".into(),
+            address: host.ip().to_string(),
+            port: host.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()?;
+    pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+    Ok(pc)
+}
+
+/// A track a client's offer publishes: an m-line it sends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferedTrack {
+    /// Its m-line's mid.
+    pub mid: String,
+    /// What it carries: the audio m-line is the microphone, the first video one the camera and
+    /// the second the screen.
+    pub kind: TrackKind,
+    /// Its simulcast rids, lowest layer first (empty: one layer).
+    pub rids: Vec<String>,
+}
+
+/// The tracks a client's offer publishes, or why the offer is refused: too big, not SDP, more
+/// m-lines than a client needs, more than one audio or two video m-lines sent, a data channel,
+/// or more than three simulcast layers.
+pub fn published_tracks(sdp: &str) -> Result<Vec<OfferedTrack>, SdpError> {
+    let refuse = |why: &str| Err(SdpError(why.to_owned()));
+    if sdp.len() > SDP_MAX_BYTES {
+        return refuse("the offer is larger than 64 KiB");
+    }
+    let parsed = rtc::sdp::description::session::SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes()))
+        .map_err(|e| SdpError(format!("not a session description: {e}")))?;
+    if parsed.media_descriptions.len() > CLIENT_MLINES_MAX {
+        return refuse("more than 8 m-lines");
+    }
+    let (mut audio, mut video) = (0, 0);
+    let mut tracks = Vec::new();
+    for media in &parsed.media_descriptions {
+        let sends = media.attribute("sendonly").is_some() || media.attribute("sendrecv").is_some();
+        let kind = match media.media_name.media.as_str() {
+            "audio" => TrackKind::Audio,
+            "video" => TrackKind::Camera,
+            _ => return refuse("only audio and video m-lines are accepted"),
+        };
+        let Some(Some(mid)) = media.attribute("mid") else { return refuse("an m-line has no mid") };
+        if !sends || media.media_name.port.value == 0 {
+            continue;
+        }
+        let kind = match kind {
+            TrackKind::Audio => {
+                audio += 1;
+                if audio > 1 {
+                    return refuse("more than one audio track sent");
+                }
+                TrackKind::Audio
+            }
+            _ => {
+                video += 1;
+                match video {
+                    1 => TrackKind::Camera,
+                    2 => TrackKind::Screen,
+                    _ => return refuse("more than two video tracks sent"),
+                }
+            }
+        };
+        let rids = simulcast_rids(media)?;
+        if kind == TrackKind::Audio && !rids.is_empty() {
+            return refuse("simulcast audio");
+        }
+        tracks.push(OfferedTrack { mid: mid.to_owned(), kind, rids });
+    }
+    Ok(tracks)
+}
+
+/// The rids of an m-line's `a=simulcast:send`, in the order listed (lowest first), without
+/// paused (`~`) ones or alternatives (`,`).
+fn simulcast_rids(media: &rtc::sdp::description::media::MediaDescription) -> Result<Vec<String>, SdpError> {
+    let Some(Some(value)) = media.attribute("simulcast") else { return Ok(Vec::new()) };
+    let Some(list) = value.strip_prefix("send ") else { return Ok(Vec::new()) };
+    let rids: Vec<String> = list
+        .split(';')
+        .filter_map(|alt| alt.split(',').next())
+        .filter(|rid| !rid.is_empty() && !rid.starts_with('~'))
+        .map(str::to_owned)
+        .collect();
+    if rids.len() > 3 || rids.iter().any(|r| r.len() > 16) {
+        return Err(SdpError("more than three simulcast layers".into()));
+    }
+    Ok(rids)
+}
+
+/// A stream a participant publishes, by SSRC.
+#[derive(Debug, Clone, Copy)]
+pub struct Inbound {
+    /// The track.
+    pub track: TrackId,
+    /// Its layer.
+    pub layer: u8,
+    /// What it carries.
+    pub kind: TrackKind,
+    /// Where keyframe requests for it go.
+    pub receiver: RTCRtpReceiverId,
+}
+
+/// A track a participant receives: the stream the SFU sends it.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    /// The transceiver carrying it.
+    pub transceiver: RTCRtpTransceiverId,
+    /// Its sender.
+    pub sender: RTCRtpSenderId,
+    /// The SSRC the SFU writes.
+    pub ssrc: u32,
+    /// Who publishes it.
+    pub publisher: Pid,
+    /// What it carries.
+    pub kind: TrackKind,
+    /// Whether an answer covering it has been applied (writes before are refused).
+    pub ready: bool,
+    /// The payload type and the audio-level extension id negotiated on it.
+    pub payload_type: u8,
+    /// The audio-level extension id negotiated on it, if any.
+    pub audio_level_id: Option<u8>,
+}
+
+/// The state of the SFU's own offers on a PC.
+#[derive(Debug, Default)]
+pub struct Negotiation {
+    /// The revision of the last offer sent.
+    pub revision: u64,
+    /// An offer is out and its answer not back.
+    pub awaiting_answer: bool,
+    /// The tracks changed since the last offer: send one when due.
+    pub due: Option<Instant>,
+}
+
+/// One participant's PC and what the SFU knows of it.
+pub struct Peer {
+    /// Its room.
+    pub room: u64,
+    /// The PeerConnection.
+    pub pc: RTCPeerConnection,
+    /// Its ICE username fragment.
+    pub ufrag: String,
+    /// The address its media comes from, once known.
+    pub addr: Option<SocketAddr>,
+    /// When it joined.
+    pub joined_at: Instant,
+    /// Whether the PC is connected.
+    pub connected: bool,
+    /// What its offer publishes.
+    pub published: Vec<(OfferedTrack, TrackId)>,
+    /// Its incoming streams, by SSRC.
+    pub inbound: HashMap<u32, Inbound>,
+    /// The audio-level extension id of its offer.
+    pub audio_level_id: Option<u8>,
+    /// The tracks it receives.
+    pub outbound: HashMap<TrackId, Outbound>,
+    /// Its SFU offers.
+    pub negotiation: Negotiation,
+    /// Server-muted: its audio is dropped.
+    pub muted: bool,
+    /// When the PC next wants `handle_timeout`.
+    pub timeout: Option<Instant>,
+}
+
+/// Hands a subscriber's keyframe requests (PLI, FIR) to the SFU: inbound RTCP otherwise ends
+/// in the interceptor chain.
+#[derive(Default)]
+struct KeyframeRequests {
+    reads: VecDeque<TaggedPacket>,
+    writes: VecDeque<TaggedPacket>,
+}
+
+fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
+    let any = packet.as_any();
+    any.is::<rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication>()
+        || any.is::<rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest>()
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            let requests: Vec<Box<dyn rtc::rtcp::Packet>> =
+                packets.iter().filter(|p| is_keyframe_request(p.as_ref())).cloned().collect();
+            if requests.is_empty() {
+                return Ok(());
+            }
+            msg.message.packet = Packet::Rtcp(requests);
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.reads.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.reads.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.writes.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.writes.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequests {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// The local ufrag of a STUN Binding Request (`USERNAME` is `<ours>:<theirs>`), if `buf` is one.
+pub fn binding_request_ufrag(buf: &[u8]) -> Option<String> {
+    use rtc::stun::message::{is_stun_message, Message, BINDING_REQUEST};
+    if !is_stun_message(buf) {
+        return None;
+    }
+    let mut message = Message::new();
+    message.unmarshal_binary(buf).ok()?;
+    if message.typ != BINDING_REQUEST {
+        return None;
+    }
+    let username = rtc::stun::textattrs::TextAttribute::get_from_as(&message, rtc::stun::attributes::ATTR_USERNAME).ok()?;
+    username.text.split(':').next().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client offer with these m-lines: (media, direction, extra attribute lines).
+    fn offer(mlines: &[(&str, &str, &[&str])]) -> String {
+        let mut sdp = String::from("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n");
+        for (i, (media, direction, extra)) in mlines.iter().enumerate() {
+            let (fmt, map) = if *media == "audio" { ("111", "opus/48000/2") } else { ("96", "VP8/90000") };
+            sdp += &format!("m={media} 9 UDP/TLS/RTP/SAVPF {fmt}\r\nc=IN IP4 0.0.0.0\r\na=mid:{i}\r\na={direction}\r\na=rtpmap:{fmt} {map}\r\n");
+            for line in *extra {
+                sdp += &format!("{line}\r\n");
+            }
+        }
+        sdp
+    }
+
+    #[test]
+    fn a_client_offer_publishes_a_mic_a_camera_with_its_layers_and_a_screen() {
+        let sdp = offer(&[
+            ("audio", "sendonly", &[]),
+            ("video", "sendonly", &["a=rid:q send", "a=rid:h send", "a=rid:f send", "a=simulcast:send q;h;f"]),
+            ("video", "sendonly", &[]),
+            ("video", "recvonly", &[]),
+        ]);
+        let tracks = published_tracks(&sdp).expect("valid");
+        assert_eq!(
+            tracks,
+            vec![
+                OfferedTrack { mid: "0".into(), kind: TrackKind::Audio, rids: vec![] },
+                OfferedTrack { mid: "1".into(), kind: TrackKind::Camera, rids: vec!["q".into(), "h".into(), "f".into()] },
+                OfferedTrack { mid: "2".into(), kind: TrackKind::Screen, rids: vec![] },
+            ]
+        );
+        // A paused layer is not counted; alternatives keep their first rid.
+        let sdp = offer(&[("video", "sendonly", &["a=simulcast:send ~q;h,x;f"])]);
+        assert_eq!(published_tracks(&sdp).expect("valid")[0].rids, vec!["h".to_string(), "f".to_string()]);
+    }
+
+    #[test]
+    fn hostile_offers_are_refused_with_a_reason() {
+        let refused = |sdp: &str| published_tracks(sdp).expect_err("refused").0;
+        assert!(refused("hello").contains("not a session description"));
+        assert!(refused(&"v=0\r\n".repeat(20_000)).contains("64 KiB"));
+        let nine: Vec<(&str, &str, &[&str])> = (0..9).map(|_| ("video", "recvonly", &[] as &[&str])).collect();
+        assert!(refused(&offer(&nine)).contains("8 m-lines"));
+        assert!(refused(&offer(&[("audio", "sendonly", &[]), ("audio", "sendrecv", &[])])).contains("one audio"));
+        let three: Vec<(&str, &str, &[&str])> = (0..3).map(|_| ("video", "sendonly", &[] as &[&str])).collect();
+        assert!(refused(&offer(&three)).contains("two video"));
+        assert!(refused(&offer(&[("video", "sendonly", &["a=simulcast:send a;b;c;d"])])).contains("three simulcast"));
+        assert!(refused(&offer(&[("audio", "sendonly", &["a=simulcast:send a;b"])])).contains("simulcast audio"));
+        let data =
+            "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:0\r\n";
+        assert!(refused(data).contains("only audio and video"));
+        let no_mid = offer(&[("audio", "sendonly", &[])]).replace("a=mid:0\r\n", "");
+        assert!(refused(&no_mid).contains("no mid"));
+    }
+
+    #[test]
+    fn any_bytes_are_refused_or_read_without_a_panic() {
+        // A seeded walk over mutations of a real offer, and over random bytes.
+        let base = offer(&[
+            ("audio", "sendonly", &[]),
+            ("video", "sendonly", &["a=rid:q send", "a=rid:f send", "a=simulcast:send q;f"]),
+        ]);
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let mut bytes = base.clone().into_bytes();
+            for _ in 0..(next() % 8 + 1) {
+                let at = (next() as usize) % bytes.len();
+                match next() % 3 {
+                    0 => bytes[at] = next() as u8,
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    _ => bytes.insert(at, b"\r\n=:;~ a"[(next() % 8) as usize]),
+                }
+            }
+            let _ = published_tracks(&String::from_utf8_lossy(&bytes));
+            let random: Vec<u8> = (0..(next() % 300)).map(|_| next() as u8).collect();
+            let _ = published_tracks(&String::from_utf8_lossy(&random));
+            let _ = binding_request_ufrag(&random);
+        }
+    }
+}
