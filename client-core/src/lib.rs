@@ -27,6 +27,8 @@ pub mod engine;
 pub mod messaging;
 #[cfg(feature = "voice")]
 pub mod voice;
+#[cfg(feature = "voice-native")]
+pub mod voice_native;
 #[cfg(feature = "wasm")]
 pub mod wasm;
 

@@ -1,0 +1,205 @@
+//! End-to-end encrypted media through the SFU, with the native voice peer of client-core:
+//! every frame is SFrame-encrypted before it leaves a peer, the SFU forwards what it cannot
+//! read, receivers decrypt and check the content, a leaver cannot read what is sent after the
+//! re-key, a newcomer cannot read what was sent before it joined, and a screen share turned off
+//! and on twenty times never fails to decrypt.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use copains_client_core::voice::{FrameError, MediaReceiver, MediaSender};
+use copains_client_core::voice_native::{Received, Source, VoicePeer};
+use copains_sfu::driver::{self, SfuConfig, SfuEvent, SfuHandle};
+use tokio::sync::mpsc;
+
+const ROOM: u64 = 42;
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// The plaintext frames of `pid`'s `source` at tick `n`: an Opus TOC byte or a VP8 keyframe
+/// tag, then words that must never be seen on the wire.
+fn frame(pid: u64, source: Source, n: u32) -> Vec<u8> {
+    let mut f = match source {
+        Source::Microphone => vec![0xf8],
+        _ => vec![0x00; 10],
+    };
+    f.extend_from_slice(format!("secret {source:?} of {pid} #{n}").as_bytes());
+    f
+}
+
+/// A peer and what it received.
+struct Member {
+    pid: u64,
+    peer: VoicePeer,
+    got: Vec<Received>,
+    offers: mpsc::UnboundedReceiver<String>,
+}
+
+/// Runs every member for `span`, each sending a frame on its microphone and camera every
+/// 20 ms, and on its screen when `screen(pid, tick)` says so; the SFU's offers are answered.
+async fn run(sfu: &SfuHandle, members: &mut [Member], span: Duration, tick0: &mut u32, screen: impl Fn(u64, u32) -> bool) {
+    let end = Instant::now() + span;
+    while Instant::now() < end {
+        *tick0 += 1;
+        let n = *tick0;
+        for m in members.iter_mut() {
+            while let Ok(offer) = m.offers.try_recv() {
+                let answer = m.peer.answer_offer(offer).expect("answer the SFU");
+                sfu.answer(m.pid, answer).await.expect("answer taken");
+            }
+            if m.peer.is_connected() {
+                for source in [Source::Microphone, Source::Camera] {
+                    m.peer.send_frames(source, &[&frame(m.pid, source, n)]).await.expect("sent");
+                }
+                if screen(m.pid, n) {
+                    m.peer.send_frames(Source::Screen, &[&frame(m.pid, Source::Screen, n)]).await.expect("sent");
+                }
+            }
+        }
+        // Each member's connection runs for its share of the 20 ms tick.
+        let share = Duration::from_millis(20) / members.len() as u32;
+        for m in members.iter_mut() {
+            m.peer.run_until(Instant::now() + share, &mut m.got).await;
+        }
+    }
+}
+
+async fn join(sfu: &SfuHandle, pid: u64, media: MediaSender, offers: &mut HashMap<u64, mpsc::UnboundedSender<String>>) -> Member {
+    let mut peer = VoicePeer::bind(LOCALHOST, media, false).await.expect("peer");
+    let joined = sfu.join(ROOM, pid, peer.offer().expect("offer")).await.expect("join");
+    peer.apply_answer(joined.answer).expect("answer");
+    let (tx, rx) = mpsc::unbounded_channel();
+    offers.insert(pid, tx);
+    Member { pid, peer, got: Vec::new(), offers: rx }
+}
+
+/// The SFU's offers go to their member's queue.
+fn dispatch(
+    mut events: mpsc::UnboundedReceiver<SfuEvent>,
+    offers: std::sync::Arc<parking_lot::Mutex<HashMap<u64, mpsc::UnboundedSender<String>>>>,
+) {
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if let SfuEvent::Offer { pid, sdp, .. } = event {
+                if let Some(tx) = offers.lock().get(&pid) {
+                    let _ = tx.send(sdp);
+                }
+            }
+        }
+    });
+}
+
+fn text(frame: &[u8]) -> String {
+    String::from_utf8_lossy(frame).into_owned()
+}
+
+/// Frames `m` decrypted from `from`'s `source`.
+fn opened(m: &Member, from: u64, source: Source) -> usize {
+    let marker = format!("secret {source:?} of {from} #");
+    m.got.iter().filter(|r| matches!(&r.frame, Ok((slot, f)) if u64::from(*slot) == from && text(f).contains(&marker))).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_media_is_read_by_the_room_only() {
+    let (sfu, events) =
+        driver::start(SfuConfig { bind: "127.0.0.1:0".parse().expect("addr"), ..SfuConfig::default() }).await.expect("sfu");
+    let queues = std::sync::Arc::new(parking_lot::Mutex::new(HashMap::new()));
+    dispatch(events, queues.clone());
+
+    // Three members, each with its own key (slot = its id), handed to the others (over the
+    // pairwise Signal sessions in the product; directly here).
+    let mut members = Vec::new();
+    for pid in [1u64, 2, 3] {
+        let media = MediaSender::fresh(pid as u32, 0).expect("key");
+        let mut local = HashMap::new();
+        let member = join(&sfu, pid, media, &mut local).await;
+        queues.lock().extend(local);
+        members.push(member);
+    }
+    let shares: Vec<_> = members.iter().map(|m| (m.pid, m.peer.media.share())).collect();
+    for m in &mut members {
+        for (pid, share) in &shares {
+            if *pid != m.pid {
+                m.peer.keys.add(share).expect("key");
+            }
+        }
+    }
+    // Screens: member 1 turns its screen on and off every 5 ticks, twenty times over.
+    let mut tick = 0;
+    run(&sfu, &mut members, Duration::from_secs(5), &mut tick, |pid, n| pid == 1 && (n / 5) % 2 == 0 && n < 200).await;
+
+    for m in &members {
+        for other in members.iter().filter(|o| o.pid != m.pid) {
+            for source in [Source::Microphone, Source::Camera] {
+                let n = opened(m, other.pid, source);
+                assert!(n >= 30, "{} opened {n} {source:?} frames of {}", m.pid, other.pid);
+            }
+        }
+        if m.pid != 1 {
+            assert!(opened(m, 1, Source::Screen) >= 30, "{} sees 1's screen", m.pid);
+        }
+        // The tap: nothing the SFU forwarded holds a plaintext, and everything forwarded opened.
+        assert!(!m.got.is_empty());
+        for r in &m.got {
+            assert!(!text(&r.payload).contains("secret"), "plaintext on the wire: {:?}", text(&r.payload));
+            assert!(r.frame.is_ok(), "{} could not open a frame: {:?}", m.pid, r.frame);
+        }
+    }
+
+    // Member 3 leaves; 1 and 2 draw fresh keys (generation 1) and hand them to each other only.
+    let mut leaver = members.pop().expect("3");
+    sfu.leave(leaver.pid);
+    leaver.peer.close().await;
+    for m in &mut members {
+        m.peer.media = MediaSender::fresh(m.pid as u32, 1).expect("fresh key");
+        m.got.clear();
+    }
+    let shares: Vec<_> = members.iter().map(|m| (m.pid, m.peer.media.share())).collect();
+    for m in &mut members {
+        for (pid, share) in &shares {
+            if *pid != m.pid {
+                m.peer.keys.add(share).expect("key");
+            }
+        }
+    }
+    run(&sfu, &mut members, Duration::from_secs(2), &mut tick, |_, _| false).await;
+    let after_leave: Vec<Vec<u8>> = members[0].got.iter().filter(|r| r.audio).map(|r| r.payload.clone()).collect();
+    assert!(after_leave.len() >= 30);
+    assert!(opened(&members[0], 2, Source::Microphone) >= 30, "the two who stay read each other");
+    // The leaver's keys open none of it.
+    for payload in &after_leave {
+        assert!(matches!(leaver.peer.keys.decrypt(payload, 1), Err(FrameError::NoKey)), "the leaver reads nothing new");
+    }
+
+    // Member 4 joins: 1 and 2 ratchet their keys one step and hand 4 that step only; 4 hands
+    // them its own.
+    let before_join = after_leave;
+    let mut local = HashMap::new();
+    let newcomer = join(&sfu, 4, MediaSender::fresh(4, 0).expect("key"), &mut local).await;
+    queues.lock().extend(local);
+    members.push(newcomer);
+    let mut to_newcomer = Vec::new();
+    for m in members.iter_mut().take(2) {
+        to_newcomer.push(m.peer.media.ratchet().expect("ratchet"));
+        m.got.clear();
+    }
+    let newcomer_share = members[2].peer.media.share();
+    for share in to_newcomer {
+        members[2].peer.keys.add(&share).expect("key");
+    }
+    for m in members.iter_mut().take(2) {
+        m.peer.keys.add(&newcomer_share).expect("key");
+    }
+    run(&sfu, &mut members, Duration::from_secs(3), &mut tick, |_, _| false).await;
+    for from in [1, 2] {
+        assert!(opened(&members[2], from, Source::Microphone) >= 30, "the newcomer reads {from} from now on");
+        assert!(opened(&members[2], from, Source::Camera) >= 30);
+    }
+    assert!(opened(&members[0], 4, Source::Microphone) >= 30, "and is read");
+    // What was sent before it joined stays closed to it.
+    let mut fresh = MediaReceiver::default();
+    std::mem::swap(&mut fresh, &mut members[2].peer.keys);
+    for payload in &before_join {
+        assert!(fresh.decrypt(payload, 1).is_err(), "the newcomer cannot read earlier frames");
+    }
+}
