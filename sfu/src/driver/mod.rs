@@ -389,20 +389,20 @@ impl Driver {
         let pid = match peer::binding_request_ufrag(data) {
             Some(ufrag) => {
                 let Some(&pid) = self.by_ufrag.get(&ufrag) else { return };
-                // The address is this peer's unless another one already holds it.
+                // The address is this peer's unless another one already holds it. A client
+                // checks from each of its candidates: the last few addresses stay mapped, so
+                // media from the pair it nominates is never dropped meanwhile.
                 let holder = *self.by_addr.entry(from).or_insert(pid);
                 if holder != pid {
                     return;
                 }
                 if let Some(peer) = self.peers.get_mut(&pid) {
-                    if peer.addr.is_some_and(|a| a != from) {
-                        // Keep the latest path (a network change); the old one is forgotten.
-                        if let Some(old) = peer.addr.replace(from) {
-                            self.by_addr.remove(&old);
-                            self.by_addr.insert(from, pid);
+                    if !peer.addrs.contains(&from) {
+                        peer.addrs.push(from);
+                        if peer.addrs.len() > peer::ADDRESSES_MAX {
+                            let oldest = peer.addrs.remove(0);
+                            self.by_addr.remove(&oldest);
                         }
-                    } else {
-                        peer.addr = Some(from);
                     }
                 }
                 pid
@@ -579,8 +579,7 @@ impl Driver {
         if offered.len() > self.config.limits.max_tracks {
             return Err(SfuError::TooManyTracks);
         }
-        let room = self.rooms.entry(room_key).or_insert_with(|| Room::new(self.config.limits));
-        if room.participants().count() >= self.config.limits.max_participants {
+        if self.rooms.get(&room_key).is_some_and(|r| r.participants().count() >= self.config.limits.max_participants) {
             return Err(SfuError::RoomFull);
         }
         let (ufrag, pwd) = peer::credentials();
@@ -604,7 +603,8 @@ impl Driver {
         let published: Vec<(OfferedTrack, TrackId)> =
             offered.into_iter().enumerate().map(|(i, t)| (t, pid.wrapping_mul(8).wrapping_add(i as u64))).collect();
         let now_ms = self.now_ms(now);
-        let room = self.rooms.get_mut(&room_key).ok_or(SfuError::Unavailable)?;
+        let limits = self.config.limits;
+        let room = self.rooms.entry(room_key).or_insert_with(|| Room::new(limits));
         let epoch = room.join(pid, now_ms).map_err(|e| match e {
             RoomError::Full => SfuError::RoomFull,
             _ => SfuError::AlreadyIn,
@@ -613,6 +613,9 @@ impl Driver {
             let layers = t.rids.len().max(1) as u8;
             if room.publish(pid, *track, t.kind, layers, now_ms).is_err() {
                 let _ = room.leave(pid);
+                if room.participants().next().is_none() {
+                    self.rooms.remove(&room_key);
+                }
                 return Err(SfuError::TooManyTracks);
             }
         }
@@ -624,7 +627,7 @@ impl Driver {
                 room: room_key,
                 pc,
                 ufrag,
-                addr: None,
+                addrs: Vec::new(),
                 joined_at: now,
                 connected: false,
                 published,
@@ -851,10 +854,9 @@ impl Driver {
     fn remove(&mut self, pid: Pid, reason: RemoveReason, now: Instant) {
         let Some(mut peer) = self.peers.remove(&pid) else { return };
         self.by_ufrag.remove(&peer.ufrag);
-        if let Some(addr) = peer.addr {
-            self.by_addr.remove(&addr);
+        for addr in &peer.addrs {
+            self.by_addr.remove(addr);
         }
-        self.by_addr.retain(|_, p| *p != pid);
         let _ = peer.pc.close();
         while let Some(out) = peer.pc.poll_write() {
             self.send(out.transport.peer_addr, &out.message);

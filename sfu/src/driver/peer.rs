@@ -37,6 +37,9 @@ pub const SDP_MAX_BYTES: usize = 64 * 1024;
 /// A client offers this many m-lines at most (mic, camera, screen, and some slack).
 pub const CLIENT_MLINES_MAX: usize = 8;
 
+/// Addresses one participant's media may come from at once (its ICE candidates).
+pub const ADDRESSES_MAX: usize = 8;
+
 /// Why a client's SDP was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SdpError(pub String);
@@ -255,8 +258,8 @@ pub struct Peer {
     pub pc: RTCPeerConnection,
     /// Its ICE username fragment.
     pub ufrag: String,
-    /// The address its media comes from, once known.
-    pub addr: Option<SocketAddr>,
+    /// The addresses its STUN requests came from (the last [`ADDRESSES_MAX`]).
+    pub addrs: Vec<SocketAddr>,
     /// When it joined.
     pub joined_at: Instant,
     /// Whether the PC is connected.
