@@ -308,6 +308,18 @@ impl VoicePeer {
         let mid = self.pc.rtp_transceiver(index).and_then(|t| t.mid().clone()).unwrap_or_default();
         let elapsed = self.started.elapsed().as_millis() as u64;
         let timestamp = (elapsed * if audio { 48 } else { 90 }) as u32;
+        // What the sender negotiated, read once for every layer.
+        let (payload_type, mid_id, rid_id, level_id) = {
+            let Some(mut s) = self.pc.rtp_sender(sender) else { return Err(VoiceError::NotSending) };
+            let params = &s.get_parameters().rtp_parameters;
+            let ext = |uri: &str| params.header_extensions.iter().find(|e| e.uri == uri).map(|e| e.id as u8);
+            (
+                params.codecs.first().map(|c| c.payload_type).ok_or(VoiceError::NotSending)?,
+                ext(rtc::sdp::extmap::SDES_MID_URI),
+                ext(rtc::sdp::extmap::SDES_RTP_STREAM_ID_URI),
+                ext(rtc::sdp::extmap::AUDIO_LEVEL_URI),
+            )
+        };
         for ((rid, ssrc), frame) in layers.iter().zip(frames) {
             let sealed = self.media.encrypt(frame, clear_bytes(audio, frame))?;
             let payload = if audio {
@@ -323,9 +335,6 @@ impl VoicePeer {
             *seq = seq.wrapping_add(1);
             let sequence_number = *seq;
             let Some(mut s) = self.pc.rtp_sender(sender) else { return Err(VoiceError::NotSending) };
-            let params = s.get_parameters().rtp_parameters.clone();
-            let payload_type = params.codecs.first().map(|c| c.payload_type).ok_or(VoiceError::NotSending)?;
-            let ext = |uri: &str| params.header_extensions.iter().find(|e| e.uri == uri).map(|e| e.id as u8);
             let mut header = rtc::rtp::header::Header {
                 version: 2,
                 marker: true,
@@ -335,13 +344,13 @@ impl VoicePeer {
                 ssrc: *ssrc,
                 ..Default::default()
             };
-            if let Some(id) = ext(rtc::sdp::extmap::SDES_MID_URI) {
+            if let Some(id) = mid_id {
                 header.set_extension(id, Bytes::from(mid.clone().into_bytes())).map_err(rtc_error)?;
             }
-            if let (Some(id), false) = (ext(rtc::sdp::extmap::SDES_RTP_STREAM_ID_URI), rid.is_empty()) {
+            if let (Some(id), false) = (rid_id, rid.is_empty()) {
                 header.set_extension(id, Bytes::from(rid.clone().into_bytes())).map_err(rtc_error)?;
             }
-            if let (Some(id), true) = (ext(rtc::sdp::extmap::AUDIO_LEVEL_URI), audio) {
+            if let (Some(id), true) = (level_id, audio) {
                 // A synthetic source speaks loudly (RFC 6464: 10 dB below full scale, voice).
                 header.set_extension(id, Bytes::from_static(&[0x80 | 10])).map_err(rtc_error)?;
             }
