@@ -39,6 +39,12 @@ impl Topic {
         Self(format!("session:{id}").into())
     }
 
+    /// The events of one voice session (its SDP offers, epochs, key shares), heard by the
+    /// gateway session that joined.
+    pub fn voice(voice_session_id: &str) -> Self {
+        Self(format!("voice:{voice_session_id}").into())
+    }
+
     /// The topic name.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -60,6 +66,7 @@ impl Topic {
         let valid = match kind {
             "user" | "session" => id.parse::<i64>().is_ok(),
             "device" => id.split_once(':').is_some_and(|(u, d)| u.parse::<i64>().is_ok() && d.parse::<u32>().is_ok()),
+            "voice" => !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
             _ => false,
         };
         valid.then(|| Self(name.into()))

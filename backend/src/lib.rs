@@ -19,6 +19,7 @@ pub mod ratelimit;
 pub mod routes;
 pub mod state;
 pub mod store;
+pub mod voice;
 
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::channels::router())
         .merge(routes::invites::router())
         .merge(routes::channel_messages::router())
+        .merge(routes::voice::router())
         .merge(routes::health::router())
         .fallback(|| async { ApiError::UnknownRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

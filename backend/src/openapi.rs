@@ -38,10 +38,11 @@ use crate::routes;
         routes::devices::recovery, routes::devices::put_recovery,
         routes::devices::open_link_request, routes::devices::link_requests, routes::devices::own_link_request,
         routes::devices::answer_link_request, routes::devices::decline_link_request,
+        routes::voice::moderate,
         routes::health::healthz, routes::health::readyz, routes::health::metrics, routes::health::openapi,
     ),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "users"), (name = "keys"), (name = "devices"), (name = "messages"), (name = "servers"), (name = "channels"), (name = "invites"), (name = "channel messages"), (name = "operations")),
+    tags((name = "auth"), (name = "users"), (name = "keys"), (name = "devices"), (name = "messages"), (name = "servers"), (name = "channels"), (name = "invites"), (name = "channel messages"), (name = "voice"), (name = "operations")),
 )]
 struct ApiDoc;
 

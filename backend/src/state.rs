@@ -37,6 +37,8 @@ pub struct Inner {
     pub limiters: RateLimiters,
     /// False once shutdown began (readiness fails so load balancers drain the node).
     pub accepting: AtomicBool,
+    /// Voice, once the gateway started it (moderation routes reach it here).
+    pub voice: std::sync::OnceLock<Arc<dyn crate::voice::VoiceControl>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -77,6 +79,7 @@ impl AppState {
             ids: Snowflakes::new(node_id),
             limiters,
             accepting: AtomicBool::new(true),
+            voice: std::sync::OnceLock::new(),
         })))
     }
 

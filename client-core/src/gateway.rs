@@ -29,6 +29,20 @@ pub mod op {
     /// Client → server: envelopes this device has processed (deletes them from its queue,
     /// like `DELETE /api/v1/messages/{id}` without a request per envelope). No answer.
     pub const ACK: u8 = 12;
+    /// Client → server: join a voice channel with an SDP offer ([`crate::voice_signal::VoiceJoin`]).
+    pub const VOICE_JOIN: u8 = 4;
+    /// Client → server: leave voice (`d` is `{}` or null).
+    pub const VOICE_LEAVE: u8 = 5;
+    /// Client → server: the client's own voice state ([`crate::voice_signal::VoiceStateChange`]).
+    pub const VOICE_STATE: u8 = 13;
+    /// Client → server: an answer to the SFU's offer ([`crate::voice_signal::VoiceSdp`]).
+    pub const VOICE_SDP: u8 = 14;
+    /// Client → server: a trickled ICE candidate ([`crate::voice_signal::VoiceIce`]).
+    pub const VOICE_ICE: u8 = 15;
+    /// Client → server: media key shares for other participants ([`crate::voice_signal::VoiceKeys`]).
+    pub const VOICE_KEYS: u8 = 16;
+    /// Client → server: layer wishes for received tracks ([`crate::voice_signal::VoiceQuality`]).
+    pub const VOICE_QUALITY: u8 = 17;
 }
 
 /// WebSocket close codes the gateway uses. Codes marked *resumable* keep the session alive for
@@ -135,6 +149,22 @@ pub mod event_name {
     pub const REACTION_REMOVE: &str = "REACTION_REMOVE";
     /// A message was pinned or unpinned ([`crate::channel_messages::PinUpdate`]).
     pub const PINS_UPDATE: &str = "PINS_UPDATE";
+    /// This session joined a voice channel ([`crate::voice_signal::VoiceReady`]).
+    pub const VOICE_READY: &str = "VOICE_READY";
+    /// The SFU offers new subscriptions ([`crate::voice_signal::VoiceOffer`]).
+    pub const VOICE_SDP: &str = "VOICE_SDP";
+    /// The room's participants changed: re-key ([`crate::voice_signal::VoiceEpoch`]).
+    pub const VOICE_EPOCH: &str = "VOICE_EPOCH";
+    /// A media key share from another participant ([`crate::voice_signal::VoiceKey`]).
+    pub const VOICE_KEY: &str = "VOICE_KEY";
+    /// Someone's voice state in a channel the user may view ([`crate::voice_signal::VoiceState`]).
+    pub const VOICE_STATE_UPDATE: &str = "VOICE_STATE_UPDATE";
+    /// Someone in the room started or stopped speaking ([`crate::voice_signal::VoiceSpeaking`]).
+    pub const VOICE_SPEAKING: &str = "VOICE_SPEAKING";
+    /// A voice op was refused ([`crate::voice_signal::VoiceError`]).
+    pub const VOICE_ERROR: &str = "VOICE_ERROR";
+    /// The server ended this session's voice session ([`crate::voice_signal::VoiceDisconnect`]).
+    pub const VOICE_DISCONNECT: &str = "VOICE_DISCONNECT";
 }
 
 /// A frame as it travels.
@@ -304,6 +334,20 @@ pub enum ClientMessage {
     Resume(Resume),
     /// ACK of processed envelopes.
     Ack(Ack),
+    /// VOICE_JOIN.
+    VoiceJoin(crate::voice_signal::VoiceJoin),
+    /// VOICE_LEAVE.
+    VoiceLeave,
+    /// VOICE_STATE.
+    VoiceState(crate::voice_signal::VoiceStateChange),
+    /// VOICE_SDP.
+    VoiceSdp(crate::voice_signal::VoiceSdp),
+    /// VOICE_ICE.
+    VoiceIce(crate::voice_signal::VoiceIce),
+    /// VOICE_KEYS.
+    VoiceKeys(crate::voice_signal::VoiceKeys),
+    /// VOICE_QUALITY.
+    VoiceQuality(crate::voice_signal::VoiceQuality),
 }
 
 /// ACK payload: 1 to [`crate::limits::ACK_IDS_MAX`] envelope ids of the connected device.
@@ -352,7 +396,51 @@ impl ClientMessage {
                 }
                 Ok(ClientMessage::Ack(ack))
             }
+            op::VOICE_JOIN => Ok(ClientMessage::VoiceJoin(serde_json::from_value(frame.d).map_err(decode)?)),
+            op::VOICE_LEAVE => match frame.d {
+                Value::Null => Ok(ClientMessage::VoiceLeave),
+                Value::Object(o) if o.is_empty() => Ok(ClientMessage::VoiceLeave),
+                _ => Err(FrameError::Decode("VOICE_LEAVE carries {} or null".into())),
+            },
+            op::VOICE_STATE => Ok(ClientMessage::VoiceState(serde_json::from_value(frame.d).map_err(decode)?)),
+            op::VOICE_SDP => Ok(ClientMessage::VoiceSdp(serde_json::from_value(frame.d).map_err(decode)?)),
+            op::VOICE_ICE => Ok(ClientMessage::VoiceIce(serde_json::from_value(frame.d).map_err(decode)?)),
+            op::VOICE_KEYS => {
+                let keys: crate::voice_signal::VoiceKeys = serde_json::from_value(frame.d).map_err(decode)?;
+                let max = crate::voice_signal::KEYS_PER_FRAME_MAX;
+                if keys.keys.is_empty() || keys.keys.len() > max {
+                    return Err(FrameError::Decode(format!("VOICE_KEYS carries 1 to {max} keys")));
+                }
+                if keys
+                    .keys
+                    .iter()
+                    .any(|k| k.ciphertext.0.is_empty() || k.ciphertext.0.len() > crate::voice_signal::KEY_CIPHERTEXT_MAX_BYTES)
+                {
+                    return Err(FrameError::Decode("a VOICE_KEYS ciphertext is empty or too large".into()));
+                }
+                Ok(ClientMessage::VoiceKeys(keys))
+            }
+            op::VOICE_QUALITY => {
+                let q: crate::voice_signal::VoiceQuality = serde_json::from_value(frame.d).map_err(decode)?;
+                let max = crate::voice_signal::QUALITY_TRACKS_MAX;
+                if q.tracks.is_empty() || q.tracks.len() > max {
+                    return Err(FrameError::Decode(format!("VOICE_QUALITY names 1 to {max} tracks")));
+                }
+                Ok(ClientMessage::VoiceQuality(q))
+            }
             other => Err(FrameError::UnknownOpcode(other)),
+        }
+    }
+
+    /// The largest frame this message may come in: the ops carrying SDP or key shares get
+    /// [`crate::voice_signal::VOICE_FRAME_MAX_BYTES`], the others
+    /// [`crate::limits::GATEWAY_FRAME_MAX_BYTES`].
+    pub fn frame_limit(&self) -> usize {
+        match self {
+            ClientMessage::VoiceJoin(_) | ClientMessage::VoiceSdp(_) | ClientMessage::VoiceKeys(_) => {
+                crate::voice_signal::VOICE_FRAME_MAX_BYTES
+            }
+            _ => crate::limits::GATEWAY_FRAME_MAX_BYTES,
         }
     }
 
@@ -365,6 +453,13 @@ impl ClientMessage {
                 (op::RESUME, serde_json::json!({ "token": r.token, "session_id": r.session_id, "seq": r.seq }))
             }
             ClientMessage::Ack(a) => (op::ACK, serde_json::json!(a)),
+            ClientMessage::VoiceJoin(v) => (op::VOICE_JOIN, serde_json::json!(v)),
+            ClientMessage::VoiceLeave => (op::VOICE_LEAVE, serde_json::json!({})),
+            ClientMessage::VoiceState(v) => (op::VOICE_STATE, serde_json::json!(v)),
+            ClientMessage::VoiceSdp(v) => (op::VOICE_SDP, serde_json::json!(v)),
+            ClientMessage::VoiceIce(v) => (op::VOICE_ICE, serde_json::json!(v)),
+            ClientMessage::VoiceKeys(v) => (op::VOICE_KEYS, serde_json::json!(v)),
+            ClientMessage::VoiceQuality(v) => (op::VOICE_QUALITY, serde_json::json!(v)),
         };
         serde_json::json!({ "op": op, "d": d }).to_string()
     }

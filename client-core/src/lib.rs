@@ -16,6 +16,7 @@ pub mod keys;
 pub mod limits;
 pub mod messages;
 pub mod servers;
+pub mod voice_signal;
 
 #[cfg(feature = "native")]
 pub mod client;

@@ -294,7 +294,17 @@ pub struct Channel {
     pub owner_id: Option<UserId>,
     /// The newest message's id, if any (for unread marks).
     pub last_message_id: Option<crate::ids::MessageId>,
+    /// A voice channel's cap on participants (0: none but the server's own, 100).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub user_limit: u32,
 }
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+/// Largest `user_limit` of a voice channel.
+pub const USER_LIMIT_MAX: u32 = 99;
 
 /// A member of a server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -323,6 +333,9 @@ pub struct ServerState {
     pub channels: Vec<Channel>,
     /// This member.
     pub me: Member,
+    /// Who is in the voice channels this member may view (filled by the gateway).
+    #[serde(default)]
+    pub voice_states: Vec<crate::voice_signal::VoiceState>,
 }
 
 /// `POST /api/v1/servers`.
@@ -368,6 +381,9 @@ pub struct NewChannel {
     /// Overwrites (default: the category's).
     #[serde(default)]
     pub overwrites: Option<Vec<Overwrite>>,
+    /// A voice channel's cap on participants (0 to 99; 0: none).
+    #[serde(default)]
+    pub user_limit: Option<u32>,
 }
 
 /// `PATCH /api/v1/channels/{id}`. `parent_id: null` moves a channel out of its category;
@@ -392,6 +408,9 @@ pub struct EditChannel {
     /// Replaces every overwrite.
     #[serde(default)]
     pub overwrites: Option<Vec<Overwrite>>,
+    /// A voice channel's cap on participants (0 to 99; 0: none).
+    #[serde(default)]
+    pub user_limit: Option<u32>,
 }
 
 /// `POST /api/v1/servers/{id}/roles` and `PATCH …/roles/{role_id}` (fields absent are kept;

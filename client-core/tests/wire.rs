@@ -671,6 +671,7 @@ fn community_bodies() {
         recipients: Vec::new(),
         owner_id: None,
         last_message_id: Some(MessageId(117_632_502_289_400_001)),
+        user_limit: 0,
     };
     wire!("channel", channel.clone());
     let group = Channel {
@@ -685,11 +686,12 @@ fn community_bodies() {
         recipients: vec![public_user()],
         owner_id: Some(owner),
         last_message_id: None,
+        user_limit: 0,
     };
     wire!("group_dm", group.clone());
     let member = Member { user: public_user(), server_id, roles: vec![role.id], joined_at: 1_795_271_374_052 };
     wire!("member", member.clone());
-    let state = ServerState { server, roles: vec![role], channels: vec![channel], me: member };
+    let state = ServerState { server, roles: vec![role], channels: vec![channel], me: member, voice_states: Vec::new() };
     wire!("server_state", state.clone());
     wire!("new_server", NewServer { name: "Les Copains".into() });
     wire!("edit_server", EditServer { name: None, owner_id: Some(owner) });
@@ -702,6 +704,7 @@ fn community_bodies() {
             topic: None,
             position: Some(3),
             overwrites: Some(overwrites.clone()),
+            user_limit: Some(10),
         }
     );
     // A parent set to null (out of its category) is not a parent left as it is.

@@ -56,6 +56,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let state = AppState::new(config.api.clone(), store, bus, tokens, metrics, config.node_id)
         .context("invalid password hashing settings")?;
     let gateway = Gateway::new(config.gateway.clone(), state.clone());
+    gateway.start_voice().await.with_context(|| {
+        format!(
+            "cannot start voice on UDP {} (set gateway.voice.udp_bind, or COPAINS_GATEWAY__VOICE__UDP_BIND, to a free address; or gateway.voice.enabled = false)",
+            config.gateway.voice.udp_bind
+        )
+    })?;
 
     let web = web::WebClient::new(&config.web.dir);
     if web.is_built() {

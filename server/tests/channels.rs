@@ -90,6 +90,7 @@ async fn community(owner: &Person, members: &[&Person], extra: &[&str]) -> (Serv
             topic: None,
             position: None,
             overwrites: None,
+            user_limit: None,
         };
         channels.push(owner.client.create_channel(server.id, &new).await.expect("channel").id);
     }

@@ -43,6 +43,8 @@ async fn database_and_logs_hold_no_plaintext(backend: Backend) {
     };
     let mut child = cmd
         .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        // The SFU on a free port too: tests run side by side.
+        .env("COPAINS_GATEWAY__VOICE__UDP_BIND", "127.0.0.1:0")
         .arg(&data)
         // As verbose as it gets: even debug logs must not carry content.
         .env("COPAINS_LOG", "debug")

@@ -9,13 +9,17 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use copains_backend::auth::Authenticated;
 use copains_backend::bus::Topic;
 use copains_backend::ApiError;
-use copains_client_core::gateway::{close, op, server_frame_text, ClientMessage, Hello, InvalidSession, Ready};
+use copains_client_core::gateway::{close, event_name, op, server_frame_text, ClientMessage, Hello, InvalidSession, Ready};
+use copains_client_core::limits::GATEWAY_FRAME_MAX_BYTES;
+use copains_client_core::servers::{ChannelKind, Permissions};
+use copains_client_core::voice_signal::{code, VoiceJoin};
 use rand::RngCore;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 
 use crate::hub::{Attachment, CloseSignal, Owner, ResumeOutcome};
 use crate::session::HeartbeatClock;
+use crate::voice::{Caller, JoinGrant, Refusal};
 use crate::Gateway;
 
 /// How a connection ended.
@@ -47,6 +51,8 @@ struct Conn {
     owner: Option<Owner>,
     /// The client's address (for rate limits and logs).
     ip: IpAddr,
+    /// When its last voice joins and SDP answers came (rate limit).
+    voice_sdp: std::collections::VecDeque<Instant>,
 }
 
 /// Runs one gateway connection to its end.
@@ -65,6 +71,7 @@ pub(crate) async fn run(gw: Gateway, socket: WebSocket, ip: IpAddr) {
         session: None,
         owner: None,
         ip,
+        voice_sdp: std::collections::VecDeque::new(),
     };
     let hello = Hello {
         heartbeat_interval_ms: conn.gw.config().heartbeat_interval_ms,
@@ -115,10 +122,24 @@ impl Conn {
     }
 
     async fn on_text(&mut self, text: &str) -> Step {
+        if text.len() > GATEWAY_FRAME_MAX_BYTES {
+            // Only the ops carrying SDP or key shares may be larger.
+            #[derive(serde::Deserialize)]
+            struct OpOnly {
+                op: u8,
+            }
+            let op = serde_json::from_str::<OpOnly>(text).map(|f| f.op).ok();
+            if !matches!(op, Some(op::VOICE_JOIN | op::VOICE_SDP | op::VOICE_KEYS)) {
+                return Step::Close(close::FRAME_TOO_LARGE);
+            }
+        }
         let msg = match ClientMessage::parse(text) {
             Ok(msg) => msg,
             Err(e) => return Step::Close(e.close_code()),
         };
+        if text.len() > msg.frame_limit() {
+            return Step::Close(close::FRAME_TOO_LARGE);
+        }
         match msg {
             ClientMessage::Heartbeat(seq) => {
                 self.heartbeat.beat(Instant::now().into_std());
@@ -150,7 +171,123 @@ impl Conn {
                     }
                 }
             }
+            ClientMessage::VoiceJoin(join) => self.voice(op::VOICE_JOIN, None, |c| c.voice_join(join)).await,
+            ClientMessage::VoiceLeave => {
+                let (Some(_), Some(id)) = (self.owner, self.session.clone()) else {
+                    return Step::Close(close::NOT_AUTHENTICATED);
+                };
+                if let Some(v) = self.gw.voice() {
+                    v.leave(id);
+                }
+                Step::Continue
+            }
+            ClientMessage::VoiceState(change) => {
+                self.voice(op::VOICE_STATE, None, |c| async move {
+                    let (voice, caller) = c.voice_caller()?;
+                    voice.state(caller.gateway_session, change).await
+                })
+                .await
+            }
+            ClientMessage::VoiceSdp(sdp) => {
+                let id = Some(sdp.voice_session_id.clone());
+                self.voice(op::VOICE_SDP, id, |c| async move {
+                    c.voice_rate()?;
+                    let (voice, caller) = c.voice_caller()?;
+                    voice.answer(caller.gateway_session, sdp).await
+                })
+                .await
+            }
+            ClientMessage::VoiceIce(ice) => {
+                let id = Some(ice.voice_session_id.clone());
+                self.voice(op::VOICE_ICE, id, |c| async move {
+                    // The SFU is ICE-lite and learns addresses from the checks: a candidate
+                    // only needs to name this connection's voice session.
+                    let (voice, caller) = c.voice_caller()?;
+                    voice.check(caller.gateway_session, ice.voice_session_id).await
+                })
+                .await
+            }
+            ClientMessage::VoiceKeys(keys) => {
+                let id = Some(keys.voice_session_id.clone());
+                self.voice(op::VOICE_KEYS, id, |c| async move {
+                    let (voice, caller) = c.voice_caller()?;
+                    voice.keys(caller, keys).await
+                })
+                .await
+            }
+            ClientMessage::VoiceQuality(quality) => {
+                let id = Some(quality.voice_session_id.clone());
+                self.voice(op::VOICE_QUALITY, id, |c| async move {
+                    let (voice, caller) = c.voice_caller()?;
+                    voice.quality(caller.gateway_session, quality).await
+                })
+                .await
+            }
         }
+    }
+
+    /// Runs a voice op; a refusal becomes a `VOICE_ERROR` for this session (the connection
+    /// stays open).
+    async fn voice<'a, F, Fut>(&'a mut self, op: u8, voice_session: Option<String>, f: F) -> Step
+    where
+        F: FnOnce(&'a mut Conn) -> Fut,
+        Fut: std::future::Future<Output = Result<(), Refusal>> + 'a,
+    {
+        let Some(id) = self.session.clone() else { return Step::Close(close::NOT_AUTHENTICATED) };
+        let hub = self.gw.clone();
+        if let Err(refusal) = f(self).await {
+            let payload = refusal.payload(op, voice_session);
+            match serde_json::to_string(&payload) {
+                Ok(payload) => hub.hub().dispatch_to(&id, event_name::VOICE_ERROR, &payload, Instant::now().into_std()),
+                Err(e) => tracing::warn!(error = %e, "cannot encode VOICE_ERROR"),
+            }
+        }
+        Step::Continue
+    }
+
+    fn voice_caller(&self) -> Result<(crate::voice::Voice, Caller), Refusal> {
+        let voice =
+            self.gw.voice().cloned().ok_or_else(|| Refusal::new(code::SFU_UNAVAILABLE, "voice is not enabled on this server"))?;
+        let (Some(owner), Some(id)) = (self.owner, self.session.clone()) else {
+            return Err(Refusal::new(code::UNKNOWN_SESSION, "identify first"));
+        };
+        Ok((voice, Caller { gateway_session: id, owner }))
+    }
+
+    /// At most `sdp_per_minute` joins and answers per minute on this connection.
+    fn voice_rate(&mut self) -> Result<(), Refusal> {
+        let now = Instant::now();
+        let window = Duration::from_secs(60);
+        while self.voice_sdp.front().is_some_and(|t| now.duration_since(*t) >= window) {
+            self.voice_sdp.pop_front();
+        }
+        let max = self.gw.config().voice.sdp_per_minute.max(1) as usize;
+        if self.voice_sdp.len() >= max {
+            return Err(Refusal::new(code::RATE_LIMITED, "too many voice joins or SDP answers; wait a minute"));
+        }
+        self.voice_sdp.push_back(now);
+        Ok(())
+    }
+
+    async fn voice_join(&mut self, join: VoiceJoin) -> Result<(), Refusal> {
+        self.voice_rate()?;
+        let (voice, caller) = self.voice_caller()?;
+        let access = self.gw.state().store.channel_access(join.channel_id, caller.owner.user).await.map_err(|e| {
+            tracing::warn!(error = %e, "voice: cannot check channel access");
+            Refusal::new(code::SFU_UNAVAILABLE, "cannot check the channel now; try again")
+        })?;
+        let Some(access) = access else {
+            return Err(Refusal::new(code::NO_PERMISSION, "no such channel, or no permission to connect"));
+        };
+        if access.kind != ChannelKind::Voice {
+            return Err(Refusal::new(code::NOT_VOICE_CHANNEL, "not a voice channel"));
+        }
+        if !access.permissions.contains(Permissions::CONNECT) {
+            return Err(Refusal::new(code::NO_PERMISSION, "no permission to connect to this channel"));
+        }
+        let user_limit = self.gw.state().store.voice_user_limit(join.channel_id).await.unwrap_or(0);
+        let grant = JoinGrant { server: access.server_id, permissions: access.permissions, user_limit };
+        voice.join(caller, grant, join).await
     }
 
     fn attachment(&self) -> Attachment {
@@ -174,13 +311,25 @@ impl Conn {
                 return Step::Close(close::UNKNOWN_ERROR);
             }
         };
-        let (servers, group_dms) = match state.store.communities_of(auth.user.id).await {
+        let (mut servers, group_dms) = match state.store.communities_of(auth.user.id).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "cannot load servers for READY");
                 return Step::Close(close::UNKNOWN_ERROR);
             }
         };
+        if let Some(voice) = self.gw.voice() {
+            let mut states = voice.states(servers.iter().map(|s| s.server.id).collect()).await;
+            for s in &mut servers {
+                let visible: std::collections::HashSet<_> = s.channels.iter().map(|c| c.id).collect();
+                s.voice_states = states
+                    .remove(&s.server.id)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|v| v.channel_id.is_some_and(|c| visible.contains(&c)))
+                    .collect();
+            }
+        }
         let id = new_session_id();
         let ready = Ready {
             session_id: id.to_string(),
@@ -273,6 +422,9 @@ impl Conn {
         if let Some(id) = self.session.take() {
             let emptied = self.gw.hub().detach(&id, self.conn_id, resumable, Instant::now().into_std());
             self.gw.unsubscribe(emptied).await;
+            if let Some(voice) = self.gw.voice() {
+                voice.gateway_gone(id, resumable);
+            }
         }
     }
 }

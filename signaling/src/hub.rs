@@ -292,6 +292,75 @@ impl Hub {
         emptied
     }
 
+    /// Session `id` listens to `topic` from now on (a voice session's events). Returns whether
+    /// this node had no listener for it yet (subscribe on the bus); false too when there is no
+    /// such session.
+    pub fn listen(&self, id: &str, topic: &Topic) -> bool {
+        let Some(slot) = self.sessions.lock().get(id).cloned() else { return false };
+        {
+            let mut slot = slot.lock();
+            if slot.topics.contains(topic) {
+                return false;
+            }
+            slot.topics.push(topic.clone());
+        }
+        let mut map = self.topics.lock();
+        let listeners = map.entry(topic.clone()).or_default();
+        listeners.push(id.into());
+        listeners.len() == 1
+    }
+
+    /// Session `id` stops listening to `topic`. Returns whether nobody on this node listens to
+    /// it any more (unsubscribe on the bus).
+    pub fn unlisten(&self, id: &str, topic: &Topic) -> bool {
+        if let Some(slot) = self.sessions.lock().get(id).cloned() {
+            slot.lock().topics.retain(|t| t != topic);
+        }
+        let mut map = self.topics.lock();
+        let Some(listeners) = map.get_mut(topic) else { return false };
+        listeners.retain(|l| &**l != id);
+        if listeners.is_empty() {
+            map.remove(topic);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether session `id` exists and has a connection attached (not waiting for a RESUME).
+    pub fn is_attached(&self, id: &str) -> bool {
+        self.sessions.lock().get(id).is_some_and(|slot| slot.lock().attachment.is_some())
+    }
+
+    /// Dispatches one event to session `id` alone (an answer to one of its own frames), with
+    /// its sequence number, kept for replay like any other.
+    pub fn dispatch_to(&self, id: &str, name: &str, payload: &str, now: Instant) {
+        let Some(slot) = self.sessions.lock().get(id).cloned() else { return };
+        let mut slot = slot.lock();
+        let frame = slot.core.dispatch(name, payload);
+        self.queue(&mut slot, frame, now);
+    }
+
+    fn queue(&self, slot: &mut Slot, frame: Arc<str>, now: Instant) {
+        let Some(attachment) = &slot.attachment else { return };
+        match attachment.queue.try_send(frame) {
+            Ok(()) => {
+                self.metrics.gateway_events_sent.inc();
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // The event stays in the replay buffer: the client resumes and gets it.
+                attachment.close.close(close::SLOW_CONSUMER);
+                self.metrics.gateway_slow_consumers.inc();
+                slot.attachment = None;
+                slot.detached_at = Some(now);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                slot.attachment = None;
+                slot.detached_at = Some(now);
+            }
+        }
+    }
+
     /// Removes sessions detached for longer than `window`. Returns topics to unsubscribe.
     pub fn expire(&self, window: Duration, now: Instant) -> Vec<Topic> {
         let stale: Vec<Arc<str>> = self
@@ -366,23 +435,7 @@ impl Hub {
         for slot in self.listeners(&event.topic) {
             let mut slot = slot.lock();
             let frame = slot.core.dispatch(&event.name, &event.payload);
-            let Some(attachment) = &slot.attachment else { continue };
-            match attachment.queue.try_send(frame) {
-                Ok(()) => {
-                    self.metrics.gateway_events_sent.inc();
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    // The event stays in the replay buffer: the client resumes and gets it.
-                    attachment.close.close(close::SLOW_CONSUMER);
-                    self.metrics.gateway_slow_consumers.inc();
-                    slot.attachment = None;
-                    slot.detached_at = Some(now);
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    slot.attachment = None;
-                    slot.detached_at = Some(now);
-                }
-            }
+            self.queue(&mut slot, frame, now);
         }
     }
 }

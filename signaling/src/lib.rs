@@ -10,6 +10,7 @@
 mod connection;
 pub mod hub;
 pub mod session;
+pub mod voice;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use copains_backend::bus::Topic;
 use copains_backend::extract::ClientIp;
 use copains_backend::{ApiError, AppState};
 use copains_client_core::gateway::close;
-use copains_client_core::limits::GATEWAY_FRAME_MAX_BYTES;
+use copains_client_core::voice_signal::VOICE_FRAME_MAX_BYTES;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
@@ -53,6 +54,8 @@ pub struct GatewayConfig {
     pub outgoing_queue: usize,
     /// A write that takes longer than this ends the connection (resumable).
     pub write_timeout_ms: u64,
+    /// Voice channels: the SFU and its signalling.
+    pub voice: voice::VoiceConfig,
 }
 
 impl Default for GatewayConfig {
@@ -66,6 +69,7 @@ impl Default for GatewayConfig {
             max_sessions_per_user: 20,
             outgoing_queue: 256,
             write_timeout_ms: 10_000,
+            voice: voice::VoiceConfig::default(),
         }
     }
 }
@@ -82,6 +86,7 @@ struct Inner {
     draining: AtomicBool,
     open: AtomicUsize,
     all_closed: Notify,
+    voice: std::sync::OnceLock<voice::Voice>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -122,7 +127,27 @@ impl Gateway {
             draining: AtomicBool::new(false),
             open: AtomicUsize::new(0),
             all_closed: Notify::new(),
+            voice: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Starts voice (binds the SFU's UDP port) if the configuration enables it. Without it,
+    /// voice ops are refused with 4110.
+    pub async fn start_voice(&self) -> std::io::Result<Option<voice::Voice>> {
+        if !self.0.config.voice.enabled {
+            return Ok(None);
+        }
+        if let Some(v) = self.0.voice.get() {
+            return Ok(Some(v.clone()));
+        }
+        let v = voice::Voice::start(self.0.config.voice.clone(), self.0.state.clone(), self.0.hub.clone()).await?;
+        let _ = self.0.voice.set(v.clone());
+        Ok(Some(v))
+    }
+
+    /// Voice, if started.
+    pub fn voice(&self) -> Option<&voice::Voice> {
+        self.0.voice.get()
     }
 
     /// `GET /gateway`.
@@ -229,8 +254,10 @@ async fn upgrade(
             return ApiError::Malformed(format!("/gateway needs a WebSocket upgrade: {}", rejection.body_text())).into_response()
         }
     };
-    ws.max_message_size(GATEWAY_FRAME_MAX_BYTES)
-        .max_frame_size(GATEWAY_FRAME_MAX_BYTES)
+    // The ops carrying SDP or key shares may be this large; the others are held to 16 KiB
+    // once parsed (connection.rs).
+    ws.max_message_size(VOICE_FRAME_MAX_BYTES)
+        .max_frame_size(VOICE_FRAME_MAX_BYTES)
         // Small buffers: most connections are idle, and memory per connection is what
         // bounds how many one node holds.
         .read_buffer_size(4 * 1024)

@@ -77,6 +77,8 @@ export default async function globalSetup(): Promise<() => Promise<void>> {
       ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('COPAINS_'))),
       COPAINS_WEB__DIR: dist,
       COPAINS_LOG_FORMAT: 'text',
+      // The SFU on a free loopback port (a platform already running here may hold the default).
+      COPAINS_GATEWAY__VOICE__UDP_BIND: '127.0.0.1:0',
       // Many sign-ups and logins from one address in a few minutes: lift the per-address budget.
       COPAINS_API__RATE_LIMITS__AUTH_BURST: '1000',
       COPAINS_API__RATE_LIMITS__AUTH_PER_MINUTE: '6000',

@@ -94,6 +94,7 @@ pub async fn create_channel(
         topic: body.topic.as_deref().map(topic).transpose()?.flatten(),
         position: body.position,
         overwrites: body.overwrites,
+        user_limit: user_limit(body.user_limit, body.kind)?.unwrap_or(0),
     };
     let created = state.store.create_channel(server, auth.user.id, &draft, now_ms()).await?;
     tracing::info!(user = %auth.user.id, server = %server, channel = %created.id, "channel created");
@@ -163,7 +164,12 @@ pub async fn edit_channel(
     let id: ChannelId = parse_id(&raw, "channel id")?;
     let current = state.store.channel_for(id, auth.user.id).await?;
     let Some(server) = current.server_id else {
-        if body.topic.is_some() || body.position.is_some() || body.parent_id.is_some() || body.overwrites.is_some() {
+        if body.topic.is_some()
+            || body.position.is_some()
+            || body.parent_id.is_some()
+            || body.overwrites.is_some()
+            || body.user_limit.is_some()
+        {
             return Err(ApiError::Validation("a group DM has only a name to change".into()));
         }
         let Some(name) = body.name.as_deref() else { return Ok(Json(current)) };
@@ -182,6 +188,7 @@ pub async fn edit_channel(
         position: body.position,
         parent_id: body.parent_id,
         overwrites: body.overwrites.clone(),
+        user_limit: body.user_limit.map(|l| user_limit(Some(l), ChannelKind::Voice)).transpose()?.flatten(),
     };
     let before = visibility(&state, server).await;
     let edit = state.store.edit_channel(id, auth.user.id, &change, channel_name).await?;
@@ -336,5 +343,17 @@ async fn announce_group_dm_removal(state: &AppState, id: ChannelId, removed: Use
     if let Some(channel) = &change.channel {
         let others: Vec<UserId> = channel.recipients.iter().map(|u| u.id).collect();
         publish_to(state, others, event_name::CHANNEL_UPDATE, channel).await;
+    }
+}
+
+/// Checks a voice channel's user limit (only voice channels have one).
+fn user_limit(limit: Option<u32>, kind: ChannelKind) -> ApiResult<Option<u32>> {
+    match limit {
+        None | Some(0) => Ok(limit),
+        Some(_) if kind != ChannelKind::Voice => Err(ApiError::Validation("only a voice channel has a user limit".into())),
+        Some(l) if l > copains_client_core::servers::USER_LIMIT_MAX => {
+            Err(ApiError::Validation(format!("user_limit is 0 (none) to {}", copains_client_core::servers::USER_LIMIT_MAX)))
+        }
+        Some(l) => Ok(Some(l)),
     }
 }

@@ -10,3 +10,4 @@ pub mod keys;
 pub mod messages;
 pub mod servers;
 pub mod users;
+pub mod voice;

@@ -103,6 +103,8 @@ pub struct ChannelDraft {
     pub position: Option<i32>,
     /// Overwrites (`None`: the category's).
     pub overwrites: Option<Vec<Overwrite>>,
+    /// A voice channel's cap on participants (0: none).
+    pub user_limit: u32,
 }
 
 /// Changes to a server channel, checked for form by the caller (a name is normalised for the
@@ -119,6 +121,8 @@ pub struct ChannelChange {
     pub parent_id: Option<Option<ChannelId>>,
     /// Every overwrite, replacing the current ones.
     pub overwrites: Option<Vec<Overwrite>>,
+    /// A voice channel's new cap on participants.
+    pub user_limit: Option<u32>,
 }
 
 /// What an edit of a server channel did.
@@ -180,7 +184,7 @@ pub struct GroupDmChange {
 // ---- rows ------------------------------------------------------------------------------
 
 const CHANNEL_COLUMNS: &str = "c.id, c.server_id, c.name, c.kind, c.parent_id, c.position, c.topic, c.owner_id, \
-     (SELECT MAX(m.id) FROM channel_messages m WHERE m.channel_id = c.id)";
+     (SELECT MAX(m.id) FROM channel_messages m WHERE m.channel_id = c.id), c.user_limit";
 const ROLE_COLUMNS: &str = "id, server_id, name, color, position, permissions, hoist";
 const INVITE_COLUMNS: &str = "code, server_id, inviter_id, uses, max_uses, expires_at, created_at";
 
@@ -205,6 +209,7 @@ fn channel_row(r: &AnyRow) -> Result<Channel> {
         recipients: Vec::new(),
         owner_id: r.try_get::<Option<i64>, _>(7)?.map(UserId),
         last_message_id: r.try_get::<Option<i64>, _>(8)?.map(MessageId),
+        user_limit: r.try_get::<i64, _>(9)?.clamp(0, i64::from(u32::MAX)) as u32,
     })
 }
 
@@ -441,7 +446,7 @@ async fn server_state_of(c: &mut AnyConnection, server: ServerId, user: UserId) 
     let roles = roles_of(c, server).await?;
     let channels = channels_of(c, server).await?.into_iter().filter(|ch| may_view(&access, &ch.overwrites)).collect();
     let Some(me) = member_of(c, server, user).await? else { return Ok(None) };
-    Ok(Some(ServerState { server: info, roles, channels, me }))
+    Ok(Some(ServerState { server: info, roles, channels, me, voice_states: Vec::new() }))
 }
 
 /// Takes the server's row lock (and, on SQLite, the write lock): the first statement of every
@@ -716,6 +721,15 @@ impl Store {
             }
         }
         Ok(ch)
+    }
+
+    /// A voice channel's cap on participants (0: none; also 0 for no such channel).
+    pub async fn voice_user_limit(&self, channel: ChannelId) -> Result<u32> {
+        let limit: Option<i64> = sqlx::query_scalar("SELECT user_limit FROM channels WHERE id = $1")
+            .bind(channel.0)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(limit.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32)
     }
 
     /// One channel as stored, whoever may see it (for fan-out after a change).
@@ -1242,8 +1256,8 @@ impl Store {
             None => next_position(&mut tx, server, draft.parent_id).await?,
         };
         sqlx::query(
-            "INSERT INTO channels (id, server_id, name, kind, parent_id, position, topic, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO channels (id, server_id, name, kind, parent_id, position, topic, created_at, user_limit) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(draft.id.0)
         .bind(server.0)
@@ -1253,6 +1267,7 @@ impl Store {
         .bind(i64::from(position))
         .bind(draft.topic.as_deref())
         .bind(now)
+        .bind(i64::from(draft.user_limit))
         .execute(&mut *tx)
         .await?;
         write_overwrites(&mut tx, draft.id, &overwrites).await?;
@@ -1290,6 +1305,16 @@ impl Store {
             sqlx::query("UPDATE channels SET topic = $2 WHERE id = $1")
                 .bind(channel.0)
                 .bind(topic.as_deref())
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(limit) = change.user_limit {
+            if before.kind != ChannelKind::Voice {
+                return Err(CommunityError::Invalid("only a voice channel has a user limit".into()));
+            }
+            sqlx::query("UPDATE channels SET user_limit = $2 WHERE id = $1")
+                .bind(channel.0)
+                .bind(i64::from(limit))
                 .execute(&mut *tx)
                 .await?;
         }

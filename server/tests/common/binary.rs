@@ -34,6 +34,8 @@ impl Served {
     pub fn start(dir: &Path, data: &Path) -> Self {
         let mut child = clean_env(&mut Command::new(BIN))
             .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            // The SFU on a free port too: tests run side by side.
+            .env("COPAINS_GATEWAY__VOICE__UDP_BIND", "127.0.0.1:0")
             .arg(data)
             .current_dir(dir)
             .env("COPAINS_LOG_FORMAT", "json")

@@ -81,6 +81,8 @@ impl TestApp {
         config.api.rate_limits.auth_burst = 100_000;
         config.api.rate_limits.user_writes_per_minute = 100_000;
         config.api.rate_limits.user_writes_burst = 100_000;
+        // The SFU on a free loopback port: tests run side by side.
+        config.gateway.voice.udp_bind = "127.0.0.1:0".parse().expect("addr");
         let pg = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => {

@@ -68,6 +68,24 @@ impl Default for SfuConfig {
     }
 }
 
+/// What one participant's media may do. Enforced by dropping packets: a client that sends
+/// anyway reaches nobody.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaRules {
+    /// Its audio is forwarded (it may speak and is not server-muted).
+    pub audio: bool,
+    /// Its camera and screen are forwarded (it may stream).
+    pub video: bool,
+    /// It receives others' audio (not server-deafened).
+    pub hear: bool,
+}
+
+impl Default for MediaRules {
+    fn default() -> Self {
+        Self { audio: true, video: true, hear: true }
+    }
+}
+
 /// Why a command was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SfuError {
@@ -191,6 +209,8 @@ pub enum Command {
         pid: Pid,
         /// Its offer.
         offer: String,
+        /// What it may send and hear from the start.
+        rules: MediaRules,
         /// The answer, or why not.
         reply: oneshot::Sender<Result<Joined, SfuError>>,
     },
@@ -212,12 +232,12 @@ pub enum Command {
         /// The quality.
         quality: Quality,
     },
-    /// A moderator's server mute: the participant's audio is dropped.
-    Mute {
+    /// What a participant may send and hear (permissions, a moderator's mute or deafen).
+    Rules {
         /// Who.
         pid: Pid,
-        /// Muted or not.
-        muted: bool,
+        /// The rules.
+        rules: MediaRules,
     },
     /// A participant leaves.
     Leave {
@@ -237,8 +257,13 @@ pub struct SfuHandle {
 impl SfuHandle {
     /// Joins `pid` to `room` with its offer.
     pub async fn join(&self, room: RoomKey, pid: Pid, offer: String) -> Result<Joined, SfuError> {
+        self.join_with(room, pid, offer, MediaRules::default()).await
+    }
+
+    /// Joins `pid` to `room` with its offer, under `rules` from its first packet.
+    pub async fn join_with(&self, room: RoomKey, pid: Pid, offer: String, rules: MediaRules) -> Result<Joined, SfuError> {
         let (reply, rx) = oneshot::channel();
-        self.commands.send(Command::Join { room, pid, offer, reply }).map_err(|_| SfuError::Unavailable)?;
+        self.commands.send(Command::Join { room, pid, offer, rules, reply }).map_err(|_| SfuError::Unavailable)?;
         rx.await.map_err(|_| SfuError::Unavailable)?
     }
 
@@ -254,9 +279,9 @@ impl SfuHandle {
         let _ = self.commands.send(Command::Quality { pid, track, quality });
     }
 
-    /// Server-mutes or unmutes `pid`.
-    pub fn mute(&self, pid: Pid, muted: bool) {
-        let _ = self.commands.send(Command::Mute { pid, muted });
+    /// Sets what `pid` may send and hear; what it may not send is dropped at the SFU.
+    pub fn rules(&self, pid: Pid, rules: MediaRules) {
+        let _ = self.commands.send(Command::Rules { pid, rules });
     }
 
     /// Takes `pid` out of its room.
@@ -493,7 +518,11 @@ impl Driver {
         let now_ms = self.now_ms(now);
         let Some(peer) = self.peers.get(&pid) else { return };
         let Some(inbound) = peer.inbound.get(&packet.header.ssrc).copied() else { return };
-        if peer.muted && inbound.kind == TrackKind::Audio {
+        let allowed = match inbound.kind {
+            TrackKind::Audio => peer.rules.audio,
+            TrackKind::Camera | TrackKind::Screen => peer.rules.video,
+        };
+        if !allowed {
             return;
         }
         let level_ext = peer.audio_level_id.and_then(|id| packet.header.get_extension(id));
@@ -514,6 +543,9 @@ impl Driver {
         room.route_rtp(now_ms, &meta, &mut forward);
         for f in &forward {
             let Some(sub) = self.peers.get_mut(&f.sub) else { continue };
+            if inbound.kind == TrackKind::Audio && !sub.rules.hear {
+                continue;
+            }
             let Some(out) = sub.outbound.get(&f.track).filter(|o| o.ready) else { continue };
             let mut header = rtc::rtp::header::Header {
                 version: 2,
@@ -541,8 +573,11 @@ impl Driver {
 
     fn on_command(&mut self, command: Command, now: Instant) {
         match command {
-            Command::Join { room, pid, offer, reply } => {
+            Command::Join { room, pid, offer, rules, reply } => {
                 let result = self.join(room, pid, &offer, now);
+                if let Some(peer) = self.peers.get_mut(&pid) {
+                    peer.rules = rules;
+                }
                 let _ = reply.send(result);
                 self.pump(pid, now);
                 self.drain_room(room, now);
@@ -562,9 +597,9 @@ impl Driver {
                 }
                 self.drain_room(room, now);
             }
-            Command::Mute { pid, muted } => {
+            Command::Rules { pid, rules } => {
                 if let Some(peer) = self.peers.get_mut(&pid) {
-                    peer.muted = muted;
+                    peer.rules = rules;
                 }
             }
             Command::Leave { pid } => self.remove(pid, RemoveReason::Left, now),
@@ -635,7 +670,7 @@ impl Driver {
                 audio_level_id,
                 outbound: HashMap::new(),
                 negotiation: Default::default(),
-                muted: false,
+                rules: MediaRules::default(),
                 timeout: None,
             },
         );

@@ -274,8 +274,8 @@ pub struct Peer {
     pub outbound: HashMap<TrackId, Outbound>,
     /// Its SFU offers.
     pub negotiation: Negotiation,
-    /// Server-muted: its audio is dropped.
-    pub muted: bool,
+    /// What it may send and hear.
+    pub rules: super::MediaRules,
     /// When the PC next wants `handle_timeout`.
     pub timeout: Option<Instant>,
 }
