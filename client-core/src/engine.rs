@@ -34,11 +34,15 @@ use crate::messages::{Envelope, OutgoingEnvelope, Queue, SendMessage, SendMismat
 
 mod accounts;
 mod channels;
+#[cfg(feature = "voice")]
+mod voice;
 use accounts::KnownAccount;
 pub use accounts::{LinkState, OwnDevice, SafetyNumber};
 pub use channels::{
     ChannelDraft, ChannelEntry, EntryState, HistoryQuery, ReactionSummary, ReplyTo, EMOJI_MAX_BYTES, THREAD_NAME_MAX_CHARS,
 };
+#[cfg(feature = "voice")]
+pub use voice::{OpenedVoiceKey, SealedVoiceKeys};
 
 /// Errors of the engine.
 #[derive(Debug, thiserror::Error)]

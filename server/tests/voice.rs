@@ -6,9 +6,8 @@
 //! member, a member who loses the permission to connect and one a moderator disconnects are
 //! taken out of the room.
 //!
-//! The key shares here travel as they are inside VOICE_KEYS: what is under test is the relay
-//! (to whom the server hands them); wrapping them in the pairwise Signal sessions is the
-//! client's part and is tested with the client engine.
+//! Media keys are sealed by each client's engine in the pairwise Signal sessions, for the
+//! devices their owners' signed lists name; the server relays them to the room only.
 
 mod common;
 
@@ -19,12 +18,14 @@ use std::time::{Duration, Instant};
 use common::ws::{close_code, recv_json, send, Ws};
 use common::{Backend, ClockHold, TestApp};
 use copains_client_core::client::Client;
+use copains_client_core::crypto::MemoryBackend;
+use copains_client_core::engine::Engine;
 use copains_client_core::gateway::{close, event_name, op};
 use copains_client_core::servers::{ChannelKind, EditChannel, NewInvite, Overwrite, OverwriteKind, Permissions};
-use copains_client_core::voice::{MediaKeyShare, MediaSender};
+use copains_client_core::voice::MediaSender;
 use copains_client_core::voice_native::{Received, Source, VoicePeer};
-use copains_client_core::voice_signal::code;
-use copains_client_core::{ChannelId, ServerId, UserId};
+use copains_client_core::voice_signal::{code, VoiceKey, VoiceParticipant};
+use copains_client_core::{ChannelId, DeviceId, ServerId, UserId};
 use futures_util::stream::{SplitSink, StreamExt};
 use futures_util::SinkExt;
 use serde_json::{json, Value};
@@ -62,17 +63,31 @@ struct Person {
     got: Vec<Received>,
     voice_session: Option<String>,
     slot: u32,
+    /// This device's end-to-end encryption.
+    engine: Engine<Client>,
+    /// Who each slot's key came from (the device of the Signal session it came over).
+    key_owner: HashMap<u32, UserId>,
+}
+
+fn now() -> i64 {
+    copains_client_core::crypto::device::now_ms()
 }
 
 async fn person(app: &TestApp, name: &'static str) -> Person {
     let client = app.client();
     let auth = client.register(name, "a-long-password", Some("laptop")).await.expect("register");
-    let mut p = connect(app, name, auth.user.id, client).await;
+    let session = client.session_id().await.expect("session");
+    let device = client.device_id().await.expect("device");
+    let backend = Box::new(MemoryBackend::default());
+    let mut engine =
+        Engine::open(client.clone(), backend, "vault passphrase", auth.user.id, device, session, now()).await.expect("engine");
+    engine.start(now()).await.expect("keys published");
+    let mut p = connect(app, name, auth.user.id, client, engine).await;
     p.expect(event_name::READY).await;
     p
 }
 
-async fn connect(app: &TestApp, name: &'static str, id: UserId, client: Client) -> Person {
+async fn connect(app: &TestApp, name: &'static str, id: UserId, client: Client, engine: Engine<Client>) -> Person {
     let token = client.access_token().await.expect("token");
     let (mut ws, _) = tokio_tungstenite::connect_async(app.ws_url.as_str()).await.expect("connect");
     let hello = recv_json(&mut ws).await;
@@ -110,6 +125,8 @@ async fn connect(app: &TestApp, name: &'static str, id: UserId, client: Client) 
         got: Vec::new(),
         voice_session: None,
         slot: 0,
+        engine,
+        key_owner: HashMap::new(),
     }
 }
 
@@ -132,10 +149,12 @@ impl Person {
                 }
             }
             event_name::VOICE_KEY => {
+                let key: VoiceKey = serde_json::from_value(d.clone()).expect("VOICE_KEY");
+                let opened = self.engine.open_voice_key(&key, now()).await.expect("a key share from a vouched device opens");
+                assert_eq!((opened.from_user, opened.from_device), (key.from_user, key.from_device));
                 if let Some(peer) = self.peer.as_mut() {
-                    let bytes = base64_decode(d["ciphertext"].as_str().expect("ciphertext"));
-                    let share: MediaKeyShare = serde_json::from_slice(&bytes).expect("share");
-                    peer.keys.add(&share).expect("key taken");
+                    peer.keys.add(&opened.share).expect("key taken");
+                    self.key_owner.insert(opened.share.slot, opened.from_user);
                 }
             }
             _ => {}
@@ -198,30 +217,21 @@ impl Person {
         ready
     }
 
-    /// Hands this participant's key to `others` (user, device) in one VOICE_KEYS.
-    async fn share_key(&mut self, others: &[(UserId, u32)]) {
+    /// Seals this participant's key for `participants` with its engine and sends what it
+    /// sealed in one VOICE_KEYS; returns to whom it was sealed.
+    async fn share_key(&mut self, channel: ChannelId, epoch: u64, participants: &[VoiceParticipant]) -> Vec<(UserId, DeviceId)> {
         let share = self.peer.as_ref().expect("in voice").media.share();
-        let ciphertext = base64_encode(&serde_json::to_vec(&share).expect("share"));
-        let keys: Vec<Value> =
-            others.iter().map(|(u, d)| json!({"user_id": u, "device_id": d, "ciphertext": ciphertext})).collect();
-        let msg = json!({"op": op::VOICE_KEYS, "d": {"voice_session_id": self.voice_session, "epoch": 0, "keys": keys}});
+        let sealed = self.engine.seal_voice_keys(channel, epoch, participants, &share, now()).await.expect("sealed");
+        let msg =
+            json!({"op": op::VOICE_KEYS, "d": {"voice_session_id": self.voice_session, "epoch": epoch, "keys": sealed.keys}});
         self.send(msg).await;
+        sealed.devices.iter().map(|(u, d, _)| (*u, *d)).collect()
     }
 
     /// The `VOICE_ERROR` code answering the frame just sent.
     async fn error_code(&mut self) -> u64 {
         self.expect(event_name::VOICE_ERROR).await["code"].as_u64().expect("code")
     }
-}
-
-fn base64_encode(b: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(b)
-}
-
-fn base64_decode(s: &str) -> Vec<u8> {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.decode(s).expect("base64")
 }
 
 /// The plaintext of `who`'s `source` frame `n`: the codec's first bytes, then words that must
@@ -277,15 +287,29 @@ async fn three_people_hear_and_see_each_other_and_everyone_sees_who_is_in_voice(
     let slots: HashSet<u32> = [ana.slot, ben.slot, cleo.slot].into();
     assert_eq!(slots.len(), 3, "every participant has a slot of its own");
 
-    // Each hands its key to the other two devices; a share for Dan (not in the room) and one
-    // for a device Ana does not have go nowhere.
-    let everyone = [(ana.id, 1), (ben.id, 1), (cleo.id, 1)];
+    // Each seals its key for the room as the server lists it, with two more the server could
+    // slip in: Dan, who may read the channel but is not in the room (the server drops his
+    // share), and a device of Dan's that his signed list does not name (never sealed).
+    let epoch_now = epoch["epoch"].as_u64().expect("epoch");
+    let mut listed: Vec<VoiceParticipant> = serde_json::from_value(epoch["participants"].clone()).expect("participants");
+    let in_room = listed.clone();
+    listed.push(VoiceParticipant { user_id: dan.id, device_id: DeviceId(1), slot: 90 });
+    listed.push(VoiceParticipant { user_id: dan.id, device_id: DeviceId(7), slot: 91 });
     for p in [&mut ana, &mut ben, &mut cleo] {
-        let mut others: Vec<(UserId, u32)> = everyone.iter().copied().filter(|(u, _)| *u != p.id).collect();
-        others.push((dan.id, 1));
-        others.push((everyone[0].0, 7));
-        p.share_key(&others).await;
+        let to = p.share_key(voice, epoch_now, &listed).await;
+        let mut expected: Vec<(UserId, DeviceId)> =
+            in_room.iter().map(|v| (v.user_id, v.device_id)).filter(|(u, _)| *u != p.id).collect();
+        expected.push((dan.id, DeviceId(1)));
+        expected.sort();
+        assert_eq!(to, expected, "{}: sealed for the listed devices the signed lists name, never Dan's device 7", p.name);
     }
+    // The privacy code is the same on every screen.
+    let mut codes = HashSet::new();
+    for p in [&mut ana, &mut ben, &mut cleo] {
+        codes.insert(p.engine.voice_privacy_code(voice, epoch_now, &in_room, now()).await.expect("code").expect("all vouched"));
+    }
+    assert_eq!(codes.len(), 1, "one privacy code for the three: {codes:?}");
+    assert_eq!(codes.iter().next().map(|c| c.len()), Some(35), "six groups of five digits");
 
     // Twenty milliseconds a tick: everyone speaks and shows a camera, until each has opened
     // the other two's audio and video and heard from the SFU who speaks.
@@ -328,12 +352,13 @@ async fn three_people_hear_and_see_each_other_and_everyone_sees_who_is_in_voice(
     }
     assert!(done, "each of the three decrypts the other two's audio and video and hears that they speak");
     for p in [&ana, &ben, &cleo] {
-        // Every frame that arrived opened with the key of the slot it claims, and says so.
-        let by_slot: HashMap<u32, &str> = [(ana.slot, "ana"), (ben.slot, "ben"), (cleo.slot, "cleo")].into();
+        // Every frame that arrived opened with a key whose Signal session names its sender.
+        let names: HashMap<UserId, &str> = [(ana.id, "ana"), (ben.id, "ben"), (cleo.id, "cleo")].into();
         for r in &p.got {
             let (slot, f) = r.frame.as_ref().expect("every frame forwarded opens");
             let text = String::from_utf8_lossy(f);
-            assert!(text.contains(&format!(" of {} #", by_slot[slot])), "{text} was sent by the key's owner");
+            let owner = names[&p.key_owner[slot]];
+            assert!(text.contains(&format!(" of {owner} #")), "{text} was sent by the key's owner");
             assert!(!r.payload.windows(6).any(|w| w == b"secret"), "no plaintext on the wire");
         }
     }
@@ -367,6 +392,8 @@ async fn three_people_hear_and_see_each_other_and_everyone_sees_who_is_in_voice(
         .await;
     assert_eq!(gone["server_id"], server.to_string());
     assert!(!ben.names().contains(&event_name::VOICE_ERROR), "no op of Ben's was refused: {:?}", ben.seen);
+    dan.pump(Duration::from_millis(10)).await;
+    assert!(!dan.names().contains(&event_name::VOICE_KEY), "no key share reaches someone outside the room");
     app.shutdown().await;
 }
 

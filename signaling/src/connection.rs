@@ -51,8 +51,6 @@ struct Conn {
     owner: Option<Owner>,
     /// The client's address (for rate limits and logs).
     ip: IpAddr,
-    /// When its last voice joins and SDP answers came (rate limit).
-    voice_sdp: std::collections::VecDeque<Instant>,
 }
 
 /// Runs one gateway connection to its end.
@@ -71,7 +69,6 @@ pub(crate) async fn run(gw: Gateway, socket: WebSocket, ip: IpAddr) {
         session: None,
         owner: None,
         ip,
-        voice_sdp: std::collections::VecDeque::new(),
     };
     let hello = Hello {
         heartbeat_interval_ms: conn.gw.config().heartbeat_interval_ms,
@@ -183,7 +180,7 @@ impl Conn {
             }
             ClientMessage::VoiceState(change) => {
                 self.voice(op::VOICE_STATE, None, |c| async move {
-                    let (voice, caller) = c.voice_caller()?;
+                    let (voice, caller) = c.voice_op()?;
                     voice.state(caller.gateway_session, change).await
                 })
                 .await
@@ -202,7 +199,7 @@ impl Conn {
                 self.voice(op::VOICE_ICE, id, |c| async move {
                     // The SFU is ICE-lite and learns addresses from the checks: a candidate
                     // only needs to name this connection's voice session.
-                    let (voice, caller) = c.voice_caller()?;
+                    let (voice, caller) = c.voice_op()?;
                     voice.check(caller.gateway_session, ice.voice_session_id).await
                 })
                 .await
@@ -210,7 +207,7 @@ impl Conn {
             ClientMessage::VoiceKeys(keys) => {
                 let id = Some(keys.voice_session_id.clone());
                 self.voice(op::VOICE_KEYS, id, |c| async move {
-                    let (voice, caller) = c.voice_caller()?;
+                    let (voice, caller) = c.voice_op()?;
                     voice.keys(caller, keys).await
                 })
                 .await
@@ -218,7 +215,7 @@ impl Conn {
             ClientMessage::VoiceQuality(quality) => {
                 let id = Some(quality.voice_session_id.clone());
                 self.voice(op::VOICE_QUALITY, id, |c| async move {
-                    let (voice, caller) = c.voice_caller()?;
+                    let (voice, caller) = c.voice_op()?;
                     voice.quality(caller.gateway_session, quality).await
                 })
                 .await
@@ -254,19 +251,17 @@ impl Conn {
         Ok((voice, Caller { gateway_session: id, owner }))
     }
 
-    /// At most `sdp_per_minute` joins and answers per minute on this connection.
+    /// A join or an SDP answer, within the user's budget.
     fn voice_rate(&mut self) -> Result<(), Refusal> {
-        let now = Instant::now();
-        let window = Duration::from_secs(60);
-        while self.voice_sdp.front().is_some_and(|t| now.duration_since(*t) >= window) {
-            self.voice_sdp.pop_front();
-        }
-        let max = self.gw.config().voice.sdp_per_minute.max(1) as usize;
-        if self.voice_sdp.len() >= max {
-            return Err(Refusal::new(code::RATE_LIMITED, "too many voice joins or SDP answers; wait a minute"));
-        }
-        self.voice_sdp.push_back(now);
-        Ok(())
+        let (voice, caller) = self.voice_caller()?;
+        voice.allow_sdp(caller.owner.user)
+    }
+
+    /// Another voice op, within the user's budget.
+    fn voice_op(&self) -> Result<(crate::voice::Voice, Caller), Refusal> {
+        let (voice, caller) = self.voice_caller()?;
+        voice.allow_op(caller.owner.user)?;
+        Ok((voice, caller))
     }
 
     async fn voice_join(&mut self, join: VoiceJoin) -> Result<(), Refusal> {
@@ -285,7 +280,10 @@ impl Conn {
         if !access.permissions.contains(Permissions::CONNECT) {
             return Err(Refusal::new(code::NO_PERMISSION, "no permission to connect to this channel"));
         }
-        let user_limit = self.gw.state().store.voice_user_limit(join.channel_id).await.unwrap_or(0);
+        let user_limit = self.gw.state().store.voice_user_limit(join.channel_id).await.map_err(|e| {
+            tracing::warn!(error = %e, "voice: cannot read a channel's user limit");
+            Refusal::new(code::SFU_UNAVAILABLE, "cannot check the channel now; try again")
+        })?;
         let grant = JoinGrant { server: access.server_id, permissions: access.permissions, user_limit };
         voice.join(caller, grant, join).await
     }
@@ -422,7 +420,8 @@ impl Conn {
         if let Some(id) = self.session.take() {
             let emptied = self.gw.hub().detach(&id, self.conn_id, resumable, Instant::now().into_std());
             self.gw.unsubscribe(emptied).await;
-            if let Some(voice) = self.gw.voice() {
+            // A connection that RESUMEd elsewhere meanwhile holds the session: its voice stays.
+            if let Some(voice) = self.gw.voice().filter(|_| !self.gw.hub().is_attached(&id)) {
                 voice.gateway_gone(id, resumable);
             }
         }

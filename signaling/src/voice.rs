@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,7 @@ use copains_client_core::{ChannelId, DeviceId, ServerId, UserId};
 use copains_sfu::driver::{MediaRules, OfferTrack, RemoveReason, SfuConfig, SfuError, SfuEvent, SfuHandle};
 use copains_sfu::rtp::Pid;
 use copains_sfu::{Quality, RoomLimits, TrackKind};
+use governor::{DefaultKeyedRateLimiter, Quota};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -61,8 +63,10 @@ pub struct VoiceConfig {
     /// A participant whose gateway connection dropped and was not resumed this long after is
     /// removed.
     pub gateway_grace_ms: u64,
-    /// Joins and SDP answers one gateway session may send per minute.
+    /// Joins and SDP answers one user may send per minute.
     pub sdp_per_minute: u32,
+    /// Other voice ops (state, keys, quality, ICE) one user may send per minute.
+    pub ops_per_minute: u32,
 }
 
 impl Default for VoiceConfig {
@@ -75,6 +79,7 @@ impl Default for VoiceConfig {
             connect_timeout_ms: 15_000,
             gateway_grace_ms: 5_000,
             sdp_per_minute: 10,
+            ops_per_minute: 600,
         }
     }
 }
@@ -191,6 +196,7 @@ enum Command {
 pub struct Voice {
     commands: mpsc::UnboundedSender<Command>,
     participants: Arc<AtomicUsize>,
+    limits: Arc<Limits>,
     /// The address clients send media to.
     pub media_addr: SocketAddr,
 }
@@ -218,6 +224,7 @@ impl Voice {
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             ..SfuConfig::default()
         };
+        let (voice_config_sdp, voice_config_ops) = (config.sdp_per_minute, config.ops_per_minute);
         let (sfu, sfu_events) = copains_sfu::driver::start(sfu_config).await?;
         let media_addr = sfu.media_addr;
         let (commands, command_rx) = mpsc::unbounded_channel();
@@ -240,14 +247,29 @@ impl Voice {
             departed: HashMap::new(),
             lost: HashMap::new(),
             revalidating: HashMap::new(),
+            moderated: HashMap::new(),
             next_pid: 1,
         };
         tokio::spawn(actor.run(command_rx, sfu_events));
-        let voice = Self { commands, participants, media_addr };
+        let limits = Arc::new(Limits {
+            sdp: DefaultKeyedRateLimiter::keyed(quota(voice_config_sdp)),
+            ops: DefaultKeyedRateLimiter::keyed(quota(voice_config_ops)),
+        });
+        let voice = Self { commands, participants, limits, media_addr };
         state.bus.attach(Arc::new(VoiceSink { commands: voice.commands.clone(), participants: voice.participants.clone() }));
         let _ = state.voice.set(Arc::new(voice.clone()));
         tracing::info!(%media_addr, "voice: SFU listening");
         Ok(voice)
+    }
+
+    /// Counts a join or an SDP answer of `user` (4109 past the budget).
+    pub(crate) fn allow_sdp(&self, user: UserId) -> Result<(), Refusal> {
+        Limits::check(&self.limits.sdp, user)
+    }
+
+    /// Counts another voice op of `user` (4109 past the budget).
+    pub(crate) fn allow_op(&self, user: UserId) -> Result<(), Refusal> {
+        Limits::check(&self.limits.ops, user)
     }
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Refusal> {
@@ -322,6 +344,26 @@ impl VoiceControl for Voice {
         let (reply, rx) = oneshot::channel();
         self.commands.send(Command::ChannelOf { server, user, reply }).ok()?;
         rx.await.ok().flatten()
+    }
+}
+
+/// Per-user budgets of voice ops (whichever connection they come from).
+struct Limits {
+    sdp: DefaultKeyedRateLimiter<UserId>,
+    ops: DefaultKeyedRateLimiter<UserId>,
+}
+
+fn quota(per_minute: u32) -> Quota {
+    let n = NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
+    Quota::per_minute(n).allow_burst(n)
+}
+
+impl Limits {
+    fn check(limiter: &DefaultKeyedRateLimiter<UserId>, user: UserId) -> Result<(), Refusal> {
+        if limiter.len() > 10_000 {
+            limiter.retain_recent();
+        }
+        limiter.check_key(&user).map_err(|_| Refusal::new(code::RATE_LIMITED, "too many voice requests; wait a little"))
     }
 }
 
@@ -465,6 +507,8 @@ struct Actor {
     /// Servers whose participants' permissions are being checked again (true: check once
     /// more when done, something changed meanwhile).
     revalidating: HashMap<ServerId, bool>,
+    /// Server mutes and deafens of members, kept across leaving and joining again.
+    moderated: HashMap<(ServerId, UserId), (bool, bool)>,
     next_pid: Pid,
 }
 
@@ -647,6 +691,16 @@ impl Actor {
 
     async fn join(&mut self, caller: Caller, grant: JoinGrant, join: VoiceJoin) -> Result<(), Refusal> {
         let channel = join.channel_id;
+        // Room for one more (this user's own place there counts as free: a join again).
+        let mine = self.by_user.get(&caller.owner.user).and_then(|v| self.parts.get(v)).filter(|p| p.channel == channel);
+        let present = self.rooms.get(&channel).map_or(0, BTreeMap::len) - usize::from(mine.is_some());
+        let limit = match grant.user_limit {
+            0 => self.config.max_participants,
+            n => (n as usize).min(self.config.max_participants),
+        };
+        if present >= limit {
+            return Err(Refusal::new(code::ROOM_FULL, "the voice channel is full"));
+        }
         // One voice session per user: this connection's earlier one ends quietly (it moves),
         // another device's is replaced.
         if let Some(v) = self.by_user.get(&caller.owner.user).cloned() {
@@ -655,14 +709,6 @@ impl Actor {
         }
         if let Some(v) = self.by_gateway.get(&caller.gateway_session).cloned() {
             self.remove(&v, None).await;
-        }
-        let present = self.rooms.get(&channel).map_or(0, BTreeMap::len);
-        let limit = match grant.user_limit {
-            0 => self.config.max_participants,
-            n => (n as usize).min(self.config.max_participants),
-        };
-        if present >= limit {
-            return Err(Refusal::new(code::ROOM_FULL, "the voice channel is full"));
         }
         let slot = {
             let room = self.rooms.get(&channel);
@@ -685,8 +731,8 @@ impl Actor {
             self_deaf: join.self_deaf,
             self_video: false,
             self_stream: false,
-            server_mute: false,
-            server_deaf: false,
+            server_mute: grant.server.and_then(|s| self.moderated.get(&(s, caller.owner.user))).is_some_and(|m| m.0),
+            server_deaf: grant.server.and_then(|s| self.moderated.get(&(s, caller.owner.user))).is_some_and(|m| m.1),
             joined_at: copains_backend::store::now_ms(),
             ready: false,
             pending_offer: None,
@@ -734,6 +780,11 @@ impl Actor {
             self.publish(topic, event_name::VOICE_SDP, &offer).await;
         }
         self.announce(channel, state);
+        // The permissions were read before this join was queued: a kick or a role change in
+        // between is caught by checking them once more.
+        if let Some(server) = grant.server {
+            self.revalidate(server);
+        }
         tracing::debug!(user = %caller.owner.user, %channel, pid, "voice: joined");
         Ok(())
     }
@@ -785,6 +836,10 @@ impl Actor {
     async fn remove_moving(&mut self, voice_session: &str, reason: Option<DisconnectReason>, move_to: Option<ChannelId>) {
         let Some(p) = self.forget(voice_session) else { return };
         self.sfu.leave(p.pid);
+        if self.departed.len() >= 4096 {
+            // Epochs for these never came (an SFU that stopped): nothing waits for them.
+            self.departed.clear();
+        }
         self.departed.insert(p.pid, (p.channel, p.public()));
         let topic = p.topic();
         if let Some(reason) = reason {
@@ -927,6 +982,11 @@ impl Actor {
                         None => return,
                     }
                 } else if let Some(pid) = left {
+                    if let Some(v) = self.by_pid.get(&pid).cloned() {
+                        // The SFU dropped it (media failed or never connected): out of the
+                        // room here too before the others re-key without it.
+                        self.remove(&v, Some(DisconnectReason::MediaFailed)).await;
+                    }
                     match self.departed.remove(&pid) {
                         Some((_, p)) => (EpochCause::Leave, p, pid),
                         None => return,
@@ -1001,6 +1061,7 @@ impl Actor {
         match &*event.name {
             event_name::MEMBER_REMOVE => {
                 let Ok(m) = serde_json::from_str::<MemberRemoved>(&event.payload) else { return };
+                self.moderated.remove(&(m.server_id, m.user_id));
                 if let Some(v) = self.voice_of(m.user_id, Some(m.server_id)) {
                     self.remove(&v, Some(DisconnectReason::Kicked)).await;
                 }
@@ -1155,7 +1216,12 @@ impl Actor {
             p.server_deaf = deaf;
         }
         self.sfu.rules(p.pid, p.rules());
-        let (after, channel) = (p.state(), p.channel);
+        let (after, channel, moderated) = (p.state(), p.channel, (p.server_mute, p.server_deaf));
+        if moderated.0 || moderated.1 {
+            self.moderated.insert((server, target), moderated);
+        } else {
+            self.moderated.remove(&(server, target));
+        }
         if after != before {
             self.announce(channel, after.clone());
         }

@@ -53,7 +53,19 @@ pub async fn moderate(
     if target != auth.user.id && !actor.outranks(&member) {
         return Err(ApiError::Forbidden("that member is at or above you"));
     }
+    let voice = state.voice.get().ok_or(ApiError::Unavailable("voice is not running"))?;
+    // Only in a channel the moderator may view: nothing is told of the others.
+    let here = voice
+        .channel_of(server, target)
+        .await
+        .ok_or(ApiError::NotFound("that member is not in a voice channel of this server"))?;
+    if state.store.channel_access(here, auth.user.id).await?.is_none() {
+        return Err(ApiError::NotFound("that member is not in a voice channel of this server"));
+    }
     if let Some(Some(to)) = body.channel_id {
+        if state.store.channel_access(to, auth.user.id).await?.is_none() {
+            return Err(ApiError::Validation("no such voice channel".into()));
+        }
         let access = state.store.channel_access(to, target).await?;
         let fits = access.is_some_and(|a| {
             a.kind == ChannelKind::Voice && a.server_id == Some(server) && a.permissions.contains(Permissions::CONNECT)
@@ -64,7 +76,6 @@ pub async fn moderate(
             ));
         }
     }
-    let voice = state.voice.get().ok_or(ApiError::Unavailable("voice is not running"))?;
     let after = voice.moderate(server, target, body).await.map_err(|e| match e {
         VoiceControlError::NotInVoice => ApiError::NotFound("that member is not in a voice channel of this server"),
         VoiceControlError::Unavailable => ApiError::Unavailable("voice is not running"),

@@ -1002,7 +1002,7 @@ impl<T: Transport> Engine<T> {
     /// The devices of a view to hand the key to: those their owner's signed list names (with
     /// a session from a bundle carrying the key the list gives), less this device. Each comes
     /// with the identity key the list gives it.
-    async fn channel_targets(
+    pub(super) async fn channel_targets(
         &mut self,
         recipients: &ChannelRecipients,
     ) -> Result<Vec<(RecipientDevice, Vec<u8>)>, MessagingError> {
