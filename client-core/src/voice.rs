@@ -65,6 +65,17 @@ pub enum FrameError {
     InvalidKey,
 }
 
+/// How many bytes of an encoded frame stay in the clear: what an SFU needs to tell a keyframe
+/// (VP8: the 10-byte keyframe header or the 3-byte frame tag) or a packet's kind (Opus: its
+/// TOC byte). The same rule natively and in the browser's transform.
+pub fn clear_bytes(audio: bool, frame: &[u8]) -> usize {
+    if audio {
+        return 1.min(frame.len());
+    }
+    let keyframe = frame.first().is_some_and(|b| b & 0x01 == 0);
+    (if keyframe { 10 } else { 3 }).min(frame.len())
+}
+
 /// One participant's media key at one step, as handed to another participant (inside a
 /// pairwise Signal message).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -87,16 +87,7 @@ pub struct Received {
     pub frame: Result<(u32, Vec<u8>), FrameError>,
 }
 
-/// How many bytes of an encoded frame stay in the clear: what an SFU needs to tell a keyframe
-/// (VP8: the 10-byte keyframe header or the 3-byte frame tag) or a packet's kind (Opus: its
-/// TOC byte). The same rule as the browser's transform.
-pub fn clear_bytes(audio: bool, frame: &[u8]) -> usize {
-    if audio {
-        return 1.min(frame.len());
-    }
-    let keyframe = frame.first().is_some_and(|b| b & 0x01 == 0);
-    (if keyframe { 10 } else { 3 }).min(frame.len())
-}
+pub use crate::voice::clear_bytes;
 
 /// The length of a VP8 payload descriptor (RFC 7741 §4.2), if the payload holds one whole.
 fn vp8_descriptor_len(payload: &[u8]) -> Option<usize> {

@@ -465,6 +465,67 @@ impl Engine {
         json(&self.inner.channel_pins(channel, now as i64).await.map_err(error)?)
     }
 
+    // ---- voice --------------------------------------------------------------------------
+
+    /// Seals this device's media key share (`share_json`, from the media worker) for the
+    /// devices among `participants_json` (`VoiceParticipant[]`, from VOICE_READY or
+    /// VOICE_EPOCH) that the channel's signed device lists name. JSON `{keys: KeyShareOut[],
+    /// devices: [[user, device, identity]]}`: send `keys` in VOICE_KEYS frames of at most 100.
+    #[cfg(feature = "voice")]
+    #[wasm_bindgen(js_name = sealVoiceKeys)]
+    pub async fn seal_voice_keys(
+        &mut self,
+        channel: String,
+        epoch: f64,
+        participants_json: String,
+        share_json: String,
+        now: f64,
+    ) -> Result<String, JsValue> {
+        let channel: ChannelId = parse_id(&channel, "channel id")?;
+        let invalid = |what: &str, e: serde_json::Error| JsValue::from(js_sys::Error::new(&format!("invalid: {what}: {e}")));
+        let participants: Vec<crate::voice_signal::VoiceParticipant> =
+            serde_json::from_str(&participants_json).map_err(|e| invalid("participants", e))?;
+        let share: crate::voice::MediaKeyShare = serde_json::from_str(&share_json).map_err(|e| invalid("share", e))?;
+        let sealed = self.inner.seal_voice_keys(channel, epoch as u64, &participants, &share, now as i64).await.map_err(error)?;
+        let devices: Vec<(String, u32, crate::bytes::Base64Bytes)> =
+            sealed.devices.into_iter().map(|(u, d, k)| (u.to_string(), d.0, k.into())).collect();
+        json(&serde_json::json!({ "keys": sealed.keys, "devices": devices }))
+    }
+
+    /// Opens a `VOICE_KEY` event's payload (`key_json`). JSON `{from_user, from_device,
+    /// epoch, share}`: hand `share` to the media worker; frames its slot opens are
+    /// `from_user`'s.
+    #[cfg(feature = "voice")]
+    #[wasm_bindgen(js_name = openVoiceKey)]
+    pub async fn open_voice_key(&mut self, key_json: String, now: f64) -> Result<String, JsValue> {
+        let key: crate::voice_signal::VoiceKey = serde_json::from_str(&key_json)
+            .map_err(|e| JsValue::from(js_sys::Error::new(&format!("invalid: voice key: {e}"))))?;
+        let opened = self.inner.open_voice_key(&key, now as i64).await.map_err(error)?;
+        json(&serde_json::json!({
+            "from_user": opened.from_user.to_string(),
+            "from_device": opened.from_device.0,
+            "epoch": opened.epoch,
+            "share": opened.share,
+        }))
+    }
+
+    /// The voice privacy code of a room (`participants_json`: everyone in it, this device
+    /// included), or `undefined` when a participant is a device no signed list names.
+    #[cfg(feature = "voice")]
+    #[wasm_bindgen(js_name = voicePrivacyCode)]
+    pub async fn voice_privacy_code(
+        &mut self,
+        channel: String,
+        epoch: f64,
+        participants_json: String,
+        now: f64,
+    ) -> Result<Option<String>, JsValue> {
+        let channel: ChannelId = parse_id(&channel, "channel id")?;
+        let participants: Vec<crate::voice_signal::VoiceParticipant> = serde_json::from_str(&participants_json)
+            .map_err(|e| JsValue::from(js_sys::Error::new(&format!("invalid: participants: {e}"))))?;
+        self.inner.voice_privacy_code(channel, epoch as u64, &participants, now as i64).await.map_err(error)
+    }
+
     /// Seals the local store's key under a new passphrase.
     #[wasm_bindgen(js_name = changePassphrase)]
     pub async fn change_passphrase(&self, old_passphrase: String, new_passphrase: String) -> Result<(), JsValue> {
