@@ -56,6 +56,9 @@ echo "== Sender Keys: a new device's first message into a channel of 1,000, and 
 echo "== sustained channel messages per second (SQLite)"
 "$BIN/copains-bench" --url "$URL" channel-throughput --senders "${SENDERS:-32}" --seconds "${SECONDS_OF_LOAD:-10}"
 
+echo "== SFU: one publisher to N listeners (in this process, no server)"
+"$BIN/copains-bench" sfu-fanout --subscribers "${SFU_SIZES:-10,50,100,200}" --seconds "${SFU_SECONDS:-10}"
+
 if [ -n "${COPAINS_BENCH_POSTGRES_URL:-}" ]; then
   echo "== sustained channel messages per second (PostgreSQL: $COPAINS_BENCH_POSTGRES_URL)"
   PG_PORT=$((PORT + 1))

@@ -15,6 +15,7 @@ mod channels;
 mod dm;
 mod link;
 mod memory;
+mod sfu;
 
 #[derive(Parser)]
 #[command(name = "copains-bench")]
@@ -72,6 +73,17 @@ enum Cmd {
         /// Where to write the samples (seconds, RSS in KiB, phase).
         #[arg(long)]
         csv: Option<std::path::PathBuf>,
+    },
+    /// SFU forwarding: one publisher (Opus-sized frames, 50/s) to N subscribers through the SFU
+    /// driver in this process, on a thread of its own: CPU µs per forwarded packet, loss and
+    /// send→decrypted latency (needs no server).
+    SfuFanout {
+        /// Subscriber counts to run, one after the other.
+        #[arg(long, value_delimiter = ',', default_value = "10,50,100")]
+        subscribers: Vec<usize>,
+        /// Seconds measured per count.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
     },
     /// Registers an account and prints an access token (for wrk).
     Token,
@@ -170,6 +182,7 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
+        Cmd::SfuFanout { subscribers, seconds } => sfu::fanout(&subscribers, seconds).await,
         Cmd::Token => {
             let c = Client::new(&cli.url);
             c.register(&unique_name("wrk"), "benchmark-password", Some("bench")).await?;

@@ -85,6 +85,8 @@ pub struct Received {
     pub payload: Vec<u8>,
     /// The sender's slot and the frame, or why it could not be read.
     pub frame: Result<(u32, Vec<u8>), FrameError>,
+    /// When it was read off the socket and decrypted.
+    pub at: Instant,
 }
 
 pub use crate::voice::clear_bytes;
@@ -167,6 +169,17 @@ impl VoicePeer {
     /// A peer on a fresh localhost-or-`ip` UDP socket, publishing a microphone, a camera
     /// (`simulcast`: three layers, [`CAMERA_RIDS`]) and a screen, with `media` as its key.
     pub async fn bind(ip: std::net::IpAddr, media: MediaSender, simulcast: bool) -> Result<Self, VoiceError> {
+        Self::bind_with(ip, media, simulcast, &[Source::Microphone, Source::Camera, Source::Screen]).await
+    }
+
+    /// Like [`VoicePeer::bind`], publishing only `sources` (none: a listener, whose offer holds
+    /// one receive-only audio m-line).
+    pub async fn bind_with(
+        ip: std::net::IpAddr,
+        media: MediaSender,
+        simulcast: bool,
+        sources: &[Source],
+    ) -> Result<Self, VoiceError> {
         let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
         let local = socket.local_addr()?;
         let mut me = engine()?;
@@ -184,7 +197,15 @@ impl VoicePeer {
             .build(Instant::now())
             .map_err(rtc_error)?;
         let mut senders = Vec::new();
-        for source in [Source::Microphone, Source::Camera, Source::Screen] {
+        if sources.is_empty() {
+            let init = RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                streams: vec![],
+                send_encodings: vec![],
+            };
+            pc.add_transceiver_from_kind(RtpCodecKind::Audio, Some(init)).map_err(rtc_error)?;
+        }
+        for &source in sources {
             let (kind, codec) = match source {
                 Source::Microphone => (
                     RtpCodecKind::Audio,
@@ -391,7 +412,7 @@ impl VoicePeer {
                     None => Err(FrameError::Malformed),
                 }
             };
-            out.push(Received { stream, audio, seq: packet.header.sequence_number, payload, frame });
+            out.push(Received { stream, audio, seq: packet.header.sequence_number, payload, frame, at: Instant::now() });
         }
         self.flush().await;
     }
