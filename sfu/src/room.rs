@@ -260,6 +260,11 @@ impl Room {
         self.participants.keys().copied()
     }
 
+    /// Whether `track` is published in this room.
+    pub fn has_track(&self, track: TrackId) -> bool {
+        self.tracks.contains_key(&track)
+    }
+
     /// The layer `sub` receives of `track` now.
     pub fn layer_of(&self, sub: Pid, track: TrackId) -> Option<u8> {
         self.subs.get(&(track, sub)).and_then(|s| s.current)

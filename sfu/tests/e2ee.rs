@@ -203,3 +203,70 @@ async fn encrypted_media_is_read_by_the_room_only() {
         assert!(fresh.decrypt(payload, 1).is_err(), "the newcomer cannot read earlier frames");
     }
 }
+
+/// Everyone in a room of 30 offers a microphone, a camera and a screen, as the browser does,
+/// and only talks: a track joins the room at its first packet, so the SFU's offers carry the
+/// 29 others' microphones and nothing else, every answer stays small, and everyone opens
+/// everyone else's audio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_of_thirty_who_only_talk_negotiates_only_their_microphones() {
+    const N: u64 = 30;
+    let (sfu, mut events) =
+        driver::start(SfuConfig { bind: "127.0.0.1:0".parse().expect("addr"), ..SfuConfig::default() }).await.expect("sfu");
+    let queues: std::sync::Arc<parking_lot::Mutex<HashMap<u64, mpsc::UnboundedSender<String>>>> = Default::default();
+    let offered: std::sync::Arc<parking_lot::Mutex<Vec<(u64, usize, bool)>>> = Default::default();
+    {
+        let (queues, offered) = (queues.clone(), offered.clone());
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                if let SfuEvent::Offer { pid, sdp, tracks, .. } = event {
+                    let audio_only = tracks.iter().all(|t| t.kind == copains_sfu::TrackKind::Audio);
+                    offered.lock().push((pid, sdp.len(), audio_only));
+                    if let Some(tx) = queues.lock().get(&pid) {
+                        let _ = tx.send(sdp);
+                    }
+                }
+            }
+        });
+    }
+    let mut members = Vec::new();
+    for pid in 1..=N {
+        let mut local = HashMap::new();
+        members.push(join(&sfu, pid, MediaSender::fresh(pid as u32, 0).expect("key"), &mut local).await);
+        queues.lock().extend(local);
+    }
+    let shares: Vec<_> = members.iter().map(|m| (m.pid, m.peer.media.share())).collect();
+    for m in &mut members {
+        for (pid, share) in &shares {
+            if *pid != m.pid {
+                m.peer.keys.add(share).expect("key");
+            }
+        }
+    }
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut n = 0;
+    let everyone_heard = |members: &[Member]| {
+        members.iter().all(|m| members.iter().filter(|o| o.pid != m.pid).all(|o| opened(m, o.pid, Source::Microphone) > 0))
+    };
+    while Instant::now() < end && !everyone_heard(&members) {
+        n += 1;
+        for m in members.iter_mut() {
+            while let Ok(offer) = m.offers.try_recv() {
+                let answer = m.peer.answer_offer(offer).expect("answer the SFU");
+                sfu.answer(m.pid, answer).await.expect("answer taken");
+            }
+            if m.peer.is_connected() {
+                m.peer.send_frames(Source::Microphone, &[&frame(m.pid, Source::Microphone, n)]).await.expect("sent");
+            }
+            m.peer.run_until(Instant::now() + Duration::from_millis(1), &mut m.got).await;
+        }
+    }
+    assert!(everyone_heard(&members), "each of the {N} opens the other {}'s audio", N - 1);
+    let offered = offered.lock();
+    assert!(offered.iter().all(|(_, _, audio_only)| *audio_only), "no idle camera or screen is ever offered");
+    let largest = offered.iter().map(|(_, len, _)| *len).max().unwrap_or(0);
+    assert!(largest < driver::SDP_MAX_BYTES / 2, "the largest SFU offer is {largest} bytes");
+    for m in &members {
+        assert!(m.got.iter().all(|r| r.audio && r.frame.is_ok()), "only audio arrives, and all of it opens");
+    }
+}

@@ -538,7 +538,14 @@ impl Driver {
             len: packet.payload.len() + 12,
         };
         let room_key = peer.room;
+        let layers = peer.published.iter().find(|(_, t)| *t == inbound.track).map_or(1, |(o, _)| o.rids.len().max(1) as u8);
         let Some(room) = self.rooms.get_mut(&room_key) else { return };
+        if !room.has_track(inbound.track) {
+            // Its first packet: now the others subscribe.
+            if room.publish(pid, inbound.track, inbound.kind, layers, now_ms).is_err() {
+                return;
+            }
+        }
         let mut forward = std::mem::take(&mut self.forward);
         room.route_rtp(now_ms, &meta, &mut forward);
         for f in &forward {
@@ -644,16 +651,8 @@ impl Driver {
             RoomError::Full => SfuError::RoomFull,
             _ => SfuError::AlreadyIn,
         })?;
-        for (t, track) in &published {
-            let layers = t.rids.len().max(1) as u8;
-            if room.publish(pid, *track, t.kind, layers, now_ms).is_err() {
-                let _ = room.leave(pid);
-                if room.participants().next().is_none() {
-                    self.rooms.remove(&room_key);
-                }
-                return Err(SfuError::TooManyTracks);
-            }
-        }
+        // A track joins the room at its first packet (see `on_rtp`): a camera or a screen that
+        // stays off costs nobody an m-line.
         let tracks = published.iter().map(|(t, track)| (t.mid.clone(), *track, t.kind)).collect();
         self.by_ufrag.insert(ufrag.clone(), pid);
         self.peers.insert(
