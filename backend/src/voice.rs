@@ -2,7 +2,7 @@
 //! in voice. The gateway registers its implementation in [`crate::AppState::voice`].
 
 use async_trait::async_trait;
-use copains_client_core::voice_signal::{VoiceModeration, VoiceState};
+use copains_client_core::voice_signal::{IceServers, VoiceModeration, VoiceState};
 use copains_client_core::{ChannelId, ServerId, UserId};
 
 /// Why a moderation action on a member in voice did not happen.
@@ -23,6 +23,9 @@ pub trait VoiceControl: Send + Sync + 'static {
     /// to be a voice channel of `server` the target may connect to) or disconnect
     /// (`channel_id: Some(None)`). Returns the member's voice state after it.
     async fn moderate(&self, server: ServerId, target: UserId, change: VoiceModeration) -> Result<VoiceState, VoiceControlError>;
+
+    /// The STUN and TURN servers for `user`'s `RTCPeerConnection` (TURN credentials made now).
+    fn ice_servers(&self, user: UserId) -> IceServers;
 
     /// The channel `user` is in, in `server`, if any.
     async fn channel_of(&self, server: ServerId, user: UserId) -> Option<ChannelId>;

@@ -101,6 +101,9 @@ impl Config {
     pub fn redacted_toml(&self) -> Result<String, toml::ser::Error> {
         let mut shown = self.clone();
         shown.database_url = Some(redact_url(&self.database_url()));
+        if shown.gateway.voice.turn_secret.is_some() {
+            shown.gateway.voice.turn_secret = Some("***".into());
+        }
         shown.key_file = Some(self.key_file());
         toml::to_string_pretty(&shown)
     }
@@ -158,6 +161,15 @@ mod tests {
         let moved = load_toml("[web]\ndir = \"/srv/copains/web\"\n").expect("moved");
         assert_eq!(moved.web.dir, PathBuf::from("/srv/copains/web"));
         assert!(load_toml("[web]\ndirectory = \"x\"\n").is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn the_turn_secret_is_never_shown() {
+        let mut config = Config::default();
+        config.gateway.voice.turn_secret = Some("s3cret-for-coturn".into());
+        let shown = config.redacted_toml().expect("toml");
+        assert!(!shown.contains("s3cret-for-coturn"), "{shown}");
+        assert!(shown.contains("turn_secret = \"***\""), "{shown}");
     }
 
     #[test]

@@ -36,6 +36,7 @@ backend_tests!(
     three_people_hear_and_see_each_other_and_everyone_sees_who_is_in_voice,
     voice_ops_are_refused_with_their_codes_and_the_connection_stays,
     kicked_disconnected_and_unpermitted_members_leave_the_room,
+    ice_servers_come_with_expiring_turn_credentials,
 );
 
 mod paused {
@@ -592,4 +593,34 @@ async fn real_pause() {
         let _ = tx.send(());
     });
     let _ = rx.await;
+}
+
+async fn ice_servers_come_with_expiring_turn_credentials(backend: Backend) {
+    let secret = "a coturn static-auth-secret";
+    let app = TestApp::spawn_with(backend, |c| {
+        c.gateway.voice.stun_urls = vec!["stun:turn.example.org:3478".into()];
+        c.gateway.voice.turn_urls = vec!["turn:turn.example.org:3478?transport=udp".into(), "turns:turn.example.org:5349".into()];
+        c.gateway.voice.turn_secret = Some(secret.into());
+        c.gateway.voice.turn_ttl_secs = 3600;
+    })
+    .await;
+    let client = app.client();
+    let auth = client.register("ana", "a-long-password", None).await.expect("register");
+    let http = reqwest::Client::new();
+    let url = app.url("/api/v1/voice/ice-servers");
+    assert_eq!(http.get(&url).send().await.expect("send").status(), 401);
+    let token = client.access_token().await.expect("token");
+    let answer = http.get(&url).bearer_auth(&token).send().await.expect("send");
+    assert_eq!(answer.status(), 200);
+    let body: Value = answer.json().await.expect("json");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let expires = body["expires_at"].as_u64().expect("expiry");
+    assert!((now + 3590..=now + 3610).contains(&expires), "valid for the configured hour");
+    assert_eq!(body["ice_servers"][0]["urls"][0], "stun:turn.example.org:3478");
+    let turn = &body["ice_servers"][1];
+    assert_eq!(turn["urls"].as_array().expect("urls").len(), 2);
+    let username = turn["username"].as_str().expect("username");
+    assert_eq!(username, format!("{expires}:{}", auth.user.id));
+    assert_eq!(turn["credential"], copains_signaling::voice::turn_credential(secret, username), "coturn can check it");
+    app.shutdown().await;
 }

@@ -29,9 +29,9 @@ use copains_backend::AppState;
 use copains_client_core::gateway::event_name;
 use copains_client_core::servers::{Channel, ChannelKind, MemberRemoved, Permissions, Removed, ServerState};
 use copains_client_core::voice_signal::{
-    code, DisconnectReason, EpochCause, LocalTrack, MediaKind, RemoteTrack, SdpKind, TrackQuality, VoiceDisconnect, VoiceEpoch,
-    VoiceError, VoiceJoin, VoiceKey, VoiceKeys, VoiceModeration, VoiceOffer, VoiceParticipant, VoiceQuality, VoiceReady,
-    VoiceSdp, VoiceSpeaking, VoiceState, VoiceStateChange,
+    code, DisconnectReason, EpochCause, IceServer, IceServers, LocalTrack, MediaKind, RemoteTrack, SdpKind, TrackQuality,
+    VoiceDisconnect, VoiceEpoch, VoiceError, VoiceJoin, VoiceKey, VoiceKeys, VoiceModeration, VoiceOffer, VoiceParticipant,
+    VoiceQuality, VoiceReady, VoiceSdp, VoiceSpeaking, VoiceState, VoiceStateChange,
 };
 use copains_client_core::{ChannelId, DeviceId, ServerId, UserId};
 use copains_sfu::driver::{MediaRules, OfferTrack, RemoveReason, SfuConfig, SfuError, SfuEvent, SfuHandle};
@@ -67,6 +67,45 @@ pub struct VoiceConfig {
     pub sdp_per_minute: u32,
     /// Other voice ops (state, keys, quality, ICE) one user may send per minute.
     pub ops_per_minute: u32,
+    /// STUN servers handed to clients (`stun:host:port`). None by default: the SFU's own
+    /// address is all a client on a reachable network needs.
+    pub stun_urls: Vec<String>,
+    /// TURN servers handed to clients behind networks that block UDP to the SFU
+    /// (`turn:host:3478?transport=udp`, `turns:host:5349?transport=tcp`): coturn with
+    /// `use-auth-secret`, see docs/voice.md.
+    pub turn_urls: Vec<String>,
+    /// coturn's `static-auth-secret`: each client gets a user name `<expiry>:<user id>` and its
+    /// HMAC-SHA1 under this secret. Never printed by `copains config`.
+    pub turn_secret: Option<String>,
+    /// How long TURN credentials stay valid.
+    pub turn_ttl_secs: u64,
+}
+
+impl VoiceConfig {
+    /// The ICE servers for `user` at `now_secs` (Unix seconds): STUN as configured, and TURN
+    /// with time-limited credentials when a secret is set.
+    pub fn ice_servers(&self, user: UserId, now_secs: u64) -> IceServers {
+        let mut ice_servers = Vec::new();
+        if !self.stun_urls.is_empty() {
+            ice_servers.push(IceServer { urls: self.stun_urls.clone(), username: None, credential: None });
+        }
+        let mut expires_at = 0;
+        if let (false, Some(secret)) = (self.turn_urls.is_empty(), self.turn_secret.as_deref()) {
+            expires_at = now_secs.saturating_add(self.turn_ttl_secs.max(60));
+            let username = format!("{expires_at}:{user}");
+            let credential = turn_credential(secret, &username);
+            ice_servers.push(IceServer { urls: self.turn_urls.clone(), username: Some(username), credential: Some(credential) });
+        }
+        IceServers { ice_servers, expires_at }
+    }
+}
+
+/// The TURN REST credential for `username` (coturn `use-auth-secret`, the TURN REST API
+/// draft): base64 of HMAC-SHA1 of the user name under the shared secret.
+pub fn turn_credential(secret: &str, username: &str) -> String {
+    use base64::Engine as _;
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(ring::hmac::sign(&key, username.as_bytes()).as_ref())
 }
 
 impl Default for VoiceConfig {
@@ -80,6 +119,10 @@ impl Default for VoiceConfig {
             gateway_grace_ms: 5_000,
             sdp_per_minute: 10,
             ops_per_minute: 600,
+            stun_urls: Vec::new(),
+            turn_urls: Vec::new(),
+            turn_secret: None,
+            turn_ttl_secs: 24 * 3600,
         }
     }
 }
@@ -197,6 +240,7 @@ pub struct Voice {
     commands: mpsc::UnboundedSender<Command>,
     participants: Arc<AtomicUsize>,
     limits: Arc<Limits>,
+    config: Arc<VoiceConfig>,
     /// The address clients send media to.
     pub media_addr: SocketAddr,
 }
@@ -231,6 +275,7 @@ impl Voice {
         let participants = Arc::new(AtomicUsize::new(0));
         let (fanout, fanout_rx) = mpsc::unbounded_channel();
         tokio::spawn(run_fanout(state.clone(), fanout_rx));
+        let actor_config = config.clone();
         let actor = Actor {
             config,
             sfu,
@@ -255,7 +300,7 @@ impl Voice {
             sdp: DefaultKeyedRateLimiter::keyed(quota(voice_config_sdp)),
             ops: DefaultKeyedRateLimiter::keyed(quota(voice_config_ops)),
         });
-        let voice = Self { commands, participants, limits, media_addr };
+        let voice = Self { commands, participants, limits, config: Arc::new(actor_config), media_addr };
         state.bus.attach(Arc::new(VoiceSink { commands: voice.commands.clone(), participants: voice.participants.clone() }));
         let _ = state.voice.set(Arc::new(voice.clone()));
         tracing::info!(%media_addr, "voice: SFU listening");
@@ -338,6 +383,11 @@ impl VoiceControl for Voice {
         let (reply, rx) = oneshot::channel();
         self.commands.send(Command::Moderate { server, target, change, reply }).map_err(|_| VoiceControlError::Unavailable)?;
         rx.await.map_err(|_| VoiceControlError::Unavailable)?
+    }
+
+    fn ice_servers(&self, user: UserId) -> IceServers {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.config.ice_servers(user, now)
     }
 
     async fn channel_of(&self, server: ServerId, user: UserId) -> Option<ChannelId> {
@@ -1226,5 +1276,31 @@ impl Actor {
             self.announce(channel, after.clone());
         }
         Ok(after)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turn_credentials_are_coturns_hmac_of_an_expiring_user_name() {
+        // Computed with Python's hmac module: base64(HMAC-SHA1(secret, username)).
+        assert_eq!(turn_credential("north wind", "1700086400:117632502289399808"), "8/SZKJpDilhAM+b4rpnqliK3DGA=");
+        let config = VoiceConfig {
+            stun_urls: vec!["stun:turn.example.org:3478".into()],
+            turn_urls: vec!["turn:turn.example.org:3478?transport=udp".into()],
+            turn_secret: Some("north wind".into()),
+            ..VoiceConfig::default()
+        };
+        let servers = config.ice_servers(UserId(117_632_502_289_399_808), 1_700_000_000);
+        assert_eq!(servers.expires_at, 1_700_086_400);
+        assert_eq!(servers.ice_servers.len(), 2);
+        assert_eq!(servers.ice_servers[1].username.as_deref(), Some("1700086400:117632502289399808"));
+        assert_eq!(servers.ice_servers[1].credential.as_deref(), Some("8/SZKJpDilhAM+b4rpnqliK3DGA="));
+        let none = VoiceConfig::default().ice_servers(UserId(1), 1_700_000_000);
+        assert!(none.ice_servers.is_empty() && none.expires_at == 0, "nothing configured, nothing handed out");
+        let no_secret = VoiceConfig { turn_urls: config.turn_urls.clone(), ..VoiceConfig::default() };
+        assert!(no_secret.ice_servers(UserId(1), 0).ice_servers.is_empty(), "TURN without its secret is not handed out");
     }
 }

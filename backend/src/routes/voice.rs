@@ -1,10 +1,10 @@
 //! Voice moderation: a moderator's mute, deafen, move or disconnect of a member in voice.
 
 use axum::extract::{Path, State};
-use axum::routing::patch;
+use axum::routing::{get, patch};
 use axum::{Json, Router};
 use copains_client_core::servers::{ChannelKind, Permissions};
-use copains_client_core::voice_signal::{VoiceModeration, VoiceState};
+use copains_client_core::voice_signal::{IceServers, VoiceModeration, VoiceState};
 use copains_client_core::{ApiErrorBody, ServerId, UserId};
 
 use crate::auth::Authenticated;
@@ -15,7 +15,23 @@ use crate::state::AppState;
 use crate::voice::VoiceControlError;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/servers/{server_id}/members/{user_id}/voice", patch(moderate))
+    Router::new()
+        .route("/api/v1/servers/{server_id}/members/{user_id}/voice", patch(moderate))
+        .route("/api/v1/voice/ice-servers", get(ice_servers))
+}
+
+/// The STUN and TURN servers to give the `RTCPeerConnection` before joining voice, with TURN
+/// credentials valid until `expires_at` (coturn `use-auth-secret`). Empty when the platform
+/// hands out none (the SFU's own address is reachable).
+#[utoipa::path(get, path = "/api/v1/voice/ice-servers", tag = "voice", security(("bearer" = [])),
+    responses(
+        (status = 200, body = IceServers),
+        (status = 401, body = ApiErrorBody),
+        (status = 503, body = ApiErrorBody, description = "voice is not running"),
+    ))]
+pub async fn ice_servers(State(state): State<AppState>, auth: Authenticated) -> ApiResult<Json<IceServers>> {
+    let voice = state.voice.get().ok_or(ApiError::Unavailable("voice is not running"))?;
+    Ok(Json(voice.ice_servers(auth.user.id)))
 }
 
 /// Mute, deafen, move or disconnect a member who is in a voice channel of the server (moderate
