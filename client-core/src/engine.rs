@@ -372,6 +372,10 @@ pub struct Engine<T: Transport> {
     checked_targets: HashMap<crate::ids::ChannelId, channels::CheckedTargets>,
     /// Bytes of key distributions one channel write carries at most.
     distribution_bytes: usize,
+    /// The devices this device sealed its media key for, per voice channel, at the latest
+    /// epoch it sealed for: the privacy code covers them.
+    #[cfg(feature = "voice")]
+    voice_sealed: HashMap<crate::ids::ChannelId, voice::Sealed>,
     now: i64,
 }
 
@@ -421,6 +425,8 @@ impl<T: Transport> Engine<T> {
             events: Vec::new(),
             checked_targets: HashMap::new(),
             distribution_bytes: channels::DISTRIBUTION_BYTES_PER_REQUEST,
+            #[cfg(feature = "voice")]
+            voice_sealed: HashMap::new(),
             now,
         })
     }

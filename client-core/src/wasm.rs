@@ -492,15 +492,18 @@ impl Engine {
         json(&serde_json::json!({ "keys": sealed.keys, "devices": devices }))
     }
 
-    /// Opens a `VOICE_KEY` event's payload (`key_json`). JSON `{from_user, from_device,
-    /// epoch, share}`: hand `share` to the media worker; frames its slot opens are
-    /// `from_user`'s.
+    /// Opens a `VOICE_KEY` event's payload (`key_json`), against the room as the page knows
+    /// it (`participants_json`, from the latest VOICE_READY or VOICE_EPOCH). JSON
+    /// `{from_user, from_device, epoch, share}`: hand `share` to the media worker; frames its
+    /// slot opens are `from_user`'s.
     #[cfg(feature = "voice")]
     #[wasm_bindgen(js_name = openVoiceKey)]
-    pub async fn open_voice_key(&mut self, key_json: String, now: f64) -> Result<String, JsValue> {
-        let key: crate::voice_signal::VoiceKey = serde_json::from_str(&key_json)
-            .map_err(|e| JsValue::from(js_sys::Error::new(&format!("invalid: voice key: {e}"))))?;
-        let opened = self.inner.open_voice_key(&key, now as i64).await.map_err(error)?;
+    pub async fn open_voice_key(&mut self, key_json: String, participants_json: String, now: f64) -> Result<String, JsValue> {
+        let invalid = |what: &str, e: serde_json::Error| JsValue::from(js_sys::Error::new(&format!("invalid: {what}: {e}")));
+        let key: crate::voice_signal::VoiceKey = serde_json::from_str(&key_json).map_err(|e| invalid("voice key", e))?;
+        let participants: Vec<crate::voice_signal::VoiceParticipant> =
+            serde_json::from_str(&participants_json).map_err(|e| invalid("participants", e))?;
+        let opened = self.inner.open_voice_key(&key, &participants, now as i64).await.map_err(error)?;
         json(&serde_json::json!({
             "from_user": opened.from_user.to_string(),
             "from_device": opened.from_device.0,

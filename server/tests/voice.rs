@@ -68,6 +68,8 @@ struct Person {
     engine: Engine<Client>,
     /// Who each slot's key came from (the device of the Signal session it came over).
     key_owner: HashMap<u32, UserId>,
+    /// The room as the latest VOICE_READY or VOICE_EPOCH listed it.
+    room: Vec<VoiceParticipant>,
 }
 
 fn now() -> i64 {
@@ -128,6 +130,7 @@ async fn connect(app: &TestApp, name: &'static str, id: UserId, client: Client, 
         slot: 0,
         engine,
         key_owner: HashMap::new(),
+        room: Vec::new(),
     }
 }
 
@@ -149,9 +152,13 @@ impl Person {
                     self.send(msg).await;
                 }
             }
+            event_name::VOICE_READY | event_name::VOICE_EPOCH => {
+                self.room = serde_json::from_value(d["participants"].clone()).expect("participants");
+            }
             event_name::VOICE_KEY => {
                 let key: VoiceKey = serde_json::from_value(d.clone()).expect("VOICE_KEY");
-                let opened = self.engine.open_voice_key(&key, now()).await.expect("a key share from a vouched device opens");
+                let opened =
+                    self.engine.open_voice_key(&key, &self.room, now()).await.expect("a key share from a vouched device opens");
                 assert_eq!((opened.from_user, opened.from_device), (key.from_user, key.from_device));
                 if let Some(peer) = self.peer.as_mut() {
                     peer.keys.add(&opened.share).expect("key taken");
@@ -311,6 +318,24 @@ async fn three_people_hear_and_see_each_other_and_everyone_sees_who_is_in_voice(
     }
     assert_eq!(codes.len(), 1, "one privacy code for the three: {codes:?}");
     assert_eq!(codes.iter().next().map(|c| c.len()), Some(35), "six groups of five digits");
+    // Dan sealed nothing: over the same list his code differs, because theirs covers the
+    // device the server had them seal for (his) even though the room's list leaves it out.
+    let dans = dan.engine.voice_privacy_code(voice, epoch_now, &in_room, now()).await.expect("code").expect("vouched");
+    assert!(!codes.contains(&dans), "a device keys were sealed for shows in the privacy code");
+    // Ben cannot take over Ana's slot: a share for it, sealed in his own session, is refused.
+    let forged = MediaSender::fresh(ana.slot, 5).expect("key").share();
+    let to_cleo: Vec<VoiceParticipant> = in_room.iter().copied().filter(|p| p.user_id == cleo.id).collect();
+    let sealed = ben.engine.seal_voice_keys(voice, epoch_now, &to_cleo, &forged, now()).await.expect("sealed");
+    let key = VoiceKey {
+        voice_session_id: cleo.voice_session.clone().expect("in voice"),
+        channel_id: voice,
+        epoch: epoch_now,
+        from_user: ben.id,
+        from_device: DeviceId(1),
+        ciphertext: sealed.keys[0].ciphertext.clone(),
+    };
+    let room = cleo.room.clone();
+    assert!(cleo.engine.open_voice_key(&key, &room, now()).await.is_err(), "a share for another's slot is refused");
 
     // Twenty milliseconds a tick: everyone speaks and shows a camera, until each has opened
     // the other two's audio and video and heard from the SFU who speaks.

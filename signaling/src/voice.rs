@@ -492,10 +492,9 @@ struct Participant {
     server_mute: bool,
     server_deaf: bool,
     joined_at: i64,
-    /// `VOICE_READY` went out (offers and epochs wait for it).
+    /// `VOICE_READY` went out. (The SFU's offers for a participant come as events after its
+    /// join returns, and this task handles them only after `VOICE_READY`: they never wait.)
     ready: bool,
-    /// An SFU offer that came before `VOICE_READY`.
-    pending_offer: Option<VoiceOffer>,
     /// The revision of the SFU's last offer.
     last_offer: Option<u64>,
     /// Tracks it publishes.
@@ -785,7 +784,6 @@ impl Actor {
             server_deaf: grant.server.and_then(|s| self.moderated.get(&(s, caller.owner.user))).is_some_and(|m| m.1),
             joined_at: copains_backend::store::now_ms(),
             ready: false,
-            pending_offer: None,
             last_offer: None,
             tracks: Vec::new(),
         };
@@ -823,12 +821,8 @@ impl Actor {
                 .collect(),
             participants,
         };
-        let pending = p.pending_offer.take();
         let state = p.state();
-        self.publish(topic.clone(), event_name::VOICE_READY, &ready).await;
-        if let Some(offer) = pending {
-            self.publish(topic, event_name::VOICE_SDP, &offer).await;
-        }
+        self.publish(topic, event_name::VOICE_READY, &ready).await;
         self.announce(channel, state);
         // The permissions were read before this join was queued: a kick or a role change in
         // between is caught by checking them once more.
@@ -1006,12 +1000,8 @@ impl Actor {
                 let Some(p) = self.parts.get_mut(&v) else { return };
                 p.last_offer = Some(revision);
                 let offer = VoiceOffer { voice_session_id: v.to_string(), kind: SdpKind::Offer, sdp, revision, tracks: remote };
-                if p.ready {
-                    let topic = p.topic();
-                    self.publish(topic, event_name::VOICE_SDP, &offer).await;
-                } else {
-                    p.pending_offer = Some(offer);
-                }
+                let topic = p.topic();
+                self.publish(topic, event_name::VOICE_SDP, &offer).await;
             }
             SfuEvent::Connected { pid } => {
                 tracing::debug!(pid, "voice: media connected");

@@ -8,10 +8,15 @@
 //! says it comes from, and taken only if that device's signed list vouches for the session's
 //! identity: the slot of the key is then bound to that user and device, whatever the SFU claims.
 //!
+//! A share is taken only for the slot the room gives its sending device: another participant
+//! cannot replace someone else's key (and so silence them) by claiming their slot.
+//!
 //! The voice privacy code is computed over the identity keys the signed lists give the
-//! participants: the same on every screen unless someone in the middle holds other keys.
+//! participants, and over every device this device sealed its key for at that epoch: a device
+//! the server had it seal for shows in the code even if the list shown to people leaves it
+//! out.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +46,9 @@ struct VoiceKeyBody {
     /// The key.
     share: MediaKeyShare,
 }
+
+/// The devices a media key was sealed for in one channel: (epoch, device → identity key).
+pub(super) type Sealed = (u64, BTreeMap<(UserId, DeviceId), Vec<u8>>);
 
 /// Key shares sealed for the devices of a room.
 #[derive(Debug)]
@@ -102,13 +110,24 @@ impl<T: Transport> Engine<T> {
         }
         // The sessions' ratchet steps are on disk before the shares leave.
         self.device.vault().flush_batch().await?;
+        let sealed = self.voice_sealed.entry(channel).or_insert_with(|| (epoch, BTreeMap::new()));
+        if sealed.0 != epoch {
+            *sealed = (epoch, BTreeMap::new());
+        }
+        sealed.1.extend(devices.iter().map(|(u, d, k)| ((*u, *d), k.clone())));
         Ok(SealedVoiceKeys { keys, devices })
     }
 
     /// Opens a key share another participant sent this device. Refused when the sending
     /// device is not in its owner's signed list, when the session's identity is not the one
-    /// that list gives it, or when the share was sealed for another channel.
-    pub async fn open_voice_key(&mut self, key: &VoiceKey, now: i64) -> Result<OpenedVoiceKey, MessagingError> {
+    /// that list gives it, when the share was sealed for another channel, or when its slot is
+    /// not the one `participants` (the room as this device knows it) gives the sender.
+    pub async fn open_voice_key(
+        &mut self,
+        key: &VoiceKey,
+        participants: &[VoiceParticipant],
+        now: i64,
+    ) -> Result<OpenedVoiceKey, MessagingError> {
         self.tick(now);
         let refused = |why: &str| MessagingError::Send(format!("voice key refused: {why}"));
         let (from_user, from_device) = (key.from_user, key.from_device);
@@ -144,12 +163,17 @@ impl<T: Transport> Engine<T> {
         if payload.voice_key.channel != key.channel_id {
             return Err(refused("sealed for another channel"));
         }
+        let slot = payload.voice_key.share.slot;
+        if !participants.iter().any(|p| (p.user_id, p.device_id, p.slot) == (from_user, from_device, slot)) {
+            return Err(refused("for a slot the room does not give its sender"));
+        }
         Ok(OpenedVoiceKey { from_user, from_device, epoch: payload.voice_key.epoch, share: payload.voice_key.share })
     }
 
     /// The voice privacy code of `channel` at `epoch` for `participants` (this device
-    /// included), over the identity keys their owners' signed lists give them. `None` when a
-    /// participant's list does not name it (a device nobody vouches for is in the room).
+    /// included), over the identity keys their owners' signed lists give them, and the devices
+    /// this device sealed its key for at that epoch. `None` when a participant's list does not
+    /// name it (a device nobody vouches for is in the room).
     pub async fn voice_privacy_code(
         &mut self,
         channel: ChannelId,
@@ -170,6 +194,13 @@ impl<T: Transport> Engine<T> {
             };
             let Some(key) = key else { return Ok(None) };
             keys.push((p.user_id, p.device_id, key));
+        }
+        if let Some((_, sealed)) = self.voice_sealed.get(&channel).filter(|(e, _)| *e == epoch) {
+            for ((user, device), key) in sealed {
+                if !keys.iter().any(|(u, d, _)| (u, d) == (user, device)) {
+                    keys.push((*user, *device, key.clone()));
+                }
+            }
         }
         Ok(Some(crate::voice::privacy_code(channel, epoch, &keys)))
     }
