@@ -1,4 +1,5 @@
 import { defineConfig } from '@playwright/test';
+import { fakeVoiceFile } from './e2e/fake-voice';
 
 // Never download a browser: Debian's Chromium drives the tests (DESIGN §11).
 process.env.PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD = '1';
@@ -25,6 +26,10 @@ export default defineConfig({
         '--disable-background-networking',
         '--disable-component-update',
         '--disable-sync',
+        // A fake camera, microphone and screen, granted without a prompt (the voice tests).
+        '--use-fake-ui-for-media-stream',
+        '--use-fake-device-for-media-stream',
+        `--use-file-for-fake-audio-capture=${fakeVoiceFile()}`,
       ],
     },
     trace: 'retain-on-failure',

@@ -17,6 +17,8 @@ export default defineConfig({
     sourcemap: false,
     reportCompressedSize: true,
   },
+  // The media worker is a module worker (it imports the SFrame WebAssembly module).
+  worker: { format: 'es' },
   server: {
     proxy: {
       '/api': backend,

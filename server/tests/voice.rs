@@ -36,6 +36,7 @@ backend_tests!(
     three_people_hear_and_see_each_other_and_everyone_sees_who_is_in_voice,
     voice_ops_are_refused_with_their_codes_and_the_connection_stays,
     kicked_disconnected_and_unpermitted_members_leave_the_room,
+    a_newcomer_learns_who_is_speaking_already,
     ice_servers_come_with_expiring_turn_credentials,
 );
 
@@ -513,6 +514,34 @@ async fn voice_ops_are_refused_with_their_codes_and_the_connection_stays(backend
             break;
         }
     }
+    app.shutdown().await;
+}
+
+async fn a_newcomer_learns_who_is_speaking_already(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut ana = person(&app, "ana").await;
+    let mut ben = person(&app, "ben").await;
+    let (_, voice) = community(&ana, &[&ben]).await;
+    ana.join(voice).await;
+    // Ana talks alone until the SFU says she speaks (the speaker hears it too).
+    let start = Instant::now();
+    let mut n = 0;
+    let speaking = |p: &Person| p.seen.iter().any(|(t, d, _)| t == event_name::VOICE_SPEAKING && d["speaking"] == true);
+    while !speaking(&ana) && start.elapsed() < Duration::from_secs(20) {
+        n += 1;
+        ana.pump(Duration::from_millis(20)).await;
+        if let Some(peer) = ana.peer.as_mut().filter(|peer| peer.is_connected()) {
+            peer.send_frames(Source::Microphone, &[&frame("ana", Source::Microphone, n)]).await.expect("sent");
+        }
+    }
+    assert!(speaking(&ana), "Ana's audio level makes her a speaker");
+    // Ben joins while she is still speaking (it holds a second after her last loud packet):
+    // no change comes, yet he is told right after VOICE_READY.
+    ben.join(voice).await;
+    let told = ben.expect(event_name::VOICE_SPEAKING).await;
+    assert_eq!(told["user_id"], ana.id.to_string());
+    assert_eq!(told["speaking"], true);
+    assert_eq!(told["channel_id"], voice.to_string());
     app.shutdown().await;
 }
 

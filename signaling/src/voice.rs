@@ -499,6 +499,8 @@ struct Participant {
     last_offer: Option<u64>,
     /// Tracks it publishes.
     tracks: Vec<(u64, TrackKind)>,
+    /// Speaking now, as the SFU last said (a newcomer is told who already is).
+    speaking: bool,
 }
 
 impl Participant {
@@ -785,6 +787,7 @@ impl Actor {
             joined_at: copains_backend::store::now_ms(),
             ready: false,
             last_offer: None,
+            speaking: false,
             tracks: Vec::new(),
         };
         let rules = participant.rules();
@@ -822,7 +825,20 @@ impl Actor {
             participants,
         };
         let state = p.state();
-        self.publish(topic, event_name::VOICE_READY, &ready).await;
+        self.publish(topic.clone(), event_name::VOICE_READY, &ready).await;
+        // VOICE_SPEAKING comes on changes only: the newcomer learns who is speaking already.
+        let speaking: Vec<VoiceSpeaking> = self
+            .rooms
+            .get(&channel)
+            .into_iter()
+            .flat_map(|r| r.values())
+            .filter_map(|v| self.parts.get(v))
+            .filter(|o| o.speaking && o.voice_session != voice_session)
+            .map(|o| VoiceSpeaking { channel_id: channel, user_id: o.user, device_id: o.device, speaking: true })
+            .collect();
+        for s in speaking {
+            self.publish(topic.clone(), event_name::VOICE_SPEAKING, &s).await;
+        }
         self.announce(channel, state);
         // The permissions were read before this join was queued: a kick or a role change in
         // between is caught by checking them once more.
@@ -1059,7 +1075,9 @@ impl Actor {
             }
             SfuEvent::Speaking { room, pid, speaking } => {
                 let channel = ChannelId(room as i64);
-                let Some(who) = self.by_pid.get(&pid).and_then(|v| self.parts.get(v)) else { return };
+                let Some(who) = self.by_pid.get(&pid).cloned().and_then(|v| self.parts.get_mut(&v)) else { return };
+                who.speaking = speaking;
+                let who = &*who;
                 let payload = VoiceSpeaking { channel_id: channel, user_id: who.user, device_id: who.device, speaking };
                 let topics: Vec<Topic> = self
                     .rooms

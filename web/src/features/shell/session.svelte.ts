@@ -32,6 +32,7 @@ import { ChannelView } from '../channels/channel-view.svelte';
 import { Communities } from '../servers/communities.svelte';
 import { defaultChannel, groupName } from '../servers/layout';
 import { parseRoute, routePath, sameRoute, type Route } from './route';
+import { Voice, type VoiceState } from '../voice/voice.svelte';
 
 export type SettingsTab = 'profile' | 'password' | 'devices' | 'privacy';
 export type ServerSettingsTab = 'overview' | 'channels' | 'roles' | 'invites' | 'members' | 'bans';
@@ -170,6 +171,8 @@ export class ChatSession {
     createChannel: null as { server: string; parent: string | null; kind: 'text' | 'voice' | 'category' } | null,
     /** "New group" (a group DM). */
     newGroup: false,
+    /** A voice channel shows its text chat instead of the call. */
+    voiceChat: false,
     /** The thread shown beside a channel. */
     thread: null as { channel: string; id: string } | null,
   });
@@ -177,6 +180,8 @@ export class ChatSession {
   route = $state.raw<Route>({ name: 'home' });
   /** The servers and group DMs. */
   readonly communities: Communities;
+  /** Who is in voice, and this page's call. */
+  readonly voice: Voice;
   /** Bumped when a channel's pins changed (the pins popover reloads). */
   pinsChanged = $state<Record<string, number>>({});
 
@@ -213,6 +218,14 @@ export class ChatSession {
     this.#onSignOut = options.onSignOut;
     this.contacts = new Contacts(options.api);
     this.communities = new Communities(new CommunityApi(options.api), options.session.userId);
+    this.voice = new Voice({
+      me: options.session.userId,
+      deviceId: options.session.deviceId,
+      engine: this.engine,
+      send: (op, d) => this.#gateway.send(op, d),
+      iceServers: async () => (await this.api.json<{ ice_servers: RTCIceServer[] }>('GET', '/api/v1/voice/ice-servers')).ice_servers,
+      announce: (text) => this.#announce(text),
+    });
     this.#history = options.history !== undefined ? options.history : typeof history === 'undefined' ? null : history;
     const path = options.initialPath ?? (typeof location === 'undefined' ? '/' : location.pathname);
     this.route = parseRoute(path);
@@ -273,6 +286,7 @@ export class ChatSession {
   async shutdown(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
+    this.voice.stop();
     this.#gateway.stop();
     if (this.#listTimer) clearTimeout(this.#listTimer);
     if (this.#maintainTimer) clearInterval(this.#maintainTimer);
@@ -701,7 +715,17 @@ export class ChatSession {
       this.#applyRoute(false);
     };
     window.addEventListener('popstate', onPopState);
+    const onKeyDown = (e: KeyboardEvent) => this.voice.key(e, true);
+    const onKeyUp = (e: KeyboardEvent) => this.voice.key(e, false);
+    // Push-to-talk lets go when the page loses focus (the key-up would never come).
+    const onBlur = () => this.voice.call?.setTalking(false);
+    window.addEventListener('keydown', onKeyDown);
+    window.addEventListener('keyup', onKeyUp);
+    window.addEventListener('blur', onBlur);
     this.#cleanup.push(
+      () => window.removeEventListener('keydown', onKeyDown),
+      () => window.removeEventListener('keyup', onKeyUp),
+      () => window.removeEventListener('blur', onBlur),
       () => window.removeEventListener('popstate', onPopState),
       () => document.removeEventListener('visibilitychange', onVisibility),
       () => window.removeEventListener('online', onOnline),
@@ -726,6 +750,7 @@ export class ChatSession {
     this.#shownChannel = null;
     for (const [key, view] of this.#channelViews) if (view.channel !== this.activeChannel) this.#channelViews.delete(key);
     this.communities.ready(extra.servers, extra.group_dms);
+    this.voice.ready((extra.servers ?? []) as Array<{ voice_states?: VoiceState[] }>);
     for (const group of this.communities.groupDms) for (const user of group.recipients ?? []) this.contacts.put(user);
     this.#applyRoute(false);
     if (this.linked) this.#drain();
@@ -748,6 +773,7 @@ export class ChatSession {
   }
 
   #dispatch(t: string, d: unknown): void {
+    if (t.startsWith('VOICE_') && this.voice.dispatch(t, d)) return;
     switch (t) {
       case 'ENVELOPE': {
         const id = (d as { id?: unknown }).id;

@@ -124,6 +124,50 @@ export interface paths {
         patch: operations["edit_channel"];
         trace?: never;
     };
+    "/api/v1/channels/{channel_id}/bundles": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Claims prekey bundles for recipient devices of the channel, to start the pairwise sessions
+         *     a key distribution rides: one request for up to 1,000 devices where `GET
+         *     /api/v1/keys/{user_id}` serves one user. Each device named that is a recipient of the
+         *     channel now (and not the caller's own) gets one bundle, taking one one-time prekey of each
+         *     kind; the others are left out. Rate-limited by devices claimed (`channel_key_claims_*`).
+         */
+        post: operations["claim_bundles"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/channels/{channel_id}/device-lists": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * The signed device lists of readers of the channel (up to 1,000 users in one request; the
+         *     ones who do not read it or have no list are left out). The caller checks each list's
+         *     signature against the account key it trusts, as with `GET /api/v1/users/{id}/device-list`.
+         */
+        post: operations["device_lists"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/channels/{channel_id}/messages": {
         parameters: {
             query?: never;
@@ -157,7 +201,8 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /** One message (in the channel or in one of its threads), with its reactions. */
+        get: operations["message"];
         put?: never;
         post?: never;
         /**
@@ -292,6 +337,27 @@ export interface paths {
          *     deleted. `CHANNEL_DELETE` goes to the one removed, `CHANNEL_UPDATE` to the others.
          */
         delete: operations["remove_recipient"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/channels/{channel_id}/sender-keys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Key distributions alone, for the view they were made on: what does not fit in the request
+         *     of the write they precede. Checked and queued as a send's distributions are; nothing is
+         *     stored but the envelopes.
+         */
+        post: operations["send_sender_keys"];
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -664,6 +730,29 @@ export interface paths {
         options?: never;
         head?: never;
         patch?: never;
+        trace?: never;
+    };
+    "/api/v1/servers/{server_id}/members/{user_id}/voice": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        /**
+         * Mute, deafen, move or disconnect a member who is in a voice channel of the server (moderate
+         *     members; only a member whose highest role is below the caller's, or the caller). A move
+         *     needs a voice channel of this server the member may connect to; `channel_id: null`
+         *     disconnects. The member's `VOICE_STATE_UPDATE` goes to everyone who may view the channel;
+         *     a moved or disconnected member gets `VOICE_DISCONNECT` (with `move_to` for a move).
+         */
+        patch: operations["moderate"];
         trace?: never;
     };
     "/api/v1/servers/{server_id}/roles": {
@@ -1045,6 +1134,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/voice/ice-servers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The STUN and TURN servers to give the `RTCPeerConnection` before joining voice, with TURN
+         *     credentials valid until `expires_at` (coturn `use-auth-secret`). Empty when the platform
+         *     hands out none (the SFU's own address is reachable).
+         */
+        get: operations["ice_servers"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/healthz": {
         parameters: {
             query?: never;
@@ -1163,6 +1273,11 @@ export interface components {
             server_id?: null | components["schemas"]["ServerId"];
             /** @description Topic. */
             topic?: string | null;
+            /**
+             * Format: int32
+             * @description A voice channel's cap on participants (0: none but the server's own, 100).
+             */
+            user_limit?: number;
         };
         /**
          * @description 64-bit snowflake id as a decimal string
@@ -1225,6 +1340,22 @@ export interface components {
              */
             view: number;
         };
+        /**
+         * @description `POST /api/v1/channels/{id}/bundles`: prekey bundles of some of the channel's recipient
+         *     devices, to start the sessions a key distribution rides (one request for many devices).
+         */
+        ClaimBundles: {
+            /** @description 1 to [`CLAIM_MAX`] devices. */
+            devices: components["schemas"]["DeviceAddress"][];
+        };
+        /**
+         * @description The answer to [`ClaimBundles`]: a bundle for each named device that is a recipient of the
+         *     channel now and receives, grouped by user (the others are left out).
+         */
+        ClaimedBundles: {
+            /** @description By user, in user order. */
+            users: components["schemas"]["UserBundles"][];
+        };
         /** @description `POST /api/v1/auth/register` and `POST /api/v1/auth/login`. */
         Credentials: {
             /** @description Name for the device this login creates (e.g. "Firefox on Linux"). */
@@ -1257,6 +1388,13 @@ export interface components {
             /** @description Name the user gave it. */
             name: string;
         };
+        /** @description One device of one member. */
+        DeviceAddress: {
+            /** @description Their device. */
+            device_id: components["schemas"]["DeviceId"];
+            /** @description The member. */
+            user_id: components["schemas"]["UserId"];
+        };
         /** @description The prekey bundle of one device. */
         DeviceBundle: {
             /** @description The device. */
@@ -1283,6 +1421,14 @@ export interface components {
          *     protocol device id).
          */
         DeviceId: number;
+        /**
+         * @description The answer to [`ReadDeviceLists`]: the list of each named user who reads the channel and
+         *     has one (the others are left out).
+         */
+        DeviceLists: {
+            /** @description In user order. */
+            lists: components["schemas"]["MemberDeviceList"][];
+        };
         /**
          * @description A sender key distribution (or any pairwise envelope) for one device, riding a channel send:
          *     queued for that device as an `ENVELOPE` in the same transaction as the message.
@@ -1326,6 +1472,11 @@ export interface components {
             position?: number | null;
             /** @description New topic (empty clears it). */
             topic?: string | null;
+            /**
+             * Format: int32
+             * @description A voice channel's cap on participants (0 to 99; 0: none).
+             */
+            user_limit?: number | null;
         };
         /** @description `PATCH /api/v1/channels/{id}/messages/{message_id}` (the author only): a new ciphertext. */
         EditChannelMessage: {
@@ -1415,6 +1566,25 @@ export interface components {
             details?: Record<string, never> | null;
             /** @description Human-readable explanation, safe to show to the user. */
             message: string;
+        };
+        /** @description A TURN or STUN server for the client's `RTCPeerConnection`. */
+        IceServer: {
+            /** @description Its credential (HMAC of the user name with the TURN server's shared secret). */
+            credential?: string | null;
+            /** @description `turn:host:port?transport=udp`, `turns:…`, `stun:…`. */
+            urls: string[];
+            /** @description Time-limited TURN user name (`<expiry>:<user id>`). */
+            username?: string | null;
+        };
+        /** @description `GET /api/v1/voice/ice-servers`. */
+        IceServers: {
+            /**
+             * Format: int64
+             * @description When the TURN credentials expire (Unix seconds; 0 without TURN).
+             */
+            expires_at: number;
+            /** @description The servers (empty when the SFU is reachable directly). */
+            ice_servers: components["schemas"]["IceServer"][];
         };
         /** @description An invite. */
         Invite: {
@@ -1526,6 +1696,13 @@ export interface components {
             /** @description Who. */
             user: components["schemas"]["PublicUser"];
         };
+        /** @description One member's signed device list. */
+        MemberDeviceList: {
+            /** @description Their list, as `GET /api/v1/users/{id}/device-list` gives it. */
+            signed: components["schemas"]["SignedDeviceList"];
+            /** @description The member. */
+            user_id: components["schemas"]["UserId"];
+        };
         /**
          * @description 64-bit snowflake id as a decimal string
          * @example 1234567890123456789
@@ -1557,6 +1734,11 @@ export interface components {
             position?: number | null;
             /** @description Topic. */
             topic?: string | null;
+            /**
+             * Format: int32
+             * @description A voice channel's cap on participants (0 to 99; 0: none).
+             */
+            user_limit?: number | null;
         };
         /** @description `POST /api/v1/channels` (group DM): its members besides the creator (1–24). */
         NewGroupDm: {
@@ -1763,6 +1945,14 @@ export interface components {
          * @example 1234567890123456789
          */
         ReactionId: string;
+        /**
+         * @description `POST /api/v1/channels/{id}/device-lists`: the signed device lists of some of the
+         *     channel's readers.
+         */
+        ReadDeviceLists: {
+            /** @description 1 to [`CLAIM_MAX`] users. */
+            users: components["schemas"]["UserId"][];
+        };
         /** @description `GET /readyz` answer. */
         Readiness: {
             /** @description Whether the database answered. */
@@ -1874,6 +2064,31 @@ export interface components {
              */
             server_timestamp: number;
         };
+        /**
+         * @description `POST /api/v1/channels/{id}/sender-keys`: key distributions alone, checked against the view
+         *     as a send is and queued the same way. A client whose distributions would not fit in the
+         *     request of its write sends the rest first with this.
+         */
+        SendSenderKeys: {
+            /** @description At least one. */
+            distributions: components["schemas"]["Distribution"][];
+            /**
+             * Format: int64
+             * @description As for a send.
+             */
+            view: number;
+        };
+        /**
+         * @description The answer to [`SendSenderKeys`]: when the distributions were queued (their envelopes'
+         *     server timestamp, which a device that cannot decrypt one names when it asks for it again).
+         */
+        SenderKeysSent: {
+            /**
+             * Format: int64
+             * @description Milliseconds since the epoch.
+             */
+            sent_at: number;
+        };
         /** @description A server (guild). */
         Server: {
             /**
@@ -1911,6 +2126,8 @@ export interface components {
             roles: components["schemas"]["Role"][];
             /** @description The server. */
             server: components["schemas"]["Server"];
+            /** @description Who is in the voice channels this member may view (filled by the gateway). */
+            voice_states?: components["schemas"]["VoiceState"][];
         };
         /**
          * @description 64-bit snowflake id as a decimal string
@@ -2057,6 +2274,47 @@ export interface components {
          * @example 1234567890123456789
          */
         UserId: string;
+        /**
+         * @description `PATCH /api/v1/servers/{server_id}/members/{user_id}/voice`: a moderator's action on a
+         *     member in voice (the fields given change).
+         */
+        VoiceModeration: {
+            /** @description Move to this voice channel; `null` disconnects. Absent: stays. */
+            channel_id?: string | null;
+            /** @description Server deafen. */
+            deaf?: boolean | null;
+            /** @description Server mute. */
+            mute?: boolean | null;
+        };
+        /**
+         * @description Someone's voice state (`VOICE_STATE_UPDATE`, and in READY's servers). A user with
+         *     `channel_id: null` left voice.
+         */
+        VoiceState: {
+            channel_id?: null | components["schemas"]["ChannelId"];
+            /** @description Deafened by a moderator. */
+            deaf: boolean;
+            /** @description The device they joined from. */
+            device_id: components["schemas"]["DeviceId"];
+            /**
+             * Format: int64
+             * @description When they joined (Unix milliseconds).
+             */
+            joined_at: number;
+            /** @description Muted by a moderator (or without the permission to speak). */
+            mute: boolean;
+            /** @description Deafened by themselves. */
+            self_deaf: boolean;
+            /** @description Muted by themselves. */
+            self_mute: boolean;
+            /** @description Sharing a screen. */
+            self_stream: boolean;
+            /** @description Camera on. */
+            self_video: boolean;
+            server_id?: null | components["schemas"]["ServerId"];
+            /** @description The user. */
+            user_id: components["schemas"]["UserId"];
+        };
     };
     responses: never;
     parameters: never;
@@ -2532,6 +2790,126 @@ export interface operations {
             };
         };
     };
+    claim_bundles: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description channel id */
+                channel_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ClaimBundles"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ClaimedBundles"];
+                };
+            };
+            /** @description malformed body, no device or more than 1,000 */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such channel, or the caller may not read it */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    device_lists: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description channel id */
+                channel_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ReadDeviceLists"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeviceLists"];
+                };
+            };
+            /** @description malformed body, no user or more than 1,000 */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such channel, or the caller may not read it */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
     history: {
         parameters: {
             query?: never;
@@ -2673,6 +3051,63 @@ export interface operations {
             };
             /** @description ciphertext or a distribution too large */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    message: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description channel id */
+                channel_id: string;
+                /** @description message id */
+                message_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChannelMessage"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such channel (or not readable by the caller), or no such message in it since the caller joined */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3354,6 +3789,83 @@ export interface operations {
             };
             /** @description no such group DM (or the caller is not in it), or that user is not in it */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    send_sender_keys: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description channel id */
+                channel_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SendSenderKeys"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SenderKeysSent"];
+                };
+            };
+            /** @description malformed body, no distribution, a bad distribution, a category */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such channel, or the caller may not read it */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description view_stale (details: the current ChannelRecipients) or queue_full; nothing was queued */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            413: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4962,6 +5474,95 @@ export interface operations {
             };
         };
     };
+    moderate: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description server id */
+                server_id: string;
+                /** @description user id */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["VoiceModeration"];
+            };
+        };
+        responses: {
+            /** @description the member's voice state after the change (`channel_id` null once disconnected or moved) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VoiceState"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no moderate members permission, or the member is at or above the caller */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such server (or not a member), no such member, or the member is not in voice there */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description the channel to move to is not a voice channel of this server the member may connect to */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description voice is not running */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
     roles: {
         parameters: {
             query?: never;
@@ -6339,6 +6940,42 @@ export interface operations {
                 };
             };
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    ice_servers: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["IceServers"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description voice is not running */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

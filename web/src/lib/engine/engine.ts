@@ -16,7 +16,40 @@ import type {
   WasmModule,
 } from './types';
 
-type ChannelCalls = Pick<WasmEngine, 'channelSend' | 'channelEdit' | 'channelDelete' | 'channelReact' | 'channelUnreact' | 'channelHistory' | 'channelPins'>;
+type ChannelCalls = Pick<
+  WasmEngine,
+  'channelSend' | 'channelEdit' | 'channelDelete' | 'channelReact' | 'channelUnreact' | 'channelHistory' | 'channelPins' | 'sealVoiceKeys' | 'openVoiceKey' | 'voicePrivacyCode'
+>;
+
+/** A participant of a voice room, as VOICE_READY and VOICE_EPOCH list them (the server's claim). */
+export interface VoiceParticipant {
+  user_id: string;
+  device_id: number;
+  slot: number;
+}
+
+/** One sealed key share for VOICE_KEYS. */
+export interface VoiceKeyShare {
+  user_id: string;
+  device_id: number;
+  ciphertext: string;
+}
+
+/** This device's media key share sealed for the room: send `keys`; `devices` got one. */
+export interface SealedVoiceKeys {
+  keys: VoiceKeyShare[];
+  /** [user, device, identity key] of each device sealed for. */
+  devices: Array<[string, number, string]>;
+}
+
+/** A VOICE_KEY opened: `share` goes to the media worker; frames it opens are `from_user`'s. */
+export interface OpenedVoiceKey {
+  from_user: string;
+  from_device: number;
+  epoch: number;
+  /** The media key share as JSON for the media worker. */
+  share: { slot: number; generation: number; step: number; material: string };
+}
 
 /** A call's answer that may be a channel entry (or nothing). */
 function parseEntry(text: unknown): ChannelEntry | null {
@@ -187,6 +220,33 @@ export class Engine {
   async channelSend(channel: string, draft: ChannelDraft): Promise<ChannelEntry> {
     const text = await this.#withEvents(() => this.#channel('channelSend', 'send channel messages')(channel, JSON.stringify(draft), this.#now()));
     return JSON.parse(text) as ChannelEntry;
+  }
+
+  /**
+   * Seals this device's media key share (as the media worker gave it) for the devices of the
+   * room that the channel's signed device lists name.
+   */
+  async sealVoiceKeys(channel: string, epoch: number, participants: VoiceParticipant[], share: string): Promise<SealedVoiceKeys> {
+    const text = await this.#withEvents(() =>
+      this.#channel('sealVoiceKeys', 'seal voice keys')(channel, epoch, JSON.stringify(participants), share, this.#now()),
+    );
+    return JSON.parse(text) as SealedVoiceKeys;
+  }
+
+  /** Opens a VOICE_KEY event against the room as last listed; throws when it is refused. */
+  async openVoiceKey(key: unknown, participants: VoiceParticipant[]): Promise<OpenedVoiceKey> {
+    const text = await this.#withEvents(() =>
+      this.#channel('openVoiceKey', 'open voice keys')(JSON.stringify(key), JSON.stringify(participants), this.#now()),
+    );
+    return JSON.parse(text) as OpenedVoiceKey;
+  }
+
+  /** The room's privacy code at `epoch`, or null when a participant is a device no signed list names. */
+  async voicePrivacyCode(channel: string, epoch: number, participants: VoiceParticipant[]): Promise<string | null> {
+    const code = await this.#run(() =>
+      this.#channel('voicePrivacyCode', 'compute voice privacy codes')(channel, epoch, JSON.stringify(participants), this.#now()),
+    );
+    return code ?? null;
   }
 
   /** Replaces the text of one's own message. */

@@ -50,6 +50,10 @@ export interface WasmEngine {
   channelUnreact?(channel: string, message: string, emoji: string, now: number): Promise<string | undefined | void>;
   channelHistory?(channel: string, queryJson: string, now: number): Promise<string>;
   channelPins?(channel: string, now: number): Promise<string>;
+  // Voice (the `voice` feature): media key shares over the pairwise sessions.
+  sealVoiceKeys?(channel: string, epoch: number, participantsJson: string, shareJson: string, now: number): Promise<string>;
+  openVoiceKey?(keyJson: string, participantsJson: string, now: number): Promise<string>;
+  voicePrivacyCode?(channel: string, epoch: number, participantsJson: string, now: number): Promise<string | undefined>;
   free?(): void;
   close?(): void;
 }

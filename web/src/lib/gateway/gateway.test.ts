@@ -238,6 +238,17 @@ describe('Gateway', () => {
     expect(acks.flatMap((f) => f.d.ids)).toEqual(ids);
   });
 
+  it('sends client ops only on an authenticated connection', async () => {
+    const t = setup();
+    t.gw.start();
+    expect(t.gw.send(5, {})).toBe(false);
+    await handshake(t.last());
+    expect(t.gw.send(5, {})).toBe(true);
+    expect(t.last().sent.at(-1)).toEqual({ op: 5, d: {} });
+    t.last().serverClose(1006);
+    expect(t.gw.send(13, { self_mute: true })).toBe(false);
+  });
+
   it('passes other events on and ignores unknown opcodes', async () => {
     const t = setup();
     t.gw.start();

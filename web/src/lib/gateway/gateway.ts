@@ -203,6 +203,16 @@ export class Gateway {
     this.#flushAcks();
   }
 
+  /**
+   * Sends a client op (voice signalling) on the open, authenticated connection; false when
+   * there is none (the caller waits for the next READY or RESUMED).
+   */
+  send(op: number, d: unknown): boolean {
+    if (!this.#socket || !this.#authenticated) return false;
+    this.#send({ op, d });
+    return true;
+  }
+
   #flushAcks(): void {
     if (!this.#socket || !this.#authenticated) return;
     while (this.#pendingAcks.length > 0) {

@@ -1,0 +1,143 @@
+import { describe, expect, it } from 'vitest';
+import type { OpenedVoiceKey, SealedVoiceKeys, VoiceParticipant } from '../engine/engine';
+import { KeyRoom, MAX_KEYS_PER_FRAME, type MediaKeyPort, type VoiceKeyEngine } from './keys';
+
+const ana: VoiceParticipant = { user_id: '1', device_id: 1, slot: 1 };
+const ben: VoiceParticipant = { user_id: '2', device_id: 1, slot: 2 };
+const cleo: VoiceParticipant = { user_id: '3', device_id: 4, slot: 3 };
+
+/** A media worker that counts steps and generations as copains-media does. */
+class FakeMedia implements MediaKeyPort {
+  generation = 0;
+  step = 0;
+  slot = 0;
+  added: string[] = [];
+  forgotten: Array<[number, number]> = [];
+  /** The ratchet is at its last step: the next one starts a generation. */
+  exhausted = false;
+  #share() {
+    return JSON.stringify({ slot: this.slot, generation: this.generation, step: this.step, material: 'm' });
+  }
+  async fresh(slot: number, generation: number) {
+    this.slot = slot;
+    this.generation = generation;
+    this.step = 0;
+    return this.#share();
+  }
+  async ratchet() {
+    if (this.exhausted) {
+      this.generation += 1;
+      this.step = 0;
+    } else this.step += 1;
+    return this.#share();
+  }
+  async nextGeneration() {
+    this.generation += 1;
+    this.step = 0;
+    return this.#share();
+  }
+  async add(share: string) {
+    this.added.push(share);
+  }
+  async forget(slot: number, generation: number) {
+    this.forgotten.push([slot, generation]);
+  }
+}
+
+/** An engine that seals for the listed devices (as a room whose members all read the channel). */
+class FakeEngine implements VoiceKeyEngine {
+  sealed: Array<{ epoch: number; to: string[]; share: string }> = [];
+  refuse = new Set<string>();
+  async sealVoiceKeys(_channel: string, epoch: number, participants: VoiceParticipant[], share: string): Promise<SealedVoiceKeys> {
+    this.sealed.push({ epoch, to: participants.map((p) => p.user_id), share });
+    return {
+      keys: participants.map((p) => ({ user_id: p.user_id, device_id: p.device_id, ciphertext: 'c' })),
+      devices: participants.map((p) => [p.user_id, p.device_id, 'id']),
+    };
+  }
+  async openVoiceKey(key: unknown): Promise<OpenedVoiceKey> {
+    const k = key as { from_user: string; from_device: number; epoch: number; slot: number };
+    if (this.refuse.has(k.from_user)) throw new Error('refused');
+    return { from_user: k.from_user, from_device: k.from_device, epoch: k.epoch, share: { slot: k.slot, generation: 0, step: 0, material: 'x' } };
+  }
+  async voicePrivacyCode(_c: string, epoch: number, participants: VoiceParticipant[]) {
+    return `code-${epoch}-${participants.length}`;
+  }
+}
+
+function setup() {
+  const engine = new FakeEngine();
+  const media = new FakeMedia();
+  const frames: Array<{ epoch: number; keys: unknown[] }> = [];
+  const room = new KeyRoom({ engine, media, send: (d) => frames.push(d) });
+  return { engine, media, frames, room };
+}
+
+const ready = (participants: VoiceParticipant[], slot = 1) => ({ voice_session_id: 'vs', channel_id: '10', slot, epoch: participants.length, participants });
+
+describe('KeyRoom', () => {
+  it('draws a fresh key on VOICE_READY and seals it for every other participant', async () => {
+    const t = setup();
+    await t.room.ready(ready([ana, ben, cleo]));
+    expect(t.media.slot).toBe(1);
+    expect(t.engine.sealed).toEqual([{ epoch: 3, to: ['2', '3'], share: expect.stringContaining('"step":0') }]);
+    expect(t.frames).toHaveLength(1);
+    expect(t.room.state).toMatchObject({ shared: true, privacyCode: 'code-3-3', unvouched: false });
+  });
+
+  it('on a join ratchets and sends only the new step, only to the newcomer', async () => {
+    const t = setup();
+    await t.room.ready(ready([ana, ben]));
+    await t.room.epoch({ voice_session_id: 'vs', channel_id: '10', epoch: 3, cause: 'join', subject: cleo, participants: [ana, ben, cleo] });
+    expect(t.engine.sealed[1]).toEqual({ epoch: 3, to: ['3'], share: expect.stringContaining('"step":1') });
+    expect(t.media.generation).toBe(0);
+  });
+
+  it('sends a ratchet that had to start a generation to everyone', async () => {
+    const t = setup();
+    await t.room.ready(ready([ana, ben]));
+    t.media.exhausted = true;
+    await t.room.epoch({ voice_session_id: 'vs', channel_id: '10', epoch: 3, cause: 'join', subject: cleo, participants: [ana, ben, cleo] });
+    expect(t.engine.sealed[1]!.to).toEqual(['2', '3']);
+  });
+
+  it('on a leave forgets the leaver and sends a fresh generation to those who stay', async () => {
+    const t = setup();
+    await t.room.ready(ready([ana, ben, cleo]));
+    await t.room.key({ voice_session_id: 'vs', from_user: '3', from_device: 4, epoch: 3, slot: 3 } as never);
+    await t.room.key({ voice_session_id: 'vs', from_user: '2', from_device: 1, epoch: 3, slot: 2 } as never);
+    expect(Object.keys(t.room.state.owners)).toEqual(['2', '3']);
+    await t.room.epoch({ voice_session_id: 'vs', channel_id: '10', epoch: 4, cause: 'leave', subject: cleo, participants: [ana, ben] });
+    expect(t.media.forgotten).toEqual([[3, 0]]);
+    expect(Object.keys(t.room.state.owners)).toEqual(['2']);
+    expect(t.engine.sealed[1]).toEqual({ epoch: 4, to: ['2'], share: expect.stringContaining('"generation":1') });
+    expect(t.room.state.privacyCode).toBe('code-4-2');
+  });
+
+  it('counts refused shares and gives them to nobody', async () => {
+    const t = setup();
+    await t.room.ready(ready([ana, ben]));
+    t.engine.refuse.add('2');
+    await t.room.key({ voice_session_id: 'vs', from_user: '2', from_device: 1, epoch: 2, slot: 2 } as never);
+    expect(t.media.added).toEqual([]);
+    expect(t.room.state.refused).toBe(1);
+    expect(t.room.state.owners).toEqual({});
+  });
+
+  it('ignores events of another voice session and stops once closed', async () => {
+    const t = setup();
+    await t.room.ready(ready([ana, ben]));
+    await t.room.epoch({ voice_session_id: 'old', channel_id: '10', epoch: 3, cause: 'join', subject: cleo, participants: [ana, ben, cleo] });
+    expect(t.engine.sealed).toHaveLength(1);
+    t.room.close();
+    await t.room.epoch({ voice_session_id: 'vs', channel_id: '10', epoch: 3, cause: 'join', subject: cleo, participants: [ana, ben, cleo] });
+    expect(t.engine.sealed).toHaveLength(1);
+  });
+
+  it('splits a big room into VOICE_KEYS frames of at most 100 shares', async () => {
+    const t = setup();
+    const room = Array.from({ length: 150 }, (_, i) => ({ user_id: String(i + 1), device_id: 1, slot: i + 1 }));
+    await t.room.ready(ready(room));
+    expect(t.frames.map((f) => f.keys.length)).toEqual([MAX_KEYS_PER_FRAME, 49]);
+  });
+});

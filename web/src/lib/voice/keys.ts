@@ -1,0 +1,198 @@
+/**
+ * The media keys of one voice session (docs/voice.md §6), apart from WebRTC: what this device
+ * does with its own key at each room event, and which key shares of the others it takes.
+ *
+ * - VOICE_READY: a fresh key for this device's slot, sealed for every other participant.
+ * - VOICE_EPOCH `join`: one ratchet step, sealed only for the newcomer (who cannot go back).
+ *   A ratchet that had to start a new generation is new to everyone, so it goes to all.
+ * - VOICE_EPOCH `leave`: the leaver's keys are forgotten and a fresh key one generation up
+ *   goes to everyone who stays, so the leaver cannot read what follows.
+ * - VOICE_KEY: opened by the engine against the room as last listed, then given to the worker.
+ *
+ * Events are handled one at a time, in the order they came; the engine and the worker are
+ * reached through ports so that the choreography can be tested without either.
+ */
+
+import type { OpenedVoiceKey, SealedVoiceKeys, VoiceKeyShare, VoiceParticipant } from '../engine/engine';
+
+/** Key shares per VOICE_KEYS frame (the server's limit). */
+export const MAX_KEYS_PER_FRAME = 100;
+
+/** The engine's voice calls. */
+export interface VoiceKeyEngine {
+  sealVoiceKeys(channel: string, epoch: number, participants: VoiceParticipant[], share: string): Promise<SealedVoiceKeys>;
+  openVoiceKey(key: unknown, participants: VoiceParticipant[]): Promise<OpenedVoiceKey>;
+  voicePrivacyCode(channel: string, epoch: number, participants: VoiceParticipant[]): Promise<string | null>;
+}
+
+/** The media worker's key calls (each returns this device's new share as JSON, where it makes one). */
+export interface MediaKeyPort {
+  fresh(slot: number, generation: number): Promise<string>;
+  ratchet(): Promise<string>;
+  nextGeneration(): Promise<string>;
+  add(share: string): Promise<void>;
+  forget(slot: number, generation: number): Promise<void>;
+}
+
+export interface VoiceReadyKeys {
+  voice_session_id: string;
+  channel_id: string;
+  slot: number;
+  epoch: number;
+  participants: VoiceParticipant[];
+}
+
+export interface VoiceEpochEvent {
+  voice_session_id: string;
+  channel_id: string;
+  epoch: number;
+  cause: 'join' | 'leave';
+  subject: VoiceParticipant;
+  participants: VoiceParticipant[];
+}
+
+/** Whose key a slot holds, as the Signal session that delivered it proves. */
+export interface KeyOwner {
+  user: string;
+  device: number;
+  generation: number;
+}
+
+export interface KeyRoomState {
+  epoch: number;
+  participants: VoiceParticipant[];
+  /** Keys taken from others, by slot. */
+  owners: Record<number, KeyOwner>;
+  /** This device's key went out for the current epoch (false: sealing, or no key yet). */
+  shared: boolean;
+  /** The privacy code of the current epoch (null: computing, or a device nobody vouches for). */
+  privacyCode: string | null;
+  /** A device nobody vouches for is listed in the room. */
+  unvouched: boolean;
+  /** Shares refused (not from a vouched device, wrong channel or slot). */
+  refused: number;
+}
+
+export class KeyRoom {
+  readonly #engine: VoiceKeyEngine;
+  readonly #media: MediaKeyPort;
+  readonly #send: (d: { voice_session_id: string; epoch: number; keys: VoiceKeyShare[] }) => void;
+  readonly #changed: (state: KeyRoomState) => void;
+  #tail: Promise<void> = Promise.resolve();
+  #session = '';
+  #channel = '';
+  #slot = 0;
+  #closed = false;
+  #state: KeyRoomState = { epoch: 0, participants: [], owners: {}, shared: false, privacyCode: null, unvouched: false, refused: 0 };
+
+  constructor(options: {
+    engine: VoiceKeyEngine;
+    media: MediaKeyPort;
+    /** Sends one VOICE_KEYS frame's `d`. */
+    send: (d: { voice_session_id: string; epoch: number; keys: VoiceKeyShare[] }) => void;
+    changed?: (state: KeyRoomState) => void;
+  }) {
+    this.#engine = options.engine;
+    this.#media = options.media;
+    this.#send = options.send;
+    this.#changed = options.changed ?? (() => {});
+  }
+
+  get state(): KeyRoomState {
+    return this.#state;
+  }
+
+  /** Stops handling events (the call ended). */
+  close(): void {
+    this.#closed = true;
+  }
+
+  /** VOICE_READY: a fresh key for this device's slot, to every other participant. */
+  ready(d: VoiceReadyKeys): Promise<void> {
+    return this.#queue(async () => {
+      this.#session = d.voice_session_id;
+      this.#channel = d.channel_id;
+      this.#slot = d.slot;
+      this.#set({ epoch: d.epoch, participants: d.participants, shared: false, privacyCode: null });
+      const share = await this.#media.fresh(d.slot, 0);
+      await this.#seal(d.epoch, this.#others(d.participants), share);
+    });
+  }
+
+  /** VOICE_EPOCH: someone joined (ratchet, to them) or left (fresh key, to everyone). */
+  epoch(d: VoiceEpochEvent): Promise<void> {
+    return this.#queue(async () => {
+      if (d.voice_session_id !== this.#session) return;
+      this.#set({ epoch: d.epoch, participants: d.participants, shared: false, privacyCode: null });
+      if (d.cause === 'join') {
+        const share = await this.#media.ratchet();
+        const fresh = (JSON.parse(share) as { step: number }).step === 0;
+        // A ratchet past its last step starts a new generation: a key nobody has yet.
+        const to = fresh ? this.#others(d.participants) : [d.subject];
+        await this.#seal(d.epoch, to, share);
+      } else {
+        const owners = { ...this.#state.owners };
+        for (const [slot, owner] of Object.entries(owners)) {
+          if (Number(slot) === d.subject.slot || (owner.user === d.subject.user_id && owner.device === d.subject.device_id)) {
+            await this.#media.forget(Number(slot), owner.generation);
+            delete owners[Number(slot)];
+          }
+        }
+        this.#set({ owners });
+        const share = await this.#media.nextGeneration();
+        await this.#seal(d.epoch, this.#others(d.participants), share);
+      }
+    });
+  }
+
+  /** VOICE_KEY: another participant's share, opened by the engine and given to the worker. */
+  key(d: { voice_session_id: string }): Promise<void> {
+    return this.#queue(async () => {
+      if (d.voice_session_id !== this.#session) return;
+      let opened: OpenedVoiceKey;
+      try {
+        opened = await this.#engine.openVoiceKey(d, this.#state.participants);
+      } catch {
+        this.#set({ refused: this.#state.refused + 1 });
+        return;
+      }
+      await this.#media.add(JSON.stringify(opened.share));
+      const owners = { ...this.#state.owners };
+      owners[opened.share.slot] = { user: opened.from_user, device: opened.from_device, generation: opened.share.generation };
+      this.#set({ owners });
+    });
+  }
+
+  #others(participants: VoiceParticipant[]): VoiceParticipant[] {
+    return participants.filter((p) => p.slot !== this.#slot);
+  }
+
+  async #seal(epoch: number, to: VoiceParticipant[], share: string): Promise<void> {
+    if (to.length > 0) {
+      // The engine seals against the whole room as listed, narrowed to `to` here: the
+      // participants it does not list get nothing.
+      const sealed = await this.#engine.sealVoiceKeys(this.#channel, epoch, to, share);
+      if (this.#closed) return;
+      for (let i = 0; i < sealed.keys.length; i += MAX_KEYS_PER_FRAME) {
+        this.#send({ voice_session_id: this.#session, epoch, keys: sealed.keys.slice(i, i + MAX_KEYS_PER_FRAME) });
+      }
+    }
+    const code = await this.#engine.voicePrivacyCode(this.#channel, epoch, this.#state.participants);
+    if (this.#state.epoch === epoch) this.#set({ shared: true, privacyCode: code, unvouched: code === null });
+  }
+
+  #set(patch: Partial<KeyRoomState>): void {
+    if (this.#closed) return;
+    this.#state = { ...this.#state, ...patch };
+    this.#changed(this.#state);
+  }
+
+  #queue(step: () => Promise<void>): Promise<void> {
+    const run = this.#tail.then(async () => {
+      if (!this.#closed) await step();
+    });
+    // One failed step (a seal the engine refused) does not stop the ones after it.
+    this.#tail = run.catch(() => undefined);
+    return run;
+  }
+}
