@@ -211,6 +211,7 @@ export class Call {
     // The SFU's offers that follow wait behind its answer.
     const answer = this.#sdpTail.then(() => this.#pc.setRemoteDescription({ type: 'answer', sdp: d.sdp }));
     this.#sdpTail = answer.catch(() => undefined);
+    void keys.catch(() => undefined);
     await answer;
     await keys;
   }
@@ -483,17 +484,28 @@ export class Voice {
 
   /** Handles a gateway event; true when it was a voice event. */
   dispatch(t: string, d: unknown): boolean {
+    // A payload of the wrong shape (a newer or hostile server) is dropped, never half applied.
+    if (!d || typeof d !== 'object') return t.startsWith('VOICE_');
+    try {
+      return this.#dispatch(t, d);
+    } catch {
+      return true;
+    }
+  }
+
+  #dispatch(t: string, d: unknown): boolean {
     const call = this.call;
     switch (t) {
       case 'VOICE_STATE_UPDATE': {
         const s = d as VoiceState;
+        if (typeof s.user_id !== 'string') return true;
         const { [s.user_id]: _, ...rest } = this.states;
         this.states = s.channel_id ? { ...rest, [s.user_id]: s } : rest;
-        // The server's mute (a moderator, or no SPEAK) shows as such; own claims stay as set.
         return true;
       }
       case 'VOICE_READY': {
         const r = d as Parameters<Call['ready']>[0];
+        if (!Array.isArray(r.participants) || typeof r.sdp !== 'string' || typeof r.slot !== 'number') return true;
         // A READY for a join this page gave up meanwhile is already over on the server: its
         // VOICE_LEAVE or next VOICE_JOIN came after it.
         if (call && call.channelId === r.channel_id && !call.voiceSessionId) {
@@ -503,11 +515,13 @@ export class Voice {
       }
       case 'VOICE_SDP': {
         const o = d as Parameters<Call['offer']>[0];
+        if (!Array.isArray(o.tracks) || typeof o.sdp !== 'string') return true;
         if (call?.voiceSessionId === o.voice_session_id) call.offer(o);
         return true;
       }
       case 'VOICE_EPOCH': {
         const ep = d as VoiceEpochEvent;
+        if (!Array.isArray(ep.participants) || !ep.subject || typeof ep.epoch !== 'number') return true;
         if (call?.voiceSessionId === ep.voice_session_id) call.epoch(ep);
         return true;
       }
@@ -523,7 +537,7 @@ export class Voice {
       }
       case 'VOICE_ERROR': {
         const e = d as { op: number; code: number; message: string; voice_session_id?: string };
-        const text = ERROR_TEXT[e.code] ?? e.message;
+        const text = (Object.hasOwn(ERROR_TEXT, e.code) ? ERROR_TEXT[e.code] : null) ?? String(e.message ?? 'Voice error.');
         if (call && e.op === VoiceOp.Join && !call.voiceSessionId) this.#fail(call, text);
         else this.notice = text;
         return true;
@@ -536,7 +550,7 @@ export class Voice {
           this.notice = DISCONNECT_TEXT.moved!;
           void this.join(call.serverId, x.move_to, { mute: call.muted, deaf: call.deafened });
         } else {
-          this.notice = DISCONNECT_TEXT[x.reason] ?? 'You left voice.';
+          this.notice = (Object.hasOwn(DISCONNECT_TEXT, x.reason) ? DISCONNECT_TEXT[x.reason] : null) ?? 'You left voice.';
           this.#host.announce(this.notice);
         }
         return true;
@@ -591,7 +605,8 @@ export class Voice {
   }
 
   volume(user: string): number {
-    return this.settings.volumes[user] ?? 100;
+    const v = Object.hasOwn(this.settings.volumes, user) ? this.settings.volumes[user] : undefined;
+    return typeof v === 'number' && Number.isFinite(v) ? Math.max(0, Math.min(100, v)) : 100;
   }
 
   setMode(mode: 'voice' | 'ptt', key?: string): void {

@@ -56,9 +56,9 @@ class FakeEngine implements VoiceKeyEngine {
     };
   }
   async openVoiceKey(key: unknown): Promise<OpenedVoiceKey> {
-    const k = key as { from_user: string; from_device: number; epoch: number; slot: number };
+    const k = key as { from_user: string; from_device: number; epoch: number; slot: number; generation?: number };
     if (this.refuse.has(k.from_user)) throw new Error('refused');
-    return { from_user: k.from_user, from_device: k.from_device, epoch: k.epoch, share: { slot: k.slot, generation: 0, step: 0, material: 'x' } };
+    return { from_user: k.from_user, from_device: k.from_device, epoch: k.epoch, share: { slot: k.slot, generation: k.generation ?? 0, step: 0, material: 'x' } };
   }
   async voicePrivacyCode(_c: string, epoch: number, participants: VoiceParticipant[]) {
     return `code-${epoch}-${participants.length}`;
@@ -112,6 +112,37 @@ describe('KeyRoom', () => {
     expect(Object.keys(t.room.state.owners)).toEqual(['2']);
     expect(t.engine.sealed[1]).toEqual({ epoch: 4, to: ['2'], share: expect.stringContaining('"generation":1') });
     expect(t.room.state.privacyCode).toBe('code-4-2');
+  });
+
+  it('treats anyone missing from a "join" list as a leaver, and seals only to newcomers on the list', async () => {
+    const t = setup();
+    await t.room.ready(ready([ana, ben, cleo]));
+    await t.room.key({ voice_session_id: 'vs', from_user: '3', from_device: 4, epoch: 3, slot: 3 } as never);
+    // The server calls it Dan's join, but Cleo vanished from the list: fresh key, to the list.
+    const dan = { user_id: '4', device_id: 1, slot: 4 };
+    await t.room.epoch({ voice_session_id: 'vs', channel_id: '10', epoch: 4, cause: 'join', subject: dan, participants: [ana, ben, dan] });
+    expect(t.engine.sealed[1]).toEqual({ epoch: 4, to: ['2', '4'], share: expect.stringContaining('"generation":1') });
+    expect(t.media.forgotten).toEqual([[3, 0]]);
+    // A "join" whose subject is not on the list seals for nobody new.
+    const eve = { user_id: '5', device_id: 1, slot: 5 };
+    await t.room.epoch({ voice_session_id: 'vs', channel_id: '10', epoch: 5, cause: 'join', subject: eve, participants: [ana, ben, dan] });
+    expect(t.engine.sealed).toHaveLength(2);
+    // A stale or replayed epoch changes nothing.
+    await t.room.epoch({ voice_session_id: 'vs', channel_id: '10', epoch: 4, cause: 'leave', subject: ben, participants: [ana, dan] });
+    expect(t.room.state.epoch).toBe(5);
+    expect(t.room.state.participants).toHaveLength(3);
+  });
+
+  it('forgets every generation of a leaver', async () => {
+    const t = setup();
+    await t.room.ready(ready([ana, ben]));
+    await t.room.key({ voice_session_id: 'vs', from_user: '2', from_device: 1, epoch: 2, slot: 2, generation: 2 } as never);
+    await t.room.epoch({ voice_session_id: 'vs', channel_id: '10', epoch: 3, cause: 'leave', subject: ben, participants: [ana] });
+    expect(t.media.forgotten).toEqual([
+      [2, 0],
+      [2, 1],
+      [2, 2],
+    ]);
   });
 
   it('counts refused shares and gives them to nobody', async () => {

@@ -119,29 +119,40 @@ export class KeyRoom {
     });
   }
 
-  /** VOICE_EPOCH: someone joined (ratchet, to them) or left (fresh key, to everyone). */
+  /**
+   * VOICE_EPOCH: someone joined (ratchet, to them) or left (fresh key, to everyone). The room's
+   * list is checked against the last one rather than trusting `cause`: anyone who vanished from
+   * it is treated as a leaver (a server that drops a listener while calling it a join must not
+   * leave them holding a key that ratchets forward), and a newcomer must be on the list.
+   */
   epoch(d: VoiceEpochEvent): Promise<void> {
     return this.#queue(async () => {
-      if (d.voice_session_id !== this.#session) return;
+      if (d.voice_session_id !== this.#session || d.epoch <= this.#state.epoch) return;
+      const before = this.#state.participants;
+      const same = (a: VoiceParticipant, b: VoiceParticipant) => a.user_id === b.user_id && a.device_id === b.device_id && a.slot === b.slot;
+      const gone = before.filter((p) => !d.participants.some((q) => same(p, q)));
       this.#set({ epoch: d.epoch, participants: d.participants, shared: false, privacyCode: null });
-      if (d.cause === 'join') {
+      if (gone.length === 0 && d.cause === 'join') {
         const share = await this.#media.ratchet();
         const fresh = (JSON.parse(share) as { step: number }).step === 0;
+        const newcomers = d.participants.filter((p) => !before.some((q) => same(p, q)) && p.slot !== this.#slot);
         // A ratchet past its last step starts a new generation: a key nobody has yet.
-        const to = fresh ? this.#others(d.participants) : [d.subject];
-        await this.#seal(d.epoch, to, share);
-      } else {
-        const owners = { ...this.#state.owners };
-        for (const [slot, owner] of Object.entries(owners)) {
-          if (Number(slot) === d.subject.slot || (owner.user === d.subject.user_id && owner.device === d.subject.device_id)) {
-            await this.#media.forget(Number(slot), owner.generation);
-            delete owners[Number(slot)];
-          }
-        }
-        this.#set({ owners });
-        const share = await this.#media.nextGeneration();
-        await this.#seal(d.epoch, this.#others(d.participants), share);
+        await this.#seal(d.epoch, fresh ? this.#others(d.participants) : newcomers, share);
+        return;
       }
+      const owners = { ...this.#state.owners };
+      for (const [key, owner] of Object.entries(owners)) {
+        const slot = Number(key);
+        const left = gone.some((g) => g.slot === slot || (g.user_id === owner.user && g.device_id === owner.device));
+        if (left || (d.cause === 'leave' && slot === d.subject.slot)) {
+          // Every generation of the leaver's slot goes (a new participant may take the slot).
+          for (let g = 0; g <= owner.generation; g++) await this.#media.forget(slot, g);
+          delete owners[slot];
+        }
+      }
+      this.#set({ owners });
+      const share = await this.#media.nextGeneration();
+      await this.#seal(d.epoch, this.#others(d.participants), share);
     });
   }
 

@@ -28,7 +28,14 @@ export class MediaWorker implements MediaKeyPort {
 
   /** Whether this browser can encrypt media frames (RTCRtpScriptTransform). */
   static supported(): boolean {
-    return typeof RTCRtpScriptTransform !== 'undefined';
+    // A browser with the class but without the `transform` attribute would take the assignment
+    // as a plain property and send media in the clear: both must be there.
+    return (
+      typeof RTCRtpScriptTransform !== 'undefined' &&
+      typeof RTCRtpSender !== 'undefined' &&
+      'transform' in RTCRtpSender.prototype &&
+      'transform' in RTCRtpReceiver.prototype
+    );
   }
 
   /** The transform for a sender or a receiver: its frames go through the worker. */
