@@ -362,8 +362,9 @@ export class Call {
     const mid = e.transceiver.mid;
     if (!mid) return;
     const kind = e.track.kind === 'audio' ? 'audio' : 'video';
-    // Frames are decrypted before the decoder sees them; those that do not open are dropped.
-    e.receiver.transform = this.media.transform('recv', kind);
+    // Frames are decrypted before the decoder sees them; those that do not open, or that open
+    // with another sender's key than the one this track was announced for, are dropped.
+    e.receiver.transform = this.media.transform('recv', kind, this.#tracks.get(mid)?.slot);
     this.#streams.set(mid, e.streams[0] ?? new MediaStream([e.track]));
     this.#refreshRemote();
   }

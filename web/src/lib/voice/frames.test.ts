@@ -33,6 +33,15 @@ describe('transformFrame', () => {
     expect(stats.bySlot[7]).toBe(1);
   });
 
+  it('drops a frame that opens with the key of another sender than the track announced', () => {
+    const stats = emptyStats();
+    const f = frame([0xee, 5]);
+    expect(transformFrame(fakeCrypto(true), 'recv', 'audio', f, stats, 3)).toBe(false);
+    expect(stats.failed.audio).toBe(1);
+    expect(stats.opened.audio).toBe(0);
+    expect(transformFrame(fakeCrypto(true), 'recv', 'audio', frame([0xee, 5]), stats, 7)).toBe(true);
+  });
+
   it('drops a frame that does not open and counts it', () => {
     const stats = emptyStats();
     const f = frame([9, 9]);

@@ -42,7 +42,10 @@ export interface EncodedFrame {
 
 /**
  * Transforms one frame. Returns false when the frame must be dropped (not enqueued).
- * `crypto` is undefined while the module loads: the frame is dropped then too.
+ * `crypto` is undefined while the module loads: the frame is dropped then too. On the
+ * receiving side, `slot` is the sender this track was announced for: a frame that opens with
+ * another participant's key is dropped, so a track shown as someone's carries only what their
+ * key sealed (the server cannot play one person's media under another's name).
  */
 export function transformFrame(
   crypto: FrameCrypto | undefined,
@@ -50,6 +53,7 @@ export function transformFrame(
   kind: Kind,
   frame: EncodedFrame,
   stats: FrameStats,
+  slot?: number,
 ): boolean {
   const audio = kind === 'audio';
   const data = new Uint8Array(frame.data);
@@ -69,10 +73,14 @@ export function transformFrame(
     stats.failed[kind] += 1;
     return false;
   }
+  const from = crypto!.last_slot();
+  if (slot !== undefined && from !== slot) {
+    stats.failed[kind] += 1;
+    return false;
+  }
   frame.data = copy(opened);
   stats.opened[kind] += 1;
-  const slot = crypto!.last_slot();
-  stats.bySlot[slot] = (stats.bySlot[slot] ?? 0) + 1;
+  stats.bySlot[from] = (stats.bySlot[from] ?? 0) + 1;
   return true;
 }
 

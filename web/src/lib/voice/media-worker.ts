@@ -44,10 +44,10 @@ const scope = self as unknown as DedicatedWorkerGlobalScope & {
 
 scope.onrtctransform = (event) => {
   const transformer = event.transformer;
-  const { side, kind } = transformer.options as { side: Side; kind: Kind };
+  const { side, kind, slot } = transformer.options as { side: Side; kind: Kind; slot?: number };
   const stream = new TransformStream<RTCEncodedAudioFrame | RTCEncodedVideoFrame, RTCEncodedAudioFrame | RTCEncodedVideoFrame>({
     transform(frame, controller) {
-      if (transformFrame(crypto, side, kind, frame, stats)) controller.enqueue(frame);
+      if (transformFrame(crypto, side, kind, frame, stats, slot)) controller.enqueue(frame);
     },
   });
   transformer.readable.pipeThrough(stream).pipeTo(transformer.writable).catch(() => {

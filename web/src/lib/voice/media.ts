@@ -38,9 +38,12 @@ export class MediaWorker implements MediaKeyPort {
     );
   }
 
-  /** The transform for a sender or a receiver: its frames go through the worker. */
-  transform(side: Side, kind: Kind): RTCRtpScriptTransform {
-    return new RTCRtpScriptTransform(this.#worker, { side, kind });
+  /**
+   * The transform for a sender or a receiver: its frames go through the worker. A receiver's
+   * `slot` is the sender its track was announced for: frames under any other key are dropped.
+   */
+  transform(side: Side, kind: Kind, slot?: number): RTCRtpScriptTransform {
+    return new RTCRtpScriptTransform(this.#worker, slot === undefined ? { side, kind } : { side, kind, slot });
   }
 
   #call<T>(msg: Record<string, unknown>): Promise<T> {
