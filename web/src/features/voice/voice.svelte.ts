@@ -263,7 +263,7 @@ export class Call {
   setDeafened(deaf: boolean): void {
     this.deafened = deaf;
     // Deafened means muted too; undeafening restores the microphone unless it is blocked.
-    this.muted = deaf || !!this.micProblem ? true : false;
+    this.muted = deaf || !!this.micProblem;
     this.#applyMic();
     this.#state({ self_mute: this.muted, self_deaf: this.deafened });
   }
