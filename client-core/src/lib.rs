@@ -10,6 +10,8 @@ pub mod bytes;
 pub mod channel_messages;
 pub mod devices;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod gateway;
 pub mod ids;
 pub mod keys;

@@ -10,6 +10,8 @@
 #![warn(missing_docs)]
 
 pub mod driver;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod munger;
 pub mod room;
 pub mod rtp;

@@ -19,19 +19,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
-use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-pub use peer::{published_tracks, OfferedTrack, SdpError, CLIENT_MLINES_MAX, SDP_MAX_BYTES};
+pub use peer::{
+    accept_offer, add_subscription, published_tracks, Accepted, OfferedTrack, SdpError, CLIENT_MLINES_MAX, SDP_MAX_BYTES,
+};
 use peer::{Inbound, Outbound, Peer};
 
 use crate::room::{Forward, Output, Quality, Room, RoomError, RoomLimits, TrackKind};
@@ -617,31 +617,14 @@ impl Driver {
         if self.peers.contains_key(&pid) {
             return Err(SfuError::AlreadyIn);
         }
-        let offered = published_tracks(offer).map_err(|e| SfuError::InvalidSdp(e.0))?;
-        if offered.len() > self.config.limits.max_tracks {
-            return Err(SfuError::TooManyTracks);
-        }
         if self.rooms.get(&room_key).is_some_and(|r| r.participants().count() >= self.config.limits.max_participants) {
             return Err(SfuError::RoomFull);
         }
-        let (ufrag, pwd) = peer::credentials();
-        let invalid = |e: rtc::shared::error::Error| SfuError::InvalidSdp(e.to_string());
-        let mut pc = peer::build(&ufrag, &pwd, self.local, now).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
-        let description = RTCSessionDescription::offer(offer.to_owned()).map_err(invalid)?;
-        pc.set_remote_description(now, description).map_err(invalid)?;
-        let answer = pc.create_answer(None).map_err(invalid)?;
-        pc.set_local_description(now, answer.clone()).map_err(invalid)?;
-        let receivers: Vec<_> = pc.get_receivers().collect();
-        let audio_level_id = receivers.into_iter().find_map(|id| {
-            pc.rtp_receiver(id).and_then(|mut r| {
-                r.get_parameters()
-                    .rtp_parameters
-                    .header_extensions
-                    .iter()
-                    .find(|e| e.uri == rtc::sdp::extmap::AUDIO_LEVEL_URI)
-                    .map(|e| e.id as u8)
-            })
-        });
+        let peer::Accepted { pc, ufrag, answer, offered, audio_level_id } =
+            peer::accept_offer(offer, self.local, now).map_err(|e| SfuError::InvalidSdp(e.0))?;
+        if offered.len() > self.config.limits.max_tracks {
+            return Err(SfuError::TooManyTracks);
+        }
         let published: Vec<(OfferedTrack, TrackId)> =
             offered.into_iter().enumerate().map(|(i, t)| (t, pid.wrapping_mul(8).wrapping_add(i as u64))).collect();
         let now_ms = self.now_ms(now);
@@ -673,7 +656,7 @@ impl Driver {
                 timeout: None,
             },
         );
-        Ok(Joined { answer: answer.sdp, epoch, tracks })
+        Ok(Joined { answer, epoch, tracks })
     }
 
     fn answer(&mut self, pid: Pid, sdp: String, now: Instant) -> Result<(), SfuError> {
@@ -829,39 +812,7 @@ impl Driver {
                 break s;
             }
         };
-        let (codec_kind, codec) = match kind {
-            TrackKind::Audio => (
-                RtpCodecKind::Audio,
-                RTCRtpCodec {
-                    mime_type: rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS.into(),
-                    clock_rate: 48_000,
-                    channels: 2,
-                    ..Default::default()
-                },
-            ),
-            _ => (
-                RtpCodecKind::Video,
-                RTCRtpCodec {
-                    mime_type: rtc::peer_connection::configuration::media_engine::MIME_TYPE_VP8.into(),
-                    clock_rate: 90_000,
-                    ..Default::default()
-                },
-            ),
-        };
-        let media = MediaStreamTrack::new(
-            publisher.to_string(),
-            track.to_string(),
-            format!("{kind:?}"),
-            codec_kind,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-                codec,
-                ..Default::default()
-            }],
-        );
-        let init =
-            RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, streams: vec![], send_encodings: vec![] };
-        let transceiver = match peer.pc.add_transceiver_from_track(media, Some(init)) {
+        let transceiver = match peer::add_subscription(&mut peer.pc, publisher, track, kind, ssrc) {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(error = %e, "sfu: cannot add a subscription");

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use rand::distr::{Alphanumeric, SampleString};
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc,
 };
@@ -18,9 +19,12 @@ use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
-use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverId};
+use rtc::rtp_transceiver::{
+    RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverId, RTCRtpTransceiverInit,
+};
 use rtc::sansio::Protocol;
 use rtc::sdp::extmap::AUDIO_LEVEL_URI;
 use rtc::shared::error::Error;
@@ -122,6 +126,70 @@ pub fn build(ufrag: &str, pwd: &str, host: SocketAddr, now: Instant) -> Result<R
     .new_candidate_host()?;
     pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
     Ok(pc)
+}
+
+/// A client's first offer, taken by a fresh PC.
+pub struct Accepted {
+    /// The PC, its remote offer and local answer applied.
+    pub pc: RTCPeerConnection,
+    /// Its ICE username fragment (the first STUN request is routed by it).
+    pub ufrag: String,
+    /// The SFU's answer.
+    pub answer: String,
+    /// What the offer publishes.
+    pub offered: Vec<OfferedTrack>,
+    /// The audio-level extension id the offer negotiated, if any.
+    pub audio_level_id: Option<u8>,
+}
+
+/// Reads a client's join offer ([`published_tracks`]), then gives it to a fresh PC and answers:
+/// everything the SFU does with the client's SDP before it touches a room.
+pub fn accept_offer(offer: &str, host: SocketAddr, now: Instant) -> Result<Accepted, SdpError> {
+    let offered = published_tracks(offer)?;
+    let invalid = |e: Error| SdpError(e.to_string());
+    let (ufrag, pwd) = credentials();
+    let mut pc = build(&ufrag, &pwd, host, now).map_err(invalid)?;
+    let description = rtc::peer_connection::sdp::RTCSessionDescription::offer(offer.to_owned()).map_err(invalid)?;
+    pc.set_remote_description(now, description).map_err(invalid)?;
+    let answer = pc.create_answer(None).map_err(invalid)?;
+    pc.set_local_description(now, answer.clone()).map_err(invalid)?;
+    let receivers: Vec<_> = pc.get_receivers().collect();
+    let audio_level_id = receivers.into_iter().find_map(|id| {
+        pc.rtp_receiver(id).and_then(|mut r| {
+            r.get_parameters().rtp_parameters.header_extensions.iter().find(|e| e.uri == AUDIO_LEVEL_URI).map(|e| e.id as u8)
+        })
+    });
+    Ok(Accepted { pc, ufrag, answer: answer.sdp, offered, audio_level_id })
+}
+
+/// Adds a sendonly transceiver to `pc` for `publisher`'s `track`, written with `ssrc`.
+pub fn add_subscription(
+    pc: &mut RTCPeerConnection,
+    publisher: Pid,
+    track: TrackId,
+    kind: TrackKind,
+    ssrc: u32,
+) -> Result<RTCRtpTransceiverId, Error> {
+    let (codec_kind, codec) = match kind {
+        TrackKind::Audio => (
+            RtpCodecKind::Audio,
+            RTCRtpCodec { mime_type: MIME_TYPE_OPUS.into(), clock_rate: 48_000, channels: 2, ..Default::default() },
+        ),
+        _ => (RtpCodecKind::Video, RTCRtpCodec { mime_type: MIME_TYPE_VP8.into(), clock_rate: 90_000, ..Default::default() }),
+    };
+    let media = MediaStreamTrack::new(
+        publisher.to_string(),
+        track.to_string(),
+        format!("{kind:?}"),
+        codec_kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            codec,
+            ..Default::default()
+        }],
+    );
+    let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, streams: vec![], send_encodings: vec![] };
+    pc.add_transceiver_from_track(media, Some(init))
 }
 
 /// A track a client's offer publishes: an m-line it sends on.
