@@ -17,6 +17,9 @@ pub struct MediaCrypto {
     slot: u32,
     generation: u32,
     last_slot: u32,
+    /// Someone left and this device's key for after the leave is not drawn yet: nothing is
+    /// sent under a key the leaver holds.
+    held: bool,
 }
 
 impl Default for MediaCrypto {
@@ -34,7 +37,7 @@ impl MediaCrypto {
     /// No key yet: nothing is sent and nothing opens.
     #[wasm_bindgen(constructor)]
     pub fn new() -> Self {
-        Self { sender: None, receiver: MediaReceiver::default(), slot: 0, generation: 0, last_slot: 0 }
+        Self { sender: None, receiver: MediaReceiver::default(), slot: 0, generation: 0, last_slot: 0, held: false }
     }
 
     /// A fresh random key for `slot` at `generation` (joining, or after someone left: one
@@ -52,6 +55,18 @@ impl MediaCrypto {
     pub fn next_generation(&mut self) -> Result<String, JsError> {
         let generation = self.generation.wrapping_add(1);
         self.fresh_key(self.slot, generation)
+    }
+
+    /// Someone left: stop sending at once. The page calls this as the leave arrives, ahead of
+    /// the seals still queued before it, and [`MediaCrypto::release`]s once the key for after
+    /// the last leave it knows of is drawn.
+    pub fn hold(&mut self) {
+        self.held = true;
+    }
+
+    /// Sends again (see [`MediaCrypto::hold`]).
+    pub fn release(&mut self) {
+        self.held = false;
     }
 
     /// Someone joined: one ratchet step. Returns the new step's share (for the newcomer).
@@ -78,8 +93,11 @@ impl MediaCrypto {
         self.receiver.forget(slot, generation);
     }
 
-    /// Encrypts one encoded frame; `undefined` without a key (drop the frame).
+    /// Encrypts one encoded frame; `undefined` without a key or while held (drop the frame).
     pub fn encrypt(&mut self, frame: &[u8], audio: bool) -> Option<Vec<u8>> {
+        if self.held {
+            return None;
+        }
         let sender = self.sender.as_mut()?;
         sender.encrypt(frame, clear_bytes(audio, frame)).ok()
     }

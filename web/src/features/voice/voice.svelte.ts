@@ -286,64 +286,57 @@ export class Call {
     if (this.#mic) this.#mic.enabled = !this.muted && !this.deafened && (!this.#pttMode || this.talking);
   }
 
-  async setCamera(on: boolean): Promise<void> {
-    if (!this.#tx) return;
-    this.cameraProblem = null;
-    if (!on) {
-      await this.#tx.camera.sender.replaceTrack(null);
-      for (const t of this.camera?.getTracks() ?? []) t.stop();
-      this.camera = null;
-      this.#state({ self_video: false });
-      return;
-    }
-    let stream: MediaStream;
-    try {
-      stream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } } });
-    } catch (e) {
-      this.cameraProblem = mediaProblem(e, 'camera');
-      return;
-    }
-    if (this.#ended) {
-      for (const t of stream.getTracks()) t.stop();
-      return;
-    }
-    const track = stream.getVideoTracks()[0]!;
-    track.contentHint = 'motion';
-    await this.#tx.camera.sender.replaceTrack(track);
-    this.camera = stream;
-    this.#state({ self_video: true });
+  setCamera(on: boolean): Promise<void> {
+    return this.#setVideo('camera', on, async () => {
+      const stream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } } });
+      stream.getVideoTracks()[0]!.contentHint = 'motion';
+      return stream;
+    });
   }
 
-  async setScreen(on: boolean): Promise<void> {
+  setScreen(on: boolean): Promise<void> {
+    return this.#setVideo('screen', on, async () => {
+      const stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15 } }, audio: false });
+      const track = stream.getVideoTracks()[0]!;
+      track.contentHint = 'detail';
+      // The browser's own "Stop sharing" button ends the track.
+      track.onended = () => {
+        if (this.screen === stream) void this.setScreen(false);
+      };
+      return stream;
+    });
+  }
+
+  /** Turns the camera or the screen share on (with what `open` captures) or off. */
+  async #setVideo(source: 'camera' | 'screen', on: boolean, open: () => Promise<MediaStream>): Promise<void> {
     if (!this.#tx) return;
-    this.screenProblem = null;
+    const sender = this.#tx[source].sender;
+    const problem = `${source}Problem` as const;
+    const flag = source === 'camera' ? 'self_video' : 'self_stream';
+    this[problem] = null;
     if (!on) {
-      await this.#tx.screen.sender.replaceTrack(null);
-      for (const t of this.screen?.getTracks() ?? []) t.stop();
-      this.screen = null;
-      this.#state({ self_stream: false });
+      await sender.replaceTrack(null);
+      for (const t of this[source]?.getTracks() ?? []) t.stop();
+      this[source] = null;
+      this.#state({ [flag]: false });
       return;
     }
     let stream: MediaStream;
     try {
-      stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15 } }, audio: false });
+      stream = await open();
     } catch (e) {
-      if (!(e instanceof DOMException && e.name === 'NotAllowedError')) this.screenProblem = mediaProblem(e, 'screen');
+      // Closing the screen picker is a choice, not a problem.
+      const cancelled = source === 'screen' && e instanceof DOMException && e.name === 'NotAllowedError';
+      if (!cancelled) this[problem] = mediaProblem(e, source);
       return;
     }
     if (this.#ended) {
       for (const t of stream.getTracks()) t.stop();
       return;
     }
-    const track = stream.getVideoTracks()[0]!;
-    track.contentHint = 'detail';
-    // The browser's own "Stop sharing" button ends the track.
-    track.onended = () => {
-      if (this.screen === stream) void this.setScreen(false);
-    };
-    await this.#tx.screen.sender.replaceTrack(track);
-    this.screen = stream;
-    this.#state({ self_stream: true });
+    await sender.replaceTrack(stream.getVideoTracks()[0]!);
+    this[source] = stream;
+    this.#state({ [flag]: true });
   }
 
   /** Asks the SFU for a layer of each video track (the focused one high, small tiles low). */

@@ -13,6 +13,9 @@ class FakeMedia implements MediaKeyPort {
   slot = 0;
   added: string[] = [];
   forgotten: Array<[number, number]> = [];
+  /** Whether sending is held, and what was done in order. */
+  held = false;
+  log: string[] = [];
   /** The ratchet is at its last step: the next one starts a generation. */
   exhausted = false;
   #share() {
@@ -34,7 +37,16 @@ class FakeMedia implements MediaKeyPort {
   async nextGeneration() {
     this.generation += 1;
     this.step = 0;
+    this.log.push(`generation ${this.generation}`);
     return this.#share();
+  }
+  async hold() {
+    this.held = true;
+    this.log.push('hold');
+  }
+  async release() {
+    this.held = false;
+    this.log.push('release');
   }
   async add(share: string) {
     this.added.push(share);
@@ -48,7 +60,10 @@ class FakeMedia implements MediaKeyPort {
 class FakeEngine implements VoiceKeyEngine {
   sealed: Array<{ epoch: number; to: string[]; share: string }> = [];
   refuse = new Set<string>();
+  /** While set, seals wait for it (a slow session set-up). */
+  gate: Promise<void> | null = null;
   async sealVoiceKeys(_channel: string, epoch: number, participants: VoiceParticipant[], share: string): Promise<SealedVoiceKeys> {
+    if (this.gate) await this.gate;
     this.sealed.push({ epoch, to: participants.map((p) => p.user_id), share });
     return {
       keys: participants.map((p) => ({ user_id: p.user_id, device_id: p.device_id, ciphertext: 'c' })),
@@ -112,6 +127,43 @@ describe('KeyRoom', () => {
     expect(Object.keys(t.room.state.owners)).toEqual(['2']);
     expect(t.engine.sealed[1]).toEqual({ epoch: 4, to: ['2'], share: expect.stringContaining('"generation":1') });
     expect(t.room.state.privacyCode).toBe('code-4-2');
+  });
+
+  it('stops sending the moment a leave arrives, ahead of seals still queued, until the new generation is drawn', async () => {
+    const t = setup();
+    await t.room.ready(ready([ana, ben]));
+    expect(t.media.log).toEqual(['release']);
+    t.media.log = [];
+    let open = () => {};
+    t.engine.gate = new Promise((resolve) => (open = resolve));
+    // Cleo joins (a slow seal to her), then leaves: the leave waits behind that seal...
+    const join = t.room.epoch({ voice_session_id: 'vs', channel_id: '10', epoch: 3, cause: 'join', subject: cleo, participants: [ana, ben, cleo] });
+    expect(t.media.held).toBe(false);
+    const leave = t.room.epoch({ voice_session_id: 'vs', channel_id: '10', epoch: 4, cause: 'leave', subject: cleo, participants: [ana, ben] });
+    // ...but nothing more is sent under the key she was given.
+    expect(t.media.held).toBe(true);
+    open();
+    await Promise.all([join, leave]);
+    expect(t.media.held).toBe(false);
+    expect(t.media.log).toEqual(['hold', 'generation 1', 'release']);
+  });
+
+  it('stays held through a leave until the key for after the last leave that arrived is drawn', async () => {
+    const t = setup();
+    const dan = { user_id: '4', device_id: 1, slot: 4 };
+    await t.room.ready(ready([ana, ben, cleo, dan]));
+    t.media.log = [];
+    let open = () => {};
+    t.engine.gate = new Promise((resolve) => (open = resolve));
+    const first = t.room.epoch({ voice_session_id: 'vs', channel_id: '10', epoch: 5, cause: 'leave', subject: cleo, participants: [ana, ben, dan] });
+    // Dan's "join" list drops him without saying so: a leave all the same.
+    const eve = { user_id: '5', device_id: 1, slot: 5 };
+    const second = t.room.epoch({ voice_session_id: 'vs', channel_id: '10', epoch: 6, cause: 'join', subject: eve, participants: [ana, ben, eve] });
+    open();
+    await Promise.all([first, second]);
+    // Generation 1 went to Dan too (he was listed at epoch 5): it never sent a frame.
+    expect(t.media.log).toEqual(['hold', 'hold', 'generation 1', 'generation 2', 'release']);
+    expect(t.media.held).toBe(false);
   });
 
   it('treats anyone missing from a "join" list as a leaver, and seals only to newcomers on the list', async () => {

@@ -6,7 +6,9 @@
  * - VOICE_EPOCH `join`: one ratchet step, sealed only for the newcomer (who cannot go back).
  *   A ratchet that had to start a new generation is new to everyone, so it goes to all.
  * - VOICE_EPOCH `leave`: the leaver's keys are forgotten and a fresh key one generation up
- *   goes to everyone who stays, so the leaver cannot read what follows.
+ *   goes to everyone who stays, so the leaver cannot read what follows. Sending stops the
+ *   moment the leave arrives (ahead of seals still queued) and starts again only once the key
+ *   for after the last leave that arrived is drawn.
  * - VOICE_KEY: opened by the engine against the room as last listed, then given to the worker.
  *
  * Events are handled one at a time, in the order they came; the engine and the worker are
@@ -30,6 +32,10 @@ export interface MediaKeyPort {
   fresh(slot: number, generation: number): Promise<string>;
   ratchet(): Promise<string>;
   nextGeneration(): Promise<string>;
+  /** Stops sending (someone left). */
+  hold(): Promise<void>;
+  /** Sends again. */
+  release(): Promise<void>;
   add(share: string): Promise<void>;
   forget(slot: number, generation: number): Promise<void>;
 }
@@ -73,6 +79,8 @@ export interface KeyRoomState {
   refused: number;
 }
 
+const same = (a: VoiceParticipant, b: VoiceParticipant) => a.user_id === b.user_id && a.device_id === b.device_id && a.slot === b.slot;
+
 export class KeyRoom {
   readonly #engine: VoiceKeyEngine;
   readonly #media: MediaKeyPort;
@@ -83,6 +91,10 @@ export class KeyRoom {
   #channel = '';
   #slot = 0;
   #closed = false;
+  /** The room as last listed by an event that arrived (not yet handled, maybe). */
+  #arrived: { session: string; epoch: number; participants: VoiceParticipant[] } = { session: '', epoch: 0, participants: [] };
+  /** The epoch of the last leave that arrived: sending is held until a key after it is drawn. */
+  #leaveArrived = 0;
   #state: KeyRoomState = { epoch: 0, participants: [], owners: {}, shared: false, privacyCode: null, unvouched: false, refused: 0 };
 
   constructor(options: {
@@ -109,12 +121,15 @@ export class KeyRoom {
 
   /** VOICE_READY: a fresh key for this device's slot, to every other participant. */
   ready(d: VoiceReadyKeys): Promise<void> {
+    if (d.voice_session_id !== this.#arrived.session) this.#leaveArrived = 0;
+    this.#arrived = { session: d.voice_session_id, epoch: d.epoch, participants: d.participants };
     return this.#queue(async () => {
       this.#session = d.voice_session_id;
       this.#channel = d.channel_id;
       this.#slot = d.slot;
       this.#set({ epoch: d.epoch, participants: d.participants, shared: false, privacyCode: null });
       const share = await this.#media.fresh(d.slot, 0);
+      await this.#releaseAfter(d.epoch);
       await this.#seal(d.epoch, this.#others(d.participants), share);
     });
   }
@@ -126,10 +141,20 @@ export class KeyRoom {
    * leave them holding a key that ratchets forward), and a newcomer must be on the list.
    */
   epoch(d: VoiceEpochEvent): Promise<void> {
+    const arrived = this.#arrived;
+    if (d.voice_session_id === arrived.session && d.epoch > arrived.epoch) {
+      const leave = d.cause === 'leave' || arrived.participants.some((p) => !d.participants.some((q) => same(p, q)));
+      this.#arrived = { ...arrived, epoch: d.epoch, participants: d.participants };
+      // Not a frame more under the key the leaver holds: the fresh generation may wait
+      // behind seals still queued, the worker stops sending now.
+      if (leave && !this.#closed) {
+        this.#leaveArrived = d.epoch;
+        this.#media.hold().catch(() => undefined);
+      }
+    }
     return this.#queue(async () => {
       if (d.voice_session_id !== this.#session || d.epoch <= this.#state.epoch) return;
       const before = this.#state.participants;
-      const same = (a: VoiceParticipant, b: VoiceParticipant) => a.user_id === b.user_id && a.device_id === b.device_id && a.slot === b.slot;
       const gone = before.filter((p) => !d.participants.some((q) => same(p, q)));
       this.#set({ epoch: d.epoch, participants: d.participants, shared: false, privacyCode: null });
       if (gone.length === 0 && d.cause === 'join') {
@@ -152,6 +177,7 @@ export class KeyRoom {
       }
       this.#set({ owners });
       const share = await this.#media.nextGeneration();
+      await this.#releaseAfter(d.epoch);
       await this.#seal(d.epoch, this.#others(d.participants), share);
     });
   }
@@ -172,6 +198,11 @@ export class KeyRoom {
       owners[opened.share.slot] = { user: opened.from_user, device: opened.from_device, generation: opened.share.generation };
       this.#set({ owners });
     });
+  }
+
+  /** A key was drawn at `epoch`: sending starts again unless a later leave has arrived. */
+  async #releaseAfter(epoch: number): Promise<void> {
+    if (this.#leaveArrived <= epoch) await this.#media.release();
   }
 
   #others(participants: VoiceParticipant[]): VoiceParticipant[] {

@@ -12,6 +12,8 @@ interface MediaModule {
   MediaCrypto: new () => FrameCrypto & {
     fresh_key(slot: number, generation: number): string;
     next_generation(): string;
+    hold(): void;
+    release(): void;
     ratchet(): string;
     share(): string | undefined;
     add_key(share: string): void;
@@ -22,6 +24,8 @@ interface MediaModule {
 type Request =
   | { id: number; type: 'fresh'; slot: number; generation: number }
   | { id: number; type: 'next-generation' }
+  | { id: number; type: 'hold' }
+  | { id: number; type: 'release' }
   | { id: number; type: 'ratchet' }
   | { id: number; type: 'add'; share: string }
   | { id: number; type: 'forget'; slot: number; generation: number }
@@ -67,6 +71,12 @@ scope.onmessage = async (event: MessageEvent<Request>) => {
         break;
       case 'next-generation':
         result = c.next_generation();
+        break;
+      case 'hold':
+        c.hold();
+        break;
+      case 'release':
+        c.release();
         break;
       case 'ratchet':
         result = c.ratchet();

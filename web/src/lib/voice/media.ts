@@ -64,6 +64,12 @@ export class MediaWorker implements MediaKeyPort {
   nextGeneration(): Promise<string> {
     return this.#call({ type: 'next-generation' });
   }
+  hold(): Promise<void> {
+    return this.#call({ type: 'hold' });
+  }
+  release(): Promise<void> {
+    return this.#call({ type: 'release' });
+  }
   add(share: string): Promise<void> {
     return this.#call({ type: 'add', share });
   }
