@@ -11,7 +11,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc,
+    configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
 use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
@@ -50,7 +50,8 @@ pub struct SdpError(pub String);
 
 /// The opus and VP8 codecs, header extensions and RTCP feedback every PC negotiates, and the
 /// interceptors behind them: NACK (answered from a send history, generated for what is
-/// received), sender and receiver reports, transport-wide congestion control feedback, and the
+/// received), sender and receiver reports, transport-wide congestion control feedback to
+/// publishers, and the
 /// keyframe requests (PLI, FIR) of subscribers handed to the SFU.
 fn engine() -> Result<(MediaEngine, rtc::interceptor::Registry), Error> {
     let fb = |typ: &str, parameter: &str| RTCPFeedback { typ: typ.into(), parameter: parameter.into() };
@@ -88,7 +89,10 @@ fn engine() -> Result<(MediaEngine, rtc::interceptor::Registry), Error> {
     let registry = rtc::interceptor::Registry::new();
     let registry = configure_nack(registry, &mut me);
     let registry = configure_rtcp_reports(registry);
-    let registry = configure_twcc(registry, &mut me)?;
+    // Feedback for what publishers send (their browser's bandwidth estimate needs it); no
+    // sequence numbers on what the SFU sends, since nothing estimates the downlink yet: every
+    // subscriber would send feedback the SFU reads and drops.
+    let registry = configure_twcc_receiver_only(registry, &mut me)?;
     let registry = registry.with(Slot::from(14_000), KeyframeRequests::default());
     Ok((me, registry))
 }
@@ -475,6 +479,20 @@ mod tests {
         assert!(refused(data).contains("only audio and video"));
         let no_mid = offer(&[("audio", "sendonly", &[])]).replace("a=mid:0\r\n", "");
         assert!(refused(&no_mid).contains("no mid"));
+    }
+
+    #[test]
+    fn publishers_get_transport_wide_feedback_and_layers_by_rid() {
+        // What Chromium's bandwidth estimate for its uplink needs, and what simulcast needs.
+        let offer = include_str!("../../../fuzz/seeds/sdp_offer/chromium-mic-camera-screen.sdp");
+        let accepted = accept_offer(offer, "127.0.0.1:50000".parse().expect("addr"), Instant::now()).expect("taken");
+        assert!(accepted.answer.contains(rtc::sdp::extmap::TRANSPORT_CC_URI), "{}", accepted.answer);
+        assert!(accepted.answer.contains("a=rtcp-fb:96 transport-cc"), "{}", accepted.answer);
+        assert!(accepted.answer.contains("a=simulcast:recv q;h;f"), "{}", accepted.answer);
+        assert_eq!(
+            accepted.offered.iter().map(|t| t.kind).collect::<Vec<_>>(),
+            [TrackKind::Audio, TrackKind::Camera, TrackKind::Screen]
+        );
     }
 
     #[test]
