@@ -14,11 +14,14 @@ ulimit -n "$(ulimit -Hn)"
 # Auth rate limits are raised: the benchmarks log in far more often than a person would. All
 # their clients come from one address, and the idle-connection benchmark opens ten gateway
 # sessions per account: the gateway's per-address IDENTIFY limit and session caps are raised.
+# The voice room's 101 clients share the machine with the server: a voice peer may take longer
+# than the 15 s connect timeout to finish ICE and DTLS.
 COPAINS_API__RATE_LIMITS__AUTH_BURST=1000000 COPAINS_API__RATE_LIMITS__AUTH_PER_MINUTE=1000000 \
 COPAINS_API__RATE_LIMITS__MESSAGES_BURST=1000000 COPAINS_API__RATE_LIMITS__BUNDLE_FETCHES_BURST=1000000 \
 COPAINS_API__RATE_LIMITS__USER_WRITES_BURST=1000000 \
 COPAINS_API__RATE_LIMITS__IDENTIFY_PER_IP_BURST=1000000 COPAINS_API__RATE_LIMITS__IDENTIFY_PER_IP_PER_MINUTE=1000000 \
 COPAINS_GATEWAY__MAX_SESSIONS_PER_DEVICE=1000 COPAINS_GATEWAY__MAX_SESSIONS_PER_USER=1000 \
+COPAINS_GATEWAY__VOICE__CONNECT_TIMEOUT_MS=120000 \
 COPAINS_LOG=warn "$BIN/copains" serve --bind 127.0.0.1:$PORT --data-dir "$WORK/data" >"$WORK/server.log" 2>&1 &
 PID=$!
 trap 'kill -TERM $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$WORK"' EXIT
@@ -58,6 +61,9 @@ echo "== sustained channel messages per second (SQLite)"
 
 echo "== SFU: one publisher to N listeners (in this process, no server)"
 "$BIN/copains-bench" sfu-fanout --subscribers "${SFU_SIZES:-10,50,100,200}" --seconds "${SFU_SECONDS:-10}"
+
+echo "== an E2EE voice room of 100 through the server: 5 talk, 2 share a screen; re-keying after a leave and a join"
+"$BIN/copains-bench" --url "$URL" voice-room --size "${ROOM_SIZE:-100}" --speakers 5 --screens 2 --seconds "${SFU_SECONDS:-10}" --server-pid $PID
 
 if [ -n "${COPAINS_BENCH_POSTGRES_URL:-}" ]; then
   echo "== sustained channel messages per second (PostgreSQL: $COPAINS_BENCH_POSTGRES_URL)"

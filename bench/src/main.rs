@@ -16,6 +16,7 @@ mod dm;
 mod link;
 mod memory;
 mod sfu;
+mod voice_room;
 
 #[derive(Parser)]
 #[command(name = "copains-bench")]
@@ -84,6 +85,26 @@ enum Cmd {
         /// Seconds measured per count.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+    },
+    /// A big E2EE voice room through the real server: everyone a full client (engine,
+    /// gateway, voice peer); server CPU and loss while some talk and share a screen, and the
+    /// time until everyone is re-keyed after a leave and after a join.
+    VoiceRoom {
+        /// People in the room.
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        /// How many of them talk.
+        #[arg(long, default_value_t = 5)]
+        speakers: usize,
+        /// How many of them share a screen.
+        #[arg(long, default_value_t = 2)]
+        screens: usize,
+        /// Seconds measured while the room talks.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// The server's process id, to read its CPU time.
+        #[arg(long)]
+        server_pid: Option<u32>,
     },
     /// Registers an account and prints an access token (for wrk).
     Token,
@@ -183,6 +204,9 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Cmd::SfuFanout { subscribers, seconds } => sfu::fanout(&subscribers, seconds).await,
+        Cmd::VoiceRoom { size, speakers, screens, seconds, server_pid } => {
+            voice_room::run(&cli.url, size, speakers, screens, seconds, server_pid).await
+        }
         Cmd::Token => {
             let c = Client::new(&cli.url);
             c.register(&unique_name("wrk"), "benchmark-password", Some("bench")).await?;

@@ -55,7 +55,12 @@ fn sfu_thread() -> anyhow::Result<(SfuHandle, mpsc::UnboundedReceiver<SfuEvent>,
 
 /// CPU time (user + system) of one thread of this process.
 fn thread_cpu(tid: &str) -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))?;
+    cpu_time(&format!("/proc/self/task/{tid}/stat"))
+}
+
+/// CPU time (user + system) from a `/proc` `stat` file (a process's or a thread's).
+pub fn cpu_time(stat_path: &str) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(stat_path)?;
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).context("stat")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();

@@ -35,8 +35,13 @@ use crate::ids::{ChannelId, DeviceId, UserId};
 pub const CIPHER_SUITE: CipherSuite = CipherSuite::AesGcm128Sha256;
 /// Bits of a key id that count ratchet steps.
 const RATCHET_BITS: u8 = 8;
-/// How far ahead of its stored key a receiver follows a sender's ratchet on its own.
+/// How far ahead of its stored key a receiver follows a sender's ratchet on its own (each step
+/// is a key derivation a forged frame can make it run).
 const MAX_RATCHET_STEPS: u64 = 16;
+/// Ratchet steps of one generation: the join after the last one starts a new generation, sealed
+/// for everyone. A receiver that saw no frame of a sender through a burst of joins is then never
+/// more than [`MAX_RATCHET_STEPS`] behind it.
+const STEPS_PER_GENERATION: u8 = MAX_RATCHET_STEPS as u8;
 /// Frames a receiver accepts out of order (per key).
 const REPLAY_TOLERANCE: usize = 1024;
 /// Largest clear prefix of a frame (a VP8 keyframe's header is 10 bytes).
@@ -139,8 +144,9 @@ impl MediaSender {
     /// Someone joined: one ratchet step forward. Returns the share for the newcomer (the new
     /// step only).
     pub fn ratchet(&mut self) -> Result<MediaKeyShare, FrameError> {
-        if self.step == u8::MAX {
-            // The step counter would wrap into an earlier key id: a new generation instead.
+        if self.step + 1 >= STEPS_PER_GENERATION {
+            // Receivers who saw no frame since the generation began could not follow further
+            // on their own: a new generation, for everyone.
             *self = Self::fresh(self.slot, self.generation.wrapping_add(1))?;
             return Ok(self.share());
         }
@@ -314,6 +320,27 @@ mod tests {
         // Bob follows the ratchet from the frame's key id, with no message.
         assert_eq!(bob.decrypt(&before, 10), Ok((1, frame(1))));
         assert_eq!(bob.decrypt(&after, 10), Ok((1, frame(2))));
+    }
+
+    #[test]
+    fn a_receiver_that_saw_no_frame_through_a_burst_of_joins_still_reads() {
+        // Forty join while Alice is silent: Bob holds her first key, plus what she seals for
+        // everyone when a generation runs out of steps (a share at step 0).
+        let mut alice = MediaSender::fresh(1, 0).expect("key");
+        let mut bob = MediaReceiver::default();
+        bob.add(&alice.share()).expect("share");
+        let mut generations = 0;
+        for _ in 0..40 {
+            let share = alice.ratchet().expect("ratchet");
+            assert!(share.step < STEPS_PER_GENERATION);
+            if share.step == 0 {
+                generations += 1;
+                bob.add(&share).expect("share");
+            }
+        }
+        assert_eq!(generations, 2, "a new generation every {STEPS_PER_GENERATION} joins");
+        let sealed = alice.encrypt(&frame(5), 10).expect("encrypt");
+        assert_eq!(bob.decrypt(&sealed, 10), Ok((1, frame(5))));
     }
 
     #[test]

@@ -151,6 +151,32 @@ pub struct VoiceKeys {
     pub keys: Vec<KeyShareOut>,
 }
 
+impl VoiceKeys {
+    /// `keys` split into frames the server takes: at most [`KEYS_PER_FRAME_MAX`] shares, and
+    /// well under [`VOICE_FRAME_MAX_BYTES`] of text (a share that starts a Signal session
+    /// carries a post-quantum key: about 2.5 KB of base64, some 28 to a frame).
+    pub fn frames(voice_session_id: &str, epoch: u64, keys: Vec<KeyShareOut>) -> Vec<VoiceKeys> {
+        const ENVELOPE: usize = 256;
+        let mut frames = Vec::new();
+        let mut chunk: Vec<KeyShareOut> = Vec::new();
+        let mut bytes = ENVELOPE + voice_session_id.len();
+        for key in keys {
+            // The ids as text and the JSON around them.
+            let size = key.ciphertext.0.len().div_ceil(3) * 4 + 96;
+            if !chunk.is_empty() && (chunk.len() == KEYS_PER_FRAME_MAX || bytes + size > VOICE_FRAME_MAX_BYTES) {
+                frames.push(VoiceKeys { voice_session_id: voice_session_id.to_owned(), epoch, keys: std::mem::take(&mut chunk) });
+                bytes = ENVELOPE + voice_session_id.len();
+            }
+            bytes += size;
+            chunk.push(key);
+        }
+        if !chunk.is_empty() {
+            frames.push(VoiceKeys { voice_session_id: voice_session_id.to_owned(), epoch, keys: chunk });
+        }
+        frames
+    }
+}
+
 /// A subscriber's wish for one track.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -472,4 +498,37 @@ pub struct VoiceModeration {
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::servers::double_option")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub channel_id: Option<Option<ChannelId>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::ClientMessage;
+
+    fn shares(n: usize, bytes: usize) -> Vec<KeyShareOut> {
+        (0..n)
+            .map(|i| KeyShareOut {
+                user_id: UserId(117_632_502_289_399_808 + i as i64),
+                device_id: DeviceId(i as u32 + 1),
+                ciphertext: vec![0xa5; bytes].into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn key_shares_are_split_into_frames_the_server_takes() {
+        for (n, bytes, frames) in [(150, 120, 2), (99, 1_900, 4), (99, 8 * 1024, 17), (1, 10, 1)] {
+            let keys = shares(n, bytes);
+            let split = VoiceKeys::frames("a-voice-session-id-of-some-length", 7, keys.clone());
+            assert_eq!(split.len(), frames, "{n} shares of {bytes} bytes");
+            for frame in &split {
+                let text = ClientMessage::VoiceKeys(frame.clone()).to_text();
+                assert!(text.len() <= VOICE_FRAME_MAX_BYTES, "{} bytes", text.len());
+                let parsed = ClientMessage::parse(&text).expect("the server reads it");
+                assert!(text.len() <= parsed.frame_limit());
+            }
+            let rejoined: Vec<KeyShareOut> = split.into_iter().flat_map(|f| f.keys).collect();
+            assert_eq!(rejoined, keys, "every share, in order");
+        }
+    }
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { OpenedVoiceKey, SealedVoiceKeys, VoiceParticipant } from '../engine/engine';
-import { KeyRoom, MAX_KEYS_PER_FRAME, type MediaKeyPort, type VoiceKeyEngine } from './keys';
+import { KeyRoom, MAX_KEYS_FRAME_BYTES, MAX_KEYS_PER_FRAME, keyFrames, type MediaKeyPort, type VoiceKeyEngine } from './keys';
 
 const ana: VoiceParticipant = { user_id: '1', device_id: 1, slot: 1 };
 const ben: VoiceParticipant = { user_id: '2', device_id: 1, slot: 2 };
@@ -222,5 +222,18 @@ describe('KeyRoom', () => {
     const room = Array.from({ length: 150 }, (_, i) => ({ user_id: String(i + 1), device_id: 1, slot: i + 1 }));
     await t.room.ready(ready(room));
     expect(t.frames.map((f) => f.keys.length)).toEqual([MAX_KEYS_PER_FRAME, 49]);
+  });
+
+  it('keeps every VOICE_KEYS frame under the server\'s size limit when shares start Signal sessions', () => {
+    // A PreKey message with its post-quantum key: about 1.9 KB, 2.5 KB of base64.
+    const big = Array.from({ length: 99 }, (_, i) => ({ user_id: String(117632502289399808n + BigInt(i)), device_id: i + 1, ciphertext: 'A'.repeat(2536) }));
+    const frames = keyFrames(big);
+    expect(frames.length).toBe(4);
+    for (const keys of frames) {
+      const text = JSON.stringify({ op: 16, d: { voice_session_id: 'a-voice-session-id', epoch: 7, keys } });
+      expect(text.length).toBeLessThanOrEqual(MAX_KEYS_FRAME_BYTES);
+      expect(text.length).toBeLessThanOrEqual(72 * 1024);
+    }
+    expect(frames.flat()).toEqual(big);
   });
 });

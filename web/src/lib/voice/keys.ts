@@ -19,6 +19,28 @@ import type { OpenedVoiceKey, SealedVoiceKeys, VoiceKeyShare, VoiceParticipant }
 
 /** Key shares per VOICE_KEYS frame (the server's limit). */
 export const MAX_KEYS_PER_FRAME = 100;
+/** A VOICE_KEYS frame's text stays under this (the server takes 72 KiB): a share that starts a
+ * Signal session carries a post-quantum key, about 2.5 KB of base64, some 28 to a frame. */
+export const MAX_KEYS_FRAME_BYTES = 70 * 1024;
+
+/** `keys` in frames of at most 100 shares and well under the server's frame size. */
+export function keyFrames(keys: VoiceKeyShare[]): VoiceKeyShare[][] {
+  const frames: VoiceKeyShare[][] = [];
+  let chunk: VoiceKeyShare[] = [];
+  let bytes = 256;
+  for (const key of keys) {
+    const size = JSON.stringify(key).length + 1;
+    if (chunk.length > 0 && (chunk.length === MAX_KEYS_PER_FRAME || bytes + size > MAX_KEYS_FRAME_BYTES)) {
+      frames.push(chunk);
+      chunk = [];
+      bytes = 256;
+    }
+    chunk.push(key);
+    bytes += size;
+  }
+  if (chunk.length > 0) frames.push(chunk);
+  return frames;
+}
 
 /** The engine's voice calls. */
 export interface VoiceKeyEngine {
@@ -215,9 +237,7 @@ export class KeyRoom {
       // participants it does not list get nothing.
       const sealed = await this.#engine.sealVoiceKeys(this.#channel, epoch, to, share);
       if (this.#closed) return;
-      for (let i = 0; i < sealed.keys.length; i += MAX_KEYS_PER_FRAME) {
-        this.#send({ voice_session_id: this.#session, epoch, keys: sealed.keys.slice(i, i + MAX_KEYS_PER_FRAME) });
-      }
+      for (const keys of keyFrames(sealed.keys)) this.#send({ voice_session_id: this.#session, epoch, keys });
     }
     const code = await this.#engine.voicePrivacyCode(this.#channel, epoch, this.#state.participants);
     if (this.#state.epoch === epoch) this.#set({ shared: true, privacyCode: code, unvouched: code === null });
