@@ -162,7 +162,9 @@ impl Bot {
                     return Ok(());
                 }
                 let after: Vec<VoiceParticipant> = serde_json::from_value(d["participants"].clone())?;
-                let same = |a: &VoiceParticipant, b: &VoiceParticipant| a.user_id == b.user_id && a.slot == b.slot;
+                let same = |a: &VoiceParticipant, b: &VoiceParticipant| {
+                    a.user_id == b.user_id && a.device_id == b.device_id && a.slot == b.slot
+                };
                 let gone: Vec<VoiceParticipant> =
                     self.room.iter().filter(|p| !after.iter().any(|q| same(p, q))).cloned().collect();
                 let newcomers: Vec<VoiceParticipant> =
@@ -178,9 +180,7 @@ impl Bot {
                     self.share(to, epoch, share).await;
                 } else {
                     for g in &gone {
-                        for generation in 0..=8 {
-                            peer.keys.forget(g.slot, generation);
-                        }
+                        peer.keys.forget_slot(g.slot);
                     }
                     self.generation += 1;
                     peer.media = MediaSender::fresh(self.slot, self.generation)?;

@@ -178,6 +178,9 @@ impl MediaSender {
 pub struct MediaReceiver {
     keys: RatchetingKeyStore,
     replay: ReplayAttackProtectionStore,
+    /// The generations held of each slot (to forget them all when its participant leaves,
+    /// whatever generations it announced).
+    held: std::collections::HashMap<u32, std::collections::BTreeSet<u32>>,
 }
 
 impl std::fmt::Debug for MediaReceiver {
@@ -191,6 +194,7 @@ impl Default for MediaReceiver {
         Self {
             keys: RatchetingKeyStore::new(RatchetBits::new(RATCHET_BITS), RatchetStepDiff::from(MAX_RATCHET_STEPS)),
             replay: ReplayAttackProtectionStore::new(Tolerance::new(REPLAY_TOLERANCE)),
+            held: std::collections::HashMap::new(),
         }
     }
 }
@@ -208,13 +212,17 @@ impl MediaReceiver {
             .map_err(|_| FrameError::InvalidKey)?;
         self.keys.remove(id.generation());
         self.keys.insert(key);
+        self.held.entry(share.slot).or_default().insert(share.generation);
         Ok(())
     }
 
-    /// Forgets every key of a slot's generation (its participant left, or moved on).
-    pub fn forget(&mut self, slot: u32, generation: u32) {
-        if let Ok(id) = key_id(slot, generation, 0) {
-            self.keys.remove(id.generation());
+    /// Forgets every key held of a slot, of every generation (its participant left; a new
+    /// participant may take the slot).
+    pub fn forget_slot(&mut self, slot: u32) {
+        for generation in self.held.remove(&slot).unwrap_or_default() {
+            if let Ok(id) = key_id(slot, generation, 0) {
+                self.keys.remove(id.generation());
+            }
         }
     }
 
@@ -341,6 +349,27 @@ mod tests {
         assert_eq!(generations, 2, "a new generation every {STEPS_PER_GENERATION} joins");
         let sealed = alice.encrypt(&frame(5), 10).expect("encrypt");
         assert_eq!(bob.decrypt(&sealed, 10), Ok((1, frame(5))));
+    }
+
+    #[test]
+    fn forgetting_a_slot_forgets_every_generation_it_announced() {
+        // A hostile participant announces a far generation, then an ordinary one, then leaves:
+        // nothing of its slot may still open (a colluding SFU could play it as the slot's next
+        // owner).
+        let mut far = MediaSender::fresh(4, 1_000).expect("key");
+        let mut near = MediaSender::fresh(4, 3).expect("key");
+        let mut bob = MediaReceiver::default();
+        bob.add(&far.share()).expect("share");
+        bob.add(&near.share()).expect("share");
+        let (a, b) = (far.encrypt(&frame(1), 10).expect("encrypt"), near.encrypt(&frame(2), 10).expect("encrypt"));
+        bob.forget_slot(4);
+        assert_eq!(bob.decrypt(&a, 10), Err(FrameError::NoKey));
+        assert_eq!(bob.decrypt(&b, 10), Err(FrameError::NoKey));
+        // Other slots are untouched.
+        let mut carol = MediaSender::fresh(5, 0).expect("key");
+        bob.add(&carol.share()).expect("share");
+        bob.forget_slot(4);
+        assert_eq!(bob.decrypt(&carol.encrypt(&frame(3), 10).expect("encrypt"), 10), Ok((5, frame(3))));
     }
 
     #[test]

@@ -88,9 +88,10 @@ impl MediaCrypto {
         self.receiver.add(&share).map_err(|e| JsError::new(&e.to_string()))
     }
 
-    /// Forgets a slot's keys of one generation.
-    pub fn forget(&mut self, slot: u32, generation: u32) {
-        self.receiver.forget(slot, generation);
+    /// Forgets every key held of a slot, of every generation it announced (its participant
+    /// left).
+    pub fn forget_slot(&mut self, slot: u32) {
+        self.receiver.forget_slot(slot);
     }
 
     /// Encrypts one encoded frame; `undefined` without a key or while held (drop the frame).

@@ -59,7 +59,8 @@ export interface MediaKeyPort {
   /** Sends again. */
   release(): Promise<void>;
   add(share: string): Promise<void>;
-  forget(slot: number, generation: number): Promise<void>;
+  /** Forgets every key held of a slot, whatever generations it announced. */
+  forgetSlot(slot: number): Promise<void>;
 }
 
 export interface VoiceReadyKeys {
@@ -93,6 +94,8 @@ export interface KeyRoomState {
   owners: Record<number, KeyOwner>;
   /** This device's key went out for the current epoch (false: sealing, or no key yet). */
   shared: boolean;
+  /** Someone left and this device's key for after it is not drawn yet: nothing is sent. */
+  held: boolean;
   /** The privacy code of the current epoch (null: computing, or a device nobody vouches for). */
   privacyCode: string | null;
   /** A device nobody vouches for is listed in the room. */
@@ -117,7 +120,7 @@ export class KeyRoom {
   #arrived: { session: string; epoch: number; participants: VoiceParticipant[] } = { session: '', epoch: 0, participants: [] };
   /** The epoch of the last leave that arrived: sending is held until a key after it is drawn. */
   #leaveArrived = 0;
-  #state: KeyRoomState = { epoch: 0, participants: [], owners: {}, shared: false, privacyCode: null, unvouched: false, refused: 0 };
+  #state: KeyRoomState = { epoch: 0, participants: [], owners: {}, shared: false, held: false, privacyCode: null, unvouched: false, refused: 0 };
 
   constructor(options: {
     engine: VoiceKeyEngine;
@@ -143,7 +146,6 @@ export class KeyRoom {
 
   /** VOICE_READY: a fresh key for this device's slot, to every other participant. */
   ready(d: VoiceReadyKeys): Promise<void> {
-    if (d.voice_session_id !== this.#arrived.session) this.#leaveArrived = 0;
     this.#arrived = { session: d.voice_session_id, epoch: d.epoch, participants: d.participants };
     return this.#queue(async () => {
       this.#session = d.voice_session_id;
@@ -172,6 +174,7 @@ export class KeyRoom {
       if (leave && !this.#closed) {
         this.#leaveArrived = d.epoch;
         this.#media.hold().catch(() => undefined);
+        this.#set({ held: true });
       }
     }
     return this.#queue(async () => {
@@ -193,7 +196,7 @@ export class KeyRoom {
         const left = gone.some((g) => g.slot === slot || (g.user_id === owner.user && g.device_id === owner.device));
         if (left || (d.cause === 'leave' && slot === d.subject.slot)) {
           // Every generation of the leaver's slot goes (a new participant may take the slot).
-          for (let g = 0; g <= owner.generation; g++) await this.#media.forget(slot, g);
+          await this.#media.forgetSlot(slot);
           delete owners[slot];
         }
       }
@@ -224,7 +227,9 @@ export class KeyRoom {
 
   /** A key was drawn at `epoch`: sending starts again unless a later leave has arrived. */
   async #releaseAfter(epoch: number): Promise<void> {
-    if (this.#leaveArrived <= epoch) await this.#media.release();
+    if (this.#leaveArrived > epoch) return;
+    await this.#media.release();
+    if (this.#state.held) this.#set({ held: false });
   }
 
   #others(participants: VoiceParticipant[]): VoiceParticipant[] {

@@ -17,7 +17,7 @@ interface MediaModule {
     ratchet(): string;
     share(): string | undefined;
     add_key(share: string): void;
-    forget(slot: number, generation: number): void;
+    forget_slot(slot: number): void;
   };
 }
 
@@ -28,7 +28,7 @@ type Request =
   | { id: number; type: 'release' }
   | { id: number; type: 'ratchet' }
   | { id: number; type: 'add'; share: string }
-  | { id: number; type: 'forget'; slot: number; generation: number }
+  | { id: number; type: 'forget-slot'; slot: number }
   | { id: number; type: 'stats' };
 
 const modules = import.meta.glob<MediaModule>('../../wasm/copains_media.js');
@@ -84,8 +84,8 @@ scope.onmessage = async (event: MessageEvent<Request>) => {
       case 'add':
         c.add_key(req.share);
         break;
-      case 'forget':
-        c.forget(req.slot, req.generation);
+      case 'forget-slot':
+        c.forget_slot(req.slot);
         break;
       case 'stats':
         result = stats;

@@ -73,8 +73,8 @@ export class MediaWorker implements MediaKeyPort {
   add(share: string): Promise<void> {
     return this.#call({ type: 'add', share });
   }
-  forget(slot: number, generation: number): Promise<void> {
-    return this.#call({ type: 'forget', slot, generation });
+  forgetSlot(slot: number): Promise<void> {
+    return this.#call({ type: 'forget-slot', slot });
   }
   stats(): Promise<FrameStats> {
     return this.#call({ type: 'stats' });
