@@ -84,7 +84,6 @@ export interface VoiceEpochEvent {
 export interface KeyOwner {
   user: string;
   device: number;
-  generation: number;
 }
 
 export interface KeyRoomState {
@@ -220,7 +219,7 @@ export class KeyRoom {
       }
       await this.#media.add(JSON.stringify(opened.share));
       const owners = { ...this.#state.owners };
-      owners[opened.share.slot] = { user: opened.from_user, device: opened.from_device, generation: opened.share.generation };
+      owners[opened.share.slot] = { user: opened.from_user, device: opened.from_device };
       this.#set({ owners });
     });
   }
