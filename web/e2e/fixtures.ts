@@ -254,7 +254,9 @@ export async function capture(page: Page, name: string, options: CaptureOptions 
   const sizes: Array<['wide' | 'phone', { width: number; height: number }]> = [['wide', viewport]];
   if (options.phone) sizes.push(['phone', PHONE]);
   for (const scheme of schemes) {
-    await page.emulateMedia({ colorScheme: scheme });
+    // Without motion, a theme switch takes effect at once: axe must not read a colour halfway
+    // through a transition (the app's CSS honours the setting).
+    await page.emulateMedia({ colorScheme: scheme, reducedMotion: 'reduce' });
     for (const [size, vp] of sizes) {
       await page.setViewportSize(vp);
       await checkA11y(page, `${name} (${scheme}, ${size})`);
@@ -262,7 +264,7 @@ export async function capture(page: Page, name: string, options: CaptureOptions 
     }
   }
   await page.setViewportSize(viewport);
-  await page.emulateMedia({ colorScheme: 'light' });
+  await page.emulateMedia({ colorScheme: 'light', reducedMotion: null });
 }
 
 /** Records every request body and WebSocket frame a page sends. */
