@@ -3,12 +3,13 @@
 //! own account and engine with Signal sessions, a gateway connection, a voice peer with
 //! DTLS-SRTP and SFrame). Each runs the key choreography of docs/voice.md §6 (a fresh key at
 //! VOICE_READY, a ratchet step sealed for a newcomer, a new generation for everyone after a
-//! leave), sealing and opening every share with its engine.
+//! leave), sealing and opening every share with its engine. Listeners send nothing, so they
+//! are dormant (§6): they draw no key, and the room's keys are the talkers' and the screens'.
 //!
 //! Figures: the server's CPU (its SFU and gateway) and the media loss while the room talks, and
-//! how long until everyone is re-keyed after a leave (everyone who stays holds everyone else's
-//! new generation) and after a join (the newcomer holds everyone's key and everyone holds the
-//! newcomer's).
+//! how long until everyone is re-keyed after a leave (everyone who stays holds every sender's
+//! new generation) and after a join (the newcomer holds every sender's key, and everyone holds
+//! the newcomer's if it sends).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -48,8 +49,8 @@ const HEARTBEAT: Duration = Duration::from_secs(10);
 struct Board {
     /// Keys held: (holder, sender's slot) → (generation, when taken).
     keys: HashMap<(UserId, u32), (u32, Instant)>,
-    /// Each participant's slot and its own key's generation.
-    own: HashMap<UserId, (u32, u32)>,
+    /// Each participant's slot and its own key's generation (none: dormant, it sends nothing).
+    own: HashMap<UserId, (u32, Option<u32>)>,
     /// Audio and video frames decrypted while measuring, and frames that did not open.
     audio: u64,
     video: u64,
@@ -140,12 +141,16 @@ impl Bot {
                 self.room = serde_json::from_value(d["participants"].clone())?;
                 self.session = d["voice_session_id"].as_str().map(str::to_owned);
                 self.generation = 0;
-                let media = MediaSender::fresh(self.slot, 0)?;
-                let share = media.share();
                 let peer = self.peer.as_mut().context("no peer")?;
-                peer.media = media;
                 peer.apply_answer(d["sdp"].as_str().context("sdp")?.to_owned())?;
-                self.shared.board.lock().own.insert(self.id, (self.slot, 0));
+                if self.role == Role::Listener {
+                    // Dormant: a listener draws no key (it would draw one to start sending).
+                    self.shared.board.lock().own.insert(self.id, (self.slot, None));
+                    return Ok(());
+                }
+                peer.media = MediaSender::fresh(self.slot, 0)?;
+                let share = peer.media.share();
+                self.shared.board.lock().own.insert(self.id, (self.slot, Some(0)));
                 let to = self.others(&self.room);
                 self.share(to, self.epoch, share).await;
             }
@@ -172,20 +177,27 @@ impl Bot {
                 self.room = after;
                 self.epoch = epoch;
                 let peer = self.peer.as_mut().context("no peer")?;
+                let sends = self.role != Role::Listener;
                 if gone.is_empty() && d["cause"] == "join" {
+                    if !sends {
+                        return Ok(());
+                    }
                     let share = peer.media.ratchet()?;
                     let to = if share.step == 0 { self.others(&self.room) } else { newcomers };
                     self.generation = share.generation;
-                    self.shared.board.lock().own.insert(self.id, (self.slot, self.generation));
+                    self.shared.board.lock().own.insert(self.id, (self.slot, Some(self.generation)));
                     self.share(to, epoch, share).await;
                 } else {
                     for g in &gone {
                         peer.keys.forget_slot(g.slot);
                     }
+                    if !sends {
+                        return Ok(());
+                    }
                     self.generation += 1;
                     peer.media = MediaSender::fresh(self.slot, self.generation)?;
                     let share = peer.media.share();
-                    self.shared.board.lock().own.insert(self.id, (self.slot, self.generation));
+                    self.shared.board.lock().own.insert(self.id, (self.slot, Some(self.generation)));
                     let to = self.others(&self.room);
                     self.share(to, epoch, share).await;
                 }
@@ -404,8 +416,8 @@ fn worker(url: String, channel: ChannelId, shared: Arc<Shared>) -> (mpsc::Unboun
     (tx, handle)
 }
 
-/// Whether everyone in `who` holds, from everyone else in `who`, a key taken after `since` of
-/// at least the generation `floor` gives (by sender).
+/// Whether everyone in `who` holds, from everyone else in `who` who sends (is not dormant), a
+/// key taken after `since` of at least the generation `floor` gives (by sender).
 fn keyed(
     board: &Board,
     who: &[UserId],
@@ -415,7 +427,10 @@ fn keyed(
 ) -> bool {
     who.iter().all(|h| {
         who.iter().filter(|p| *p != h && pairs(*h, **p)).all(|p| {
-            let Some((slot, _)) = board.own.get(p) else { return false };
+            let Some((slot, generation)) = board.own.get(p) else { return false };
+            if generation.is_none() {
+                return true;
+            }
             board.keys.get(&(*h, *slot)).is_some_and(|(g, at)| *at >= since && *g >= floor.get(p).copied().unwrap_or(0))
         })
     })
@@ -501,7 +516,7 @@ pub async fn run(
         let missing: Vec<(UserId, UserId)> = everyone
             .iter()
             .flat_map(|h| everyone.iter().filter(move |p| *p != h).map(move |p| (*h, *p)))
-            .filter(|(h, p)| b.own.get(p).is_none_or(|(slot, _)| !b.keys.contains_key(&(*h, *slot))))
+            .filter(|(h, p)| b.own.get(p).is_none_or(|(slot, g)| g.is_some() && !b.keys.contains_key(&(*h, *slot))))
             .collect();
         anyhow::bail!(
             "the room never got everyone's keys: {} pairs missing (e.g. {:?}); shares refused: {}",
@@ -536,10 +551,10 @@ pub async fn run(
     let listeners = size as u64 - 1;
     let loss = |got: u64, sent: u64| (1.0 - got as f64 / (sent * listeners).max(1) as f64).max(0.0) * 100.0;
 
-    // A listener leaves: everyone who stays must hold everyone else's next generation.
+    // A listener leaves: everyone who stays must hold every sender's next generation.
     let leaver = size - 1;
     let stays: Vec<UserId> = ids.iter().copied().filter(|u| *u != ids[leaver]).collect();
-    let floor: HashMap<UserId, u32> = shared.board.lock().own.iter().map(|(u, (_, g))| (*u, g + 1)).collect();
+    let floor: HashMap<UserId, u32> = shared.board.lock().own.iter().filter_map(|(u, (_, g))| Some((*u, (*g)? + 1))).collect();
     shared.board.lock().seals.clear();
     let t_leave = Instant::now();
     controls[leaver].send(Command::Leave)?;

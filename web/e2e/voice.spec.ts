@@ -93,6 +93,36 @@ test('two people talk in a voice channel: speaking, camera and screen share, dec
   await expect(benOnA).toHaveAttribute('aria-label', /muted/);
   expect(Number(await stats(a.page).getAttribute('data-audio-opened'))).toBeGreaterThan(0);
 
+  // Ann stops sending (muted, camera off), then Ben leaves: she draws no new key until she
+  // sends again (dormant), and her page does not claim to be drawing one.
+  await stage(a.page).getByRole('button', { name: 'Mute', exact: true }).click();
+  await stage(a.page).getByRole('button', { name: 'Turn off camera' }).click();
+  await expect(channelList(b.page).getByTitle('Camera on')).toHaveCount(0);
+  await stage(b.page).getByRole('button', { name: 'Leave voice' }).click();
+  await expect(benOnA).toHaveCount(0, { timeout: 15_000 });
+  await expect(stage(a.page).getByText('Someone left')).toHaveCount(0);
+  // Her (silent) microphone frames are dropped from the moment the leave arrived, none sent.
+  const unsent = await number(a.page, 'data-audio-unsent');
+  await expect.poll(() => number(a.page, 'data-audio-unsent'), { timeout: 15_000 }).toBeGreaterThan(unsent);
+  const sent = await number(a.page, 'data-audio-sent');
+  await expect.poll(() => number(a.page, 'data-audio-unsent'), { timeout: 15_000 }).toBeGreaterThan(unsent + 50);
+  expect(await number(a.page, 'data-audio-sent')).toBe(sent);
+
+  // Ben comes back: Ann gave him no key (she had none to give) and his page does not wait for
+  // one while she is silent. Once she unmutes, her fresh key reaches him and her audio opens.
+  await joinVoice(b.page);
+  await expect(annOnB).toBeVisible();
+  await expect(benOnA).toBeVisible();
+  await expect(annOnB.getByText('Waiting for their key')).toHaveCount(0);
+  expect(await number(b.page, 'data-audio-opened')).toBe(0);
+  await stage(a.page).getByRole('button', { name: 'Unmute', exact: true }).click();
+  await expect.poll(() => number(b.page, 'data-audio-opened'), { timeout: 30_000 }).toBeGreaterThan(0);
+  await expect(annOnB).toHaveAttribute('data-speaking', 'true', { timeout: 30_000 });
+  // The same privacy code on both screens again.
+  const codes = async () => Promise.all([a.page, b.page].map((p) => stage(p).locator('[data-privacy-code]').getAttribute('data-privacy-code')));
+  await expect.poll(async () => { const [x, y] = await codes(); return x !== null && x === y; }, { timeout: 30_000 }).toBe(true);
+  expect((await codes())[0]).toMatch(/^\d{5}( \d{5}){5}$/);
+
   // Both leave: the call ends and the channel empties for everyone.
   await stage(b.page).getByRole('button', { name: 'Leave voice' }).click();
   await expect(benOnA).toHaveCount(0, { timeout: 15_000 });

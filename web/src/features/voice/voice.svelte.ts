@@ -284,6 +284,13 @@ export class Call {
   #applyMic(): void {
     // A disabled track sends silence (still encrypted): the SFU sees no voice activity.
     if (this.#mic) this.#mic.enabled = !this.muted && !this.deafened && (!this.#pttMode || this.talking);
+    this.#sendingChanged();
+  }
+
+  /** Tells the key room whether this page sends media (a dormant page draws a key to start). */
+  #sendingChanged(): void {
+    const sending = !!this.#mic?.enabled || this.camera !== null || this.screen !== null;
+    void this.#room.sending(sending).catch(() => undefined);
   }
 
   setCamera(on: boolean): Promise<void> {
@@ -318,6 +325,7 @@ export class Call {
       await sender.replaceTrack(null);
       for (const t of this[source]?.getTracks() ?? []) t.stop();
       this[source] = null;
+      this.#sendingChanged();
       this.#state({ [flag]: false });
       return;
     }
@@ -334,6 +342,8 @@ export class Call {
       for (const t of stream.getTracks()) t.stop();
       return;
     }
+    // Frames wait, held, while a dormant page draws its key.
+    void this.#room.sending(true).catch(() => undefined);
     await sender.replaceTrack(stream.getVideoTracks()[0]!);
     this[source] = stream;
     this.#state({ [flag]: true });

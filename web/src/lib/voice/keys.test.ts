@@ -197,6 +197,70 @@ describe('KeyRoom', () => {
     expect(t.media.log).toEqual(['release', 'hold', 'generation 1', 'release']);
   });
 
+  it('a device that joins sending nothing draws no key until it starts, then seals it for everyone listed', async () => {
+    const engine = new FakeEngine();
+    const media = new FakeMedia();
+    const frames: Array<{ epoch: number; keys: unknown[] }> = [];
+    const room = new KeyRoom({ engine, media, send: (d) => frames.push(d), sending: false });
+    await room.ready(ready([ana, ben]));
+    expect(engine.sealed).toEqual([]);
+    expect(media.log).toEqual([]);
+    expect(room.state).toMatchObject({ dormant: true, shared: true, privacyCode: 'code-2-2' });
+    // Cleo joins: a dormant device has nothing to ratchet, nor to give her.
+    await room.epoch({ voice_session_id: 'vs', channel_id: '10', epoch: 3, cause: 'join', subject: cleo, participants: [ana, ben, cleo] });
+    expect(engine.sealed).toEqual([]);
+    expect(room.state.privacyCode).toBe('code-3-3');
+    // Stopping again changes nothing; starting draws the first key, for the room as it is now.
+    await room.sending(false);
+    await room.sending(true);
+    expect(media.slot).toBe(1);
+    expect(engine.sealed).toEqual([{ epoch: 3, to: ['2', '3'], share: expect.stringContaining('"generation":0') }]);
+    expect(frames).toHaveLength(1);
+    expect(room.state).toMatchObject({ dormant: false, shared: true, held: false });
+    // Sending on (the microphone and then a camera) seals nothing more.
+    await room.sending(true);
+    expect(engine.sealed).toHaveLength(1);
+  });
+
+  it('a device sending nothing when someone leaves stays held with no new key until it starts again', async () => {
+    const t = setup();
+    await t.room.ready(ready([ana, ben, cleo]));
+    await t.room.key({ voice_session_id: 'vs', from_user: '3', from_device: 4, epoch: 3, slot: 3 } as never);
+    await t.room.sending(false);
+    t.media.log = [];
+    await t.room.epoch({ voice_session_id: 'vs', channel_id: '10', epoch: 4, cause: 'leave', subject: cleo, participants: [ana, ben] });
+    // The leaver's key is forgotten; nothing is drawn or sealed, and nothing goes out under the key Cleo holds.
+    expect(t.media.forgotten).toEqual([3]);
+    expect(t.engine.sealed).toHaveLength(1);
+    expect(t.media.log).toEqual(['hold']);
+    expect(t.room.state).toMatchObject({ held: true, dormant: true, privacyCode: 'code-4-2' });
+    // Another leave while dormant: still one generation up when it wakes, never the old key.
+    const dan = { user_id: '4', device_id: 1, slot: 4 };
+    await t.room.epoch({ voice_session_id: 'vs', channel_id: '10', epoch: 5, cause: 'join', subject: dan, participants: [ana, ben, dan] });
+    expect(t.engine.sealed).toHaveLength(1);
+    await t.room.sending(true);
+    expect(t.media.log).toEqual(['hold', 'generation 1', 'release']);
+    expect(t.engine.sealed[1]).toEqual({ epoch: 5, to: ['2', '4'], share: expect.stringContaining('"generation":1') });
+    expect(t.room.state).toMatchObject({ held: false, dormant: false });
+  });
+
+  it('a leave that arrives while a dormant device wakes keeps it held until the key for after the leave', async () => {
+    const t = setup();
+    await t.room.ready(ready([ana, ben, cleo]));
+    await t.room.sending(false);
+    await t.room.epoch({ voice_session_id: 'vs', channel_id: '10', epoch: 4, cause: 'join', subject: { user_id: '4', device_id: 1, slot: 4 }, participants: [ana, ben, cleo, { user_id: '4', device_id: 1, slot: 4 }] });
+    await t.room.epoch({ voice_session_id: 'vs', channel_id: '10', epoch: 5, cause: 'leave', subject: { user_id: '4', device_id: 1, slot: 4 }, participants: [ana, ben, cleo] });
+    t.media.log = [];
+    // The microphone opens, and Cleo's leave arrives before the key for epoch 5 is drawn.
+    const wake = t.room.sending(true);
+    const leave = t.room.epoch({ voice_session_id: 'vs', channel_id: '10', epoch: 6, cause: 'leave', subject: cleo, participants: [ana, ben] });
+    await Promise.all([wake, leave]);
+    // The key drawn for epoch 5 went to Cleo too: it sends nothing, the one after her does.
+    expect(t.media.log).toEqual(['hold', 'generation 1', 'generation 2', 'release']);
+    expect(t.engine.sealed.at(-1)).toEqual({ epoch: 6, to: ['2'], share: expect.stringContaining('"generation":2') });
+    expect(t.media.held).toBe(false);
+  });
+
   it('counts refused shares and gives them to nobody', async () => {
     const t = setup();
     await t.room.ready(ready([ana, ben]));

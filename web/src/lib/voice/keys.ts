@@ -11,6 +11,12 @@
  *   for after the last leave that arrived is drawn.
  * - VOICE_KEY: opened by the engine against the room as last listed, then given to the worker.
  *
+ * A device that sends nothing (microphone muted, no camera, no screen) when it joins or when
+ * someone leaves draws no key then: it is *dormant*, holds no key the room can read, and draws
+ * a fresh one, sealed for everyone, when it starts sending. In a big room where a few talk,
+ * a leave costs the few talkers' keys instead of one from everyone, and each listener opens
+ * a few shares instead of one per participant.
+ *
  * Events are handled one at a time, in the order they came; the engine and the worker are
  * reached through ports so that the choreography can be tested without either.
  */
@@ -95,6 +101,9 @@ export interface KeyRoomState {
   shared: boolean;
   /** Someone left and this device's key for after it is not drawn yet: nothing is sent. */
   held: boolean;
+  /** This device sends nothing and the room holds no key of it that it may use: it draws one
+   * when it starts sending (until then `held` stays as it is, and means nothing to show). */
+  dormant: boolean;
   /** The privacy code of the current epoch (null: computing, or a device nobody vouches for). */
   privacyCode: string | null;
   /** A device nobody vouches for is listed in the room. */
@@ -119,7 +128,21 @@ export class KeyRoom {
   #arrived: { session: string; epoch: number; participants: VoiceParticipant[] } = { session: '', epoch: 0, participants: [] };
   /** The epoch of the last leave that arrived: sending is held until a key after it is drawn. */
   #leaveArrived = 0;
-  #state: KeyRoomState = { epoch: 0, participants: [], owners: {}, shared: false, held: false, privacyCode: null, unvouched: false, refused: 0 };
+  /** This device sends media (an open microphone, a camera or a screen). */
+  #sending: boolean;
+  /** This device has drawn a key in this session (the worker holds it, maybe held). */
+  #drawn = false;
+  #state: KeyRoomState = {
+    epoch: 0,
+    participants: [],
+    owners: {},
+    shared: false,
+    held: false,
+    dormant: false,
+    privacyCode: null,
+    unvouched: false,
+    refused: 0,
+  };
 
   constructor(options: {
     engine: VoiceKeyEngine;
@@ -127,7 +150,10 @@ export class KeyRoom {
     /** Sends one VOICE_KEYS frame's `d`. */
     send: (d: { voice_session_id: string; epoch: number; keys: VoiceKeyShare[] }) => void;
     changed?: (state: KeyRoomState) => void;
+    /** Whether this device sends media from the start (default: it does). */
+    sending?: boolean;
   }) {
+    this.#sending = options.sending ?? true;
     this.#engine = options.engine;
     this.#media = options.media;
     this.#send = options.send;
@@ -151,9 +177,34 @@ export class KeyRoom {
       this.#channel = d.channel_id;
       this.#slot = d.slot;
       this.#set({ epoch: d.epoch, participants: d.participants, shared: false, privacyCode: null });
+      if (!this.#sending) {
+        this.#set({ dormant: true });
+        await this.#seal(d.epoch, [], '');
+        return;
+      }
+      this.#drawn = true;
       const share = await this.#media.fresh(d.slot, 0);
       await this.#releaseAfter(d.epoch);
       await this.#seal(d.epoch, this.#others(d.participants), share);
+    });
+  }
+
+  /**
+   * This device started or stopped sending media. Starting while dormant draws a fresh key
+   * (one generation up, or the first) and seals it for everyone listed; frames wait, held,
+   * until it is drawn. Stopping changes nothing: the key stays until the next leave.
+   */
+  sending(on: boolean): Promise<void> {
+    this.#sending = on;
+    if (!on) return Promise.resolve();
+    return this.#queue(async () => {
+      if (!this.#state.dormant || !this.#sending || !this.#session) return;
+      const epoch = this.#state.epoch;
+      this.#set({ dormant: false, shared: false });
+      const share = this.#drawn ? await this.#media.nextGeneration() : await this.#media.fresh(this.#slot, 0);
+      this.#drawn = true;
+      await this.#releaseAfter(epoch);
+      await this.#seal(epoch, this.#others(this.#state.participants), share);
     });
   }
 
@@ -182,6 +233,8 @@ export class KeyRoom {
       const gone = before.filter((p) => !d.participants.some((q) => same(p, q)));
       this.#set({ epoch: d.epoch, participants: d.participants, shared: false, privacyCode: null });
       if (gone.length === 0 && d.cause === 'join') {
+        // A dormant device has no key to ratchet: the newcomer gets its fresh one with everyone.
+        if (this.#state.dormant) return this.#seal(d.epoch, [], '');
         const share = await this.#media.ratchet();
         const fresh = (JSON.parse(share) as { step: number }).step === 0;
         const newcomers = d.participants.filter((p) => !before.some((q) => same(p, q)) && p.slot !== this.#slot);
@@ -200,6 +253,11 @@ export class KeyRoom {
         }
       }
       this.#set({ owners });
+      if (!this.#sending || this.#state.dormant) {
+        // Held already: the key the leaver holds sends nothing more, and none is drawn yet.
+        this.#set({ dormant: true });
+        return this.#seal(d.epoch, [], '');
+      }
       const share = await this.#media.nextGeneration();
       await this.#releaseAfter(d.epoch);
       await this.#seal(d.epoch, this.#others(d.participants), share);
