@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::devices::router())
         .merge(routes::messages::router())
         .merge(routes::servers::router())
+        .merge(routes::moderation::router())
         .merge(routes::channels::router())
         .merge(routes::invites::router())
         .merge(routes::channel_messages::router())

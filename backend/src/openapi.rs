@@ -39,6 +39,7 @@ use crate::routes;
         routes::devices::open_link_request, routes::devices::link_requests, routes::devices::own_link_request,
         routes::devices::answer_link_request, routes::devices::decline_link_request,
         routes::voice::moderate, routes::voice::ice_servers,
+        routes::moderation::timeout, routes::moderation::lift_timeout, routes::moderation::audit_log,
         routes::health::healthz, routes::health::readyz, routes::health::metrics, routes::health::openapi,
     ),
     modifiers(&BearerAuth),

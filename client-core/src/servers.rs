@@ -73,11 +73,13 @@ impl Permissions {
     pub const ADD_REACTIONS: Self = Self(1 << 13);
     /// Every permission, everywhere, overwrites notwithstanding.
     pub const ADMINISTRATOR: Self = Self(1 << 14);
+    /// Read the server's audit log.
+    pub const VIEW_AUDIT_LOG: Self = Self(1 << 15);
 
     /// No permission.
     pub const NONE: Self = Self(0);
     /// Every permission defined.
-    pub const ALL: Self = Self((1 << 15) - 1);
+    pub const ALL: Self = Self((1 << 16) - 1);
 
     /// What `@everyone` may do in a new server.
     pub const EVERYONE_DEFAULT: Self = Self(
@@ -91,7 +93,7 @@ impl Permissions {
     );
 
     /// The names, in bit order (for display and documentation).
-    pub const NAMES: [(&'static str, Self); 15] = [
+    pub const NAMES: [(&'static str, Self); 16] = [
         ("view_channel", Self::VIEW_CHANNEL),
         ("send_messages", Self::SEND_MESSAGES),
         ("manage_messages", Self::MANAGE_MESSAGES),
@@ -107,6 +109,7 @@ impl Permissions {
         ("stream", Self::STREAM),
         ("add_reactions", Self::ADD_REACTIONS),
         ("administrator", Self::ADMINISTRATOR),
+        ("view_audit_log", Self::VIEW_AUDIT_LOG),
     ];
 
     /// Whether every bit of `other` is set.
@@ -318,6 +321,10 @@ pub struct Member {
     pub roles: Vec<RoleId>,
     /// When they joined (Unix milliseconds).
     pub joined_at: i64,
+    /// Until when they are timed out (Unix milliseconds): no sending, reacting or speaking
+    /// before then. Absent when no timeout runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_until: Option<i64>,
 }
 
 /// A server with everything a member sees of it (READY, `SERVER_CREATE`,
@@ -524,6 +531,157 @@ pub struct Ban {
     pub created_at: i64,
     /// When it ends (`None`: until lifted).
     pub expires_at: Option<i64>,
+}
+
+/// Longest timeout: 28 days.
+pub const TIMEOUT_MAX_SECS: u64 = 28 * 24 * 3600;
+
+/// `PUT /api/v1/servers/{id}/members/{user_id}/timeout`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewTimeout {
+    /// Seconds it lasts (1 to 28 days). A new timeout replaces the one running.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2419200))]
+    pub duration_secs: u64,
+    /// Why (shown to moderators, kept in the audit log; at most 512 characters).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 512))]
+    pub reason: Option<String>,
+}
+
+/// What a member of a server did, as its audit log names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum AuditAction {
+    /// The server's name or settings changed.
+    ServerUpdate,
+    /// A channel was created.
+    ChannelCreate,
+    /// A channel's name, topic, place, limit or overwrites changed.
+    ChannelUpdate,
+    /// A channel was deleted.
+    ChannelDelete,
+    /// A role was created.
+    RoleCreate,
+    /// A role changed.
+    RoleUpdate,
+    /// A role was deleted.
+    RoleDelete,
+    /// A member was kicked.
+    MemberKick,
+    /// A user was banned.
+    MemberBan,
+    /// A ban was lifted.
+    MemberUnban,
+    /// A member was timed out.
+    MemberTimeout,
+    /// A member's timeout was lifted before its end.
+    MemberTimeoutRemove,
+    /// A member's roles changed.
+    MemberRolesUpdate,
+    /// A member was server muted, deafened, or let speak or hear again.
+    MemberVoiceUpdate,
+    /// A member was disconnected from voice.
+    MemberVoiceDisconnect,
+    /// A member was moved to another voice channel.
+    MemberVoiceMove,
+    /// A moderator deleted someone else's message.
+    MessageDelete,
+    /// An invite was created.
+    InviteCreate,
+    /// An invite was revoked.
+    InviteDelete,
+}
+
+impl AuditAction {
+    /// Every action.
+    pub const ALL: [AuditAction; 19] = [
+        Self::ServerUpdate,
+        Self::ChannelCreate,
+        Self::ChannelUpdate,
+        Self::ChannelDelete,
+        Self::RoleCreate,
+        Self::RoleUpdate,
+        Self::RoleDelete,
+        Self::MemberKick,
+        Self::MemberBan,
+        Self::MemberUnban,
+        Self::MemberTimeout,
+        Self::MemberTimeoutRemove,
+        Self::MemberRolesUpdate,
+        Self::MemberVoiceUpdate,
+        Self::MemberVoiceDisconnect,
+        Self::MemberVoiceMove,
+        Self::MessageDelete,
+        Self::InviteCreate,
+        Self::InviteDelete,
+    ];
+
+    /// Its name on the wire and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ServerUpdate => "server_update",
+            Self::ChannelCreate => "channel_create",
+            Self::ChannelUpdate => "channel_update",
+            Self::ChannelDelete => "channel_delete",
+            Self::RoleCreate => "role_create",
+            Self::RoleUpdate => "role_update",
+            Self::RoleDelete => "role_delete",
+            Self::MemberKick => "member_kick",
+            Self::MemberBan => "member_ban",
+            Self::MemberUnban => "member_unban",
+            Self::MemberTimeout => "member_timeout",
+            Self::MemberTimeoutRemove => "member_timeout_remove",
+            Self::MemberRolesUpdate => "member_roles_update",
+            Self::MemberVoiceUpdate => "member_voice_update",
+            Self::MemberVoiceDisconnect => "member_voice_disconnect",
+            Self::MemberVoiceMove => "member_voice_move",
+            Self::MessageDelete => "message_delete",
+            Self::InviteCreate => "invite_create",
+            Self::InviteDelete => "invite_delete",
+        }
+    }
+
+    /// The action of a name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+}
+
+/// An entry of a server's audit log. It names who did what to whom, never what anyone wrote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AuditEntry {
+    /// Its id (entries are numbered in the order they were written).
+    pub id: String,
+    /// What was done.
+    pub action: AuditAction,
+    /// Who did it.
+    pub actor_id: UserId,
+    /// To what: a user, channel, role or message id, or an invite code.
+    pub target_id: Option<String>,
+    /// Why, as the actor said.
+    pub reason: Option<String>,
+    /// What changed: names, durations, the fields set (an object; empty when nothing more).
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::HashMap<String, serde_json::Value>))]
+    pub details: serde_json::Value,
+    /// When (Unix milliseconds).
+    pub created_at: i64,
+}
+
+/// `GET /api/v1/servers/{id}/audit-log`: entries, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AuditLog {
+    /// The entries.
+    pub entries: Vec<AuditEntry>,
+    /// The users the entries name (actors, and targets that are users), for display.
+    pub users: Vec<PublicUser>,
+    /// Pass as `before` for the next page; absent on the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<String>,
 }
 
 /// `POST /api/v1/channels` (group DM): its members besides the creator (1–24).

@@ -689,7 +689,8 @@ fn community_bodies() {
         user_limit: 0,
     };
     wire!("group_dm", group.clone());
-    let member = Member { user: public_user(), server_id, roles: vec![role.id], joined_at: 1_795_271_374_052 };
+    let member =
+        Member { user: public_user(), server_id, roles: vec![role.id], joined_at: 1_795_271_374_052, timeout_until: None };
     wire!("member", member.clone());
     let state = ServerState { server, roles: vec![role], channels: vec![channel], me: member, voice_states: Vec::new() };
     wire!("server_state", state.clone());

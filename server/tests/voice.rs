@@ -36,6 +36,7 @@ backend_tests!(
     three_people_hear_and_see_each_other_and_everyone_sees_who_is_in_voice,
     voice_ops_are_refused_with_their_codes_and_the_connection_stays,
     kicked_disconnected_and_unpermitted_members_leave_the_room,
+    a_timed_out_member_is_muted_in_voice_until_the_timeout_is_lifted,
     a_newcomer_learns_who_is_speaking_already,
     ice_servers_come_with_expiring_turn_credentials,
 );
@@ -600,6 +601,31 @@ async fn kicked_disconnected_and_unpermitted_members_leave_the_room(backend: Bac
     assert_eq!(refused.status(), 403);
     let nobody = http.patch(&url).bearer_auth(&token).json(&json!({"mute": true})).send().await.expect("send");
     assert_eq!(nobody.status(), 404, "Ben is no longer in voice");
+    app.shutdown().await;
+}
+
+async fn a_timed_out_member_is_muted_in_voice_until_the_timeout_is_lifted(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut ana = person(&app, "ana").await;
+    let mut ben = person(&app, "ben").await;
+    let (server, voice) = community(&ana, &[&ben]).await;
+    ana.join(voice).await;
+    ben.join(voice).await;
+    let url = app.url(&format!("/api/v1/servers/{server}/members/{}/timeout", ben.id));
+    let token = ana.client.access_token().await.expect("token");
+    let http = reqwest::Client::new();
+    // Timed out: he stays and listens, but the SFU forwards none of his audio (speak is gone).
+    let put = http.put(&url).bearer_auth(&token).json(&json!({"duration_secs": 600})).send().await.expect("timeout");
+    assert_eq!(put.status(), 204);
+    let muted =
+        ana.expect_where(event_name::VOICE_STATE_UPDATE, |d| d["user_id"] == ben.id.to_string() && d["mute"] == true).await;
+    assert_eq!(muted["channel_id"], voice.to_string());
+    let voice_ = app.running().gateway().voice().expect("voice").clone();
+    assert_eq!(voice_.participants(), 2, "a timeout does not remove anyone from voice");
+    // Lifted: he may speak again.
+    let lifted = http.delete(&url).bearer_auth(&token).send().await.expect("lift");
+    assert_eq!(lifted.status(), 204);
+    ana.expect_where(event_name::VOICE_STATE_UPDATE, |d| d["user_id"] == ben.id.to_string() && d["mute"] == false).await;
     app.shutdown().await;
 }
 

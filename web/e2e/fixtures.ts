@@ -327,6 +327,29 @@ export async function createServer(page: Page, name: string): Promise<void> {
   await expect(page.getByRole('heading', { level: 1, name: 'general' })).toBeVisible();
 }
 
+/**
+ * Ann and Ben, each signed up in a browser of their own; Ann creates a server (named `prefix`
+ * and a random suffix) and Ben joins it by her invite link. Both end in its #general.
+ */
+export async function twoInAServer(browser: Browser, prefix: string) {
+  const ann = uniqueName('ann');
+  const ben = uniqueName('ben');
+  const a = await newUser(browser);
+  const b = await newUser(browser);
+  await signUp(a.page, ann);
+  await signUp(b.page, ben);
+  await a.context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: process.env.COPAINS_E2E_BASE_URL! });
+  await createServer(a.page, `${prefix} ${uniqueName('s')}`);
+  const link = await inviteLink(a.page);
+  await a.page.getByRole('dialog', { name: /^Invite friends to / }).getByRole('button', { name: 'Done' }).click();
+  await b.page.goto(new URL(link).pathname);
+  await unlock(b.page);
+  await expectShell(b.page);
+  await b.page.getByRole('button', { name: 'Join', exact: true }).click();
+  await expect(b.page.getByRole('heading', { level: 1, name: 'general' })).toBeVisible();
+  return { ann, ben, a, b };
+}
+
 /** Picks an item of the server menu (the server name at the top of the channel list). */
 export async function serverMenu(page: Page, item: string): Promise<void> {
   await page.getByRole('button', { name: /, server menu$/ }).click();

@@ -1,5 +1,5 @@
 import type { Page } from '@playwright/test';
-import { channelList, createServer, expect, expectShell, inviteLink, newUser, shot, signUp, test, uniqueName, unlock } from './fixtures';
+import { channelList, expect, shot, test, twoInAServer } from './fixtures';
 
 // Two people in a voice channel, with Chromium's fake microphone (a beep), camera and screen.
 // Every frame is SFrame-encrypted in the sender's media worker and decrypted in the receiver's:
@@ -20,21 +20,7 @@ async function number(page: Page, attr: string): Promise<number> {
 
 test('two people talk in a voice channel: speaking, camera and screen share, decrypted on each side; both leave', async ({ browser }) => {
   test.setTimeout(180_000);
-  const ann = uniqueName('ann');
-  const ben = uniqueName('ben');
-  const a = await newUser(browser);
-  const b = await newUser(browser);
-  await signUp(a.page, ann);
-  await signUp(b.page, ben);
-  await a.context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: process.env.COPAINS_E2E_BASE_URL! });
-  await createServer(a.page, `Voice ${uniqueName('s')}`);
-  const link = await inviteLink(a.page);
-  await a.page.getByRole('dialog', { name: /^Invite friends to / }).getByRole('button', { name: 'Done' }).click();
-  await b.page.goto(new URL(link).pathname);
-  await unlock(b.page);
-  await expectShell(b.page);
-  await b.page.getByRole('button', { name: 'Join', exact: true }).click();
-  await expect(b.page.getByRole('heading', { level: 1, name: 'general' })).toBeVisible();
+  const { ann, ben, a, b } = await twoInAServer(browser, 'Voice');
 
   // Ann joins: her own tile, the privacy code, and her name under the channel for Ben.
   await joinVoice(a.page);

@@ -23,7 +23,7 @@ use copains_client_core::channel_messages::{
 use copains_client_core::gateway::event_name;
 use copains_client_core::keys::UserBundles;
 use copains_client_core::messages::{kind, Envelope, ENVELOPE_MAX_BYTES};
-use copains_client_core::servers::{ChannelKind, Permissions};
+use copains_client_core::servers::{AuditAction, ChannelKind, Permissions};
 use copains_client_core::{ApiErrorBody, ChannelId, DeviceId, EnvelopeId, MessageId, ReactionId, UserId};
 use serde::Deserialize;
 
@@ -33,7 +33,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::state::AppState;
 use crate::store::channel_messages::{ChannelView, HistoryQuery, NewChannelMessage, PinOutcome, Reader};
-use crate::store::{now_ms, ChannelWrite, ChannelWriteError, ChannelWriteKind, NewEnvelope, QueueLimits, StoredBundle};
+use crate::store::{
+    now_ms, AuditRecord, ChannelWrite, ChannelWriteError, ChannelWriteKind, NewEnvelope, QueueLimits, StoredBundle,
+};
 
 /// Routes of this area.
 pub fn router() -> Router<AppState> {
@@ -52,6 +54,9 @@ pub fn router() -> Router<AppState> {
 
 const NO_CHANNEL: &str = "no such channel";
 const NO_MESSAGE: &str = "no such message";
+/// The answer to a timed-out member's send or reaction (the member's `timeout_until` says
+/// until when).
+const TIMED_OUT: &str = "you are timed out in this server: no sending or reacting until the timeout ends";
 
 fn parse_id<T: FromStr>(raw: &str, what: &str) -> ApiResult<T> {
     raw.parse().map_err(|_| ApiError::Malformed(format!("{what} must be a decimal id")))
@@ -244,7 +249,10 @@ pub async fn send(
     if view.kind == ChannelKind::Category {
         return Err(ApiError::Malformed("a category holds no messages".into()));
     }
-    if !reader.permissions.contains(Permissions::SEND_MESSAGES) {
+    if !reader.permissions().contains(Permissions::SEND_MESSAGES) {
+        if reader.timed_out() {
+            return Err(ApiError::Forbidden(TIMED_OUT));
+        }
         return Err(ApiError::Forbidden("you may not send messages in this channel"));
     }
     if !matches_view(&view, body.view, &body.distributions) {
@@ -606,11 +614,16 @@ pub async fn remove(
     let (channel, id) = message_params(raw)?;
     let (view, reader) = current(&state, channel, auth.user.id).await?;
     let message = state.store.channel_message(channel, id, reader.joined_at).await?.ok_or(ApiError::NotFound(NO_MESSAGE))?;
-    if message.author_id != auth.user.id && !reader.permissions.contains(Permissions::MANAGE_MESSAGES) {
+    if message.author_id != auth.user.id && !reader.permissions().contains(Permissions::MANAGE_MESSAGES) {
         return Err(ApiError::Forbidden("only its author or a member with MANAGE_MESSAGES may delete a message"));
     }
     if !state.store.delete_channel_message(channel, id).await? {
         return Err(ApiError::NotFound(NO_MESSAGE));
+    }
+    if let (Some(server), true) = (view.server_id, message.author_id != auth.user.id) {
+        let details = serde_json::json!({"channel_id": channel, "author_id": message.author_id});
+        let entry = AuditRecord::new(server, auth.user.id, AuditAction::MessageDelete).target(id).details(details);
+        state.store.record_audit(entry).await?;
     }
     to_readers(&state, &view, message.created_at, event_name::MESSAGE_DELETE, &MessageDeleted { id, channel_id: channel }).await;
     Ok(StatusCode::NO_CONTENT)
@@ -645,7 +658,10 @@ pub async fn react(
     check_distributions(&body.distributions, user, auth.device_id)?;
     let view = state.store.channel_view_at(channel, body.view).await?.ok_or(ApiError::NotFound(NO_CHANNEL))?;
     let reader = view.reader(user).ok_or(ApiError::NotFound(NO_CHANNEL))?;
-    if !reader.permissions.contains(Permissions::ADD_REACTIONS) {
+    if !reader.permissions().contains(Permissions::ADD_REACTIONS) {
+        if reader.timed_out() {
+            return Err(ApiError::Forbidden(TIMED_OUT));
+        }
         return Err(ApiError::Forbidden("you may not add reactions in this channel"));
     }
     let message =
@@ -718,7 +734,7 @@ pub async fn unreact(
     let message =
         state.store.channel_message(channel, message_id, reader.joined_at).await?.ok_or(ApiError::NotFound(NO_MESSAGE))?;
     let reaction = state.store.reaction(channel, message_id, reaction_id).await?.ok_or(ApiError::NotFound("no such reaction"))?;
-    if reaction.user_id != auth.user.id && !reader.permissions.contains(Permissions::MANAGE_MESSAGES) {
+    if reaction.user_id != auth.user.id && !reader.permissions().contains(Permissions::MANAGE_MESSAGES) {
         return Err(ApiError::Forbidden("only its author or a member with MANAGE_MESSAGES may remove a reaction"));
     }
     if !state.store.delete_reaction(channel, message_id, reaction_id).await? {
@@ -753,7 +769,7 @@ pub async fn pins(
 async fn set_pin(state: &AppState, auth: &Authenticated, raw: (String, String), pinned: bool) -> ApiResult<StatusCode> {
     let (channel, message_id) = message_params(raw)?;
     let (view, reader) = current(state, channel, auth.user.id).await?;
-    if !reader.permissions.contains(Permissions::MANAGE_MESSAGES) {
+    if !reader.permissions().contains(Permissions::MANAGE_MESSAGES) {
         return Err(ApiError::Forbidden("pinning needs the MANAGE_MESSAGES permission"));
     }
     let message =

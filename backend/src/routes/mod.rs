@@ -8,6 +8,7 @@ pub mod health;
 pub mod invites;
 pub mod keys;
 pub mod messages;
+pub mod moderation;
 pub mod servers;
 pub mod users;
 pub mod voice;

@@ -399,28 +399,42 @@ pub async fn member(
     Ok(Json(state.store.member_for(server, auth.user.id, user).await?))
 }
 
+/// Why a member is kicked.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct KickParams {
+    /// Why (kept in the audit log; at most 512 characters).
+    pub reason: Option<String>,
+}
+
 /// Kick a member (kick members; only a member whose highest role is below the caller's, never
 /// the owner). They may come back with an invite. `SERVER_DELETE` goes to them,
 /// `MEMBER_REMOVE` to the others.
 #[utoipa::path(delete, path = "/api/v1/servers/{server_id}/members/{user_id}", tag = "servers", security(("bearer" = [])),
-    params(("server_id" = String, Path, description = "server id"), ("user_id" = String, Path, description = "user id")),
+    params(("server_id" = String, Path, description = "server id"), ("user_id" = String, Path, description = "user id"), KickParams),
     responses(
         (status = 204),
         (status = 400, body = ApiErrorBody),
         (status = 401, body = ApiErrorBody),
         (status = 403, body = ApiErrorBody, description = "no kick members permission, or the member is at or above the caller"),
         (status = 404, body = ApiErrorBody, description = "no such server (or not a member), or no such member"),
+        (status = 422, body = ApiErrorBody, description = "reason over 512 characters"),
         (status = 429, body = ApiErrorBody),
     ))]
 pub async fn kick(
     State(state): State<AppState>,
     auth: Authenticated,
     Path((raw_server, raw_user)): Path<(String, String)>,
+    params: Result<Query<KickParams>, QueryRejection>,
 ) -> ApiResult<StatusCode> {
     state.limiters.delete(auth.user.id)?;
     let server: ServerId = parse_id(&raw_server, "server id")?;
     let user: UserId = parse_id(&raw_user, "user id")?;
-    let removal = state.store.kick(server, auth.user.id, user).await?;
+    let Query(params) = params.map_err(|e| ApiError::Malformed(e.body_text()))?;
+    let reason = match params.reason.as_deref() {
+        Some(r) => display_text(r, "reason", 0, REASON_MAX_CHARS).map_err(ApiError::Validation)?,
+        None => String::new(),
+    };
+    let removal = state.store.kick(server, auth.user.id, user, Some(reason.as_str()).filter(|r| !r.is_empty())).await?;
     tracing::info!(user = %auth.user.id, server = %server, target = %user, "member kicked");
     announce_removal(&state, server, user, &removal).await;
     Ok(StatusCode::NO_CONTENT)

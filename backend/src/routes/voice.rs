@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::routing::{get, patch};
 use axum::{Json, Router};
-use copains_client_core::servers::{ChannelKind, Permissions};
+use copains_client_core::servers::{AuditAction, ChannelKind, Permissions};
 use copains_client_core::voice_signal::{IceServers, VoiceModeration, VoiceState};
 use copains_client_core::{ApiErrorBody, ServerId, UserId};
 
@@ -12,6 +12,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::routes::servers::parse_id;
 use crate::state::AppState;
+use crate::store::AuditRecord;
 use crate::voice::VoiceControlError;
 
 pub fn router() -> Router<AppState> {
@@ -92,10 +93,16 @@ pub async fn moderate(
             ));
         }
     }
+    let (action, details) = match body.channel_id {
+        Some(None) => (AuditAction::MemberVoiceDisconnect, serde_json::json!({"channel_id": here})),
+        Some(Some(to)) => (AuditAction::MemberVoiceMove, serde_json::json!({"channel_id": here, "to": to})),
+        None => (AuditAction::MemberVoiceUpdate, serde_json::json!({"channel_id": here, "mute": body.mute, "deaf": body.deaf})),
+    };
     let after = voice.moderate(server, target, body).await.map_err(|e| match e {
         VoiceControlError::NotInVoice => ApiError::NotFound("that member is not in a voice channel of this server"),
         VoiceControlError::Unavailable => ApiError::Unavailable("voice is not running"),
     })?;
     tracing::info!(user = %auth.user.id, server = %server, target = %target, "voice moderation");
+    state.store.record_audit(AuditRecord::new(server, auth.user.id, action).target(target).details(details)).await?;
     Ok(Json(after))
 }

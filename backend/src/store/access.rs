@@ -10,6 +10,15 @@ use sqlx::Row;
 
 use super::{Result, Store, StoreError};
 
+/// What `granted` leaves at `now` under a timeout ending at `timeout_until`.
+pub fn under_timeout(granted: Permissions, timeout_until: Option<i64>, now: i64) -> Permissions {
+    if timeout_until.is_some_and(|t| t > now) {
+        granted & TIMEOUT_KEEPS
+    } else {
+        granted
+    }
+}
+
 /// A member's standing in a server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerAccess {
@@ -25,7 +34,13 @@ pub struct ServerAccess {
     pub everyone: Permissions,
     /// Their roles: id, permissions, position.
     pub roles: Vec<(RoleId, Permissions, i32)>,
+    /// When their last timeout ends (Unix milliseconds), if they were ever timed out here.
+    pub timeout_until: Option<i64>,
 }
+
+/// What a timed-out member keeps: they see the channels and may listen in voice, nothing more
+/// (no sending, reacting, speaking, streaming, or moderating).
+pub const TIMEOUT_KEEPS: Permissions = Permissions(Permissions::VIEW_CHANNEL.0 | Permissions::CONNECT.0);
 
 impl ServerAccess {
     /// Whether the member owns the server.
@@ -46,16 +61,43 @@ impl ServerAccess {
         self.roles.iter().map(|r| (r.0, r.1)).collect()
     }
 
-    /// Server-wide permissions.
+    /// Server-wide permissions (as a timeout leaves them, while one runs).
     pub fn permissions(&self) -> Permissions {
         let roles = self.roles_only();
-        permissions(self.server_id, self.context(&roles), None)
+        self.timed(permissions(self.server_id, self.context(&roles), None))
     }
 
-    /// Permissions in a channel with these overwrites.
+    /// Permissions in a channel with these overwrites (as a timeout leaves them).
     pub fn channel_permissions(&self, overwrites: &[Overwrite]) -> Permissions {
         let roles = self.roles_only();
+        self.timed(permissions(self.server_id, self.context(&roles), Some(overwrites)))
+    }
+
+    /// Whether a timeout holds the member now. The owner and administrators are above timeouts.
+    pub fn timed_out(&self) -> bool {
+        self.timeout_binding().is_some_and(|t| t > super::now_ms())
+    }
+
+    /// The end of the member's timeout if one may hold them (never for the owner or an
+    /// administrator), whether or not it has passed.
+    pub fn timeout_binding(&self) -> Option<i64> {
+        self.timeout_until.filter(|_| !self.is_owner() && !self.is_admin())
+    }
+
+    /// Permissions in a channel with these overwrites, as granted, a timeout notwithstanding
+    /// (for what is kept and checked later against the time, as channel views are).
+    pub fn granted_channel_permissions(&self, overwrites: &[Overwrite]) -> Permissions {
+        let roles = self.roles_only();
         permissions(self.server_id, self.context(&roles), Some(overwrites))
+    }
+
+    /// Whether the member is an administrator (by `@everyone` or a role).
+    pub fn is_admin(&self) -> bool {
+        self.everyone.contains(Permissions::ADMINISTRATOR) || self.roles.iter().any(|r| r.1.contains(Permissions::ADMINISTRATOR))
+    }
+
+    fn timed(&self, p: Permissions) -> Permissions {
+        under_timeout(p, self.timeout_binding(), super::now_ms())
     }
 
     fn context<'a>(&self, roles: &'a [(RoleId, Permissions)]) -> MemberContext<'a> {
@@ -143,9 +185,10 @@ impl Store {
     /// member (the two look the same to callers: no existence leak).
     pub async fn server_access(&self, server: ServerId, user: UserId) -> Result<Option<ServerAccess>> {
         let Some(row) = sqlx::query(
-            "SELECT s.owner_id, m.joined_at, r.permissions FROM servers s \
+            "SELECT s.owner_id, m.joined_at, r.permissions, t.ends_at FROM servers s \
              JOIN members m ON m.server_id = s.id AND m.user_id = $2 \
-             JOIN roles r ON r.id = s.id WHERE s.id = $1",
+             JOIN roles r ON r.id = s.id \
+             LEFT JOIN member_timeouts t ON t.server_id = s.id AND t.user_id = $2 WHERE s.id = $1",
         )
         .bind(server.0)
         .bind(user.0)
@@ -172,6 +215,7 @@ impl Store {
                 .iter()
                 .map(|r| Ok((RoleId(r.try_get(0)?), perms(r.try_get(1)?), r.try_get::<i64, _>(2)? as i32)))
                 .collect::<Result<_>>()?,
+            timeout_until: row.try_get(3)?,
         }))
     }
 
@@ -302,6 +346,15 @@ impl Store {
                 r.try_get::<i64, _>(3)? as i32,
             ));
         }
+        let mut timeouts: HashMap<i64, i64> = HashMap::new();
+        for t in sqlx::query("SELECT user_id, ends_at FROM member_timeouts WHERE server_id = $1 AND ends_at > $2")
+            .bind(server.0)
+            .bind(super::now_ms())
+            .fetch_all(self.pool())
+            .await?
+        {
+            timeouts.insert(t.try_get(0)?, t.try_get(1)?);
+        }
         let members = sqlx::query("SELECT user_id, joined_at FROM members WHERE server_id = $1 ORDER BY user_id")
             .bind(server.0)
             .fetch_all(self.pool())
@@ -317,6 +370,7 @@ impl Store {
                     joined_at: m.try_get(1)?,
                     everyone,
                     roles: roles.remove(&user).unwrap_or_default(),
+                    timeout_until: timeouts.remove(&user),
                 })
             })
             .collect()

@@ -27,10 +27,26 @@ use crate::bus::Topic;
 /// What one reader may do in a channel, at one view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reader {
-    /// Their permissions in the channel (always with `VIEW_CHANNEL`).
-    pub permissions: Permissions,
+    /// Their permissions in the channel as granted (always with `VIEW_CHANNEL`, which a
+    /// timeout leaves): read them through [`Reader::permissions`].
+    pub granted: Permissions,
     /// When they joined the server or the group DM: they read messages from then on.
     pub joined_at: i64,
+    /// The end of a timeout that may hold them (it is checked at each use: a view outlives it).
+    pub timeout_until: Option<i64>,
+}
+
+impl Reader {
+    /// Their permissions in the channel now (a running timeout leaves only viewing and
+    /// listening).
+    pub fn permissions(&self) -> Permissions {
+        super::access::under_timeout(self.granted, self.timeout_until, super::now_ms())
+    }
+
+    /// Whether a timeout holds them now.
+    pub fn timed_out(&self) -> bool {
+        self.timeout_until.is_some_and(|t| t > super::now_ms())
+    }
 }
 
 /// Who reads a channel, with which devices, at one view number. Immutable: a change of either
@@ -194,8 +210,9 @@ mod tests {
     use super::*;
 
     fn view(channel: i64, view: i64, readers: usize) -> Arc<ChannelView> {
-        let readers =
-            (0..readers as i64).map(|u| (UserId(u), Reader { permissions: Permissions::VIEW_CHANNEL, joined_at: 0 })).collect();
+        let readers = (0..readers as i64)
+            .map(|u| (UserId(u), Reader { granted: Permissions::VIEW_CHANNEL, joined_at: 0, timeout_until: None }))
+            .collect();
         Arc::new(ChannelView::new(ChannelId(channel), None, ChannelKind::GroupDm, view, readers, Vec::new()))
     }
 
@@ -533,9 +550,10 @@ impl Store {
             Some(server) => {
                 let overwrites = self.overwrites(channel).await?;
                 for access in self.all_server_access(server).await? {
-                    let permissions = access.channel_permissions(&overwrites);
-                    if permissions.contains(Permissions::VIEW_CHANNEL) {
-                        readers.insert(access.user, Reader { permissions, joined_at: access.joined_at });
+                    let granted = access.granted_channel_permissions(&overwrites);
+                    if granted.contains(Permissions::VIEW_CHANNEL) {
+                        let timeout_until = access.timeout_binding();
+                        readers.insert(access.user, Reader { granted, joined_at: access.joined_at, timeout_until });
                     }
                 }
                 sqlx::query(concat!(
@@ -554,7 +572,10 @@ impl Store {
                     .fetch_all(self.pool())
                     .await?
                 {
-                    readers.insert(UserId(r.try_get(0)?), Reader { permissions: GROUP_DM_PERMISSIONS, joined_at: r.try_get(1)? });
+                    readers.insert(
+                        UserId(r.try_get(0)?),
+                        Reader { granted: GROUP_DM_PERMISSIONS, joined_at: r.try_get(1)?, timeout_until: None },
+                    );
                 }
                 sqlx::query(concat!(
                     "SELECT k.user_id, k.device_id, k.registration_id FROM device_keys k ",

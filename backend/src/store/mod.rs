@@ -24,6 +24,7 @@ macro_rules! receives {
 
 pub mod access;
 pub mod accounts;
+pub mod audit;
 pub mod channel_messages;
 pub mod device_lists;
 pub mod envelopes;
@@ -41,6 +42,7 @@ use time::OffsetDateTime;
 
 pub use access::{ChannelAccess, ServerAccess};
 pub use accounts::{NewSession, Rotation, UserRecord};
+pub use audit::{AuditQuery, AuditRecord};
 pub use channel_messages::{ChannelView, ChannelWrite, ChannelWriteError, ChannelWriteKind};
 pub use device_lists::{LinkError, PublishError, StoredDeviceList};
 pub use envelopes::{EnqueueError, NewEnvelope, QueueLimits, QueueRef, Send};
@@ -184,9 +186,16 @@ pub fn from_ms(ms: i64) -> Result<OffsetDateTime> {
         .map_err(|_| StoreError::Corrupt(format!("timestamp {ms}")))
 }
 
-/// Now in Unix milliseconds.
+/// Now in Unix milliseconds: the system's clock, moved by as much as the runtime's clock is
+/// off the real one. Outside tests the two are the same; on tokio's paused clock (tests) the
+/// server's time stands still but for `advance`, so that timed rules (timeouts, expiries) are
+/// tested without waiting.
 pub fn now_ms() -> i64 {
-    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+    let runtime = tokio::time::Instant::now().into_std();
+    let real = std::time::Instant::now();
+    let wall = OffsetDateTime::now_utc().unix_timestamp_nanos();
+    let skew = if runtime >= real { (runtime - real).as_nanos() as i128 } else { -((real - runtime).as_nanos() as i128) };
+    ((wall + skew) / 1_000_000) as i64
 }
 
 pub(crate) fn u32_of(v: i64) -> Result<u32> {

@@ -12,14 +12,15 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use copains_client_core::api::PublicUser;
 use copains_client_core::servers::{
-    Ban, Channel, ChannelKind, Invite, InvitePreview, Member, Overwrite, OverwriteKind, Permissions, Role, Server, ServerState,
-    CHANNELS_MAX, GROUP_DM_MAX_MEMBERS, OVERWRITES_MAX, ROLES_MAX, SERVERS_PER_USER_MAX,
+    AuditAction, Ban, Channel, ChannelKind, Invite, InvitePreview, Member, Overwrite, OverwriteKind, Permissions, Role, Server,
+    ServerState, CHANNELS_MAX, GROUP_DM_MAX_MEMBERS, OVERWRITES_MAX, ROLES_MAX, SERVERS_PER_USER_MAX,
 };
 use copains_client_core::{ChannelId, MessageId, RoleId, ServerId, UserId};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::access::{channel_kind, channel_kind_name, overwrite_kind, overwrite_kind_name};
+use super::audit::{self, AuditRecord};
 use super::{Result, ServerAccess, Store, StoreError};
 
 /// Why a change to a community was refused (nothing of it was written).
@@ -237,7 +238,7 @@ fn invite_row(r: &AnyRow) -> Result<Invite> {
     })
 }
 
-fn public_user_at(r: &AnyRow, at: usize) -> Result<PublicUser> {
+pub(crate) fn public_user_at(r: &AnyRow, at: usize) -> Result<PublicUser> {
     Ok(PublicUser {
         id: UserId(r.try_get(at)?),
         username: r.try_get(at + 1)?,
@@ -288,9 +289,10 @@ fn server_row(r: &AnyRow) -> Result<Server> {
 /// [`Store::server_access`] for the same over the pool).
 async fn access_in(c: &mut AnyConnection, server: ServerId, user: UserId) -> Result<Option<ServerAccess>> {
     let Some(row) = sqlx::query(
-        "SELECT s.owner_id, m.joined_at, r.permissions FROM servers s \
+        "SELECT s.owner_id, m.joined_at, r.permissions, t.ends_at FROM servers s \
          JOIN members m ON m.server_id = s.id AND m.user_id = $2 \
-         JOIN roles r ON r.id = s.id WHERE s.id = $1",
+         JOIN roles r ON r.id = s.id \
+         LEFT JOIN member_timeouts t ON t.server_id = s.id AND t.user_id = $2 WHERE s.id = $1",
     )
     .bind(server.0)
     .bind(user.0)
@@ -317,6 +319,7 @@ async fn access_in(c: &mut AnyConnection, server: ServerId, user: UserId) -> Res
             .iter()
             .map(|r| Ok((RoleId(r.try_get(0)?), perms(r.try_get(1)?), i32_of(r.try_get(2)?))))
             .collect::<Result<_>>()?,
+        timeout_until: row.try_get(3)?,
     }))
 }
 
@@ -408,11 +411,14 @@ async fn recipients_of(c: &mut AnyConnection, channel: ChannelId) -> Result<Vec<
 
 async fn member_of(c: &mut AnyConnection, server: ServerId, user: UserId) -> Result<Option<Member>> {
     let Some(row) = sqlx::query(
-        "SELECT m.joined_at, u.id, u.username, u.display_name, u.status_text FROM members m \
-         JOIN users u ON u.id = m.user_id WHERE m.server_id = $1 AND m.user_id = $2",
+        "SELECT m.joined_at, u.id, u.username, u.display_name, u.status_text, t.ends_at FROM members m \
+         JOIN users u ON u.id = m.user_id \
+         LEFT JOIN member_timeouts t ON t.server_id = m.server_id AND t.user_id = m.user_id AND t.ends_at > $3 \
+         WHERE m.server_id = $1 AND m.user_id = $2",
     )
     .bind(server.0)
     .bind(user.0)
+    .bind(super::now_ms())
     .fetch_optional(&mut *c)
     .await?
     else {
@@ -429,6 +435,7 @@ async fn member_of(c: &mut AnyConnection, server: ServerId, user: UserId) -> Res
         server_id: server,
         roles: roles.into_iter().map(RoleId).collect(),
         joined_at: row.try_get(0)?,
+        timeout_until: row.try_get(5)?,
     }))
 }
 
@@ -472,7 +479,7 @@ async fn lock_server_of_channel(c: &mut AnyConnection, channel: ChannelId) -> Re
 }
 
 /// The member's standing, or the 404 of a server they are not in.
-async fn member_access(c: &mut AnyConnection, server: ServerId, user: UserId) -> CResult<ServerAccess> {
+pub(crate) async fn member_access(c: &mut AnyConnection, server: ServerId, user: UserId) -> CResult<ServerAccess> {
     access_in(c, server, user).await?.ok_or(NO_SERVER)
 }
 
@@ -744,17 +751,28 @@ impl Store {
         member_access(&mut c, server, user).await?;
         let after = after.map_or(i64::MIN, |u| u.0);
         let rows = sqlx::query(
-            "SELECT m.joined_at, u.id, u.username, u.display_name, u.status_text FROM members m \
-             JOIN users u ON u.id = m.user_id WHERE m.server_id = $1 AND m.user_id > $2 ORDER BY m.user_id LIMIT $3",
+            "SELECT m.joined_at, u.id, u.username, u.display_name, u.status_text, t.ends_at FROM members m \
+             JOIN users u ON u.id = m.user_id \
+             LEFT JOIN member_timeouts t ON t.server_id = m.server_id AND t.user_id = m.user_id AND t.ends_at > $4 \
+             WHERE m.server_id = $1 AND m.user_id > $2 ORDER BY m.user_id LIMIT $3",
         )
         .bind(server.0)
         .bind(after)
         .bind(i64::from(limit))
+        .bind(super::now_ms())
         .fetch_all(&mut *c)
         .await?;
         let mut members = rows
             .iter()
-            .map(|r| Ok(Member { user: public_user_at(r, 1)?, server_id: server, roles: Vec::new(), joined_at: r.try_get(0)? }))
+            .map(|r| {
+                Ok(Member {
+                    user: public_user_at(r, 1)?,
+                    server_id: server,
+                    roles: Vec::new(),
+                    joined_at: r.try_get(0)?,
+                    timeout_until: r.try_get(5)?,
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
         if let Some(last) = members.last().map(|m| m.user.id) {
             let mut roles: HashMap<i64, Vec<RoleId>> = HashMap::new();
@@ -869,6 +887,7 @@ impl Store {
             return Err(NO_SERVER);
         }
         let access = member_access(&mut tx, server, actor).await?;
+        let before = server_of(&mut tx, server).await?.ok_or(NO_SERVER)?;
         if let Some(name) = name {
             require(&access, Permissions::MANAGE_SERVER, "renaming the server needs the manage server permission")?;
             sqlx::query("UPDATE servers SET name = $2 WHERE id = $1").bind(server.0).bind(name).execute(&mut *tx).await?;
@@ -886,6 +905,11 @@ impl Store {
             }
         }
         let info = server_of(&mut tx, server).await?.ok_or(NO_SERVER)?;
+        if info != before {
+            let entry =
+                AuditRecord::new(server, actor, AuditAction::ServerUpdate).target(server).details(audit::changes(&before, &info));
+            audit::record(&mut tx, entry).await?;
+        }
         tx.commit().await?;
         Ok(info)
     }
@@ -928,7 +952,7 @@ impl Store {
     // ---- members -------------------------------------------------------------------------
 
     /// Kicks `target` (kick members, and only someone below the actor).
-    pub async fn kick(&self, server: ServerId, actor: UserId, target: UserId) -> CResult<MemberRemoval> {
+    pub async fn kick(&self, server: ServerId, actor: UserId, target: UserId, reason: Option<&str>) -> CResult<MemberRemoval> {
         let mut tx = self.pool().begin().await?;
         if !lock_server(&mut tx, server).await? {
             return Err(NO_SERVER);
@@ -940,6 +964,7 @@ impl Store {
             return Err(CommunityError::Forbidden("you may only kick members whose highest role is below yours"));
         }
         let removal = remove_member_in(&mut tx, server, target).await?;
+        audit::record(&mut tx, AuditRecord::new(server, actor, AuditAction::MemberKick).target(target).reason(reason)).await?;
         tx.commit().await?;
         Ok(removal)
     }
@@ -996,6 +1021,18 @@ impl Store {
                     .await?;
             }
             bump_server_views(&mut tx, server).await?;
+            let names = |ids: Vec<&RoleId>| -> Vec<serde_json::Value> {
+                ids.into_iter()
+                    .filter_map(|id| all.get(id))
+                    .map(|r| serde_json::json!({"id": r.id.to_string(), "name": r.name}))
+                    .collect()
+            };
+            let details = serde_json::json!({
+                "added": names(wanted.difference(&current).collect()),
+                "removed": names(current.difference(&wanted).collect()),
+            });
+            let entry = AuditRecord::new(server, actor, AuditAction::MemberRolesUpdate).target(target).details(details);
+            audit::record(&mut tx, entry).await?;
         }
         let member = member_of(&mut tx, server, target).await?.ok_or(NO_MEMBER)?;
         tx.commit().await?;
@@ -1049,6 +1086,12 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let removal = remove_member_in(&mut tx, server, target).await?;
+        let details = match expires_at {
+            Some(at) => serde_json::json!({"duration_secs": (at - now) / 1000, "expires_at": at}),
+            None => serde_json::json!({}),
+        };
+        let entry = AuditRecord::new(server, actor, AuditAction::MemberBan).target(target).reason(reason).details(details);
+        audit::record(&mut tx, entry).await?;
         tx.commit().await?;
         Ok(removal)
     }
@@ -1069,8 +1112,92 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(CommunityError::NotFound("no such ban"));
         }
+        audit::record(&mut tx, AuditRecord::new(server, actor, AuditAction::MemberUnban).target(target)).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    // ---- timeouts ------------------------------------------------------------------------
+
+    /// Times `target` out until `ends_at` (moderate members; a member below the actor, not an
+    /// administrator). A timeout running is replaced. Returns the member and how many
+    /// timeouts they were given here, this one included.
+    pub async fn set_timeout(
+        &self,
+        server: ServerId,
+        actor: UserId,
+        target: UserId,
+        ends_at: i64,
+        reason: Option<&str>,
+        now: i64,
+    ) -> CResult<(Member, i64)> {
+        let mut tx = self.pool().begin().await?;
+        if !lock_server(&mut tx, server).await? {
+            return Err(NO_SERVER);
+        }
+        let access = member_access(&mut tx, server, actor).await?;
+        require(&access, Permissions::MODERATE_MEMBERS, "timing members out needs the time out members permission")?;
+        if target == actor {
+            return Err(CommunityError::Forbidden("you cannot time yourself out"));
+        }
+        let target_access = access_in(&mut tx, server, target).await?.ok_or(NO_MEMBER)?;
+        if !access.outranks(&target_access) {
+            return Err(CommunityError::Forbidden("you may only time out members whose highest role is below yours"));
+        }
+        if target_access.is_admin() {
+            return Err(CommunityError::Forbidden("administrators cannot be timed out"));
+        }
+        sqlx::query(
+            "INSERT INTO member_timeouts (server_id, user_id, ends_at, given) VALUES ($1, $2, $3, 1) \
+             ON CONFLICT (server_id, user_id) DO UPDATE SET ends_at = excluded.ends_at, given = member_timeouts.given + 1",
+        )
+        .bind(server.0)
+        .bind(target.0)
+        .bind(ends_at)
+        .execute(&mut *tx)
+        .await?;
+        // Channel views keep each reader's timeout: new ones carry this one.
+        bump_server_views(&mut tx, server).await?;
+        let given: i64 = sqlx::query_scalar("SELECT given FROM member_timeouts WHERE server_id = $1 AND user_id = $2")
+            .bind(server.0)
+            .bind(target.0)
+            .fetch_one(&mut *tx)
+            .await?;
+        let details = serde_json::json!({"duration_secs": (ends_at - now) / 1000, "ends_at": ends_at, "count": given});
+        let entry = AuditRecord::new(server, actor, AuditAction::MemberTimeout).target(target).reason(reason).details(details);
+        audit::record(&mut tx, entry).await?;
+        let member = member_of(&mut tx, server, target).await?.ok_or(NO_MEMBER)?;
+        tx.commit().await?;
+        Ok((member, given))
+    }
+
+    /// Lifts `target`'s timeout before its end (moderate members; a member below the actor).
+    pub async fn clear_timeout(&self, server: ServerId, actor: UserId, target: UserId, now: i64) -> CResult<Member> {
+        let mut tx = self.pool().begin().await?;
+        if !lock_server(&mut tx, server).await? {
+            return Err(NO_SERVER);
+        }
+        let access = member_access(&mut tx, server, actor).await?;
+        require(&access, Permissions::MODERATE_MEMBERS, "lifting timeouts needs the time out members permission")?;
+        let target_access = access_in(&mut tx, server, target).await?.ok_or(NO_MEMBER)?;
+        if !access.outranks(&target_access) {
+            return Err(CommunityError::Forbidden("you may only lift the timeouts of members below you"));
+        }
+        // The count stays: a later timeout may be longer.
+        let done = sqlx::query("UPDATE member_timeouts SET ends_at = $3 WHERE server_id = $1 AND user_id = $2 AND ends_at > $3")
+            .bind(server.0)
+            .bind(target.0)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(CommunityError::NotFound("no timeout runs for this member"));
+        }
+        bump_server_views(&mut tx, server).await?;
+        audit::record(&mut tx, AuditRecord::new(server, actor, AuditAction::MemberTimeoutRemove).target(target)).await?;
+        let member = member_of(&mut tx, server, target).await?.ok_or(NO_MEMBER)?;
+        tx.commit().await?;
+        Ok(member)
     }
 
     /// The bans in force (ban members), newest first.
@@ -1137,6 +1264,8 @@ impl Store {
         .await?;
         bump_server_views(&mut tx, server).await?;
         let created = role_of(&mut tx, server, id).await?.ok_or(NO_ROLE)?;
+        let details = serde_json::json!({"name": created.name, "permissions": created.permissions});
+        audit::record(&mut tx, AuditRecord::new(server, actor, AuditAction::RoleCreate).target(id).details(details)).await?;
         tx.commit().await?;
         Ok(created)
     }
@@ -1180,6 +1309,11 @@ impl Store {
             bump_server_views(&mut tx, server).await?;
         }
         let edited = role_of(&mut tx, server, id).await?.ok_or(NO_ROLE)?;
+        if edited != role {
+            let entry =
+                AuditRecord::new(server, actor, AuditAction::RoleUpdate).target(id).details(audit::changes(&role, &edited));
+            audit::record(&mut tx, entry).await?;
+        }
         tx.commit().await?;
         Ok(edited)
     }
@@ -1215,6 +1349,8 @@ impl Store {
             .await?;
         sqlx::query("DELETE FROM roles WHERE id = $1 AND server_id = $2").bind(id.0).bind(server.0).execute(&mut *tx).await?;
         bump_server_views(&mut tx, server).await?;
+        let details = serde_json::json!({"name": role.name});
+        audit::record(&mut tx, AuditRecord::new(server, actor, AuditAction::RoleDelete).target(id).details(details)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1272,6 +1408,9 @@ impl Store {
         .await?;
         write_overwrites(&mut tx, draft.id, &overwrites).await?;
         let channel = channel_of(&mut tx, draft.id).await?.ok_or(NO_CHANNEL)?;
+        let details = serde_json::json!({"name": channel.name, "kind": channel.kind});
+        let entry = AuditRecord::new(server, actor, AuditAction::ChannelCreate).target(draft.id).details(details);
+        audit::record(&mut tx, entry).await?;
         tx.commit().await?;
         Ok(channel)
     }
@@ -1355,6 +1494,12 @@ impl Store {
             bump_channel_view(&mut tx, channel).await?;
         }
         let after = channel_of(&mut tx, channel).await?.ok_or(NO_CHANNEL)?;
+        if after != before {
+            let entry = AuditRecord::new(server, actor, AuditAction::ChannelUpdate)
+                .target(channel)
+                .details(audit::changes(&before, &after));
+            audit::record(&mut tx, entry).await?;
+        }
         tx.commit().await?;
         Ok(ChannelEdit { before, after })
     }
@@ -1378,6 +1523,9 @@ impl Store {
             .fetch_all(&mut *tx)
             .await?;
         sqlx::query("DELETE FROM channels WHERE id = $1").bind(channel.0).execute(&mut *tx).await?;
+        let details = serde_json::json!({"name": ch.name, "kind": ch.kind});
+        audit::record(&mut tx, AuditRecord::new(server, actor, AuditAction::ChannelDelete).target(channel).details(details))
+            .await?;
         tx.commit().await?;
         let readers = self.readers_of(server, &ch.overwrites).await?;
         Ok(ChannelRemoval { channel: ch, readers, orphans: orphans.into_iter().map(ChannelId).collect() })
@@ -1423,6 +1571,8 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        let details = serde_json::json!({"max_uses": max_uses, "expires_at": expires_at});
+        audit::record(&mut tx, AuditRecord::new(server, actor, AuditAction::InviteCreate).target(code).details(details)).await?;
         tx.commit().await?;
         Ok(Some(Invite {
             code: code.to_owned(),
@@ -1502,6 +1652,7 @@ impl Store {
             return Err(CommunityError::Forbidden("only its creator, or the manage server permission, revokes an invite"));
         }
         sqlx::query("DELETE FROM invites WHERE code = $1").bind(code).execute(&mut *tx).await?;
+        audit::record(&mut tx, AuditRecord::new(server, actor, AuditAction::InviteDelete).target(code)).await?;
         tx.commit().await?;
         Ok(server)
     }

@@ -88,7 +88,7 @@ describe('permissions (the table of client-core)', () => {
 
   it('names every permission once, and they add up to ALL', () => {
     expect(PERMISSION_INFO.reduce((a, p) => a | p.bit, 0)).toBe(ALL);
-    expect(new Set(PERMISSION_INFO.map((p) => p.bit)).size).toBe(15);
+    expect(new Set(PERMISSION_INFO.map((p) => p.bit)).size).toBe(16);
   });
 });
 
@@ -119,5 +119,31 @@ describe('from a server state', () => {
     expect(outranks(state, state.me, { user: user('8'), roles: [MOD] })).toBe(false);
     expect(outranks(state, state.me, { user: user('1000'), roles: [] })).toBe(false);
     expect(outranks(state, { user: user('1000'), roles: [] }, state.me)).toBe(true);
+  });
+});
+
+describe('timeouts', () => {
+  const later = Date.now() + 60_000;
+  const earlier = Date.now() - 1;
+  const timed = (until: number, roles: Array<[string, number]> = [], owner = false): MemberContext => ({
+    user: ME,
+    isOwner: owner,
+    everyone: EVERYONE_DEFAULT,
+    roles,
+    timeoutUntil: until,
+  });
+
+  it('leave viewing and listening only while they run', () => {
+    expect(permissions(SERVER, timed(later, [[MOD, P.MANAGE_MESSAGES | P.KICK_MEMBERS]]), null)).toBe(P.VIEW_CHANNEL | P.CONNECT);
+    expect(permissions(SERVER, timed(later), [ow(SERVER, 'role', P.MANAGE_MESSAGES, NONE)])).toBe(P.VIEW_CHANNEL | P.CONNECT);
+    // A channel they may not view stays hidden.
+    expect(permissions(SERVER, timed(later), [ow(SERVER, 'role', NONE, P.VIEW_CHANNEL)])).toBe(NONE);
+    // Ended: everything back.
+    expect(permissions(SERVER, timed(earlier), null)).toBe(EVERYONE_DEFAULT);
+  });
+
+  it('do not hold the owner or an administrator', () => {
+    expect(permissions(SERVER, timed(later, [], true), null)).toBe(ALL);
+    expect(permissions(SERVER, timed(later, [[MOD, P.ADMINISTRATOR]]), null)).toBe(ALL);
   });
 });

@@ -22,10 +22,11 @@ export const P = {
   STREAM: 1 << 12,
   ADD_REACTIONS: 1 << 13,
   ADMINISTRATOR: 1 << 14,
+  VIEW_AUDIT_LOG: 1 << 15,
 } as const;
 
 export const NONE = 0;
-export const ALL = (1 << 15) - 1;
+export const ALL = (1 << 16) - 1;
 export const EVERYONE_DEFAULT =
   P.VIEW_CHANNEL | P.SEND_MESSAGES | P.CREATE_INVITES | P.CONNECT | P.SPEAK | P.STREAM | P.ADD_REACTIONS;
 
@@ -45,6 +46,7 @@ export const PERMISSION_INFO: ReadonlyArray<{ bit: number; label: string; help: 
   { bit: P.KICK_MEMBERS, label: 'Kick members', help: 'Remove members (they may come back with an invite).', channel: false },
   { bit: P.BAN_MEMBERS, label: 'Ban members', help: 'Ban and unban members.', channel: false },
   { bit: P.MODERATE_MEMBERS, label: 'Time out members', help: 'Stop members from talking for a while.', channel: false },
+  { bit: P.VIEW_AUDIT_LOG, label: 'View audit log', help: 'See who did what in the server: moderation and settings changes.', channel: false },
   { bit: P.ADMINISTRATOR, label: 'Administrator', help: 'Every permission, in every channel. Grant with care.', channel: false },
 ];
 
@@ -60,6 +62,16 @@ export interface MemberContext {
   everyone: number;
   /** Their roles (not `@everyone`): id and permissions. */
   roles: ReadonlyArray<readonly [string, number]>;
+  /** When their timeout ends (Unix ms), while one runs. */
+  timeoutUntil?: number | null;
+}
+
+/** What a timed-out member keeps (as the server's `TIMEOUT_KEEPS`): viewing and listening. */
+export const TIMEOUT_KEEPS = P.VIEW_CHANNEL | P.CONNECT;
+
+/** Whether a timeout holds `member` at `now`. */
+export function timedOut(member: Pick<Member, 'timeout_until'>, now = Date.now()): boolean {
+  return !!member.timeout_until && member.timeout_until > now;
 }
 
 /**
@@ -70,7 +82,9 @@ export function permissions(server: string, member: MemberContext, overwrites: r
   if (member.isOwner) return ALL;
   let perms = member.roles.reduce((p, [, r]) => p | r, member.everyone);
   if (has(perms, P.ADMINISTRATOR)) return ALL;
-  if (!overwrites) return perms;
+  // A running timeout leaves viewing and listening (the owner and administrators are above it).
+  const timed = !!member.timeoutUntil && member.timeoutUntil > Date.now();
+  if (!overwrites) return timed ? perms & TIMEOUT_KEEPS : perms;
   const apply = (p: number, allow: number, deny: number) => ((p & ~deny & ALL) | allow) & ALL;
   const everyone = overwrites.find((o) => o.kind === 'role' && String(o.id) === server);
   if (everyone) perms = apply(perms, everyone.allow ?? NONE, everyone.deny ?? NONE);
@@ -86,26 +100,33 @@ export function permissions(server: string, member: MemberContext, overwrites: r
   const own = overwrites.find((o) => o.kind === 'member' && String(o.id) === member.user);
   if (own) perms = apply(perms, own.allow ?? NONE, own.deny ?? NONE);
   if (!has(perms, P.VIEW_CHANNEL)) return NONE;
-  return perms;
+  return timed ? perms & TIMEOUT_KEEPS : perms;
 }
 
 /** The context of `member` in the server `state` describes. */
-export function memberContext(state: Pick<ServerState, 'server' | 'roles'>, member: Pick<Member, 'user' | 'roles'>): MemberContext {
+export function memberContext(
+  state: Pick<ServerState, 'server' | 'roles'>,
+  member: Pick<Member, 'user' | 'roles'> & Partial<Pick<Member, 'timeout_until'>>,
+): MemberContext {
   const everyone = state.roles.find((r) => r.id === state.server.id)?.permissions ?? NONE;
   const roles = member.roles
     .map((id) => state.roles.find((r) => r.id === id))
     .filter((r): r is Role => r !== undefined && r.id !== state.server.id)
     .map((r) => [r.id, r.permissions] as const);
-  return { user: member.user.id, isOwner: state.server.owner_id === member.user.id, everyone, roles };
+  return { user: member.user.id, isOwner: state.server.owner_id === member.user.id, everyone, roles, timeoutUntil: member.timeout_until ?? null };
 }
 
 /** This member's server-wide permissions. */
-export function serverPermissions(state: ServerState, member: Pick<Member, 'user' | 'roles'> = state.me): number {
+export function serverPermissions(state: ServerState, member: Pick<Member, 'user' | 'roles'> & Partial<Pick<Member, 'timeout_until'>> = state.me): number {
   return permissions(state.server.id, memberContext(state, member), null);
 }
 
 /** This member's permissions in `channel`. */
-export function channelPermissions(state: ServerState, channel: Channel, member: Pick<Member, 'user' | 'roles'> = state.me): number {
+export function channelPermissions(
+  state: ServerState,
+  channel: Channel,
+  member: Pick<Member, 'user' | 'roles'> & Partial<Pick<Member, 'timeout_until'>> = state.me,
+): number {
   return permissions(state.server.id, memberContext(state, member), channel.overwrites);
 }
 

@@ -35,7 +35,7 @@ import { parseRoute, routePath, sameRoute, type Route } from './route';
 import { Voice, type VoiceState } from '../voice/voice.svelte';
 
 export type SettingsTab = 'profile' | 'password' | 'devices' | 'privacy';
-export type ServerSettingsTab = 'overview' | 'channels' | 'roles' | 'invites' | 'members' | 'bans';
+export type ServerSettingsTab = 'overview' | 'channels' | 'roles' | 'invites' | 'members' | 'bans' | 'audit';
 
 /** The gateway's community events that update the server lists directly. */
 const COMMUNITY_EVENTS = new Set([

@@ -6,6 +6,8 @@
 
 import type { ApiClient } from './client';
 import type {
+  AuditAction,
+  AuditLog,
   Ban,
   Channel,
   ChannelKind,
@@ -17,6 +19,7 @@ import type {
   Overwrite,
   Role,
   Server,
+  NewTimeout,
   ServerState,
 } from './types';
 
@@ -102,8 +105,23 @@ export class CommunityApi {
   setMemberRoles(server: string, user: string, roles: string[]): Promise<Member> {
     return this.#api.json('PUT', `/api/v1/servers/${enc(server)}/members/${enc(user)}/roles`, { roles });
   }
-  kick(server: string, user: string): Promise<void> {
-    return this.#api.json('DELETE', `/api/v1/servers/${enc(server)}/members/${enc(user)}`);
+  kick(server: string, user: string, reason?: string): Promise<void> {
+    const query = reason ? `?reason=${enc(reason)}` : '';
+    return this.#api.json('DELETE', `/api/v1/servers/${enc(server)}/members/${enc(user)}${query}`);
+  }
+  timeout(server: string, user: string, body: NewTimeout): Promise<void> {
+    return this.#api.json('PUT', `/api/v1/servers/${enc(server)}/members/${enc(user)}/timeout`, body);
+  }
+  liftTimeout(server: string, user: string): Promise<void> {
+    return this.#api.json('DELETE', `/api/v1/servers/${enc(server)}/members/${enc(user)}/timeout`);
+  }
+
+  // ---- audit log ----
+  auditLog(server: string, query: { before?: string; action?: AuditAction | ''; actor_id?: string; limit?: number } = {}): Promise<AuditLog> {
+    const params = new URLSearchParams();
+    for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== '') params.set(k, String(v));
+    const q = params.toString();
+    return this.#api.json('GET', `/api/v1/servers/${enc(server)}/audit-log${q ? `?${q}` : ''}`);
   }
 
   // ---- bans ----

@@ -565,6 +565,26 @@ export interface paths {
         patch: operations["edit_server"];
         trace?: never;
     };
+    "/api/v1/servers/{server_id}/audit-log": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The server's audit log, newest first (view audit log): every moderation and settings
+         *     change, who made it, on what, why, and what changed. Never what anyone wrote.
+         */
+        get: operations["audit_log"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/servers/{server_id}/bans": {
         parameters: {
             query?: never;
@@ -727,6 +747,32 @@ export interface paths {
         put: operations["set_member_roles"];
         post?: never;
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/servers/{server_id}/members/{user_id}/timeout": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Time a member out (moderate members; a member whose highest role is below the caller's,
+         *     not an administrator): until it ends they may not send, react, speak or share video in
+         *     the server, and a moderator's timeout replaces any running. `MEMBER_UPDATE` (with
+         *     `timeout_until`) goes to every member, and again when it ends.
+         */
+        put: operations["timeout"];
+        post?: never;
+        /**
+         * Lift a member's timeout before it ends (moderate members; a member below the caller).
+         *     `MEMBER_UPDATE` goes to every member.
+         */
+        delete: operations["lift_timeout"];
         options?: never;
         head?: never;
         patch?: never;
@@ -1215,6 +1261,42 @@ export interface components {
             /** @description What went wrong. */
             error: components["schemas"]["ErrorDetail"];
         };
+        /**
+         * @description What a member of a server did, as its audit log names it.
+         * @enum {string}
+         */
+        AuditAction: "server_update" | "channel_create" | "channel_update" | "channel_delete" | "role_create" | "role_update" | "role_delete" | "member_kick" | "member_ban" | "member_unban" | "member_timeout" | "member_timeout_remove" | "member_roles_update" | "member_voice_update" | "member_voice_disconnect" | "member_voice_move" | "message_delete" | "invite_create" | "invite_delete";
+        /** @description An entry of a server's audit log. It names who did what to whom, never what anyone wrote. */
+        AuditEntry: {
+            /** @description What was done. */
+            action: components["schemas"]["AuditAction"];
+            /** @description Who did it. */
+            actor_id: components["schemas"]["UserId"];
+            /**
+             * Format: int64
+             * @description When (Unix milliseconds).
+             */
+            created_at: number;
+            /** @description What changed: names, durations, the fields set (an object; empty when nothing more). */
+            details: {
+                [key: string]: unknown;
+            };
+            /** @description Its id (entries are numbered in the order they were written). */
+            id: string;
+            /** @description Why, as the actor said. */
+            reason?: string | null;
+            /** @description To what: a user, channel, role or message id, or an invite code. */
+            target_id?: string | null;
+        };
+        /** @description `GET /api/v1/servers/{id}/audit-log`: entries, newest first. */
+        AuditLog: {
+            /** @description The entries. */
+            entries: components["schemas"]["AuditEntry"][];
+            /** @description Pass as `before` for the next page; absent on the last one. */
+            next_before?: string | null;
+            /** @description The users the entries name (actors, and targets that are users), for display. */
+            users: components["schemas"]["PublicUser"][];
+        };
         /** @description Answer to register (201) and login (200). */
         AuthResponse: components["schemas"]["Tokens"] & {
             /** @description The device this login created. */
@@ -1693,6 +1775,12 @@ export interface components {
             roles: components["schemas"]["RoleId"][];
             /** @description The server. */
             server_id: components["schemas"]["ServerId"];
+            /**
+             * Format: int64
+             * @description Until when they are timed out (Unix milliseconds): no sending, reacting or speaking
+             *     before then. Absent when no timeout runs.
+             */
+            timeout_until?: number | null;
             /** @description Who. */
             user: components["schemas"]["PublicUser"];
         };
@@ -1801,6 +1889,16 @@ export interface components {
         NewServer: {
             /** @description Name (1–100 characters). */
             name: string;
+        };
+        /** @description `PUT /api/v1/servers/{id}/members/{user_id}/timeout`. */
+        NewTimeout: {
+            /**
+             * Format: int64
+             * @description Seconds it lasts (1 to 28 days). A new timeout replaces the one running.
+             */
+            duration_secs: number;
+            /** @description Why (shown to moderators, kept in the audit log; at most 512 characters). */
+            reason?: string | null;
         };
         /** @description One ciphertext for one device. */
         OutgoingEnvelope: {
@@ -4715,6 +4813,81 @@ export interface operations {
             };
         };
     };
+    audit_log: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description server id */
+                server_id: string;
+                /** @description At most this many (1–100; default 50). */
+                limit: number | null;
+                /** @description Entries before this one (the `next_before` of the previous page). */
+                before: string | null;
+                /** @description Of this action only (`member_ban`, `member_timeout`, `channel_update`…). */
+                action: string | null;
+                /** @description By this user only. */
+                actor_id: string | null;
+                /** @description On this user, channel, role or message only (or this invite code). */
+                target_id: string | null;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuditLog"];
+                };
+            };
+            /** @description a filter that is not an id, an unknown action, or a limit out of 1–100 */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no view audit log permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such server, or the caller is not a member */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
     bans: {
         parameters: {
             query?: never;
@@ -5340,6 +5513,8 @@ export interface operations {
                 server_id: string;
                 /** @description user id */
                 user_id: string;
+                /** @description Why (kept in the audit log; at most 512 characters). */
+                reason: string | null;
             };
             cookie?: never;
         };
@@ -5378,6 +5553,15 @@ export interface operations {
             };
             /** @description no such server (or not a member), or no such member */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description reason over 512 characters */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5457,6 +5641,147 @@ export interface operations {
             };
             /** @description a role of another server, @everyone, or a role twice */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    timeout: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description server id */
+                server_id: string;
+                /** @description user id */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewTimeout"];
+            };
+        };
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no time out members permission; the member is at or above the caller, an administrator, or the caller */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such server (or not a member), or no such member */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description duration 0 or over 28 days; reason over 512 characters */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    lift_timeout: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description server id */
+                server_id: string;
+                /** @description user id */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no time out members permission; the member is at or above the caller */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such server (or not a member), no such member, or no timeout runs */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -27,6 +27,10 @@ export type EditRole = Schemas['EditRole'];
 export type Invite = Schemas['Invite'];
 export type InvitePreview = Schemas['InvitePreview'];
 export type Ban = Schemas['Ban'];
+export type NewTimeout = Schemas['NewTimeout'];
+export type AuditAction = Schemas['AuditAction'];
+export type AuditEntry = Schemas['AuditEntry'];
+export type AuditLog = Schemas['AuditLog'];
 
 // Gateway payloads (client-core/src/servers.rs, channel_messages.rs): not in the OpenAPI document.
 
