@@ -79,6 +79,7 @@ async fn track_request(State(state): State<AppState>, req: Request, next: Next) 
 /// Periodic housekeeping (see [`housekeep`]) every `every`, until `shutdown` resolves.
 pub async fn run_maintenance(state: AppState, every: Duration, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
+    routes::moderation::schedule_running_timeouts(&state).await;
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {

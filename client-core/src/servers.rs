@@ -660,7 +660,8 @@ pub struct AuditEntry {
     pub action: AuditAction,
     /// Who did it.
     pub actor_id: UserId,
-    /// To what: a user, channel, role or message id, or an invite code.
+    /// To what: a user, channel, role or message id (an invite shows in `details`, by its first
+    /// characters only).
     pub target_id: Option<String>,
     /// Why, as the actor said.
     pub reason: Option<String>,

@@ -143,7 +143,7 @@ async fn a_timeout_refuses_sends_and_reactions_until_it_is_lifted(backend: Backe
     let bob = register(&app, "bob", true).await;
     let s = setup(&app, &owner, &moderator, &[&bob]).await;
     let hello = owner.messenger().channel_send(s.general, say("hello bob")).await.expect("send");
-    bob.messenger().channel_send(s.general, say("before")).await.expect("bob may send");
+    let earlier = bob.messenger().channel_send(s.general, say("before")).await.expect("bob may send");
 
     let (mut gw, _) = identified(&app.ws_url, &owner.client.access_token().await.expect("token")).await;
     let (st, body) =
@@ -161,6 +161,9 @@ async fn a_timeout_refuses_sends_and_reactions_until_it_is_lifted(backend: Backe
     assert_eq!(status, 403);
     assert!(message.contains("timed out"), "{message}");
     let (status, _) = refusal(bob.messenger().channel_react(s.general, hello.id, "👍").await.expect_err("refused"));
+    assert_eq!(status, 403);
+    // A new text for an old message would be a message all the same.
+    let (status, _) = refusal(bob.messenger().channel_edit(s.general, earlier.id, "rewritten").await.expect_err("refused"));
     assert_eq!(status, 403);
     let seen = bob.messenger().channel_history(s.general, Default::default()).await.expect("history");
     assert!(seen.iter().any(|e| e.body == "hello bob"), "bob still reads: {seen:?}");
@@ -302,6 +305,11 @@ async fn the_audit_log_records_filters_pages_and_is_read_only_by_those_allowed(b
 
     let (st, body) = read("moderator", String::new()).await;
     assert_eq!(st, StatusCode::OK, "{body}");
+    // The invite shows by its first characters: the code itself lets anyone in.
+    assert!(!body.to_string().contains(&s.invite), "the invite code is not in the log: {body}");
+    let invite =
+        body["entries"].as_array().expect("entries").iter().find(|e| e["action"] == "invite_create").expect("invite entry");
+    assert_eq!(invite["details"]["invite"], json!(format!("{}…", &s.invite[..4])));
     let page: AuditLog = serde_json::from_value(body).expect("audit log");
     let actions: Vec<AuditAction> = page.entries.iter().map(|e| e.action).collect();
     // Newest first: the ban, the rename, the kick, the timeout, then the setup's role changes.
@@ -359,7 +367,9 @@ async fn the_audit_log_records_filters_pages_and_is_read_only_by_those_allowed(b
     assert_eq!(read("owner", String::new()).await.0, StatusCode::OK);
     assert_eq!(read("carol", String::new()).await.0, StatusCode::FORBIDDEN, "no view audit log permission");
     assert_eq!(read("outsider", String::new()).await.0, StatusCode::NOT_FOUND, "not a member: no existence leak");
-    for q in ["?limit=0", "?limit=101", "?limit=x", "?action=nope", "?actor_id=abc", "?before=x", "?target_id=a%20b"] {
+    for q in
+        ["?limit=0", "?limit=101", "?limit=x", "?action=nope", "?actor_id=abc", "?before=x", "?target_id=a%20b", "?target_id=abc"]
+    {
         let (st, body) = read("moderator", q.into()).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{q}: {body}");
     }

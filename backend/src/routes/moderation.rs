@@ -72,20 +72,37 @@ pub async fn timeout(
         .await?;
     tracing::info!(user = %auth.user.id, server = %server, target = %user, secs = body.duration_secs, given, "member timed out");
     announce_member(&state, server, &member).await;
-    // When it ends: the member (and voice, which checks again on MEMBER_UPDATE) learns it. The
-    // timer runs to just past the end, so that the end reads as passed on the clock.
-    let later = state.clone();
+    announce_end(state, server, user, ends_at);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// When the timeout ending at `ends_at` ends, the member (and voice, which checks again on
+/// `MEMBER_UPDATE`) learns it. The timer runs to just past the end, so that the end reads as
+/// passed on the clock.
+fn announce_end(state: AppState, server: ServerId, user: UserId, ends_at: i64) {
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(body.duration_secs * 1000 + 1)).await;
-        match later.store.member_for(server, user, user).await {
+        let wait = u64::try_from(ends_at.saturating_sub(now_ms())).unwrap_or(0) + 1;
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        match state.store.member_for(server, user, user).await {
             // Still timed out: a later timeout replaced this one and has its own timer.
             Ok(m) if m.timeout_until.is_some() => {}
-            Ok(m) => announce_member(&later, server, &m).await,
+            Ok(m) => announce_member(&state, server, &m).await,
             // Gone from the server meanwhile: nothing to say.
             Err(_) => {}
         }
     });
-    Ok(StatusCode::NO_CONTENT)
+}
+
+/// At start: the timers of the timeouts still running (those of the last run ended with it).
+pub async fn schedule_running_timeouts(state: &AppState) {
+    match state.store.running_timeouts(now_ms()).await {
+        Ok(running) => {
+            for (server, user, ends_at) in running {
+                announce_end(state.clone(), server, user, ends_at);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the timeouts running"),
+    }
 }
 
 /// Lift a member's timeout before it ends (moderate members; a member below the caller).
@@ -136,7 +153,7 @@ pub struct AuditParams {
     pub action: Option<String>,
     /// By this user only.
     pub actor_id: Option<String>,
-    /// On this user, channel, role or message only (or this invite code).
+    /// On this user, channel, role or message only.
     pub target_id: Option<String>,
 }
 
@@ -172,8 +189,7 @@ pub async fn audit_log(
     let actor = p.actor_id.as_deref().filter(|a| !a.is_empty()).map(|a| parse_id::<UserId>(a, "actor_id")).transpose()?;
     let target = match p.target_id.as_deref() {
         None | Some("") => None,
-        Some(t) if t.len() <= 64 && t.bytes().all(|b| b.is_ascii_alphanumeric()) => Some(t.to_owned()),
-        Some(_) => return Err(ApiError::Malformed("target_id must be an id or an invite code".into())),
+        Some(t) => Some(parse_id::<i64>(t, "target_id")?.to_string()),
     };
     let q = AuditQuery { limit, before, action, actor, target };
     Ok(Json(state.store.audit_log(server, auth.user.id, &q).await?))

@@ -103,6 +103,10 @@ pub async fn moderate(
         VoiceControlError::Unavailable => ApiError::Unavailable("voice is not running"),
     })?;
     tracing::info!(user = %auth.user.id, server = %server, target = %target, "voice moderation");
-    state.store.record_audit(AuditRecord::new(server, auth.user.id, action).target(target).details(details)).await?;
+    // The change is made already: a log that cannot be written does not undo it.
+    if let Err(e) = state.store.record_audit(AuditRecord::new(server, auth.user.id, action).target(target).details(details)).await
+    {
+        tracing::error!(error = %e, "audit entry not written: voice moderation");
+    }
     Ok(Json(after))
 }

@@ -93,7 +93,7 @@ pub struct AuditQuery {
     pub action: Option<AuditAction>,
     /// By this user only.
     pub actor: Option<UserId>,
-    /// On this target only (a user, channel, role or message id, or an invite code).
+    /// On this target only (a user, channel, role or message id).
     pub target: Option<String>,
 }
 
@@ -170,6 +170,12 @@ impl Store {
         }
         Ok(AuditLog { entries, users, next_before })
     }
+}
+
+/// How an invite shows in the log: its first four characters. The code itself lets anyone in,
+/// and reading the log is not the permission to see every invite.
+pub fn invite_hint(code: &str) -> String {
+    format!("{}…", code.chars().take(4).collect::<String>())
 }
 
 /// The top-level fields that differ between `before` and `after` (two of one type), as

@@ -1171,6 +1171,15 @@ impl Store {
         Ok((member, given))
     }
 
+    /// The timeouts running at `now`: server, member, end.
+    pub async fn running_timeouts(&self, now: i64) -> Result<Vec<(ServerId, UserId, i64)>> {
+        let rows = sqlx::query("SELECT server_id, user_id, ends_at FROM member_timeouts WHERE ends_at > $1")
+            .bind(now)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(|r| Ok((ServerId(r.try_get(0)?), UserId(r.try_get(1)?), r.try_get(2)?))).collect()
+    }
+
     /// Lifts `target`'s timeout before its end (moderate members; a member below the actor).
     pub async fn clear_timeout(&self, server: ServerId, actor: UserId, target: UserId, now: i64) -> CResult<Member> {
         let mut tx = self.pool().begin().await?;
@@ -1571,8 +1580,8 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let details = serde_json::json!({"max_uses": max_uses, "expires_at": expires_at});
-        audit::record(&mut tx, AuditRecord::new(server, actor, AuditAction::InviteCreate).target(code).details(details)).await?;
+        let details = serde_json::json!({"invite": audit::invite_hint(code), "max_uses": max_uses, "expires_at": expires_at});
+        audit::record(&mut tx, AuditRecord::new(server, actor, AuditAction::InviteCreate).details(details)).await?;
         tx.commit().await?;
         Ok(Some(Invite {
             code: code.to_owned(),
@@ -1652,7 +1661,8 @@ impl Store {
             return Err(CommunityError::Forbidden("only its creator, or the manage server permission, revokes an invite"));
         }
         sqlx::query("DELETE FROM invites WHERE code = $1").bind(code).execute(&mut *tx).await?;
-        audit::record(&mut tx, AuditRecord::new(server, actor, AuditAction::InviteDelete).target(code)).await?;
+        let details = serde_json::json!({"invite": audit::invite_hint(code), "inviter_id": inviter});
+        audit::record(&mut tx, AuditRecord::new(server, actor, AuditAction::InviteDelete).details(details)).await?;
         tx.commit().await?;
         Ok(server)
     }

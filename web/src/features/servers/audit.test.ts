@@ -38,7 +38,7 @@ describe('the audit log in words', () => {
       'Ann changed the channel #lounge (name, topic)',
     );
     expect(sentence(entry('role_create', '7', { name: 'mods', permissions: 4 }), name)).toBe('Ann created the role mods');
-    expect(sentence(entry('invite_delete', 'AbCdEf123456'), name)).toBe('Ann revoked the invite AbCdEf123456');
+    expect(sentence(entry('invite_delete', null, { invite: 'AbCd…' }), name)).toBe('Ann revoked the invite AbCd…');
   });
 
   it('has a filter label for every action', () => {

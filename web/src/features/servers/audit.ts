@@ -135,8 +135,8 @@ export function describe(entry: AuditEntry, name: (userId: string) => string): s
     case 'server_update':
       return `${actor} changed the server (${changed(d)})`;
     case 'invite_create':
-      return `${actor} created the invite ${target}`;
+      return `${actor} created the invite ${str(d.invite) ?? ''}`.trimEnd();
     case 'invite_delete':
-      return `${actor} revoked the invite ${target}`;
+      return `${actor} revoked the invite ${str(d.invite) ?? ''}`.trimEnd();
   }
 }

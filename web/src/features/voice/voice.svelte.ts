@@ -342,10 +342,10 @@ export class Call {
       for (const t of stream.getTracks()) t.stop();
       return;
     }
-    // Frames wait, held, while a dormant page draws its key.
-    void this.#room.sending(true).catch(() => undefined);
-    await sender.replaceTrack(stream.getVideoTracks()[0]!);
+    // Sending from now on (a dormant page draws its key; frames are dropped until it is drawn).
     this[source] = stream;
+    this.#sendingChanged();
+    await sender.replaceTrack(stream.getVideoTracks()[0]!);
     this.#state({ [flag]: true });
   }
 

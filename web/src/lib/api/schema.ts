@@ -1285,7 +1285,10 @@ export interface components {
             id: string;
             /** @description Why, as the actor said. */
             reason?: string | null;
-            /** @description To what: a user, channel, role or message id, or an invite code. */
+            /**
+             * @description To what: a user, channel, role or message id (an invite shows in `details`, by its first
+             *     characters only).
+             */
             target_id?: string | null;
         };
         /** @description `GET /api/v1/servers/{id}/audit-log`: entries, newest first. */
@@ -4828,7 +4831,7 @@ export interface operations {
                 action: string | null;
                 /** @description By this user only. */
                 actor_id: string | null;
-                /** @description On this user, channel, role or message only (or this invite code). */
+                /** @description On this user, channel, role or message only. */
                 target_id: string | null;
             };
             cookie?: never;
