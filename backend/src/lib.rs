@@ -46,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::messages::router())
         .merge(routes::servers::router())
         .merge(routes::moderation::router())
+        .merge(routes::admin::router())
         .merge(routes::channels::router())
         .merge(routes::invites::router())
         .merge(routes::channel_messages::router())

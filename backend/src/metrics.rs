@@ -59,6 +59,8 @@ pub struct Metrics {
     pub gateway_connections: Gauge,
     /// Gateway sessions (connected or waiting for a resume).
     pub gateway_sessions: Gauge,
+    /// Distinct accounts with a gateway session on this node.
+    pub gateway_users: Gauge,
     /// DISPATCH frames queued to gateway connections.
     pub gateway_events_sent: Counter,
     /// Connections closed for reading too slowly.
@@ -100,6 +102,8 @@ impl Metrics {
         registry.register("gateway_connections", "Open gateway connections", gateway_connections.clone());
         let gateway_sessions = Gauge::default();
         registry.register("gateway_sessions", "Gateway sessions, connected or resumable", gateway_sessions.clone());
+        let gateway_users = Gauge::default();
+        registry.register("gateway_users", "Accounts with a gateway session on this node", gateway_users.clone());
         let gateway_events_sent = Counter::default();
         registry.register("gateway_events_sent", "Events dispatched to gateway sessions", gateway_events_sent.clone());
         let gateway_slow_consumers = Counter::default();
@@ -135,6 +139,7 @@ impl Metrics {
             http_duration,
             gateway_connections,
             gateway_sessions,
+            gateway_users,
             gateway_events_sent,
             gateway_slow_consumers,
             process_resident_memory,

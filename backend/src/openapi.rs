@@ -40,10 +40,12 @@ use crate::routes;
         routes::devices::answer_link_request, routes::devices::decline_link_request,
         routes::voice::moderate, routes::voice::ice_servers,
         routes::moderation::timeout, routes::moderation::lift_timeout, routes::moderation::audit_log,
+        routes::admin::users, routes::admin::user, routes::admin::disable, routes::admin::enable, routes::admin::logout,
+        routes::admin::set_role, routes::admin::stats, routes::admin::audit_log,
         routes::health::healthz, routes::health::readyz, routes::health::metrics, routes::health::openapi,
     ),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "users"), (name = "keys"), (name = "devices"), (name = "messages"), (name = "servers"), (name = "channels"), (name = "invites"), (name = "channel messages"), (name = "voice"), (name = "operations")),
+    tags((name = "auth"), (name = "users"), (name = "keys"), (name = "devices"), (name = "messages"), (name = "servers"), (name = "channels"), (name = "invites"), (name = "channel messages"), (name = "voice"), (name = "admin"), (name = "operations")),
 )]
 struct ApiDoc;
 

@@ -29,4 +29,7 @@ pub trait VoiceControl: Send + Sync + 'static {
 
     /// The channel `user` is in, in `server`, if any.
     async fn channel_of(&self, server: ServerId, user: UserId) -> Option<ChannelId>;
+
+    /// Voice rooms with someone in them, and participants, on this node.
+    fn counts(&self) -> (usize, usize);
 }

@@ -5,6 +5,7 @@
 //! body ([`error`]). The networked client lives behind the `native` feature ([`client`]).
 #![cfg_attr(not(feature = "wasm"), forbid(unsafe_code))]
 
+pub mod admin;
 pub mod api;
 pub mod bytes;
 pub mod channel_messages;

@@ -2,6 +2,7 @@
 //! API, the gateway and the web client into one running platform.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod keyfile;
 pub mod web;

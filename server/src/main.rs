@@ -1,4 +1,4 @@
-//! `copains`: run the platform, print its configuration, rotate its keys.
+//! `copains`: run the platform, print its configuration, rotate its keys, administer it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use copains::{Config, LogFormat};
+use copains_backend::store::admin::AdminOutcome;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -35,6 +36,21 @@ enum Command {
     Keys {
         #[command(subcommand)]
         action: KeysAction,
+    },
+    /// Administer the platform.
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Make USERNAME a platform admin: promote the account, or create it with the password
+    /// read from standard input (there is no default password).
+    CreateAdmin {
+        /// The account's username.
+        username: String,
     },
 }
 
@@ -75,6 +91,25 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Admin { action: AdminAction::CreateAdmin { username } } => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(copains::admin::create_admin(&config, &username, copains::admin::password_from_stdin)) {
+                Ok(AdminOutcome::Created(id)) => println!("created {username} (id {id}) as a platform admin"),
+                Ok(AdminOutcome::Promoted(id)) => println!("{username} (id {id}) is now a platform admin"),
+                Ok(AdminOutcome::AlreadyAdmin(id)) => println!("{username} (id {id}) was a platform admin already"),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            ExitCode::SUCCESS
+        }
         Command::Serve { bind, data_dir } => {
             if let Some(bind) = bind {
                 config.bind = bind;

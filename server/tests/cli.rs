@@ -90,3 +90,62 @@ fn serve_starts_from_nothing_and_stops_gracefully_on_sigterm() {
     assert!(all.contains("stopped"), "graceful stop logged: {all}");
     assert!(!all.contains("a-very-secret-password"), "passwords never reach logs");
 }
+
+/// `copains admin create-admin`: the password comes on standard input (there is no default),
+/// the account is created as platform admin and reaches the admin routes once the server runs;
+/// run again, it says so; an existing member is promoted without a password.
+#[test]
+fn create_admin_makes_an_admin_from_the_command_line() {
+    use std::io::Write;
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let run = |username: &str, stdin: &str| {
+        let mut child = clean_env(&mut Command::new(BIN))
+            .args(["admin", "create-admin", username])
+            .current_dir(dir.path())
+            .env("COPAINS_DATA_DIR", &data)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write");
+        let out = child.wait_with_output().expect("run");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // No password: refused, nothing created.
+    let (ok, _, err) = run("root", "");
+    assert!(!ok && err.contains("no password on standard input"), "{err}");
+    let (ok, _, err) = run("root", "short\n");
+    assert!(!ok && err.contains("password"), "a password that breaks the rules: {err}");
+    let (ok, out, err) = run("root", "a-long-admin-password\n");
+    assert!(ok, "{err}");
+    assert!(out.contains("created root") && out.contains("platform admin"), "{out}");
+    let (ok, out, _) = run("root", "");
+    assert!(ok && out.contains("was a platform admin already"), "{out}");
+
+    let mut served = Served::start(dir.path(), &data);
+    let base = format!("http://{}", served.addr);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let root = copains_client_core::client::Client::new(&base);
+        root.login("root", "a-long-admin-password", None).await.expect("the admin signs in with the password given");
+        let token = root.access_token().await.expect("token");
+        let stats =
+            reqwest::Client::new().get(format!("{base}/api/v1/admin/stats")).bearer_auth(&token).send().await.expect("stats");
+        assert_eq!(stats.status(), 200);
+        let member = copains_client_core::client::Client::new(&base);
+        member.register("maud", "a-member-password", None).await.expect("register");
+    });
+    served.terminate();
+    let _ = served.child.wait();
+    // An existing member is promoted; standard input is not read.
+    let (ok, out, err) = run("Maud", "");
+    assert!(ok && out.contains("Maud") && out.contains("is now a platform admin"), "{out}{err}");
+}

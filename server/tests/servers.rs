@@ -1347,6 +1347,14 @@ async fn every_route_is_in_the_openapi_document(backend: Backend) {
         ("/api/v1/servers/{server_id}/bans/{user_id}", &["put", "delete"]),
         ("/api/v1/servers/{server_id}/members/{user_id}/timeout", &["put", "delete"]),
         ("/api/v1/servers/{server_id}/audit-log", &["get"]),
+        ("/api/v1/admin/users", &["get"]),
+        ("/api/v1/admin/users/{user_id}", &["get"]),
+        ("/api/v1/admin/users/{user_id}/disable", &["post"]),
+        ("/api/v1/admin/users/{user_id}/enable", &["post"]),
+        ("/api/v1/admin/users/{user_id}/logout", &["post"]),
+        ("/api/v1/admin/users/{user_id}/role", &["put"]),
+        ("/api/v1/admin/stats", &["get"]),
+        ("/api/v1/admin/audit-log", &["get"]),
         ("/api/v1/servers/{server_id}/roles", &["get", "post"]),
         ("/api/v1/servers/{server_id}/roles/{role_id}", &["patch", "delete"]),
         ("/api/v1/servers/{server_id}/channels", &["get", "post"]),
@@ -1387,6 +1395,14 @@ async fn every_route_is_in_the_openapi_document(backend: Backend) {
         "DeviceLists",
     ] {
         assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema}");
+    }
+    // Generated clients name each operation by its id: every one is unique.
+    let mut ids = BTreeSet::new();
+    for (path, ops) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in ops.as_object().expect("operations") {
+            let id = op["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+            assert!(ids.insert(id.to_owned()), "operationId {id} twice (at {method} {path})");
+        }
     }
     app.shutdown().await;
 }

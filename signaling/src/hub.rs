@@ -180,6 +180,7 @@ impl Hub {
         // this id as the oldest to end before the session exists (it would then escape the
         // caps). The order is always by_user, then sessions.
         self.sessions.lock().insert(id.clone(), slot);
+        self.metrics.gateway_users.set(by_user.len() as i64);
         drop(by_user);
         self.metrics.gateway_sessions.inc();
         let mut new_topics = Vec::new();
@@ -277,6 +278,7 @@ impl Hub {
                     by_user.remove(&owner.user);
                 }
             }
+            self.metrics.gateway_users.set(by_user.len() as i64);
         }
         let mut emptied = Vec::new();
         let mut map = self.topics.lock();
@@ -381,6 +383,7 @@ impl Hub {
         let sessions: Vec<SlotRef> = self.sessions.lock().drain().map(|(_, s)| s).collect();
         self.topics.lock().clear();
         self.by_user.lock().clear();
+        self.metrics.gateway_users.set(0);
         for slot in sessions {
             self.metrics.gateway_sessions.dec();
             if let Some(a) = slot.lock().attachment.take() {

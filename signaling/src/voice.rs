@@ -239,6 +239,7 @@ enum Command {
 pub struct Voice {
     commands: mpsc::UnboundedSender<Command>,
     participants: Arc<AtomicUsize>,
+    rooms: Arc<AtomicUsize>,
     limits: Arc<Limits>,
     config: Arc<VoiceConfig>,
     /// The address clients send media to.
@@ -273,6 +274,7 @@ impl Voice {
         let media_addr = sfu.media_addr;
         let (commands, command_rx) = mpsc::unbounded_channel();
         let participants = Arc::new(AtomicUsize::new(0));
+        let rooms = Arc::new(AtomicUsize::new(0));
         let (fanout, fanout_rx) = mpsc::unbounded_channel();
         tokio::spawn(run_fanout(state.clone(), fanout_rx));
         let actor_config = config.clone();
@@ -283,6 +285,7 @@ impl Voice {
             hub,
             commands: commands.downgrade(),
             participants: participants.clone(),
+            room_count: rooms.clone(),
             fanout,
             parts: HashMap::new(),
             by_pid: HashMap::new(),
@@ -300,7 +303,7 @@ impl Voice {
             sdp: DefaultKeyedRateLimiter::keyed(quota(voice_config_sdp)),
             ops: DefaultKeyedRateLimiter::keyed(quota(voice_config_ops)),
         });
-        let voice = Self { commands, participants, limits, config: Arc::new(actor_config), media_addr };
+        let voice = Self { commands, participants, rooms, limits, config: Arc::new(actor_config), media_addr };
         state.bus.attach(Arc::new(VoiceSink { commands: voice.commands.clone(), participants: voice.participants.clone() }));
         let _ = state.voice.set(Arc::new(voice.clone()));
         tracing::info!(%media_addr, "voice: SFU listening");
@@ -375,6 +378,11 @@ impl Voice {
     pub fn participants(&self) -> usize {
         self.participants.load(Ordering::Relaxed)
     }
+
+    /// Voice rooms with someone in them on this node.
+    pub fn rooms(&self) -> usize {
+        self.rooms.load(Ordering::Relaxed)
+    }
 }
 
 #[async_trait]
@@ -394,6 +402,10 @@ impl VoiceControl for Voice {
         let (reply, rx) = oneshot::channel();
         self.commands.send(Command::ChannelOf { server, user, reply }).ok()?;
         rx.await.ok().flatten()
+    }
+
+    fn counts(&self) -> (usize, usize) {
+        (self.rooms(), self.participants())
     }
 }
 
@@ -544,6 +556,8 @@ struct Actor {
     hub: Arc<Hub>,
     commands: mpsc::WeakUnboundedSender<Command>,
     participants: Arc<AtomicUsize>,
+    /// How many rooms have someone in them (for the admin figures).
+    room_count: Arc<AtomicUsize>,
     fanout: mpsc::UnboundedSender<StateAnnouncement>,
     parts: HashMap<Arc<str>, Participant>,
     by_pid: HashMap<Pid, Arc<str>>,
@@ -623,6 +637,7 @@ impl Actor {
 
     fn sync_count(&self) {
         self.participants.store(self.parts.len(), Ordering::Relaxed);
+        self.room_count.store(self.rooms.len(), Ordering::Relaxed);
     }
 
     async fn publish(&self, topic: Topic, name: &str, payload: &impl Serialize) {

@@ -4,7 +4,7 @@
  * fresh data directory, serving web/dist. Stops it and removes the data afterwards.
  */
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir, homedir } from 'node:os';
@@ -12,6 +12,9 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const WEB = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+/** The platform admin every run starts with (see `copains admin create-admin`). */
+export const E2E_ADMIN = 'platformadmin';
+export const E2E_ADMIN_PASSWORD = 'correct horse battery';
 const ROOT = resolve(WEB, '..');
 
 function serverBinary(): string {
@@ -90,6 +93,15 @@ export default async function globalSetup(): Promise<() => Promise<void>> {
   child.stderr?.pipe(log);
   await waitReady(base, child, 30_000);
   process.env.COPAINS_E2E_BASE_URL = base;
+  // A platform admin, made as an operator makes one: the command line, the password on
+  // standard input. It signs in from a browser like anyone (its first device).
+  const cleanEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('COPAINS_')));
+  execFileSync(binary, ['admin', 'create-admin', E2E_ADMIN], {
+    cwd: data,
+    env: { ...cleanEnv, COPAINS_DATA_DIR: data },
+    input: `${E2E_ADMIN_PASSWORD}\n`,
+    stdio: ['pipe', 'ignore', 'inherit'],
+  });
 
   return async () => {
     if (child.exitCode === null) {

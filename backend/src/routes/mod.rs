@@ -1,5 +1,6 @@
 //! The REST routes, one router per area.
 
+pub mod admin;
 pub mod auth;
 pub mod channel_messages;
 pub mod channels;

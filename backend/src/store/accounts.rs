@@ -64,6 +64,38 @@ const PUBLIC_USER_COLUMNS: &str = "id, username, display_name, status_text";
 const USER_COLUMNS: &str =
     "u.id, u.username, u.display_name, u.status_text, u.platform_role, u.created_at, u.password_hash, u.disabled_at";
 
+/// Ends every session of `user` but `keep` on `c` (inside a transaction): their devices go,
+/// and with them the sessions and refresh tokens (cascade), as at a logout. Returns the
+/// sessions ended.
+pub(crate) async fn end_sessions(
+    c: &mut sqlx::AnyConnection,
+    kind: super::DbKind,
+    user: UserId,
+    keep: Option<SessionId>,
+) -> Result<Vec<SessionId>> {
+    let keep = keep.map_or(i64::MIN, |k| k.0);
+    let ended: Vec<SessionId> = sqlx::query("SELECT id FROM sessions WHERE user_id = $1 AND id <> $2")
+        .bind(user.0)
+        .bind(keep)
+        .fetch_all(&mut *c)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<i64, _>(0).map(SessionId))
+        .collect::<Result<_, _>>()?;
+    if !ended.is_empty() {
+        // Before the devices go (see `bump_views_of_user`): their channels get a new view.
+        super::channel_messages::bump_views_of_user(&mut *c, kind, user).await?;
+        sqlx::query(
+            "DELETE FROM devices WHERE user_id = $1 AND id IN (SELECT device_id FROM sessions WHERE user_id = $1 AND id <> $2)",
+        )
+        .bind(user.0)
+        .bind(keep)
+        .execute(&mut *c)
+        .await?;
+    }
+    Ok(ended)
+}
+
 impl Store {
     /// Creates a user and its first device, session and refresh token, all or nothing.
     pub async fn create_user(
@@ -193,27 +225,7 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        let ended: Vec<SessionId> = sqlx::query("SELECT id FROM sessions WHERE user_id = $1 AND id <> $2")
-            .bind(id.0)
-            .bind(keep.0)
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|r| r.try_get::<i64, _>(0).map(SessionId))
-            .collect::<Result<_, _>>()?;
-        if !ended.is_empty() {
-            // Before the devices go (see `bump_views_of_user`): their channels get a new view.
-            super::channel_messages::bump_views_of_user(&mut tx, self.kind(), id).await?;
-        }
-        // Deleting the device ends its session and refresh tokens (cascade).
-        sqlx::query(
-            "DELETE FROM devices WHERE user_id = $1 AND id IN \
-             (SELECT device_id FROM sessions WHERE user_id = $1 AND id <> $2)",
-        )
-        .bind(id.0)
-        .bind(keep.0)
-        .execute(&mut *tx)
-        .await?;
+        let ended = end_sessions(&mut tx, self.kind(), id, Some(keep)).await?;
         tx.commit().await?;
         Ok(ended)
     }

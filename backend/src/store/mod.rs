@@ -24,6 +24,7 @@ macro_rules! receives {
 
 pub mod access;
 pub mod accounts;
+pub mod admin;
 pub mod audit;
 pub mod channel_messages;
 pub mod device_lists;

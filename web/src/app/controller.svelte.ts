@@ -35,7 +35,7 @@ export type Screen =
 type ChatSession = InstanceType<typeof Boot.ChatSession>;
 
 const SESSION_ENDED_TEXT =
-  'You were signed out: this session was ended from another device, or your password was changed. ' +
+  'You were signed out: this session was ended from another device or by the platform’s staff, or your password was changed. ' +
   'Sign in again. Your messages on this browser are kept.';
 const SESSION_EXPIRED_TEXT = 'Your session has expired. Sign in again. Your messages on this browser are kept.';
 

@@ -34,7 +34,7 @@ import { defaultChannel, groupName } from '../servers/layout';
 import { parseRoute, routePath, sameRoute, type Route } from './route';
 import { Voice, type VoiceState } from '../voice/voice.svelte';
 
-export type SettingsTab = 'profile' | 'password' | 'devices' | 'privacy';
+export type SettingsTab = 'profile' | 'password' | 'devices' | 'privacy' | 'admin';
 export type ServerSettingsTab = 'overview' | 'channels' | 'roles' | 'invites' | 'members' | 'bans' | 'audit';
 
 /** The gateway's community events that update the server lists directly. */

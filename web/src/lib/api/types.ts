@@ -5,6 +5,13 @@ import type { components } from './schema';
 type Schemas = components['schemas'];
 
 export type User = Schemas['User'];
+export type PlatformRole = Schemas['PlatformRole'];
+export type AdminUser = Schemas['AdminUser'];
+export type AdminUsers = Schemas['AdminUsers'];
+export type PlatformStats = Schemas['PlatformStats'];
+export type PlatformAction = Schemas['PlatformAction'];
+export type PlatformAuditEntry = Schemas['PlatformAuditEntry'];
+export type PlatformAuditLog = Schemas['PlatformAuditLog'];
 export type PublicUser = Schemas['PublicUser'];
 export type Credentials = Schemas['Credentials'];
 export type AuthResponse = Schemas['AuthResponse'];

@@ -1,0 +1,319 @@
+//! `/api/v1/admin/`: platform administration. Without a token every route answers 401; an
+//! account that is neither moderator nor admin gets 403. Moderators reach the account routes
+//! (search, view, disable, enable, end sessions) and act on members only; admins reach every
+//! route and act on members and moderators. Nobody acts on a role at or above their own, nor
+//! on themselves.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use copains_client_core::admin::{
+    AdminUser, AdminUsers, PlatformAction, PlatformAuditLog, PlatformStats, SetPlatformRole, ADMIN_USERS_PAGE_MAX,
+    PLATFORM_AUDIT_PAGE_MAX,
+};
+use copains_client_core::api::PlatformRole;
+use copains_client_core::{ApiErrorBody, UserId};
+use serde::Deserialize;
+
+use crate::auth::Authenticated;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiJson;
+use crate::routes::auth::announce_revocation;
+use crate::routes::servers::parse_id;
+use crate::state::AppState;
+use crate::store::now_ms;
+
+/// Routes of this area.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/admin/users", get(users))
+        .route("/api/v1/admin/users/{user_id}", get(user))
+        .route("/api/v1/admin/users/{user_id}/disable", post(disable))
+        .route("/api/v1/admin/users/{user_id}/enable", post(enable))
+        .route("/api/v1/admin/users/{user_id}/logout", post(logout))
+        .route("/api/v1/admin/users/{user_id}/role", put(set_role))
+        .route("/api/v1/admin/stats", get(stats))
+        .route("/api/v1/admin/audit-log", get(audit_log))
+}
+
+fn rank(role: PlatformRole) -> u8 {
+    match role {
+        PlatformRole::Member => 0,
+        PlatformRole::Moderator => 1,
+        PlatformRole::Admin => 2,
+    }
+}
+
+/// The caller, if platform staff (moderator or admin).
+fn staff(auth: &Authenticated) -> ApiResult<PlatformRole> {
+    match auth.user.platform_role {
+        PlatformRole::Member => Err(ApiError::Forbidden("platform moderators and admins only")),
+        role => Ok(role),
+    }
+}
+
+/// The caller, if a platform admin.
+fn admin(auth: &Authenticated) -> ApiResult<()> {
+    match auth.user.platform_role {
+        PlatformRole::Admin => Ok(()),
+        _ => Err(ApiError::Forbidden("platform admins only")),
+    }
+}
+
+/// The account `raw` names, if the caller (staff) may act on it: someone else, below them.
+async fn target(state: &AppState, auth: &Authenticated, raw: &str) -> ApiResult<AdminUser> {
+    let role = staff(auth)?;
+    let id: UserId = parse_id(raw, "user id")?;
+    let user = state.store.admin_user(id).await?.ok_or(ApiError::NotFound("no such user"))?;
+    if id == auth.user.id {
+        return Err(ApiError::Forbidden("not on your own account"));
+    }
+    if rank(user.platform_role) >= rank(role) {
+        return Err(ApiError::Forbidden("that account's role is at or above yours"));
+    }
+    Ok(user)
+}
+
+/// Filters of the account list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct UsersParams {
+    /// Only accounts whose username or display name contains this (case-insensitive; at most
+    /// 64 characters).
+    pub query: Option<String>,
+    /// At most this many (1–200; default 50).
+    pub limit: Option<u32>,
+    /// After this account (the `next_cursor` of the previous page).
+    pub cursor: Option<String>,
+}
+
+/// Accounts, by id, a page at a time (moderators and admins).
+#[utoipa::path(get, path = "/api/v1/admin/users", operation_id = "admin_users", tag = "admin", security(("bearer" = [])),
+    params(UsersParams),
+    responses(
+        (status = 200, body = AdminUsers),
+        (status = 400, body = ApiErrorBody, description = "a limit out of 1–200, a query over 64 characters, a cursor that is not an id"),
+        (status = 401, body = ApiErrorBody),
+        (status = 403, body = ApiErrorBody, description = "not platform staff"),
+    ))]
+pub async fn users(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    params: Result<Query<UsersParams>, QueryRejection>,
+) -> ApiResult<Json<AdminUsers>> {
+    staff(&auth)?;
+    let Query(p) = params.map_err(|e| ApiError::Malformed(e.body_text()))?;
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=ADMIN_USERS_PAGE_MAX).contains(&limit) {
+        return Err(ApiError::Malformed(format!("limit must be 1 to {ADMIN_USERS_PAGE_MAX}")));
+    }
+    let query = p.query.unwrap_or_default();
+    if query.chars().count() > 64 {
+        return Err(ApiError::Malformed("query must be at most 64 characters".into()));
+    }
+    let cursor = p.cursor.as_deref().filter(|c| !c.is_empty()).map(|c| parse_id::<UserId>(c, "cursor")).transpose()?;
+    let mut users = state.store.admin_users(query.trim(), limit + 1, cursor).await?;
+    let next_cursor = if users.len() > limit as usize {
+        users.truncate(limit as usize);
+        users.last().map(|u| u.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(AdminUsers { users, next_cursor }))
+}
+
+/// One account (moderators and admins).
+#[utoipa::path(get, path = "/api/v1/admin/users/{user_id}", operation_id = "admin_user", tag = "admin", security(("bearer" = [])),
+    params(("user_id" = String, Path, description = "user id")),
+    responses(
+        (status = 200, body = AdminUser),
+        (status = 400, body = ApiErrorBody),
+        (status = 401, body = ApiErrorBody),
+        (status = 403, body = ApiErrorBody, description = "not platform staff"),
+        (status = 404, body = ApiErrorBody),
+    ))]
+pub async fn user(State(state): State<AppState>, auth: Authenticated, Path(raw): Path<String>) -> ApiResult<Json<AdminUser>> {
+    staff(&auth)?;
+    let id: UserId = parse_id(&raw, "user id")?;
+    Ok(Json(state.store.admin_user(id).await?.ok_or(ApiError::NotFound("no such user"))?))
+}
+
+/// Ends `ended` sessions everywhere at once: their tokens stop working and their gateway
+/// connections close (the pages show the sign-in screen).
+async fn end_sessions(state: &AppState, user: UserId, ended: Vec<copains_client_core::SessionId>) {
+    state.sessions.forget_user(user);
+    for session in ended {
+        announce_revocation(state, user, session).await;
+    }
+}
+
+/// Disable an account: it cannot sign in, and every session of it ends at once (staff, on an
+/// account below them).
+#[utoipa::path(post, path = "/api/v1/admin/users/{user_id}/disable", operation_id = "admin_disable_user", tag = "admin", security(("bearer" = [])),
+    params(("user_id" = String, Path, description = "user id")),
+    responses(
+        (status = 204),
+        (status = 400, body = ApiErrorBody),
+        (status = 401, body = ApiErrorBody),
+        (status = 403, body = ApiErrorBody, description = "not platform staff; the account is the caller's, or its role is at or above the caller's"),
+        (status = 404, body = ApiErrorBody),
+        (status = 409, body = ApiErrorBody, description = "disabled already"),
+        (status = 429, body = ApiErrorBody),
+    ))]
+pub async fn disable(State(state): State<AppState>, auth: Authenticated, Path(raw): Path<String>) -> ApiResult<StatusCode> {
+    state.limiters.user_write(auth.user.id)?;
+    let user = target(&state, &auth, &raw).await?;
+    if user.disabled_at.is_some() {
+        return Err(ApiError::Conflict("that account is disabled already".into()));
+    }
+    let ended = state.store.staff_action(auth.user.id, user.id, PlatformAction::UserDisable, Some(true), now_ms()).await?;
+    tracing::warn!(actor = %auth.user.id, target = %user.id, sessions = ended.len(), "account disabled");
+    end_sessions(&state, user.id, ended).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Enable a disabled account again (staff, on an account below them).
+#[utoipa::path(post, path = "/api/v1/admin/users/{user_id}/enable", operation_id = "admin_enable_user", tag = "admin", security(("bearer" = [])),
+    params(("user_id" = String, Path, description = "user id")),
+    responses(
+        (status = 204),
+        (status = 400, body = ApiErrorBody),
+        (status = 401, body = ApiErrorBody),
+        (status = 403, body = ApiErrorBody, description = "not platform staff; the account is the caller's, or its role is at or above the caller's"),
+        (status = 404, body = ApiErrorBody),
+        (status = 409, body = ApiErrorBody, description = "not disabled"),
+        (status = 429, body = ApiErrorBody),
+    ))]
+pub async fn enable(State(state): State<AppState>, auth: Authenticated, Path(raw): Path<String>) -> ApiResult<StatusCode> {
+    state.limiters.user_write(auth.user.id)?;
+    let user = target(&state, &auth, &raw).await?;
+    if user.disabled_at.is_none() {
+        return Err(ApiError::Conflict("that account is not disabled".into()));
+    }
+    state.store.staff_action(auth.user.id, user.id, PlatformAction::UserEnable, Some(false), now_ms()).await?;
+    state.sessions.forget_user(user.id);
+    tracing::warn!(actor = %auth.user.id, target = %user.id, "account enabled");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// End every session of an account at once (staff, on an account below them): each of its
+/// devices is signed out, as at a logout.
+#[utoipa::path(post, path = "/api/v1/admin/users/{user_id}/logout", operation_id = "admin_logout_user", tag = "admin", security(("bearer" = [])),
+    params(("user_id" = String, Path, description = "user id")),
+    responses(
+        (status = 204),
+        (status = 400, body = ApiErrorBody),
+        (status = 401, body = ApiErrorBody),
+        (status = 403, body = ApiErrorBody, description = "not platform staff; the account is the caller's, or its role is at or above the caller's"),
+        (status = 404, body = ApiErrorBody),
+        (status = 429, body = ApiErrorBody),
+    ))]
+pub async fn logout(State(state): State<AppState>, auth: Authenticated, Path(raw): Path<String>) -> ApiResult<StatusCode> {
+    state.limiters.user_write(auth.user.id)?;
+    let user = target(&state, &auth, &raw).await?;
+    let ended = state.store.staff_action(auth.user.id, user.id, PlatformAction::UserLogout, None, now_ms()).await?;
+    tracing::warn!(actor = %auth.user.id, target = %user.id, sessions = ended.len(), "account signed out by staff");
+    end_sessions(&state, user.id, ended).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Change an account's platform role (admins, on an account below them; any role up to
+/// admin).
+#[utoipa::path(put, path = "/api/v1/admin/users/{user_id}/role", operation_id = "admin_set_role", tag = "admin", security(("bearer" = [])),
+    params(("user_id" = String, Path, description = "user id")),
+    request_body = SetPlatformRole,
+    responses(
+        (status = 200, body = AdminUser),
+        (status = 400, body = ApiErrorBody, description = "not a role"),
+        (status = 401, body = ApiErrorBody),
+        (status = 403, body = ApiErrorBody, description = "not a platform admin; the account is the caller's, or an admin"),
+        (status = 404, body = ApiErrorBody),
+        (status = 429, body = ApiErrorBody),
+    ))]
+pub async fn set_role(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(raw): Path<String>,
+    ApiJson(body): ApiJson<SetPlatformRole>,
+) -> ApiResult<Json<AdminUser>> {
+    state.limiters.user_write(auth.user.id)?;
+    admin(&auth)?;
+    let user = target(&state, &auth, &raw).await?;
+    state.store.set_platform_role(auth.user.id, user.id, body.role, now_ms()).await?.ok_or(ApiError::NotFound("no such user"))?;
+    // Requests read the role from the session cache: the next one reads it anew.
+    state.sessions.forget_user(user.id);
+    tracing::warn!(actor = %auth.user.id, target = %user.id, role = body.role.as_str(), "platform role changed");
+    Ok(Json(state.store.admin_user(user.id).await?.ok_or(ApiError::NotFound("no such user"))?))
+}
+
+/// Live figures of this node (admins).
+#[utoipa::path(get, path = "/api/v1/admin/stats", operation_id = "admin_stats", tag = "admin", security(("bearer" = [])),
+    responses(
+        (status = 200, body = PlatformStats),
+        (status = 401, body = ApiErrorBody),
+        (status = 403, body = ApiErrorBody, description = "not a platform admin"),
+    ))]
+pub async fn stats(State(state): State<AppState>, auth: Authenticated) -> ApiResult<Json<PlatformStats>> {
+    admin(&auth)?;
+    let (users, disabled, servers, messages) = state.store.platform_counts(now_ms() - 60_000).await?;
+    let (rooms, participants) = state.voice.get().map_or((0, 0), |v| v.counts());
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    Ok(Json(PlatformStats {
+        users: count(users),
+        disabled_users: count(disabled),
+        servers: count(servers),
+        gateway_sessions: count(state.metrics.gateway_sessions.get()),
+        online_users: count(state.metrics.gateway_users.get()),
+        voice_rooms: rooms as u64,
+        voice_participants: participants as u64,
+        messages_last_minute: count(messages),
+        resident_memory_bytes: crate::metrics::resident_memory_bytes(),
+    }))
+}
+
+/// Filters of the platform audit log.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct PlatformAuditParams {
+    /// At most this many (1–100; default 50).
+    pub limit: Option<u32>,
+    /// Entries before this one (the `next_before` of the previous page).
+    pub before: Option<String>,
+    /// Of this action only (`user_disable`, `role_change`…).
+    pub action: Option<String>,
+    /// By this account only.
+    pub actor_id: Option<String>,
+    /// On this account only.
+    pub target_id: Option<String>,
+}
+
+/// The platform audit log, newest first (admins).
+#[utoipa::path(get, path = "/api/v1/admin/audit-log", operation_id = "admin_audit_log", tag = "admin", security(("bearer" = [])),
+    params(PlatformAuditParams),
+    responses(
+        (status = 200, body = PlatformAuditLog),
+        (status = 400, body = ApiErrorBody, description = "an unknown action, a filter that is not an id, or a limit out of 1–100"),
+        (status = 401, body = ApiErrorBody),
+        (status = 403, body = ApiErrorBody, description = "not a platform admin"),
+    ))]
+pub async fn audit_log(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    params: Result<Query<PlatformAuditParams>, QueryRejection>,
+) -> ApiResult<Json<PlatformAuditLog>> {
+    admin(&auth)?;
+    let Query(p) = params.map_err(|e| ApiError::Malformed(e.body_text()))?;
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=PLATFORM_AUDIT_PAGE_MAX).contains(&limit) {
+        return Err(ApiError::Malformed(format!("limit must be 1 to {PLATFORM_AUDIT_PAGE_MAX}")));
+    }
+    let action = match p.action.as_deref() {
+        None | Some("") => None,
+        Some(a) => Some(PlatformAction::parse(a).ok_or_else(|| ApiError::Malformed(format!("unknown action {a:?}")))?),
+    };
+    let id = |v: Option<&str>, what: &str| v.filter(|v| !v.is_empty()).map(|v| parse_id::<i64>(v, what)).transpose();
+    let before = id(p.before.as_deref(), "before")?;
+    let actor = id(p.actor_id.as_deref(), "actor_id")?.map(UserId);
+    let target = id(p.target_id.as_deref(), "target_id")?.map(UserId);
+    Ok(Json(state.store.platform_audit(limit, before, action, actor, target).await?))
+}

@@ -1,0 +1,288 @@
+//! Platform administration: admin accounts from the command line, accounts as staff see them
+//! (search, disable, enable, end sessions, platform role), and the platform audit log. Each
+//! change and its audit entry are written in one transaction.
+
+use copains_client_core::admin::{AdminUser, PlatformAction, PlatformAuditEntry, PlatformAuditLog};
+use copains_client_core::api::PlatformRole;
+use copains_client_core::{SessionId, UserId};
+use serde_json::{Map, Value};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use super::{u32_of, Result, Store, StoreError};
+
+/// What `copains admin create-admin` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminOutcome {
+    /// A new account, admin from the start.
+    Created(UserId),
+    /// An existing account, now admin.
+    Promoted(UserId),
+    /// The account was an admin already.
+    AlreadyAdmin(UserId),
+}
+
+/// Writes a platform audit entry on `c` (inside the change's transaction).
+pub(crate) async fn record(
+    c: &mut AnyConnection,
+    actor: Option<UserId>,
+    action: PlatformAction,
+    target: Option<UserId>,
+    details: Value,
+    now: i64,
+) -> Result<()> {
+    let details = match &details {
+        Value::Object(m) if m.is_empty() => None,
+        d => Some(d.to_string()),
+    };
+    sqlx::query("INSERT INTO platform_audit (actor_id, action, target_id, details, created_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(actor.map(|a| a.0))
+        .bind(action.as_str())
+        .bind(target.map(|t| t.0))
+        .bind(details)
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}
+
+const ADMIN_USER_COLUMNS: &str = "u.id, u.username, u.display_name, u.platform_role, u.created_at, u.disabled_at, \
+     (SELECT COUNT(*) FROM sessions s WHERE s.user_id = u.id)";
+
+fn admin_user(r: &AnyRow) -> Result<AdminUser> {
+    let role: String = r.try_get(3)?;
+    Ok(AdminUser {
+        id: UserId(r.try_get(0)?),
+        username: r.try_get(1)?,
+        display_name: r.try_get(2)?,
+        platform_role: PlatformRole::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("platform role {role}")))?,
+        created_at: r.try_get(4)?,
+        disabled_at: r.try_get(5)?,
+        sessions: u32_of(r.try_get(6)?)?,
+    })
+}
+
+impl Store {
+    /// Makes `username` a platform admin: creates the account with `password_hash` (its id
+    /// `id`) if there is none, else promotes it (its password stays). Audited, by nobody (the
+    /// command line).
+    pub async fn ensure_admin(
+        &self,
+        id: UserId,
+        username: &str,
+        username_lower: &str,
+        password_hash: Option<&str>,
+        now: i64,
+    ) -> Result<Option<AdminOutcome>> {
+        let mut tx = self.pool().begin().await?;
+        // A write first (see the module of `Store`): the row, or nothing, is locked.
+        let promoted = sqlx::query(
+            "UPDATE users SET platform_role = 'admin', updated_at = $2 WHERE username_lower = $1 AND platform_role <> 'admin' \
+             RETURNING id",
+        )
+        .bind(username_lower)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let outcome = if let Some(row) = promoted {
+            AdminOutcome::Promoted(UserId(row.try_get(0)?))
+        } else if let Some(existing) = sqlx::query_scalar::<_, i64>("SELECT id FROM users WHERE username_lower = $1")
+            .bind(username_lower)
+            .fetch_optional(&mut *tx)
+            .await?
+        {
+            return Ok(Some(AdminOutcome::AlreadyAdmin(UserId(existing))));
+        } else {
+            // No account: it is created, with the password given.
+            let Some(hash) = password_hash else { return Ok(None) };
+            let inserted = sqlx::query(
+                "INSERT INTO users (id, username, username_lower, password_hash, platform_role, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, 'admin', $5, $5)",
+            )
+            .bind(id.0)
+            .bind(username)
+            .bind(username_lower)
+            .bind(hash)
+            .bind(now)
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Err(StoreError::UsernameTaken),
+                other => other?,
+            };
+            AdminOutcome::Created(id)
+        };
+        let (target, created) = match outcome {
+            AdminOutcome::Created(u) => (u, true),
+            AdminOutcome::Promoted(u) | AdminOutcome::AlreadyAdmin(u) => (u, false),
+        };
+        record(&mut tx, None, PlatformAction::AdminCreated, Some(target), serde_json::json!({"created": created}), now).await?;
+        tx.commit().await?;
+        Ok(Some(outcome))
+    }
+
+    /// Whether an account of that (case-folded) username exists.
+    pub async fn username_exists(&self, username_lower: &str) -> Result<bool> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE username_lower = $1")
+            .bind(username_lower)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(found.is_some())
+    }
+
+    /// Accounts by id after `cursor`, whose username or display name contains `query`
+    /// (case-insensitive; empty: all).
+    pub async fn admin_users(&self, query: &str, limit: u32, cursor: Option<UserId>) -> Result<Vec<AdminUser>> {
+        let pattern = format!("%{}%", query.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        let rows = sqlx::query(&format!(
+            "SELECT {ADMIN_USER_COLUMNS} FROM users u WHERE u.id > $1 \
+             AND (u.username_lower LIKE $2 ESCAPE '\\' OR LOWER(COALESCE(u.display_name, '')) LIKE $2 ESCAPE '\\') \
+             ORDER BY u.id LIMIT $3"
+        ))
+        .bind(cursor.map_or(i64::MIN, |c| c.0))
+        .bind(pattern)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(admin_user).collect()
+    }
+
+    /// One account as staff see it.
+    pub async fn admin_user(&self, id: UserId) -> Result<Option<AdminUser>> {
+        let row = sqlx::query(&format!("SELECT {ADMIN_USER_COLUMNS} FROM users u WHERE u.id = $1"))
+            .bind(id.0)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(admin_user).transpose()
+    }
+
+    /// Ends every session of `user` (their devices go, as at a logout), audited as `action`
+    /// by `actor`; with `disable`, the account is disabled first (or enabled again with
+    /// `Some(false)`, ending nothing). Returns the sessions ended.
+    pub async fn staff_action(
+        &self,
+        actor: UserId,
+        user: UserId,
+        action: PlatformAction,
+        disable: Option<bool>,
+        now: i64,
+    ) -> Result<Vec<SessionId>> {
+        let mut tx = self.pool().begin().await?;
+        match disable {
+            Some(true) => {
+                sqlx::query("UPDATE users SET disabled_at = $2, updated_at = $2 WHERE id = $1")
+                    .bind(user.0)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Some(false) => {
+                sqlx::query("UPDATE users SET disabled_at = NULL, updated_at = $2 WHERE id = $1")
+                    .bind(user.0)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            None => {}
+        }
+        let ended = if disable == Some(false) {
+            Vec::new()
+        } else {
+            super::accounts::end_sessions(&mut tx, self.kind(), user, None).await?
+        };
+        let details = serde_json::json!({"sessions_ended": ended.len()});
+        record(&mut tx, Some(actor), action, Some(user), details, now).await?;
+        tx.commit().await?;
+        Ok(ended)
+    }
+
+    /// Sets `user`'s platform role, audited. Returns the role before (`None`: no such account).
+    pub async fn set_platform_role(
+        &self,
+        actor: UserId,
+        user: UserId,
+        role: PlatformRole,
+        now: i64,
+    ) -> Result<Option<PlatformRole>> {
+        let mut tx = self.pool().begin().await?;
+        // A write first (see the module of `Store`).
+        let touched =
+            sqlx::query("UPDATE users SET updated_at = $2 WHERE id = $1").bind(user.0).bind(now).execute(&mut *tx).await?;
+        if touched.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let before: String =
+            sqlx::query_scalar("SELECT platform_role FROM users WHERE id = $1").bind(user.0).fetch_one(&mut *tx).await?;
+        let before = PlatformRole::parse(&before).ok_or_else(|| StoreError::Corrupt(format!("platform role {before}")))?;
+        sqlx::query("UPDATE users SET platform_role = $2 WHERE id = $1")
+            .bind(user.0)
+            .bind(role.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let details = serde_json::json!({"old": before.as_str(), "new": role.as_str()});
+        record(&mut tx, Some(actor), PlatformAction::RoleChange, Some(user), details, now).await?;
+        tx.commit().await?;
+        Ok(Some(before))
+    }
+
+    /// How many accounts are admins and enabled.
+    pub async fn active_admins(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE platform_role = 'admin' AND disabled_at IS NULL")
+            .fetch_one(self.pool())
+            .await?)
+    }
+
+    /// Accounts, disabled accounts, servers, and channel messages sent since `since`.
+    pub async fn platform_counts(&self, since: i64) -> Result<(i64, i64, i64, i64)> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM users), (SELECT COUNT(*) FROM users WHERE disabled_at IS NOT NULL), \
+             (SELECT COUNT(*) FROM servers), (SELECT COUNT(*) FROM channel_messages WHERE created_at >= $1)",
+        )
+        .bind(since)
+        .fetch_one(self.pool())
+        .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?))
+    }
+
+    /// A page of the platform audit log, newest first.
+    pub async fn platform_audit(
+        &self,
+        limit: u32,
+        before: Option<i64>,
+        action: Option<PlatformAction>,
+        actor: Option<UserId>,
+        target: Option<UserId>,
+    ) -> Result<PlatformAuditLog> {
+        let rows = sqlx::query(
+            "SELECT id, action, actor_id, target_id, details, created_at FROM platform_audit \
+             WHERE id < $1 AND ($2 = '' OR action = $2) AND ($3 = 0 OR actor_id = $3) AND ($4 = 0 OR target_id = $4) \
+             ORDER BY id DESC LIMIT $5",
+        )
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(action.map_or("", PlatformAction::as_str))
+        .bind(actor.map_or(0, |a| a.0))
+        .bind(target.map_or(0, |t| t.0))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(self.pool())
+        .await?;
+        let more = rows.len() > limit as usize;
+        let mut entries = Vec::with_capacity(rows.len());
+        for r in rows.iter().take(limit as usize) {
+            let action: String = r.try_get(1)?;
+            let details: Option<String> = r.try_get(4)?;
+            entries.push(PlatformAuditEntry {
+                id: r.try_get::<i64, _>(0)?.to_string(),
+                action: PlatformAction::parse(&action).ok_or_else(|| StoreError::Corrupt(format!("platform action {action}")))?,
+                actor_id: r.try_get::<Option<i64>, _>(2)?.map(UserId),
+                target_id: r.try_get::<Option<i64>, _>(3)?.map(UserId),
+                details: match details {
+                    Some(d) => serde_json::from_str(&d).map_err(|_| StoreError::Corrupt("platform audit details".into()))?,
+                    None => Value::Object(Map::new()),
+                },
+                created_at: r.try_get(5)?,
+            });
+        }
+        let next_before = if more { entries.last().map(|e| e.id.clone()) } else { None };
+        Ok(PlatformAuditLog { entries, next_before })
+    }
+}

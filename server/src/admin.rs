@@ -1,0 +1,54 @@
+//! `copains admin`: platform administration from the server's own command line.
+
+use std::io::Read;
+
+use anyhow::Context;
+use copains_backend::auth::PasswordHasher;
+use copains_backend::domain::{Password, Username};
+use copains_backend::ids::Snowflakes;
+use copains_backend::store::admin::AdminOutcome;
+use copains_backend::store::{now_ms, Store, StoreError};
+use copains_client_core::UserId;
+
+use crate::{config, Config};
+
+/// Makes `username` a platform admin: promotes the account, or creates it with the password
+/// `read_password` gives (asked only when the account does not exist yet). There is no
+/// default password anywhere.
+pub async fn create_admin(
+    config: &Config,
+    username: &str,
+    read_password: impl FnOnce() -> anyhow::Result<String>,
+) -> anyhow::Result<AdminOutcome> {
+    let username = Username::parse(username).map_err(|e| anyhow::anyhow!("{e}"))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let url = config.database_url();
+    let store = Store::connect(&url, 2).await.with_context(|| format!("cannot open database {}", config::redact_url(&url)))?;
+    let hash = if store.username_exists(username.folded()).await? {
+        None
+    } else {
+        let password = Password::parse(&read_password()?).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let hasher = PasswordHasher::new(&config.api.password_hashing).context("invalid password hashing settings")?;
+        Some(hasher.hash(&password).await.context("cannot hash the password")?)
+    };
+    let id = UserId(Snowflakes::new(config.node_id).next_id());
+    match store.ensure_admin(id, username.as_str(), username.folded(), hash.as_deref(), now_ms()).await {
+        Ok(Some(outcome)) => Ok(outcome),
+        Ok(None) => anyhow::bail!("the account went away meanwhile; run the command again"),
+        Err(StoreError::UsernameTaken) => anyhow::bail!("the account was created meanwhile; run the command again to promote it"),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The password on standard input: its first line, without the line ending.
+pub fn password_from_stdin() -> anyhow::Result<String> {
+    let mut text = String::new();
+    std::io::stdin().take(64 * 1024).read_to_string(&mut text).context("cannot read the password on standard input")?;
+    let line = text.lines().next().unwrap_or("").to_owned();
+    anyhow::ensure!(
+        !line.is_empty(),
+        "no password on standard input (e.g. `printf '%s' \"$PASSWORD\" | copains admin create-admin alice`)"
+    );
+    Ok(line)
+}

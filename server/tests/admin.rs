@@ -1,0 +1,262 @@
+//! Platform administration through the real server: every admin route against every platform
+//! role as a table (no token, member, moderator, admin), acting on every role; a disabled
+//! account is signed out everywhere at once and cannot sign in until enabled again; a role
+//! change takes effect on the next request; bad filters are refused; each staff action lands
+//! in the platform audit log.
+
+mod common;
+
+use common::ws::{close_code, identified};
+use common::{Backend, TestApp};
+use copains_client_core::admin::{AdminUser, AdminUsers, PlatformAction, PlatformAuditLog, PlatformStats};
+use copains_client_core::api::PlatformRole;
+use copains_client_core::client::Client;
+use copains_client_core::gateway::close;
+use copains_client_core::UserId;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+backend_tests!(
+    every_admin_route_by_platform_role,
+    a_disabled_account_is_signed_out_everywhere_and_cannot_sign_in,
+    a_role_change_takes_effect_and_is_audited,
+    bad_admin_input_is_refused,
+);
+
+async fn spawn(backend: Backend) -> TestApp {
+    TestApp::spawn_with(backend, |c| {
+        c.api.rate_limits.user_writes_burst = 1_000_000;
+        c.api.rate_limits.auth_burst = 1_000_000;
+    })
+    .await
+}
+
+struct Account {
+    id: UserId,
+    client: Client,
+}
+
+/// A new account with `role` (staff roles given as the command line gives them: through the
+/// store, audited).
+async fn account(app: &TestApp, name: &str, role: PlatformRole) -> Account {
+    let client = app.client();
+    let auth = client.register(name, "a-long-password", None).await.expect("register");
+    let store = &app.running().state().store;
+    match role {
+        PlatformRole::Member => {}
+        PlatformRole::Admin => {
+            store.ensure_admin(UserId(0), name, &name.to_lowercase(), None, 0).await.expect("promote").expect("exists");
+        }
+        PlatformRole::Moderator => {
+            store.set_platform_role(auth.user.id, auth.user.id, role, 0).await.expect("role").expect("exists");
+        }
+    }
+    // The role is read from the session on each request: a fresh login reads the new one.
+    let client = app.client();
+    client.login(name, "a-long-password", None).await.expect("login");
+    Account { id: auth.user.id, client }
+}
+
+async fn call(app: &TestApp, who: Option<&Account>, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let mut req = reqwest::Client::new().request(method, app.url(path));
+    if let Some(who) = who {
+        req = req.bearer_auth(who.client.access_token().await.expect("token"));
+    }
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status();
+    let text = resp.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn every_admin_route_by_platform_role(backend: Backend) {
+    let app = spawn(backend).await;
+    let admin = account(&app, "ada", PlatformRole::Admin).await;
+    let moderator = account(&app, "mo", PlatformRole::Moderator).await;
+    let member = account(&app, "mel", PlatformRole::Member).await;
+    let other_admin = account(&app, "abe", PlatformRole::Admin).await;
+    let other_mod = account(&app, "mia", PlatformRole::Moderator).await;
+
+    // Read routes: (path, who may) — 401 without a token, 403 for the others.
+    let staff: &[&str] = &["moderator", "admin"];
+    let reads: Vec<(String, &[&str])> = vec![
+        ("/api/v1/admin/users".into(), staff),
+        (format!("/api/v1/admin/users/{}", member.id), staff),
+        ("/api/v1/admin/stats".into(), &["admin"]),
+        ("/api/v1/admin/audit-log".into(), &["admin"]),
+    ];
+    for (path, allowed) in &reads {
+        assert_eq!(call(&app, None, Method::GET, path, None).await.0, StatusCode::UNAUTHORIZED, "{path} without a token");
+        for (name, who) in [("member", &member), ("moderator", &moderator), ("admin", &admin)] {
+            let (st, body) = call(&app, Some(who), Method::GET, path, None).await;
+            let want = if allowed.contains(&name) { StatusCode::OK } else { StatusCode::FORBIDDEN };
+            assert_eq!(st, want, "{name} GET {path}: {body}");
+        }
+    }
+
+    // Actions: (actor, target, allowed). Nobody acts on their own account or a role at or above
+    // theirs; moderators on members only.
+    let cases: [(&str, &Account, &Account, bool); 8] = [
+        ("member on member", &member, &member, false),
+        ("moderator on member", &moderator, &member, true),
+        ("moderator on moderator", &moderator, &other_mod, false),
+        ("moderator on admin", &moderator, &admin, false),
+        ("admin on moderator", &admin, &other_mod, true),
+        ("admin on member", &admin, &member, true),
+        ("admin on admin", &admin, &other_admin, false),
+        ("admin on self", &admin, &admin, false),
+    ];
+    for (why, actor, target, allowed) in cases {
+        for action in ["logout", "disable", "enable"] {
+            let path = format!("/api/v1/admin/users/{}/{action}", target.id);
+            assert_eq!(call(&app, None, Method::POST, &path, None).await.0, StatusCode::UNAUTHORIZED);
+            let (st, body) = call(&app, Some(actor), Method::POST, &path, None).await;
+            if allowed {
+                assert_eq!(st, StatusCode::NO_CONTENT, "{why}: {action}: {body}");
+            } else {
+                assert_eq!(st, StatusCode::FORBIDDEN, "{why}: {action}: {body}");
+            }
+        }
+        // The target signs in again for the next case (its sessions ended).
+        if allowed {
+            target.client.login(&target_name(&app, target.id).await, "a-long-password", None).await.expect("sign in again");
+        }
+        let role = format!("/api/v1/admin/users/{}/role", target.id);
+        let (st, body) = call(&app, Some(actor), Method::PUT, &role, Some(json!({"role": "member"}))).await;
+        let may_set_role = allowed && why.starts_with("admin");
+        let want = if may_set_role { StatusCode::OK } else { StatusCode::FORBIDDEN };
+        assert_eq!(st, want, "{why}: role: {body}");
+        if may_set_role && target.id == other_mod.id {
+            // Back to moderator for what follows.
+            let (st, _) = call(&app, Some(actor), Method::PUT, &role, Some(json!({"role": "moderator"}))).await;
+            assert_eq!(st, StatusCode::OK);
+        }
+    }
+    app.shutdown().await;
+}
+
+async fn target_name(app: &TestApp, id: UserId) -> String {
+    app.running().state().store.admin_user(id).await.expect("read").expect("exists").username
+}
+
+async fn a_disabled_account_is_signed_out_everywhere_and_cannot_sign_in(backend: Backend) {
+    let app = spawn(backend).await;
+    let admin = account(&app, "ada", PlatformRole::Admin).await;
+    let member = account(&app, "mel", PlatformRole::Member).await;
+    let phone = app.client();
+    phone.login("mel", "a-long-password", None).await.expect("a second device");
+    let (mut gw, _) = identified(&app.ws_url, &phone.access_token().await.expect("token")).await;
+
+    let (st, body) = call(&app, Some(&admin), Method::POST, &format!("/api/v1/admin/users/{}/disable", member.id), None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
+    // Every session ends at once: the open connection closes as revoked, tokens stop working.
+    assert_eq!(close_code(&mut gw).await, Some(close::SESSION_REVOKED));
+    for c in [&member.client, &phone] {
+        let err = c.me().await.expect_err("signed out");
+        assert_eq!(err.status(), Some(reqwest::StatusCode::UNAUTHORIZED), "{err}");
+    }
+    let err = app.client().login("mel", "a-long-password", None).await.expect_err("disabled");
+    assert_eq!(err.status(), Some(reqwest::StatusCode::FORBIDDEN));
+    let (_, body) = call(&app, Some(&admin), Method::GET, &format!("/api/v1/admin/users/{}", member.id), None).await;
+    let seen: AdminUser = serde_json::from_value(body).expect("user");
+    assert!(seen.disabled_at.is_some());
+    assert_eq!(seen.sessions, 0);
+    let (st, _) = call(&app, Some(&admin), Method::POST, &format!("/api/v1/admin/users/{}/disable", member.id), None).await;
+    assert_eq!(st, StatusCode::CONFLICT, "disabled already");
+
+    let (st, _) = call(&app, Some(&admin), Method::POST, &format!("/api/v1/admin/users/{}/enable", member.id), None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    app.client().login("mel", "a-long-password", None).await.expect("enabled again");
+    let (st, _) = call(&app, Some(&admin), Method::POST, &format!("/api/v1/admin/users/{}/enable", member.id), None).await;
+    assert_eq!(st, StatusCode::CONFLICT, "not disabled");
+
+    // The figures count accounts and who is online.
+    let (st, body) = call(&app, Some(&admin), Method::GET, "/api/v1/admin/stats", None).await;
+    assert_eq!(st, StatusCode::OK);
+    let stats: PlatformStats = serde_json::from_value(body).expect("stats");
+    assert_eq!((stats.users, stats.disabled_users), (2, 0));
+    app.shutdown().await;
+}
+
+async fn a_role_change_takes_effect_and_is_audited(backend: Backend) {
+    let app = spawn(backend).await;
+    let admin = account(&app, "ada", PlatformRole::Admin).await;
+    let member = account(&app, "mel", PlatformRole::Member).await;
+    let path = format!("/api/v1/admin/users/{}/role", member.id);
+    assert_eq!(call(&app, Some(&member), Method::GET, "/api/v1/admin/users", None).await.0, StatusCode::FORBIDDEN);
+    let (st, body) = call(&app, Some(&admin), Method::PUT, &path, Some(json!({"role": "moderator"}))).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let changed: AdminUser = serde_json::from_value(body).expect("user");
+    assert_eq!(changed.platform_role, PlatformRole::Moderator);
+    // The same session, its next request: a moderator now.
+    assert_eq!(call(&app, Some(&member), Method::GET, "/api/v1/admin/users", None).await.0, StatusCode::OK);
+    assert_eq!(member.client.me().await.expect("me").platform_role, PlatformRole::Moderator);
+    let (st, _) = call(&app, Some(&admin), Method::POST, &format!("/api/v1/admin/users/{}/logout", member.id), None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+
+    let (st, body) = call(&app, Some(&admin), Method::GET, "/api/v1/admin/audit-log", None).await;
+    assert_eq!(st, StatusCode::OK);
+    let log: PlatformAuditLog = serde_json::from_value(body).expect("log");
+    let mine: Vec<_> = log.entries.iter().filter(|e| e.actor_id == Some(admin.id)).collect();
+    assert_eq!(mine.iter().map(|e| e.action).collect::<Vec<_>>(), vec![PlatformAction::UserLogout, PlatformAction::RoleChange]);
+    assert_eq!(mine[1].target_id, Some(member.id));
+    assert_eq!(mine[1].details, json!({"old": "member", "new": "moderator"}));
+    // Both of Mel's sessions (the one registering made, and the one signed in after).
+    assert_eq!(mine[0].details["sessions_ended"], json!(2));
+    // The promotion of the admin by the command line's path (no actor) is there too.
+    assert!(log
+        .entries
+        .iter()
+        .any(|e| e.action == PlatformAction::AdminCreated && e.actor_id.is_none() && e.target_id == Some(admin.id)));
+    let (_, body) = call(&app, Some(&admin), Method::GET, "/api/v1/admin/audit-log?action=role_change&limit=1", None).await;
+    let one: PlatformAuditLog = serde_json::from_value(body).expect("log");
+    assert_eq!(one.entries.len(), 1);
+    assert_eq!(one.entries[0].action, PlatformAction::RoleChange);
+    app.shutdown().await;
+}
+
+async fn bad_admin_input_is_refused(backend: Backend) {
+    let app = spawn(backend).await;
+    let admin = account(&app, "ada", PlatformRole::Admin).await;
+    let member = account(&app, "mel", PlatformRole::Member).await;
+    for path in [
+        "/api/v1/admin/users?limit=0",
+        "/api/v1/admin/users?limit=201",
+        "/api/v1/admin/users?limit=-1",
+        "/api/v1/admin/users?cursor=abc",
+        &format!("/api/v1/admin/users?query={}", "x".repeat(65)),
+        "/api/v1/admin/users/not-an-id",
+        "/api/v1/admin/audit-log?limit=101",
+        "/api/v1/admin/audit-log?action=nope",
+        "/api/v1/admin/audit-log?actor_id=x",
+    ] {
+        let (st, body) = call(&app, Some(&admin), Method::GET, path, None).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{path}: {body}");
+    }
+    let role = format!("/api/v1/admin/users/{}/role", member.id);
+    for body in [json!({"role": "god"}), json!({}), json!({"role": "admin", "extra": 1})] {
+        let (st, answer) = call(&app, Some(&admin), Method::PUT, &role, Some(body.clone())).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{body}: {answer}");
+    }
+    let (st, _) = call(&app, Some(&admin), Method::POST, "/api/v1/admin/users/42/disable", None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    // Search: by name, paged by cursor.
+    let (_, body) = call(&app, Some(&admin), Method::GET, "/api/v1/admin/users?query=ME", None).await;
+    let found: AdminUsers = serde_json::from_value(body).expect("users");
+    assert_eq!(found.users.iter().map(|u| u.id).collect::<Vec<_>>(), vec![member.id]);
+    let (_, body) = call(&app, Some(&admin), Method::GET, "/api/v1/admin/users?limit=1", None).await;
+    let first: AdminUsers = serde_json::from_value(body).expect("users");
+    let cursor = first.next_cursor.expect("a next page");
+    let (_, body) = call(&app, Some(&admin), Method::GET, &format!("/api/v1/admin/users?limit=1&cursor={cursor}"), None).await;
+    let second: AdminUsers = serde_json::from_value(body).expect("users");
+    assert_eq!(second.users.len(), 1);
+    assert_ne!(second.users[0].id, first.users[0].id);
+    assert!(second.next_cursor.is_none());
+    // A search term is a search term, not a pattern.
+    let (_, body) = call(&app, Some(&admin), Method::GET, "/api/v1/admin/users?query=%25", None).await;
+    let none: AdminUsers = serde_json::from_value(body).expect("users");
+    assert!(none.users.is_empty());
+    app.shutdown().await;
+}
