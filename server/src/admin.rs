@@ -8,6 +8,7 @@ use copains_backend::domain::{Password, Username};
 use copains_backend::ids::Snowflakes;
 use copains_backend::store::admin::AdminOutcome;
 use copains_backend::store::{now_ms, Store, StoreError};
+use copains_client_core::api::PlatformRole;
 use copains_client_core::UserId;
 
 use crate::{config, Config};
@@ -38,6 +39,20 @@ pub async fn create_admin(
         Ok(None) => anyhow::bail!("the account went away meanwhile; run the command again"),
         Err(StoreError::UsernameTaken) => anyhow::bail!("the account was created meanwhile; run the command again to promote it"),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Sets `username`'s platform role from the command line (admins included: this is how an
+/// admin is demoted). A server running meanwhile applies it within
+/// [`copains_backend::auth::USER_TTL`] (its session cache reads the account again). Returns the
+/// role before.
+pub async fn set_role(config: &Config, username: &str, role: PlatformRole) -> anyhow::Result<PlatformRole> {
+    let username = Username::parse(username).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let url = config.database_url();
+    let store = Store::connect(&url, 2).await.with_context(|| format!("cannot open database {}", config::redact_url(&url)))?;
+    match store.set_role_by_name(username.folded(), role, now_ms()).await? {
+        Some((_, before)) => Ok(before),
+        None => anyhow::bail!("no account named {}", username.as_str()),
     }
 }
 

@@ -52,6 +52,14 @@ enum AdminAction {
         /// The account's username.
         username: String,
     },
+    /// Set USERNAME's platform role (member, moderator or admin), admins included: how an admin
+    /// is demoted. A running server applies it within 30 seconds.
+    SetRole {
+        /// The account's username.
+        username: String,
+        /// member, moderator or admin.
+        role: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -109,6 +117,33 @@ fn main() -> ExitCode {
                 }
             }
             ExitCode::SUCCESS
+        }
+        Command::Admin { action: AdminAction::SetRole { username, role } } => {
+            let Some(role) = copains_client_core::api::PlatformRole::parse(&role) else {
+                eprintln!("error: the role must be member, moderator or admin");
+                return ExitCode::from(2);
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(copains::admin::set_role(&config, &username, role)) {
+                Ok(before) => {
+                    println!(
+                        "{username}: {} → {} (a running server applies it within 30 seconds)",
+                        before.as_str(),
+                        role.as_str()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Serve { bind, data_dir } => {
             if let Some(bind) = bind {

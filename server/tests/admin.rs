@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::ws::{close_code, identified};
+use common::ws::{close_code, identified, next_event};
 use common::{Backend, TestApp};
 use copains_client_core::admin::{AdminUser, AdminUsers, PlatformAction, PlatformAuditLog, PlatformStats};
 use copains_client_core::api::PlatformRole;
@@ -48,7 +48,11 @@ async fn account(app: &TestApp, name: &str, role: PlatformRole) -> Account {
             store.ensure_admin(UserId(0), name, &name.to_lowercase(), None, 0).await.expect("promote").expect("exists");
         }
         PlatformRole::Moderator => {
-            store.set_platform_role(auth.user.id, auth.user.id, role, 0).await.expect("role").expect("exists");
+            store
+                .set_platform_role(auth.user.id, PlatformRole::Admin, auth.user.id, role, 0)
+                .await
+                .expect("role")
+                .expect("exists");
         }
     }
     // The role is read from the session on each request: a fresh login reads the new one.
@@ -186,10 +190,14 @@ async fn a_role_change_takes_effect_and_is_audited(backend: Backend) {
     let member = account(&app, "mel", PlatformRole::Member).await;
     let path = format!("/api/v1/admin/users/{}/role", member.id);
     assert_eq!(call(&app, Some(&member), Method::GET, "/api/v1/admin/users", None).await.0, StatusCode::FORBIDDEN);
+    let (mut gw, _) = identified(&app.ws_url, &member.client.access_token().await.expect("token")).await;
     let (st, body) = call(&app, Some(&admin), Method::PUT, &path, Some(json!({"role": "moderator"}))).await;
     assert_eq!(st, StatusCode::OK, "{body}");
     let changed: AdminUser = serde_json::from_value(body).expect("user");
     assert_eq!(changed.platform_role, PlatformRole::Moderator);
+    // The account's devices learn it (and every node's session cache reads it anew).
+    let told = next_event(&mut gw, "USER_UPDATE").await;
+    assert_eq!(told["platform_role"], "moderator");
     // The same session, its next request: a moderator now.
     assert_eq!(call(&app, Some(&member), Method::GET, "/api/v1/admin/users", None).await.0, StatusCode::OK);
     assert_eq!(member.client.me().await.expect("me").platform_role, PlatformRole::Moderator);

@@ -148,4 +148,24 @@ fn create_admin_makes_an_admin_from_the_command_line() {
     // An existing member is promoted; standard input is not read.
     let (ok, out, err) = run("Maud", "");
     assert!(ok && out.contains("Maud") && out.contains("is now a platform admin"), "{out}{err}");
+
+    // An admin is demoted from the command line only (no admin acts on another).
+    let set_role = |args: &[&str]| {
+        let out = clean_env(&mut Command::new(BIN))
+            .args(["admin", "set-role"])
+            .args(args)
+            .current_dir(dir.path())
+            .env("COPAINS_DATA_DIR", &data)
+            .output()
+            .expect("run");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, out, err) = set_role(&["root", "member"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("root: admin → member"), "{out}");
+    let (code, _, err) = set_role(&["root", "emperor"]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, _, err) = set_role(&["nobody", "member"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no account named nobody"), "{err}");
 }

@@ -1396,12 +1396,19 @@ async fn every_route_is_in_the_openapi_document(backend: Backend) {
     ] {
         assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema}");
     }
-    // Generated clients name each operation by its id: every one is unique.
+    // Generated clients name each operation by its id: every one is unique. A parameter said
+    // to be in the path is one of the path's; the others are in the query.
     let mut ids = BTreeSet::new();
     for (path, ops) in doc["paths"].as_object().expect("paths") {
         for (method, op) in ops.as_object().expect("operations") {
             let id = op["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path} has no operationId"));
             assert!(ids.insert(id.to_owned()), "operationId {id} twice (at {method} {path})");
+            for p in op["parameters"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                let name = p["name"].as_str().expect("parameter name");
+                if p["in"] == "path" {
+                    assert!(path.contains(&format!("{{{name}}}")), "{method} {path}: {name} is not in the path");
+                }
+            }
         }
     }
     app.shutdown().await;

@@ -7,5 +7,5 @@ mod tokens;
 
 pub use extract::Authenticated;
 pub use password::{HashingStats, PasswordError, PasswordHasher};
-pub use sessions::{CachedUser, SessionCache};
+pub use sessions::{CachedUser, SessionCache, USER_TTL};
 pub use tokens::{hash_refresh_token, new_refresh_token, AccessClaims, JwtKeyPair, TokenError, TokenService};

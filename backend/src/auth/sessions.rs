@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use copains_client_core::api::User;
 use copains_client_core::gateway::{event_name, SessionRevoked};
@@ -20,6 +21,11 @@ use crate::bus::{BusEvent, EventSink};
 
 /// Sessions (and as many users) kept before the cache is emptied.
 const SESSIONS_MAX: usize = 100_000;
+
+/// How long a user read from the database is trusted without another read: a change made
+/// where no bus event reaches this node (the `copains admin` command line on the database
+/// itself) takes effect within this time.
+pub const USER_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A user as the request path needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +39,8 @@ pub struct CachedUser {
 #[derive(Debug, Default)]
 struct Maps {
     sessions: HashMap<SessionId, UserId>,
-    users: HashMap<UserId, CachedUser>,
+    /// Each user with when it was read.
+    users: HashMap<UserId, (CachedUser, Instant)>,
 }
 
 /// See the module documentation.
@@ -56,11 +63,16 @@ impl SessionCache {
 
     /// The user of a live session, if cached (and the session is `user`'s).
     pub fn get(&self, session: SessionId, user: UserId) -> Option<CachedUser> {
+        self.get_at(session, user, Instant::now())
+    }
+
+    /// [`Self::get`] as of `now`: a user read more than [`USER_TTL`] before is read again.
+    fn get_at(&self, session: SessionId, user: UserId, now: Instant) -> Option<CachedUser> {
         let maps = self.maps.read();
         if maps.sessions.get(&session) != Some(&user) {
             return None;
         }
-        maps.users.get(&user).cloned()
+        maps.users.get(&user).filter(|(_, at)| now.saturating_duration_since(*at) <= USER_TTL).map(|(u, _)| u.clone())
     }
 
     /// Caches a session read from the database, unless something was invalidated since
@@ -76,7 +88,7 @@ impl SessionCache {
             maps.users.clear();
         }
         maps.sessions.insert(session, record.user.id);
-        maps.users.insert(record.user.id, record);
+        maps.users.insert(record.user.id, (record, Instant::now()));
     }
 
     /// Forgets a session (it ended).
@@ -163,6 +175,17 @@ mod tests {
 
         cache.deliver(&BusEvent::new(Topic::user(UserId(1)), event_name::USER_UPDATE, &user(1, "alice").user).expect("event"));
         assert_eq!(cache.get(SessionId(11), UserId(1)), None, "the user is read again after a change");
+    }
+
+    #[test]
+    fn a_user_is_read_again_after_a_while() {
+        let cache = SessionCache::new();
+        cache.insert(SessionId(10), user(1, "alice"), cache.epoch());
+        let now = Instant::now();
+        assert!(cache.get_at(SessionId(10), UserId(1), now).is_some());
+        assert!(cache.get_at(SessionId(10), UserId(1), now + USER_TTL / 2).is_some());
+        // A change no event told this node of (the command line on the database) is read then.
+        assert_eq!(cache.get_at(SessionId(10), UserId(1), now + USER_TTL + std::time::Duration::from_secs(1)), None);
     }
 
     #[test]

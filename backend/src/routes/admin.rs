@@ -18,12 +18,14 @@ use copains_client_core::{ApiErrorBody, UserId};
 use serde::Deserialize;
 
 use crate::auth::Authenticated;
+use crate::bus::{BusEvent, Topic};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::routes::auth::announce_revocation;
 use crate::routes::servers::parse_id;
 use crate::state::AppState;
 use crate::store::now_ms;
+use copains_client_core::gateway::event_name;
 
 /// Routes of this area.
 pub fn router() -> Router<AppState> {
@@ -78,6 +80,7 @@ async fn target(state: &AppState, auth: &Authenticated, raw: &str) -> ApiResult<
 
 /// Filters of the account list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsersParams {
     /// Only accounts whose username or display name contains this (case-insensitive; at most
     /// 64 characters).
@@ -142,11 +145,26 @@ pub async fn user(State(state): State<AppState>, auth: Authenticated, Path(raw):
 /// Ends `ended` sessions everywhere at once: their tokens stop working and their gateway
 /// connections close (the pages show the sign-in screen).
 async fn end_sessions(state: &AppState, user: UserId, ended: Vec<copains_client_core::SessionId>) {
-    state.sessions.forget_user(user);
     for session in ended {
         announce_revocation(state, user, session).await;
     }
 }
+
+/// After a change to an account (role, disabled or not): `USER_UPDATE` to its devices, which
+/// also makes every node's session cache read the account anew at its next request.
+async fn announce_account(state: &AppState, user: UserId) {
+    state.sessions.forget_user(user);
+    match state.store.user(user).await {
+        Ok(Some(record)) => {
+            state.publish(BusEvent::new(Topic::user(user), event_name::USER_UPDATE, &record.user)).await;
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read an account to announce its change"),
+    }
+}
+
+/// The account changed since the caller looked (another staff action won the race).
+const CHANGED: &str = "that account changed meanwhile; look again";
 
 /// Disable an account: it cannot sign in, and every session of it ends at once (staff, on an
 /// account below them).
@@ -158,7 +176,7 @@ async fn end_sessions(state: &AppState, user: UserId, ended: Vec<copains_client_
         (status = 401, body = ApiErrorBody),
         (status = 403, body = ApiErrorBody, description = "not platform staff; the account is the caller's, or its role is at or above the caller's"),
         (status = 404, body = ApiErrorBody),
-        (status = 409, body = ApiErrorBody, description = "disabled already"),
+        (status = 409, body = ApiErrorBody, description = "disabled already, or the account changed meanwhile"),
         (status = 429, body = ApiErrorBody),
     ))]
 pub async fn disable(State(state): State<AppState>, auth: Authenticated, Path(raw): Path<String>) -> ApiResult<StatusCode> {
@@ -167,8 +185,13 @@ pub async fn disable(State(state): State<AppState>, auth: Authenticated, Path(ra
     if user.disabled_at.is_some() {
         return Err(ApiError::Conflict("that account is disabled already".into()));
     }
-    let ended = state.store.staff_action(auth.user.id, user.id, PlatformAction::UserDisable, Some(true), now_ms()).await?;
+    let ended = state
+        .store
+        .staff_action(auth.user.id, auth.user.platform_role, user.id, PlatformAction::UserDisable, Some(true), now_ms())
+        .await?
+        .ok_or_else(|| ApiError::Conflict(CHANGED.into()))?;
     tracing::warn!(actor = %auth.user.id, target = %user.id, sessions = ended.len(), "account disabled");
+    announce_account(&state, user.id).await;
     end_sessions(&state, user.id, ended).await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -182,7 +205,7 @@ pub async fn disable(State(state): State<AppState>, auth: Authenticated, Path(ra
         (status = 401, body = ApiErrorBody),
         (status = 403, body = ApiErrorBody, description = "not platform staff; the account is the caller's, or its role is at or above the caller's"),
         (status = 404, body = ApiErrorBody),
-        (status = 409, body = ApiErrorBody, description = "not disabled"),
+        (status = 409, body = ApiErrorBody, description = "not disabled, or the account changed meanwhile"),
         (status = 429, body = ApiErrorBody),
     ))]
 pub async fn enable(State(state): State<AppState>, auth: Authenticated, Path(raw): Path<String>) -> ApiResult<StatusCode> {
@@ -191,8 +214,12 @@ pub async fn enable(State(state): State<AppState>, auth: Authenticated, Path(raw
     if user.disabled_at.is_none() {
         return Err(ApiError::Conflict("that account is not disabled".into()));
     }
-    state.store.staff_action(auth.user.id, user.id, PlatformAction::UserEnable, Some(false), now_ms()).await?;
-    state.sessions.forget_user(user.id);
+    state
+        .store
+        .staff_action(auth.user.id, auth.user.platform_role, user.id, PlatformAction::UserEnable, Some(false), now_ms())
+        .await?
+        .ok_or_else(|| ApiError::Conflict(CHANGED.into()))?;
+    announce_account(&state, user.id).await;
     tracing::warn!(actor = %auth.user.id, target = %user.id, "account enabled");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -207,12 +234,17 @@ pub async fn enable(State(state): State<AppState>, auth: Authenticated, Path(raw
         (status = 401, body = ApiErrorBody),
         (status = 403, body = ApiErrorBody, description = "not platform staff; the account is the caller's, or its role is at or above the caller's"),
         (status = 404, body = ApiErrorBody),
+        (status = 409, body = ApiErrorBody, description = "the account changed meanwhile"),
         (status = 429, body = ApiErrorBody),
     ))]
 pub async fn logout(State(state): State<AppState>, auth: Authenticated, Path(raw): Path<String>) -> ApiResult<StatusCode> {
     state.limiters.user_write(auth.user.id)?;
     let user = target(&state, &auth, &raw).await?;
-    let ended = state.store.staff_action(auth.user.id, user.id, PlatformAction::UserLogout, None, now_ms()).await?;
+    let ended = state
+        .store
+        .staff_action(auth.user.id, auth.user.platform_role, user.id, PlatformAction::UserLogout, None, now_ms())
+        .await?
+        .ok_or_else(|| ApiError::Conflict(CHANGED.into()))?;
     tracing::warn!(actor = %auth.user.id, target = %user.id, sessions = ended.len(), "account signed out by staff");
     end_sessions(&state, user.id, ended).await;
     Ok(StatusCode::NO_CONTENT)
@@ -229,6 +261,7 @@ pub async fn logout(State(state): State<AppState>, auth: Authenticated, Path(raw
         (status = 401, body = ApiErrorBody),
         (status = 403, body = ApiErrorBody, description = "not a platform admin; the account is the caller's, or an admin"),
         (status = 404, body = ApiErrorBody),
+        (status = 409, body = ApiErrorBody, description = "the account changed meanwhile"),
         (status = 429, body = ApiErrorBody),
     ))]
 pub async fn set_role(
@@ -240,9 +273,13 @@ pub async fn set_role(
     state.limiters.user_write(auth.user.id)?;
     admin(&auth)?;
     let user = target(&state, &auth, &raw).await?;
-    state.store.set_platform_role(auth.user.id, user.id, body.role, now_ms()).await?.ok_or(ApiError::NotFound("no such user"))?;
-    // Requests read the role from the session cache: the next one reads it anew.
-    state.sessions.forget_user(user.id);
+    state
+        .store
+        .set_platform_role(auth.user.id, auth.user.platform_role, user.id, body.role, now_ms())
+        .await?
+        .ok_or_else(|| ApiError::Conflict(CHANGED.into()))?;
+    // Requests read the role from the session cache, on every node: the next one reads it anew.
+    announce_account(&state, user.id).await;
     tracing::warn!(actor = %auth.user.id, target = %user.id, role = body.role.as_str(), "platform role changed");
     Ok(Json(state.store.admin_user(user.id).await?.ok_or(ApiError::NotFound("no such user"))?))
 }
@@ -274,6 +311,7 @@ pub async fn stats(State(state): State<AppState>, auth: Authenticated) -> ApiRes
 
 /// Filters of the platform audit log.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PlatformAuditParams {
     /// At most this many (1–100; default 50).
     pub limit: Option<u32>,

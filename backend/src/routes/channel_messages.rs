@@ -451,6 +451,7 @@ pub async fn device_lists(
 
 /// Which page of history.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryParams {
     /// At most this many messages (1–100, default 50).
     pub limit: Option<usize>,

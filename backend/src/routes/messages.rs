@@ -128,6 +128,7 @@ pub async fn send(
 
 /// Page size of `GET /api/v1/messages`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct QueueParams {
     /// At most this many envelopes (1–500, default 100).
     pub limit: Option<usize>,

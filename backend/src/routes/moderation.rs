@@ -144,6 +144,7 @@ async fn announce_member(state: &AppState, server: ServerId, member: &Member) {
 
 /// The filters of the audit log.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditParams {
     /// At most this many (1–100; default 50).
     pub limit: Option<u32>,

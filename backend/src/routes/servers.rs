@@ -348,6 +348,7 @@ pub async fn leave_server(State(state): State<AppState>, auth: Authenticated, Pa
 
 /// `GET /api/v1/servers/{server_id}/members` query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct MembersParams {
     /// At most this many (1–1000; default 1000).
     pub limit: Option<u32>,
@@ -401,6 +402,7 @@ pub async fn member(
 
 /// Why a member is kicked.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct KickParams {
     /// Why (kept in the audit log; at most 512 characters).
     pub reason: Option<String>,

@@ -227,6 +227,7 @@ pub(crate) fn parse_device_id(raw: &str) -> ApiResult<copains_client_core::Devic
 
 /// `GET /api/v1/users/lookup` query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LookupParams {
     /// The whole username, in any case (`Alice` finds `alice`); never a prefix or a pattern.
     pub username: String,

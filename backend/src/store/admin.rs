@@ -46,6 +46,10 @@ pub(crate) async fn record(
     Ok(())
 }
 
+/// The SQL condition (on `users`, the actor's role bound as `$3`) of an account below the
+/// actor: a member for a moderator; a member or a moderator for an admin.
+const BELOW: &str = "(platform_role = 'member' OR ($3 = 'admin' AND platform_role = 'moderator'))";
+
 const ADMIN_USER_COLUMNS: &str = "u.id, u.username, u.display_name, u.platform_role, u.created_at, u.disabled_at, \
      (SELECT COUNT(*) FROM sessions s WHERE s.user_id = u.id)";
 
@@ -63,9 +67,11 @@ fn admin_user(r: &AnyRow) -> Result<AdminUser> {
 }
 
 impl Store {
-    /// Makes `username` a platform admin: creates the account with `password_hash` (its id
-    /// `id`) if there is none, else promotes it (its password stays). Audited, by nobody (the
-    /// command line).
+    /// Makes `username` a platform admin, audited, by nobody (the command line). With
+    /// `password_hash`, a new account is created (its id `id`), and an account of that name
+    /// already there is an error ([`StoreError::UsernameTaken`]): a name someone registered
+    /// meanwhile is never promoted in place of the one meant. Without, the existing account is
+    /// promoted (its password stays); `None` when there is no such account.
     pub async fn ensure_admin(
         &self,
         id: UserId,
@@ -75,26 +81,7 @@ impl Store {
         now: i64,
     ) -> Result<Option<AdminOutcome>> {
         let mut tx = self.pool().begin().await?;
-        // A write first (see the module of `Store`): the row, or nothing, is locked.
-        let promoted = sqlx::query(
-            "UPDATE users SET platform_role = 'admin', updated_at = $2 WHERE username_lower = $1 AND platform_role <> 'admin' \
-             RETURNING id",
-        )
-        .bind(username_lower)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let outcome = if let Some(row) = promoted {
-            AdminOutcome::Promoted(UserId(row.try_get(0)?))
-        } else if let Some(existing) = sqlx::query_scalar::<_, i64>("SELECT id FROM users WHERE username_lower = $1")
-            .bind(username_lower)
-            .fetch_optional(&mut *tx)
-            .await?
-        {
-            return Ok(Some(AdminOutcome::AlreadyAdmin(UserId(existing))));
-        } else {
-            // No account: it is created, with the password given.
-            let Some(hash) = password_hash else { return Ok(None) };
+        let outcome = if let Some(hash) = password_hash {
             let inserted = sqlx::query(
                 "INSERT INTO users (id, username, username_lower, password_hash, platform_role, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, 'admin', $5, $5)",
@@ -111,6 +98,26 @@ impl Store {
                 other => other?,
             };
             AdminOutcome::Created(id)
+        } else {
+            // A write first (see the module of `Store`).
+            let promoted = sqlx::query(
+                "UPDATE users SET platform_role = 'admin', updated_at = $2 WHERE username_lower = $1 \
+                 AND platform_role <> 'admin' RETURNING id",
+            )
+            .bind(username_lower)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match promoted {
+                Some(row) => AdminOutcome::Promoted(UserId(row.try_get(0)?)),
+                None => {
+                    let existing: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE username_lower = $1")
+                        .bind(username_lower)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    return Ok(existing.map(|u| AdminOutcome::AlreadyAdmin(UserId(u))));
+                }
+            }
         };
         let (target, created) = match outcome {
             AdminOutcome::Created(u) => (u, true),
@@ -119,6 +126,42 @@ impl Store {
         record(&mut tx, None, PlatformAction::AdminCreated, Some(target), serde_json::json!({"created": created}), now).await?;
         tx.commit().await?;
         Ok(Some(outcome))
+    }
+
+    /// Sets the platform role of the account `username_lower` from the command line (any
+    /// account, admins included: this is how an admin is demoted), audited by nobody. Returns
+    /// its id and the role before; `None` when there is no such account.
+    pub async fn set_role_by_name(
+        &self,
+        username_lower: &str,
+        role: PlatformRole,
+        now: i64,
+    ) -> Result<Option<(UserId, PlatformRole)>> {
+        let mut tx = self.pool().begin().await?;
+        // A write first (see the module of `Store`).
+        let Some(row) = sqlx::query("UPDATE users SET updated_at = $2 WHERE username_lower = $1 RETURNING id")
+            .bind(username_lower)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let user = UserId(row.try_get(0)?);
+        let before: String =
+            sqlx::query_scalar("SELECT platform_role FROM users WHERE id = $1").bind(user.0).fetch_one(&mut *tx).await?;
+        let before = PlatformRole::parse(&before).ok_or_else(|| StoreError::Corrupt(format!("platform role {before}")))?;
+        if before != role {
+            sqlx::query("UPDATE users SET platform_role = $2 WHERE id = $1")
+                .bind(user.0)
+                .bind(role.as_str())
+                .execute(&mut *tx)
+                .await?;
+            let details = serde_json::json!({"old": before.as_str(), "new": role.as_str()});
+            record(&mut tx, None, PlatformAction::RoleChange, Some(user), details, now).await?;
+        }
+        tx.commit().await?;
+        Ok(Some((user, before)))
     }
 
     /// Whether an account of that (case-folded) username exists.
@@ -157,33 +200,35 @@ impl Store {
     }
 
     /// Ends every session of `user` (their devices go, as at a logout), audited as `action`
-    /// by `actor`; with `disable`, the account is disabled first (or enabled again with
-    /// `Some(false)`, ending nothing). Returns the sessions ended.
+    /// by `actor`, whose role is `actor_role`; with `disable`, the account is disabled first
+    /// (or enabled again with `Some(false)`, ending nothing). The account must still be below
+    /// `actor_role` and, to disable or enable, not be so already: `Ok(None)` when it changed
+    /// meanwhile (nothing is done). Returns the sessions ended.
     pub async fn staff_action(
         &self,
         actor: UserId,
+        actor_role: PlatformRole,
         user: UserId,
         action: PlatformAction,
         disable: Option<bool>,
         now: i64,
-    ) -> Result<Vec<SessionId>> {
+    ) -> Result<Option<Vec<SessionId>>> {
         let mut tx = self.pool().begin().await?;
-        match disable {
-            Some(true) => {
-                sqlx::query("UPDATE users SET disabled_at = $2, updated_at = $2 WHERE id = $1")
-                    .bind(user.0)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Some(false) => {
-                sqlx::query("UPDATE users SET disabled_at = NULL, updated_at = $2 WHERE id = $1")
-                    .bind(user.0)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            None => {}
+        // The checks and the change in one statement (a write first): a role or a state that
+        // changed since the caller looked is not acted on.
+        let (set, state) = match disable {
+            Some(true) => ("disabled_at = $2, ", " AND disabled_at IS NULL"),
+            Some(false) => ("disabled_at = NULL, ", " AND disabled_at IS NOT NULL"),
+            None => ("", ""),
+        };
+        let done = sqlx::query(&format!("UPDATE users SET {set}updated_at = $2 WHERE id = $1 AND {BELOW}{state}"))
+            .bind(user.0)
+            .bind(now)
+            .bind(actor_role.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
         }
         let ended = if disable == Some(false) {
             Vec::new()
@@ -193,43 +238,44 @@ impl Store {
         let details = serde_json::json!({"sessions_ended": ended.len()});
         record(&mut tx, Some(actor), action, Some(user), details, now).await?;
         tx.commit().await?;
-        Ok(ended)
+        Ok(Some(ended))
     }
 
-    /// Sets `user`'s platform role, audited. Returns the role before (`None`: no such account).
+    /// Sets `user`'s platform role, audited, if the account is still below `actor_role`.
+    /// Returns the role before (`None`: no such account below the actor any more).
     pub async fn set_platform_role(
         &self,
         actor: UserId,
+        actor_role: PlatformRole,
         user: UserId,
         role: PlatformRole,
         now: i64,
     ) -> Result<Option<PlatformRole>> {
         let mut tx = self.pool().begin().await?;
-        // A write first (see the module of `Store`).
-        let touched =
-            sqlx::query("UPDATE users SET updated_at = $2 WHERE id = $1").bind(user.0).bind(now).execute(&mut *tx).await?;
+        // A write first (see the module of `Store`), with the check.
+        let touched = sqlx::query(&format!("UPDATE users SET updated_at = $2 WHERE id = $1 AND {BELOW}"))
+            .bind(user.0)
+            .bind(now)
+            .bind(actor_role.as_str())
+            .execute(&mut *tx)
+            .await?;
         if touched.rows_affected() == 0 {
             return Ok(None);
         }
         let before: String =
             sqlx::query_scalar("SELECT platform_role FROM users WHERE id = $1").bind(user.0).fetch_one(&mut *tx).await?;
         let before = PlatformRole::parse(&before).ok_or_else(|| StoreError::Corrupt(format!("platform role {before}")))?;
-        sqlx::query("UPDATE users SET platform_role = $2 WHERE id = $1")
-            .bind(user.0)
-            .bind(role.as_str())
-            .execute(&mut *tx)
-            .await?;
-        let details = serde_json::json!({"old": before.as_str(), "new": role.as_str()});
-        record(&mut tx, Some(actor), PlatformAction::RoleChange, Some(user), details, now).await?;
+        if before != role {
+            sqlx::query("UPDATE users SET platform_role = $2 WHERE id = $1")
+                .bind(user.0)
+                .bind(role.as_str())
+                .execute(&mut *tx)
+                .await?;
+            let details = serde_json::json!({"old": before.as_str(), "new": role.as_str()});
+            record(&mut tx, Some(actor), PlatformAction::RoleChange, Some(user), details, now).await?;
+        }
         tx.commit().await?;
         Ok(Some(before))
-    }
-
-    /// How many accounts are admins and enabled.
-    pub async fn active_admins(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE platform_role = 'admin' AND disabled_at IS NULL")
-            .fetch_one(self.pool())
-            .await?)
     }
 
     /// Accounts, disabled accounts, servers, and channel messages sent since `since`.

@@ -21,6 +21,9 @@ export class AdminApi {
     const q = params.toString();
     return this.#api.json('GET', `/api/v1/admin/users${q ? `?${q}` : ''}`);
   }
+  user(id: string): Promise<AdminUser> {
+    return this.#api.json('GET', `/api/v1/admin/users/${enc(id)}`);
+  }
   disable(user: string): Promise<void> {
     return this.#api.json('POST', `/api/v1/admin/users/${enc(user)}/disable`);
   }

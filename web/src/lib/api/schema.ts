@@ -2688,20 +2688,20 @@ export type $defs = Record<string, never>;
 export interface operations {
     admin_audit_log: {
         parameters: {
-            query?: never;
-            header?: never;
-            path: {
+            query?: {
                 /** @description At most this many (1–100; default 50). */
-                limit: number | null;
+                limit?: number;
                 /** @description Entries before this one (the `next_before` of the previous page). */
-                before: string | null;
+                before?: string;
                 /** @description Of this action only (`user_disable`, `role_change`…). */
-                action: string | null;
+                action?: string;
                 /** @description By this account only. */
-                actor_id: string | null;
+                actor_id?: string;
                 /** @description On this account only. */
-                target_id: string | null;
+                target_id?: string;
             };
+            header?: never;
+            path?: never;
             cookie?: never;
         };
         requestBody?: never;
@@ -2780,19 +2780,19 @@ export interface operations {
     };
     admin_users: {
         parameters: {
-            query?: never;
-            header?: never;
-            path: {
+            query?: {
                 /**
                  * @description Only accounts whose username or display name contains this (case-insensitive; at most
                  *     64 characters).
                  */
-                query: string | null;
+                query?: string;
                 /** @description At most this many (1–200; default 50). */
-                limit: number | null;
+                limit?: number;
                 /** @description After this account (the `next_cursor` of the previous page). */
-                cursor: string | null;
+                cursor?: string;
             };
+            header?: never;
+            path?: never;
             cookie?: never;
         };
         requestBody?: never;
@@ -2939,7 +2939,7 @@ export interface operations {
                     "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
-            /** @description disabled already */
+            /** @description disabled already, or the account changed meanwhile */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -3009,7 +3009,7 @@ export interface operations {
                     "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
-            /** @description not disabled */
+            /** @description not disabled, or the account changed meanwhile */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -3079,6 +3079,15 @@ export interface operations {
                     "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
+            /** @description the account changed meanwhile */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3140,6 +3149,15 @@ export interface operations {
                 };
             };
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description the account changed meanwhile */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3745,27 +3763,28 @@ export interface operations {
     };
     history: {
         parameters: {
-            query?: never;
-            header?: never;
-            path: {
-                /** @description channel id */
-                channel_id: string;
+            query?: {
                 /** @description At most this many messages (1–100, default 50). */
-                limit: number | null;
+                limit?: number;
                 /** @description Only messages older than this one. */
-                before: string | null;
+                before?: string;
                 /** @description Only messages newer than this one (alone: the page right after it). */
-                after: string | null;
+                after?: string;
                 /**
                  * @description The page around this message: `limit / 2` older ones, it, and newer ones (not with
                  *     `before` or `after`).
                  */
-                around: string | null;
+                around?: string;
                 /**
                  * @description The messages of this thread (the id of its first message); otherwise the channel's
                  *     top-level messages.
                  */
-                thread_id: string | null;
+                thread_id?: string;
+            };
+            header?: never;
+            path: {
+                /** @description channel id */
+                channel_id: string;
             };
             cookie?: never;
         };
@@ -5078,14 +5097,14 @@ export interface operations {
     };
     queue: {
         parameters: {
-            query?: never;
-            header?: never;
-            path: {
+            query?: {
                 /** @description At most this many envelopes (1–500, default 100). */
-                limit: number | null;
+                limit?: number;
                 /** @description Only envelopes after this one (the last id of the previous page). */
-                after: string | null;
+                after?: string;
             };
+            header?: never;
+            path?: never;
             cookie?: never;
         };
         requestBody?: never;
@@ -5550,21 +5569,22 @@ export interface operations {
     };
     audit_log: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description At most this many (1–100; default 50). */
+                limit?: number;
+                /** @description Entries before this one (the `next_before` of the previous page). */
+                before?: string;
+                /** @description Of this action only (`member_ban`, `member_timeout`, `channel_update`…). */
+                action?: string;
+                /** @description By this user only. */
+                actor_id?: string;
+                /** @description On this user, channel, role or message only. */
+                target_id?: string;
+            };
             header?: never;
             path: {
                 /** @description server id */
                 server_id: string;
-                /** @description At most this many (1–100; default 50). */
-                limit: number | null;
-                /** @description Entries before this one (the `next_before` of the previous page). */
-                before: string | null;
-                /** @description Of this action only (`member_ban`, `member_timeout`, `channel_update`…). */
-                action: string | null;
-                /** @description By this user only. */
-                actor_id: string | null;
-                /** @description On this user, channel, role or message only. */
-                target_id: string | null;
             };
             cookie?: never;
         };
@@ -6141,15 +6161,16 @@ export interface operations {
     };
     members: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description At most this many (1–1000; default 1000). */
+                limit?: number;
+                /** @description Only members whose user id is above this one (the last id of the previous page). */
+                after?: string;
+            };
             header?: never;
             path: {
                 /** @description server id */
                 server_id: string;
-                /** @description At most this many (1–1000; default 1000). */
-                limit: number | null;
-                /** @description Only members whose user id is above this one (the last id of the previous page). */
-                after: string | null;
             };
             cookie?: never;
         };
@@ -6241,15 +6262,16 @@ export interface operations {
     };
     kick: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Why (kept in the audit log; at most 512 characters). */
+                reason?: string;
+            };
             header?: never;
             path: {
                 /** @description server id */
                 server_id: string;
                 /** @description user id */
                 user_id: string;
-                /** @description Why (kept in the audit log; at most 512 characters). */
-                reason: string | null;
             };
             cookie?: never;
         };
@@ -7834,12 +7856,12 @@ export interface operations {
     };
     lookup: {
         parameters: {
-            query?: never;
-            header?: never;
-            path: {
+            query: {
                 /** @description The whole username, in any case (`Alice` finds `alice`); never a prefix or a pattern. */
                 username: string;
             };
+            header?: never;
+            path?: never;
             cookie?: never;
         };
         requestBody?: never;
