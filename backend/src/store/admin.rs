@@ -46,6 +46,30 @@ pub(crate) async fn record(
     Ok(())
 }
 
+/// Sets `user`'s role on `c` (inside a transaction), audited when it changes; returns the role
+/// before.
+async fn apply_role(
+    c: &mut AnyConnection,
+    actor: Option<UserId>,
+    user: UserId,
+    role: PlatformRole,
+    now: i64,
+) -> Result<PlatformRole> {
+    let before: String =
+        sqlx::query_scalar("SELECT platform_role FROM users WHERE id = $1").bind(user.0).fetch_one(&mut *c).await?;
+    let before = PlatformRole::parse(&before).ok_or_else(|| StoreError::Corrupt(format!("platform role {before}")))?;
+    if before != role {
+        sqlx::query("UPDATE users SET platform_role = $2 WHERE id = $1")
+            .bind(user.0)
+            .bind(role.as_str())
+            .execute(&mut *c)
+            .await?;
+        let details = serde_json::json!({"old": before.as_str(), "new": role.as_str()});
+        record(c, actor, PlatformAction::RoleChange, Some(user), details, now).await?;
+    }
+    Ok(before)
+}
+
 /// The SQL condition (on `users`, the actor's role bound as `$3`) of an account below the
 /// actor: a member for a moderator; a member or a moderator for an admin.
 const BELOW: &str = "(platform_role = 'member' OR ($3 = 'admin' AND platform_role = 'moderator'))";
@@ -148,18 +172,7 @@ impl Store {
             return Ok(None);
         };
         let user = UserId(row.try_get(0)?);
-        let before: String =
-            sqlx::query_scalar("SELECT platform_role FROM users WHERE id = $1").bind(user.0).fetch_one(&mut *tx).await?;
-        let before = PlatformRole::parse(&before).ok_or_else(|| StoreError::Corrupt(format!("platform role {before}")))?;
-        if before != role {
-            sqlx::query("UPDATE users SET platform_role = $2 WHERE id = $1")
-                .bind(user.0)
-                .bind(role.as_str())
-                .execute(&mut *tx)
-                .await?;
-            let details = serde_json::json!({"old": before.as_str(), "new": role.as_str()});
-            record(&mut tx, None, PlatformAction::RoleChange, Some(user), details, now).await?;
-        }
+        let before = apply_role(&mut tx, None, user, role, now).await?;
         tx.commit().await?;
         Ok(Some((user, before)))
     }
@@ -262,18 +275,7 @@ impl Store {
         if touched.rows_affected() == 0 {
             return Ok(None);
         }
-        let before: String =
-            sqlx::query_scalar("SELECT platform_role FROM users WHERE id = $1").bind(user.0).fetch_one(&mut *tx).await?;
-        let before = PlatformRole::parse(&before).ok_or_else(|| StoreError::Corrupt(format!("platform role {before}")))?;
-        if before != role {
-            sqlx::query("UPDATE users SET platform_role = $2 WHERE id = $1")
-                .bind(user.0)
-                .bind(role.as_str())
-                .execute(&mut *tx)
-                .await?;
-            let details = serde_json::json!({"old": before.as_str(), "new": role.as_str()});
-            record(&mut tx, Some(actor), PlatformAction::RoleChange, Some(user), details, now).await?;
-        }
+        let before = apply_role(&mut tx, Some(actor), user, role, now).await?;
         tx.commit().await?;
         Ok(Some(before))
     }
