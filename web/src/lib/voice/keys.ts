@@ -191,7 +191,7 @@ export class KeyRoom {
 
   /**
    * This device started or stopped sending media. Starting while dormant draws a fresh key
-   * (one generation up, or the first) and seals it for everyone listed; frames wait, held,
+   * (one generation up, or the first) and seals it for everyone listed; frames are dropped
    * until it is drawn. Stopping changes nothing: the key stays until the next leave.
    */
   sending(on: boolean): Promise<void> {
