@@ -22,7 +22,7 @@ use crate::bus::{BusEvent, Topic};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::routes::auth::announce_revocation;
-use crate::routes::servers::parse_id;
+use crate::routes::servers::{page_limit, parse_id};
 use crate::state::AppState;
 use crate::store::now_ms;
 use copains_client_core::gateway::event_name;
@@ -107,10 +107,7 @@ pub async fn users(
 ) -> ApiResult<Json<AdminUsers>> {
     staff(&auth)?;
     let Query(p) = params.map_err(|e| ApiError::Malformed(e.body_text()))?;
-    let limit = p.limit.unwrap_or(50);
-    if !(1..=ADMIN_USERS_PAGE_MAX).contains(&limit) {
-        return Err(ApiError::Malformed(format!("limit must be 1 to {ADMIN_USERS_PAGE_MAX}")));
-    }
+    let limit = page_limit(p.limit, 50, ADMIN_USERS_PAGE_MAX)?;
     let query = p.query.unwrap_or_default();
     if query.chars().count() > 64 {
         return Err(ApiError::Malformed("query must be at most 64 characters".into()));
@@ -341,10 +338,7 @@ pub async fn audit_log(
 ) -> ApiResult<Json<PlatformAuditLog>> {
     admin(&auth)?;
     let Query(p) = params.map_err(|e| ApiError::Malformed(e.body_text()))?;
-    let limit = p.limit.unwrap_or(50);
-    if !(1..=PLATFORM_AUDIT_PAGE_MAX).contains(&limit) {
-        return Err(ApiError::Malformed(format!("limit must be 1 to {PLATFORM_AUDIT_PAGE_MAX}")));
-    }
+    let limit = page_limit(p.limit, 50, PLATFORM_AUDIT_PAGE_MAX)?;
     let action = match p.action.as_deref() {
         None | Some("") => None,
         Some(a) => Some(PlatformAction::parse(a).ok_or_else(|| ApiError::Malformed(format!("unknown action {a:?}")))?),

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use crate::auth::Authenticated;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
-use crate::routes::servers::{display_text, parse_id, publish_to};
+use crate::routes::servers::{display_text, page_limit, parse_id, publish_to};
 use crate::state::AppState;
 use crate::store::audit::AUDIT_PAGE_MAX;
 use crate::store::{now_ms, AuditQuery};
@@ -178,10 +178,7 @@ pub async fn audit_log(
 ) -> ApiResult<Json<AuditLog>> {
     let server: ServerId = parse_id(&raw, "server id")?;
     let Query(p) = params.map_err(|e| ApiError::Malformed(e.body_text()))?;
-    let limit = p.limit.unwrap_or(50);
-    if !(1..=AUDIT_PAGE_MAX).contains(&limit) {
-        return Err(ApiError::Malformed(format!("limit must be 1 to {AUDIT_PAGE_MAX}")));
-    }
+    let limit = page_limit(p.limit, 50, AUDIT_PAGE_MAX)?;
     let action = match p.action.as_deref() {
         None | Some("") => None,
         Some(a) => Some(AuditAction::parse(a).ok_or_else(|| ApiError::Malformed(format!("unknown action {a:?}")))?),

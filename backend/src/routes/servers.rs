@@ -67,6 +67,15 @@ pub(crate) fn parse_id<T: std::str::FromStr>(raw: &str, what: &str) -> ApiResult
     raw.parse().map_err(|_| ApiError::Malformed(format!("{what} must be a decimal id")))
 }
 
+/// A page size from a query: `given`, or `default` when absent; 400 outside 1 to `max`.
+pub(crate) fn page_limit(given: Option<u32>, default: u32, max: u32) -> ApiResult<u32> {
+    let limit = given.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        return Err(ApiError::Malformed(format!("limit must be 1 to {max}")));
+    }
+    Ok(limit)
+}
+
 /// A name shown to others: trimmed, 1–[`NAME_MAX_CHARS`] characters, no control characters.
 pub(crate) fn display_text(raw: &str, what: &str, min: usize, max: usize) -> Result<String, String> {
     let text = raw.trim();
@@ -373,10 +382,7 @@ pub async fn members(
 ) -> ApiResult<Json<Vec<Member>>> {
     let server: ServerId = parse_id(&raw, "server id")?;
     let Query(params) = params.map_err(|e| ApiError::Malformed(e.body_text()))?;
-    let limit = params.limit.unwrap_or(MEMBERS_PAGE_MAX);
-    if !(1..=MEMBERS_PAGE_MAX).contains(&limit) {
-        return Err(ApiError::Malformed(format!("limit must be 1 to {MEMBERS_PAGE_MAX}")));
-    }
+    let limit = page_limit(params.limit, MEMBERS_PAGE_MAX, MEMBERS_PAGE_MAX)?;
     let after = params.after.as_deref().map(|a| parse_id::<UserId>(a, "after")).transpose()?;
     Ok(Json(state.store.members_for(server, auth.user.id, limit, after).await?))
 }
