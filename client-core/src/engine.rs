@@ -352,6 +352,10 @@ pub struct Engine<T: Transport> {
     pending_link: Option<PendingLink>,
     /// Open link requests of this user's pending devices.
     link_requests: BTreeMap<DeviceId, LinkRequest>,
+    /// Devices (by number and identity key) this device removed: a link request of theirs
+    /// that arrives afterwards (asked in the moment between being unlisted and being deleted)
+    /// is not offered. By key, as the server gives a freed number to the next new device.
+    removed_here: HashSet<(DeviceId, Vec<u8>)>,
     /// The recovery key shown at sign-up, until the user confirms writing it down.
     recovery_unconfirmed: Option<String>,
     /// When link answers failed to open (recent ones).
@@ -416,6 +420,7 @@ impl<T: Transport> Engine<T> {
             state: LinkState::Pending,
             pending_link: None,
             link_requests: BTreeMap::new(),
+            removed_here: HashSet::new(),
             recovery_unconfirmed: None,
             link_failures: Vec::new(),
             seen: HashSet::new(),

@@ -215,12 +215,21 @@ test('removing a linked browser signs it out; the last resort is explained, conf
   // Removing the second (linked) browser from the first: it is signed out.
   await openSettings(e1.page, 'Devices');
   const list = settingsDialog(e1.page).getByRole('list', { name: 'Your devices' });
+  // The removed browser, unlisted first, asks to be linked again before its deletion lands:
+  // the deletion is held until that request is in, and the first browser must not offer it.
+  const askedAgain = e2.page.waitForResponse((r) => r.url().endsWith('/api/v1/users/@me/link-requests') && r.request().method() === 'POST');
+  await e1.page.route('**/api/v1/users/@me/devices/*', async (route) => {
+    if (route.request().method() === 'DELETE') await askedAgain;
+    await route.continue();
+  });
   await list.getByRole('button', { name: /^Remove / }).click();
   await e1.page.getByRole('dialog', { name: /^Remove / }).getByRole('button', { name: 'Remove device' }).click();
   // The confirmation stays (busy) until the removal is done, even if the list shows it first.
   await expect(e1.page.getByRole('dialog', { name: /^Remove / })).toBeHidden({ timeout: 30_000 });
   await expect(e2.page.getByRole('heading', { name: 'Welcome back!' })).toBeVisible({ timeout: 30_000 });
   await expect(list.getByRole('listitem')).toHaveCount(1);
+  expect((await askedAgain).status()).toBe(201);
+  await expect(approvalDialog(e1.page)).toHaveCount(0);
   await settingsDialog(e1.page).getByRole('button', { name: 'Close settings' }).click();
   await expect(settingsDialog(e1.page)).toBeHidden();
   await e2.context.close();

@@ -419,7 +419,10 @@ impl<T: Transport> Engine<T> {
         match name {
             crate::gateway::event_name::LINK_REQUEST => {
                 let request: LinkRequest = serde_json::from_value(data).map_err(invalid)?;
-                if self.state == LinkState::Linked && request.device_id != self.my_device {
+                let stale = self.removed_here.contains(&(request.device_id, request.identity_key.0.clone()))
+                    || self.accounts.get(&self.me).and_then(|k| k.key_of(request.device_id))
+                        == Some(request.identity_key.0.as_slice());
+                if self.state == LinkState::Linked && request.device_id != self.my_device && !stale {
                     self.link_requests.insert(request.device_id, request.clone());
                     self.events.push((Incoming::LinkRequested(request), None));
                 }
@@ -664,15 +667,16 @@ impl<T: Transport> Engine<T> {
     /// then off the server. Removing this device signs it out.
     pub async fn remove_device(&mut self, device: DeviceId, now: i64) -> Result<(), MessagingError> {
         self.tick(now);
+        let mut unlisted = None;
         if let Ok(account) = self.linked_account() {
             for _attempt in 0..3 {
                 let known = self.account_of(self.me, true).await?.ok_or(MessagingError::NotLinked)?;
                 if known.account_key.0 != account.public() {
                     return Err(MessagingError::DeviceList("the device list is not this account key's; refused".into()));
                 }
-                if known.key_of(device).is_none() {
+                let Some(key) = known.key_of(device).map(<[u8]>::to_vec) else {
                     break;
-                }
+                };
                 let mut list = known.to_list(self.me);
                 list.devices.retain(|d| d.device_id != device);
                 list.version = list
@@ -680,7 +684,10 @@ impl<T: Transport> Engine<T> {
                     .checked_add(1)
                     .ok_or_else(|| MessagingError::DeviceList("device list version overflow".into()))?;
                 match self.publish(&account, &list, None).await {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        unlisted = Some(key);
+                        break;
+                    }
                     Err(MessagingError::Api { status: 409, .. }) => continue,
                     Err(e) => return Err(e),
                 }
@@ -689,9 +696,20 @@ impl<T: Transport> Engine<T> {
             return Err(MessagingError::NotLinked);
         }
         match self.call("DELETE", &format!("/api/v1/users/@me/devices/{device}"), None::<&()>).await {
-            Ok(_) | Err(MessagingError::Api { status: 404, .. }) => Ok(()),
-            Err(e) => Err(e),
+            Ok(_) | Err(MessagingError::Api { status: 404, .. }) => {}
+            Err(e) => return Err(e),
         }
+        // Once unlisted, the removed device may ask to be linked again before the deletion
+        // reaches it; that request is not offered here, nor one remembered from before.
+        self.link_requests.remove(&device);
+        if let Some(key) = unlisted {
+            if self.removed_here.len() >= 1_000 {
+                self.removed_here.clear();
+            }
+            self.removed_here.insert((device, key));
+            self.events.push((Incoming::OwnDevicesChanged { added: vec![], removed: vec![device] }, None));
+        }
+        Ok(())
     }
 
     /// Makes a new recovery key (the old one stops opening the backup kept by the server).

@@ -196,6 +196,8 @@ export class Approvals {
   /** A pending device asks (again): list it, and prompt unless a dialog is already up. */
   add(request: LinkRequest): void {
     if (request.expires_at <= this.#now()) return;
+    // A late event of a device linked meanwhile: nothing is left to approve.
+    if (this.dialog?.request.device_id === request.device_id && this.dialog.step === 'linked') return;
     const others = this.requests.filter((r) => r.device_id !== request.device_id);
     this.requests = [...others, request].sort((a, b) => a.created_at - b.created_at || a.device_id - b.device_id);
     const d = this.dialog;

@@ -92,6 +92,19 @@ describe('Approvals', () => {
     expect(a.requests).toEqual([]);
   });
 
+  it('a late request of the device just linked does not ask again once "Done" is pressed', async () => {
+    const { a } = approvals();
+    a.add(request(3));
+    await a.approve('12345678');
+    a.devicesChanged([3], []);
+    expect(a.dialog?.step).toBe('linked');
+    a.add(request(3, T0 + 2000));
+    expect(a.dialog?.step).toBe('linked');
+    a.close();
+    expect(a.dialog).toBeNull();
+    expect(a.requests).toEqual([]);
+  });
+
   it('says when the request lapsed', () => {
     const { a } = approvals();
     a.add(request(3));

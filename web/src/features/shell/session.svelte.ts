@@ -598,6 +598,8 @@ export class ChatSession {
   /** Removes one of this account's devices (from the signed list, then from the server). */
   async removeDevice(deviceId: number): Promise<void> {
     await this.engine.removeDevice(deviceId);
+    // A request it made while being removed is closed now, not when the engine's event comes.
+    this.approvals.devicesChanged([], [deviceId]);
     this.newOwnDevices = this.newOwnDevices.filter((d) => d !== deviceId);
     this.devicesChanged += 1;
   }
