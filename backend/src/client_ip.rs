@@ -87,7 +87,7 @@ impl fmt::Display for IpBlock {
 }
 
 /// `::ffff:a.b.c.d` as `a.b.c.d`; anything else unchanged.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,

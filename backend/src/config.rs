@@ -24,6 +24,66 @@ pub struct BackendConfig {
     /// itself a trusted proxy; any other request to its socket address. Empty by default: the
     /// header is ignored, so a client cannot pick the address its rate limits count against.
     pub trusted_proxies: Vec<IpBlock>,
+    /// Abuse controls and what is kept about clients: login throttling, CORS, retention.
+    pub security: SecurityConfig,
+}
+
+/// Abuse controls and retention.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Login throttling (per account and address, then per account).
+    pub login_throttle: crate::auth::LoginThrottleConfig,
+    /// Origins (`https://chat.example.org`) whose pages may call the API from a browser
+    /// (CORS). Empty by default: only the web client this server serves itself, which needs
+    /// none.
+    pub cors_origins: Vec<String>,
+    /// The platform audit log (staff actions and security events) keeps entries this many
+    /// days; the housekeeping job deletes older ones. Default 180.
+    pub audit_retention_days: u64,
+    /// A session's last IP address is kept (sealed with the key file's data key, for staff
+    /// looking into abuse) this many seconds after it was seen, then erased; only its keyed
+    /// hash stays. Default 604 800 (7 days).
+    pub ip_retention_secs: u64,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            login_throttle: crate::auth::LoginThrottleConfig::default(),
+            cors_origins: Vec::new(),
+            audit_retention_days: 180,
+            ip_retention_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+impl SecurityConfig {
+    /// The CORS origins as header values; an entry that is not `scheme://host[:port]` is an
+    /// error naming it.
+    pub fn parsed_cors_origins(&self) -> Result<Vec<http::HeaderValue>, String> {
+        self.cors_origins
+            .iter()
+            .map(|o| {
+                let ok = (o.starts_with("https://") || o.starts_with("http://"))
+                    && !o.ends_with('/')
+                    && o.split_once("://").is_some_and(|(_, host)| !host.is_empty() && !host.contains(['/', '?', '#', ' ']));
+                ok.then(|| http::HeaderValue::from_str(o).ok())
+                    .flatten()
+                    .ok_or_else(|| format!("security.cors_origins: {o:?} is not an origin like https://chat.example.org"))
+            })
+            .collect()
+    }
+
+    /// Audit entries older than this many milliseconds are deleted.
+    pub fn audit_retention_ms(&self) -> i64 {
+        i64::try_from(self.audit_retention_days.saturating_mul(86_400_000)).unwrap_or(i64::MAX)
+    }
+
+    /// Sealed IP addresses older than this many milliseconds are erased.
+    pub fn ip_retention_ms(&self) -> i64 {
+        i64::try_from(self.ip_retention_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+    }
 }
 
 /// Token lifetimes.

@@ -34,6 +34,8 @@ pub enum ApiError {
     /// 403: account disabled.
     #[error("this account is disabled")]
     AccountDisabled,
+    #[error("{0}")]
+    Banned(&'static str, Option<i64>),
     /// 403.
     #[error("{0}")]
     Forbidden(&'static str),
@@ -98,6 +100,7 @@ impl ApiError {
             Unauthorized(_) => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
             InvalidRefreshToken(_) => (StatusCode::UNAUTHORIZED, ErrorCode::InvalidRefreshToken),
             AccountDisabled => (StatusCode::FORBIDDEN, ErrorCode::AccountDisabled),
+            Banned(..) => (StatusCode::FORBIDDEN, ErrorCode::Banned),
             Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
             NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
             InvalidKeys(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidKeys),
@@ -146,6 +149,7 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::DeviceMismatch(m) => body.error.details = serde_json::to_value(m).ok(),
             ApiError::ViewStale(recipients) => body.error.details = serde_json::to_value(recipients).ok(),
+            ApiError::Banned(_, Some(until)) => body.error.details = Some(serde_json::json!({ "until": until })),
             ApiError::QueueFull(full) => {
                 let devices: Vec<_> =
                     full.iter().map(|q| serde_json::json!({ "user_id": q.user.to_string(), "device_id": q.device.0 })).collect();

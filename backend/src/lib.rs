@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
+pub mod secrets;
 pub mod state;
 pub mod store;
 pub mod voice;
@@ -58,14 +59,63 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Layers every route of the composed platform gets: request metrics and panic containment.
+/// Layers every route of the composed platform gets: request metrics, security headers,
+/// CORS for the configured origins, and panic containment.
 pub fn outer_layers(router: Router, state: AppState) -> Router {
-    router.layer(middleware::from_fn_with_state(state, track_request)).layer(CatchPanicLayer::custom(
-        |_panic: Box<dyn std::any::Any + Send>| {
-            tracing::error!("a request handler panicked");
-            ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
-        },
-    ))
+    let origins = state.config.security.parsed_cors_origins().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "CORS origins ignored");
+        Vec::new()
+    });
+    let router = router
+        .layer(middleware::from_fn_with_state(state.clone(), track_request))
+        .layer(middleware::from_fn_with_state(state, security_headers));
+    let router = if origins.is_empty() {
+        router
+    } else {
+        use axum::http::{header, Method};
+        router.layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(origins)
+                .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+                .expose_headers([header::RETRY_AFTER])
+                .max_age(Duration::from_secs(600)),
+        )
+    };
+    router.layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
+        tracing::error!("a request handler panicked");
+        ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+    }))
+}
+
+/// The Content-Security-Policy of API responses (JSON, never a page): nothing loads, nothing
+/// frames it. The web client's pages set their own.
+pub const API_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; frame-ancestors 'none'";
+
+/// Strict-Transport-Security, sent when the request came over HTTPS (a trusted proxy says so).
+pub const HSTS: &str = "max-age=31536000; includeSubDomains";
+
+/// Headers every response carries unless its route set them: no sniffing, no referrer, no
+/// framing, a closed CSP; HSTS when the request came over HTTPS through a trusted proxy.
+async fn security_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    use axum::http::{header, HeaderValue};
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let https = peer.is_some_and(|p| state.config.trusted_proxies.iter().any(|b| b.contains(p)))
+        && req.headers().get("x-forwarded-proto").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    let mut response = next.run(req).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::CONTENT_SECURITY_POLICY, API_CONTENT_SECURITY_POLICY),
+    ] {
+        headers.entry(name).or_insert(HeaderValue::from_static(value));
+    }
+    if https {
+        headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
+    }
+    response
 }
 
 async fn track_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -93,7 +143,8 @@ pub async fn run_maintenance(state: AppState, every: Duration, shutdown: impl st
 
 /// One housekeeping pass as of `now` (Unix ms; an input, so tests can run it a month ahead):
 /// sessions and refresh tokens past their expiry, envelopes older than
-/// `limits.envelope_ttl_secs` (delivered or not), expired link requests, idle rate-limit keys.
+/// `limits.envelope_ttl_secs` (delivered or not), expired link requests, audit entries and
+/// sealed client addresses past their retention, ended bans, idle rate-limit and throttle keys.
 pub async fn housekeep(state: &AppState, now: i64) {
     match state.store.purge_expired(now).await {
         Ok(ended) => {
@@ -114,5 +165,20 @@ pub async fn housekeep(state: &AppState, now: i64) {
         Ok(n) => tracing::debug!(requests = n, "expired link requests removed"),
         Err(e) => tracing::warn!(error = %e, "maintenance: purge of link requests failed"),
     }
+    let security = &state.config.security;
+    match state
+        .store
+        .purge_security(now.saturating_sub(security.audit_retention_ms()), now.saturating_sub(security.ip_retention_ms()), now)
+        .await
+    {
+        Ok((0, 0, 0)) => {}
+        Ok((entries, addresses, bans)) => {
+            tracing::info!(entries, addresses, bans, "retention: old audit entries, addresses and ended bans removed")
+        }
+        Err(e) => tracing::warn!(error = %e, "maintenance: retention of security data failed"),
+    }
+    // A rotation on the command line: the new data key seals from now on.
+    state.secrets.reload_keys();
     state.limiters.shrink();
+    state.throttle.shrink();
 }

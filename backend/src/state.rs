@@ -3,12 +3,13 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::auth::{PasswordHasher, SessionCache, TokenService};
+use crate::auth::{LoginThrottle, PasswordHasher, SessionCache, TokenService};
 use crate::bus::{BusEvent, EventBus};
 use crate::config::BackendConfig;
 use crate::ids::{NodeId, Snowflakes};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiters;
+use crate::secrets::Secrets;
 use crate::store::Store;
 
 /// Everything a handler can reach. Cheap to clone.
@@ -35,6 +36,10 @@ pub struct Inner {
     pub ids: Snowflakes,
     /// Rate limiters.
     pub limiters: RateLimiters,
+    /// Login throttling (per account and address).
+    pub throttle: LoginThrottle,
+    /// Keyed hashes of client addresses and sealing of what is kept about them.
+    pub secrets: Secrets,
     /// False once shutdown began (readiness fails so load balancers drain the node).
     pub accepting: AtomicBool,
     /// Voice, once the gateway started it (moderation routes reach it here).
@@ -61,11 +66,13 @@ impl AppState {
         store: Store,
         bus: Arc<dyn EventBus>,
         tokens: TokenService,
+        secrets: Secrets,
         metrics: Arc<Metrics>,
         node_id: NodeId,
     ) -> Result<Self, crate::auth::PasswordError> {
         let passwords = PasswordHasher::new(&config.password_hashing)?;
         let limiters = RateLimiters::new(&config.rate_limits);
+        let throttle = LoginThrottle::new(config.security.login_throttle.clone());
         let sessions = Arc::new(SessionCache::new());
         bus.attach(sessions.clone());
         Ok(Self(Arc::new(Inner {
@@ -78,6 +85,8 @@ impl AppState {
             metrics,
             ids: Snowflakes::new(node_id),
             limiters,
+            throttle,
+            secrets,
             accepting: AtomicBool::new(true),
             voice: std::sync::OnceLock::new(),
         })))

@@ -77,7 +77,8 @@ pub struct PlatformStats {
     pub resident_memory_bytes: Option<u64>,
 }
 
-/// What happened on the platform, as its audit log names it.
+/// What happened on the platform, as its audit log names it: staff actions and security
+/// events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
@@ -92,12 +93,39 @@ pub enum PlatformAction {
     UserEnable,
     /// Every session of an account was ended by staff.
     UserLogout,
+    /// A sign-in with a wrong password (the target is the account, when there is one).
+    LoginFailed,
+    /// Failed sign-ins on an account started a wait (login throttling).
+    LoginThrottled,
+    /// A refresh token was presented a second time: taken from its device; the session was
+    /// ended.
+    RefreshTokenReuse,
+    /// A banned account or client tried to sign in or register.
+    BannedAttempt,
+    /// An account or a client fingerprint was banned.
+    BanCreated,
+    /// A ban was lifted.
+    BanLifted,
+    /// The key file's data key was rotated (every sealed value sealed again).
+    KeyRotation,
 }
 
 impl PlatformAction {
     /// Every action.
-    pub const ALL: [PlatformAction; 5] =
-        [Self::AdminCreated, Self::RoleChange, Self::UserDisable, Self::UserEnable, Self::UserLogout];
+    pub const ALL: [PlatformAction; 12] = [
+        Self::AdminCreated,
+        Self::RoleChange,
+        Self::UserDisable,
+        Self::UserEnable,
+        Self::UserLogout,
+        Self::LoginFailed,
+        Self::LoginThrottled,
+        Self::RefreshTokenReuse,
+        Self::BannedAttempt,
+        Self::BanCreated,
+        Self::BanLifted,
+        Self::KeyRotation,
+    ];
 
     /// Its name on the wire and in the database.
     pub fn as_str(self) -> &'static str {
@@ -107,12 +135,62 @@ impl PlatformAction {
             Self::UserDisable => "user_disable",
             Self::UserEnable => "user_enable",
             Self::UserLogout => "user_logout",
+            Self::LoginFailed => "login_failed",
+            Self::LoginThrottled => "login_throttled",
+            Self::RefreshTokenReuse => "refresh_token_reuse",
+            Self::BannedAttempt => "banned_attempt",
+            Self::BanCreated => "ban_created",
+            Self::BanLifted => "ban_lifted",
+            Self::KeyRotation => "key_rotation",
         }
     }
 
     /// The action of a name.
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
+    /// How much it matters.
+    pub fn severity(self) -> Severity {
+        match self {
+            Self::RefreshTokenReuse => Severity::Critical,
+            Self::LoginFailed | Self::LoginThrottled | Self::BannedAttempt | Self::BanCreated | Self::UserDisable => {
+                Severity::Warning
+            }
+            _ => Severity::Info,
+        }
+    }
+}
+
+/// How much an audit entry matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// A staff action or a routine event.
+    Info,
+    /// Worth a look: failed or throttled sign-ins, bans, a banned client trying again.
+    Warning,
+    /// Someone is likely attacking an account (a stolen refresh token).
+    Critical,
+}
+
+impl Severity {
+    /// Every severity, least first.
+    pub const ALL: [Severity; 3] = [Self::Info, Self::Warning, Self::Critical];
+
+    /// Its name on the wire and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+        }
+    }
+
+    /// The severity of a name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
     }
 }
 
@@ -131,6 +209,12 @@ pub struct PlatformAuditEntry {
     /// What changed (an object; empty when nothing more).
     #[cfg_attr(feature = "openapi", schema(value_type = std::collections::HashMap<String, serde_json::Value>))]
     pub details: serde_json::Value,
+    /// How much it matters.
+    pub severity: Severity,
+    /// The keyed hash of the client's address (security events; the same address gives the
+    /// same hash), never the address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_hash: Option<String>,
     /// When (Unix milliseconds).
     pub created_at: i64,
 }
@@ -144,4 +228,129 @@ pub struct PlatformAuditLog {
     /// Pass as `before` for the next page; absent on the last one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_before: Option<String>,
+}
+
+/// Bans listed per page at most.
+pub const PLATFORM_BANS_PAGE_MAX: u32 = 200;
+/// Longest reason of a ban, in characters.
+pub const BAN_REASON_MAX_CHARS: usize = 512;
+
+/// What a platform ban keeps out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum BanKind {
+    /// An account: it cannot sign in (its sessions ended when banned).
+    Account,
+    /// A client fingerprint (keyed hash of address and user agent): nobody signs in or
+    /// registers from it.
+    Fingerprint,
+}
+
+/// A platform ban.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlatformBan {
+    /// Its id.
+    pub id: String,
+    /// What it keeps out.
+    pub kind: BanKind,
+    /// The account (an account ban), or the account whose client it was (a fingerprint ban).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<UserId>,
+    /// That account's username, if it still exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The fingerprint (a fingerprint ban): a keyed hash, never an address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// Why, as staff wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Who banned (absent: the command line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<UserId>,
+    /// When (Unix milliseconds).
+    pub created_at: i64,
+    /// When it ends (Unix milliseconds); absent: permanent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+/// `GET /api/v1/admin/bans`: bans in force, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlatformBans {
+    /// The bans.
+    pub bans: Vec<PlatformBan>,
+    /// Pass as `before` for the next page; absent on the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<String>,
+}
+
+/// `POST /api/v1/admin/bans`: ban an account, and with it the clients it signed in from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewPlatformBan {
+    /// The account.
+    pub user_id: UserId,
+    /// Why (at most 512 characters; shown to staff, never to the account).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 512))]
+    pub reason: Option<String>,
+    /// How long, in seconds (60 to 31 536 000, a year); absent: permanent.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 60, maximum = 31536000))]
+    pub duration_secs: Option<u64>,
+    /// Also ban the fingerprints of the clients its sessions were last seen from, so that
+    /// it cannot come back with a new account from them. Default true.
+    #[serde(default = "yes")]
+    pub fingerprints: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /api/v1/admin/bans`: what was banned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BansCreated {
+    /// The account ban, then one per fingerprint.
+    pub bans: Vec<PlatformBan>,
+}
+
+/// A signed-in session of an account, as staff see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AdminSession {
+    /// The session.
+    pub id: crate::ids::SessionId,
+    /// Its device's number.
+    pub device_id: u32,
+    /// Its device's name.
+    pub device_name: String,
+    /// When it began (Unix milliseconds).
+    pub created_at: i64,
+    /// When it was last used (Unix milliseconds).
+    pub last_used_at: i64,
+    /// The address it was last seen from (admins only; kept for the retention setting, then
+    /// erased).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// When that address was seen (Unix milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_seen_at: Option<i64>,
+    /// Its client's fingerprint (a keyed hash of address and user agent), which a ban names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+}
+
+/// `GET /api/v1/admin/users/{user_id}/sessions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AdminSessions {
+    /// The sessions, oldest first.
+    pub sessions: Vec<AdminSession>,
 }

@@ -24,6 +24,9 @@ pub enum ErrorCode {
     Forbidden,
     /// The account is disabled.
     AccountDisabled,
+    /// The account, or the client it comes from, is banned from the platform (`details`:
+    /// `{"until": ms}` for a ban that ends).
+    Banned,
     /// No such resource.
     NotFound,
     /// The username is taken.

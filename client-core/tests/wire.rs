@@ -497,6 +497,7 @@ fn error_codes() {
         InvalidRefreshToken,
         Forbidden,
         AccountDisabled,
+        Banned,
         NotFound,
         UsernameTaken,
         TooManyDevices,
@@ -513,8 +514,8 @@ fn error_codes() {
     for code in codes {
         match code {
             MalformedRequest | ValidationFailed | PayloadTooLarge | InvalidCredentials | Unauthorized | InvalidRefreshToken
-            | Forbidden | AccountDisabled | NotFound | UsernameTaken | TooManyDevices | Conflict | DeviceMismatch | ViewStale
-            | InvalidKeys | RateLimited | QueueFull | UnknownRoute | Internal | Unavailable => {}
+            | Forbidden | AccountDisabled | Banned | NotFound | UsernameTaken | TooManyDevices | Conflict | DeviceMismatch
+            | ViewStale | InvalidKeys | RateLimited | QueueFull | UnknownRoute | Internal | Unavailable => {}
         }
     }
     wire!("error_codes", codes);

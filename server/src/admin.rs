@@ -67,3 +67,64 @@ pub fn password_from_stdin() -> anyhow::Result<String> {
     );
     Ok(line)
 }
+
+/// What `copains admin rotate-key` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRotation {
+    /// The new data key, which seals from now on.
+    pub new_key: u32,
+    /// Values sealed again under it.
+    pub resealed: u64,
+    /// Values that opened under no key (erased).
+    pub erased: u64,
+    /// Keys removed from the key file (nothing was sealed under them any more).
+    pub dropped: Vec<u32>,
+}
+
+/// Rotates the key file's data key while the server may run: adds a new key (which a running
+/// server picks up at its next housekeeping pass, or at once when it meets a value sealed
+/// under it), seals every stored value again under it, then drops the keys older than the
+/// one before (kept: a running server may still seal under it until it reads the file).
+/// `progress(done, total)` after each value.
+pub async fn rotate_key(config: &Config, progress: impl Fn(u64, u64)) -> anyhow::Result<KeyRotation> {
+    use copains_backend::secrets::{Secrets, SESSION_IP};
+    let path = config.key_file();
+    let keys = crate::keyfile::load_or_create(&path)?;
+    let url = config.database_url();
+    let store = Store::connect(&url, 2).await.with_context(|| format!("cannot open database {}", config::redact_url(&url)))?;
+    let new_key = crate::keyfile::add_data_key(&path)?;
+    let all = crate::keyfile::read_data_keys(&path)?;
+    let secrets = Secrets::new(keys.fingerprint_key, &all, None);
+    let total = u64::try_from(store.sealed_count().await?).unwrap_or(0);
+    let (mut resealed, mut erased) = (0u64, 0u64);
+    loop {
+        let batch = store.sealed_not_under(new_key, 500).await?;
+        if batch.is_empty() {
+            break;
+        }
+        for (session, old) in batch {
+            let replaced = match secrets.open(SESSION_IP, &old) {
+                Ok(plain) => {
+                    let done = store.reseal(session, &old, Some(&secrets.seal(SESSION_IP, &plain))).await?;
+                    resealed += u64::from(done);
+                    done
+                }
+                Err(e) => {
+                    tracing::warn!(session, error = %e, "a sealed address opens under no key: erased");
+                    let done = store.reseal(session, &old, None).await?;
+                    erased += u64::from(done);
+                    done
+                }
+            };
+            if replaced {
+                progress(resealed + erased, total.max(resealed + erased));
+            }
+        }
+    }
+    let keep: Vec<u32> = all.iter().take(2).map(|k| k.id).collect();
+    let dropped: Vec<u32> = all.iter().map(|k| k.id).filter(|id| !keep.contains(id)).collect();
+    crate::keyfile::retain_data_keys(&path, &keep)?;
+    let details = serde_json::json!({"new_key": new_key, "resealed": resealed, "erased": erased, "dropped": dropped});
+    store.record_key_rotation(details, now_ms()).await?;
+    Ok(KeyRotation { new_key, resealed, erased, dropped })
+}

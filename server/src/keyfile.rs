@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use copains_backend::auth::JwtKeyPair;
+use copains_backend::secrets::DataKey;
 use serde::{Deserialize, Serialize};
 
 /// Keys kept after a rotation (besides the current one).
@@ -20,6 +21,20 @@ struct KeyFileData {
     version: u32,
     /// Newest first; the first signs.
     jwt_keys: Vec<StoredKey>,
+    /// Keys the hashes of client addresses (32 bytes, base64). Added to an older file on load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fingerprint_key: Option<String>,
+    /// Data keys that seal what the database keeps about clients; newest first, the first
+    /// seals. Added to an older file on load.
+    #[serde(default)]
+    data_keys: Vec<StoredDataKey>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredDataKey {
+    id: u32,
+    created_at: i64,
+    key: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -35,17 +50,39 @@ pub struct Keys {
     pub signing: JwtKeyPair,
     /// Still verify tokens they signed.
     pub retired: Vec<JwtKeyPair>,
+    /// Keys the hashes of client addresses.
+    pub fingerprint_key: [u8; 32],
+    /// Data keys, newest first.
+    pub data_keys: Vec<DataKey>,
 }
 
-/// Loads the key file, creating it (mode 0600) if it does not exist.
+/// Loads the key file, creating it (mode 0600) if it does not exist, and adding the keys a
+/// file from an older version lacks.
 pub fn load_or_create(path: &Path) -> anyhow::Result<Keys> {
     if !path.exists() {
-        let data = KeyFileData { version: 1, jwt_keys: vec![new_key()?] };
+        let data = KeyFileData {
+            version: 1,
+            jwt_keys: vec![new_key()?],
+            fingerprint_key: Some(STANDARD.encode(random_32()?)),
+            data_keys: vec![new_data_key(1)?],
+        };
         write(path, &data, true)?;
         tracing::info!(path = %path.display(), "created key file");
     }
     check_mode(path)?;
-    let data = read(path)?;
+    let mut data = read(path)?;
+    if data.fingerprint_key.is_none() || data.data_keys.is_empty() {
+        if data.fingerprint_key.is_none() {
+            data.fingerprint_key = Some(STANDARD.encode(random_32()?));
+        }
+        if data.data_keys.is_empty() {
+            data.data_keys.push(new_data_key(1)?);
+        }
+        write(path, &data, false)?;
+        tracing::info!(path = %path.display(), "added the address and data keys to the key file");
+    }
+    let fingerprint_key = decode_32(data.fingerprint_key.as_deref().unwrap_or_default())?;
+    let data_keys = data_keys_of(&data)?;
     let mut keys = data
         .jwt_keys
         .iter()
@@ -58,7 +95,56 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<Keys> {
         bail!("key file {} holds no signing key; delete it to create a new one", path.display());
     }
     let signing = keys.remove(0);
-    Ok(Keys { signing, retired: keys })
+    Ok(Keys { signing, retired: keys, fingerprint_key, data_keys })
+}
+
+/// The data keys the file holds now, newest first (a running server reads them again after
+/// `rotate-key`).
+pub fn read_data_keys(path: &Path) -> anyhow::Result<Vec<DataKey>> {
+    data_keys_of(&read(path)?)
+}
+
+/// Adds a new data key, which seals from now on; the previous ones still open. Returns it.
+pub fn add_data_key(path: &Path) -> anyhow::Result<u32> {
+    check_mode(path)?;
+    let mut data = read(path)?;
+    let id = data.data_keys.iter().map(|k| k.id).max().unwrap_or(0).checked_add(1).context("data key numbers exhausted")?;
+    data.data_keys.insert(0, new_data_key(id)?);
+    write(path, &data, false)?;
+    Ok(id)
+}
+
+/// Keeps only the data keys in `keep` (after every value sealed under the others was sealed
+/// again).
+pub fn retain_data_keys(path: &Path, keep: &[u32]) -> anyhow::Result<()> {
+    check_mode(path)?;
+    let mut data = read(path)?;
+    data.data_keys.retain(|k| keep.contains(&k.id));
+    if data.data_keys.is_empty() {
+        bail!("refusing to remove every data key from {}", path.display());
+    }
+    write(path, &data, false)
+}
+
+fn data_keys_of(data: &KeyFileData) -> anyhow::Result<Vec<DataKey>> {
+    data.data_keys.iter().map(|k| Ok(DataKey { id: k.id, key: decode_32(&k.key)? })).collect()
+}
+
+fn decode_32(b64: &str) -> anyhow::Result<[u8; 32]> {
+    let raw = STANDARD.decode(b64).context("key file: bad base64")?;
+    raw.try_into().map_err(|_| anyhow::anyhow!("key file: a key is not 32 bytes"))
+}
+
+fn random_32() -> anyhow::Result<[u8; 32]> {
+    use ring::rand::SecureRandom as _;
+    let mut key = [0u8; 32];
+    ring::rand::SystemRandom::new().fill(&mut key).map_err(|_| anyhow::anyhow!("no system randomness"))?;
+    Ok(key)
+}
+
+fn new_data_key(id: u32) -> anyhow::Result<StoredDataKey> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    Ok(StoredDataKey { id, created_at: now, key: STANDARD.encode(random_32()?) })
 }
 
 /// Adds a new signing key; the previous ones verify only. Returns the new key id.

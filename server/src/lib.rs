@@ -15,6 +15,7 @@ use anyhow::Context;
 use copains_backend::auth::TokenService;
 use copains_backend::bus::InProcessBus;
 use copains_backend::metrics::Metrics;
+use copains_backend::secrets::Secrets;
 use copains_backend::{AppState, Store};
 use copains_signaling::Gateway;
 use tokio::net::TcpListener;
@@ -54,7 +55,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let tokens = TokenService::new(keys.signing, keys.retired, &config.api.auth.issuer, config.api.auth.access_ttl());
     let metrics = Arc::new(Metrics::new());
     let bus = Arc::new(InProcessBus::new());
-    let state = AppState::new(config.api.clone(), store, bus, tokens, metrics, config.node_id)
+    let secrets = Secrets::new(
+        keys.fingerprint_key,
+        &keys.data_keys,
+        Some(Secrets::reload_from(config.key_file(), keyfile::read_data_keys)),
+    );
+    config.api.security.parsed_cors_origins().map_err(anyhow::Error::msg)?;
+    let state = AppState::new(config.api.clone(), store, bus, tokens, secrets, metrics, config.node_id)
         .context("invalid password hashing settings")?;
     let gateway = Gateway::new(config.gateway.clone(), state.clone());
     gateway.start_voice().await.with_context(|| {

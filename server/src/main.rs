@@ -60,6 +60,10 @@ enum AdminAction {
         /// member, moderator or admin.
         role: String,
     },
+    /// Rotate the key file's data key, which seals what the database keeps about clients:
+    /// every sealed value is sealed again under a new key, while the server runs (it picks the
+    /// new key up within a minute). The key before is kept until the next rotation.
+    RotateKey,
 }
 
 #[derive(Subcommand)]
@@ -140,6 +144,40 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Admin { action: AdminAction::RotateKey } => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let bar = indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            bar.set_message("sealing again");
+            let progress = |done: u64, total: u64| {
+                bar.set_length(total);
+                bar.set_position(done);
+            };
+            match runtime.block_on(copains::admin::rotate_key(&config, progress)) {
+                Ok(r) => {
+                    bar.finish_and_clear();
+                    println!(
+                        "data key {} now seals; {} value(s) sealed again, {} unreadable erased; keys removed: {:?}",
+                        r.new_key, r.resealed, r.erased, r.dropped
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    bar.abandon();
                     eprintln!("error: {e:#}");
                     ExitCode::FAILURE
                 }

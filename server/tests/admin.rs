@@ -88,6 +88,8 @@ async fn every_admin_route_by_platform_role(backend: Backend) {
     let reads: Vec<(String, &[&str])> = vec![
         ("/api/v1/admin/users".into(), staff),
         (format!("/api/v1/admin/users/{}", member.id), staff),
+        (format!("/api/v1/admin/users/{}/sessions", member.id), staff),
+        ("/api/v1/admin/bans".into(), staff),
         ("/api/v1/admin/stats".into(), &["admin"]),
         ("/api/v1/admin/audit-log".into(), &["admin"]),
     ];

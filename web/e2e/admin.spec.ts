@@ -1,5 +1,5 @@
-import { E2E_ADMIN, E2E_ADMIN_PASSWORD } from './global-setup';
-import { capture, expect, expectShell, newUser, openSettings, saveRecoveryKey, signIn, signUp, test, uniqueName } from './fixtures';
+import { E2E_ADMIN, E2E_ADMIN_2, E2E_ADMIN_PASSWORD } from './global-setup';
+import { capture, expect, expectShell, newUser, openSettings, saveRecoveryKey, signIn, signUp, test, uniqueName, WIDE } from './fixtures';
 
 test('a platform admin disables a member: the member’s open page is signed out, and signs in again only once enabled', async ({ browser }) => {
   test.setTimeout(120_000);
@@ -49,4 +49,71 @@ test('a platform admin disables a member: the member’s open page is signed out
 
   await a.context.close();
   await b.context.close();
+});
+
+test('a platform admin bans a member and the device it used: signed out, no sign-in, no new account from it, until lifted', async ({ browser }) => {
+  test.setTimeout(120_000);
+  const cal = uniqueName('cal');
+  const a = await newUser(browser);
+  // Cal's browser is a device of its own (the ban names address and user agent).
+  const c = await newUser(browser, WIDE, `Mozilla/5.0 (X11; Linux x86_64) e2e-${cal}`);
+  await signUp(c.page, cal);
+
+  await a.page.goto('/');
+  await signIn(a.page, E2E_ADMIN_2, E2E_ADMIN_PASSWORD);
+  await saveRecoveryKey(a.page);
+  await expectShell(a.page);
+  await openSettings(a.page, 'Platform');
+  const dialog = a.page.getByRole('dialog', { name: 'User settings' });
+  await dialog.getByRole('searchbox', { name: 'Search accounts' }).fill(cal);
+  await dialog.getByRole('button', { name: 'Search', exact: true }).click();
+  const row = dialog.getByRole('list', { name: 'Accounts' }).getByRole('listitem').filter({ hasText: `@${cal}` });
+  await expect(row).toHaveCount(1);
+
+  // Its sessions, with the address it came from (admins see it while it is kept).
+  await row.getByRole('button', { name: `Sessions of ${cal}` }).click();
+  const sessions = row.getByRole('list', { name: `Sessions of ${cal}` });
+  await expect(sessions.getByRole('listitem')).toHaveCount(1);
+  await expect(sessions).toContainText('from 127.0.0.1');
+
+  // Banned for a day with its device, with a reason.
+  await row.getByRole('button', { name: `Ban ${cal}` }).click();
+  const confirm = a.page.getByRole('dialog', { name: `Ban ${cal}?` });
+  await confirm.getByLabel('Reason (only staff see it)').fill('spam in every server');
+  await confirm.getByLabel('For how long').selectOption({ label: '1 day' });
+  await expect(confirm.getByRole('checkbox', { name: /Also ban the devices/ })).toBeChecked();
+  await capture(a.page, 'admin-ban-dialog');
+  await confirm.getByRole('button', { name: 'Ban', exact: true }).click();
+  await expect(dialog.getByRole('status')).toContainText(`${cal} is banned, with 1 device it used`);
+  const bans = dialog.getByRole('list', { name: 'Bans' });
+  await expect(bans.getByRole('listitem').filter({ hasText: `Account @${cal}` })).toContainText('spam in every server');
+  await expect(bans.getByRole('listitem').filter({ hasText: `A device of @${cal}` })).toHaveCount(1);
+  await expect(dialog.getByRole('list', { name: 'Platform audit log' }).getByRole('listitem').first()).toContainText(`banned ${cal}`);
+
+  // Cal's open page is signed out; signing in is refused and says so; so is a new account.
+  await expect(c.page.getByLabel('Password', { exact: true })).toBeVisible({ timeout: 30_000 });
+  await signIn(c.page, cal);
+  await expect(c.page.getByText(/^This account is banned from this server until /)).toBeVisible();
+  await capture(c.page, 'admin-banned-sign-in', { dark: false });
+  await c.page.getByRole('button', { name: 'Create an account' }).click();
+  await c.page.getByLabel('Username', { exact: true }).fill(`${cal}2`);
+  await c.page.getByLabel('Password', { exact: true }).fill('correct horse battery staple');
+  await c.page.getByRole('button', { name: 'Create account', exact: true }).click();
+  await expect(c.page.getByText(/^Sign-ups and sign-ins from this device are banned/)).toBeVisible();
+
+  // The security events are in the log, filtered to warnings.
+  await dialog.getByLabel('Show').selectOption({ label: 'Warnings and critical' });
+  await expect(dialog.getByRole('list', { name: 'Platform audit log' }).getByRole('listitem').first()).toContainText('A banned device tried to sign up');
+  await capture(a.page, 'admin-security-events');
+
+  // Lifted (both bans): Cal signs in again.
+  await bans.getByRole('button', { name: `Lift the ban of a device of ${cal}` }).click();
+  await bans.getByRole('button', { name: `Lift the ban of ${cal}` }).click();
+  await expect(dialog.getByText('Nobody is banned.')).toBeVisible();
+  await c.page.getByRole('button', { name: 'Sign in', exact: true }).click();
+  await signIn(c.page, cal);
+  await expect(c.page.getByRole('button', { name: 'Sign in', exact: true })).toBeHidden({ timeout: 30_000 });
+
+  await a.context.close();
+  await c.context.close();
 });

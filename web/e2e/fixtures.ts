@@ -49,8 +49,9 @@ export function uniqueName(prefix: string): string {
 export const PHONE = { width: 360, height: 740 };
 export const WIDE = { width: 1440, height: 900 };
 
-export async function newUser(browser: Browser, viewport = WIDE): Promise<{ context: BrowserContext; page: Page }> {
-  const context = await browser.newContext({ viewport, baseURL: process.env.COPAINS_E2E_BASE_URL });
+export async function newUser(browser: Browser, viewport = WIDE, userAgent?: string): Promise<{ context: BrowserContext; page: Page }> {
+  // A user agent of its own makes a device of its own for the server (bans name address and agent).
+  const context = await browser.newContext({ viewport, baseURL: process.env.COPAINS_E2E_BASE_URL, ...(userAgent ? { userAgent } : {}) });
   const page = await context.newPage();
   watchErrors(page);
   return { context, page };

@@ -14,6 +14,8 @@ import { fileURLToPath } from 'node:url';
 const WEB = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 /** The platform admin every run starts with (see `copains admin create-admin`). */
 export const E2E_ADMIN = 'platformadmin';
+/** A second one, for a test whose admin signs in first from its own browser. */
+export const E2E_ADMIN_2 = 'platformadmin2';
 export const E2E_ADMIN_PASSWORD = 'correct horse battery';
 const ROOT = resolve(WEB, '..');
 
@@ -96,12 +98,14 @@ export default async function globalSetup(): Promise<() => Promise<void>> {
   // A platform admin, made as an operator makes one: the command line, the password on
   // standard input. It signs in from a browser like anyone (its first device).
   const cleanEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('COPAINS_')));
-  execFileSync(binary, ['admin', 'create-admin', E2E_ADMIN], {
-    cwd: data,
-    env: { ...cleanEnv, COPAINS_DATA_DIR: data },
-    input: `${E2E_ADMIN_PASSWORD}\n`,
-    stdio: ['pipe', 'ignore', 'inherit'],
-  });
+  for (const name of [E2E_ADMIN, E2E_ADMIN_2]) {
+    execFileSync(binary, ['admin', 'create-admin', name], {
+      cwd: data,
+      env: { ...cleanEnv, COPAINS_DATA_DIR: data },
+      input: `${E2E_ADMIN_PASSWORD}\n`,
+      stdio: ['pipe', 'ignore', 'inherit'],
+    });
+  }
 
   return async () => {
     if (child.exitCode === null) {

@@ -10,8 +10,9 @@ use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use copains_client_core::admin::{
-    AdminUser, AdminUsers, PlatformAction, PlatformAuditLog, PlatformStats, SetPlatformRole, ADMIN_USERS_PAGE_MAX,
-    PLATFORM_AUDIT_PAGE_MAX,
+    AdminSessions, AdminUser, AdminUsers, BanKind, BansCreated, NewPlatformBan, PlatformAction, PlatformAuditLog, PlatformBans,
+    PlatformStats, SetPlatformRole, Severity, ADMIN_USERS_PAGE_MAX, BAN_REASON_MAX_CHARS, PLATFORM_AUDIT_PAGE_MAX,
+    PLATFORM_BANS_PAGE_MAX,
 };
 use copains_client_core::api::PlatformRole;
 use copains_client_core::{ApiErrorBody, UserId};
@@ -25,6 +26,7 @@ use crate::routes::auth::announce_revocation;
 use crate::routes::servers::{page_limit, parse_id};
 use crate::state::AppState;
 use crate::store::now_ms;
+use crate::store::security::BanOrder;
 use copains_client_core::gateway::event_name;
 
 /// Routes of this area.
@@ -36,6 +38,9 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/admin/users/{user_id}/enable", post(enable))
         .route("/api/v1/admin/users/{user_id}/logout", post(logout))
         .route("/api/v1/admin/users/{user_id}/role", put(set_role))
+        .route("/api/v1/admin/users/{user_id}/sessions", get(user_sessions))
+        .route("/api/v1/admin/bans", get(bans).post(create_ban))
+        .route("/api/v1/admin/bans/{ban_id}", axum::routing::delete(lift_ban))
         .route("/api/v1/admin/stats", get(stats))
         .route("/api/v1/admin/audit-log", get(audit_log))
 }
@@ -137,6 +142,46 @@ pub async fn user(State(state): State<AppState>, auth: Authenticated, Path(raw):
     staff(&auth)?;
     let id: UserId = parse_id(&raw, "user id")?;
     Ok(Json(state.store.admin_user(id).await?.ok_or(ApiError::NotFound("no such user"))?))
+}
+
+/// An account's signed-in sessions, with the fingerprint of each one's client (staff) and the
+/// address it was last seen from (admins; kept for `security.ip_retention_secs`).
+#[utoipa::path(get, path = "/api/v1/admin/users/{user_id}/sessions", operation_id = "admin_user_sessions", tag = "admin", security(("bearer" = [])),
+    params(("user_id" = String, Path, description = "user id")),
+    responses(
+        (status = 200, body = AdminSessions),
+        (status = 400, body = ApiErrorBody),
+        (status = 401, body = ApiErrorBody),
+        (status = 403, body = ApiErrorBody, description = "not platform staff"),
+        (status = 404, body = ApiErrorBody),
+    ))]
+pub async fn user_sessions(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<AdminSessions>> {
+    let role = staff(&auth)?;
+    let id: UserId = parse_id(&raw, "user id")?;
+    state.store.admin_user(id).await?.ok_or(ApiError::NotFound("no such user"))?;
+    let sessions = state
+        .store
+        .session_clients(id)
+        .await?
+        .into_iter()
+        .map(|(mut session, sealed)| {
+            if role == PlatformRole::Admin {
+                session.ip = sealed.and_then(|s| match state.secrets.open(crate::secrets::SESSION_IP, &s) {
+                    Ok(ip) => String::from_utf8(ip).ok(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a session's sealed address does not open");
+                        None
+                    }
+                });
+            }
+            session
+        })
+        .collect();
+    Ok(Json(AdminSessions { sessions }))
 }
 
 /// Ends `ended` sessions everywhere at once: their tokens stop working and their gateway
@@ -316,6 +361,8 @@ pub struct PlatformAuditParams {
     pub before: Option<String>,
     /// Of this action only (`user_disable`, `role_change`…).
     pub action: Option<String>,
+    /// At or above this severity only (`info`, `warning`, `critical`).
+    pub severity: Option<String>,
     /// By this account only.
     pub actor_id: Option<String>,
     /// On this account only.
@@ -327,7 +374,7 @@ pub struct PlatformAuditParams {
     params(PlatformAuditParams),
     responses(
         (status = 200, body = PlatformAuditLog),
-        (status = 400, body = ApiErrorBody, description = "an unknown action, a filter that is not an id, or a limit out of 1–100"),
+        (status = 400, body = ApiErrorBody, description = "an unknown action or severity, a filter that is not an id, or a limit out of 1–100"),
         (status = 401, body = ApiErrorBody),
         (status = 403, body = ApiErrorBody, description = "not a platform admin"),
     ))]
@@ -347,5 +394,126 @@ pub async fn audit_log(
     let before = id(p.before.as_deref(), "before")?;
     let actor = id(p.actor_id.as_deref(), "actor_id")?.map(UserId);
     let target = id(p.target_id.as_deref(), "target_id")?.map(UserId);
-    Ok(Json(state.store.platform_audit(limit, before, action, actor, target).await?))
+    let severity = match p.severity.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(Severity::parse(s).ok_or_else(|| ApiError::Malformed(format!("unknown severity {s:?}")))?),
+    };
+    Ok(Json(state.store.platform_audit(limit, before, action, actor, target, severity).await?))
+}
+
+/// The shortest and longest timed ban, in seconds (a minute; a year).
+const BAN_SECS: std::ops::RangeInclusive<u64> = 60..=31_536_000;
+
+/// Ban an account from the platform (staff, on an account below them): it cannot sign in,
+/// every session of it ends at once, and by default the clients it was last seen from (their
+/// fingerprints) can neither sign in nor register. Permanent, or for `duration_secs`.
+#[utoipa::path(post, path = "/api/v1/admin/bans", operation_id = "admin_create_ban", tag = "admin", security(("bearer" = [])),
+    request_body = NewPlatformBan,
+    responses(
+        (status = 201, body = BansCreated),
+        (status = 400, body = ApiErrorBody),
+        (status = 401, body = ApiErrorBody),
+        (status = 403, body = ApiErrorBody, description = "not platform staff; the account is the caller's, or its role is at or above the caller's"),
+        (status = 404, body = ApiErrorBody),
+        (status = 409, body = ApiErrorBody, description = "banned already, or the account changed meanwhile"),
+        (status = 422, body = ApiErrorBody, description = "a reason over 512 characters, or a duration out of 60 s to a year"),
+        (status = 429, body = ApiErrorBody),
+    ))]
+pub async fn create_ban(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ApiJson(body): ApiJson<NewPlatformBan>,
+) -> ApiResult<(StatusCode, Json<BansCreated>)> {
+    state.limiters.user_write(auth.user.id)?;
+    let user = target(&state, &auth, &body.user_id.to_string()).await?;
+    let reason = body.reason.as_deref().map(str::trim).filter(|r| !r.is_empty());
+    if reason.is_some_and(|r| r.chars().count() > BAN_REASON_MAX_CHARS) {
+        return Err(ApiError::Validation(format!("a reason is at most {BAN_REASON_MAX_CHARS} characters")));
+    }
+    if body.duration_secs.is_some_and(|d| !BAN_SECS.contains(&d)) {
+        return Err(ApiError::Validation("a ban lasts from 60 seconds to a year (31536000), or has no duration".into()));
+    }
+    let now = now_ms();
+    if state.store.ban_in_force(Some(user.id), "", now).await?.is_some() {
+        return Err(ApiError::Conflict("that account is banned already".into()));
+    }
+    // One id for the account's ban, one per session's fingerprint at most (and a spare for a
+    // sign-in that lands meanwhile).
+    let ids: Vec<i64> = (0..user.sessions as usize + 2).map(|_| state.ids.next_id()).collect();
+    let order = BanOrder {
+        actor: auth.user.id,
+        actor_role: auth.user.platform_role,
+        user: user.id,
+        reason,
+        expires_at: body.duration_secs.map(|d| now + i64::try_from(d).unwrap_or(0) * 1000),
+        fingerprints: body.fingerprints,
+        ids: &ids,
+        now,
+    };
+    let (bans, ended) = state.store.ban_account(&order).await?.ok_or_else(|| ApiError::Conflict(CHANGED.into()))?;
+    tracing::warn!(actor = %auth.user.id, target = %user.id, bans = bans.len(), sessions = ended.len(), "account banned");
+    end_sessions(&state, user.id, ended).await;
+    Ok((StatusCode::CREATED, Json(BansCreated { bans })))
+}
+
+/// Filters of the ban list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BansParams {
+    /// At most this many (1–200; default 50).
+    pub limit: Option<u32>,
+    /// Bans before this one (the `next_before` of the previous page).
+    pub before: Option<String>,
+}
+
+/// Bans in force, newest first (staff).
+#[utoipa::path(get, path = "/api/v1/admin/bans", operation_id = "admin_bans", tag = "admin", security(("bearer" = [])),
+    params(BansParams),
+    responses(
+        (status = 200, body = PlatformBans),
+        (status = 400, body = ApiErrorBody, description = "a limit out of 1–200, or a `before` that is not an id"),
+        (status = 401, body = ApiErrorBody),
+        (status = 403, body = ApiErrorBody, description = "not platform staff"),
+    ))]
+pub async fn bans(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    params: Result<Query<BansParams>, QueryRejection>,
+) -> ApiResult<Json<PlatformBans>> {
+    staff(&auth)?;
+    let Query(p) = params.map_err(|e| ApiError::Malformed(e.body_text()))?;
+    let limit = page_limit(p.limit, 50, PLATFORM_BANS_PAGE_MAX)?;
+    let before = p.before.as_deref().filter(|b| !b.is_empty()).map(|b| parse_id::<i64>(b, "before")).transpose()?;
+    Ok(Json(state.store.platform_bans(limit, before, now_ms()).await?))
+}
+
+/// Lift a ban (staff; a moderator only a ban of a member's account or client).
+#[utoipa::path(delete, path = "/api/v1/admin/bans/{ban_id}", operation_id = "admin_lift_ban", tag = "admin", security(("bearer" = [])),
+    params(("ban_id" = String, Path, description = "ban id")),
+    responses(
+        (status = 204),
+        (status = 400, body = ApiErrorBody),
+        (status = 401, body = ApiErrorBody),
+        (status = 403, body = ApiErrorBody, description = "not platform staff, or a moderator and the banned account is not a member"),
+        (status = 404, body = ApiErrorBody),
+        (status = 429, body = ApiErrorBody),
+    ))]
+pub async fn lift_ban(State(state): State<AppState>, auth: Authenticated, Path(raw): Path<String>) -> ApiResult<StatusCode> {
+    state.limiters.user_write(auth.user.id)?;
+    let role = staff(&auth)?;
+    let id: i64 = parse_id(&raw, "ban id")?;
+    let now = now_ms();
+    if role != PlatformRole::Admin {
+        let page = state.store.platform_bans(1, Some(id.saturating_add(1)), now).await?;
+        let ban = page.bans.into_iter().find(|b| b.id == id.to_string()).ok_or(ApiError::NotFound("no such ban"))?;
+        if let Some(user) = ban.user_id {
+            let banned = state.store.admin_user(user).await?;
+            if banned.is_some_and(|u| rank(u.platform_role) >= rank(role)) {
+                return Err(ApiError::Forbidden("that account's role is at or above yours"));
+            }
+        }
+    }
+    let lifted = state.store.lift_ban(auth.user.id, id, now).await?.ok_or(ApiError::NotFound("no such ban"))?;
+    tracing::warn!(actor = %auth.user.id, ban = %lifted.id, account = lifted.kind == BanKind::Account, "ban lifted");
+    Ok(StatusCode::NO_CONTENT)
 }

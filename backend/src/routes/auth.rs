@@ -1,9 +1,12 @@
 //! `/api/v1/auth`: register, login, refresh, logout.
 
+use std::net::IpAddr;
+
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
+use copains_client_core::admin::PlatformAction;
 use copains_client_core::api::{AuthResponse, Credentials, RefreshRequest, Tokens};
 use copains_client_core::gateway::{event_name, SessionRevoked};
 use copains_client_core::{ApiErrorBody, DeviceId, SessionId, UserId};
@@ -15,7 +18,9 @@ use crate::domain::{device_name, Password, Username};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ClientIp};
 use crate::state::AppState;
+use crate::store::security::ClientSeen;
 use crate::store::{from_ms, now_ms, NewSession, Rotation};
+use serde_json::{json, Value};
 
 /// Routes of this area.
 pub fn router() -> Router<AppState> {
@@ -31,6 +36,7 @@ pub fn router() -> Router<AppState> {
     responses(
         (status = 201, body = AuthResponse),
         (status = 400, body = ApiErrorBody, description = "malformed JSON"),
+        (status = 403, body = ApiErrorBody, description = "sign-ups from this client are banned (`banned`)"),
         (status = 409, body = ApiErrorBody, description = "username taken"),
         (status = 422, body = ApiErrorBody, description = "username, password or device name breaks a rule"),
         (status = 429, body = ApiErrorBody),
@@ -39,9 +45,12 @@ pub fn router() -> Router<AppState> {
 pub async fn register(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<Credentials>,
 ) -> ApiResult<(StatusCode, Json<AuthResponse>)> {
     state.limiters.auth(ip)?;
+    let client = Client::of(&state, ip, &headers);
+    client.refuse_if_banned(&state, None, "register").await?;
     let username = Username::parse(&body.username).map_err(|e| ApiError::Validation(e.0))?;
     let password = Password::parse(&body.password).map_err(|e| ApiError::Validation(e.0))?;
     let device = device_name(body.device_name.as_deref()).map_err(|e| ApiError::Validation(e.0))?;
@@ -57,6 +66,7 @@ pub async fn register(
     let expires_at = now + ttl_ms(state.config.auth.refresh_ttl());
     let new = NewSession { id: session_id, device_name: &device, refresh_hash: &refresh_hash, expires_at, now };
     let (user, device_id) = state.store.create_user(user_id, username.as_str(), username.folded(), &hash, &new).await?;
+    client.seen(&state, session_id, now).await;
     tracing::info!(user = %user.id, device = %device_id, session = %session_id, "account registered");
     let tokens = tokens(&state, user.id, device_id, session_id, user.platform_role, refresh, expires_at, now)?;
     Ok((StatusCode::CREATED, Json(AuthResponse { user, device_id, session_id, tokens })))
@@ -68,21 +78,33 @@ pub async fn register(
         (status = 200, body = AuthResponse),
         (status = 400, body = ApiErrorBody),
         (status = 401, body = ApiErrorBody, description = "wrong username or password"),
-        (status = 403, body = ApiErrorBody, description = "account disabled"),
+        (status = 403, body = ApiErrorBody, description = "account disabled (`account_disabled`), or the account or this client banned (`banned`)"),
         (status = 409, body = ApiErrorBody, description = "too many devices"),
-        (status = 429, body = ApiErrorBody),
+        (status = 429, body = ApiErrorBody, description = "too many attempts from this address, or too many failed sign-ins on this account (login throttling); see Retry-After"),
         (status = 503, body = ApiErrorBody, description = "password hashing saturated; see Retry-After"),
     ))]
 pub async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<Credentials>,
 ) -> ApiResult<Json<AuthResponse>> {
     state.limiters.auth(ip)?;
     let device = device_name(body.device_name.as_deref()).map_err(|e| ApiError::Validation(e.0))?;
+    let client = Client::of(&state, ip, &headers);
+    // Throttled by the name asked for, whether or not such an account exists (so the wait
+    // tells nothing), before any password is checked.
+    let parsed = Username::parse(&body.username).ok();
+    let account_key = match &parsed {
+        Some(u) => u.folded().to_owned(),
+        None => body.username.chars().take(64).collect::<String>().to_lowercase(),
+    };
+    if let Err(wait) = state.throttle.check(&account_key, ip) {
+        return Err(ApiError::RateLimited(wait.secs()));
+    }
     // A name that cannot exist or an oversized password is a wrong credential, not a hint.
-    let record = match Username::parse(&body.username) {
-        Ok(username) if body.password.len() <= copains_client_core::limits::PASSWORD_MAX_BYTES => {
+    let record = match &parsed {
+        Some(username) if body.password.len() <= copains_client_core::limits::PASSWORD_MAX_BYTES => {
             state.store.user_by_username(username.folded()).await?
         }
         _ => None,
@@ -92,11 +114,21 @@ pub async fn login(
     let ok = state.passwords.verify(password, record.as_ref().map(|r| r.password_hash.as_str())).await?;
     let record = match record {
         Some(record) if ok => record,
-        _ => return Err(ApiError::InvalidCredentials),
+        record => {
+            let target = record.map(|r| r.user.id);
+            let (action, details) = match state.throttle.failed(&account_key, ip) {
+                Some(wait) => (PlatformAction::LoginThrottled, json!({"wait_secs": wait.as_secs()})),
+                None => (PlatformAction::LoginFailed, json!({"known_account": target.is_some()})),
+            };
+            client.event(&state, action, target, details).await;
+            return Err(ApiError::InvalidCredentials);
+        }
     };
+    state.throttle.succeeded(&account_key, ip);
     if record.disabled {
         return Err(ApiError::AccountDisabled);
     }
+    client.refuse_if_banned(&state, Some(record.user.id), "login").await?;
     let user = record.user;
     let session_id = SessionId(state.ids.next_id());
     let (refresh, refresh_hash) = new_refresh_token();
@@ -104,6 +136,7 @@ pub async fn login(
     let expires_at = now + ttl_ms(state.config.auth.refresh_ttl());
     let new = NewSession { id: session_id, device_name: &device, refresh_hash: &refresh_hash, expires_at, now };
     let device_id = state.store.create_session(user.id, &new).await?;
+    client.seen(&state, session_id, now).await;
     tracing::info!(user = %user.id, device = %device_id, session = %session_id, "logged in");
     let tokens = tokens(&state, user.id, device_id, session_id, user.platform_role, refresh, expires_at, now)?;
     Ok(Json(AuthResponse { user, device_id, session_id, tokens }))
@@ -122,6 +155,7 @@ pub async fn login(
 pub async fn refresh(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> ApiResult<Json<Tokens>> {
     state.limiters.auth(ip)?;
@@ -137,12 +171,16 @@ pub async fn refresh(
             if disabled {
                 return Err(ApiError::AccountDisabled);
             }
+            let client = Client::of(&state, ip, &headers);
+            client.seen(&state, session_id, now).await;
             let tokens = tokens(&state, user.id, device_id, session_id, user.platform_role, refresh, expires_at, now)?;
             Ok(Json(tokens))
         }
         Rotation::Reused { session_id, user_id } => {
             tracing::warn!(user = %user_id, session = %session_id, "refresh token reused: session revoked");
             announce_revocation(&state, user_id, session_id).await;
+            let client = Client::of(&state, ip, &headers);
+            client.event(&state, PlatformAction::RefreshTokenReuse, Some(user_id), json!({"session_id": session_id})).await;
             Err(ApiError::InvalidRefreshToken("refresh token was already used; the session is revoked"))
         }
         Rotation::Invalid => Err(ApiError::InvalidRefreshToken("refresh token invalid or expired")),
@@ -193,4 +231,57 @@ fn tokens(
 
 fn ttl_ms(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
+/// The client of a sign-in, register or refresh: its address's keyed hash and its
+/// fingerprint (never the address itself, but sealed).
+struct Client {
+    ip: IpAddr,
+    ip_hash: String,
+    fingerprint: String,
+}
+
+/// The longest user agent taken into a fingerprint.
+const USER_AGENT_MAX: usize = 512;
+
+impl Client {
+    fn of(state: &AppState, ip: IpAddr, headers: &HeaderMap) -> Self {
+        let agent = headers.get(header::USER_AGENT).map(|v| v.as_bytes()).unwrap_or_default();
+        let agent = String::from_utf8_lossy(&agent[..agent.len().min(USER_AGENT_MAX)]);
+        Self { ip, ip_hash: state.secrets.ip_hash(ip), fingerprint: state.secrets.fingerprint(ip, &agent) }
+    }
+
+    /// A security event from this client (a failure to write it is logged, not returned).
+    async fn event(&self, state: &AppState, action: PlatformAction, target: Option<UserId>, details: Value) {
+        if let Err(e) = state.store.security_event(action, target, details, Some(&self.ip_hash), now_ms()).await {
+            tracing::warn!(error = %e, action = action.as_str(), "cannot write a security event");
+        }
+    }
+
+    /// Refuses a banned account or client (403 `banned`), audited.
+    async fn refuse_if_banned(&self, state: &AppState, user: Option<UserId>, on: &str) -> ApiResult<()> {
+        let Some(ban) = state.store.ban_in_force(user, &self.fingerprint, now_ms()).await? else {
+            return Ok(());
+        };
+        let kind = ban.kind;
+        self.event(state, PlatformAction::BannedAttempt, user, json!({"on": on, "ban_id": ban.id, "kind": kind})).await;
+        Err(ApiError::Banned(
+            match kind {
+                copains_client_core::admin::BanKind::Account => "this account is banned from this platform",
+                copains_client_core::admin::BanKind::Fingerprint => "sign-ins and sign-ups from this client are banned",
+            },
+            ban.expires_at,
+        ))
+    }
+
+    /// Notes this client on the session (address sealed, fingerprint).
+    async fn seen(&self, state: &AppState, session: SessionId, now: i64) {
+        let seen = ClientSeen {
+            ip_sealed: state.secrets.seal(crate::secrets::SESSION_IP, self.ip.to_string().as_bytes()),
+            fingerprint: self.fingerprint.clone(),
+        };
+        if let Err(e) = state.store.session_client(session, &seen, now).await {
+            tracing::warn!(error = %e, "cannot note a session's client");
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! (search, disable, enable, end sessions, platform role), and the platform audit log. Each
 //! change and its audit entry are written in one transaction.
 
-use copains_client_core::admin::{AdminUser, PlatformAction, PlatformAuditEntry, PlatformAuditLog};
+use copains_client_core::admin::{AdminUser, PlatformAction, PlatformAuditEntry, PlatformAuditLog, Severity};
 use copains_client_core::api::PlatformRole;
 use copains_client_core::{SessionId, UserId};
 use serde_json::{Map, Value};
@@ -31,18 +31,36 @@ pub(crate) async fn record(
     details: Value,
     now: i64,
 ) -> Result<()> {
+    record_from(c, actor, action, target, details, None, now).await
+}
+
+/// [`record`], with the keyed hash of the client's address (security events).
+pub(crate) async fn record_from(
+    c: &mut AnyConnection,
+    actor: Option<UserId>,
+    action: PlatformAction,
+    target: Option<UserId>,
+    details: Value,
+    ip_hash: Option<&str>,
+    now: i64,
+) -> Result<()> {
     let details = match &details {
         Value::Object(m) if m.is_empty() => None,
         d => Some(d.to_string()),
     };
-    sqlx::query("INSERT INTO platform_audit (actor_id, action, target_id, details, created_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(actor.map(|a| a.0))
-        .bind(action.as_str())
-        .bind(target.map(|t| t.0))
-        .bind(details)
-        .bind(now)
-        .execute(&mut *c)
-        .await?;
+    sqlx::query(
+        "INSERT INTO platform_audit (actor_id, action, target_id, details, severity, ip_hash, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(actor.map(|a| a.0))
+    .bind(action.as_str())
+    .bind(target.map(|t| t.0))
+    .bind(details)
+    .bind(action.severity().as_str())
+    .bind(ip_hash)
+    .bind(now)
+    .execute(&mut *c)
+    .await?;
     Ok(())
 }
 
@@ -72,7 +90,7 @@ async fn apply_role(
 
 /// The SQL condition (on `users`, the actor's role bound as `$3`) of an account below the
 /// actor: a member for a moderator; a member or a moderator for an admin.
-const BELOW: &str = "(platform_role = 'member' OR ($3 = 'admin' AND platform_role = 'moderator'))";
+pub(crate) const BELOW: &str = "(platform_role = 'member' OR ($3 = 'admin' AND platform_role = 'moderator'))";
 
 const ADMIN_USER_COLUMNS: &str = "u.id, u.username, u.display_name, u.platform_role, u.created_at, u.disabled_at, \
      (SELECT COUNT(*) FROM sessions s WHERE s.user_id = u.id)";
@@ -300,17 +318,24 @@ impl Store {
         action: Option<PlatformAction>,
         actor: Option<UserId>,
         target: Option<UserId>,
+        min_severity: Option<Severity>,
     ) -> Result<PlatformAuditLog> {
+        // The severities at or above the one asked for (all of them when none is).
+        let severities: Vec<&str> =
+            Severity::ALL.into_iter().filter(|s| min_severity.is_none_or(|m| *s >= m)).map(Severity::as_str).collect();
         let rows = sqlx::query(
-            "SELECT id, action, actor_id, target_id, details, created_at FROM platform_audit \
+            "SELECT id, action, actor_id, target_id, details, created_at, severity, ip_hash FROM platform_audit \
              WHERE id < $1 AND ($2 = '' OR action = $2) AND ($3 = 0 OR actor_id = $3) AND ($4 = 0 OR target_id = $4) \
-             ORDER BY id DESC LIMIT $5",
+             AND severity IN ($6, $7, $8) ORDER BY id DESC LIMIT $5",
         )
         .bind(before.unwrap_or(i64::MAX))
         .bind(action.map_or("", PlatformAction::as_str))
         .bind(actor.map_or(0, |a| a.0))
         .bind(target.map_or(0, |t| t.0))
         .bind(i64::from(limit) + 1)
+        .bind(severities.first().copied().unwrap_or(""))
+        .bind(severities.get(1).copied().unwrap_or(""))
+        .bind(severities.get(2).copied().unwrap_or(""))
         .fetch_all(self.pool())
         .await?;
         let more = rows.len() > limit as usize;
@@ -327,6 +352,11 @@ impl Store {
                     Some(d) => serde_json::from_str(&d).map_err(|_| StoreError::Corrupt("platform audit details".into()))?,
                     None => Value::Object(Map::new()),
                 },
+                severity: {
+                    let s: String = r.try_get(6)?;
+                    Severity::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("severity {s}")))?
+                },
+                ip_hash: r.try_get(7)?,
                 created_at: r.try_get(5)?,
             });
         }

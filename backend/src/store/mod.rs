@@ -30,6 +30,7 @@ pub mod channel_messages;
 pub mod device_lists;
 pub mod envelopes;
 pub mod keys;
+pub mod security;
 pub mod servers;
 pub mod sqlite_queue;
 

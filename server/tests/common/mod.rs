@@ -59,6 +59,8 @@ pub struct TestApp {
     pub base: String,
     pub ws_url: String,
     pub data_dir: tempfile::TempDir,
+    /// The configuration it runs with (for the command line's functions, run beside it).
+    pub config: Config,
     pg: Option<PgDatabase>,
 }
 
@@ -93,9 +95,16 @@ impl TestApp {
             }
         };
         tweak(&mut config);
-        let running = copains::start(config).await.expect("platform starts");
+        let running = copains::start(config.clone()).await.expect("platform starts");
         let addr = running.local_addr();
-        Self { running: Some(running), base: format!("http://{addr}"), ws_url: format!("ws://{addr}/gateway"), data_dir, pg }
+        Self {
+            running: Some(running),
+            base: format!("http://{addr}"),
+            ws_url: format!("ws://{addr}/gateway"),
+            data_dir,
+            config,
+            pg,
+        }
     }
 
     pub fn running(&self) -> &Running {

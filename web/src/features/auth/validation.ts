@@ -47,6 +47,11 @@ export function authFailure(mode: AuthMode, e: unknown): FormErrors {
       return { username: 'That username is taken. Try another one.' };
     case 'account_disabled':
       return { form: 'This account is disabled.' };
+    case 'banned': {
+      const until = (e.details as { until?: unknown } | undefined)?.until;
+      const when = typeof until === 'number' ? ` until ${new Date(until).toLocaleString()}` : '';
+      return { form: mode === 'signin' && /account/.test(e.message) ? `This account is banned from this server${when}.` : `Sign-ups and sign-ins from this device are banned${when}.` };
+    }
     case 'rate_limited':
       return { form: `Too many attempts. ${retryText(e.retryAfter)}` };
     case 'too_many_devices':

@@ -1,10 +1,23 @@
 /**
- * The platform administration routes (`/api/v1/admin/`): accounts, live figures and the
- * platform audit log. Admins reach all of them; moderators the account routes, on members.
+ * The platform administration routes (`/api/v1/admin/`): accounts, their sessions, bans, live
+ * figures and the platform audit log. Admins reach all of them; moderators the account and ban
+ * routes, on members.
  */
 
 import type { ApiClient } from './client';
-import type { AdminUser, AdminUsers, PlatformAction, PlatformAuditLog, PlatformRole, PlatformStats } from './types';
+import type {
+  AdminSessions,
+  AdminUser,
+  AdminUsers,
+  BansCreated,
+  NewPlatformBan,
+  PlatformAction,
+  PlatformAuditLog,
+  PlatformBans,
+  PlatformRole,
+  PlatformStats,
+  Severity,
+} from './types';
 
 const enc = encodeURIComponent;
 
@@ -39,7 +52,20 @@ export class AdminApi {
   stats(): Promise<PlatformStats> {
     return this.#api.json('GET', '/api/v1/admin/stats');
   }
-  auditLog(query: { before?: string; action?: PlatformAction | '' } = {}): Promise<PlatformAuditLog> {
+  sessions(user: string): Promise<AdminSessions> {
+    return this.#api.json('GET', `/api/v1/admin/users/${enc(user)}/sessions`);
+  }
+  bans(query: { before?: string } = {}): Promise<PlatformBans> {
+    const q = query.before ? `?before=${enc(query.before)}` : '';
+    return this.#api.json('GET', `/api/v1/admin/bans${q}`);
+  }
+  ban(body: NewPlatformBan): Promise<BansCreated> {
+    return this.#api.json('POST', '/api/v1/admin/bans', body);
+  }
+  liftBan(id: string): Promise<void> {
+    return this.#api.json('DELETE', `/api/v1/admin/bans/${enc(id)}`);
+  }
+  auditLog(query: { before?: string; action?: PlatformAction | ''; severity?: Severity | '' } = {}): Promise<PlatformAuditLog> {
     const params = new URLSearchParams();
     for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== '') params.set(k, String(v));
     const q = params.toString();

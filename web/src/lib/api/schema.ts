@@ -18,6 +18,45 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/admin/bans": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Bans in force, newest first (staff). */
+        get: operations["admin_bans"];
+        put?: never;
+        /**
+         * Ban an account from the platform (staff, on an account below them): it cannot sign in,
+         *     every session of it ends at once, and by default the clients it was last seen from (their
+         *     fingerprints) can neither sign in nor register. Permanent, or for `duration_secs`.
+         */
+        post: operations["admin_create_ban"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/bans/{ban_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Lift a ban (staff; a moderator only a ban of a member's account or client). */
+        delete: operations["admin_lift_ban"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/admin/stats": {
         parameters: {
             query?: never;
@@ -139,6 +178,26 @@ export interface paths {
          *     admin).
          */
         put: operations["admin_set_role"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/users/{user_id}/sessions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * An account's signed-in sessions, with the fingerprint of each one's client (staff) and the
+         *     address it was last seen from (admins; kept for `security.ip_retention_secs`).
+         */
+        get: operations["admin_user_sessions"];
+        put?: never;
         post?: never;
         delete?: never;
         options?: never;
@@ -1401,6 +1460,45 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description A signed-in session of an account, as staff see it. */
+        AdminSession: {
+            /**
+             * Format: int64
+             * @description When it began (Unix milliseconds).
+             */
+            created_at: number;
+            /**
+             * Format: int32
+             * @description Its device's number.
+             */
+            device_id: number;
+            /** @description Its device's name. */
+            device_name: string;
+            /** @description Its client's fingerprint (a keyed hash of address and user agent), which a ban names. */
+            fingerprint?: string | null;
+            /** @description The session. */
+            id: components["schemas"]["SessionId"];
+            /**
+             * @description The address it was last seen from (admins only; kept for the retention setting, then
+             *     erased).
+             */
+            ip?: string | null;
+            /**
+             * Format: int64
+             * @description When that address was seen (Unix milliseconds).
+             */
+            ip_seen_at?: number | null;
+            /**
+             * Format: int64
+             * @description When it was last used (Unix milliseconds).
+             */
+            last_used_at: number;
+        };
+        /** @description `GET /api/v1/admin/users/{user_id}/sessions`. */
+        AdminSessions: {
+            /** @description The sessions, oldest first. */
+            sessions: components["schemas"]["AdminSession"][];
+        };
         /** @description An account as the platform's staff sees it. */
         AdminUser: {
             /**
@@ -1505,6 +1603,16 @@ export interface components {
             reason?: string | null;
             /** @description Who is banned. */
             user: components["schemas"]["PublicUser"];
+        };
+        /**
+         * @description What a platform ban keeps out.
+         * @enum {string}
+         */
+        BanKind: "account" | "fingerprint";
+        /** @description `POST /api/v1/admin/bans`: what was banned. */
+        BansCreated: {
+            /** @description The account ban, then one per fingerprint. */
+            bans: components["schemas"]["PlatformBan"][];
         };
         /** @description `POST /api/v1/users/@me/password`. */
         ChangePassword: {
@@ -1817,7 +1925,7 @@ export interface components {
          *     unknown code by its HTTP status.
          * @enum {string}
          */
-        ErrorCode: "malformed_request" | "validation_failed" | "payload_too_large" | "invalid_credentials" | "unauthorized" | "invalid_refresh_token" | "forbidden" | "account_disabled" | "not_found" | "username_taken" | "too_many_devices" | "conflict" | "device_mismatch" | "view_stale" | "invalid_keys" | "rate_limited" | "queue_full" | "unknown_route" | "internal" | "unavailable";
+        ErrorCode: "malformed_request" | "validation_failed" | "payload_too_large" | "invalid_credentials" | "unauthorized" | "invalid_refresh_token" | "forbidden" | "account_disabled" | "banned" | "not_found" | "username_taken" | "too_many_devices" | "conflict" | "device_mismatch" | "view_stale" | "invalid_keys" | "rate_limited" | "queue_full" | "unknown_route" | "internal" | "unavailable";
         /** @description The content of an error body. */
         ErrorDetail: {
             /** @description Stable machine-readable code. */
@@ -2051,6 +2159,23 @@ export interface components {
              */
             pake: string;
         };
+        /** @description `POST /api/v1/admin/bans`: ban an account, and with it the clients it signed in from. */
+        NewPlatformBan: {
+            /**
+             * Format: int64
+             * @description How long, in seconds (60 to 31 536 000, a year); absent: permanent.
+             */
+            duration_secs?: number | null;
+            /**
+             * @description Also ban the fingerprints of the clients its sessions were last seen from, so that
+             *     it cannot come back with a new account from them. Default true.
+             */
+            fingerprints?: boolean;
+            /** @description Why (at most 512 characters; shown to staff, never to the account). */
+            reason?: string | null;
+            /** @description The account. */
+            user_id: components["schemas"]["UserId"];
+        };
         /** @description `POST /api/v1/channels/{id}/messages/{message_id}/reactions`: the emoji, encrypted. */
         NewReaction: {
             /**
@@ -2135,10 +2260,11 @@ export interface components {
          */
         Permissions: number;
         /**
-         * @description What happened on the platform, as its audit log names it.
+         * @description What happened on the platform, as its audit log names it: staff actions and security
+         *     events.
          * @enum {string}
          */
-        PlatformAction: "admin_created" | "role_change" | "user_disable" | "user_enable" | "user_logout";
+        PlatformAction: "admin_created" | "role_change" | "user_disable" | "user_enable" | "user_logout" | "login_failed" | "login_throttled" | "refresh_token_reuse" | "banned_attempt" | "ban_created" | "ban_lifted" | "key_rotation";
         /** @description An entry of the platform audit log. */
         PlatformAuditEntry: {
             /** @description What happened. */
@@ -2155,12 +2281,51 @@ export interface components {
             };
             /** @description Its id (entries are numbered in the order they were written). */
             id: string;
+            /**
+             * @description The keyed hash of the client's address (security events; the same address gives the
+             *     same hash), never the address.
+             */
+            ip_hash?: string | null;
+            /** @description How much it matters. */
+            severity: components["schemas"]["Severity"];
             target_id?: null | components["schemas"]["UserId"];
         };
         /** @description `GET /api/v1/admin/audit-log`: entries, newest first. */
         PlatformAuditLog: {
             /** @description The entries. */
             entries: components["schemas"]["PlatformAuditEntry"][];
+            /** @description Pass as `before` for the next page; absent on the last one. */
+            next_before?: string | null;
+        };
+        /** @description A platform ban. */
+        PlatformBan: {
+            /**
+             * Format: int64
+             * @description When (Unix milliseconds).
+             */
+            created_at: number;
+            created_by?: null | components["schemas"]["UserId"];
+            /**
+             * Format: int64
+             * @description When it ends (Unix milliseconds); absent: permanent.
+             */
+            expires_at?: number | null;
+            /** @description The fingerprint (a fingerprint ban): a keyed hash, never an address. */
+            fingerprint?: string | null;
+            /** @description Its id. */
+            id: string;
+            /** @description What it keeps out. */
+            kind: components["schemas"]["BanKind"];
+            /** @description Why, as staff wrote it. */
+            reason?: string | null;
+            user_id?: null | components["schemas"]["UserId"];
+            /** @description That account's username, if it still exists. */
+            username?: string | null;
+        };
+        /** @description `GET /api/v1/admin/bans`: bans in force, newest first. */
+        PlatformBans: {
+            /** @description The bans. */
+            bans: components["schemas"]["PlatformBan"][];
             /** @description Pass as `before` for the next page; absent on the last one. */
             next_before?: string | null;
         };
@@ -2521,6 +2686,11 @@ export interface components {
             role: components["schemas"]["PlatformRole"];
         };
         /**
+         * @description How much an audit entry matters.
+         * @enum {string}
+         */
+        Severity: "info" | "warning" | "critical";
+        /**
          * @description A device list with its signature, as the server keeps and serves it
          *     (`GET /api/v1/users/{user_id}/device-list`).
          */
@@ -2695,6 +2865,8 @@ export interface operations {
                 before?: string;
                 /** @description Of this action only (`user_disable`, `role_change`…). */
                 action?: string;
+                /** @description At or above this severity only (`info`, `warning`, `critical`). */
+                severity?: string;
                 /** @description By this account only. */
                 actor_id?: string;
                 /** @description On this account only. */
@@ -2714,7 +2886,7 @@ export interface operations {
                     "application/json": components["schemas"]["PlatformAuditLog"];
                 };
             };
-            /** @description an unknown action, a filter that is not an id, or a limit out of 1–100 */
+            /** @description an unknown action or severity, a filter that is not an id, or a limit out of 1–100 */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2733,6 +2905,199 @@ export interface operations {
             };
             /** @description not a platform admin */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    admin_bans: {
+        parameters: {
+            query?: {
+                /** @description At most this many (1–200; default 50). */
+                limit?: number;
+                /** @description Bans before this one (the `next_before` of the previous page). */
+                before?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PlatformBans"];
+                };
+            };
+            /** @description a limit out of 1–200, or a `before` that is not an id */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description not platform staff */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    admin_create_ban: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewPlatformBan"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BansCreated"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description not platform staff; the account is the caller's, or its role is at or above the caller's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description banned already, or the account changed meanwhile */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description a reason over 512 characters, or a duration out of 60 s to a year */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    admin_lift_ban: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description ban id */
+                ban_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description not platform staff, or a moderator and the banned account is not a member */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3175,6 +3540,61 @@ export interface operations {
             };
         };
     };
+    admin_user_sessions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description user id */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminSessions"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description not platform staff */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
     login: {
         parameters: {
             query?: never;
@@ -3213,7 +3633,7 @@ export interface operations {
                     "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
-            /** @description account disabled */
+            /** @description account disabled (`account_disabled`), or the account or this client banned (`banned`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3231,6 +3651,7 @@ export interface operations {
                     "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
+            /** @description too many attempts from this address, or too many failed sign-ins on this account (login throttling); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3355,6 +3776,15 @@ export interface operations {
             };
             /** @description malformed JSON */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description sign-ups from this client are banned (`banned`) */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
