@@ -65,9 +65,13 @@ impl SecurityConfig {
         self.cors_origins
             .iter()
             .map(|o| {
+                // As a browser writes an `Origin`: lowercase, no path, no user, no default port.
                 let ok = (o.starts_with("https://") || o.starts_with("http://"))
                     && !o.ends_with('/')
-                    && o.split_once("://").is_some_and(|(_, host)| !host.is_empty() && !host.contains(['/', '?', '#', ' ']));
+                    && !o.ends_with(":443")
+                    && !o.ends_with(":80")
+                    && !o.chars().any(|c| c.is_ascii_uppercase())
+                    && o.split_once("://").is_some_and(|(_, host)| !host.is_empty() && !host.contains(['/', '?', '#', ' ', '@']));
                 ok.then(|| http::HeaderValue::from_str(o).ok())
                     .flatten()
                     .ok_or_else(|| format!("security.cors_origins: {o:?} is not an origin like https://chat.example.org"))

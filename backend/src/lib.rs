@@ -66,9 +66,7 @@ pub fn outer_layers(router: Router, state: AppState) -> Router {
         tracing::error!(error = %e, "CORS origins ignored");
         Vec::new()
     });
-    let router = router
-        .layer(middleware::from_fn_with_state(state.clone(), track_request))
-        .layer(middleware::from_fn_with_state(state, security_headers));
+    let router = router.layer(middleware::from_fn_with_state(state.clone(), track_request));
     let router = if origins.is_empty() {
         router
     } else {
@@ -82,10 +80,13 @@ pub fn outer_layers(router: Router, state: AppState) -> Router {
                 .max_age(Duration::from_secs(600)),
         )
     };
-    router.layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
-        tracing::error!("a request handler panicked");
-        ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
-    }))
+    // Outermost, so that a panic's 500 and a CORS preflight carry them too.
+    router
+        .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
+            tracing::error!("a request handler panicked");
+            ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+        }))
+        .layer(middleware::from_fn_with_state(state, security_headers))
 }
 
 /// The Content-Security-Policy of API responses (JSON, never a page): nothing loads, nothing

@@ -19,8 +19,11 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_L
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
-/// What a session's sealed address is sealed for (its associated data).
-pub const SESSION_IP: &str = "session ip";
+/// What a session's sealed address is sealed for (its associated data): that session's
+/// address, so a value moved to another row of the database does not open there.
+pub fn session_ip(session: copains_client_core::SessionId) -> String {
+    format!("session ip {session}")
+}
 
 /// One data key.
 #[derive(Clone)]

@@ -108,11 +108,15 @@ pub enum PlatformAction {
     BanLifted,
     /// The key file's data key was rotated (every sealed value sealed again).
     KeyRotation,
+    /// A server was taken down (hidden from its members, kept).
+    ServerTakeDown,
+    /// A server taken down was restored.
+    ServerRestore,
 }
 
 impl PlatformAction {
     /// Every action.
-    pub const ALL: [PlatformAction; 12] = [
+    pub const ALL: [PlatformAction; 14] = [
         Self::AdminCreated,
         Self::RoleChange,
         Self::UserDisable,
@@ -125,6 +129,8 @@ impl PlatformAction {
         Self::BanCreated,
         Self::BanLifted,
         Self::KeyRotation,
+        Self::ServerTakeDown,
+        Self::ServerRestore,
     ];
 
     /// Its name on the wire and in the database.
@@ -142,6 +148,8 @@ impl PlatformAction {
             Self::BanCreated => "ban_created",
             Self::BanLifted => "ban_lifted",
             Self::KeyRotation => "key_rotation",
+            Self::ServerTakeDown => "server_take_down",
+            Self::ServerRestore => "server_restore",
         }
     }
 
@@ -154,9 +162,12 @@ impl PlatformAction {
     pub fn severity(self) -> Severity {
         match self {
             Self::RefreshTokenReuse => Severity::Critical,
-            Self::LoginFailed | Self::LoginThrottled | Self::BannedAttempt | Self::BanCreated | Self::UserDisable => {
-                Severity::Warning
-            }
+            Self::LoginFailed
+            | Self::LoginThrottled
+            | Self::BannedAttempt
+            | Self::BanCreated
+            | Self::UserDisable
+            | Self::ServerTakeDown => Severity::Warning,
             _ => Severity::Info,
         }
     }
@@ -353,4 +364,56 @@ pub struct AdminSession {
 pub struct AdminSessions {
     /// The sessions, oldest first.
     pub sessions: Vec<AdminSession>,
+}
+
+/// Servers listed per page at most.
+pub const ADMIN_SERVERS_PAGE_MAX: u32 = 200;
+
+/// A server as platform admins see it (its name and sizes; nothing of what is said in it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AdminServer {
+    /// Its id.
+    pub id: crate::ids::ServerId,
+    /// Its name.
+    pub name: String,
+    /// Its owner.
+    pub owner_id: UserId,
+    /// The owner's username.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_username: Option<String>,
+    /// Members.
+    pub member_count: u64,
+    /// Channels.
+    pub channel_count: u64,
+    /// When it was created (Unix milliseconds).
+    pub created_at: i64,
+    /// When it was taken down (Unix milliseconds); absent while it is up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_down_at: Option<i64>,
+    /// Why, as the admin wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_down_reason: Option<String>,
+}
+
+/// `GET /api/v1/admin/servers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AdminServers {
+    /// Servers, by id.
+    pub servers: Vec<AdminServer>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `POST /api/v1/admin/servers/{server_id}/take-down`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TakeDown {
+    /// Why (at most 512 characters; admins see it).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 512))]
+    pub reason: Option<String>,
 }

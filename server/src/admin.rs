@@ -87,13 +87,17 @@ pub struct KeyRotation {
 /// one before (kept: a running server may still seal under it until it reads the file).
 /// `progress(done, total)` after each value.
 pub async fn rotate_key(config: &Config, progress: impl Fn(u64, u64)) -> anyhow::Result<KeyRotation> {
-    use copains_backend::secrets::{Secrets, SESSION_IP};
+    use copains_backend::secrets::{session_ip, Secrets};
     let path = config.key_file();
     let keys = crate::keyfile::load_or_create(&path)?;
     let url = config.database_url();
     let store = Store::connect(&url, 2).await.with_context(|| format!("cannot open database {}", config::redact_url(&url)))?;
     let new_key = crate::keyfile::add_data_key(&path)?;
     let all = crate::keyfile::read_data_keys(&path)?;
+    anyhow::ensure!(
+        all.first().map(|k| k.id) == Some(new_key),
+        "another rotation changed the key file meanwhile; run one at a time, then run this again"
+    );
     let secrets = Secrets::new(keys.fingerprint_key, &all, None);
     let total = u64::try_from(store.sealed_count().await?).unwrap_or(0);
     let (mut resealed, mut erased) = (0u64, 0u64);
@@ -103,9 +107,10 @@ pub async fn rotate_key(config: &Config, progress: impl Fn(u64, u64)) -> anyhow:
             break;
         }
         for (session, old) in batch {
-            let replaced = match secrets.open(SESSION_IP, &old) {
+            let purpose = session_ip(copains_client_core::SessionId(session));
+            let replaced = match secrets.open(&purpose, &old) {
                 Ok(plain) => {
-                    let done = store.reseal(session, &old, Some(&secrets.seal(SESSION_IP, &plain))).await?;
+                    let done = store.reseal(session, &old, Some(&secrets.seal(&purpose, &plain))).await?;
                     resealed += u64::from(done);
                     done
                 }

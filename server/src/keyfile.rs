@@ -119,6 +119,9 @@ pub fn add_data_key(path: &Path) -> anyhow::Result<u32> {
 pub fn retain_data_keys(path: &Path, keep: &[u32]) -> anyhow::Result<()> {
     check_mode(path)?;
     let mut data = read(path)?;
+    if data.data_keys.first().map(|k| k.id) != keep.first().copied() {
+        bail!("the newest data key of {} is not the one expected; another rotation ran meanwhile", path.display());
+    }
     data.data_keys.retain(|k| keep.contains(&k.id));
     if data.data_keys.is_empty() {
         bail!("refusing to remove every data key from {}", path.display());

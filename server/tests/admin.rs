@@ -21,6 +21,7 @@ backend_tests!(
     a_disabled_account_is_signed_out_everywhere_and_cannot_sign_in,
     a_role_change_takes_effect_and_is_audited,
     bad_admin_input_is_refused,
+    a_server_taken_down_is_gone_for_its_members_until_restored,
 );
 
 async fn spawn(backend: Backend) -> TestApp {
@@ -90,6 +91,7 @@ async fn every_admin_route_by_platform_role(backend: Backend) {
         (format!("/api/v1/admin/users/{}", member.id), staff),
         (format!("/api/v1/admin/users/{}/sessions", member.id), staff),
         ("/api/v1/admin/bans".into(), staff),
+        ("/api/v1/admin/servers".into(), &["admin"]),
         ("/api/v1/admin/stats".into(), &["admin"]),
         ("/api/v1/admin/audit-log".into(), &["admin"]),
     ];
@@ -268,5 +270,101 @@ async fn bad_admin_input_is_refused(backend: Backend) {
     let (_, body) = call(&app, Some(&admin), Method::GET, "/api/v1/admin/users?query=%25", None).await;
     let none: AdminUsers = serde_json::from_value(body).expect("users");
     assert!(none.users.is_empty());
+    app.shutdown().await;
+}
+
+/// Taken down by an admin, a server is gone for its members at once (`SERVER_DELETE`; its
+/// routes, channels and invites answer 404; it is not listed, not in READY), its owner
+/// included; nothing is deleted, and restored it is back as it was (`SERVER_CREATE`). Only
+/// admins may; twice is a conflict; both are audited.
+async fn a_server_taken_down_is_gone_for_its_members_until_restored(backend: Backend) {
+    let app = spawn(backend).await;
+    let admin = account(&app, "ada", PlatformRole::Admin).await;
+    let moderator = account(&app, "mo", PlatformRole::Moderator).await;
+    let owner = account(&app, "own", PlatformRole::Member).await;
+    let guest = account(&app, "gus", PlatformRole::Member).await;
+    let (st, server) = call(&app, Some(&owner), Method::POST, "/api/v1/servers", Some(json!({"name": "Spam Central"}))).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let sid = server["id"].as_str().expect("id").to_owned();
+    let (st, invite) = call(&app, Some(&owner), Method::POST, &format!("/api/v1/servers/{sid}/invites"), Some(json!({}))).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let code = invite["code"].as_str().expect("code").to_owned();
+    assert_eq!(call(&app, Some(&guest), Method::POST, &format!("/api/v1/invites/{code}"), None).await.0, StatusCode::OK);
+    let (st, channels) = call(&app, Some(&guest), Method::GET, &format!("/api/v1/servers/{sid}/channels"), None).await;
+    assert_eq!(st, StatusCode::OK);
+    let channel = channels.as_array().expect("channels").iter().find(|c| c["kind"] == "text").expect("a text channel")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // Its view is read (and cached) before: taken down, the server answers for it at once.
+    assert_eq!(
+        call(&app, Some(&guest), Method::GET, &format!("/api/v1/channels/{channel}/messages"), None).await.0,
+        StatusCode::OK
+    );
+
+    // Listed for admins, found by name.
+    let (st, list) = call(&app, Some(&admin), Method::GET, "/api/v1/admin/servers?query=spam%20c", None).await;
+    assert_eq!(st, StatusCode::OK, "{list}");
+    assert_eq!(list["servers"].as_array().map(Vec::len), Some(1));
+    assert_eq!(list["servers"][0]["member_count"], json!(2));
+    assert_eq!(list["servers"][0]["owner_username"], json!("own"));
+
+    let (mut gw, _) = identified(&app.ws_url, &guest.client.access_token().await.expect("token")).await;
+    let down = format!("/api/v1/admin/servers/{sid}/take-down");
+    assert_eq!(call(&app, Some(&moderator), Method::POST, &down, Some(json!({}))).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(call(&app, Some(&owner), Method::POST, &down, Some(json!({}))).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        call(&app, Some(&admin), Method::POST, &down, Some(json!({"reason": "x".repeat(513)}))).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let (st, taken) = call(&app, Some(&admin), Method::POST, &down, Some(json!({"reason": "phishing"}))).await;
+    assert_eq!(st, StatusCode::OK, "{taken}");
+    assert!(taken["taken_down_at"].is_i64());
+    assert_eq!(taken["taken_down_reason"], json!("phishing"));
+    assert_eq!(call(&app, Some(&admin), Method::POST, &down, Some(json!({}))).await.0, StatusCode::CONFLICT);
+    let gone = next_event(&mut gw, "SERVER_DELETE").await;
+    assert_eq!(gone["id"], json!(sid));
+
+    // Gone for every member, the owner too; nothing reachable through it.
+    for who in [&owner, &guest] {
+        for path in [
+            format!("/api/v1/servers/{sid}"),
+            format!("/api/v1/servers/{sid}/channels"),
+            format!("/api/v1/channels/{channel}/messages"),
+        ] {
+            assert_eq!(call(&app, Some(who), Method::GET, &path, None).await.0, StatusCode::NOT_FOUND, "{path}");
+        }
+        let (_, mine) = call(&app, Some(who), Method::GET, "/api/v1/servers", None).await;
+        assert_eq!(mine, json!([]));
+    }
+    let (_, ready) = identified(&app.ws_url, &owner.client.access_token().await.expect("token")).await;
+    assert_eq!(ready["d"]["servers"], json!([]), "not in READY");
+    assert_eq!(call(&app, Some(&guest), Method::GET, &format!("/api/v1/invites/{code}"), None).await.0, StatusCode::NOT_FOUND);
+    let other = account(&app, "ola", PlatformRole::Member).await;
+    assert_eq!(call(&app, Some(&other), Method::POST, &format!("/api/v1/invites/{code}"), None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(app.count("servers").await, 1, "kept");
+
+    // Restored: back as it was.
+    let restore = format!("/api/v1/admin/servers/{sid}/restore");
+    assert_eq!(call(&app, Some(&moderator), Method::POST, &restore, None).await.0, StatusCode::FORBIDDEN);
+    let (st, back) = call(&app, Some(&admin), Method::POST, &restore, None).await;
+    assert_eq!(st, StatusCode::OK, "{back}");
+    assert!(back.get("taken_down_at").is_none());
+    assert_eq!(call(&app, Some(&admin), Method::POST, &restore, None).await.0, StatusCode::CONFLICT);
+    let created = next_event(&mut gw, "SERVER_CREATE").await;
+    assert_eq!(created["server"]["id"], json!(sid), "{created}");
+    assert!(created["channels"].as_array().is_some_and(|c| !c.is_empty()));
+    assert_eq!(
+        call(&app, Some(&guest), Method::GET, &format!("/api/v1/channels/{channel}/messages"), None).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(call(&app, Some(&other), Method::POST, &format!("/api/v1/invites/{code}"), None).await.0, StatusCode::OK);
+
+    let (_, log) = call(&app, Some(&admin), Method::GET, "/api/v1/admin/audit-log", None).await;
+    let log: PlatformAuditLog = serde_json::from_value(log).expect("log");
+    assert_eq!(log.entries[0].action, PlatformAction::ServerRestore);
+    assert_eq!(log.entries[1].action, PlatformAction::ServerTakeDown);
+    assert_eq!(log.entries[1].details["reason"], json!("phishing"));
+    assert_eq!(log.entries[1].target_id, Some(owner.id));
     app.shutdown().await;
 }

@@ -238,6 +238,9 @@ async fn bans_keep_an_account_and_its_clients_out_until_lifted(backend: Backend)
     let (st, body, _) = new("mel-phone", "mel2").await;
     assert_eq!((st, code(&body)), (StatusCode::FORBIDDEN, ErrorCode::Banned), "{body}");
     assert_eq!(new("someone-else", "sam").await.0, StatusCode::CREATED);
+    // Platform staff on a banned client (an address shared with the banned member) still sign
+    // in: those who lift bans are not locked out by one.
+    assert_eq!(login(&app, "mel-phone", "ada", PASSWORD).await.0, StatusCode::OK);
 
     // Listed for staff, and audited: the ban and each attempt.
     let (st, body, _) = call(&app, "admin-browser", Some(&admin_token), Method::GET, "/api/v1/admin/bans", None).await;
@@ -298,6 +301,23 @@ async fn bans_keep_an_account_and_its_clients_out_until_lifted(backend: Backend)
     let (st, body, _) =
         call(&app, "mod-browser", Some(&mo_token), Method::POST, "/api/v1/admin/bans", Some(json!({"user_id": sam}))).await;
     assert_eq!(st, StatusCode::CREATED, "{body}");
+    // A moderator lifts neither an admin's ban nor sees an admin's sessions.
+    let (st, body, _) = ban(json!({"user_id": mel, "fingerprints": false})).await;
+    assert_eq!(st, StatusCode::CREATED, "{body}");
+    let admins_ban = body["bans"][0]["id"].as_str().expect("id").to_owned();
+    let (st, _, _) =
+        call(&app, "mod-browser", Some(&mo_token), Method::DELETE, &format!("/api/v1/admin/bans/{admins_ban}"), None).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _, _) =
+        call(&app, "mod-browser", Some(&mo_token), Method::GET, &format!("/api/v1/admin/users/{ada}/sessions"), None).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let mel3 = store.user_by_username("mel3").await.expect("read").expect("mel3").user.id;
+    let (st, body, _) =
+        call(&app, "mod-browser", Some(&mo_token), Method::GET, &format!("/api/v1/admin/users/{mel3}/sessions"), None).await;
+    assert_eq!(st, StatusCode::OK);
+    let seen: AdminSessions = serde_json::from_value(body).expect("sessions");
+    assert_eq!(seen.sessions.len(), 1);
+    assert!(seen.sessions[0].ip.is_none() && seen.sessions[0].fingerprint.is_some(), "no address for a moderator: {seen:?}");
     app.shutdown().await;
 }
 

@@ -1,5 +1,5 @@
 import { E2E_ADMIN, E2E_ADMIN_2, E2E_ADMIN_PASSWORD } from './global-setup';
-import { capture, expect, expectShell, newUser, openSettings, saveRecoveryKey, signIn, signUp, test, uniqueName, WIDE } from './fixtures';
+import { capture, createServer, expect, expectShell, newUser, openSettings, saveRecoveryKey, signIn, signUp, test, uniqueName, WIDE } from './fixtures';
 
 test('a platform admin disables a member: the member’s open page is signed out, and signs in again only once enabled', async ({ browser }) => {
   test.setTimeout(120_000);
@@ -19,7 +19,7 @@ test('a platform admin disables a member: the member’s open page is signed out
   const dialog = a.page.getByRole('dialog', { name: 'User settings' });
   await expect(dialog.getByRole('heading', { name: 'Live figures' })).toBeVisible();
   await dialog.getByRole('searchbox', { name: 'Search accounts' }).fill(ben);
-  await dialog.getByRole('button', { name: 'Search', exact: true }).click();
+  await dialog.getByRole('searchbox', { name: 'Search accounts' }).press('Enter');
   const row = dialog.getByRole('list', { name: 'Accounts' }).getByRole('listitem');
   await expect(row).toHaveCount(1);
   await expect(row).toContainText(`@${ben}`);
@@ -51,7 +51,7 @@ test('a platform admin disables a member: the member’s open page is signed out
   await b.context.close();
 });
 
-test('a platform admin bans a member and the device it used: signed out, no sign-in, no new account from it, until lifted', async ({ browser }) => {
+test('a platform admin takes a member’s server down and restores it, then bans the member and the device it used: signed out, no sign-in, no new account from it, until lifted', async ({ browser }) => {
   test.setTimeout(120_000);
   const cal = uniqueName('cal');
   const a = await newUser(browser);
@@ -59,14 +59,38 @@ test('a platform admin bans a member and the device it used: signed out, no sign
   const c = await newUser(browser, WIDE, `Mozilla/5.0 (X11; Linux x86_64) e2e-${cal}`);
   await signUp(c.page, cal);
 
+  const serverName = `Cal's corner ${uniqueName('s')}`;
+  await createServer(c.page, serverName);
+  const calsServer = c.page.getByRole('navigation', { name: 'Servers' }).getByRole('button', { name: serverName });
+  await expect(calsServer).toBeVisible();
+
   await a.page.goto('/');
   await signIn(a.page, E2E_ADMIN_2, E2E_ADMIN_PASSWORD);
   await saveRecoveryKey(a.page);
   await expectShell(a.page);
   await openSettings(a.page, 'Platform');
   const dialog = a.page.getByRole('dialog', { name: 'User settings' });
+
+  // Cal's server, taken down: gone from Cal's open page at once; restored: back.
+  await dialog.getByRole('searchbox', { name: 'Search servers' }).fill(serverName);
+  await dialog.getByRole('searchbox', { name: 'Search servers' }).press('Enter');
+  const serverRow = dialog.getByRole('list', { name: 'Servers' }).getByRole('listitem');
+  await expect(serverRow).toHaveCount(1);
+  await expect(serverRow).toContainText(`Owner @${cal} · 1 member`);
+  await serverRow.getByRole('button', { name: `Take down ${serverName}` }).click();
+  const takeDown = a.page.getByRole('dialog', { name: `Take down ${serverName}?` });
+  await takeDown.getByLabel('Reason (only admins see it)').fill('phishing links');
+  await takeDown.getByRole('button', { name: 'Take down', exact: true }).click();
+  await expect(serverRow).toContainText('Taken down (“phishing links”)');
+  await expect(calsServer).toHaveCount(0, { timeout: 30_000 });
+  await capture(a.page, 'admin-server-taken-down');
+  await serverRow.getByRole('button', { name: `Restore ${serverName}` }).click();
+  await expect(serverRow).not.toContainText('Taken down');
+  await expect(calsServer).toBeVisible({ timeout: 30_000 });
+  await expect(dialog.getByRole('list', { name: 'Platform audit log' }).getByRole('listitem').first()).toContainText(`restored the server “${serverName}”`);
+
   await dialog.getByRole('searchbox', { name: 'Search accounts' }).fill(cal);
-  await dialog.getByRole('button', { name: 'Search', exact: true }).click();
+  await dialog.getByRole('searchbox', { name: 'Search accounts' }).press('Enter');
   const row = dialog.getByRole('list', { name: 'Accounts' }).getByRole('listitem').filter({ hasText: `@${cal}` });
   await expect(row).toHaveCount(1);
 

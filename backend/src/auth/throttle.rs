@@ -1,14 +1,17 @@
 //! Login throttling: slows password guessing against an account without locking its owner
 //! out for good. Failures are counted per account *and address*, and per account alone:
 //!
-//! - From one address, the first [`LoginThrottleConfig::free_per_address`] failures cost
-//!   nothing; each one after doubles a wait (1 s, 2 s, 4 s…) up to `max_wait_secs`. An
-//!   attempt during the wait is refused (429 with `Retry-After`) before any password is
-//!   checked, so a guesser gets a handful of tries an hour, and the owner elsewhere none of
-//!   that.
+//! - From one address (an IPv6 address counts by its /64), the first
+//!   [`LoginThrottleConfig::free_per_address`] failures cost nothing; each one after doubles a
+//!   wait (1 s, 2 s, 4 s…) up to `max_wait_secs`. An attempt during the wait is refused (429
+//!   with `Retry-After`) before any password is checked, so a guesser gets a handful of tries
+//!   an hour. Once the free failures are spent, an attempt holds the address's turn while it
+//!   runs: attempts sent side by side are refused, not checked in parallel.
 //! - Across addresses (a guesser with many), the first `free_per_account` failures cost
-//!   nothing, then the same doubling, capped lower (`max_account_wait_secs`): the account is
-//!   slowed for everyone, never closed.
+//!   nothing, then the same doubling, capped lower (`max_account_wait_secs`). This wait does
+//!   not apply to an address the account signed in from before (remembered for
+//!   `forget_after_secs` after its last success, at most [`MAX_ENTRIES`]), so a guesser with
+//!   many addresses slows strangers, never the owner at home.
 //! - A success from an address clears that address's count and the account's; a quiet
 //!   `forget_after_secs` clears any count.
 //!
@@ -33,9 +36,12 @@ pub struct LoginThrottleConfig {
     pub max_wait_secs: u64,
     /// Failures against one account from all addresses before waits begin. Default 50.
     pub free_per_account: u32,
-    /// Longest wait for everyone on one account, in seconds. Default 60.
+    /// Longest wait on one account for addresses it never signed in from, in seconds. Default
+    /// 60.
     pub max_account_wait_secs: u64,
-    /// A count is forgotten after this long without a failure, in seconds. Default 3600.
+    /// A count is forgotten after this long without a failure, and an address the account
+    /// signed in from after this long without a success, in seconds. Default 3600 (counts);
+    /// the addresses are kept 30 times as long.
     pub forget_after_secs: u64,
 }
 
@@ -52,8 +58,24 @@ struct Failures {
     until: Option<Instant>,
 }
 
-/// Entries kept at most per map; past that, the oldest quiet ones go first.
-const MAX_ENTRIES: usize = 100_000;
+/// Entries kept at most per map; past that, the ones that matter least go first.
+pub const MAX_ENTRIES: usize = 100_000;
+
+/// How long an attempt holds its address's turn once the free failures are spent (until it
+/// fails, which starts the next wait, or succeeds).
+const TURN: Duration = Duration::from_secs(5);
+
+/// The part of an address that names a client: an IPv4 address, an IPv6 /64.
+fn client(ip: IpAddr) -> IpAddr {
+    match crate::client_ip::canonical(ip) {
+        IpAddr::V6(v6) => {
+            let mut o = v6.octets();
+            o[8..].fill(0);
+            IpAddr::from(o)
+        }
+        v4 => v4,
+    }
+}
 
 /// The throttle of one node.
 #[derive(Debug, Default)]
@@ -61,6 +83,8 @@ pub struct LoginThrottle {
     config: LoginThrottleConfig,
     by_address: Mutex<HashMap<(String, IpAddr), Failures>>,
     by_account: Mutex<HashMap<String, Failures>>,
+    /// Where each account signed in from, and when last.
+    known: Mutex<HashMap<(String, IpAddr), Instant>>,
 }
 
 /// An attempt refused for this long.
@@ -86,25 +110,40 @@ fn wait(count: u32, free: u32, cap: Duration) -> Option<Duration> {
 impl LoginThrottle {
     /// A throttle with these settings.
     pub fn new(config: LoginThrottleConfig) -> Self {
-        Self { config, by_address: Mutex::default(), by_account: Mutex::default() }
+        Self { config, by_address: Mutex::default(), by_account: Mutex::default(), known: Mutex::default() }
     }
 
     fn forget(&self) -> Duration {
         Duration::from_secs(self.config.forget_after_secs)
     }
 
-    /// Whether an attempt on `account` (the folded username) from `ip` may go ahead now.
+    fn remember(&self) -> Duration {
+        self.forget().saturating_mul(30)
+    }
+
+    /// Whether an attempt on `account` (the folded username) from `ip` may go ahead now. Past
+    /// the free failures, a permitted attempt holds the address's turn until it fails or
+    /// succeeds (or a few seconds pass).
     pub fn check(&self, account: &str, ip: IpAddr) -> Result<(), Throttled> {
         let now = Instant::now();
-        let pending = |f: Option<&Failures>| {
-            f.filter(|f| now.duration_since(f.last) < self.forget()).and_then(|f| f.until).filter(|u| *u > now).map(|u| u - now)
+        let key = (account.to_owned(), client(ip));
+        let forget = self.forget();
+        let pending = |f: &Failures| {
+            Some(f).filter(|f| now.duration_since(f.last) < forget).and_then(|f| f.until).filter(|u| *u > now).map(|u| u - now)
         };
-        let address = pending(self.by_address.lock().get(&(account.to_owned(), ip)));
-        let everyone = pending(self.by_account.lock().get(account));
-        match address.into_iter().chain(everyone).max() {
-            Some(d) => Err(Throttled(d)),
-            None => Ok(()),
+        let known = self.known.lock().get(&key).is_some_and(|seen| now.duration_since(*seen) < self.remember());
+        let everyone = if known { None } else { self.by_account.lock().get(account).and_then(pending) };
+        let mut by_address = self.by_address.lock();
+        let address = by_address.get(&key).and_then(pending);
+        if let Some(d) = address.into_iter().chain(everyone).max() {
+            return Err(Throttled(d));
         }
+        if let Some(f) = by_address.get_mut(&key) {
+            if f.count >= self.config.free_per_address && now.duration_since(f.last) < forget {
+                f.until = Some(now + TURN);
+            }
+        }
+        Ok(())
     }
 
     /// A failed attempt; returns the wait it starts, if any.
@@ -125,15 +164,15 @@ impl LoginThrottle {
         let a = {
             let mut map = self.by_address.lock();
             if map.len() >= MAX_ENTRIES {
-                prune(&mut map, now, forget);
+                evict(&mut map, now, forget, self.config.free_per_address);
             }
-            let f = map.entry((account.to_owned(), ip)).or_insert(fresh);
+            let f = map.entry((account.to_owned(), client(ip))).or_insert(fresh);
             bump(f, self.config.free_per_address, Duration::from_secs(self.config.max_wait_secs))
         };
         let b = {
             let mut map = self.by_account.lock();
             if map.len() >= MAX_ENTRIES {
-                prune(&mut map, now, forget);
+                evict(&mut map, now, forget, self.config.free_per_account);
             }
             let f = map.entry(account.to_owned()).or_insert(fresh);
             bump(f, self.config.free_per_account, Duration::from_secs(self.config.max_account_wait_secs))
@@ -141,28 +180,58 @@ impl LoginThrottle {
         a.into_iter().chain(b).max()
     }
 
-    /// A successful sign-in: the counts of this address and of the account are cleared.
+    /// A successful sign-in: the counts of this address and of the account are cleared, and
+    /// the address is remembered as the account's.
     pub fn succeeded(&self, account: &str, ip: IpAddr) {
-        self.by_address.lock().remove(&(account.to_owned(), ip));
+        let key = (account.to_owned(), client(ip));
+        self.by_address.lock().remove(&key);
         self.by_account.lock().remove(account);
+        let now = Instant::now();
+        let mut known = self.known.lock();
+        if known.len() >= MAX_ENTRIES && !known.contains_key(&key) {
+            let remember = self.remember();
+            known.retain(|_, seen| now.duration_since(*seen) < remember);
+            if known.len() >= MAX_ENTRIES {
+                // Still full: the oldest half goes.
+                let mut ages: Vec<Instant> = known.values().copied().collect();
+                ages.sort_unstable();
+                let cut = ages[ages.len() / 2];
+                known.retain(|_, seen| *seen > cut);
+            }
+        }
+        known.insert(key, now);
     }
 
-    /// Drops counts nobody added to for `forget_after_secs` (the housekeeping job).
+    /// Drops counts nobody added to for `forget_after_secs`, and addresses not signed in from
+    /// for 30 times that (the housekeeping job).
     pub fn shrink(&self) {
         let now = Instant::now();
         let forget = self.forget();
-        prune(&mut self.by_address.lock(), now, forget);
-        prune(&mut self.by_account.lock(), now, forget);
+        let live = |f: &mut Failures| now.duration_since(f.last) < forget || f.until.is_some_and(|u| u > now);
+        {
+            let mut map = self.by_address.lock();
+            map.retain(|_, f| live(f));
+            map.shrink_to_fit();
+        }
+        {
+            let mut map = self.by_account.lock();
+            map.retain(|_, f| live(f));
+            map.shrink_to_fit();
+        }
+        let remember = self.remember();
+        let mut known = self.known.lock();
+        known.retain(|_, seen| now.duration_since(*seen) < remember);
+        known.shrink_to_fit();
     }
 }
 
-fn prune<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Failures>, now: Instant, forget: Duration) {
-    map.retain(|_, f| now.duration_since(f.last) < forget || f.until.is_some_and(|u| u > now));
+/// Makes room in a full map: counts forgotten or still free go first (a guesser filling the
+/// map with names cannot wipe a count that holds a wait), then those not waiting.
+fn evict<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Failures>, now: Instant, forget: Duration, free: u32) {
+    map.retain(|_, f| now.duration_since(f.last) < forget && (f.count >= free || f.until.is_some_and(|u| u > now)));
     if map.len() >= MAX_ENTRIES {
-        // Still full of live counts: drop those not waiting (the ones that matter least).
         map.retain(|_, f| f.until.is_some_and(|u| u > now));
     }
-    map.shrink_to_fit();
 }
 
 #[cfg(test)]
@@ -200,6 +269,38 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_attempt_holds_the_turn_and_an_ipv6_slash_64_is_one_address() {
+        let t = LoginThrottle::new(LoginThrottleConfig::default());
+        let v6 = |last: u16| IpAddr::from([0x2001, 0xdb8, 1, 2, 0, 0, 0, last]);
+        for n in 0..5 {
+            assert_eq!(t.check("cy", v6(n)), Ok(()));
+            t.failed("cy", v6(n));
+        }
+        // The /64 spent its free failures: another address in it waits its turn.
+        assert_eq!(t.check("cy", v6(100)), Ok(()));
+        assert_eq!(t.check("cy", v6(101)), Err(Throttled(TURN)), "side by side: refused");
+        assert_eq!(t.failed("cy", v6(100)), Some(Duration::from_secs(1)));
+        assert!(t.check("cy", v6(102)).is_err());
+        // A success ends the turn at once.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(t.check("cy", v6(103)), Ok(()));
+        t.succeeded("cy", v6(103));
+        assert_eq!(t.check("cy", v6(104)), Ok(()));
+        assert_eq!(t.check("cy", v6(105)), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn many_addresses_never_slow_the_owner_at_an_address_it_signed_in_from() {
+        let t = LoginThrottle::new(LoginThrottleConfig::default());
+        t.succeeded("dee", ip(1));
+        for n in 10..80u8 {
+            t.failed("dee", ip(n));
+        }
+        assert!(t.check("dee", ip(200)).is_err(), "a stranger waits");
+        assert_eq!(t.check("dee", ip(1)), Ok(()), "the owner at home does not");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn many_addresses_slow_the_account_for_a_minute_at_most_and_counts_are_forgotten() {
         let t = LoginThrottle::new(LoginThrottleConfig::default());
         for n in 0..60u8 {
@@ -214,6 +315,7 @@ mod tests {
         t.shrink();
         assert!(t.by_account.lock().is_empty());
         assert!(t.by_address.lock().is_empty());
+        assert!(t.known.lock().is_empty());
         assert_eq!(t.failed("bob", ip(1)), None);
     }
 }

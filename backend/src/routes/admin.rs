@@ -10,12 +10,13 @@ use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use copains_client_core::admin::{
-    AdminSessions, AdminUser, AdminUsers, BanKind, BansCreated, NewPlatformBan, PlatformAction, PlatformAuditLog, PlatformBans,
-    PlatformStats, SetPlatformRole, Severity, ADMIN_USERS_PAGE_MAX, BAN_REASON_MAX_CHARS, PLATFORM_AUDIT_PAGE_MAX,
-    PLATFORM_BANS_PAGE_MAX,
+    AdminServer, AdminServers, AdminSessions, AdminUser, AdminUsers, BanKind, BansCreated, NewPlatformBan, PlatformAction,
+    PlatformAuditLog, PlatformBans, PlatformStats, SetPlatformRole, Severity, TakeDown, ADMIN_SERVERS_PAGE_MAX,
+    ADMIN_USERS_PAGE_MAX, BAN_REASON_MAX_CHARS, PLATFORM_AUDIT_PAGE_MAX, PLATFORM_BANS_PAGE_MAX,
 };
 use copains_client_core::api::PlatformRole;
-use copains_client_core::{ApiErrorBody, UserId};
+use copains_client_core::servers::Removed;
+use copains_client_core::{ApiErrorBody, ServerId, UserId};
 use serde::Deserialize;
 
 use crate::auth::Authenticated;
@@ -23,7 +24,7 @@ use crate::bus::{BusEvent, Topic};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::routes::auth::announce_revocation;
-use crate::routes::servers::{page_limit, parse_id};
+use crate::routes::servers::{page_limit, parse_id, publish_to};
 use crate::state::AppState;
 use crate::store::now_ms;
 use crate::store::security::BanOrder;
@@ -41,6 +42,10 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/admin/users/{user_id}/sessions", get(user_sessions))
         .route("/api/v1/admin/bans", get(bans).post(create_ban))
         .route("/api/v1/admin/bans/{ban_id}", axum::routing::delete(lift_ban))
+        .route("/api/v1/admin/servers", get(servers))
+        .route("/api/v1/admin/servers/{server_id}", get(server))
+        .route("/api/v1/admin/servers/{server_id}/take-down", post(take_down))
+        .route("/api/v1/admin/servers/{server_id}/restore", post(restore))
         .route("/api/v1/admin/stats", get(stats))
         .route("/api/v1/admin/audit-log", get(audit_log))
 }
@@ -152,7 +157,7 @@ pub async fn user(State(state): State<AppState>, auth: Authenticated, Path(raw):
         (status = 200, body = AdminSessions),
         (status = 400, body = ApiErrorBody),
         (status = 401, body = ApiErrorBody),
-        (status = 403, body = ApiErrorBody, description = "not platform staff"),
+        (status = 403, body = ApiErrorBody, description = "not platform staff, or the account's role is at or above the caller's"),
         (status = 404, body = ApiErrorBody),
     ))]
 pub async fn user_sessions(
@@ -162,7 +167,10 @@ pub async fn user_sessions(
 ) -> ApiResult<Json<AdminSessions>> {
     let role = staff(&auth)?;
     let id: UserId = parse_id(&raw, "user id")?;
-    state.store.admin_user(id).await?.ok_or(ApiError::NotFound("no such user"))?;
+    let user = state.store.admin_user(id).await?.ok_or(ApiError::NotFound("no such user"))?;
+    if id != auth.user.id && rank(user.platform_role) >= rank(role) {
+        return Err(ApiError::Forbidden("that account's role is at or above yours"));
+    }
     let sessions = state
         .store
         .session_clients(id)
@@ -170,7 +178,7 @@ pub async fn user_sessions(
         .into_iter()
         .map(|(mut session, sealed)| {
             if role == PlatformRole::Admin {
-                session.ip = sealed.and_then(|s| match state.secrets.open(crate::secrets::SESSION_IP, &s) {
+                session.ip = sealed.and_then(|s| match state.secrets.open(&crate::secrets::session_ip(session.id), &s) {
                     Ok(ip) => String::from_utf8(ip).ok(),
                     Err(e) => {
                         tracing::warn!(error = %e, "a session's sealed address does not open");
@@ -494,7 +502,7 @@ pub async fn bans(
         (status = 204),
         (status = 400, body = ApiErrorBody),
         (status = 401, body = ApiErrorBody),
-        (status = 403, body = ApiErrorBody, description = "not platform staff, or a moderator and the banned account is not a member"),
+        (status = 403, body = ApiErrorBody, description = "not platform staff, or a moderator and the banned account is not a member or an admin made the ban"),
         (status = 404, body = ApiErrorBody),
         (status = 429, body = ApiErrorBody),
     ))]
@@ -504,16 +512,165 @@ pub async fn lift_ban(State(state): State<AppState>, auth: Authenticated, Path(r
     let id: i64 = parse_id(&raw, "ban id")?;
     let now = now_ms();
     if role != PlatformRole::Admin {
+        // A moderator lifts bans of members that no one above them made.
         let page = state.store.platform_bans(1, Some(id.saturating_add(1)), now).await?;
         let ban = page.bans.into_iter().find(|b| b.id == id.to_string()).ok_or(ApiError::NotFound("no such ban"))?;
-        if let Some(user) = ban.user_id {
-            let banned = state.store.admin_user(user).await?;
-            if banned.is_some_and(|u| rank(u.platform_role) >= rank(role)) {
-                return Err(ApiError::Forbidden("that account's role is at or above yours"));
+        // (account, whether it may be at the caller's own rank): the banned one must be below,
+        // the one who banned not above.
+        for (who, same_rank_ok) in [(ban.user_id, false), (ban.created_by, true)] {
+            let Some(who) = who else { continue };
+            let Some(account) = state.store.admin_user(who).await? else { continue };
+            let (theirs, mine) = (rank(account.platform_role), rank(role));
+            if theirs > mine || (theirs == mine && !same_rank_ok) {
+                return Err(ApiError::Forbidden("that ban is of an account at or above your role, or made by an admin"));
             }
         }
     }
     let lifted = state.store.lift_ban(auth.user.id, id, now).await?.ok_or(ApiError::NotFound("no such ban"))?;
     tracing::warn!(actor = %auth.user.id, ban = %lifted.id, account = lifted.kind == BanKind::Account, "ban lifted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Filters of the server list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ServersParams {
+    /// Only servers whose name contains this (case-insensitive; at most 64 characters).
+    pub query: Option<String>,
+    /// At most this many (1–200; default 50).
+    pub limit: Option<u32>,
+    /// After this server (the `next_cursor` of the previous page).
+    pub cursor: Option<String>,
+}
+
+/// Every server, taken down or not, by id (admins): names and sizes, nothing said in them.
+#[utoipa::path(get, path = "/api/v1/admin/servers", operation_id = "admin_servers", tag = "admin", security(("bearer" = [])),
+    params(ServersParams),
+    responses(
+        (status = 200, body = AdminServers),
+        (status = 400, body = ApiErrorBody, description = "a limit out of 1–200, a query over 64 characters, a cursor that is not an id"),
+        (status = 401, body = ApiErrorBody),
+        (status = 403, body = ApiErrorBody, description = "not a platform admin"),
+    ))]
+pub async fn servers(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    params: Result<Query<ServersParams>, QueryRejection>,
+) -> ApiResult<Json<AdminServers>> {
+    admin(&auth)?;
+    let Query(p) = params.map_err(|e| ApiError::Malformed(e.body_text()))?;
+    let limit = page_limit(p.limit, 50, ADMIN_SERVERS_PAGE_MAX)?;
+    let query = p.query.unwrap_or_default();
+    if query.chars().count() > 64 {
+        return Err(ApiError::Malformed("query must be at most 64 characters".into()));
+    }
+    let cursor = p.cursor.as_deref().filter(|c| !c.is_empty()).map(|c| parse_id::<ServerId>(c, "cursor")).transpose()?;
+    let mut servers = state.store.admin_servers(query.trim(), limit + 1, cursor).await?;
+    let next_cursor = if servers.len() > limit as usize {
+        servers.truncate(limit as usize);
+        servers.last().map(|s| s.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(AdminServers { servers, next_cursor }))
+}
+
+/// One server (admins).
+#[utoipa::path(get, path = "/api/v1/admin/servers/{server_id}", operation_id = "admin_server", tag = "admin", security(("bearer" = [])),
+    params(("server_id" = String, Path, description = "server id")),
+    responses(
+        (status = 200, body = AdminServer),
+        (status = 400, body = ApiErrorBody),
+        (status = 401, body = ApiErrorBody),
+        (status = 403, body = ApiErrorBody, description = "not a platform admin"),
+        (status = 404, body = ApiErrorBody),
+    ))]
+pub async fn server(State(state): State<AppState>, auth: Authenticated, Path(raw): Path<String>) -> ApiResult<Json<AdminServer>> {
+    admin(&auth)?;
+    let id: ServerId = parse_id(&raw, "server id")?;
+    Ok(Json(state.store.admin_server(id).await?.ok_or(ApiError::NotFound("no such server"))?))
+}
+
+/// Take a server down (admins): to its members it is gone at once (`SERVER_DELETE`, everyone in
+/// its voice channels disconnected; its routes answer 404, its invites lead nowhere), but
+/// nothing of it is deleted, and it can be restored.
+#[utoipa::path(post, path = "/api/v1/admin/servers/{server_id}/take-down", operation_id = "admin_take_down_server", tag = "admin", security(("bearer" = [])),
+    params(("server_id" = String, Path, description = "server id")),
+    request_body = TakeDown,
+    responses(
+        (status = 200, body = AdminServer),
+        (status = 400, body = ApiErrorBody),
+        (status = 401, body = ApiErrorBody),
+        (status = 403, body = ApiErrorBody, description = "not a platform admin"),
+        (status = 404, body = ApiErrorBody),
+        (status = 409, body = ApiErrorBody, description = "taken down already"),
+        (status = 422, body = ApiErrorBody, description = "a reason over 512 characters"),
+        (status = 429, body = ApiErrorBody),
+    ))]
+pub async fn take_down(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(raw): Path<String>,
+    ApiJson(body): ApiJson<TakeDown>,
+) -> ApiResult<Json<AdminServer>> {
+    state.limiters.user_write(auth.user.id)?;
+    admin(&auth)?;
+    let id: ServerId = parse_id(&raw, "server id")?;
+    let reason = body.reason.as_deref().map(str::trim).filter(|r| !r.is_empty());
+    if reason.is_some_and(|r| r.chars().count() > BAN_REASON_MAX_CHARS) {
+        return Err(ApiError::Validation(format!("a reason is at most {BAN_REASON_MAX_CHARS} characters")));
+    }
+    let server = state.store.admin_server(id).await?.ok_or(ApiError::NotFound("no such server"))?;
+    // Who is in it, read before: once down, nothing of it is listed to anyone.
+    let members = state.store.member_ids(id).await?;
+    if !state.store.set_taken_down(auth.user.id, &server, Some(reason), now_ms()).await? {
+        return Err(ApiError::Conflict("that server is taken down already".into()));
+    }
+    tracing::warn!(actor = %auth.user.id, server = %id, members = members.len(), "server taken down");
+    if let Some(voice) = state.voice.get() {
+        let out = copains_client_core::voice_signal::VoiceModeration { mute: None, deaf: None, channel_id: Some(None) };
+        for &member in &members {
+            if voice.channel_of(id, member).await.is_some() {
+                let _ = voice.moderate(id, member, out.clone()).await;
+            }
+        }
+    }
+    publish_to(&state, members, event_name::SERVER_DELETE, &Removed { id: id.to_string(), server_id: None }).await;
+    Ok(Json(state.store.admin_server(id).await?.ok_or(ApiError::NotFound("no such server"))?))
+}
+
+/// Restore a server taken down (admins): its members have it back as it was
+/// (`SERVER_CREATE`, each with what they may see).
+#[utoipa::path(post, path = "/api/v1/admin/servers/{server_id}/restore", operation_id = "admin_restore_server", tag = "admin", security(("bearer" = [])),
+    params(("server_id" = String, Path, description = "server id")),
+    responses(
+        (status = 200, body = AdminServer),
+        (status = 400, body = ApiErrorBody),
+        (status = 401, body = ApiErrorBody),
+        (status = 403, body = ApiErrorBody, description = "not a platform admin"),
+        (status = 404, body = ApiErrorBody),
+        (status = 409, body = ApiErrorBody, description = "not taken down"),
+        (status = 429, body = ApiErrorBody),
+    ))]
+pub async fn restore(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<AdminServer>> {
+    state.limiters.user_write(auth.user.id)?;
+    admin(&auth)?;
+    let id: ServerId = parse_id(&raw, "server id")?;
+    let server = state.store.admin_server(id).await?.ok_or(ApiError::NotFound("no such server"))?;
+    if !state.store.set_taken_down(auth.user.id, &server, None, now_ms()).await? {
+        return Err(ApiError::Conflict("that server is not taken down".into()));
+    }
+    tracing::warn!(actor = %auth.user.id, server = %id, "server restored");
+    for member in state.store.member_ids(id).await? {
+        match state.store.server_state(id, member).await {
+            Ok(Some(view)) => publish_to(&state, [member], event_name::SERVER_CREATE, &view).await,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read a server for a member"),
+        }
+    }
+    Ok(Json(state.store.admin_server(id).await?.ok_or(ApiError::NotFound("no such server"))?))
 }

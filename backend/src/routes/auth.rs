@@ -50,7 +50,7 @@ pub async fn register(
 ) -> ApiResult<(StatusCode, Json<AuthResponse>)> {
     state.limiters.auth(ip)?;
     let client = Client::of(&state, ip, &headers);
-    client.refuse_if_banned(&state, None, "register").await?;
+    client.refuse_if_banned(&state, None, false, "register").await?;
     let username = Username::parse(&body.username).map_err(|e| ApiError::Validation(e.0))?;
     let password = Password::parse(&body.password).map_err(|e| ApiError::Validation(e.0))?;
     let device = device_name(body.device_name.as_deref()).map_err(|e| ApiError::Validation(e.0))?;
@@ -94,13 +94,14 @@ pub async fn login(
     let client = Client::of(&state, ip, &headers);
     // Throttled by the name asked for, whether or not such an account exists (so the wait
     // tells nothing), before any password is checked.
+    // A name that cannot be an account's is not counted (it keeps the throttle's memory for
+    // real names).
     let parsed = Username::parse(&body.username).ok();
-    let account_key = match &parsed {
-        Some(u) => u.folded().to_owned(),
-        None => body.username.chars().take(64).collect::<String>().to_lowercase(),
-    };
-    if let Err(wait) = state.throttle.check(&account_key, ip) {
-        return Err(ApiError::RateLimited(wait.secs()));
+    let account_key = parsed.as_ref().map(|u| u.folded().to_owned());
+    if let Some(key) = &account_key {
+        if let Err(wait) = state.throttle.check(key, ip) {
+            return Err(ApiError::RateLimited(wait.secs()));
+        }
     }
     // A name that cannot exist or an oversized password is a wrong credential, not a hint.
     let record = match &parsed {
@@ -116,19 +117,27 @@ pub async fn login(
         Some(record) if ok => record,
         record => {
             let target = record.map(|r| r.user.id);
-            let (action, details) = match state.throttle.failed(&account_key, ip) {
-                Some(wait) => (PlatformAction::LoginThrottled, json!({"wait_secs": wait.as_secs()})),
-                None => (PlatformAction::LoginFailed, json!({"known_account": target.is_some()})),
-            };
-            client.event(&state, action, target, details).await;
+            // Recorded: each failure on an account, and each wait that starts (any name); a
+            // wrong name alone is not worth a row.
+            let wait = account_key.as_deref().and_then(|key| state.throttle.failed(key, ip));
+            match wait {
+                Some(wait) => {
+                    client.event(&state, PlatformAction::LoginThrottled, target, json!({"wait_secs": wait.as_secs()})).await
+                }
+                None if target.is_some() => client.event(&state, PlatformAction::LoginFailed, target, json!({})).await,
+                None => {}
+            }
             return Err(ApiError::InvalidCredentials);
         }
     };
-    state.throttle.succeeded(&account_key, ip);
+    if let Some(key) = &account_key {
+        state.throttle.succeeded(key, ip);
+    }
     if record.disabled {
         return Err(ApiError::AccountDisabled);
     }
-    client.refuse_if_banned(&state, Some(record.user.id), "login").await?;
+    let staff = record.user.platform_role != copains_client_core::api::PlatformRole::Member;
+    client.refuse_if_banned(&state, Some(record.user.id), staff, "login").await?;
     let user = record.user;
     let session_id = SessionId(state.ids.next_id());
     let (refresh, refresh_hash) = new_refresh_token();
@@ -136,6 +145,13 @@ pub async fn login(
     let expires_at = now + ttl_ms(state.config.auth.refresh_ttl());
     let new = NewSession { id: session_id, device_name: &device, refresh_hash: &refresh_hash, expires_at, now };
     let device_id = state.store.create_session(user.id, &new).await?;
+    // A ban made while this sign-in ran ended the sessions it found, not this one.
+    if let Err(banned) = client.refuse_if_banned(&state, Some(user.id), staff, "login").await {
+        if state.store.revoke_session(user.id, session_id).await? {
+            announce_revocation(&state, user.id, session_id).await;
+        }
+        return Err(banned);
+    }
     client.seen(&state, session_id, now).await;
     tracing::info!(user = %user.id, device = %device_id, session = %session_id, "logged in");
     let tokens = tokens(&state, user.id, device_id, session_id, user.platform_role, refresh, expires_at, now)?;
@@ -172,6 +188,13 @@ pub async fn refresh(
                 return Err(ApiError::AccountDisabled);
             }
             let client = Client::of(&state, ip, &headers);
+            let staff = user.platform_role != copains_client_core::api::PlatformRole::Member;
+            if let Err(banned) = client.refuse_if_banned(&state, Some(user.id), staff, "refresh").await {
+                if state.store.revoke_session(user.id, session_id).await? {
+                    announce_revocation(&state, user.id, session_id).await;
+                }
+                return Err(banned);
+            }
             client.seen(&state, session_id, now).await;
             let tokens = tokens(&state, user.id, device_id, session_id, user.platform_role, refresh, expires_at, now)?;
             Ok(Json(tokens))
@@ -258,9 +281,12 @@ impl Client {
         }
     }
 
-    /// Refuses a banned account or client (403 `banned`), audited.
-    async fn refuse_if_banned(&self, state: &AppState, user: Option<UserId>, on: &str) -> ApiResult<()> {
-        let Some(ban) = state.store.ban_in_force(user, &self.fingerprint, now_ms()).await? else {
+    /// Refuses a banned account or client (403 `banned`), audited. A client's ban does not
+    /// keep platform staff out (an address shared with a banned member, as behind a carrier's
+    /// NAT, must not lock out those who lift bans).
+    async fn refuse_if_banned(&self, state: &AppState, user: Option<UserId>, staff: bool, on: &str) -> ApiResult<()> {
+        let fingerprint = if staff { "" } else { self.fingerprint.as_str() };
+        let Some(ban) = state.store.ban_in_force(user, fingerprint, now_ms()).await? else {
             return Ok(());
         };
         let kind = ban.kind;
@@ -276,10 +302,8 @@ impl Client {
 
     /// Notes this client on the session (address sealed, fingerprint).
     async fn seen(&self, state: &AppState, session: SessionId, now: i64) {
-        let seen = ClientSeen {
-            ip_sealed: state.secrets.seal(crate::secrets::SESSION_IP, self.ip.to_string().as_bytes()),
-            fingerprint: self.fingerprint.clone(),
-        };
+        let sealed = state.secrets.seal(&crate::secrets::session_ip(session), self.ip.to_string().as_bytes());
+        let seen = ClientSeen { ip_sealed: sealed, fingerprint: self.fingerprint.clone() };
         if let Err(e) = state.store.session_client(session, &seen, now).await {
             tracing::warn!(error = %e, "cannot note a session's client");
         }

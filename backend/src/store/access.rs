@@ -181,14 +181,14 @@ fn perms(raw: i64) -> Permissions {
 }
 
 impl Store {
-    /// A member's standing in a server; `None` if the server does not exist or they are not a
-    /// member (the two look the same to callers: no existence leak).
+    /// A member's standing in a server; `None` if the server does not exist, was taken down, or
+    /// they are not a member (the same to callers: no existence leak).
     pub async fn server_access(&self, server: ServerId, user: UserId) -> Result<Option<ServerAccess>> {
         let Some(row) = sqlx::query(
             "SELECT s.owner_id, m.joined_at, r.permissions, t.ends_at FROM servers s \
              JOIN members m ON m.server_id = s.id AND m.user_id = $2 \
              JOIN roles r ON r.id = s.id \
-             LEFT JOIN member_timeouts t ON t.server_id = s.id AND t.user_id = $2 WHERE s.id = $1",
+             LEFT JOIN member_timeouts t ON t.server_id = s.id AND t.user_id = $2 WHERE s.id = $1 AND s.taken_down_at IS NULL",
         )
         .bind(server.0)
         .bind(user.0)
@@ -322,7 +322,9 @@ impl Store {
     /// Every member's standing in `server`, sorted by user (three queries, whatever the size).
     pub async fn all_server_access(&self, server: ServerId) -> Result<Vec<ServerAccess>> {
         let Some(head) =
-            sqlx::query("SELECT s.owner_id, r.permissions FROM servers s JOIN roles r ON r.id = s.id WHERE s.id = $1")
+            sqlx::query(
+                "SELECT s.owner_id, r.permissions FROM servers s JOIN roles r ON r.id = s.id WHERE s.id = $1 AND s.taken_down_at IS NULL",
+            )
                 .bind(server.0)
                 .fetch_optional(self.pool())
                 .await?

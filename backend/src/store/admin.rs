@@ -2,8 +2,9 @@
 //! (search, disable, enable, end sessions, platform role), and the platform audit log. Each
 //! change and its audit entry are written in one transaction.
 
-use copains_client_core::admin::{AdminUser, PlatformAction, PlatformAuditEntry, PlatformAuditLog, Severity};
+use copains_client_core::admin::{AdminServer, AdminUser, PlatformAction, PlatformAuditEntry, PlatformAuditLog, Severity};
 use copains_client_core::api::PlatformRole;
+use copains_client_core::ServerId;
 use copains_client_core::{SessionId, UserId};
 use serde_json::{Map, Value};
 use sqlx::any::AnyRow;
@@ -94,6 +95,30 @@ pub(crate) const BELOW: &str = "(platform_role = 'member' OR ($3 = 'admin' AND p
 
 const ADMIN_USER_COLUMNS: &str = "u.id, u.username, u.display_name, u.platform_role, u.created_at, u.disabled_at, \
      (SELECT COUNT(*) FROM sessions s WHERE s.user_id = u.id)";
+
+const ADMIN_SERVER_COLUMNS: &str = "s.id, s.name, s.owner_id, (SELECT u.username FROM users u WHERE u.id = s.owner_id), \
+     (SELECT COUNT(*) FROM members m WHERE m.server_id = s.id), (SELECT COUNT(*) FROM channels c WHERE c.server_id = s.id), \
+     s.created_at, s.taken_down_at, s.taken_down_reason";
+
+fn admin_server(r: &AnyRow) -> Result<AdminServer> {
+    let count = |i: usize| -> Result<u64> { Ok(u64::try_from(r.try_get::<i64, _>(i)?).unwrap_or(0)) };
+    Ok(AdminServer {
+        id: ServerId(r.try_get(0)?),
+        name: r.try_get(1)?,
+        owner_id: UserId(r.try_get(2)?),
+        owner_username: r.try_get(3)?,
+        member_count: count(4)?,
+        channel_count: count(5)?,
+        created_at: r.try_get(6)?,
+        taken_down_at: r.try_get(7)?,
+        taken_down_reason: r.try_get(8)?,
+    })
+}
+
+/// A `LIKE` pattern of text containing `query` (lowercased, its wildcards escaped with `\`).
+fn contains_pattern(query: &str) -> String {
+    format!("%{}%", query.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))
+}
 
 fn admin_user(r: &AnyRow) -> Result<AdminUser> {
     let role: String = r.try_get(3)?;
@@ -207,7 +232,7 @@ impl Store {
     /// Accounts by id after `cursor`, whose username or display name contains `query`
     /// (case-insensitive; empty: all).
     pub async fn admin_users(&self, query: &str, limit: u32, cursor: Option<UserId>) -> Result<Vec<AdminUser>> {
-        let pattern = format!("%{}%", query.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        let pattern = contains_pattern(query);
         let rows = sqlx::query(&format!(
             "SELECT {ADMIN_USER_COLUMNS} FROM users u WHERE u.id > $1 \
              AND (u.username_lower LIKE $2 ESCAPE '\\' OR LOWER(COALESCE(u.display_name, '')) LIKE $2 ESCAPE '\\') \
@@ -219,6 +244,75 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(admin_user).collect()
+    }
+
+    /// Servers by id after `cursor` whose name contains `query` (case-insensitive; empty:
+    /// all), taken down or not.
+    pub async fn admin_servers(&self, query: &str, limit: u32, cursor: Option<ServerId>) -> Result<Vec<AdminServer>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ADMIN_SERVER_COLUMNS} FROM servers s WHERE s.id > $1 AND LOWER(s.name) LIKE $2 ESCAPE '\\' \
+             ORDER BY s.id LIMIT $3"
+        ))
+        .bind(cursor.map_or(i64::MIN, |c| c.0))
+        .bind(contains_pattern(query))
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(admin_server).collect()
+    }
+
+    /// One server as platform admins see it.
+    pub async fn admin_server(&self, id: ServerId) -> Result<Option<AdminServer>> {
+        let row = sqlx::query(&format!("SELECT {ADMIN_SERVER_COLUMNS} FROM servers s WHERE s.id = $1"))
+            .bind(id.0)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(admin_server).transpose()
+    }
+
+    /// Takes a server down (`Some(reason)`) or restores it (`None`), audited. `Ok(false)` when it
+    /// is so already.
+    pub async fn set_taken_down(
+        &self,
+        actor: UserId,
+        server: &AdminServer,
+        reason: Option<Option<&str>>,
+        now: i64,
+    ) -> Result<bool> {
+        let mut tx = self.pool().begin().await?;
+        let done = match reason {
+            Some(reason) => {
+                sqlx::query(
+                    "UPDATE servers SET taken_down_at = $2, taken_down_reason = $3 WHERE id = $1 AND taken_down_at IS NULL",
+                )
+                .bind(server.id.0)
+                .bind(now)
+                .bind(reason)
+                .execute(&mut *tx)
+                .await?
+            }
+            None => sqlx::query(
+                "UPDATE servers SET taken_down_at = NULL, taken_down_reason = NULL WHERE id = $1 AND taken_down_at IS NOT NULL",
+            )
+            .bind(server.id.0)
+            .execute(&mut *tx)
+            .await?,
+        };
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        // Its channels' readers change (to nobody, or back): cached views are not reused.
+        super::servers::bump_server_views(&mut tx, server.id).await?;
+        let (action, details) = match reason {
+            Some(reason) => (
+                PlatformAction::ServerTakeDown,
+                serde_json::json!({"server_id": server.id, "name": server.name, "members": server.member_count, "reason": reason}),
+            ),
+            None => (PlatformAction::ServerRestore, serde_json::json!({"server_id": server.id, "name": server.name})),
+        };
+        record(&mut tx, Some(actor), action, Some(server.owner_id), details, now).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// One account as staff see it.

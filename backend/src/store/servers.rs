@@ -292,7 +292,7 @@ async fn access_in(c: &mut AnyConnection, server: ServerId, user: UserId) -> Res
         "SELECT s.owner_id, m.joined_at, r.permissions, t.ends_at FROM servers s \
          JOIN members m ON m.server_id = s.id AND m.user_id = $2 \
          JOIN roles r ON r.id = s.id \
-         LEFT JOIN member_timeouts t ON t.server_id = s.id AND t.user_id = $2 WHERE s.id = $1",
+         LEFT JOIN member_timeouts t ON t.server_id = s.id AND t.user_id = $2 WHERE s.id = $1 AND s.taken_down_at IS NULL",
     )
     .bind(server.0)
     .bind(user.0)
@@ -493,7 +493,7 @@ fn require(access: &ServerAccess, needed: Permissions, refusal: &'static str) ->
 
 /// A new view for every channel of `server`. On PostgreSQL the channels are locked in id order
 /// first, as every other multi-channel view bump does, so that two of them cannot deadlock.
-async fn bump_server_views(c: &mut AnyConnection, server: ServerId) -> Result<()> {
+pub(crate) async fn bump_server_views(c: &mut AnyConnection, server: ServerId) -> Result<()> {
     let sql = if c.backend_name().eq_ignore_ascii_case("postgresql") {
         "UPDATE channels SET view = view + 1 WHERE id IN \
          (SELECT id FROM channels WHERE server_id = $1 ORDER BY id FOR NO KEY UPDATE)"
@@ -664,7 +664,7 @@ impl Store {
     pub async fn servers_of(&self, user: UserId) -> Result<Vec<Server>> {
         let rows = sqlx::query(
             "SELECT s.id, s.name, s.owner_id, s.created_at, (SELECT COUNT(*) FROM members c WHERE c.server_id = s.id) \
-             FROM servers s JOIN members m ON m.server_id = s.id WHERE m.user_id = $1 ORDER BY s.id",
+             FROM servers s JOIN members m ON m.server_id = s.id WHERE m.user_id = $1 AND s.taken_down_at IS NULL ORDER BY s.id",
         )
         .bind(user.0)
         .fetch_all(self.pool())
@@ -1620,7 +1620,8 @@ impl Store {
             "SELECT i.code, i.server_id, s.name, (SELECT COUNT(*) FROM members m WHERE m.server_id = s.id), i.expires_at, \
              u.id, u.username, u.display_name, u.status_text \
              FROM invites i JOIN servers s ON s.id = i.server_id JOIN users u ON u.id = i.inviter_id \
-             WHERE i.code = $1 AND (i.expires_at IS NULL OR i.expires_at > $2) AND (i.max_uses IS NULL OR i.uses < i.max_uses)",
+             WHERE i.code = $1 AND (i.expires_at IS NULL OR i.expires_at > $2) AND (i.max_uses IS NULL OR i.uses < i.max_uses) \
+             AND s.taken_down_at IS NULL",
         )
         .bind(code)
         .bind(now)
@@ -1673,11 +1674,13 @@ impl Store {
     /// told so without using the invite.
     pub async fn join_by_invite(&self, code: &str, user: UserId, now: i64) -> CResult<Joined> {
         let mut tx = self.pool().begin().await?;
-        let done =
-            sqlx::query("UPDATE servers SET owner_id = owner_id WHERE id = (SELECT server_id FROM invites WHERE code = $1)")
-                .bind(code)
-                .execute(&mut *tx)
-                .await?;
+        let done = sqlx::query(
+            "UPDATE servers SET owner_id = owner_id WHERE id = (SELECT server_id FROM invites WHERE code = $1) \
+                 AND taken_down_at IS NULL",
+        )
+        .bind(code)
+        .execute(&mut *tx)
+        .await?;
         if done.rows_affected() == 0 {
             return Err(NO_INVITE);
         }

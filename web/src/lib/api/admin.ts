@@ -6,6 +6,8 @@
 
 import type { ApiClient } from './client';
 import type {
+  AdminServer,
+  AdminServers,
   AdminSessions,
   AdminUser,
   AdminUsers,
@@ -48,6 +50,18 @@ export class AdminApi {
   }
   setRole(user: string, role: PlatformRole): Promise<AdminUser> {
     return this.#api.json('PUT', `/api/v1/admin/users/${enc(user)}/role`, { role });
+  }
+  servers(query: { query?: string; cursor?: string } = {}): Promise<AdminServers> {
+    const params = new URLSearchParams();
+    for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== '') params.set(k, String(v));
+    const q = params.toString();
+    return this.#api.json('GET', `/api/v1/admin/servers${q ? `?${q}` : ''}`);
+  }
+  takeDown(server: string, reason: string | null): Promise<AdminServer> {
+    return this.#api.json('POST', `/api/v1/admin/servers/${enc(server)}/take-down`, { reason });
+  }
+  restore(server: string): Promise<AdminServer> {
+    return this.#api.json('POST', `/api/v1/admin/servers/${enc(server)}/restore`);
   }
   stats(): Promise<PlatformStats> {
     return this.#api.json('GET', '/api/v1/admin/stats');

@@ -57,6 +57,81 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/admin/servers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every server, taken down or not, by id (admins): names and sizes, nothing said in them. */
+        get: operations["admin_servers"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/servers/{server_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One server (admins). */
+        get: operations["admin_server"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/servers/{server_id}/restore": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Restore a server taken down (admins): its members have it back as it was
+         *     (`SERVER_CREATE`, each with what they may see).
+         */
+        post: operations["admin_restore_server"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/servers/{server_id}/take-down": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Take a server down (admins): to its members it is gone at once (`SERVER_DELETE`, everyone in
+         *     its voice channels disconnected; its routes answer 404, its invites lead nowhere), but
+         *     nothing of it is deleted, and it can be restored.
+         */
+        post: operations["admin_take_down_server"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/admin/stats": {
         parameters: {
             query?: never;
@@ -1460,6 +1535,46 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description A server as platform admins see it (its name and sizes; nothing of what is said in it). */
+        AdminServer: {
+            /**
+             * Format: int64
+             * @description Channels.
+             */
+            channel_count: number;
+            /**
+             * Format: int64
+             * @description When it was created (Unix milliseconds).
+             */
+            created_at: number;
+            /** @description Its id. */
+            id: components["schemas"]["ServerId"];
+            /**
+             * Format: int64
+             * @description Members.
+             */
+            member_count: number;
+            /** @description Its name. */
+            name: string;
+            /** @description Its owner. */
+            owner_id: components["schemas"]["UserId"];
+            /** @description The owner's username. */
+            owner_username?: string | null;
+            /**
+             * Format: int64
+             * @description When it was taken down (Unix milliseconds); absent while it is up.
+             */
+            taken_down_at?: number | null;
+            /** @description Why, as the admin wrote it. */
+            taken_down_reason?: string | null;
+        };
+        /** @description `GET /api/v1/admin/servers`. */
+        AdminServers: {
+            /** @description Pass as `cursor` for the next page; absent on the last one. */
+            next_cursor?: string | null;
+            /** @description Servers, by id. */
+            servers: components["schemas"]["AdminServer"][];
+        };
         /** @description A signed-in session of an account, as staff see it. */
         AdminSession: {
             /**
@@ -2264,7 +2379,7 @@ export interface components {
          *     events.
          * @enum {string}
          */
-        PlatformAction: "admin_created" | "role_change" | "user_disable" | "user_enable" | "user_logout" | "login_failed" | "login_throttled" | "refresh_token_reuse" | "banned_attempt" | "ban_created" | "ban_lifted" | "key_rotation";
+        PlatformAction: "admin_created" | "role_change" | "user_disable" | "user_enable" | "user_logout" | "login_failed" | "login_throttled" | "refresh_token_reuse" | "banned_attempt" | "ban_created" | "ban_lifted" | "key_rotation" | "server_take_down" | "server_restore";
         /** @description An entry of the platform audit log. */
         PlatformAuditEntry: {
             /** @description What happened. */
@@ -2729,6 +2844,11 @@ export interface components {
              */
             signature: string;
         };
+        /** @description `POST /api/v1/admin/servers/{server_id}/take-down`. */
+        TakeDown: {
+            /** @description Why (at most 512 characters; admins see it). */
+            reason?: string | null;
+        };
         /** @description A pair of tokens: a short-lived access token (JWT) and an opaque, single-use refresh token. */
         Tokens: {
             /** @description Bearer token for REST and the gateway; valid for `access_token_expires_in` seconds. */
@@ -3080,7 +3200,7 @@ export interface operations {
                     "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
-            /** @description not platform staff, or a moderator and the banned account is not a member */
+            /** @description not platform staff, or a moderator and the banned account is not a member or an admin made the ban */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3090,6 +3210,270 @@ export interface operations {
                 };
             };
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    admin_servers: {
+        parameters: {
+            query?: {
+                /** @description Only servers whose name contains this (case-insensitive; at most 64 characters). */
+                query?: string;
+                /** @description At most this many (1–200; default 50). */
+                limit?: number;
+                /** @description After this server (the `next_cursor` of the previous page). */
+                cursor?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminServers"];
+                };
+            };
+            /** @description a limit out of 1–200, a query over 64 characters, a cursor that is not an id */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description not a platform admin */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    admin_server: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description server id */
+                server_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminServer"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description not a platform admin */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    admin_restore_server: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description server id */
+                server_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminServer"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description not a platform admin */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description not taken down */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    admin_take_down_server: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description server id */
+                server_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TakeDown"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminServer"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description not a platform admin */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description taken down already */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description a reason over 512 characters */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3576,7 +3960,7 @@ export interface operations {
                     "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
-            /** @description not platform staff */
+            /** @description not platform staff, or the account's role is at or above the caller's */
             403: {
                 headers: {
                     [name: string]: unknown;
