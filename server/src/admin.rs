@@ -133,3 +133,112 @@ pub async fn rotate_key(config: &Config, progress: impl Fn(u64, u64)) -> anyhow:
     store.record_key_rotation(details, now_ms()).await?;
     Ok(KeyRotation { new_key, resealed, erased, dropped })
 }
+
+pub use copains_backend::store::admin::Contents;
+
+async fn open(config: &Config) -> anyhow::Result<Store> {
+    let url = config.database_url();
+    Store::connect(&url, 2).await.with_context(|| format!("cannot open database {}", config::redact_url(&url)))
+}
+
+fn sqlite_only(config: &Config, what: &str) -> anyhow::Result<()> {
+    if config.database_url().starts_with("postgres") {
+        anyhow::bail!(
+            "{what} works on the SQLite database; for PostgreSQL use pg_dump and pg_restore (docs/operations.md, Backups)"
+        );
+    }
+    Ok(())
+}
+
+/// The database's figures (`copains admin stats`).
+pub async fn stats(config: &Config) -> anyhow::Result<Contents> {
+    Ok(open(config).await?.contents().await?)
+}
+
+/// A consistent snapshot of the SQLite database into `dest` (a new file), taken while the
+/// server may run (`VACUUM INTO`: one read transaction, so nothing half-written is in it).
+/// Returns what it holds, read back from the copy.
+pub async fn backup(config: &Config, dest: &std::path::Path) -> anyhow::Result<Contents> {
+    sqlite_only(config, "backup")?;
+    anyhow::ensure!(!dest.exists(), "{} exists already; pick a new file", dest.display());
+    let store = open(config).await?;
+    let target = dest.to_str().context("the backup path is not valid UTF-8")?;
+    store.snapshot_into(target).await.context("the snapshot failed")?;
+    store.close().await;
+    let copy = Store::connect(&format!("sqlite://{target}"), 1).await.context("the snapshot does not open")?;
+    check_integrity(&copy).await?;
+    let held = copy.contents().await?;
+    copy.close().await;
+    Ok(held)
+}
+
+async fn check_integrity(store: &Store) -> anyhow::Result<()> {
+    let check = store.integrity_check().await?;
+    anyhow::ensure!(check == "ok", "the database fails its integrity check: {check}");
+    Ok(())
+}
+
+/// Puts the SQLite database of a backup in place of the data directory's (the server must be
+/// stopped: its lock is checked). The backup is checked first and brought up to this
+/// version's schema; the database it replaces is kept beside it as
+/// `copains.db.before-restore`. Returns what the restored database holds.
+pub async fn restore(config: &Config, src: &std::path::Path) -> anyhow::Result<Contents> {
+    sqlite_only(config, "restore")?;
+    anyhow::ensure!(config.database_url.is_none(), "restore replaces <data_dir>/copains.db; unset database_url");
+    anyhow::ensure!(src.is_file(), "no backup at {}", src.display());
+    let mut magic = [0u8; 16];
+    let read = std::fs::File::open(src).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic));
+    anyhow::ensure!(read.is_ok() && &magic == b"SQLite format 3\0", "{} is not a SQLite database", src.display());
+    std::fs::create_dir_all(&config.data_dir)?;
+    let _lock = crate::lock_data_dir(&config.data_dir).context("stop the server before restoring")?;
+    let live = config.data_dir.join("copains.db");
+    let staged = config.data_dir.join("copains.db.restoring");
+    let _ = std::fs::remove_file(&staged);
+    std::fs::copy(src, &staged).with_context(|| format!("cannot copy {}", src.display()))?;
+    let store = Store::connect(&format!("sqlite://{}", staged.display()), 1).await.context("the backup does not open")?;
+    check_integrity(&store).await?;
+    let held = store.contents().await?;
+    store.close().await;
+    if live.exists() {
+        let before = config.data_dir.join("copains.db.before-restore");
+        std::fs::rename(&live, &before).context("cannot set the current database aside")?;
+    }
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(config.data_dir.join(format!("copains.db{suffix}")));
+    }
+    std::fs::rename(&staged, &live).context("cannot put the restored database in place")?;
+    Ok(held)
+}
+
+/// What `copains admin prune` removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Sessions past their expiry (with their devices).
+    pub sessions: usize,
+    /// Envelopes past `envelope_ttl_secs`.
+    pub envelopes: u64,
+    /// Link requests past their expiry.
+    pub link_requests: u64,
+    /// Audit entries past `audit_retention_days`.
+    pub audit_entries: u64,
+    /// Sealed addresses past `ip_retention_secs`.
+    pub addresses: u64,
+    /// Bans that ended.
+    pub bans: u64,
+}
+
+/// The housekeeping job's purge, once, from the command line (a running server does the same
+/// every minute; this is for a stopped one, or at once).
+pub async fn prune(config: &Config) -> anyhow::Result<Pruned> {
+    let store = open(config).await?;
+    let now = now_ms();
+    let sessions = store.purge_expired(now).await?.len();
+    let envelopes = store.purge_envelopes_before(now.saturating_sub(config.api.limits.envelope_ttl_ms())).await?;
+    let link_requests = store.purge_link_requests(now).await?;
+    let security = &config.api.security;
+    let (audit_entries, addresses, bans) = store
+        .purge_security(now.saturating_sub(security.audit_retention_ms()), now.saturating_sub(security.ip_retention_ms()), now)
+        .await?;
+    store.close().await;
+    Ok(Pruned { sessions, envelopes, link_requests, audit_entries, addresses, bans })
+}

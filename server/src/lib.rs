@@ -35,6 +35,31 @@ pub struct Running {
     server: JoinHandle<std::io::Result<()>>,
     background: Vec<JoinHandle<()>>,
     grace: Duration,
+    /// Held while the server runs: `copains admin restore` refuses to replace its database.
+    _lock: std::fs::File,
+}
+
+/// The lock file in a data directory: held by a running server.
+pub fn lock_file(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("copains.lock")
+}
+
+/// Takes the data directory's lock, or says that a server holds it.
+pub fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = lock_file(data_dir);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            anyhow::bail!("a copains server is running on {} (it holds {})", data_dir.display(), path.display())
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+    }
 }
 
 impl std::fmt::Debug for Running {
@@ -47,6 +72,7 @@ impl std::fmt::Debug for Running {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let lock = lock_data_dir(&config.data_dir)?;
     let keys = keyfile::load_or_create(&config.key_file())?;
     let url = config.database_url();
     let store = Store::connect(&url, config.database_max_connections)
@@ -116,7 +142,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }),
     ];
     tracing::info!(%addr, database = %store_kind(&state), "LesCopains is listening");
-    Ok(Running { addr, state, gateway, stop, server, background, grace: Duration::from_secs(config.shutdown_grace_secs) })
+    Ok(Running {
+        addr,
+        state,
+        gateway,
+        stop,
+        server,
+        background,
+        grace: Duration::from_secs(config.shutdown_grace_secs),
+        _lock: lock,
+    })
 }
 
 fn store_kind(state: &AppState) -> &'static str {

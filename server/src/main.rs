@@ -64,6 +64,23 @@ enum AdminAction {
     /// every sealed value is sealed again under a new key, while the server runs (it picks the
     /// new key up within a minute). The key before is kept until the next rotation.
     RotateKey,
+    /// Snapshot the SQLite database into FILE while the server runs (for PostgreSQL, use
+    /// pg_dump). Back the key file up too, kept apart.
+    Backup {
+        /// A new file.
+        file: PathBuf,
+    },
+    /// Put the database of a backup in place of this data directory's (stop the server
+    /// first); the current one is kept as copains.db.before-restore.
+    Restore {
+        /// A file made by `copains admin backup`.
+        file: PathBuf,
+    },
+    /// Remove now what the housekeeping job removes every minute: expired sessions and link
+    /// requests, old envelopes, audit entries and addresses past their retention, ended bans.
+    Prune,
+    /// Print the database's figures.
+    Stats,
 }
 
 #[derive(Subcommand)]
@@ -183,6 +200,36 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Admin { action: AdminAction::Backup { file } } => run_admin(|| async {
+            let bar = spinner("taking a snapshot");
+            let held = copains::admin::backup(&config, &file).await;
+            bar.finish_and_clear();
+            let held = held?;
+            println!("backup written to {}: {}", file.display(), describe(&held));
+            println!("keep the key file ({}) backed up too, apart from this file", config.key_file().display());
+            Ok(())
+        }),
+        Command::Admin { action: AdminAction::Restore { file } } => run_admin(|| async {
+            let bar = spinner("checking and restoring");
+            let held = copains::admin::restore(&config, &file).await;
+            bar.finish_and_clear();
+            let held = held?;
+            println!("restored {}: {}", file.display(), describe(&held));
+            Ok(())
+        }),
+        Command::Admin { action: AdminAction::Prune } => run_admin(|| async {
+            let p = copains::admin::prune(&config).await?;
+            println!(
+                "removed {} expired session(s), {} envelope(s), {} link request(s), {} audit entr(ies), {} address(es), {} ended ban(s)",
+                p.sessions, p.envelopes, p.link_requests, p.audit_entries, p.addresses, p.bans
+            );
+            Ok(())
+        }),
+        Command::Admin { action: AdminAction::Stats } => run_admin(|| async {
+            let held = copains::admin::stats(&config).await?;
+            println!("{}", describe(&held));
+            Ok(())
+        }),
         Command::Serve { bind, data_dir } => {
             if let Some(bind) = bind {
                 config.bind = bind;
@@ -208,6 +255,47 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Runs an admin command on a fresh runtime; its error is printed.
+fn run_admin<F, Fut>(f: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(f()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn spinner(message: &'static str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner().with_message(message);
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
+fn describe(c: &copains::admin::Contents) -> String {
+    format!(
+        "{} account(s), {} server(s), {} channel(s), {} message(s), {} queued envelope(s), {} session(s), {:.1} MiB",
+        c.users,
+        c.servers,
+        c.channels,
+        c.messages,
+        c.envelopes,
+        c.sessions,
+        c.bytes as f64 / (1024.0 * 1024.0)
+    )
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

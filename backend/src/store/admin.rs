@@ -12,6 +12,25 @@ use sqlx::{AnyConnection, Row};
 
 use super::{u32_of, Result, Store, StoreError};
 
+/// What a database holds (`copains admin stats`, `backup`, `restore`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contents {
+    /// Accounts.
+    pub users: i64,
+    /// Servers.
+    pub servers: i64,
+    /// Channels (server channels and group DMs).
+    pub channels: i64,
+    /// Channel messages (ciphertexts).
+    pub messages: i64,
+    /// Envelopes waiting in device queues.
+    pub envelopes: i64,
+    /// Login sessions.
+    pub sessions: i64,
+    /// The database's size in bytes.
+    pub bytes: i64,
+}
+
 /// What `copains admin create-admin` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminOutcome {
@@ -390,6 +409,47 @@ impl Store {
         let before = apply_role(&mut tx, Some(actor), user, role, now).await?;
         tx.commit().await?;
         Ok(Some(before))
+    }
+
+    /// What the database holds.
+    pub async fn contents(&self) -> Result<Contents> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM users), (SELECT COUNT(*) FROM servers), (SELECT COUNT(*) FROM channels), \
+             (SELECT COUNT(*) FROM channel_messages), (SELECT COUNT(*) FROM envelopes), (SELECT COUNT(*) FROM sessions)",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        let bytes: i64 = match self.kind() {
+            super::DbKind::Sqlite => {
+                sqlx::query_scalar("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()")
+                    .fetch_one(self.pool())
+                    .await?
+            }
+            super::DbKind::Postgres => {
+                sqlx::query_scalar("SELECT pg_database_size(current_database())").fetch_one(self.pool()).await?
+            }
+        };
+        Ok(Contents {
+            users: row.try_get(0)?,
+            servers: row.try_get(1)?,
+            channels: row.try_get(2)?,
+            messages: row.try_get(3)?,
+            envelopes: row.try_get(4)?,
+            sessions: row.try_get(5)?,
+            bytes,
+        })
+    }
+
+    /// A consistent copy of a SQLite database into the new file `path` (`VACUUM INTO`: one
+    /// read transaction, while writers go on).
+    pub async fn snapshot_into(&self, path: &str) -> Result<()> {
+        sqlx::query("VACUUM INTO $1").bind(path).execute(self.pool()).await?;
+        Ok(())
+    }
+
+    /// SQLite's `PRAGMA integrity_check` (`ok` when sound).
+    pub async fn integrity_check(&self) -> Result<String> {
+        Ok(sqlx::query_scalar("PRAGMA integrity_check").fetch_one(self.pool()).await?)
     }
 
     /// Accounts, disabled accounts, servers, and channel messages sent since `since`.
