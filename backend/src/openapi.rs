@@ -43,7 +43,7 @@ use crate::routes;
         routes::admin::users, routes::admin::user, routes::admin::disable, routes::admin::enable, routes::admin::logout,
         routes::admin::set_role, routes::admin::stats, routes::admin::audit_log, routes::admin::bans,
         routes::admin::create_ban, routes::admin::lift_ban, routes::admin::user_sessions, routes::admin::servers,
-        routes::admin::server, routes::admin::take_down, routes::admin::restore,
+        routes::admin::server, routes::admin::take_down, routes::admin::restore, routes::admin::delete_user,
         routes::health::healthz, routes::health::readyz, routes::health::metrics, routes::health::openapi,
     ),
     modifiers(&BearerAuth),

@@ -112,11 +112,13 @@ pub enum PlatformAction {
     ServerTakeDown,
     /// A server taken down was restored.
     ServerRestore,
+    /// An account was deleted with its data.
+    UserDelete,
 }
 
 impl PlatformAction {
     /// Every action.
-    pub const ALL: [PlatformAction; 14] = [
+    pub const ALL: [PlatformAction; 15] = [
         Self::AdminCreated,
         Self::RoleChange,
         Self::UserDisable,
@@ -131,6 +133,7 @@ impl PlatformAction {
         Self::KeyRotation,
         Self::ServerTakeDown,
         Self::ServerRestore,
+        Self::UserDelete,
     ];
 
     /// Its name on the wire and in the database.
@@ -150,6 +153,7 @@ impl PlatformAction {
             Self::KeyRotation => "key_rotation",
             Self::ServerTakeDown => "server_take_down",
             Self::ServerRestore => "server_restore",
+            Self::UserDelete => "user_delete",
         }
     }
 
@@ -416,4 +420,16 @@ pub struct TakeDown {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(max_length = 512))]
     pub reason: Option<String>,
+}
+
+/// `DELETE /api/v1/admin/users/{user_id}`: what went with the account.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UserDeleted {
+    /// Servers it owned, deleted with everything in them.
+    pub servers_deleted: u64,
+    /// Channel messages deleted: its own, and the replies in threads it started.
+    pub messages_deleted: u64,
+    /// Sessions ended.
+    pub sessions_ended: u64,
 }

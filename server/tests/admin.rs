@@ -22,6 +22,7 @@ backend_tests!(
     a_role_change_takes_effect_and_is_audited,
     bad_admin_input_is_refused,
     a_server_taken_down_is_gone_for_its_members_until_restored,
+    deleting_an_account_takes_its_data_and_frees_its_name,
 );
 
 async fn spawn(backend: Backend) -> TestApp {
@@ -366,5 +367,91 @@ async fn a_server_taken_down_is_gone_for_its_members_until_restored(backend: Bac
     assert_eq!(log.entries[1].action, PlatformAction::ServerTakeDown);
     assert_eq!(log.entries[1].details["reason"], json!("phishing"));
     assert_eq!(log.entries[1].target_id, Some(owner.id));
+    app.shutdown().await;
+}
+
+/// A server of `owner`'s with `others` joined by invite; returns its id and its text channel.
+async fn server_with(app: &TestApp, owner: &Account, name: &str, others: &[&Account]) -> (String, String) {
+    let (st, server) = call(app, Some(owner), Method::POST, "/api/v1/servers", Some(json!({"name": name}))).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let sid = server["id"].as_str().expect("id").to_owned();
+    let (_, invite) = call(app, Some(owner), Method::POST, &format!("/api/v1/servers/{sid}/invites"), Some(json!({}))).await;
+    let code = invite["code"].as_str().expect("code");
+    for who in others {
+        assert_eq!(call(app, Some(who), Method::POST, &format!("/api/v1/invites/{code}"), None).await.0, StatusCode::OK);
+    }
+    let (_, channels) = call(app, Some(owner), Method::GET, &format!("/api/v1/servers/{sid}/channels"), None).await;
+    let text = channels.as_array().expect("channels").iter().find(|c| c["kind"] == "text").expect("text")["id"].clone();
+    (sid, text.as_str().expect("id").to_owned())
+}
+
+/// A channel message with a ciphertext the server cannot read (nobody here has device keys).
+async fn post(app: &TestApp, who: &Account, channel: &str) -> String {
+    let (st, recipients) = call(app, Some(who), Method::GET, &format!("/api/v1/channels/{channel}/recipients"), None).await;
+    assert_eq!(st, StatusCode::OK);
+    let body = json!({"ciphertext": "c2VhbGVk", "view": recipients["view"], "distributions": []});
+    let (st, sent) = call(app, Some(who), Method::POST, &format!("/api/v1/channels/{channel}/messages"), Some(body)).await;
+    assert_eq!(st, StatusCode::CREATED, "{sent}");
+    sent["id"].as_str().expect("id").to_owned()
+}
+
+/// An admin deletes an account: its sessions end, the server it owns goes with everything in it,
+/// it leaves the others, its messages are deleted for everyone (with events), its name is free
+/// again, and the audit log says so. Nobody else can.
+async fn deleting_an_account_takes_its_data_and_frees_its_name(backend: Backend) {
+    let app = spawn(backend).await;
+    let admin = account(&app, "ada", PlatformRole::Admin).await;
+    let moderator = account(&app, "mo", PlatformRole::Moderator).await;
+    let vic = account(&app, "vic", PlatformRole::Member).await;
+    let fay = account(&app, "fay", PlatformRole::Member).await;
+    let (vics, _) = server_with(&app, &vic, "Vic's place", &[&fay]).await;
+    let (fays, general) = server_with(&app, &fay, "Fay's place", &[&vic]).await;
+    let gone = [post(&app, &vic, &general).await, post(&app, &vic, &general).await];
+    let kept = post(&app, &fay, &general).await;
+    let (mut gw, _) = identified(&app.ws_url, &fay.client.access_token().await.expect("token")).await;
+
+    let path = format!("/api/v1/admin/users/{}", vic.id);
+    assert_eq!(call(&app, None, Method::DELETE, &path, None).await.0, StatusCode::UNAUTHORIZED);
+    for who in [&fay, &moderator] {
+        assert_eq!(call(&app, Some(who), Method::DELETE, &path, None).await.0, StatusCode::FORBIDDEN);
+    }
+    let own = format!("/api/v1/admin/users/{}", admin.id);
+    assert_eq!(call(&app, Some(&admin), Method::DELETE, &own, None).await.0, StatusCode::FORBIDDEN);
+    let (st, done) = call(&app, Some(&admin), Method::DELETE, &path, None).await;
+    assert_eq!(st, StatusCode::OK, "{done}");
+    assert_eq!(done, json!({"servers_deleted": 1, "messages_deleted": 2, "sessions_ended": 2}));
+    assert_eq!(call(&app, Some(&admin), Method::DELETE, &path, None).await.0, StatusCode::NOT_FOUND);
+
+    // Fay is told: Vic's server is gone, Vic left hers, Vic's messages are deleted.
+    let mut deleted = Vec::new();
+    let (mut server_gone, mut member_gone) = (false, false);
+    while deleted.len() < 2 || !server_gone || !member_gone {
+        let frame = common::ws::recv_json(&mut gw).await;
+        match frame["t"].as_str() {
+            Some("SERVER_DELETE") => server_gone |= frame["d"]["id"] == json!(vics),
+            Some("MEMBER_REMOVE") => member_gone |= frame["d"]["server_id"] == json!(fays),
+            Some("MESSAGE_DELETE") => deleted.push(frame["d"]["id"].as_str().expect("id").to_owned()),
+            _ => {}
+        }
+    }
+    deleted.sort();
+    let mut want = gone.to_vec();
+    want.sort();
+    assert_eq!(deleted, want);
+    let (_, history) = call(&app, Some(&fay), Method::GET, &format!("/api/v1/channels/{general}/messages"), None).await;
+    let ids: Vec<&str> = history.as_array().expect("history").iter().filter_map(|m| m["id"].as_str()).collect();
+    assert_eq!(ids, vec![kept.as_str()]);
+    assert_eq!(app.count("servers").await, 1);
+    assert_eq!(app.count(&format!("members WHERE user_id = {}", vic.id)).await, 0);
+    assert_eq!(app.count(&format!("sessions WHERE user_id = {}", vic.id)).await, 0);
+
+    // Vic is signed out and gone; the name can be taken again.
+    assert_eq!(vic.client.me().await.expect_err("signed out").status(), Some(StatusCode::UNAUTHORIZED));
+    assert_eq!(call(&app, Some(&admin), Method::GET, &path, None).await.0, StatusCode::NOT_FOUND);
+    app.client().register("vic", "a-long-password", None).await.expect("the name is free");
+    let (_, log) = call(&app, Some(&admin), Method::GET, "/api/v1/admin/audit-log?action=user_delete", None).await;
+    let log: PlatformAuditLog = serde_json::from_value(log).expect("log");
+    assert_eq!(log.entries.len(), 1);
+    assert_eq!((log.entries[0].target_id, log.entries[0].details["username"].clone()), (Some(vic.id), json!("vic")));
     app.shutdown().await;
 }

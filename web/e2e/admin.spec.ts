@@ -1,7 +1,7 @@
 import { E2E_ADMIN, E2E_ADMIN_2, E2E_ADMIN_PASSWORD } from './global-setup';
 import { capture, createServer, expect, expectShell, newUser, openSettings, saveRecoveryKey, signIn, signUp, test, uniqueName, WIDE } from './fixtures';
 
-test('a platform admin disables a member: the member’s open page is signed out, and signs in again only once enabled', async ({ browser }) => {
+test('a platform admin disables a member: the member’s open page is signed out, and signs in again only once enabled; deleted, the account is gone', async ({ browser }) => {
   test.setTimeout(120_000);
   const ben = uniqueName('ben');
   const a = await newUser(browser);
@@ -46,6 +46,16 @@ test('a platform admin disables a member: the member’s open page is signed out
   await signIn(b.page, ben);
   await expect(b.page.getByRole('button', { name: 'Sign in', exact: true })).toBeHidden({ timeout: 30_000 });
   await expect(b.page.getByText('This account is disabled.')).toHaveCount(0);
+
+  // Deleted: Ben's page is signed out, the account is gone, and its name is free again.
+  await row.getByRole('button', { name: `Delete ${ben}` }).click();
+  await a.page.getByRole('dialog', { name: `Delete ${ben}?` }).getByRole('button', { name: 'Delete account' }).click();
+  await expect(dialog.getByRole('status')).toContainText(`${ben} is deleted`);
+  await expect(row).toHaveCount(0);
+  await expect(b.page.getByLabel('Password', { exact: true })).toBeVisible({ timeout: 30_000 });
+  await signIn(b.page, ben);
+  await expect(b.page.getByText('Wrong username or password.')).toBeVisible();
+  await expect(dialog.getByRole('list', { name: 'Platform audit log' }).getByRole('listitem').first()).toContainText(`deleted the account ${ben}`);
 
   await a.context.close();
   await b.context.close();

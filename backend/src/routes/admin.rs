@@ -11,7 +11,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use copains_client_core::admin::{
     AdminServer, AdminServers, AdminSessions, AdminUser, AdminUsers, BanKind, BansCreated, NewPlatformBan, PlatformAction,
-    PlatformAuditLog, PlatformBans, PlatformStats, SetPlatformRole, Severity, TakeDown, ADMIN_SERVERS_PAGE_MAX,
+    PlatformAuditLog, PlatformBans, PlatformStats, SetPlatformRole, Severity, TakeDown, UserDeleted, ADMIN_SERVERS_PAGE_MAX,
     ADMIN_USERS_PAGE_MAX, BAN_REASON_MAX_CHARS, PLATFORM_AUDIT_PAGE_MAX, PLATFORM_BANS_PAGE_MAX,
 };
 use copains_client_core::api::PlatformRole;
@@ -34,7 +34,7 @@ use copains_client_core::gateway::event_name;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/admin/users", get(users))
-        .route("/api/v1/admin/users/{user_id}", get(user))
+        .route("/api/v1/admin/users/{user_id}", get(user).delete(delete_user))
         .route("/api/v1/admin/users/{user_id}/disable", post(disable))
         .route("/api/v1/admin/users/{user_id}/enable", post(enable))
         .route("/api/v1/admin/users/{user_id}/logout", post(logout))
@@ -673,4 +673,78 @@ pub async fn restore(
         }
     }
     Ok(Json(state.store.admin_server(id).await?.ok_or(ApiError::NotFound("no such server"))?))
+}
+
+/// Delete an account with its data (admins, on an account below them; not undone): every
+/// session ends at once; the servers it owns are deleted with everything in them
+/// (`SERVER_DELETE` to their members); it leaves the others and its group DMs (the usual
+/// events); its channel messages, and the replies in threads it started, are deleted
+/// (`MESSAGE_DELETE`); its keys, queue and reactions go. Its username is free again.
+#[utoipa::path(delete, path = "/api/v1/admin/users/{user_id}", operation_id = "admin_delete_user", tag = "admin", security(("bearer" = [])),
+    params(("user_id" = String, Path, description = "user id")),
+    responses(
+        (status = 200, body = UserDeleted),
+        (status = 400, body = ApiErrorBody),
+        (status = 401, body = ApiErrorBody),
+        (status = 403, body = ApiErrorBody, description = "not a platform admin; the account is the caller's, or an admin"),
+        (status = 404, body = ApiErrorBody),
+        (status = 409, body = ApiErrorBody, description = "the account changed meanwhile"),
+        (status = 429, body = ApiErrorBody),
+    ))]
+pub async fn delete_user(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<UserDeleted>> {
+    state.limiters.delete(auth.user.id)?;
+    admin(&auth)?;
+    let user = target(&state, &auth, &raw).await?;
+    let removal = remove_account(&state, Some(auth.user.id), auth.user.platform_role, user.id, PlatformAction::UserDelete)
+        .await?
+        .ok_or_else(|| ApiError::Conflict(CHANGED.into()))?;
+    tracing::warn!(actor = %auth.user.id, target = %user.id, messages = removal.messages_deleted, "account deleted");
+    Ok(Json(removal))
+}
+
+/// Deletes an account with its data and tells everyone concerned (see [`delete_user`]); also
+/// the guest expiry job's. `None` when it is not below `actor_role` any more.
+pub(crate) async fn remove_account(
+    state: &AppState,
+    actor: Option<UserId>,
+    actor_role: PlatformRole,
+    user: UserId,
+    action: PlatformAction,
+) -> ApiResult<Option<UserDeleted>> {
+    // It leaves what it does not own first, each with its usual events.
+    let (servers, dms) = state.store.memberships(user).await?;
+    for server in servers {
+        if let Ok(removal) = state.store.leave_server(server, user).await {
+            crate::routes::servers::announce_removal(state, server, user, &removal).await;
+        }
+    }
+    for dm in dms {
+        if let Ok(change) = state.store.remove_recipient(dm, user, user).await {
+            crate::routes::channels::announce_group_dm_removal(state, dm, user, &change).await;
+        }
+    }
+    let Some(removal) = state.store.delete_account(actor, actor_role, user, action, now_ms()).await? else {
+        return Ok(None);
+    };
+    end_sessions(state, user, removal.sessions.clone()).await;
+    state.sessions.forget_user(user);
+    for (server, members) in &removal.servers {
+        publish_to(
+            state,
+            members.iter().copied(),
+            event_name::SERVER_DELETE,
+            &Removed { id: server.to_string(), server_id: None },
+        )
+        .await;
+    }
+    crate::routes::channel_messages::announce_deleted(state, &removal.messages).await;
+    Ok(Some(UserDeleted {
+        servers_deleted: removal.servers.len() as u64,
+        messages_deleted: removal.messages.len() as u64,
+        sessions_ended: removal.sessions.len() as u64,
+    }))
 }

@@ -186,6 +186,24 @@ async fn publish_all(state: &AppState, events: Vec<BusEvent>) {
 
 /// Publishes one event to every reader of `view` who may read a message created at
 /// `created_at`, serialized once.
+/// `MESSAGE_DELETE` for messages already deleted (an account's, deleted with it), to each
+/// channel's readers now.
+pub(crate) async fn announce_deleted(state: &AppState, messages: &[(ChannelId, MessageId, i64)]) {
+    let mut views: std::collections::HashMap<ChannelId, Option<Arc<ChannelView>>> = std::collections::HashMap::new();
+    for &(channel, id, created_at) in messages {
+        if !views.contains_key(&channel) {
+            let view = state.store.channel_view(channel).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read a channel to announce deleted messages");
+                None
+            });
+            views.insert(channel, view);
+        }
+        if let Some(Some(view)) = views.get(&channel) {
+            to_readers(state, view, created_at, event_name::MESSAGE_DELETE, &MessageDeleted { id, channel_id: channel }).await;
+        }
+    }
+}
+
 async fn to_readers(state: &AppState, view: &ChannelView, created_at: i64, name: &str, payload: &impl serde::Serialize) {
     match BusEvent::fan_out(view.topics_for(created_at), name, payload) {
         Ok(events) => publish_all(state, events).await,

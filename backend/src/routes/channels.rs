@@ -337,7 +337,7 @@ pub async fn remove_recipient(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn announce_group_dm_removal(state: &AppState, id: ChannelId, removed: UserId, change: &GroupDmChange) {
+pub(crate) async fn announce_group_dm_removal(state: &AppState, id: ChannelId, removed: UserId, change: &GroupDmChange) {
     tracing::info!(channel = %id, removed = %removed, "group DM member removed");
     publish_to(state, [removed], event_name::CHANNEL_DELETE, &Removed { id: id.to_string(), server_id: None }).await;
     if let Some(channel) = &change.channel {

@@ -176,7 +176,7 @@ async fn member_ids(state: &AppState, server: ServerId) -> Vec<UserId> {
 
 /// After a member left, was kicked or banned: `SERVER_DELETE` to them, `MEMBER_REMOVE` to the
 /// others, `CHANNEL_UPDATE` for the channels that lost an overwrite for them.
-async fn announce_removal(state: &AppState, server: ServerId, user: UserId, removal: &MemberRemoval) {
+pub(crate) async fn announce_removal(state: &AppState, server: ServerId, user: UserId, removal: &MemberRemoval) {
     if !removal.was_member {
         return;
     }

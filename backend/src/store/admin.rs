@@ -4,7 +4,7 @@
 
 use copains_client_core::admin::{AdminServer, AdminUser, PlatformAction, PlatformAuditEntry, PlatformAuditLog, Severity};
 use copains_client_core::api::PlatformRole;
-use copains_client_core::ServerId;
+use copains_client_core::{ChannelId, MessageId, ServerId};
 use copains_client_core::{SessionId, UserId};
 use serde_json::{Map, Value};
 use sqlx::any::AnyRow;
@@ -29,6 +29,19 @@ pub struct Contents {
     pub sessions: i64,
     /// The database's size in bytes.
     pub bytes: i64,
+}
+
+/// What went with a deleted account, for the events that tell its contacts.
+#[derive(Debug, Clone, Default)]
+pub struct AccountRemoval {
+    /// Its username.
+    pub username: String,
+    /// Servers it owned (deleted), with who were their members.
+    pub servers: Vec<(ServerId, Vec<UserId>)>,
+    /// Messages deleted (channel, id, when sent).
+    pub messages: Vec<(ChannelId, MessageId, i64)>,
+    /// Sessions ended.
+    pub sessions: Vec<SessionId>,
 }
 
 /// What `copains admin create-admin` did.
@@ -409,6 +422,125 @@ impl Store {
         let before = apply_role(&mut tx, Some(actor), user, role, now).await?;
         tx.commit().await?;
         Ok(Some(before))
+    }
+
+    /// The servers `user` is a member of without owning them, and the group DMs they are in
+    /// (what they leave, with the usual events, before their account is deleted).
+    pub async fn memberships(&self, user: UserId) -> Result<(Vec<ServerId>, Vec<ChannelId>)> {
+        let servers: Vec<i64> = sqlx::query_scalar(
+            "SELECT m.server_id FROM members m JOIN servers s ON s.id = m.server_id WHERE m.user_id = $1 AND s.owner_id <> $1 \
+             ORDER BY m.server_id",
+        )
+        .bind(user.0)
+        .fetch_all(self.pool())
+        .await?;
+        let dms: Vec<i64> = sqlx::query_scalar("SELECT channel_id FROM channel_members WHERE user_id = $1 ORDER BY channel_id")
+            .bind(user.0)
+            .fetch_all(self.pool())
+            .await?;
+        Ok((servers.into_iter().map(ServerId).collect(), dms.into_iter().map(ChannelId).collect()))
+    }
+
+    /// Deletes an account with its data, in one transaction, audited as `action` by `actor`
+    /// (`None`: the server itself, as for an expired guest): the servers it owns with
+    /// everything in them, its channel messages and the replies in threads it started, its
+    /// reactions, overwrites, roles, devices, keys, sessions, queue, link requests and its
+    /// account bans (its clients' bans stay). `None` when it is not (any more) below
+    /// `actor_role`.
+    pub async fn delete_account(
+        &self,
+        actor: Option<UserId>,
+        actor_role: PlatformRole,
+        user: UserId,
+        action: PlatformAction,
+        now: i64,
+    ) -> Result<Option<AccountRemoval>> {
+        let mut tx = self.pool().begin().await?;
+        let Some(username) = sqlx::query_scalar::<_, String>(&format!(
+            "UPDATE users SET updated_at = $2 WHERE id = $1 AND {BELOW} RETURNING username"
+        ))
+        .bind(user.0)
+        .bind(now)
+        .bind(actor_role.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let mut removal = AccountRemoval { username, ..AccountRemoval::default() };
+        // Its devices and sessions first (the channels it reads get a new view on the way).
+        removal.sessions = super::accounts::end_sessions(&mut tx, self.kind(), user, None).await?;
+        let owned: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM servers WHERE owner_id = $1 ORDER BY id").bind(user.0).fetch_all(&mut *tx).await?;
+        for server in owned {
+            let members: Vec<i64> = sqlx::query_scalar("SELECT user_id FROM members WHERE server_id = $1 AND user_id <> $2")
+                .bind(server)
+                .bind(user.0)
+                .fetch_all(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM member_roles WHERE server_id = $1").bind(server).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM servers WHERE id = $1").bind(server).execute(&mut *tx).await?;
+            removal.servers.push((ServerId(server), members.into_iter().map(UserId).collect()));
+        }
+        // Its messages, and the replies in threads it started (as deleting one message does).
+        let rows = sqlx::query(
+            "SELECT channel_id, id, created_at FROM channel_messages WHERE author_id = $1 \
+             OR thread_id IN (SELECT id FROM channel_messages WHERE author_id = $1) ORDER BY id",
+        )
+        .bind(user.0)
+        .fetch_all(&mut *tx)
+        .await?;
+        for r in &rows {
+            removal.messages.push((ChannelId(r.try_get(0)?), MessageId(r.try_get(1)?), r.try_get(2)?));
+        }
+        let roots: Vec<i64> =
+            sqlx::query_scalar("SELECT DISTINCT thread_id FROM channel_messages WHERE author_id = $1 AND thread_id IS NOT NULL")
+                .bind(user.0)
+                .fetch_all(&mut *tx)
+                .await?;
+        sqlx::query(
+            "DELETE FROM reactions WHERE user_id = $1 OR message_id IN (SELECT id FROM channel_messages WHERE author_id = $1 \
+             OR thread_id IN (SELECT id FROM channel_messages WHERE author_id = $1))",
+        )
+        .bind(user.0)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM channel_messages WHERE thread_id IN (SELECT id FROM channel_messages WHERE author_id = $1)")
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM channel_messages WHERE author_id = $1").bind(user.0).execute(&mut *tx).await?;
+        for root in roots {
+            sqlx::query(
+                "UPDATE channel_messages SET thread_count = (SELECT COUNT(*) FROM channel_messages r WHERE r.thread_id = $1) \
+                 WHERE id = $1",
+            )
+            .bind(root)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for sql in [
+            "DELETE FROM overwrites WHERE kind = 'member' AND target_id = $1",
+            "DELETE FROM member_roles WHERE user_id = $1",
+            "DELETE FROM one_time_prekeys WHERE user_id = $1",
+            "DELETE FROM device_keys WHERE user_id = $1",
+            "DELETE FROM envelopes WHERE user_id = $1",
+            "DELETE FROM envelope_queues WHERE user_id = $1",
+            "DELETE FROM link_requests WHERE user_id = $1",
+            "DELETE FROM platform_bans WHERE user_id = $1 AND fingerprint IS NULL",
+            "DELETE FROM users WHERE id = $1",
+        ] {
+            sqlx::query(sql).bind(user.0).execute(&mut *tx).await?;
+        }
+        let details = serde_json::json!({
+            "username": removal.username,
+            "servers_deleted": removal.servers.len(),
+            "messages_deleted": removal.messages.len(),
+            "sessions_ended": removal.sessions.len(),
+        });
+        record(&mut tx, actor, action, Some(user), details, now).await?;
+        tx.commit().await?;
+        Ok(Some(removal))
     }
 
     /// What the database holds.

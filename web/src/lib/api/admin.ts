@@ -19,6 +19,7 @@ import type {
   PlatformRole,
   PlatformStats,
   Severity,
+  UserDeleted,
 } from './types';
 
 const enc = encodeURIComponent;
@@ -38,6 +39,9 @@ export class AdminApi {
   }
   user(id: string): Promise<AdminUser> {
     return this.#api.json('GET', `/api/v1/admin/users/${enc(id)}`);
+  }
+  deleteUser(user: string): Promise<UserDeleted> {
+    return this.#api.json('DELETE', `/api/v1/admin/users/${enc(user)}`);
   }
   disable(user: string): Promise<void> {
     return this.#api.json('POST', `/api/v1/admin/users/${enc(user)}/disable`);

@@ -177,7 +177,14 @@ export interface paths {
         get: operations["admin_user"];
         put?: never;
         post?: never;
-        delete?: never;
+        /**
+         * Delete an account with its data (admins, on an account below them; not undone): every
+         *     session ends at once; the servers it owns are deleted with everything in them
+         *     (`SERVER_DELETE` to their members); it leaves the others and its group DMs (the usual
+         *     events); its channel messages, and the replies in threads it started, are deleted
+         *     (`MESSAGE_DELETE`); its keys, queue and reactions go. Its username is free again.
+         */
+        delete: operations["admin_delete_user"];
         options?: never;
         head?: never;
         patch?: never;
@@ -2379,7 +2386,7 @@ export interface components {
          *     events.
          * @enum {string}
          */
-        PlatformAction: "admin_created" | "role_change" | "user_disable" | "user_enable" | "user_logout" | "login_failed" | "login_throttled" | "refresh_token_reuse" | "banned_attempt" | "ban_created" | "ban_lifted" | "key_rotation" | "server_take_down" | "server_restore";
+        PlatformAction: "admin_created" | "role_change" | "user_disable" | "user_enable" | "user_logout" | "login_failed" | "login_throttled" | "refresh_token_reuse" | "banned_attempt" | "ban_created" | "ban_lifted" | "key_rotation" | "server_take_down" | "server_restore" | "user_delete";
         /** @description An entry of the platform audit log. */
         PlatformAuditEntry: {
             /** @description What happened. */
@@ -2920,6 +2927,24 @@ export interface components {
             devices: components["schemas"]["DeviceBundle"][];
             /** @description The user. */
             user_id: components["schemas"]["UserId"];
+        };
+        /** @description `DELETE /api/v1/admin/users/{user_id}`: what went with the account. */
+        UserDeleted: {
+            /**
+             * Format: int64
+             * @description Channel messages deleted: its own, and the replies in threads it started.
+             */
+            messages_deleted: number;
+            /**
+             * Format: int64
+             * @description Servers it owned, deleted with everything in them.
+             */
+            servers_deleted: number;
+            /**
+             * Format: int64
+             * @description Sessions ended.
+             */
+            sessions_ended: number;
         };
         /**
          * @description 64-bit snowflake id as a decimal string
@@ -3628,6 +3653,78 @@ export interface operations {
                 };
             };
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    admin_delete_user: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description user id */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserDeleted"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description not a platform admin; the account is the caller's, or an admin */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description the account changed meanwhile */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
