@@ -138,8 +138,35 @@ pub async fn run_maintenance(state: AppState, every: Duration, shutdown: impl st
             _ = &mut shutdown => return,
             _ = tick.tick() => {}
         }
-        housekeep(&state, store::now_ms()).await;
+        let now = store::now_ms();
+        housekeep(&state, now).await;
+        sample_stats(&state, now).await;
     }
+}
+
+/// Samples this node's live figures as of `now` into the last hour kept for the admin
+/// console (60 samples; the housekeeping loop takes one a minute).
+pub async fn sample_stats(state: &AppState, now: i64) {
+    let messages = match state.store.platform_counts(now - 60_000, now + 1).await {
+        Ok((_, _, _, messages)) => messages,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot count the last minute's messages");
+            return;
+        }
+    };
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    let sample = copains_client_core::admin::StatsSample {
+        at: now,
+        online_users: count(state.metrics.gateway_users.get()),
+        gateway_sessions: count(state.metrics.gateway_sessions.get()),
+        voice_participants: state.voice.get().map_or(0, |v| v.counts().1 as u64),
+        messages: count(messages),
+    };
+    let mut last_hour = state.last_hour.lock();
+    if last_hour.len() >= 60 {
+        last_hour.pop_front();
+    }
+    last_hour.push_back(sample);
 }
 
 /// One housekeeping pass as of `now` (Unix ms; an input, so tests can run it a month ahead):

@@ -42,6 +42,8 @@ pub struct Inner {
     pub secrets: Secrets,
     /// False once shutdown began (readiness fails so load balancers drain the node).
     pub accepting: AtomicBool,
+    /// The last hour of live figures, a sample a minute (the housekeeping job takes them).
+    pub last_hour: parking_lot::Mutex<std::collections::VecDeque<copains_client_core::admin::StatsSample>>,
     /// Voice, once the gateway started it (moderation routes reach it here).
     pub voice: std::sync::OnceLock<Arc<dyn crate::voice::VoiceControl>>,
 }
@@ -88,6 +90,7 @@ impl AppState {
             throttle,
             secrets,
             accepting: AtomicBool::new(true),
+            last_hour: parking_lot::Mutex::new(std::collections::VecDeque::with_capacity(60)),
             voice: std::sync::OnceLock::new(),
         })))
     }

@@ -75,6 +75,25 @@ pub struct PlatformStats {
     /// This node's resident memory (bytes), where the system tells it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resident_memory_bytes: Option<u64>,
+    /// The last hour, a sample a minute, oldest first (since this node started).
+    #[serde(default)]
+    pub last_hour: Vec<StatsSample>,
+}
+
+/// One minute's figures of this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StatsSample {
+    /// When (Unix milliseconds).
+    pub at: i64,
+    /// Distinct accounts connected.
+    pub online_users: u64,
+    /// Gateway sessions open.
+    pub gateway_sessions: u64,
+    /// People in voice.
+    pub voice_participants: u64,
+    /// Channel messages sent in the minute before.
+    pub messages: u64,
 }
 
 /// What happened on the platform, as its audit log names it: staff actions and security

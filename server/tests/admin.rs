@@ -23,6 +23,7 @@ backend_tests!(
     bad_admin_input_is_refused,
     a_server_taken_down_is_gone_for_its_members_until_restored,
     deleting_an_account_takes_its_data_and_frees_its_name,
+    the_live_figures_keep_the_last_hour,
 );
 
 async fn spawn(backend: Backend) -> TestApp {
@@ -453,5 +454,37 @@ async fn deleting_an_account_takes_its_data_and_frees_its_name(backend: Backend)
     let log: PlatformAuditLog = serde_json::from_value(log).expect("log");
     assert_eq!(log.entries.len(), 1);
     assert_eq!((log.entries[0].target_id, log.entries[0].details["username"].clone()), (Some(vic.id), json!("vic")));
+    app.shutdown().await;
+}
+
+/// The live figures carry the last hour, a sample a minute: who was online and how many
+/// messages went by, sixty samples at most, oldest first.
+async fn the_live_figures_keep_the_last_hour(backend: Backend) {
+    let app = spawn(backend).await;
+    let admin = account(&app, "ada", PlatformRole::Admin).await;
+    let ann = account(&app, "ann", PlatformRole::Member).await;
+    let (_, general) = server_with(&app, &ann, "Busy", &[]).await;
+    let (_gw, _) = identified(&app.ws_url, &ann.client.access_token().await.expect("token")).await;
+    for _ in 0..3 {
+        post(&app, &ann, &general).await;
+    }
+    let state = app.running().state();
+    // An hour and a minute of samples, ending now.
+    let end = copains_backend::store::now_ms();
+    for minute in (0..61).rev() {
+        copains_backend::sample_stats(state, end - minute * 60_000).await;
+    }
+    let (st, stats) = call(&app, Some(&admin), Method::GET, "/api/v1/admin/stats", None).await;
+    assert_eq!(st, StatusCode::OK);
+    let stats: PlatformStats = serde_json::from_value(stats).expect("stats");
+    // The loop's own samples (one at start) and these: the last sixty.
+    assert_eq!(stats.last_hour.len(), 60);
+    assert_eq!(stats.last_hour.first().map(|s| s.at), Some(end - 59 * 60_000), "the oldest ones dropped");
+    assert_eq!(stats.last_hour.last().map(|s| s.at), Some(end));
+    assert!(stats.last_hour.windows(2).all(|w| w[0].at < w[1].at), "oldest first");
+    let last = stats.last_hour.last().expect("now");
+    assert!(last.online_users >= 1 && last.gateway_sessions >= 1, "ann is connected: {last:?}");
+    assert_eq!(last.messages, 3, "the minute before now");
+    assert_eq!(stats.last_hour[stats.last_hour.len() - 3].messages, 0, "two minutes before: none yet");
     app.shutdown().await;
 }

@@ -18,6 +18,8 @@ test('a platform admin disables a member: the member’s open page is signed out
   await openSettings(a.page, 'Platform');
   const dialog = a.page.getByRole('dialog', { name: 'User settings' });
   await expect(dialog.getByRole('heading', { name: 'Live figures' })).toBeVisible();
+  // The last hour, drawn and told in words (a sample was taken when the server started).
+  await expect(dialog.getByRole('img', { name: /^Last \d+ minutes?: at most \d+ online/ })).toBeVisible();
   await dialog.getByRole('searchbox', { name: 'Search accounts' }).fill(ben);
   await dialog.getByRole('searchbox', { name: 'Search accounts' }).press('Enter');
   const row = dialog.getByRole('list', { name: 'Accounts' }).getByRole('listitem');

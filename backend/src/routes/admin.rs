@@ -334,7 +334,7 @@ pub async fn set_role(
     Ok(Json(state.store.admin_user(user.id).await?.ok_or(ApiError::NotFound("no such user"))?))
 }
 
-/// Live figures of this node (admins).
+/// Live figures of this node, with the last hour a sample a minute (admins).
 #[utoipa::path(get, path = "/api/v1/admin/stats", operation_id = "admin_stats", tag = "admin", security(("bearer" = [])),
     responses(
         (status = 200, body = PlatformStats),
@@ -343,7 +343,10 @@ pub async fn set_role(
     ))]
 pub async fn stats(State(state): State<AppState>, auth: Authenticated) -> ApiResult<Json<PlatformStats>> {
     admin(&auth)?;
-    let (users, disabled, servers, messages) = state.store.platform_counts(now_ms() - 60_000).await?;
+    let (users, disabled, servers, messages) = {
+        let now = now_ms();
+        state.store.platform_counts(now - 60_000, now + 1).await?
+    };
     let (rooms, participants) = state.voice.get().map_or((0, 0), |v| v.counts());
     let count = |n: i64| u64::try_from(n).unwrap_or(0);
     Ok(Json(PlatformStats {
@@ -356,6 +359,7 @@ pub async fn stats(State(state): State<AppState>, auth: Authenticated) -> ApiRes
         voice_participants: participants as u64,
         messages_last_minute: count(messages),
         resident_memory_bytes: crate::metrics::resident_memory_bytes(),
+        last_hour: state.last_hour.lock().iter().copied().collect(),
     }))
 }
 

@@ -584,13 +584,14 @@ impl Store {
         Ok(sqlx::query_scalar("PRAGMA integrity_check").fetch_one(self.pool()).await?)
     }
 
-    /// Accounts, disabled accounts, servers, and channel messages sent since `since`.
-    pub async fn platform_counts(&self, since: i64) -> Result<(i64, i64, i64, i64)> {
+    /// Accounts, disabled accounts, servers, and channel messages sent in `[since, until)`.
+    pub async fn platform_counts(&self, since: i64, until: i64) -> Result<(i64, i64, i64, i64)> {
         let row = sqlx::query(
             "SELECT (SELECT COUNT(*) FROM users), (SELECT COUNT(*) FROM users WHERE disabled_at IS NOT NULL), \
-             (SELECT COUNT(*) FROM servers), (SELECT COUNT(*) FROM channel_messages WHERE created_at >= $1)",
+             (SELECT COUNT(*) FROM servers), (SELECT COUNT(*) FROM channel_messages WHERE created_at >= $1 AND created_at < $2)",
         )
         .bind(since)
+        .bind(until)
         .fetch_one(self.pool())
         .await?;
         Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?))

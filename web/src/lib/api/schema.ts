@@ -139,7 +139,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Live figures of this node (admins). */
+        /** Live figures of this node, with the last hour a sample a minute (admins). */
         get: operations["admin_stats"];
         put?: never;
         post?: never;
@@ -2468,6 +2468,8 @@ export interface components {
              * @description Gateway sessions open on this node.
              */
             gateway_sessions: number;
+            /** @description The last hour, a sample a minute, oldest first (since this node started). */
+            last_hour?: components["schemas"]["StatsSample"][];
             /**
              * Format: int64
              * @description Channel messages sent in the last minute (their count, never their content).
@@ -2850,6 +2852,34 @@ export interface components {
              * @description XEdDSA signature of `public_key` by the identity key (64 bytes).
              */
             signature: string;
+        };
+        /** @description One minute's figures of this node. */
+        StatsSample: {
+            /**
+             * Format: int64
+             * @description When (Unix milliseconds).
+             */
+            at: number;
+            /**
+             * Format: int64
+             * @description Gateway sessions open.
+             */
+            gateway_sessions: number;
+            /**
+             * Format: int64
+             * @description Channel messages sent in the minute before.
+             */
+            messages: number;
+            /**
+             * Format: int64
+             * @description Distinct accounts connected.
+             */
+            online_users: number;
+            /**
+             * Format: int64
+             * @description People in voice.
+             */
+            voice_participants: number;
         };
         /** @description `POST /api/v1/admin/servers/{server_id}/take-down`. */
         TakeDown: {

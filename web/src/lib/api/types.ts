@@ -22,6 +22,7 @@ export type AdminSessions = Schemas['AdminSessions'];
 export type AdminServer = Schemas['AdminServer'];
 export type AdminServers = Schemas['AdminServers'];
 export type UserDeleted = Schemas['UserDeleted'];
+export type StatsSample = Schemas['StatsSample'];
 export type PublicUser = Schemas['PublicUser'];
 export type Credentials = Schemas['Credentials'];
 export type AuthResponse = Schemas['AuthResponse'];
