@@ -40,6 +40,7 @@ use crate::routes;
         routes::devices::answer_link_request, routes::devices::decline_link_request,
         routes::voice::moderate, routes::voice::ice_servers,
         routes::moderation::timeout, routes::moderation::lift_timeout, routes::moderation::audit_log,
+        routes::moderation::purge_messages,
         routes::admin::users, routes::admin::user, routes::admin::disable, routes::admin::enable, routes::admin::logout,
         routes::admin::set_role, routes::admin::stats, routes::admin::audit_log, routes::admin::bans,
         routes::admin::create_ban, routes::admin::lift_ban, routes::admin::user_sessions, routes::admin::servers,

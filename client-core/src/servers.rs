@@ -515,6 +515,21 @@ pub struct NewBan {
     /// Seconds it lasts (`None`: until lifted).
     #[serde(default)]
     pub duration_secs: Option<u64>,
+    /// Also delete their messages of this many last seconds in the server (up to 7 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 604800))]
+    pub delete_message_secs: Option<u64>,
+}
+
+/// The longest span of recent messages a purge deletes (7 days).
+pub const PURGE_MAX_SECS: u64 = 7 * 24 * 3600;
+
+/// `DELETE /api/v1/servers/{server_id}/members/{user_id}/messages`: how many went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MessagesPurged {
+    /// Messages deleted (theirs, and the replies in threads they started).
+    pub deleted: u64,
 }
 
 /// A ban.
@@ -593,11 +608,13 @@ pub enum AuditAction {
     InviteCreate,
     /// An invite was revoked.
     InviteDelete,
+    /// A member's recent messages were deleted (`details.deleted`, `within_secs`).
+    MessagesPurge,
 }
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 19] = [
+    pub const ALL: [AuditAction; 20] = [
         Self::ServerUpdate,
         Self::ChannelCreate,
         Self::ChannelUpdate,
@@ -617,6 +634,7 @@ impl AuditAction {
         Self::MessageDelete,
         Self::InviteCreate,
         Self::InviteDelete,
+        Self::MessagesPurge,
     ];
 
     /// Its name on the wire and in the database.
@@ -641,6 +659,7 @@ impl AuditAction {
             Self::MessageDelete => "message_delete",
             Self::InviteCreate => "invite_create",
             Self::InviteDelete => "invite_delete",
+            Self::MessagesPurge => "messages_purge",
         }
     }
 

@@ -738,7 +738,7 @@ fn community_bodies() {
             expires_at: Some(1_795_875_374_052),
         }
     );
-    wire!("new_ban", NewBan { reason: Some("spam".into()), duration_secs: Some(86_400) });
+    wire!("new_ban", NewBan { reason: Some("spam".into()), duration_secs: Some(86_400), delete_message_secs: None });
     wire!(
         "ban",
         Ban {

@@ -23,6 +23,7 @@ backend_tests!(
     a_timeout_refuses_sends_and_reactions_until_it_is_lifted,
     timeouts_follow_the_hierarchy_and_refuse_bad_input_writing_nothing,
     the_audit_log_records_filters_pages_and_is_read_only_by_those_allowed,
+    a_purge_deletes_a_members_recent_messages_for_everyone,
 );
 
 async fn spawn(backend: Backend) -> TestApp {
@@ -374,6 +375,86 @@ async fn the_audit_log_records_filters_pages_and_is_read_only_by_those_allowed(b
         assert_eq!(st, StatusCode::BAD_REQUEST, "{q}: {body}");
     }
     app.shutdown().await;
+}
+
+/// A message as `p` through the REST route (nobody here has device keys: a whole send);
+/// returns its id.
+async fn post(app: &TestApp, p: &Person, channel: ChannelId) -> String {
+    let (_, recipients) = call(app, p, Method::GET, &format!("/api/v1/channels/{channel}/recipients"), None).await;
+    let body = json!({"ciphertext": "c2VhbGVk", "view": recipients["view"], "distributions": []});
+    let (st, sent) = call(app, p, Method::POST, &format!("/api/v1/channels/{channel}/messages"), Some(body)).await;
+    assert_eq!(st, StatusCode::CREATED, "{sent}");
+    sent["id"].as_str().expect("id").to_owned()
+}
+
+async fn history(app: &TestApp, p: &Person, channel: ChannelId) -> Vec<String> {
+    let (st, page) = call(app, p, Method::GET, &format!("/api/v1/channels/{channel}/messages"), None).await;
+    assert_eq!(st, StatusCode::OK, "{page}");
+    page.as_array().expect("page").iter().map(|m| m["id"].as_str().expect("id").to_owned()).collect()
+}
+
+/// A moderator with manage messages deletes a member's recent messages in every channel: the
+/// readers are told, the history no longer has them, the audit log says how many; others
+/// may not, nor on someone above them; a ban can take the messages with it.
+async fn a_purge_deletes_a_members_recent_messages_for_everyone(backend: Backend) {
+    let app = spawn(backend).await;
+    let owner = register(&app, "owner", false).await;
+    let moderator = register(&app, "moderator", false).await;
+    let bob = register(&app, "bob", false).await;
+    let cy = register(&app, "cy", false).await;
+    let s = setup(&app, &owner, &moderator, &[&bob, &cy]).await;
+    let mut bobs = Vec::new();
+    for _ in 0..3 {
+        bobs.push(post(&app, &bob, s.general).await);
+    }
+    let cys = post(&app, &cy, s.general).await;
+    let path = |who: &Person, q: &str| format!("/api/v1/servers/{}/members/{}/messages{q}", s.server, who.id);
+
+    assert_eq!(call(&app, &cy, Method::DELETE, &path(&bob, ""), None).await.0, StatusCode::FORBIDDEN, "no permission");
+    assert_eq!(call(&app, &moderator, Method::DELETE, &path(&owner, ""), None).await.0, StatusCode::FORBIDDEN, "above");
+    for (q, want) in [
+        ("?within_secs=0", StatusCode::UNPROCESSABLE_ENTITY),
+        ("?within_secs=604801", StatusCode::UNPROCESSABLE_ENTITY),
+        ("?within_secs=x", StatusCode::BAD_REQUEST),
+    ] {
+        assert_eq!(call(&app, &moderator, Method::DELETE, &path(&bob, q), None).await.0, want, "{q}");
+    }
+    assert_eq!(history(&app, &owner, s.general).await.len(), 4, "nothing deleted by refusals");
+
+    let (mut gw, _) = identified(&app.ws_url, &owner.client.access_token().await.expect("token")).await;
+    let (st, body) = call(&app, &moderator, Method::DELETE, &path(&bob, "?within_secs=600"), None).await;
+    assert_eq!((st, body), (StatusCode::OK, json!({"deleted": 3})));
+    let mut told = Vec::new();
+    for _ in 0..3 {
+        told.push(next_event(&mut gw, "MESSAGE_DELETE").await["id"].as_str().expect("id").to_owned());
+    }
+    told.sort();
+    bobs.sort();
+    assert_eq!(told, bobs);
+    assert_eq!(history(&app, &owner, s.general).await, vec![cys.clone()]);
+    let (_, log) =
+        call(&app, &owner, Method::GET, &format!("/api/v1/servers/{}/audit-log?action=messages_purge", s.server), None).await;
+    let log: AuditLog = serde_json::from_value(log).expect("log");
+    assert_eq!(log.entries.len(), 1);
+    assert_eq!(
+        (log.entries[0].details["deleted"].clone(), log.entries[0].target_id.clone()),
+        (json!(3), Some(bob.id.to_string()))
+    );
+
+    // A ban that deletes the last hour of messages with it; a span over 7 days bans nobody.
+    post(&app, &cy, s.general).await;
+    let ban = format!("/api/v1/servers/{}/bans/{}", s.server, cy.id);
+    let (st, _) = call(&app, &owner, Method::PUT, &ban, Some(json!({"delete_message_secs": 604_801}))).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(member_status(&app, &owner, &s, &cy).await, StatusCode::OK, "still a member");
+    let (st, body) = call(&app, &owner, Method::PUT, &ban, Some(json!({"delete_message_secs": 3600}))).await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
+    assert!(history(&app, &owner, s.general).await.is_empty());
+    app.shutdown().await;
+}
+
+async fn member_status(app: &TestApp, as_: &Person, s: &Setup, who: &Person) -> StatusCode {
+    call(app, as_, Method::GET, &format!("/api/v1/servers/{}/members/{}", s.server, who.id), None).await.0
 }
 
 /// Tests on tokio's paused clock: time moves only when the test advances it.

@@ -56,3 +56,37 @@ test('a moderator times a member out: the member can only read until the timeout
   await a.context.close();
   await b.context.close();
 });
+
+test('a moderator deletes a member’s recent messages: they disappear for everyone, and the audit log counts them', async ({ browser }) => {
+  test.setTimeout(120_000);
+  const { ann, ben, a, b } = await twoInAServer(browser, 'Purge');
+  const spam = [`Buy now ${secret()}`, `Cheap stuff ${secret()}`];
+  for (const text of spam) await send(b.page, text);
+  const kept = `Hello all ${secret()}`;
+  await send(a.page, kept);
+  for (const text of spam) await expect(channelMessages(a.page).getByText(text)).toBeVisible({ timeout: 30_000 });
+
+  await serverMenu(a.page, 'Server settings');
+  const settings = a.page.getByRole('dialog', { name: /^Server settings: / });
+  await settings.getByRole('tab', { name: 'Members' }).click();
+  await settings.getByRole('button', { name: `Delete the recent messages of ${ben}` }).click();
+  const dialog = a.page.getByRole('dialog', { name: `Delete the messages of ${ben}?` });
+  await dialog.getByLabel('From').selectOption({ label: 'Previous hour' });
+  await capture(a.page, 'moderation-purge-dialog', { dark: false });
+  await dialog.getByRole('button', { name: 'Delete messages' }).click();
+  await expect(dialog).toBeHidden();
+  await expect(settings.getByRole('status').filter({ hasText: `2 messages by ${ben} deleted.` })).toBeVisible();
+  await settings.getByRole('tab', { name: 'Audit log' }).click();
+  await expect(settings.getByRole('list', { name: 'Audit log entries' }).getByRole('listitem').first()).toContainText(
+    `${ann} deleted 2 messages by ${ben} from the last 1 hour`,
+  );
+  await a.page.keyboard.press('Escape');
+
+  // Gone on both pages; Ann's own message stays.
+  for (const page of [a.page, b.page]) {
+    for (const text of spam) await expect(channelMessages(page).getByText(text)).toHaveCount(0, { timeout: 30_000 });
+    await expect(channelMessages(page).getByText(kept)).toBeVisible();
+  }
+  await a.context.close();
+  await b.context.close();
+});

@@ -13,7 +13,9 @@ use axum::http::StatusCode;
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use copains_client_core::gateway::event_name;
-use copains_client_core::servers::{AuditAction, AuditLog, Member, NewTimeout, REASON_MAX_CHARS, TIMEOUT_MAX_SECS};
+use copains_client_core::servers::{
+    AuditAction, AuditLog, Member, MessagesPurged, NewTimeout, PURGE_MAX_SECS, REASON_MAX_CHARS, TIMEOUT_MAX_SECS,
+};
 use copains_client_core::{ApiErrorBody, ServerId, UserId};
 use serde::Deserialize;
 
@@ -29,6 +31,7 @@ use crate::store::{now_ms, AuditQuery};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/servers/{server_id}/members/{user_id}/timeout", put(timeout).delete(lift_timeout))
+        .route("/api/v1/servers/{server_id}/members/{user_id}/messages", axum::routing::delete(purge_messages))
         .route("/api/v1/servers/{server_id}/audit-log", get(audit_log))
 }
 
@@ -191,4 +194,47 @@ pub async fn audit_log(
     };
     let q = AuditQuery { limit, before, action, actor, target };
     Ok(Json(state.store.audit_log(server, auth.user.id, &q).await?))
+}
+
+/// How far back a purge goes.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PurgeParams {
+    /// Messages of the last this many seconds (1 to 604 800, 7 days; default 3600).
+    pub within_secs: Option<u64>,
+}
+
+/// Delete a member's (or a former member's) recent messages in every channel of the server,
+/// with the replies in threads they started (manage messages; a member must be below the
+/// caller). `MESSAGE_DELETE` goes to each channel's readers; one audit entry.
+#[utoipa::path(delete, path = "/api/v1/servers/{server_id}/members/{user_id}/messages", operation_id = "purge_member_messages", tag = "servers", security(("bearer" = [])),
+    params(("server_id" = String, Path, description = "server id"), ("user_id" = String, Path, description = "user id"), PurgeParams),
+    responses(
+        (status = 200, body = MessagesPurged),
+        (status = 400, body = ApiErrorBody, description = "within_secs is not a number"),
+        (status = 401, body = ApiErrorBody),
+        (status = 403, body = ApiErrorBody, description = "no manage messages permission; the member is at or above the caller"),
+        (status = 404, body = ApiErrorBody, description = "no such server (or not a member)"),
+        (status = 422, body = ApiErrorBody, description = "within_secs 0 or over 7 days"),
+        (status = 429, body = ApiErrorBody),
+    ))]
+pub async fn purge_messages(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path((raw_server, raw_user)): Path<(String, String)>,
+    params: Result<Query<PurgeParams>, QueryRejection>,
+) -> ApiResult<Json<MessagesPurged>> {
+    state.limiters.delete(auth.user.id)?;
+    let server: ServerId = parse_id(&raw_server, "server id")?;
+    let user: UserId = parse_id(&raw_user, "user id")?;
+    let Query(p) = params.map_err(|e| ApiError::Malformed(e.body_text()))?;
+    let secs = p.within_secs.unwrap_or(3600);
+    if !(1..=PURGE_MAX_SECS).contains(&secs) {
+        return Err(ApiError::Validation(format!("within_secs must be 1 to {PURGE_MAX_SECS}")));
+    }
+    let since = now_ms() - i64::try_from(secs).unwrap_or(0) * 1000;
+    let deleted = state.store.purge_messages(server, auth.user.id, user, since, secs, false).await?;
+    tracing::info!(user = %auth.user.id, server = %server, target = %user, deleted = deleted.len(), "messages purged");
+    crate::routes::channel_messages::announce_deleted(&state, &deleted).await;
+    Ok(Json(MessagesPurged { deleted: deleted.len() as u64 }))
 }

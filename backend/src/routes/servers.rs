@@ -541,9 +541,19 @@ pub async fn ban(
         Some(_) => return Err(ApiError::Validation(format!("duration_secs must be 1 to {BAN_MAX_SECS}"))),
     };
     let reason = (!reason.is_empty()).then_some(reason);
+    let purge = match body.delete_message_secs {
+        None | Some(0) => None,
+        Some(secs) if secs <= copains_client_core::servers::PURGE_MAX_SECS => Some(secs),
+        Some(_) => return Err(ApiError::Validation("delete_message_secs must be at most 604800 (7 days)".into())),
+    };
     let removal = state.store.ban(server, auth.user.id, user, reason.as_deref(), expires_at, now).await?;
     tracing::info!(user = %auth.user.id, server = %server, target = %user, timed = expires_at.is_some(), "user banned");
     announce_removal(&state, server, user, &removal).await;
+    if let Some(secs) = purge {
+        let since = now - i64::try_from(secs).unwrap_or(0) * 1000;
+        let deleted = state.store.purge_messages(server, auth.user.id, user, since, secs, true).await?;
+        crate::routes::channel_messages::announce_deleted(&state, &deleted).await;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

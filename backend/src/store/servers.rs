@@ -491,6 +491,54 @@ fn require(access: &ServerAccess, needed: Permissions, refusal: &'static str) ->
     }
 }
 
+/// Deletes `author`'s messages in `server`'s channels sent since `since`, with the replies in
+/// threads they started and the reactions on them; thread counts are made right.
+async fn purge_in(
+    c: &mut AnyConnection,
+    server: ServerId,
+    author: UserId,
+    since: i64,
+) -> Result<Vec<(ChannelId, MessageId, i64)>> {
+    const THEIRS: &str = "SELECT m.id FROM channel_messages m JOIN channels ch ON ch.id = m.channel_id \
+         WHERE ch.server_id = $1 AND m.author_id = $2 AND m.created_at >= $3";
+    let rows = sqlx::query(&format!(
+        "SELECT channel_id, id, created_at FROM channel_messages WHERE id IN ({THEIRS}) OR thread_id IN ({THEIRS}) ORDER BY id"
+    ))
+    .bind(server.0)
+    .bind(author.0)
+    .bind(since)
+    .fetch_all(&mut *c)
+    .await?;
+    let mut deleted = Vec::with_capacity(rows.len());
+    for r in &rows {
+        deleted.push((ChannelId(r.try_get(0)?), MessageId(r.try_get(1)?), r.try_get(2)?));
+    }
+    if deleted.is_empty() {
+        return Ok(deleted);
+    }
+    let roots: Vec<i64> = sqlx::query_scalar(&format!(
+        "SELECT DISTINCT thread_id FROM channel_messages WHERE id IN ({THEIRS}) AND thread_id IS NOT NULL"
+    ))
+    .bind(server.0)
+    .bind(author.0)
+    .bind(since)
+    .fetch_all(&mut *c)
+    .await?;
+    for id in deleted.iter().map(|d| d.1) {
+        sqlx::query("DELETE FROM reactions WHERE message_id = $1").bind(id.0).execute(&mut *c).await?;
+        sqlx::query("DELETE FROM channel_messages WHERE id = $1").bind(id.0).execute(&mut *c).await?;
+    }
+    for root in roots {
+        sqlx::query(
+            "UPDATE channel_messages SET thread_count = (SELECT COUNT(*) FROM channel_messages r WHERE r.thread_id = $1) WHERE id = $1",
+        )
+        .bind(root)
+        .execute(&mut *c)
+        .await?;
+    }
+    Ok(deleted)
+}
+
 /// A new view for every channel of `server`. On PostgreSQL the channels are locked in id order
 /// first, as every other multi-channel view bump does, so that two of them cannot deadlock.
 pub(crate) async fn bump_server_views(c: &mut AnyConnection, server: ServerId) -> Result<()> {
@@ -1210,6 +1258,43 @@ impl Store {
     }
 
     /// The bans in force (ban members), newest first.
+    /// Deletes `target`'s messages in `server`'s channels sent since `since` (and the replies
+    /// in threads they started), audited; `actor` needs manage messages and, if `target` is
+    /// still a member, to outrank them (`with_ban`: ban members, the ban having checked the
+    /// ranks). Returns what was deleted (channel, id, when sent).
+    pub async fn purge_messages(
+        &self,
+        server: ServerId,
+        actor: UserId,
+        target: UserId,
+        since: i64,
+        within_secs: u64,
+        with_ban: bool,
+    ) -> CResult<Vec<(ChannelId, MessageId, i64)>> {
+        let mut tx = self.pool().begin().await?;
+        if !lock_server(&mut tx, server).await? {
+            return Err(NO_SERVER);
+        }
+        let access = member_access(&mut tx, server, actor).await?;
+        if with_ban {
+            // Part of a ban the actor just made (which checked ban members and the ranks).
+            require(&access, Permissions::BAN_MEMBERS, "banning needs the ban members permission")?;
+        } else {
+            require(&access, Permissions::MANAGE_MESSAGES, "deleting members' messages needs the manage messages permission")?;
+            if let Some(target_access) = access_in(&mut tx, server, target).await? {
+                if target != actor && !access.outranks(&target_access) {
+                    return Err(CommunityError::Forbidden("you may only purge members whose highest role is below yours"));
+                }
+            }
+        }
+        let deleted = purge_in(&mut tx, server, target, since).await?;
+        let details = serde_json::json!({"deleted": deleted.len(), "within_secs": within_secs});
+        let entry = AuditRecord::new(server, actor, AuditAction::MessagesPurge).target(target).details(details);
+        audit::record(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
     pub async fn bans_for(&self, server: ServerId, actor: UserId, now: i64) -> CResult<Vec<Ban>> {
         let mut c = self.pool().acquire().await?;
         let access = member_access(&mut c, server, actor).await?;

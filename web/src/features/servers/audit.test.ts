@@ -43,7 +43,12 @@ describe('the audit log in words', () => {
 
   it('has a filter label for every action', () => {
     const actions = AUDIT_ACTIONS.map((a) => a.action);
-    expect(new Set(actions).size).toBe(19);
+    expect(new Set(actions).size).toBe(20);
     for (const a of actions) expect(sentence(entry(a, '2'), name)).toMatch(/^Ann /);
+  });
+
+  it('counts a purge and says how far back it went', () => {
+    const e = { ...entry('messages_purge', '2'), details: { deleted: 3, within_secs: 86400 } };
+    expect(sentence(e, name)).toBe('Ann deleted 3 messages by Ben from the last 1 day');
   });
 });

@@ -17,6 +17,7 @@ export const AUDIT_ACTIONS: ReadonlyArray<{ action: AuditAction; label: string }
   { action: 'member_voice_disconnect', label: 'Voice disconnections' },
   { action: 'member_voice_move', label: 'Voice moves' },
   { action: 'message_delete', label: 'Messages deleted' },
+  { action: 'messages_purge', label: 'Recent messages purged' },
   { action: 'role_create', label: 'Roles created' },
   { action: 'role_update', label: 'Roles changed' },
   { action: 'role_delete', label: 'Roles deleted' },
@@ -116,6 +117,11 @@ export function describe(entry: AuditEntry, name: (userId: string) => string): s
       return `${actor} moved ${who()} to another voice channel`;
     case 'message_delete':
       return `${actor} deleted a message by ${typeof d.author_id === 'string' ? name(d.author_id) : 'someone'}`;
+    case 'messages_purge': {
+      const n = typeof d.deleted === 'number' ? d.deleted : 0;
+      const span = typeof d.within_secs === 'number' ? ` from the last ${durationText(d.within_secs)}` : '';
+      return `${actor} deleted ${n} message${n === 1 ? '' : 's'} by ${who()}${span}`;
+    }
     case 'role_create':
       return `${actor} created the role ${label ?? ''}`.trimEnd();
     case 'role_update': {

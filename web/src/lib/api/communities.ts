@@ -43,6 +43,8 @@ export interface NewInviteBody {
 export interface NewBanBody {
   reason?: string | null;
   duration_secs?: number | null;
+  /** Also delete their messages of this many last seconds (up to 7 days). */
+  delete_message_secs?: number | null;
 }
 
 /** The community routes over the app's authenticated client. */
@@ -130,6 +132,10 @@ export class CommunityApi {
   }
   ban(server: string, user: string, body: NewBanBody): Promise<void> {
     return this.#api.json('PUT', `/api/v1/servers/${enc(server)}/bans/${enc(user)}`, body);
+  }
+  /** Deletes a member's messages of the last `withinSecs` seconds in every channel of the server. */
+  purgeMessages(server: string, user: string, withinSecs: number): Promise<{ deleted: number }> {
+    return this.#api.json('DELETE', `/api/v1/servers/${enc(server)}/members/${enc(user)}/messages?within_secs=${withinSecs}`);
   }
   unban(server: string, user: string): Promise<void> {
     return this.#api.json('DELETE', `/api/v1/servers/${enc(server)}/bans/${enc(user)}`);

@@ -1017,6 +1017,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/servers/{server_id}/members/{user_id}/messages": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Delete a member's (or a former member's) recent messages in every channel of the server,
+         *     with the replies in threads they started (manage messages; a member must be below the
+         *     caller). `MESSAGE_DELETE` goes to each channel's readers; one audit entry.
+         */
+        delete: operations["purge_member_messages"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/servers/{server_id}/members/{user_id}/roles": {
         parameters: {
             query?: never;
@@ -1663,7 +1684,7 @@ export interface components {
          * @description What a member of a server did, as its audit log names it.
          * @enum {string}
          */
-        AuditAction: "server_update" | "channel_create" | "channel_update" | "channel_delete" | "role_create" | "role_update" | "role_delete" | "member_kick" | "member_ban" | "member_unban" | "member_timeout" | "member_timeout_remove" | "member_roles_update" | "member_voice_update" | "member_voice_disconnect" | "member_voice_move" | "message_delete" | "invite_create" | "invite_delete";
+        AuditAction: "server_update" | "channel_create" | "channel_update" | "channel_delete" | "role_create" | "role_update" | "role_delete" | "member_kick" | "member_ban" | "member_unban" | "member_timeout" | "member_timeout_remove" | "member_roles_update" | "member_voice_update" | "member_voice_disconnect" | "member_voice_move" | "message_delete" | "invite_create" | "invite_delete" | "messages_purge";
         /** @description An entry of a server's audit log. It names who did what to whom, never what anyone wrote. */
         AuditEntry: {
             /** @description What was done. */
@@ -2207,8 +2228,21 @@ export interface components {
          * @example 1234567890123456789
          */
         MessageId: string;
+        /** @description `DELETE /api/v1/servers/{server_id}/members/{user_id}/messages`: how many went. */
+        MessagesPurged: {
+            /**
+             * Format: int64
+             * @description Messages deleted (theirs, and the replies in threads they started).
+             */
+            deleted: number;
+        };
         /** @description `PUT /api/v1/servers/{id}/bans/{user_id}`. */
         NewBan: {
+            /**
+             * Format: int64
+             * @description Also delete their messages of this many last seconds in the server (up to 7 days).
+             */
+            delete_message_secs?: number | null;
             /**
              * Format: int64
              * @description Seconds it lasts (`None`: until lifted).
@@ -7259,6 +7293,85 @@ export interface operations {
                 };
             };
             /** @description reason over 512 characters */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    purge_member_messages: {
+        parameters: {
+            query?: {
+                /** @description Messages of the last this many seconds (1 to 604 800, 7 days; default 3600). */
+                within_secs?: number;
+            };
+            header?: never;
+            path: {
+                /** @description server id */
+                server_id: string;
+                /** @description user id */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MessagesPurged"];
+                };
+            };
+            /** @description within_secs is not a number */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no manage messages permission; the member is at or above the caller */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such server (or not a member) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description within_secs 0 or over 7 days */
             422: {
                 headers: {
                     [name: string]: unknown;
