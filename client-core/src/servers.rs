@@ -563,6 +563,10 @@ pub struct NewTimeout {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(max_length = 512))]
     pub reason: Option<String>,
+    /// Longer for a repeat: the duration doubles for each timeout the member was given in this
+    /// server before (still at most 28 days).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub escalate: bool,
 }
 
 /// What a member of a server did, as its audit log names it.

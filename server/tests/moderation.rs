@@ -24,6 +24,7 @@ backend_tests!(
     timeouts_follow_the_hierarchy_and_refuse_bad_input_writing_nothing,
     the_audit_log_records_filters_pages_and_is_read_only_by_those_allowed,
     a_purge_deletes_a_members_recent_messages_for_everyone,
+    an_escalating_timeout_doubles_for_each_earlier_one,
 );
 
 async fn spawn(backend: Backend) -> TestApp {
@@ -450,6 +451,35 @@ async fn a_purge_deletes_a_members_recent_messages_for_everyone(backend: Backend
     let (st, body) = call(&app, &owner, Method::PUT, &ban, Some(json!({"delete_message_secs": 3600}))).await;
     assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
     assert!(history(&app, &owner, s.general).await.is_empty());
+    app.shutdown().await;
+}
+
+/// With `escalate`, a timeout lasts the duration asked times two for each timeout the member
+/// was given in the server before (lifted ones count), never over 28 days; without, as asked.
+async fn an_escalating_timeout_doubles_for_each_earlier_one(backend: Backend) {
+    let app = spawn(backend).await;
+    let owner = register(&app, "owner", false).await;
+    let moderator = register(&app, "moderator", false).await;
+    let bob = register(&app, "bob", false).await;
+    let s = setup(&app, &owner, &moderator, &[&bob]).await;
+    let lasts = |m: Member| {
+        let left = m.timeout_until.expect("timed out") - copains_backend::store::now_ms();
+        (left + 30_000) / 60_000 // in whole minutes, whatever the seconds the calls took
+    };
+    let mut minutes = Vec::new();
+    for escalate in [true, true, true, false, true] {
+        let body = json!({"duration_secs": 600, "escalate": escalate});
+        let (st, _) = call(&app, &moderator, Method::PUT, &timeout_path(&s, &bob), Some(body)).await;
+        assert_eq!(st, StatusCode::NO_CONTENT);
+        minutes.push(lasts(member(&app, &owner, &s, &bob).await));
+        let (st, _) = call(&app, &moderator, Method::DELETE, &timeout_path(&s, &bob), None).await;
+        assert_eq!(st, StatusCode::NO_CONTENT);
+    }
+    assert_eq!(minutes, vec![10, 20, 40, 10, 160]);
+    // The longest, whatever the history.
+    let body = json!({"duration_secs": TIMEOUT_MAX_SECS, "escalate": true});
+    assert_eq!(call(&app, &moderator, Method::PUT, &timeout_path(&s, &bob), Some(body)).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(lasts(member(&app, &owner, &s, &bob).await), (TIMEOUT_MAX_SECS / 60) as i64);
     app.shutdown().await;
 }
 

@@ -16,6 +16,7 @@ test('a moderator times a member out: the member can only read until the timeout
   await settings.getByRole('button', { name: `Time out ${ben}` }).click();
   const dialog = a.page.getByRole('dialog', { name: `Time out ${ben}?` });
   await dialog.getByLabel('Duration').selectOption({ label: '10 minutes' });
+  await expect(dialog.getByRole('checkbox', { name: /^Longer for a repeat/ })).toBeChecked();
   await dialog.getByLabel('Reason (kept in the audit log)').fill('Cool off a little');
   await capture(a.page, 'moderation-timeout-dialog', { dark: false });
   await dialog.getByRole('button', { name: 'Time out', exact: true }).click();

@@ -67,13 +67,20 @@ pub async fn timeout(
         Some(r) => display_text(r, "reason", 0, REASON_MAX_CHARS).map_err(ApiError::Validation)?,
         None => String::new(),
     };
+    // A repeat offender's timeout doubles with each one given before, up to the longest.
+    let secs = if body.escalate {
+        let before = state.store.timeouts_given(server, user).await?;
+        body.duration_secs.saturating_mul(1u64.checked_shl(before.min(32)).unwrap_or(u64::MAX)).min(TIMEOUT_MAX_SECS)
+    } else {
+        body.duration_secs
+    };
     let now = now_ms();
-    let ends_at = now + body.duration_secs as i64 * 1000;
+    let ends_at = now + secs as i64 * 1000;
     let (member, given) = state
         .store
         .set_timeout(server, auth.user.id, user, ends_at, Some(reason.as_str()).filter(|r| !r.is_empty()), now)
         .await?;
-    tracing::info!(user = %auth.user.id, server = %server, target = %user, secs = body.duration_secs, given, "member timed out");
+    tracing::info!(user = %auth.user.id, server = %server, target = %user, secs, given, "member timed out");
     announce_member(&state, server, &member).await;
     announce_end(state, server, user, ends_at);
     Ok(StatusCode::NO_CONTENT)

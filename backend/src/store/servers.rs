@@ -1170,6 +1170,16 @@ impl Store {
     /// Times `target` out until `ends_at` (moderate members; a member below the actor, not an
     /// administrator). A timeout running is replaced. Returns the member and how many
     /// timeouts they were given here, this one included.
+    /// How many timeouts `user` was given in `server` (kept when one ends or is lifted).
+    pub async fn timeouts_given(&self, server: ServerId, user: UserId) -> Result<u32> {
+        let given: Option<i64> = sqlx::query_scalar("SELECT given FROM member_timeouts WHERE server_id = $1 AND user_id = $2")
+            .bind(server.0)
+            .bind(user.0)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(given.map_or(0, |g| u32::try_from(g).unwrap_or(u32::MAX)))
+    }
+
     pub async fn set_timeout(
         &self,
         server: ServerId,

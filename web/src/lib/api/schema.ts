@@ -2359,6 +2359,11 @@ export interface components {
              * @description Seconds it lasts (1 to 28 days). A new timeout replaces the one running.
              */
             duration_secs: number;
+            /**
+             * @description Longer for a repeat: the duration doubles for each timeout the member was given in this
+             *     server before (still at most 28 days).
+             */
+            escalate?: boolean;
             /** @description Why (shown to moderators, kept in the audit log; at most 512 characters). */
             reason?: string | null;
         };
