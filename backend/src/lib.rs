@@ -128,11 +128,19 @@ async fn track_request(State(state): State<AppState>, req: Request, next: Next) 
     response
 }
 
-/// Periodic housekeeping (see [`housekeep`]) every `every`, until `shutdown` resolves.
+/// How often the housekeeping loop looks for guest accounts whose time is up.
+pub const GUEST_CHECK_EVERY: Duration = Duration::from_secs(5 * 60);
+
+/// Periodic housekeeping (see [`housekeep`]) every `every`, and the guest accounts' end every
+/// [`GUEST_CHECK_EVERY`], until `shutdown` resolves.
 pub async fn run_maintenance(state: AppState, every: Duration, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
     routes::moderation::schedule_running_timeouts(&state).await;
     let mut tick = tokio::time::interval(every);
+    // After a long pause (a suspended machine, a paused test clock), one pass, not one per
+    // missed tick.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut guests_checked: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
@@ -141,6 +149,10 @@ pub async fn run_maintenance(state: AppState, every: Duration, shutdown: impl st
         let now = store::now_ms();
         housekeep(&state, now).await;
         sample_stats(&state, now).await;
+        if guests_checked.is_none_or(|at| at.elapsed() >= GUEST_CHECK_EVERY) {
+            guests_checked = Some(tokio::time::Instant::now());
+            routes::invites::expire_guests(&state, now).await;
+        }
     }
 }
 

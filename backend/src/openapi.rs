@@ -33,7 +33,7 @@ use crate::routes;
         routes::channels::edit_channel, routes::channels::delete_channel, routes::channels::create_group_dm,
         routes::channels::group_dms, routes::channels::add_recipient, routes::channels::remove_recipient,
         routes::invites::create_invite, routes::invites::invites, routes::invites::preview, routes::invites::join,
-        routes::invites::revoke,
+        routes::invites::revoke, routes::invites::guest_preview, routes::invites::guest_join,
         routes::devices::device_list, routes::devices::publish_device_list,
         routes::devices::recovery, routes::devices::put_recovery,
         routes::devices::open_link_request, routes::devices::link_requests, routes::devices::own_link_request,

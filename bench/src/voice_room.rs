@@ -299,7 +299,7 @@ impl Bot {
                     frames += 1;
                     for i in 0..SCREEN_PACKETS_PER_FRAME {
                         // A keyframe every second (a new subscriber starts at one).
-                        let keyframe = i == 0 && frames % 15 == 0;
+                        let keyframe = i == 0 && frames.is_multiple_of(15);
                         let mut frame = if keyframe { vec![0x50, 0x42, 0x00, 0x9d, 0x01, 0x2a] } else { vec![0x31, 0x02, 0x00] };
                         frame.extend_from_slice(&n.to_be_bytes());
                         frame.resize(1_000, 0x5a);

@@ -133,11 +133,15 @@ pub enum PlatformAction {
     ServerRestore,
     /// An account was deleted with its data.
     UserDelete,
+    /// A guest account was made through a guest invite.
+    GuestCreated,
+    /// A guest account ended and was removed with its data.
+    GuestExpired,
 }
 
 impl PlatformAction {
     /// Every action.
-    pub const ALL: [PlatformAction; 15] = [
+    pub const ALL: [PlatformAction; 17] = [
         Self::AdminCreated,
         Self::RoleChange,
         Self::UserDisable,
@@ -153,6 +157,8 @@ impl PlatformAction {
         Self::ServerTakeDown,
         Self::ServerRestore,
         Self::UserDelete,
+        Self::GuestCreated,
+        Self::GuestExpired,
     ];
 
     /// Its name on the wire and in the database.
@@ -173,6 +179,8 @@ impl PlatformAction {
             Self::ServerTakeDown => "server_take_down",
             Self::ServerRestore => "server_restore",
             Self::UserDelete => "user_delete",
+            Self::GuestCreated => "guest_created",
+            Self::GuestExpired => "guest_expired",
         }
     }
 

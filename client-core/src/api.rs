@@ -57,6 +57,9 @@ pub struct User {
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: OffsetDateTime,
+    /// A guest account: when it ends (Unix milliseconds), and is removed with its data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_expires_at: Option<i64>,
 }
 
 /// What anyone signed in may learn about another user (`GET /api/v1/users/lookup`,

@@ -464,6 +464,52 @@ pub struct NewInvite {
     #[serde(default, with = "double_option", skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
     pub max_age_secs: Option<Option<u64>>,
+    /// A guest invite: whoever redeems it without an account gets one that lasts this many
+    /// seconds (1 hour to 30 days; 86 400 is a day), then is removed with its data. Only the
+    /// server's owner or a platform admin makes one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 3600, maximum = 2592000))]
+    pub guest_ttl_secs: Option<u64>,
+}
+
+/// The shortest and longest life of a guest account, in seconds (an hour; 30 days).
+pub const GUEST_TTL_SECS: std::ops::RangeInclusive<u64> = 3600..=30 * 24 * 3600;
+
+/// `GET /api/v1/invites/{code}/guest`: a guest invite as anyone sees it, signed in or not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GuestInvite {
+    /// The code.
+    pub code: String,
+    /// The server's name.
+    pub server_name: String,
+    /// Its member count.
+    pub member_count: u64,
+    /// How long a guest account made with it lasts, in seconds.
+    pub guest_ttl_secs: u64,
+}
+
+/// `POST /api/v1/invites/{code}/guest`: a guest account joining by a guest invite. Its
+/// username is made by the server (`guest-…`); the password opens the guest's local store and
+/// lets it sign in again from another browser while the account lasts.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct GuestJoin {
+    /// The password (8 characters to 1024 bytes).
+    pub password: String,
+    /// The name shown (1 to 32 characters).
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// The first device's name.
+    #[serde(default)]
+    pub device_name: Option<String>,
+}
+
+impl std::fmt::Debug for GuestJoin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestJoin").field("display_name", &self.display_name).finish_non_exhaustive()
+    }
 }
 
 /// An invite.
@@ -484,6 +530,9 @@ pub struct Invite {
     pub expires_at: Option<i64>,
     /// When it was made.
     pub created_at: i64,
+    /// A guest invite: how long the accounts it makes last, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_ttl_secs: Option<u64>,
 }
 
 /// `GET /api/v1/invites/{code}`: what an invite leads to, for anyone signed in.

@@ -53,6 +53,7 @@ fn user() -> User {
         status_text: None,
         platform_role: PlatformRole::Member,
         created_at: datetime!(2026-11-21 14:29:34.052 UTC),
+        guest_expires_at: None,
     }
 }
 
@@ -714,7 +715,7 @@ fn community_bodies() {
     wire!("edit_channel_name", EditChannel { name: Some("general".into()), ..EditChannel::default() });
     wire!("edit_role", EditRole { permissions: Some(Permissions::ADMINISTRATOR), hoist: Some(false), ..EditRole::default() });
     wire!("set_member_roles", SetMemberRoles { roles: vec![RoleId(117_632_502_289_399_860)] });
-    wire!("new_invite_never_expires", NewInvite { max_uses: Some(5), max_age_secs: Some(None) });
+    wire!("new_invite_never_expires", NewInvite { max_uses: Some(5), max_age_secs: Some(None), guest_ttl_secs: None });
     wire!(
         "invite",
         Invite {
@@ -725,6 +726,7 @@ fn community_bodies() {
             max_uses: Some(5),
             expires_at: None,
             created_at: 1_795_271_374_052,
+            guest_ttl_secs: None,
         }
     );
     wire!(

@@ -225,6 +225,8 @@ pub struct Pruned {
     pub addresses: u64,
     /// Bans that ended.
     pub bans: u64,
+    /// Guest accounts whose time was up, removed with their data.
+    pub guests: usize,
 }
 
 /// The housekeeping job's purge, once, from the command line (a running server does the same
@@ -239,6 +241,15 @@ pub async fn prune(config: &Config) -> anyhow::Result<Pruned> {
     let (audit_entries, addresses, bans) = store
         .purge_security(now.saturating_sub(security.audit_retention_ms()), now.saturating_sub(security.ip_retention_ms()), now)
         .await?;
+    // Guests whose time is up, as the running server's job removes them (without events: a
+    // server running meanwhile tells nobody, and its clients catch up at their next start).
+    let mut guests = 0;
+    for user in store.expired_guests(now).await? {
+        let removed = store
+            .delete_account(None, PlatformRole::Admin, user, copains_client_core::admin::PlatformAction::GuestExpired, now)
+            .await?;
+        guests += usize::from(removed.is_some());
+    }
     store.close().await;
-    Ok(Pruned { sessions, envelopes, link_requests, audit_entries, addresses, bans })
+    Ok(Pruned { sessions, envelopes, link_requests, audit_entries, addresses, bans, guests })
 }

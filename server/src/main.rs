@@ -76,8 +76,9 @@ enum AdminAction {
         /// A file made by `copains admin backup`.
         file: PathBuf,
     },
-    /// Remove now what the housekeeping job removes every minute: expired sessions and link
-    /// requests, old envelopes, audit entries and addresses past their retention, ended bans.
+    /// Remove now what the housekeeping job removes: expired sessions and link requests, old
+    /// envelopes, audit entries and addresses past their retention, ended bans, and guest
+    /// accounts whose time is up.
     Prune,
     /// Print the database's figures.
     Stats,
@@ -220,8 +221,8 @@ fn main() -> ExitCode {
         Command::Admin { action: AdminAction::Prune } => run_admin(|| async {
             let p = copains::admin::prune(&config).await?;
             println!(
-                "removed {} expired session(s), {} envelope(s), {} link request(s), {} audit entr(ies), {} address(es), {} ended ban(s)",
-                p.sessions, p.envelopes, p.link_requests, p.audit_entries, p.addresses, p.bans
+                "removed {} expired session(s), {} envelope(s), {} link request(s), {} audit entr(ies), {} address(es), {} ended ban(s), {} guest account(s)",
+                p.sessions, p.envelopes, p.link_requests, p.audit_entries, p.addresses, p.bans, p.guests
             );
             Ok(())
         }),

@@ -635,7 +635,7 @@ mod tests {
             for layer in 0..3u8 {
                 let l = usize::from(layer);
                 seqs[l] = seqs[l].wrapping_add(1);
-                let key = now % 1000 == 0;
+                let key = now.is_multiple_of(1000);
                 let ts = (now as u32).wrapping_mul(90).wrapping_add(u32::from(layer) * 7_777_777);
                 let meta = RtpMeta { len: sizes[l], ..packet(1, 11, layer, seqs[l], ts, key) };
                 room.route_rtp(now, &meta, &mut fwd);

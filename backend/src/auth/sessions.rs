@@ -155,6 +155,7 @@ mod tests {
                 status_text: None,
                 platform_role: PlatformRole::Member,
                 created_at: time::OffsetDateTime::UNIX_EPOCH,
+                guest_expires_at: None,
             },
             disabled: false,
         }

@@ -113,6 +113,8 @@ pub async fn login(
     let password =
         if body.password.len() <= copains_client_core::limits::PASSWORD_MAX_BYTES { body.password.as_str() } else { "" };
     let ok = state.passwords.verify(password, record.as_ref().map(|r| r.password_hash.as_str())).await?;
+    // A guest account whose time is up is as good as gone (the job removes it within minutes).
+    let record = record.filter(|r| r.user.guest_expires_at.is_none_or(|end| end > now_ms()));
     let record = match record {
         Some(record) if ok => record,
         record => {
@@ -232,7 +234,7 @@ pub(crate) async fn announce_revocation(state: &AppState, user: UserId, session:
 }
 
 #[allow(clippy::too_many_arguments)]
-fn tokens(
+pub(crate) fn tokens(
     state: &AppState,
     user: UserId,
     device: DeviceId,
@@ -252,7 +254,7 @@ fn tokens(
     })
 }
 
-fn ttl_ms(d: std::time::Duration) -> i64 {
+pub(crate) fn ttl_ms(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
 }
 
@@ -308,4 +310,24 @@ impl Client {
             tracing::warn!(error = %e, "cannot note a session's client");
         }
     }
+}
+
+/// For another way in (a guest invite): refuses a banned client (403 `banned`), audited.
+pub(crate) async fn refuse_banned_client(state: &AppState, ip: IpAddr, headers: &HeaderMap, on: &str) -> ApiResult<()> {
+    Client::of(state, ip, headers).refuse_if_banned(state, None, false, on).await
+}
+
+/// For another way in: notes the new session's client, and writes `action` about `user`.
+pub(crate) async fn note_client(
+    state: &AppState,
+    ip: IpAddr,
+    headers: &HeaderMap,
+    session: SessionId,
+    user: UserId,
+    action: PlatformAction,
+    details: Value,
+) {
+    let client = Client::of(state, ip, headers);
+    client.seen(state, session, now_ms()).await;
+    client.event(state, action, Some(user), details).await;
 }

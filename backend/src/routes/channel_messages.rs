@@ -191,14 +191,16 @@ async fn publish_all(state: &AppState, events: Vec<BusEvent>) {
 pub(crate) async fn announce_deleted(state: &AppState, messages: &[(ChannelId, MessageId, i64)]) {
     let mut views: std::collections::HashMap<ChannelId, Option<Arc<ChannelView>>> = std::collections::HashMap::new();
     for &(channel, id, created_at) in messages {
-        if !views.contains_key(&channel) {
-            let view = state.store.channel_view(channel).await.unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "cannot read a channel to announce deleted messages");
-                None
-            });
-            views.insert(channel, view);
-        }
-        if let Some(Some(view)) = views.get(&channel) {
+        let view = match views.entry(channel) {
+            std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(state.store.channel_view(channel).await.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot read a channel to announce deleted messages");
+                    None
+                }))
+            }
+        };
+        if let Some(view) = view.as_ref() {
             to_readers(state, view, created_at, event_name::MESSAGE_DELETE, &MessageDeleted { id, channel_id: channel }).await;
         }
     }

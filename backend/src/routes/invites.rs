@@ -11,9 +11,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use copains_client_core::admin::PlatformAction;
+use copains_client_core::api::{AuthResponse, PlatformRole};
 use copains_client_core::gateway::event_name;
-use copains_client_core::servers::{Invite, InvitePreview, NewInvite, Server, INVITE_MAX_AGE_SECS, INVITE_MAX_USES};
-use copains_client_core::{ApiErrorBody, ServerId};
+use copains_client_core::servers::{
+    GuestInvite, GuestJoin, Invite, InvitePreview, NewInvite, Server, GUEST_TTL_SECS, INVITE_MAX_AGE_SECS, INVITE_MAX_USES,
+};
+use copains_client_core::{ApiErrorBody, ServerId, SessionId, UserId};
 use ring::rand::SecureRandom;
 
 use crate::auth::Authenticated;
@@ -34,6 +38,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/servers/{server_id}/invites", post(create_invite).get(invites))
         .route("/api/v1/invites/{code}", get(preview).post(join).delete(revoke))
+        .route("/api/v1/invites/{code}/guest", get(guest_preview).post(guest_join))
 }
 
 fn new_code() -> ApiResult<String> {
@@ -86,12 +91,18 @@ pub async fn create_invite(
             "max_age_secs must be 1 to {INVITE_MAX_AGE_SECS} (absent: 7 days; null: never expires)"
         )));
     }
+    if body.guest_ttl_secs.is_some_and(|t| !GUEST_TTL_SECS.contains(&t)) {
+        return Err(ApiError::Validation("guest_ttl_secs must be 3600 (an hour) to 2592000 (30 days)".into()));
+    }
+    let guest = body.guest_ttl_secs.map(|t| (t, auth.user.platform_role == PlatformRole::Admin));
     let now = now_ms();
     let expires_at = age.map(|a| now + a as i64 * 1000);
     // 72 random bits: a collision is next to impossible, but a taken code is simply redrawn.
     for _ in 0..3 {
         let code = new_code()?;
-        if let Some(invite) = state.store.create_invite(server, auth.user.id, &code, body.max_uses, expires_at, now).await? {
+        if let Some(invite) =
+            state.store.create_invite(server, auth.user.id, &code, body.max_uses, expires_at, guest, now).await?
+        {
             tracing::info!(user = %auth.user.id, server = %server, "invite created");
             return Ok((StatusCode::CREATED, Json(invite)));
         }
@@ -182,4 +193,121 @@ pub async fn revoke(State(state): State<AppState>, auth: Authenticated, Path(cod
     let server = state.store.delete_invite(&code, auth.user.id).await?;
     tracing::info!(user = %auth.user.id, server = %server, "invite revoked");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A guest invite, for anyone, signed in or not (what the guest join page shows). Any other
+/// invite, like an unknown one, answers 404: only guest invites are told to strangers.
+#[utoipa::path(get, path = "/api/v1/invites/{code}/guest", operation_id = "guest_invite", tag = "invites",
+    params(("code" = String, Path, description = "invite code")),
+    responses(
+        (status = 200, body = GuestInvite),
+        (status = 404, body = ApiErrorBody, description = "unknown, expired, used up, or not a guest invite"),
+    ))]
+pub async fn guest_preview(State(state): State<AppState>, Path(code): Path<String>) -> ApiResult<Json<GuestInvite>> {
+    check_code(&code)?;
+    let invite = state.store.guest_invite(&code, now_ms()).await?;
+    Ok(Json(invite.ok_or(ApiError::NotFound("no such invite (unknown, expired or used up)"))?))
+}
+
+/// Join by a guest invite without an account: the server makes a guest account (named
+/// `guest-…`, with the display name and password given) that lasts the invite's
+/// `guest_ttl_secs`, joins it to the server, and answers as `register` does. When the time is
+/// up the account is removed with its data. Rate-limited per address like `register`; a
+/// banned client is refused.
+#[utoipa::path(post, path = "/api/v1/invites/{code}/guest", operation_id = "guest_join", tag = "invites",
+    params(("code" = String, Path, description = "invite code")),
+    request_body = GuestJoin,
+    responses(
+        (status = 201, body = AuthResponse),
+        (status = 400, body = ApiErrorBody),
+        (status = 403, body = ApiErrorBody, description = "this client is banned (`banned`)"),
+        (status = 404, body = ApiErrorBody, description = "unknown, expired, used up, or not a guest invite"),
+        (status = 422, body = ApiErrorBody, description = "password, display name or device name breaks a rule"),
+        (status = 429, body = ApiErrorBody),
+        (status = 503, body = ApiErrorBody, description = "password hashing saturated; see Retry-After"),
+    ))]
+pub async fn guest_join(
+    State(state): State<AppState>,
+    crate::extract::ClientIp(ip): crate::extract::ClientIp,
+    headers: axum::http::HeaderMap,
+    Path(code): Path<String>,
+    ApiJson(body): ApiJson<GuestJoin>,
+) -> ApiResult<(StatusCode, Json<AuthResponse>)> {
+    use crate::domain::{device_name, display_name, Password, Username};
+    state.limiters.auth(ip)?;
+    check_code(&code)?;
+    let password = Password::parse(&body.password).map_err(|e| ApiError::Validation(e.0))?;
+    let device = device_name(body.device_name.as_deref()).map_err(|e| ApiError::Validation(e.0))?;
+    let shown =
+        body.display_name.as_deref().map(|d| display_name(d.trim())).transpose().map_err(|e| ApiError::Validation(e.0))?;
+    crate::routes::auth::refuse_banned_client(&state, ip, &headers, "guest").await?;
+    let now = now_ms();
+    let invite =
+        state.store.guest_invite(&code, now).await?.ok_or(ApiError::NotFound("no such invite (unknown, expired or used up)"))?;
+    let hash = state.passwords.hash(&password).await?;
+    let ends = now + i64::try_from(invite.guest_ttl_secs).unwrap_or(0) * 1000;
+    let (refresh, refresh_hash) = crate::auth::new_refresh_token();
+    // The session ends with the account at the latest.
+    let refresh_expires = (now + crate::routes::auth::ttl_ms(state.config.auth.refresh_ttl())).min(ends);
+    let mut made = None;
+    for _ in 0..3 {
+        let name = format!("guest-{}", new_code()?.to_lowercase().replace(['-', '_'], "x"));
+        let username = Username::parse(&name).map_err(|e| ApiError::internal(anyhow::anyhow!(e.0)))?;
+        let (user_id, session_id) = (UserId(state.ids.next_id()), SessionId(state.ids.next_id()));
+        let new = crate::store::NewSession {
+            id: session_id,
+            device_name: &device,
+            refresh_hash: &refresh_hash,
+            expires_at: refresh_expires,
+            now,
+        };
+        match state.store.create_guest(user_id, username.as_str(), username.folded(), &hash, shown.as_deref(), ends, &new).await {
+            Ok((user, device_id)) => {
+                made = Some((user, device_id, session_id));
+                break;
+            }
+            Err(crate::store::StoreError::UsernameTaken) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let (user, device_id, session_id) = made.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no free guest name")))?;
+    // Into the server; if the invite went meanwhile, the account goes too (nothing is left).
+    let joined = match state.store.join_by_invite(&code, user.id, now).await {
+        Ok(Joined::Joined(server, member)) => {
+            let members = state.store.member_ids(server.id).await.unwrap_or_default();
+            publish_to(&state, members, event_name::MEMBER_ADD, &member).await;
+            server
+        }
+        Ok(Joined::AlreadyMember(server)) => server,
+        Err(e) => {
+            let _ = state.store.delete_account(None, PlatformRole::Admin, user.id, PlatformAction::GuestExpired, now).await;
+            return Err(e.into());
+        }
+    };
+    let details =
+        serde_json::json!({"server_id": joined.id, "invite": crate::store::audit::invite_hint(&code), "expires_at": ends});
+    crate::routes::auth::note_client(&state, ip, &headers, session_id, user.id, PlatformAction::GuestCreated, details).await;
+    tracing::info!(user = %user.id, server = %joined.id, "guest account made");
+    let tokens =
+        crate::routes::auth::tokens(&state, user.id, device_id, session_id, user.platform_role, refresh, refresh_expires, now)?;
+    Ok((StatusCode::CREATED, Json(AuthResponse { user, device_id, session_id, tokens })))
+}
+
+/// Removes the guest accounts whose time is up, each with its data and an audit entry
+/// (`guest_expired`), with the events a deletion sends. The housekeeping loop runs it every
+/// five minutes.
+pub async fn expire_guests(state: &AppState, now: i64) {
+    let expired = match state.store.expired_guests(now).await {
+        Ok(expired) => expired,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the guest accounts that ended");
+            return;
+        }
+    };
+    for user in expired {
+        match crate::routes::admin::remove_account(state, None, PlatformRole::Admin, user, PlatformAction::GuestExpired).await {
+            Ok(_) => tracing::info!(user = %user, "guest account ended and removed"),
+            Err(e) => tracing::warn!(user = %user, error = %e, "a guest account could not be removed"),
+        }
+    }
 }

@@ -61,8 +61,8 @@ pub struct NewSession<'a> {
 
 const PUBLIC_USER_COLUMNS: &str = "id, username, display_name, status_text";
 
-const USER_COLUMNS: &str =
-    "u.id, u.username, u.display_name, u.status_text, u.platform_role, u.created_at, u.password_hash, u.disabled_at";
+const USER_COLUMNS: &str = "u.id, u.username, u.display_name, u.status_text, u.platform_role, u.created_at, u.password_hash, \
+     u.disabled_at, u.guest_expires_at";
 
 /// Ends every session of `user` but `keep` on `c` (inside a transaction): their devices go,
 /// and with them the sessions and refresh tokens (cascade), as at a logout. Returns the
@@ -131,8 +131,64 @@ impl Store {
             status_text: None,
             platform_role: PlatformRole::Member,
             created_at: from_ms(session.now)?,
+            guest_expires_at: None,
         };
         Ok((user, device_id))
+    }
+
+    /// Creates a guest account (its name shown, its end) with its first device and session,
+    /// all or nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_guest(
+        &self,
+        id: UserId,
+        username: &str,
+        username_lower: &str,
+        password_hash: &str,
+        display_name: Option<&str>,
+        expires_at: i64,
+        session: &NewSession<'_>,
+    ) -> Result<(User, DeviceId)> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, username, username_lower, password_hash, display_name, platform_role, created_at, updated_at, \
+             guest_expires_at) VALUES ($1, $2, $3, $4, $5, 'member', $6, $6, $7)",
+        )
+        .bind(id.0)
+        .bind(username)
+        .bind(username_lower)
+        .bind(password_hash)
+        .bind(display_name)
+        .bind(session.now)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Err(StoreError::UsernameTaken),
+            other => other?,
+        };
+        let device_id = insert_session(&mut tx, id, session).await?;
+        tx.commit().await?;
+        let user = User {
+            id,
+            username: username.to_owned(),
+            display_name: display_name.map(str::to_owned),
+            status_text: None,
+            platform_role: PlatformRole::Member,
+            created_at: from_ms(session.now)?,
+            guest_expires_at: Some(expires_at),
+        };
+        Ok((user, device_id))
+    }
+
+    /// Guest accounts whose end is at or before `now`.
+    pub async fn expired_guests(&self, now: i64) -> Result<Vec<UserId>> {
+        let ids: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM users WHERE guest_expires_at IS NOT NULL AND guest_expires_at <= $1 ORDER BY id")
+                .bind(now)
+                .fetch_all(self.pool())
+                .await?;
+        Ok(ids.into_iter().map(UserId).collect())
     }
 
     /// Finds a user by case-folded username.
@@ -528,6 +584,7 @@ fn user_record(r: &AnyRow) -> Result<UserRecord> {
             platform_role: PlatformRole::parse(&role)
                 .ok_or_else(|| StoreError::Corrupt(format!("unknown platform role {role:?}")))?,
             created_at: from_ms(r.try_get(5)?)?,
+            guest_expires_at: r.try_get(8)?,
         },
         password_hash: r.try_get(6)?,
         disabled: r.try_get::<Option<i64>, _>(7)?.is_some(),

@@ -12,8 +12,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use copains_client_core::api::PublicUser;
 use copains_client_core::servers::{
-    AuditAction, Ban, Channel, ChannelKind, Invite, InvitePreview, Member, Overwrite, OverwriteKind, Permissions, Role, Server,
-    ServerState, CHANNELS_MAX, GROUP_DM_MAX_MEMBERS, OVERWRITES_MAX, ROLES_MAX, SERVERS_PER_USER_MAX,
+    AuditAction, Ban, Channel, ChannelKind, GuestInvite, Invite, InvitePreview, Member, Overwrite, OverwriteKind, Permissions,
+    Role, Server, ServerState, CHANNELS_MAX, GROUP_DM_MAX_MEMBERS, OVERWRITES_MAX, ROLES_MAX, SERVERS_PER_USER_MAX,
 };
 use copains_client_core::{ChannelId, MessageId, RoleId, ServerId, UserId};
 use sqlx::any::AnyRow;
@@ -187,7 +187,7 @@ pub struct GroupDmChange {
 const CHANNEL_COLUMNS: &str = "c.id, c.server_id, c.name, c.kind, c.parent_id, c.position, c.topic, c.owner_id, \
      (SELECT MAX(m.id) FROM channel_messages m WHERE m.channel_id = c.id), c.user_limit";
 const ROLE_COLUMNS: &str = "id, server_id, name, color, position, permissions, hoist";
-const INVITE_COLUMNS: &str = "code, server_id, inviter_id, uses, max_uses, expires_at, created_at";
+const INVITE_COLUMNS: &str = "code, server_id, inviter_id, uses, max_uses, expires_at, created_at, guest_ttl_secs";
 
 fn perms(raw: i64) -> Permissions {
     Permissions(raw as u64) & Permissions::ALL
@@ -235,6 +235,7 @@ fn invite_row(r: &AnyRow) -> Result<Invite> {
         max_uses: r.try_get::<Option<i64>, _>(4)?.map(|v| u32::try_from(v).unwrap_or(u32::MAX)),
         expires_at: r.try_get(5)?,
         created_at: r.try_get(6)?,
+        guest_ttl_secs: r.try_get::<Option<i64>, _>(7)?.and_then(|v| u64::try_from(v).ok()),
     })
 }
 
@@ -1643,6 +1644,7 @@ impl Store {
 
     /// Creates an invite (create invites). `Ok(None)`: the code is taken (the caller draws
     /// another).
+    #[allow(clippy::too_many_arguments)]
     pub async fn create_invite(
         &self,
         server: ServerId,
@@ -1650,6 +1652,7 @@ impl Store {
         code: &str,
         max_uses: Option<u32>,
         expires_at: Option<i64>,
+        guest: Option<(u64, bool)>,
         now: i64,
     ) -> CResult<Option<Invite>> {
         let mut tx = self.pool().begin().await?;
@@ -1658,14 +1661,22 @@ impl Store {
         }
         let access = member_access(&mut tx, server, actor).await?;
         require(&access, Permissions::CREATE_INVITES, "creating invites needs the create invites permission")?;
+        // `guest`: (the accounts' life, whether the actor is a platform admin).
+        let guest_ttl = match guest {
+            Some((_, platform_admin)) if !platform_admin && !access.is_owner() => {
+                return Err(CommunityError::Forbidden("only the server's owner or a platform admin makes guest invites"));
+            }
+            Some((ttl, _)) => Some(i64::try_from(ttl).unwrap_or(i64::MAX)),
+            None => None,
+        };
         let taken: Option<String> =
             sqlx::query_scalar("SELECT code FROM invites WHERE code = $1").bind(code).fetch_optional(&mut *tx).await?;
         if taken.is_some() {
             return Ok(None);
         }
         sqlx::query(
-            "INSERT INTO invites (code, server_id, inviter_id, uses, max_uses, expires_at, created_at) \
-             VALUES ($1, $2, $3, 0, $4, $5, $6)",
+            "INSERT INTO invites (code, server_id, inviter_id, uses, max_uses, expires_at, created_at, guest_ttl_secs) \
+             VALUES ($1, $2, $3, 0, $4, $5, $6, $7)",
         )
         .bind(code)
         .bind(server.0)
@@ -1673,9 +1684,12 @@ impl Store {
         .bind(max_uses.map(i64::from))
         .bind(expires_at)
         .bind(now)
+        .bind(guest_ttl)
         .execute(&mut *tx)
         .await?;
-        let details = serde_json::json!({"invite": audit::invite_hint(code), "max_uses": max_uses, "expires_at": expires_at});
+        let details = serde_json::json!({
+            "invite": audit::invite_hint(code), "max_uses": max_uses, "expires_at": expires_at, "guest_ttl_secs": guest_ttl,
+        });
         audit::record(&mut tx, AuditRecord::new(server, actor, AuditAction::InviteCreate).details(details)).await?;
         tx.commit().await?;
         Ok(Some(Invite {
@@ -1686,7 +1700,32 @@ impl Store {
             max_uses,
             expires_at,
             created_at: now,
+            guest_ttl_secs: guest.map(|g| g.0),
         }))
+    }
+
+    /// A usable guest invite, as anyone sees it (`None`: no such invite, not a guest one,
+    /// expired, used up, or its server taken down).
+    pub async fn guest_invite(&self, code: &str, now: i64) -> Result<Option<GuestInvite>> {
+        let row = sqlx::query(
+            "SELECT i.code, s.name, (SELECT COUNT(*) FROM members m WHERE m.server_id = s.id), i.guest_ttl_secs \
+             FROM invites i JOIN servers s ON s.id = i.server_id \
+             WHERE i.code = $1 AND i.guest_ttl_secs IS NOT NULL AND (i.expires_at IS NULL OR i.expires_at > $2) \
+             AND (i.max_uses IS NULL OR i.uses < i.max_uses) AND s.taken_down_at IS NULL",
+        )
+        .bind(code)
+        .bind(now)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|r| {
+            Ok(GuestInvite {
+                code: r.try_get(0)?,
+                server_name: r.try_get(1)?,
+                member_count: u64::try_from(r.try_get::<i64, _>(2)?).unwrap_or(0),
+                guest_ttl_secs: u64::try_from(r.try_get::<i64, _>(3)?).unwrap_or(0),
+            })
+        })
+        .transpose()
     }
 
     /// The invites of a server still usable: every one with manage server, otherwise the

@@ -9,7 +9,7 @@
 import type { Component } from 'svelte';
 import { ApiClient } from '../lib/api/client';
 import { ApiError, NetworkError, SessionEndedError } from '../lib/api/errors';
-import type { AuthResponse } from '../lib/api/types';
+import type { AuthResponse, GuestInvite } from '../lib/api/types';
 import { deviceName } from '../lib/device';
 import { engineErrorKind } from '../lib/engine/types';
 import { LocalState, type StoredSession } from '../lib/storage';
@@ -23,7 +23,8 @@ export interface Notice {
 
 export type Screen =
   | { name: 'loading' }
-  | { name: 'signin'; notice?: Notice; username?: string }
+  | { name: 'signin'; notice?: Notice; username?: string; guest?: GuestOffer }
+  | { name: 'guest'; offer: GuestOffer }
   | { name: 'signup' }
   | { name: 'unlock'; username: string; error?: string }
   | { name: 'opening'; message: string }
@@ -38,6 +39,19 @@ const SESSION_ENDED_TEXT =
   'You were signed out: this session was ended from another device or by the platform’s staff, or your password was changed. ' +
   'Sign in again. Your messages on this browser are kept.';
 const SESSION_EXPIRED_TEXT = 'Your session has expired. Sign in again. Your messages on this browser are kept.';
+
+/** A guest invite opened while signed out: its code and what it leads to. */
+export interface GuestOffer {
+  code: string;
+  invite: GuestInvite;
+}
+
+/** The invite code of the page's address, if it is an invite link. */
+function inviteCode(): string | null {
+  if (typeof location === 'undefined') return null;
+  const m = /^\/invite\/([^/]+)/.exec(location.pathname);
+  return m ? decodeURIComponent(m[1]!) : null;
+}
 
 /** Opened from an invite link while signed out: the invite waits behind the sign-in. */
 function inviteNotice(): Notice | undefined {
@@ -91,7 +105,27 @@ export class AppController {
       this.#preload();
     } else {
       this.screen = { name: 'signin', notice: inviteNotice() };
+      void this.#offerGuest();
     }
+  }
+
+  /** On an invite link, signed out: a guest invite offers to join without an account. */
+  async #offerGuest(): Promise<void> {
+    const code = inviteCode();
+    if (!code) return;
+    const invite = await this.#api.guestInvite(code).catch(() => null);
+    if (invite && this.screen.name === 'signin') this.screen = { ...this.screen, guest: { code, invite } };
+  }
+
+  showGuest(offer: GuestOffer): void {
+    this.screen = { name: 'guest', offer };
+  }
+
+  /** Joins by a guest invite with a guest account (throws the API's error for the form to show). */
+  async joinAsGuest(code: string, displayName: string, password: string): Promise<void> {
+    this.#preload();
+    const auth = await this.#api.guestJoin(code, { password, display_name: displayName || null, device_name: deviceName() });
+    await this.#afterAuth(auth, password);
   }
 
   showSignIn(): void {

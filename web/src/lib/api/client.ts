@@ -1,5 +1,5 @@
 import { ApiError, NetworkError, SessionEndedError, apiErrorFrom } from './errors';
-import type { AuthResponse, Credentials, RefreshResponse } from './types';
+import type { AuthResponse, Credentials, GuestInvite, GuestJoin, RefreshResponse } from './types';
 
 /** Refresh the access token this long before it expires, so a request never carries a stale one. */
 const EXPIRY_MARGIN_MS = 30_000;
@@ -76,7 +76,20 @@ export class ApiClient implements Http {
     return this.#authenticate('/api/v1/auth/login', credentials);
   }
 
-  async #authenticate(path: string, credentials: Credentials): Promise<AuthResponse> {
+  /** A guest invite, for anyone (null: none by that code, or not a guest invite). */
+  async guestInvite(code: string): Promise<GuestInvite | null> {
+    const res = await this.#send('GET', `/api/v1/invites/${encodeURIComponent(code)}/guest`, undefined, undefined);
+    if (res.status === 404) return null;
+    if (res.status !== 200) throw apiErrorFrom(res.status, res.body, res.retryAfter);
+    return JSON.parse(res.body) as GuestInvite;
+  }
+
+  /** Joins by a guest invite with a guest account made for it (signed in as it). */
+  async guestJoin(code: string, body: GuestJoin): Promise<AuthResponse> {
+    return this.#authenticate(`/api/v1/invites/${encodeURIComponent(code)}/guest`, body);
+  }
+
+  async #authenticate(path: string, credentials: Credentials | GuestJoin): Promise<AuthResponse> {
     const res = await this.#send('POST', path, JSON.stringify(credentials), undefined);
     if (res.status !== 200 && res.status !== 201) throw apiErrorFrom(res.status, res.body, res.retryAfter);
     const auth = JSON.parse(res.body) as AuthResponse;

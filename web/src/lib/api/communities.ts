@@ -35,6 +35,8 @@ export interface NewChannelBody {
 }
 
 export interface NewInviteBody {
+  /** A guest invite: the accounts it makes for people without one last this many seconds. */
+  guest_ttl_secs?: number | null;
   max_uses?: number | null;
   /** Seconds; `null` never expires; absent: the server's default (7 days). */
   max_age_secs?: number | null;

@@ -671,6 +671,33 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/invites/{code}/guest": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A guest invite, for anyone, signed in or not (what the guest join page shows). Any other
+         *     invite, like an unknown one, answers 404: only guest invites are told to strangers.
+         */
+        get: operations["guest_invite"];
+        put?: never;
+        /**
+         * Join by a guest invite without an account: the server makes a guest account (named
+         *     `guest-…`, with the display name and password given) that lasts the invite's
+         *     `guest_ttl_secs`, joins it to the server, and answers as `register` does. When the time is
+         *     up the account is removed with its data. Rate-limited per address like `register`; a
+         *     banned client is refused.
+         */
+        post: operations["guest_join"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/keys": {
         parameters: {
             query?: never;
@@ -2081,6 +2108,36 @@ export interface components {
             /** @description Human-readable explanation, safe to show to the user. */
             message: string;
         };
+        /** @description `GET /api/v1/invites/{code}/guest`: a guest invite as anyone sees it, signed in or not. */
+        GuestInvite: {
+            /** @description The code. */
+            code: string;
+            /**
+             * Format: int64
+             * @description How long a guest account made with it lasts, in seconds.
+             */
+            guest_ttl_secs: number;
+            /**
+             * Format: int64
+             * @description Its member count.
+             */
+            member_count: number;
+            /** @description The server's name. */
+            server_name: string;
+        };
+        /**
+         * @description `POST /api/v1/invites/{code}/guest`: a guest account joining by a guest invite. Its
+         *     username is made by the server (`guest-…`); the password opens the guest's local store and
+         *     lets it sign in again from another browser while the account lasts.
+         */
+        GuestJoin: {
+            /** @description The first device's name. */
+            device_name?: string | null;
+            /** @description The name shown (1 to 32 characters). */
+            display_name?: string | null;
+            /** @description The password (8 characters to 1024 bytes). */
+            password: string;
+        };
         /** @description A TURN or STUN server for the client's `RTCPeerConnection`. */
         IceServer: {
             /** @description Its credential (HMAC of the user name with the TURN server's shared secret). */
@@ -2114,6 +2171,11 @@ export interface components {
              * @description When it expires (Unix milliseconds; `None`: never).
              */
             expires_at?: number | null;
+            /**
+             * Format: int64
+             * @description A guest invite: how long the accounts it makes last, in seconds.
+             */
+            guest_ttl_secs?: number | null;
             /** @description Who made it. */
             inviter_id: components["schemas"]["UserId"];
             /**
@@ -2284,6 +2346,13 @@ export interface components {
         NewInvite: {
             /**
              * Format: int64
+             * @description A guest invite: whoever redeems it without an account gets one that lasts this many
+             *     seconds (1 hour to 30 days; 86 400 is a day), then is removed with its data. Only the
+             *     server's owner or a platform admin makes one.
+             */
+            guest_ttl_secs?: number | null;
+            /**
+             * Format: int64
              * @description Seconds before it expires (`None`: never; default 7 days when the field is absent).
              */
             max_age_secs?: number | null;
@@ -2425,7 +2494,7 @@ export interface components {
          *     events.
          * @enum {string}
          */
-        PlatformAction: "admin_created" | "role_change" | "user_disable" | "user_enable" | "user_logout" | "login_failed" | "login_throttled" | "refresh_token_reuse" | "banned_attempt" | "ban_created" | "ban_lifted" | "key_rotation" | "server_take_down" | "server_restore" | "user_delete";
+        PlatformAction: "admin_created" | "role_change" | "user_disable" | "user_enable" | "user_logout" | "login_failed" | "login_throttled" | "refresh_token_reuse" | "banned_attempt" | "ban_created" | "ban_lifted" | "key_rotation" | "server_take_down" | "server_restore" | "user_delete" | "guest_created" | "guest_expired";
         /** @description An entry of the platform audit log. */
         PlatformAuditEntry: {
             /** @description What happened. */
@@ -2981,6 +3050,11 @@ export interface components {
             created_at: string;
             /** @description Optional name shown instead of the username. */
             display_name?: string | null;
+            /**
+             * Format: int64
+             * @description A guest account: when it ends (Unix milliseconds), and is removed with its data.
+             */
+            guest_expires_at?: number | null;
             /** @description Snowflake id. */
             id: components["schemas"]["UserId"];
             /** @description Platform role. */
@@ -5872,6 +5946,115 @@ export interface operations {
                 };
             };
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    guest_invite: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description invite code */
+                code: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GuestInvite"];
+                };
+            };
+            /** @description unknown, expired, used up, or not a guest invite */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    guest_join: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description invite code */
+                code: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["GuestJoin"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuthResponse"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description this client is banned (`banned`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description unknown, expired, used up, or not a guest invite */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description password, display name or device name breaks a rule */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description password hashing saturated; see Retry-After */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
