@@ -80,6 +80,7 @@ pub async fn register(
         (status = 401, body = ApiErrorBody, description = "wrong username or password"),
         (status = 403, body = ApiErrorBody, description = "account disabled (`account_disabled`), or the account or this client banned (`banned`)"),
         (status = 409, body = ApiErrorBody, description = "too many devices"),
+        (status = 422, body = ApiErrorBody, description = "the device name breaks a rule"),
         (status = 429, body = ApiErrorBody, description = "too many attempts from this address, or too many failed sign-ins on this account (login throttling); see Retry-After"),
         (status = 503, body = ApiErrorBody, description = "password hashing saturated; see Retry-After"),
     ))]

@@ -258,7 +258,7 @@ impl Store {
                status_text  = CASE WHEN $4 = 1 THEN $5 ELSE status_text END, \
                updated_at = $6 \
              WHERE id = $1 \
-             RETURNING id, username, display_name, status_text, platform_role, created_at, password_hash, disabled_at",
+             RETURNING id, username, display_name, status_text, platform_role, created_at, password_hash, disabled_at, guest_expires_at",
         )
         .bind(id.0)
         .bind(i32::from(display_name.is_some()))
