@@ -151,7 +151,8 @@ pub async fn run_maintenance(state: AppState, every: Duration, shutdown: impl st
         sample_stats(&state, now).await;
         if guests_checked.is_none_or(|at| at.elapsed() >= GUEST_CHECK_EVERY) {
             guests_checked = Some(tokio::time::Instant::now());
-            routes::invites::expire_guests(&state, now).await;
+            // The clock as of now (the pass above may have taken a while).
+            routes::invites::expire_guests(&state, store::now_ms()).await;
         }
     }
 }

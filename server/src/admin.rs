@@ -161,8 +161,18 @@ pub async fn stats(config: &Config) -> anyhow::Result<Contents> {
 pub async fn backup(config: &Config, dest: &std::path::Path) -> anyhow::Result<Contents> {
     sqlite_only(config, "backup")?;
     anyhow::ensure!(!dest.exists(), "{} exists already; pick a new file", dest.display());
-    let store = open(config).await?;
     let target = dest.to_str().context("the backup path is not valid UTF-8")?;
+    // It holds password hashes: readable by the owner alone, from the start (SQLite writes
+    // into an empty file).
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(dest).with_context(|| format!("cannot create {}", dest.display()))?;
+    let store = open(config).await?;
     store.snapshot_into(target).await.context("the snapshot failed")?;
     store.close().await;
     let copy = Store::connect(&format!("sqlite://{target}"), 1).await.context("the snapshot does not open")?;
@@ -200,11 +210,14 @@ pub async fn restore(config: &Config, src: &std::path::Path) -> anyhow::Result<C
     let held = store.contents().await?;
     store.close().await;
     if live.exists() {
-        let before = config.data_dir.join("copains.db.before-restore");
-        std::fs::rename(&live, &before).context("cannot set the current database aside")?;
-    }
-    for suffix in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(config.data_dir.join(format!("copains.db{suffix}")));
+        // Kept whole, with its write-ahead log (what an unclean stop left only there).
+        for suffix in ["", "-wal", "-shm"] {
+            let from = config.data_dir.join(format!("copains.db{suffix}"));
+            if from.exists() {
+                let to = config.data_dir.join(format!("copains.db.before-restore{suffix}"));
+                std::fs::rename(&from, &to).context("cannot set the current database aside")?;
+            }
+        }
     }
     std::fs::rename(&staged, &live).context("cannot put the restored database in place")?;
     Ok(held)

@@ -37,6 +37,12 @@ async fn a_backup_taken_while_the_server_runs_restores_that_moment() {
     assert_eq!(held.users, 2);
     assert_eq!((held.servers, held.sessions), (before.servers, before.sessions));
     assert!(held.bytes > 0);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).expect("backup").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "password hashes in it: the owner's alone");
+    }
     let again = copains::admin::backup(&app.config, &file).await.expect_err("never over a file");
     assert!(format!("{again:#}").contains("exists already"), "{again:#}");
     signed_up(&app, "cy").await;

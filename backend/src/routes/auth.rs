@@ -190,6 +190,13 @@ pub async fn refresh(
             if disabled {
                 return Err(ApiError::AccountDisabled);
             }
+            // A guest whose time is up keeps nothing, even before the job removes it.
+            if user.guest_expires_at.is_some_and(|end| end <= now) {
+                if state.store.revoke_session(user.id, session_id).await? {
+                    announce_revocation(&state, user.id, session_id).await;
+                }
+                return Err(ApiError::InvalidRefreshToken("this guest account has ended"));
+            }
             let client = Client::of(&state, ip, &headers);
             let staff = user.platform_role != copains_client_core::api::PlatformRole::Member;
             if let Err(banned) = client.refuse_if_banned(&state, Some(user.id), staff, "refresh").await {

@@ -202,8 +202,14 @@ pub async fn revoke(State(state): State<AppState>, auth: Authenticated, Path(cod
     responses(
         (status = 200, body = GuestInvite),
         (status = 404, body = ApiErrorBody, description = "unknown, expired, used up, or not a guest invite"),
+        (status = 429, body = ApiErrorBody),
     ))]
-pub async fn guest_preview(State(state): State<AppState>, Path(code): Path<String>) -> ApiResult<Json<GuestInvite>> {
+pub async fn guest_preview(
+    State(state): State<AppState>,
+    crate::extract::ClientIp(ip): crate::extract::ClientIp,
+    Path(code): Path<String>,
+) -> ApiResult<Json<GuestInvite>> {
+    state.limiters.auth(ip)?;
     check_code(&code)?;
     let invite = state.store.guest_invite(&code, now_ms()).await?;
     Ok(Json(invite.ok_or(ApiError::NotFound("no such invite (unknown, expired or used up)"))?))
@@ -220,7 +226,7 @@ pub async fn guest_preview(State(state): State<AppState>, Path(code): Path<Strin
     responses(
         (status = 201, body = AuthResponse),
         (status = 400, body = ApiErrorBody),
-        (status = 403, body = ApiErrorBody, description = "this client is banned (`banned`)"),
+        (status = 403, body = ApiErrorBody, description = "this client is banned from the platform (`banned`) or from the server"),
         (status = 404, body = ApiErrorBody, description = "unknown, expired, used up, or not a guest invite"),
         (status = 422, body = ApiErrorBody, description = "password, display name or device name breaks a rule"),
         (status = 429, body = ApiErrorBody),
@@ -244,6 +250,12 @@ pub async fn guest_join(
     let now = now_ms();
     let invite =
         state.store.guest_invite(&code, now).await?.ok_or(ApiError::NotFound("no such invite (unknown, expired or used up)"))?;
+    // A guest banned from the server does not come back as a new guest from the same client.
+    let agent = headers.get(axum::http::header::USER_AGENT).map(|v| v.as_bytes()).unwrap_or_default();
+    let fingerprint = state.secrets.fingerprint(ip, &String::from_utf8_lossy(&agent[..agent.len().min(512)]));
+    if state.store.banned_client_in_invite_server(&code, &fingerprint, now).await? {
+        return Err(ApiError::Forbidden("this device is banned from that server"));
+    }
     let hash = state.passwords.hash(&password).await?;
     let ends = now + i64::try_from(invite.guest_ttl_secs).unwrap_or(0) * 1000;
     let (refresh, refresh_hash) = crate::auth::new_refresh_token();
@@ -280,7 +292,7 @@ pub async fn guest_join(
         }
         Ok(Joined::AlreadyMember(server)) => server,
         Err(e) => {
-            let _ = state.store.delete_account(None, PlatformRole::Admin, user.id, PlatformAction::GuestExpired, now).await;
+            let _ = state.store.delete_account(None, PlatformRole::Admin, user.id, PlatformAction::UserDelete, now).await;
             return Err(e.into());
         }
     };

@@ -456,6 +456,11 @@ impl Store {
         now: i64,
     ) -> Result<Option<AccountRemoval>> {
         let mut tx = self.pool().begin().await?;
+        if self.kind() == super::DbKind::Postgres {
+            // A key lock: rows that would name the account (a server it creates, a message it
+            // sends) wait for this transaction, then fail on the missing account.
+            sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE").bind(user.0).execute(&mut *tx).await?;
+        }
         let Some(username) = sqlx::query_scalar::<_, String>(&format!(
             "UPDATE users SET updated_at = $2 WHERE id = $1 AND {BELOW} RETURNING username"
         ))

@@ -525,9 +525,16 @@ async fn purge_in(
     .bind(since)
     .fetch_all(&mut *c)
     .await?;
-    for id in deleted.iter().map(|d| d.1) {
-        sqlx::query("DELETE FROM reactions WHERE message_id = $1").bind(id.0).execute(&mut *c).await?;
-        sqlx::query("DELETE FROM channel_messages WHERE id = $1").bind(id.0).execute(&mut *c).await?;
+    // Set-based: the replies (and their reactions) first, then the messages themselves.
+    for sql in [
+        format!(
+            "DELETE FROM reactions WHERE message_id IN ({THEIRS}) OR message_id IN \
+                 (SELECT id FROM channel_messages WHERE thread_id IN ({THEIRS}))"
+        ),
+        format!("DELETE FROM channel_messages WHERE thread_id IN ({THEIRS})"),
+        format!("DELETE FROM channel_messages WHERE id IN ({THEIRS})"),
+    ] {
+        sqlx::query(&sql).bind(server.0).bind(author.0).bind(since).execute(&mut *c).await?;
     }
     for root in roots {
         sqlx::query(
@@ -1290,6 +1297,7 @@ impl Store {
         if with_ban {
             // Part of a ban the actor just made (which checked ban members and the ranks).
             require(&access, Permissions::BAN_MEMBERS, "banning needs the ban members permission")?;
+            require(&access, Permissions::MANAGE_MESSAGES, "deleting members' messages needs the manage messages permission")?;
         } else {
             require(&access, Permissions::MANAGE_MESSAGES, "deleting members' messages needs the manage messages permission")?;
             if let Some(target_access) = access_in(&mut tx, server, target).await? {
@@ -1702,6 +1710,22 @@ impl Store {
             created_at: now,
             guest_ttl_secs: guest.map(|g| g.0),
         }))
+    }
+
+    /// Whether the server of invite `code` bans an account one of whose sessions was last seen
+    /// from the client `fingerprint` (a banned guest asking again as a new one).
+    pub async fn banned_client_in_invite_server(&self, code: &str, fingerprint: &str, now: i64) -> Result<bool> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT b.user_id FROM invites i JOIN bans b ON b.server_id = i.server_id \
+             JOIN sessions s ON s.user_id = b.user_id \
+             WHERE i.code = $1 AND s.fingerprint = $2 AND (b.expires_at IS NULL OR b.expires_at > $3) LIMIT 1",
+        )
+        .bind(code)
+        .bind(fingerprint)
+        .bind(now)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(found.is_some())
     }
 
     /// A usable guest invite, as anyone sees it (`None`: no such invite, not a guest one,

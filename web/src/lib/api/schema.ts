@@ -4275,6 +4275,15 @@ export interface operations {
                     "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
+            /** @description the device name breaks a rule */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
             /** @description too many attempts from this address, or too many failed sign-ins on this account (login throttling); see Retry-After */
             429: {
                 headers: {
@@ -5984,6 +5993,14 @@ export interface operations {
                     "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     guest_join: {
@@ -6018,7 +6035,7 @@ export interface operations {
                     "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
-            /** @description this client is banned (`banned`) */
+            /** @description this client is banned from the platform (`banned`) or from the server */
             403: {
                 headers: {
                     [name: string]: unknown;
