@@ -1,5 +1,5 @@
 //! In-memory rate limits (GCRA from `governor`): per client IP on the auth routes and the
-//! gateway's IDENTIFY/RESUME, per user on everything authenticated. A distributed variant over
+//! gateway's IDENTIFY/RESUME (an IPv6 address by its /64), per user on everything authenticated. A distributed variant over
 //! Redis replaces these in scale-out.
 
 use std::net::IpAddr;
@@ -11,6 +11,19 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 
 use crate::config::RateLimits;
 use crate::error::ApiError;
+
+/// The key of a client address: an IPv4 address; an IPv6 address by its /64 (what one host or
+/// household is given: the rest changes at will, and must not buy a fresh allowance).
+pub(crate) fn client(ip: IpAddr) -> IpAddr {
+    match crate::client_ip::canonical(ip) {
+        IpAddr::V6(v6) => {
+            let mut o = v6.octets();
+            o[8..].fill(0);
+            IpAddr::from(o)
+        }
+        v4 => v4,
+    }
+}
 
 /// The limiters of one node.
 pub struct RateLimiters {
@@ -56,7 +69,7 @@ impl RateLimiters {
     /// One auth attempt from `ip`.
     pub fn auth(&self, ip: IpAddr) -> Result<(), ApiError> {
         self.auth
-            .check_key(&ip)
+            .check_key(&client(ip))
             .map_err(|not_until| ApiError::RateLimited(not_until.wait_time_from(self.clock.now()).as_secs() + 1))
     }
 
@@ -109,7 +122,7 @@ impl RateLimiters {
     /// One gateway IDENTIFY or RESUME from `ip`, before its token is checked.
     pub fn identify_from(&self, ip: IpAddr) -> Result<(), ApiError> {
         self.identify_ip
-            .check_key(&ip)
+            .check_key(&client(ip))
             .map_err(|not_until| ApiError::RateLimited(not_until.wait_time_from(self.clock.now()).as_secs() + 1))
     }
 
@@ -144,5 +157,33 @@ impl RateLimiters {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_client_for_the_auth_limits() {
+        let cfg = RateLimits {
+            auth_burst: 1,
+            auth_per_minute: 1,
+            identify_per_ip_burst: 1,
+            identify_per_ip_per_minute: 1,
+            ..RateLimits::default()
+        };
+        let limits = RateLimiters::new(&cfg);
+        let a: IpAddr = "2001:db8:1:2::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("ip");
+        let other: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert!(limits.auth(a).is_ok());
+        assert!(limits.auth(b).is_err(), "the same /64");
+        assert!(limits.auth(other).is_ok(), "another /64");
+        assert!(limits.identify_from(a).is_ok());
+        assert!(limits.identify_from(b).is_err());
+        let v4: IpAddr = "192.0.2.7".parse().expect("ip");
+        assert!(limits.auth(v4).is_ok());
+        assert!(limits.auth("192.0.2.8".parse().expect("ip")).is_ok(), "IPv4 addresses each count");
     }
 }

@@ -65,17 +65,7 @@ pub const MAX_ENTRIES: usize = 100_000;
 /// fails, which starts the next wait, or succeeds).
 const TURN: Duration = Duration::from_secs(5);
 
-/// The part of an address that names a client: an IPv4 address, an IPv6 /64.
-fn client(ip: IpAddr) -> IpAddr {
-    match crate::client_ip::canonical(ip) {
-        IpAddr::V6(v6) => {
-            let mut o = v6.octets();
-            o[8..].fill(0);
-            IpAddr::from(o)
-        }
-        v4 => v4,
-    }
-}
+use crate::ratelimit::client;
 
 /// The throttle of one node.
 #[derive(Debug, Default)]

@@ -625,11 +625,11 @@ pub async fn take_down(
         return Err(ApiError::Validation(format!("a reason is at most {BAN_REASON_MAX_CHARS} characters")));
     }
     let server = state.store.admin_server(id).await?.ok_or(ApiError::NotFound("no such server"))?;
-    // Who is in it, read before: once down, nothing of it is listed to anyone.
-    let members = state.store.member_ids(id).await?;
-    if !state.store.set_taken_down(auth.user.id, &server, Some(reason), now_ms()).await? {
-        return Err(ApiError::Conflict("that server is taken down already".into()));
-    }
+    let members = state
+        .store
+        .set_taken_down(auth.user.id, &server, Some(reason), now_ms())
+        .await?
+        .ok_or_else(|| ApiError::Conflict("that server is taken down already".into()))?;
     tracing::warn!(actor = %auth.user.id, server = %id, members = members.len(), "server taken down");
     if let Some(voice) = state.voice.get() {
         let out = copains_client_core::voice_signal::VoiceModeration { mute: None, deaf: None, channel_id: Some(None) };
@@ -665,11 +665,13 @@ pub async fn restore(
     admin(&auth)?;
     let id: ServerId = parse_id(&raw, "server id")?;
     let server = state.store.admin_server(id).await?.ok_or(ApiError::NotFound("no such server"))?;
-    if !state.store.set_taken_down(auth.user.id, &server, None, now_ms()).await? {
-        return Err(ApiError::Conflict("that server is not taken down".into()));
-    }
+    let members = state
+        .store
+        .set_taken_down(auth.user.id, &server, None, now_ms())
+        .await?
+        .ok_or_else(|| ApiError::Conflict("that server is not taken down".into()))?;
     tracing::warn!(actor = %auth.user.id, server = %id, "server restored");
-    for member in state.store.member_ids(id).await? {
+    for member in members {
         match state.store.server_state(id, member).await {
             Ok(Some(view)) => publish_to(&state, [member], event_name::SERVER_CREATE, &view).await,
             Ok(None) => {}

@@ -302,15 +302,16 @@ impl Store {
         row.as_ref().map(admin_server).transpose()
     }
 
-    /// Takes a server down (`Some(reason)`) or restores it (`None`), audited. `Ok(false)` when it
-    /// is so already.
+    /// Takes a server down (`Some(reason)`) or restores it (`None`), audited. `None` when it is
+    /// so already; otherwise its members, as of the change (read in its transaction, so nobody
+    /// who joined just before is left out of the events).
     pub async fn set_taken_down(
         &self,
         actor: UserId,
         server: &AdminServer,
         reason: Option<Option<&str>>,
         now: i64,
-    ) -> Result<bool> {
+    ) -> Result<Option<Vec<UserId>>> {
         let mut tx = self.pool().begin().await?;
         let done = match reason {
             Some(reason) => {
@@ -331,8 +332,12 @@ impl Store {
             .await?,
         };
         if done.rows_affected() == 0 {
-            return Ok(false);
+            return Ok(None);
         }
+        let members: Vec<i64> = sqlx::query_scalar("SELECT user_id FROM members WHERE server_id = $1 ORDER BY user_id")
+            .bind(server.id.0)
+            .fetch_all(&mut *tx)
+            .await?;
         // Its channels' readers change (to nobody, or back): cached views are not reused.
         super::servers::bump_server_views(&mut tx, server.id).await?;
         let (action, details) = match reason {
@@ -344,7 +349,7 @@ impl Store {
         };
         record(&mut tx, Some(actor), action, Some(server.owner_id), details, now).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(members.into_iter().map(UserId).collect()))
     }
 
     /// One account as staff see it.

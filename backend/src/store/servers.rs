@@ -696,7 +696,13 @@ async fn remove_member_in(c: &mut AnyConnection, server: ServerId, user: UserId)
 }
 
 async fn server_count_of(c: &mut AnyConnection, user: UserId) -> Result<usize> {
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM members WHERE user_id = $1").bind(user.0).fetch_one(&mut *c).await?;
+    // A server taken down does not count (its members cannot leave it meanwhile).
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM members m JOIN servers s ON s.id = m.server_id WHERE m.user_id = $1 AND s.taken_down_at IS NULL",
+    )
+    .bind(user.0)
+    .fetch_one(&mut *c)
+    .await?;
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
 
