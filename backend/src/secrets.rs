@@ -114,7 +114,7 @@ impl Secrets {
     /// The part of an address that names a client: the whole IPv4 address, an IPv6 /64 (what
     /// one household or host is given; the rest changes at will).
     fn client_part(ip: IpAddr) -> Vec<u8> {
-        match crate::client_ip::canonical(ip) {
+        match crate::ratelimit::client(ip) {
             IpAddr::V4(v4) => v4.octets().to_vec(),
             IpAddr::V6(v6) => v6.octets()[..8].to_vec(),
         }

@@ -339,3 +339,8 @@ pub(crate) async fn note_client(
     client.seen(state, session, now_ms()).await;
     client.event(state, action, Some(user), details).await;
 }
+
+/// The fingerprint of a request's client (as bans name it).
+pub(crate) fn client_fingerprint(state: &AppState, ip: IpAddr, headers: &HeaderMap) -> String {
+    Client::of(state, ip, headers).fingerprint
+}

@@ -251,8 +251,7 @@ pub async fn guest_join(
     let invite =
         state.store.guest_invite(&code, now).await?.ok_or(ApiError::NotFound("no such invite (unknown, expired or used up)"))?;
     // A guest banned from the server does not come back as a new guest from the same client.
-    let agent = headers.get(axum::http::header::USER_AGENT).map(|v| v.as_bytes()).unwrap_or_default();
-    let fingerprint = state.secrets.fingerprint(ip, &String::from_utf8_lossy(&agent[..agent.len().min(512)]));
+    let fingerprint = crate::routes::auth::client_fingerprint(&state, ip, &headers);
     if state.store.banned_client_in_invite_server(&code, &fingerprint, now).await? {
         return Err(ApiError::Forbidden("this device is banned from that server"));
     }

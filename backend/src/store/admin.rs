@@ -492,43 +492,10 @@ impl Store {
             sqlx::query("DELETE FROM servers WHERE id = $1").bind(server).execute(&mut *tx).await?;
             removal.servers.push((ServerId(server), members.into_iter().map(UserId).collect()));
         }
-        // Its messages, and the replies in threads it started (as deleting one message does).
-        let rows = sqlx::query(
-            "SELECT channel_id, id, created_at FROM channel_messages WHERE author_id = $1 \
-             OR thread_id IN (SELECT id FROM channel_messages WHERE author_id = $1) ORDER BY id",
-        )
-        .bind(user.0)
-        .fetch_all(&mut *tx)
-        .await?;
-        for r in &rows {
-            removal.messages.push((ChannelId(r.try_get(0)?), MessageId(r.try_get(1)?), r.try_get(2)?));
-        }
-        let roots: Vec<i64> =
-            sqlx::query_scalar("SELECT DISTINCT thread_id FROM channel_messages WHERE author_id = $1 AND thread_id IS NOT NULL")
-                .bind(user.0)
-                .fetch_all(&mut *tx)
-                .await?;
-        sqlx::query(
-            "DELETE FROM reactions WHERE user_id = $1 OR message_id IN (SELECT id FROM channel_messages WHERE author_id = $1 \
-             OR thread_id IN (SELECT id FROM channel_messages WHERE author_id = $1))",
-        )
-        .bind(user.0)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM channel_messages WHERE thread_id IN (SELECT id FROM channel_messages WHERE author_id = $1)")
-            .bind(user.0)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM channel_messages WHERE author_id = $1").bind(user.0).execute(&mut *tx).await?;
-        for root in roots {
-            sqlx::query(
-                "UPDATE channel_messages SET thread_count = (SELECT COUNT(*) FROM channel_messages r WHERE r.thread_id = $1) \
-                 WHERE id = $1",
-            )
-            .bind(root)
-            .execute(&mut *tx)
-            .await?;
-        }
+        // Its messages, and the replies in threads it started (as deleting one message does),
+        // then its reactions elsewhere.
+        removal.messages = super::servers::delete_messages_of(&mut tx, user, None, i64::MIN).await?;
+        sqlx::query("DELETE FROM reactions WHERE user_id = $1").bind(user.0).execute(&mut *tx).await?;
         for sql in [
             "DELETE FROM overwrites WHERE kind = 'member' AND target_id = $1",
             "DELETE FROM member_roles WHERE user_id = $1",

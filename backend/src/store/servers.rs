@@ -492,20 +492,23 @@ fn require(access: &ServerAccess, needed: Permissions, refusal: &'static str) ->
     }
 }
 
-/// Deletes `author`'s messages in `server`'s channels sent since `since`, with the replies in
-/// threads they started and the reactions on them; thread counts are made right.
-async fn purge_in(
+/// Deletes `author`'s messages sent since `since` in `server`'s channels (`None`: in every
+/// channel), with the replies in threads they started and the reactions on them; thread counts
+/// are made right. Returns what was deleted (channel, id, when sent).
+pub(crate) async fn delete_messages_of(
     c: &mut AnyConnection,
-    server: ServerId,
     author: UserId,
+    server: Option<ServerId>,
     since: i64,
 ) -> Result<Vec<(ChannelId, MessageId, i64)>> {
+    // `$1` 0: every channel (group DMs included).
     const THEIRS: &str = "SELECT m.id FROM channel_messages m JOIN channels ch ON ch.id = m.channel_id \
-         WHERE ch.server_id = $1 AND m.author_id = $2 AND m.created_at >= $3";
+         WHERE ($1 = 0 OR ch.server_id = $1) AND m.author_id = $2 AND m.created_at >= $3";
+    let server = server.map_or(0, |s| s.0);
     let rows = sqlx::query(&format!(
         "SELECT channel_id, id, created_at FROM channel_messages WHERE id IN ({THEIRS}) OR thread_id IN ({THEIRS}) ORDER BY id"
     ))
-    .bind(server.0)
+    .bind(server)
     .bind(author.0)
     .bind(since)
     .fetch_all(&mut *c)
@@ -520,7 +523,7 @@ async fn purge_in(
     let roots: Vec<i64> = sqlx::query_scalar(&format!(
         "SELECT DISTINCT thread_id FROM channel_messages WHERE id IN ({THEIRS}) AND thread_id IS NOT NULL"
     ))
-    .bind(server.0)
+    .bind(server)
     .bind(author.0)
     .bind(since)
     .fetch_all(&mut *c)
@@ -534,7 +537,7 @@ async fn purge_in(
         format!("DELETE FROM channel_messages WHERE thread_id IN ({THEIRS})"),
         format!("DELETE FROM channel_messages WHERE id IN ({THEIRS})"),
     ] {
-        sqlx::query(&sql).bind(server.0).bind(author.0).bind(since).execute(&mut *c).await?;
+        sqlx::query(&sql).bind(server).bind(author.0).bind(since).execute(&mut *c).await?;
     }
     for root in roots {
         sqlx::query(
@@ -1312,7 +1315,7 @@ impl Store {
                 }
             }
         }
-        let deleted = purge_in(&mut tx, server, target, since).await?;
+        let deleted = delete_messages_of(&mut tx, target, Some(server), since).await?;
         let details = serde_json::json!({"deleted": deleted.len(), "within_secs": within_secs});
         let entry = AuditRecord::new(server, actor, AuditAction::MessagesPurge).target(target).details(details);
         audit::record(&mut tx, entry).await?;
