@@ -88,6 +88,25 @@ async fn target(state: &AppState, auth: &Authenticated, raw: &str) -> ApiResult<
     Ok(user)
 }
 
+/// A list's search text: at most 64 characters, trimmed (absent: everything).
+fn search_query(raw: Option<String>) -> ApiResult<String> {
+    let query = raw.unwrap_or_default();
+    if query.chars().count() > 64 {
+        return Err(ApiError::Malformed("query must be at most 64 characters".into()));
+    }
+    Ok(query.trim().to_owned())
+}
+
+/// Cuts a page read with one extra row back to `limit`; the cursor of the next page, if that
+/// extra row was there.
+fn next_cursor<T>(page: &mut Vec<T>, limit: u32, id: impl Fn(&T) -> String) -> Option<String> {
+    if page.len() <= limit as usize {
+        return None;
+    }
+    page.truncate(limit as usize);
+    page.last().map(id)
+}
+
 /// Filters of the account list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -118,18 +137,10 @@ pub async fn users(
     staff(&auth)?;
     let Query(p) = params.map_err(|e| ApiError::Malformed(e.body_text()))?;
     let limit = page_limit(p.limit, 50, ADMIN_USERS_PAGE_MAX)?;
-    let query = p.query.unwrap_or_default();
-    if query.chars().count() > 64 {
-        return Err(ApiError::Malformed("query must be at most 64 characters".into()));
-    }
+    let query = search_query(p.query)?;
     let cursor = p.cursor.as_deref().filter(|c| !c.is_empty()).map(|c| parse_id::<UserId>(c, "cursor")).transpose()?;
-    let mut users = state.store.admin_users(query.trim(), limit + 1, cursor).await?;
-    let next_cursor = if users.len() > limit as usize {
-        users.truncate(limit as usize);
-        users.last().map(|u| u.id.to_string())
-    } else {
-        None
-    };
+    let mut users = state.store.admin_users(&query, limit + 1, cursor).await?;
+    let next_cursor = next_cursor(&mut users, limit, |u| u.id.to_string());
     Ok(Json(AdminUsers { users, next_cursor }))
 }
 
@@ -564,18 +575,10 @@ pub async fn servers(
     admin(&auth)?;
     let Query(p) = params.map_err(|e| ApiError::Malformed(e.body_text()))?;
     let limit = page_limit(p.limit, 50, ADMIN_SERVERS_PAGE_MAX)?;
-    let query = p.query.unwrap_or_default();
-    if query.chars().count() > 64 {
-        return Err(ApiError::Malformed("query must be at most 64 characters".into()));
-    }
+    let query = search_query(p.query)?;
     let cursor = p.cursor.as_deref().filter(|c| !c.is_empty()).map(|c| parse_id::<ServerId>(c, "cursor")).transpose()?;
-    let mut servers = state.store.admin_servers(query.trim(), limit + 1, cursor).await?;
-    let next_cursor = if servers.len() > limit as usize {
-        servers.truncate(limit as usize);
-        servers.last().map(|s| s.id.to_string())
-    } else {
-        None
-    };
+    let mut servers = state.store.admin_servers(&query, limit + 1, cursor).await?;
+    let next_cursor = next_cursor(&mut servers, limit, |s| s.id.to_string());
     Ok(Json(AdminServers { servers, next_cursor }))
 }
 

@@ -106,34 +106,7 @@ impl Store {
         password_hash: &str,
         session: &NewSession<'_>,
     ) -> Result<(User, DeviceId)> {
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO users (id, username, username_lower, password_hash, platform_role, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 'member', $5, $5)",
-        )
-        .bind(id.0)
-        .bind(username)
-        .bind(username_lower)
-        .bind(password_hash)
-        .bind(session.now)
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Err(StoreError::UsernameTaken),
-            other => other?,
-        };
-        let device_id = insert_session(&mut tx, id, session).await?;
-        tx.commit().await?;
-        let user = User {
-            id,
-            username: username.to_owned(),
-            display_name: None,
-            status_text: None,
-            platform_role: PlatformRole::Member,
-            created_at: from_ms(session.now)?,
-            guest_expires_at: None,
-        };
-        Ok((user, device_id))
+        self.insert_user(id, username, username_lower, password_hash, None, None, session).await
     }
 
     /// Creates a guest account (its name shown, its end) with its first device and session,
@@ -149,6 +122,20 @@ impl Store {
         expires_at: i64,
         session: &NewSession<'_>,
     ) -> Result<(User, DeviceId)> {
+        self.insert_user(id, username, username_lower, password_hash, display_name, Some(expires_at), session).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn insert_user(
+        &self,
+        id: UserId,
+        username: &str,
+        username_lower: &str,
+        password_hash: &str,
+        display_name: Option<&str>,
+        guest_expires_at: Option<i64>,
+        session: &NewSession<'_>,
+    ) -> Result<(User, DeviceId)> {
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO users (id, username, username_lower, password_hash, display_name, platform_role, created_at, updated_at, \
@@ -160,7 +147,7 @@ impl Store {
         .bind(password_hash)
         .bind(display_name)
         .bind(session.now)
-        .bind(expires_at)
+        .bind(guest_expires_at)
         .execute(&mut *tx)
         .await;
         match inserted {
@@ -176,7 +163,7 @@ impl Store {
             status_text: None,
             platform_role: PlatformRole::Member,
             created_at: from_ms(session.now)?,
-            guest_expires_at: Some(expires_at),
+            guest_expires_at,
         };
         Ok((user, device_id))
     }
