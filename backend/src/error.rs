@@ -124,6 +124,9 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::UsernameTaken => ApiError::UsernameTaken,
             StoreError::TooManyDevices => ApiError::TooManyDevices,
+            StoreError::OwnsTakenDownServer => ApiError::Conflict(
+                "the account owns a taken-down server; restore it (and let its owner delete it) or keep the account".into(),
+            ),
             StoreError::Database(e) => ApiError::Internal(e.into()),
             StoreError::Corrupt(m) | StoreError::Sqlite(m) => ApiError::Internal(anyhow::anyhow!(m)),
         }

@@ -46,6 +46,10 @@ pub struct Inner {
     pub last_hour: parking_lot::Mutex<std::collections::VecDeque<copains_client_core::admin::StatsSample>>,
     /// Voice, once the gateway started it (moderation routes reach it here).
     pub voice: std::sync::OnceLock<Arc<dyn crate::voice::VoiceControl>>,
+    /// The data directory, where there is one (node health reports its free space).
+    pub data_dir: std::sync::OnceLock<std::path::PathBuf>,
+    /// When this node started (Unix milliseconds).
+    pub started_at: i64,
 }
 
 impl std::ops::Deref for AppState {
@@ -92,6 +96,8 @@ impl AppState {
             accepting: AtomicBool::new(true),
             last_hour: parking_lot::Mutex::new(std::collections::VecDeque::with_capacity(60)),
             voice: std::sync::OnceLock::new(),
+            data_dir: std::sync::OnceLock::new(),
+            started_at: crate::store::now_ms(),
         })))
     }
 

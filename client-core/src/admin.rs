@@ -78,6 +78,43 @@ pub struct PlatformStats {
     /// The last hour, a sample a minute, oldest first (since this node started).
     #[serde(default)]
     pub last_hour: Vec<StatsSample>,
+    /// This node's health.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<NodeHealth>,
+}
+
+/// What an operator looks at first about a node: is its database there and quick, is its
+/// disk filling, how long has it run. Figures the system does not give are absent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NodeHealth {
+    /// The server's version.
+    pub version: String,
+    /// When this node started (Unix milliseconds).
+    pub started_at: i64,
+    /// False while it shuts down (`/readyz` fails then, so load balancers drain it).
+    pub accepting: bool,
+    /// `sqlite` or `postgres`.
+    pub database: String,
+    /// The database answered a query just now.
+    pub database_ok: bool,
+    /// How long that query took (microseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_latency_us: Option<u64>,
+    /// The database's size on disk (bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_bytes: Option<u64>,
+    /// Free space on the data directory's file system, for this server (bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_free_bytes: Option<u64>,
+    /// The size of that file system (bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_total_bytes: Option<u64>,
+    /// File descriptors this process has open (sockets included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_files: Option<u64>,
+    /// CPUs this process may use.
+    pub cpus: u32,
 }
 
 /// One minute's figures of this node.

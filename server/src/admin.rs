@@ -56,8 +56,16 @@ pub async fn set_role(config: &Config, username: &str, role: PlatformRole) -> an
     }
 }
 
-/// The password on standard input: its first line, without the line ending.
+/// The password: asked at the terminal without echoing it when standard input is one,
+/// otherwise the first line of standard input, without the line ending.
 pub fn password_from_stdin() -> anyhow::Result<String> {
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        let first = rpassword::prompt_password("Password: ").context("cannot read the password at the terminal")?;
+        let again = rpassword::prompt_password("Password again: ").context("cannot read the password at the terminal")?;
+        anyhow::ensure!(first == again, "the two passwords differ");
+        anyhow::ensure!(!first.is_empty(), "no password given");
+        return Ok(first);
+    }
     let mut text = String::new();
     std::io::stdin().take(64 * 1024).read_to_string(&mut text).context("cannot read the password on standard input")?;
     let line = text.lines().next().unwrap_or("").to_owned();
@@ -258,10 +266,15 @@ pub async fn prune(config: &Config) -> anyhow::Result<Pruned> {
     // server running meanwhile tells nobody, and its clients catch up at their next start).
     let mut guests = 0;
     for user in store.expired_guests(now).await? {
-        let removed = store
+        // One that owns a taken-down server stays (signed out: its time is up) until that is judged.
+        match store
             .delete_account(None, PlatformRole::Admin, user, copains_client_core::admin::PlatformAction::GuestExpired, now)
-            .await?;
-        guests += usize::from(removed.is_some());
+            .await
+        {
+            Ok(removed) => guests += usize::from(removed.is_some()),
+            Err(StoreError::OwnsTakenDownServer) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     store.close().await;
     Ok(Pruned { sessions, envelopes, link_requests, audit_entries, addresses, bans, guests })

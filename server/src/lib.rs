@@ -89,6 +89,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     config.api.security.parsed_cors_origins().map_err(anyhow::Error::msg)?;
     let state = AppState::new(config.api.clone(), store, bus, tokens, secrets, metrics, config.node_id)
         .context("invalid password hashing settings")?;
+    let _ = state.data_dir.set(config.data_dir.clone());
     let gateway = Gateway::new(config.gateway.clone(), state.clone());
     gateway.start_voice().await.with_context(|| {
         format!(

@@ -345,6 +345,18 @@ async fn a_server_taken_down_is_gone_for_its_members_until_restored(backend: Bac
     let other = account(&app, "ola", PlatformRole::Member).await;
     assert_eq!(call(&app, Some(&other), Method::POST, &format!("/api/v1/invites/{code}"), None).await.0, StatusCode::NOT_FOUND);
     assert_eq!(app.count("servers").await, 1, "kept");
+    // Its owner's account is not deleted while it is down: the evidence would go with it.
+    let owned = |who: UserId| format!("/api/v1/admin/servers?owner_id={who}");
+    let (st, list) = call(&app, Some(&admin), Method::GET, &owned(owner.id), None).await;
+    assert_eq!((st, list["servers"][0]["id"].clone()), (StatusCode::OK, json!(sid)), "{list}");
+    let (_, list) = call(&app, Some(&admin), Method::GET, &owned(guest.id), None).await;
+    assert_eq!(list["servers"], json!([]));
+    let (st, _) = call(&app, Some(&admin), Method::GET, "/api/v1/admin/servers?owner_id=nobody", None).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, body) = call(&app, Some(&admin), Method::DELETE, &format!("/api/v1/admin/users/{}", owner.id), None).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{body}");
+    assert_eq!(app.count(&format!("members WHERE server_id = {sid}")).await, 2, "nobody removed");
+    assert!(owner.client.me().await.is_ok(), "still signed in");
 
     // Restored: back as it was.
     let restore = format!("/api/v1/admin/servers/{sid}/restore");
@@ -486,5 +498,19 @@ async fn the_live_figures_keep_the_last_hour(backend: Backend) {
     assert!(last.online_users >= 1 && last.gateway_sessions >= 1, "ann is connected: {last:?}");
     assert_eq!(last.messages, 3, "the minute before now");
     assert_eq!(stats.last_hour[stats.last_hour.len() - 3].messages, 0, "two minutes before: none yet");
+    // The node's health: its database answers and has a size; the data directory's disk.
+    let health = stats.health.expect("health");
+    let kind = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    assert_eq!((health.database.as_str(), health.database_ok, health.accepting), (kind, true, true));
+    assert!(health.database_latency_us.is_some() && health.database_bytes.is_some_and(|b| b > 0), "{health:?}");
+    assert!(health.started_at <= copains_backend::store::now_ms());
+    if cfg!(target_os = "linux") {
+        let (free, total) = (health.disk_free_bytes.expect("free"), health.disk_total_bytes.expect("total"));
+        assert!(free > 0 && free <= total, "{health:?}");
+        assert!(health.open_files.is_some_and(|n| n > 3), "{health:?}");
+    }
     app.shutdown().await;
 }

@@ -92,6 +92,23 @@ async fn a_guest_joins_by_a_guest_invite_and_is_removed_when_its_time_is_up() {
     // It may sign in again with its password while it lasts.
     let login = json!({"username": made.user.username, "password": "long enough"});
     assert_eq!(call(&app, None, Method::POST, "/api/v1/auth/login", Some(login.clone())).await.0, StatusCode::OK);
+    // A guest visits this one server: it makes none, joins no other, and is given none.
+    let (st, body) = call(&app, Some(&token), Method::POST, "/api/v1/servers", Some(json!({"name": "Mine"}))).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
+    let (_, elsewhere) = call(&app, Some(&member), Method::POST, "/api/v1/servers", Some(json!({"name": "Elsewhere"}))).await;
+    let elsewhere = elsewhere["id"].as_str().expect("id").to_owned();
+    let (_, other_invite) =
+        call(&app, Some(&member), Method::POST, &format!("/api/v1/servers/{elsewhere}/invites"), Some(json!({}))).await;
+    let other_code = other_invite["code"].as_str().expect("code");
+    let (st, body) = call(&app, Some(&token), Method::POST, &format!("/api/v1/invites/{other_code}"), None).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
+    let transfer = json!({"owner_id": made.user.id.to_string()});
+    let (st, body) = call(&app, Some(&owner), Method::PATCH, &format!("/api/v1/servers/{sid}"), Some(transfer)).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (_, servers) = call(&app, Some(&token), Method::GET, "/api/v1/servers", None).await;
+    assert_eq!(servers.as_array().map(Vec::len), Some(1), "still in its one server: {servers}");
+    let (_, server) = call(&app, Some(&owner), Method::GET, &format!("/api/v1/servers/{sid}"), None).await;
+    assert_ne!(server["owner_id"], json!(made.user.id.to_string()), "{server}");
 
     // A guest banned from the server does not come back as a new guest from the same client.
     let (st, other) = call(&app, None, Method::POST, &guest, Some(json!({"password": "long enough too"}))).await;

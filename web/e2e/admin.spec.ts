@@ -1,12 +1,12 @@
 import { E2E_ADMIN, E2E_ADMIN_2, E2E_ADMIN_PASSWORD } from './global-setup';
-import { capture, createServer, expect, expectShell, newUser, openSettings, saveRecoveryKey, signIn, signUp, test, uniqueName, WIDE } from './fixtures';
+import { capture, createServer, expect, expectShell, newUser, openSettings, saveRecoveryKey, signIn, signUp, test, uniqueName, useRecoveryKey, WIDE } from './fixtures';
 
 test('a platform admin disables a member: the member’s open page is signed out, and signs in again only once enabled; deleted, the account is gone', async ({ browser }) => {
   test.setTimeout(120_000);
   const ben = uniqueName('ben');
   const a = await newUser(browser);
   const b = await newUser(browser);
-  await signUp(b.page, ben);
+  const benKey = await signUp(b.page, ben);
 
   // The admin made on the command line signs in from a browser: its first device.
   await a.page.goto('/');
@@ -20,6 +20,10 @@ test('a platform admin disables a member: the member’s open page is signed out
   await expect(dialog.getByRole('heading', { name: 'Live figures' })).toBeVisible();
   // The last hour, drawn and told in words (a sample was taken when the server started).
   await expect(dialog.getByRole('img', { name: /^Last \d+ minutes?: at most \d+ online/ })).toBeVisible();
+  // This node's health: its database answers, its data disk has room.
+  const health = dialog.getByRole('definition').filter({ hasText: /^Answers in \d+ ms$/ });
+  await expect(health).toBeVisible();
+  await expect(dialog.getByLabel('Node health')).toContainText(/Disk free \(data\)\s*[\d.]+ [kMGT]?B of [\d.]+ [kMGT]?B/);
   await dialog.getByRole('searchbox', { name: 'Search accounts' }).fill(ben);
   await dialog.getByRole('searchbox', { name: 'Search accounts' }).press('Enter');
   const row = dialog.getByRole('list', { name: 'Accounts' }).getByRole('listitem');
@@ -49,9 +53,17 @@ test('a platform admin disables a member: the member’s open page is signed out
   await expect(b.page.getByRole('button', { name: 'Sign in', exact: true })).toBeHidden({ timeout: 30_000 });
   await expect(b.page.getByText('This account is disabled.')).toHaveCount(0);
 
-  // Deleted: Ben's page is signed out, the account is gone, and its name is free again.
+  // Deleted: Ben's page is signed out, the account is gone with the server it owns, and its
+  // name is free again. The admin sees what goes with it before confirming.
+  await useRecoveryKey(b.page, benKey);
+  await expectShell(b.page);
+  const den = uniqueName('Den');
+  await createServer(b.page, den);
   await row.getByRole('button', { name: `Delete ${ben}` }).click();
-  await a.page.getByRole('dialog', { name: `Delete ${ben}?` }).getByRole('button', { name: 'Delete account' }).click();
+  const confirm = a.page.getByRole('dialog', { name: `Delete ${ben}?` });
+  await expect(confirm.getByRole('list', { name: `Servers ${ben} owns` })).toContainText(`${den} · 1 member`);
+  await capture(a.page, 'admin-delete-account');
+  await confirm.getByRole('button', { name: 'Delete account' }).click();
   await expect(dialog.getByRole('status')).toContainText(`${ben} is deleted`);
   await expect(row).toHaveCount(0);
   await expect(b.page.getByLabel('Password', { exact: true })).toBeVisible({ timeout: 30_000 });

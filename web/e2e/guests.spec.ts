@@ -36,6 +36,9 @@ test('a server owner makes a guest invite: someone without an account joins as a
   await expectShell(v.page);
   await v.page.getByRole('button', { name: 'You are a member: open it' }).click();
   await expect(v.page.getByRole('heading', { level: 1, name: 'general' })).toBeVisible();
+  // A guest visits this one server: it makes no others and joins no others.
+  await expect(a.page.getByRole('button', { name: 'Add a server' })).toBeVisible();
+  await expect(v.page.getByRole('button', { name: 'Add a server' })).toHaveCount(0);
 
   // The guest writes; the owner reads it, from "Visiting Vera".
   const hello = `Hello from a guest ${Math.random().toString(36).slice(2, 8)}`;

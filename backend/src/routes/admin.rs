@@ -10,9 +10,9 @@ use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use copains_client_core::admin::{
-    AdminServer, AdminServers, AdminSessions, AdminUser, AdminUsers, BanKind, BansCreated, NewPlatformBan, PlatformAction,
-    PlatformAuditLog, PlatformBans, PlatformStats, SetPlatformRole, Severity, TakeDown, UserDeleted, ADMIN_SERVERS_PAGE_MAX,
-    ADMIN_USERS_PAGE_MAX, BAN_REASON_MAX_CHARS, PLATFORM_AUDIT_PAGE_MAX, PLATFORM_BANS_PAGE_MAX,
+    AdminServer, AdminServers, AdminSessions, AdminUser, AdminUsers, BanKind, BansCreated, NewPlatformBan, NodeHealth,
+    PlatformAction, PlatformAuditLog, PlatformBans, PlatformStats, SetPlatformRole, Severity, TakeDown, UserDeleted,
+    ADMIN_SERVERS_PAGE_MAX, ADMIN_USERS_PAGE_MAX, BAN_REASON_MAX_CHARS, PLATFORM_AUDIT_PAGE_MAX, PLATFORM_BANS_PAGE_MAX,
 };
 use copains_client_core::api::PlatformRole;
 use copains_client_core::servers::Removed;
@@ -360,6 +360,8 @@ pub async fn stats(State(state): State<AppState>, auth: Authenticated) -> ApiRes
     };
     let (rooms, participants) = state.voice.get().map_or((0, 0), |v| v.counts());
     let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    let health = node_health(&state).await;
+    let last_hour = state.last_hour.lock().iter().copied().collect();
     Ok(Json(PlatformStats {
         users: count(users),
         disabled_users: count(disabled),
@@ -370,8 +372,35 @@ pub async fn stats(State(state): State<AppState>, auth: Authenticated) -> ApiRes
         voice_participants: participants as u64,
         messages_last_minute: count(messages),
         resident_memory_bytes: crate::metrics::resident_memory_bytes(),
-        last_hour: state.last_hour.lock().iter().copied().collect(),
+        last_hour,
+        health: Some(health),
     }))
+}
+
+/// This node's health, read now.
+async fn node_health(state: &AppState) -> NodeHealth {
+    let started = std::time::Instant::now();
+    let database_ok = state.store.ping().await;
+    let latency = started.elapsed();
+    let database_bytes = if database_ok { state.store.database_bytes().await.ok() } else { None };
+    let disk = state.data_dir.get().and_then(|dir| rustix::fs::statvfs(dir).ok());
+    NodeHealth {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at: state.started_at,
+        accepting: state.accepting.load(std::sync::atomic::Ordering::SeqCst),
+        database: match state.store.kind() {
+            crate::store::DbKind::Sqlite => "sqlite",
+            crate::store::DbKind::Postgres => "postgres",
+        }
+        .to_owned(),
+        database_ok,
+        database_latency_us: database_ok.then(|| u64::try_from(latency.as_micros()).unwrap_or(u64::MAX)),
+        database_bytes,
+        disk_free_bytes: disk.as_ref().map(|d| d.f_bavail.saturating_mul(d.f_frsize)),
+        disk_total_bytes: disk.as_ref().map(|d| d.f_blocks.saturating_mul(d.f_frsize)),
+        open_files: std::fs::read_dir("/proc/self/fd").ok().map(|fds| fds.count() as u64),
+        cpus: std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
+    }
 }
 
 /// Filters of the platform audit log.
@@ -556,6 +585,8 @@ pub struct ServersParams {
     pub limit: Option<u32>,
     /// After this server (the `next_cursor` of the previous page).
     pub cursor: Option<String>,
+    /// Only servers this account owns (what deleting it would delete).
+    pub owner_id: Option<String>,
 }
 
 /// Every server, taken down or not, by id (admins): names and sizes, nothing said in them.
@@ -563,7 +594,7 @@ pub struct ServersParams {
     params(ServersParams),
     responses(
         (status = 200, body = AdminServers),
-        (status = 400, body = ApiErrorBody, description = "a limit out of 1–200, a query over 64 characters, a cursor that is not an id"),
+        (status = 400, body = ApiErrorBody, description = "a limit out of 1–200, a query over 64 characters, a cursor or owner that is not an id"),
         (status = 401, body = ApiErrorBody),
         (status = 403, body = ApiErrorBody, description = "not a platform admin"),
     ))]
@@ -577,7 +608,8 @@ pub async fn servers(
     let limit = page_limit(p.limit, 50, ADMIN_SERVERS_PAGE_MAX)?;
     let query = search_query(p.query)?;
     let cursor = p.cursor.as_deref().filter(|c| !c.is_empty()).map(|c| parse_id::<ServerId>(c, "cursor")).transpose()?;
-    let mut servers = state.store.admin_servers(&query, limit + 1, cursor).await?;
+    let owner = p.owner_id.as_deref().map(|o| parse_id::<UserId>(o, "owner id")).transpose()?;
+    let mut servers = state.store.admin_servers(&query, owner, limit + 1, cursor).await?;
     let next_cursor = next_cursor(&mut servers, limit, |s| s.id.to_string());
     Ok(Json(AdminServers { servers, next_cursor }))
 }
@@ -697,7 +729,7 @@ pub async fn restore(
         (status = 401, body = ApiErrorBody),
         (status = 403, body = ApiErrorBody, description = "not a platform admin; the account is the caller's, or an admin"),
         (status = 404, body = ApiErrorBody),
-        (status = 409, body = ApiErrorBody, description = "the account changed meanwhile"),
+        (status = 409, body = ApiErrorBody, description = "the account changed meanwhile, or owns a taken-down server"),
         (status = 429, body = ApiErrorBody),
     ))]
 pub async fn delete_user(
@@ -724,6 +756,10 @@ pub(crate) async fn remove_account(
     user: UserId,
     action: PlatformAction,
 ) -> ApiResult<Option<UserDeleted>> {
+    // Checked again in the deletion's transaction; here so that it leaves nothing first.
+    if state.store.owns_taken_down_server(user).await? {
+        return Err(crate::store::StoreError::OwnsTakenDownServer.into());
+    }
     // It leaves what it does not own first, each with its usual events.
     let (servers, dms) = state.store.memberships(user).await?;
     for server in servers {

@@ -155,7 +155,7 @@ pub async fn preview(
     responses(
         (status = 200, body = Server),
         (status = 401, body = ApiErrorBody),
-        (status = 403, body = ApiErrorBody, description = "the caller is banned from this server"),
+        (status = 403, body = ApiErrorBody, description = "the caller is banned from this server, or a guest account"),
         (status = 404, body = ApiErrorBody, description = "unknown, expired or used up"),
         (status = 409, body = ApiErrorBody, description = "the caller is in the maximum number of servers"),
         (status = 429, body = ApiErrorBody),
@@ -163,6 +163,7 @@ pub async fn preview(
 pub async fn join(State(state): State<AppState>, auth: Authenticated, Path(code): Path<String>) -> ApiResult<Json<Server>> {
     state.limiters.user_write(auth.user.id)?;
     check_code(&code)?;
+    crate::routes::servers::not_guest(&auth, "a guest account stays in the server it was invited to")?;
     match state.store.join_by_invite(&code, auth.user.id, now_ms()).await? {
         Joined::AlreadyMember(server) => Ok(Json(server)),
         Joined::Joined(server, member) => {

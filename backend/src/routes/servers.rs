@@ -206,6 +206,7 @@ pub(crate) async fn announce_channel_updates(state: &AppState, channels: &[Chann
         (status = 201, body = Server),
         (status = 400, body = ApiErrorBody),
         (status = 401, body = ApiErrorBody),
+        (status = 403, body = ApiErrorBody, description = "a guest account"),
         (status = 409, body = ApiErrorBody, description = "the caller is in the maximum number of servers"),
         (status = 422, body = ApiErrorBody, description = "name empty or over 100 characters"),
         (status = 429, body = ApiErrorBody),
@@ -216,6 +217,7 @@ pub async fn create_server(
     ApiJson(body): ApiJson<NewServer>,
 ) -> ApiResult<(StatusCode, Json<Server>)> {
     state.limiters.user_write(auth.user.id)?;
+    not_guest(&auth, "a guest account cannot create servers")?;
     let name = name(&body.name, "server name")?;
     let ids = NewServerIds {
         server: ServerId(state.ids.next_id()),
@@ -283,7 +285,7 @@ pub async fn server_state(
         (status = 401, body = ApiErrorBody),
         (status = 403, body = ApiErrorBody, description = "renaming without manage server; transferring without being the owner"),
         (status = 404, body = ApiErrorBody, description = "no such server, or the caller is not a member"),
-        (status = 422, body = ApiErrorBody, description = "bad name; the new owner is not a member"),
+        (status = 422, body = ApiErrorBody, description = "bad name; the new owner is not a member, or is a guest"),
         (status = 429, body = ApiErrorBody),
     ))]
 pub async fn edit_server(
@@ -729,4 +731,13 @@ mod tests {
         assert!(channel_name(&"x".repeat(101), ChannelKind::Text).is_err());
         assert!(channel_name("a\u{7}b", ChannelKind::Category).is_err());
     }
+}
+
+/// Refuses a guest account (403 with `why`): a guest is a visitor of the one server it was
+/// invited to, for a while; it makes no servers and joins no others.
+pub(crate) fn not_guest(auth: &Authenticated, why: &'static str) -> ApiResult<()> {
+    if auth.user.guest_expires_at.is_some() {
+        return Err(ApiError::Forbidden(why));
+    }
+    Ok(())
 }

@@ -280,14 +280,21 @@ impl Store {
 
     /// Servers by id after `cursor` whose name contains `query` (case-insensitive; empty:
     /// all), taken down or not.
-    pub async fn admin_servers(&self, query: &str, limit: u32, cursor: Option<ServerId>) -> Result<Vec<AdminServer>> {
+    pub async fn admin_servers(
+        &self,
+        query: &str,
+        owner: Option<UserId>,
+        limit: u32,
+        cursor: Option<ServerId>,
+    ) -> Result<Vec<AdminServer>> {
         let rows = sqlx::query(&format!(
             "SELECT {ADMIN_SERVER_COLUMNS} FROM servers s WHERE s.id > $1 AND LOWER(s.name) LIKE $2 ESCAPE '\\' \
-             ORDER BY s.id LIMIT $3"
+             AND ($4 IS NULL OR s.owner_id = $4) ORDER BY s.id LIMIT $3"
         ))
         .bind(cursor.map_or(i64::MIN, |c| c.0))
         .bind(contains_pattern(query))
         .bind(i64::from(limit))
+        .bind(owner.map(|o| o.0))
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(admin_server).collect()
@@ -446,12 +453,19 @@ impl Store {
         Ok((servers.into_iter().map(ServerId).collect(), dms.into_iter().map(ChannelId).collect()))
     }
 
+    /// Whether `user` owns a taken-down server (which deleting it would delete: see
+    /// [`Store::delete_account`]).
+    pub async fn owns_taken_down_server(&self, user: UserId) -> Result<bool> {
+        owns_taken_down(&mut *self.pool().acquire().await?, user).await
+    }
+
     /// Deletes an account with its data, in one transaction, audited as `action` by `actor`
     /// (`None`: the server itself, as for an expired guest): the servers it owns with
     /// everything in them, its channel messages and the replies in threads it started, its
     /// reactions, overwrites, roles, devices, keys, sessions, queue, link requests and its
     /// account bans (its clients' bans stay). `None` when it is not (any more) below
-    /// `actor_role`.
+    /// `actor_role`; [`StoreError::OwnsTakenDownServer`] when it owns a taken-down server, kept
+    /// whole for whoever judges it.
     pub async fn delete_account(
         &self,
         actor: Option<UserId>,
@@ -477,6 +491,9 @@ impl Store {
         else {
             return Ok(None);
         };
+        if owns_taken_down(&mut tx, user).await? {
+            return Err(StoreError::OwnsTakenDownServer);
+        }
         let mut removal = AccountRemoval { username, ..AccountRemoval::default() };
         // Its devices and sessions first (the channels it reads get a new view on the way).
         removal.sessions = super::accounts::end_sessions(&mut tx, self.kind(), user, None).await?;
@@ -627,4 +644,12 @@ impl Store {
         let next_before = if more { entries.last().map(|e| e.id.clone()) } else { None };
         Ok(PlatformAuditLog { entries, next_before })
     }
+}
+
+async fn owns_taken_down(c: &mut AnyConnection, user: UserId) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM servers WHERE owner_id = $1 AND taken_down_at IS NOT NULL")
+        .bind(user.0)
+        .fetch_one(&mut *c)
+        .await?;
+    Ok(n > 0)
 }

@@ -60,6 +60,9 @@ pub enum StoreError {
     /// The user already has [`DeviceId::MAX`] devices.
     #[error("too many devices")]
     TooManyDevices,
+    /// The account owns a taken-down server: deleting it would delete the evidence with it.
+    #[error("owns a taken-down server")]
+    OwnsTakenDownServer,
     /// A row holds a value the code cannot read.
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -170,6 +173,16 @@ impl Store {
     /// Whether the database answers.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// The database's size on disk (bytes): its pages (SQLite) or `pg_database_size`.
+    pub async fn database_bytes(&self) -> Result<u64> {
+        let sql = match self.kind() {
+            DbKind::Sqlite => "SELECT p.page_count * s.page_size FROM pragma_page_count() p, pragma_page_size() s",
+            DbKind::Postgres => "SELECT pg_database_size(current_database())",
+        };
+        let bytes: i64 = sqlx::query_scalar(sql).fetch_one(&self.pool).await?;
+        Ok(u64::try_from(bytes).unwrap_or(0))
     }
 
     /// Closes the pool (waits for connections in use).

@@ -965,6 +965,14 @@ impl Store {
                 if access_in(&mut tx, server, to).await?.is_none() {
                     return Err(CommunityError::Invalid("the new owner must be a member of the server".into()));
                 }
+                let guest: Option<i64> = sqlx::query_scalar("SELECT guest_expires_at FROM users WHERE id = $1")
+                    .bind(to.0)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .flatten();
+                if guest.is_some() {
+                    return Err(CommunityError::Invalid("a guest account cannot own a server".into()));
+                }
                 sqlx::query("UPDATE servers SET owner_id = $2 WHERE id = $1").bind(server.0).bind(to.0).execute(&mut *tx).await?;
                 bump_server_views(&mut tx, server).await?;
             }

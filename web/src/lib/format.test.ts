@@ -1,9 +1,23 @@
 import { describe, expect, it } from 'vitest';
-import { ago, colourSlot, dayKey, dayLabel, displayName, initials, preview, safetyGroups } from './format';
+import { ago, colourSlot, dayKey, dayLabel, displayName, formatBytes, formatDuration, initials, preview, safetyGroups } from './format';
 
 const at = (s: string) => new Date(s).getTime();
 
 describe('format', () => {
+  it('writes sizes and durations for people', () => {
+    expect(formatBytes(0)).toBe('0 B');
+    expect(formatBytes(999)).toBe('999 B');
+    expect(formatBytes(3_400_000)).toBe('3.4 MB');
+    expect(formatBytes(52_000_000_000)).toBe('52 GB');
+    expect(formatBytes(2e18)).toBe('2000 PB');
+    expect(formatDuration(45_000)).toBe('45 s');
+    expect(formatDuration(12 * 60_000 + 5_000)).toBe('12 min');
+    expect(formatDuration((5 * 60 + 3) * 60_000)).toBe('5 h 3 min');
+    expect(formatDuration(2 * 3_600_000)).toBe('2 h');
+    expect(formatDuration((3 * 24 + 4) * 3_600_000)).toBe('3 d 4 h');
+    expect(formatDuration(-5)).toBe('0 s');
+  });
+
   it('labels days relative to now', () => {
     const now = at('2025-03-05T10:00:00');
     expect(dayLabel(at('2025-03-05T00:01:00'), now)).toBe('Today');

@@ -55,7 +55,7 @@ export class AdminApi {
   setRole(user: string, role: PlatformRole): Promise<AdminUser> {
     return this.#api.json('PUT', `/api/v1/admin/users/${enc(user)}/role`, { role });
   }
-  servers(query: { query?: string; cursor?: string } = {}): Promise<AdminServers> {
+  servers(query: { query?: string; cursor?: string; owner_id?: string } = {}): Promise<AdminServers> {
     const params = new URLSearchParams();
     for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== '') params.set(k, String(v));
     const q = params.toString();

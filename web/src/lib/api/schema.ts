@@ -2436,6 +2436,55 @@ export interface components {
             /** @description Why (shown to moderators, kept in the audit log; at most 512 characters). */
             reason?: string | null;
         };
+        /**
+         * @description What an operator looks at first about a node: is its database there and quick, is its
+         *     disk filling, how long has it run. Figures the system does not give are absent.
+         */
+        NodeHealth: {
+            /** @description False while it shuts down (`/readyz` fails then, so load balancers drain it). */
+            accepting: boolean;
+            /**
+             * Format: int32
+             * @description CPUs this process may use.
+             */
+            cpus: number;
+            /** @description `sqlite` or `postgres`. */
+            database: string;
+            /**
+             * Format: int64
+             * @description The database's size on disk (bytes).
+             */
+            database_bytes?: number | null;
+            /**
+             * Format: int64
+             * @description How long that query took (microseconds).
+             */
+            database_latency_us?: number | null;
+            /** @description The database answered a query just now. */
+            database_ok: boolean;
+            /**
+             * Format: int64
+             * @description Free space on the data directory's file system, for this server (bytes).
+             */
+            disk_free_bytes?: number | null;
+            /**
+             * Format: int64
+             * @description The size of that file system (bytes).
+             */
+            disk_total_bytes?: number | null;
+            /**
+             * Format: int64
+             * @description File descriptors this process has open (sockets included).
+             */
+            open_files?: number | null;
+            /**
+             * Format: int64
+             * @description When this node started (Unix milliseconds).
+             */
+            started_at: number;
+            /** @description The server's version. */
+            version: string;
+        };
         /** @description One ciphertext for one device. */
         OutgoingEnvelope: {
             /**
@@ -2576,6 +2625,7 @@ export interface components {
              * @description Gateway sessions open on this node.
              */
             gateway_sessions: number;
+            health?: null | components["schemas"]["NodeHealth"];
             /** @description The last hour, a sample a minute, oldest first (since this node started). */
             last_hour?: components["schemas"]["StatsSample"][];
             /**
@@ -3404,6 +3454,8 @@ export interface operations {
                 limit?: number;
                 /** @description After this server (the `next_cursor` of the previous page). */
                 cursor?: string;
+                /** @description Only servers this account owns (what deleting it would delete). */
+                owner_id?: string;
             };
             header?: never;
             path?: never;
@@ -3419,7 +3471,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminServers"];
                 };
             };
-            /** @description a limit out of 1–200, a query over 64 characters, a cursor that is not an id */
+            /** @description a limit out of 1–200, a query over 64 characters, a cursor or owner that is not an id */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3858,7 +3910,7 @@ export interface operations {
                     "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
-            /** @description the account changed meanwhile */
+            /** @description the account changed meanwhile, or owns a taken-down server */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -5873,7 +5925,7 @@ export interface operations {
                     "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
-            /** @description the caller is banned from this server */
+            /** @description the caller is banned from this server, or a guest account */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6532,6 +6584,15 @@ export interface operations {
                     "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
+            /** @description a guest account */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
             /** @description the caller is in the maximum number of servers */
             409: {
                 headers: {
@@ -6728,7 +6789,7 @@ export interface operations {
                     "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
-            /** @description bad name; the new owner is not a member */
+            /** @description bad name; the new owner is not a member, or is a guest */
             422: {
                 headers: {
                     [name: string]: unknown;
