@@ -267,6 +267,19 @@ pub struct MessageDeleted {
     pub channel_id: ChannelId,
 }
 
+/// `MESSAGE_DELETE_BULK` payload: each reader is told of the messages it could read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MessagesDeleted {
+    /// The messages, at most [`MESSAGES_DELETED_MAX`].
+    pub ids: Vec<MessageId>,
+    /// Their channel.
+    pub channel_id: ChannelId,
+}
+
+/// The most message ids one `MESSAGE_DELETE_BULK` names (more go in several).
+pub const MESSAGES_DELETED_MAX: usize = 1000;
+
 /// `REACTION_REMOVE` payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

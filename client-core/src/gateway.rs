@@ -143,6 +143,9 @@ pub mod event_name {
     pub const MESSAGE_UPDATE: &str = "MESSAGE_UPDATE";
     /// A message was deleted ([`crate::channel_messages::MessageDeleted`]).
     pub const MESSAGE_DELETE: &str = "MESSAGE_DELETE";
+    /// Messages of one channel were deleted at once: a moderator's purge, an account's
+    /// deletion ([`crate::channel_messages::MessagesDeleted`]).
+    pub const MESSAGE_DELETE_BULK: &str = "MESSAGE_DELETE_BULK";
     /// A reaction was added ([`crate::channel_messages::Reaction`]).
     pub const REACTION_ADD: &str = "REACTION_ADD";
     /// A reaction was removed ([`crate::channel_messages::ReactionRemoved`]).

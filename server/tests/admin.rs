@@ -443,7 +443,10 @@ async fn deleting_an_account_takes_its_data_and_frees_its_name(backend: Backend)
         match frame["t"].as_str() {
             Some("SERVER_DELETE") => server_gone |= frame["d"]["id"] == json!(vics),
             Some("MEMBER_REMOVE") => member_gone |= frame["d"]["server_id"] == json!(fays),
-            Some("MESSAGE_DELETE") => deleted.push(frame["d"]["id"].as_str().expect("id").to_owned()),
+            Some("MESSAGE_DELETE_BULK") => {
+                assert_eq!(frame["d"]["channel_id"], json!(general), "{frame}");
+                deleted.extend(frame["d"]["ids"].as_array().expect("ids").iter().map(|id| id.as_str().expect("id").to_owned()));
+            }
             _ => {}
         }
     }

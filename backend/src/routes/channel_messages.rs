@@ -17,8 +17,9 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use copains_client_core::channel_messages::{
     ChannelMessage, ChannelRecipients, ClaimBundles, ClaimedBundles, DeviceLists, Distribution, EditChannelMessage,
-    MemberDeviceList, MessageDeleted, NewReaction, PinUpdate, Reaction, ReactionRemoved, ReadDeviceLists, SendChannelMessage,
-    SendSenderKeys, SenderKeysSent, CIPHERTEXT_MAX_BYTES, CLAIM_MAX, DISTRIBUTIONS_MAX, HISTORY_PAGE_MAX, PINS_MAX,
+    MemberDeviceList, MessageDeleted, MessagesDeleted, NewReaction, PinUpdate, Reaction, ReactionRemoved, ReadDeviceLists,
+    SendChannelMessage, SendSenderKeys, SenderKeysSent, CIPHERTEXT_MAX_BYTES, CLAIM_MAX, DISTRIBUTIONS_MAX, HISTORY_PAGE_MAX,
+    MESSAGES_DELETED_MAX, PINS_MAX,
 };
 use copains_client_core::gateway::event_name;
 use copains_client_core::keys::UserBundles;
@@ -189,21 +190,45 @@ async fn publish_all(state: &AppState, events: Vec<BusEvent>) {
 /// `MESSAGE_DELETE` for messages already deleted (an account's, deleted with it), to each
 /// channel's readers now.
 pub(crate) async fn announce_deleted(state: &AppState, messages: &[(ChannelId, MessageId, i64)]) {
-    let mut views: std::collections::HashMap<ChannelId, Option<Arc<ChannelView>>> = std::collections::HashMap::new();
-    for &(channel, id, created_at) in messages {
-        let view = match views.entry(channel) {
-            std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(state.store.channel_view(channel).await.unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "cannot read a channel to announce deleted messages");
-                    None
-                }))
-            }
-        };
-        if let Some(view) = view.as_ref() {
-            to_readers(state, view, created_at, event_name::MESSAGE_DELETE, &MessageDeleted { id, channel_id: channel }).await;
+    if let [(channel, id, created_at)] = *messages {
+        // One message: the usual event.
+        if let Some(view) = view_to_announce(state, channel).await {
+            to_readers(state, &view, created_at, event_name::MESSAGE_DELETE, &MessageDeleted { id, channel_id: channel }).await;
         }
+        return;
     }
+    // Several: per channel, each reader is told at once of the ones it could read.
+    let mut by_channel: std::collections::BTreeMap<ChannelId, Vec<(MessageId, i64)>> = std::collections::BTreeMap::new();
+    for &(channel, id, created_at) in messages {
+        by_channel.entry(channel).or_default().push((id, created_at));
+    }
+    for (channel, gone) in by_channel {
+        let Some(view) = view_to_announce(state, channel).await else { continue };
+        let mut per_reader: std::collections::HashMap<&Topic, Vec<MessageId>> = std::collections::HashMap::new();
+        for &(id, created_at) in &gone {
+            for topic in view.topics_for(created_at) {
+                per_reader.entry(topic).or_default().push(id);
+            }
+        }
+        let mut events = Vec::new();
+        for (topic, ids) in per_reader {
+            for chunk in ids.chunks(MESSAGES_DELETED_MAX) {
+                let payload = MessagesDeleted { ids: chunk.to_vec(), channel_id: channel };
+                match BusEvent::new(topic.clone(), event_name::MESSAGE_DELETE_BULK, &payload) {
+                    Ok(event) => events.push(event),
+                    Err(e) => tracing::warn!(error = %e, "event not published"),
+                }
+            }
+        }
+        publish_all(state, events).await;
+    }
+}
+
+async fn view_to_announce(state: &AppState, channel: ChannelId) -> Option<Arc<ChannelView>> {
+    state.store.channel_view(channel).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read a channel to announce deleted messages");
+        None
+    })
 }
 
 async fn to_readers(state: &AppState, view: &ChannelView, created_at: i64, name: &str, payload: &impl serde::Serialize) {

@@ -36,8 +36,8 @@ use super::{Engine, Incoming, LinkState, MessagingError, Transport, BODY_MAX_BYT
 use crate::bytes::Base64Bytes;
 use crate::channel_messages::{
     ChannelMessage, ChannelRecipients, ClaimBundles, ClaimedBundles, DeviceAddress, DeviceLists, Distribution,
-    EditChannelMessage, MessageDeleted, NewReaction, PinUpdate, Reaction, ReactionRemoved, ReadDeviceLists, RecipientDevice,
-    SendChannelMessage, SendSenderKeys, SenderKeysSent, CLAIM_MAX, HISTORY_PAGE_MAX,
+    EditChannelMessage, MessageDeleted, MessagesDeleted, NewReaction, PinUpdate, Reaction, ReactionRemoved, ReadDeviceLists,
+    RecipientDevice, SendChannelMessage, SendSenderKeys, SenderKeysSent, CLAIM_MAX, HISTORY_PAGE_MAX, MESSAGES_DELETED_MAX,
 };
 use crate::crypto::store::Trust;
 use crate::crypto::{E2eeDevice, GroupDecrypted, VaultError};
@@ -1429,6 +1429,13 @@ impl<T: Transport> Engine<T> {
                 let gone: MessageDeleted = serde_json::from_value(data).map_err(invalid)?;
                 self.device.vault().delete(META_NS, gone.id.to_string().as_bytes()).await?;
                 self.events.push((Incoming::ChannelMessageDeleted { channel: gone.channel_id, id: gone.id }, None));
+            }
+            event_name::MESSAGE_DELETE_BULK => {
+                let gone: MessagesDeleted = serde_json::from_value(data).map_err(invalid)?;
+                for id in gone.ids.into_iter().take(MESSAGES_DELETED_MAX) {
+                    self.device.vault().delete(META_NS, id.to_string().as_bytes()).await?;
+                    self.events.push((Incoming::ChannelMessageDeleted { channel: gone.channel_id, id }, None));
+                }
             }
             event_name::REACTION_ADD => {
                 let r: Reaction = serde_json::from_value(data).map_err(invalid)?;

@@ -53,7 +53,7 @@ const COMMUNITY_EVENTS = new Set([
   'MEMBER_REMOVE',
 ]);
 /** The encrypted ones: the engine decrypts them and reports `channel_entry` events. */
-const CHANNEL_MESSAGE_EVENTS = new Set(['MESSAGE_CREATE', 'MESSAGE_UPDATE', 'MESSAGE_DELETE', 'REACTION_ADD', 'REACTION_REMOVE']);
+const CHANNEL_MESSAGE_EVENTS = new Set(['MESSAGE_CREATE', 'MESSAGE_UPDATE', 'MESSAGE_DELETE', 'MESSAGE_DELETE_BULK', 'REACTION_ADD', 'REACTION_REMOVE']);
 
 /** What the main pane shows, from the route and what is known. */
 export type Place =

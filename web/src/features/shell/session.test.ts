@@ -609,9 +609,21 @@ describe('ChatSession: communities', () => {
     await settle();
     expect(view.entries).toEqual([]);
 
+    // A purge's bulk deletion goes to the engine too, which reports each message.
+    view.upsert(entry('902') as never);
+    view.upsert(entry('903') as never);
+    t.fake.replies.MESSAGE_DELETE_BULK = [
+      { type: 'channel_message_deleted', channel_id: '50', id: '902' },
+      { type: 'channel_message_deleted', channel_id: '50', id: '903' },
+    ];
+    t.socket().frame(0, { ids: ['902', '903'], channel_id: '50' }, 4, 'MESSAGE_DELETE_BULK');
+    await settle();
+    expect(t.fake.calls).toContain('event:MESSAGE_DELETE_BULK');
+    expect(view.entries).toEqual([]);
+
     // Pins go straight to the views.
     view.upsert(entry('901') as never);
-    t.socket().frame(0, { channel_id: '50', message_id: '901', pinned: true }, 4, 'PINS_UPDATE');
+    t.socket().frame(0, { channel_id: '50', message_id: '901', pinned: true }, 5, 'PINS_UPDATE');
     await settle();
     expect(view.entries[0]?.pinned).toBe(true);
   });
