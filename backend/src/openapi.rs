@@ -65,7 +65,49 @@ impl Modify for BearerAuth {
 }
 
 /// The document (built once).
-pub fn document() -> &'static utoipa::openapi::OpenApi {
-    static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
-    DOC.get_or_init(ApiDoc::openapi)
+pub fn document() -> &'static serde_json::Value {
+    static DOC: OnceLock<serde_json::Value> = OnceLock::new();
+    DOC.get_or_init(|| with_id_patterns(ApiDoc::openapi()))
+}
+
+/// Says in the document what the routes check of their path and query ids: a path parameter
+/// named `…_id`, and the query parameters that name a message, user or page cursor by id, are
+/// decimal ids ([`copains_client_core::ids::ID_PATTERN`]); a device id is 1–127.
+fn with_id_patterns(doc: utoipa::openapi::OpenApi) -> serde_json::Value {
+    static CURSOR_PATTERN: OnceLock<String> = OnceLock::new();
+    const ID_QUERIES: [&str; 7] = ["before", "after", "around", "thread_id", "actor_id", "target_id", "owner_id"];
+    let mut json = serde_json::to_value(&doc).expect("the document serializes");
+    let operations = json["paths"]
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .flat_map(|item| item.as_object_mut().into_iter().flat_map(|methods| methods.values_mut()));
+    for operation in operations {
+        let Some(parameters) = operation.get_mut("parameters").and_then(|p| p.as_array_mut()) else { continue };
+        for parameter in parameters {
+            let name = parameter["name"].as_str().unwrap_or_default().to_owned();
+            let place = parameter["in"].as_str().unwrap_or_default();
+            let pattern = match (place, name.as_str()) {
+                ("path", "device_id") => "^([1-9]|[1-9][0-9]|1[01][0-9]|12[0-7])$",
+                ("path", n) if n.ends_with("_id") => copains_client_core::ids::ID_PATTERN,
+                ("query", n) if ID_QUERIES.contains(&n) => copains_client_core::ids::ID_PATTERN,
+                // Empty is the first page.
+                ("query", "cursor") => CURSOR_PATTERN.get_or_init(|| format!("^$|{}", copains_client_core::ids::ID_PATTERN)),
+                _ => continue,
+            };
+            if let Some(schema) = parameter.get_mut("schema").and_then(|s| s.as_object_mut()) {
+                if name == "device_id" && schema.get("type").and_then(|t| t.as_str()) == Some("integer") {
+                    schema.insert("minimum".into(), 1.into());
+                    schema.insert("maximum".into(), 127.into());
+                    continue;
+                }
+                if schema.get("type").and_then(|t| t.as_str()).is_some_and(|t| t == "string")
+                    || schema.get("type").and_then(|t| t.as_array()).is_some_and(|t| t.iter().any(|t| t == "string"))
+                {
+                    schema.insert("pattern".into(), pattern.into());
+                }
+            }
+        }
+    }
+    json
 }

@@ -7,6 +7,10 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// What the API's document says an id looks like: decimal digits of a positive 64-bit
+/// number (up to 9,219,999,999,999,999,999; every such string parses).
+pub const ID_PATTERN: &str = "^([0-9]{1,18}|[1-8][0-9]{18}|9[01][0-9]{17}|92[01][0-9]{16})$";
+
 macro_rules! snowflake_id {
     ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
@@ -63,6 +67,7 @@ macro_rules! snowflake_id {
                 utoipa::openapi::ObjectBuilder::new()
                     .schema_type(utoipa::openapi::schema::Type::String)
                     .description(Some("64-bit snowflake id as a decimal string"))
+                    .pattern(Some($crate::ids::ID_PATTERN))
                     .examples([serde_json::json!("1234567890123456789")])
                     .into()
             }

@@ -663,11 +663,17 @@ pub enum AuditAction {
     InviteDelete,
     /// A member's recent messages were deleted (`details.deleted`, `within_secs`).
     MessagesPurge,
+    /// A message was pinned (`details.channel_id`, `author_id`).
+    MessagePin,
+    /// A message was unpinned (`details.channel_id`, `author_id`).
+    MessageUnpin,
+    /// A moderator removed someone else's reaction (`details.channel_id`, `message_id`).
+    ReactionRemove,
 }
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 20] = [
+    pub const ALL: [AuditAction; 23] = [
         Self::ServerUpdate,
         Self::ChannelCreate,
         Self::ChannelUpdate,
@@ -688,6 +694,9 @@ impl AuditAction {
         Self::InviteCreate,
         Self::InviteDelete,
         Self::MessagesPurge,
+        Self::MessagePin,
+        Self::MessageUnpin,
+        Self::ReactionRemove,
     ];
 
     /// Its name on the wire and in the database.
@@ -713,6 +722,9 @@ impl AuditAction {
             Self::InviteCreate => "invite_create",
             Self::InviteDelete => "invite_delete",
             Self::MessagesPurge => "messages_purge",
+            Self::MessagePin => "message_pin",
+            Self::MessageUnpin => "message_unpin",
+            Self::ReactionRemove => "reaction_remove",
         }
     }
 

@@ -24,6 +24,7 @@ backend_tests!(
     timeouts_follow_the_hierarchy_and_refuse_bad_input_writing_nothing,
     the_audit_log_records_filters_pages_and_is_read_only_by_those_allowed,
     a_purge_deletes_a_members_recent_messages_for_everyone,
+    pins_deletions_and_removed_reactions_by_moderators_are_audited,
     an_escalating_timeout_doubles_for_each_earlier_one,
 );
 
@@ -392,6 +393,61 @@ async fn history(app: &TestApp, p: &Person, channel: ChannelId) -> Vec<String> {
     let (st, page) = call(app, p, Method::GET, &format!("/api/v1/channels/{channel}/messages"), None).await;
     assert_eq!(st, StatusCode::OK, "{page}");
     page.as_array().expect("page").iter().map(|m| m["id"].as_str().expect("id").to_owned()).collect()
+}
+
+/// A moderator's pin, unpin, deletion of someone's message and removal of someone's reaction
+/// each leave an entry naming the author; one's own reaction or message leaves none.
+async fn pins_deletions_and_removed_reactions_by_moderators_are_audited(backend: Backend) {
+    let app = spawn(backend).await;
+    let owner = register(&app, "owner", false).await;
+    let moderator = register(&app, "moderator", false).await;
+    let bob = register(&app, "bob", false).await;
+    let s = setup(&app, &owner, &moderator, &[&bob]).await;
+    let message = post(&app, &bob, s.general).await;
+    let pin = format!("/api/v1/channels/{}/pins/{message}", s.general);
+    assert_eq!(call(&app, &moderator, Method::PUT, &pin, None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(call(&app, &moderator, Method::PUT, &pin, None).await.0, StatusCode::NO_CONTENT, "pinned already");
+    assert_eq!(call(&app, &moderator, Method::DELETE, &pin, None).await.0, StatusCode::NO_CONTENT);
+    let reactions = format!("/api/v1/channels/{}/messages/{message}/reactions", s.general);
+    let mut made = Vec::new();
+    for who in [&bob, &moderator] {
+        let (_, recipients) = call(&app, who, Method::GET, &format!("/api/v1/channels/{}/recipients", s.general), None).await;
+        let body = json!({"ciphertext": "c2VhbGVk", "view": recipients["view"]});
+        let (st, reaction) = call(&app, who, Method::POST, &reactions, Some(body)).await;
+        assert_eq!(st, StatusCode::CREATED, "{reaction}");
+        made.push(reaction["id"].as_str().expect("id").to_owned());
+    }
+    for id in &made {
+        assert_eq!(call(&app, &moderator, Method::DELETE, &format!("{reactions}/{id}"), None).await.0, StatusCode::NO_CONTENT);
+    }
+    let own = post(&app, &moderator, s.general).await;
+    for id in [&own, &message] {
+        let path = format!("/api/v1/channels/{}/messages/{id}", s.general);
+        assert_eq!(call(&app, &moderator, Method::DELETE, &path, None).await.0, StatusCode::NO_CONTENT);
+    }
+
+    let (st, log) = call(&app, &owner, Method::GET, &format!("/api/v1/servers/{}/audit-log", s.server), None).await;
+    assert_eq!(st, StatusCode::OK, "{log}");
+    let log: AuditLog = serde_json::from_value(log).expect("log");
+    let recent: Vec<_> =
+        log.entries.iter().take(4).map(|e| (e.action, e.actor_id, e.target_id.clone(), e.details["author_id"].clone())).collect();
+    let bobs = json!(bob.id.to_string());
+    assert_eq!(
+        recent,
+        vec![
+            (AuditAction::MessageDelete, moderator.id, Some(message.clone()), bobs.clone()),
+            (AuditAction::ReactionRemove, moderator.id, Some(bob.id.to_string()), Value::Null),
+            (AuditAction::MessageUnpin, moderator.id, Some(message.clone()), bobs.clone()),
+            (AuditAction::MessagePin, moderator.id, Some(message.clone()), bobs),
+        ],
+        "one entry each, none for the moderator's own reaction or message"
+    );
+    assert_eq!(log.entries[1].details["message_id"], json!(message));
+    assert!(log.users.iter().any(|u| u.id == bob.id), "the author is named");
+    let (_, only) =
+        call(&app, &owner, Method::GET, &format!("/api/v1/servers/{}/audit-log?action=message_pin", s.server), None).await;
+    assert_eq!(only["entries"].as_array().map(Vec::len), Some(1));
+    app.shutdown().await;
 }
 
 /// A moderator with manage messages deletes a member's recent messages in every channel: the

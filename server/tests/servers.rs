@@ -1407,9 +1407,29 @@ async fn every_route_is_in_the_openapi_document(backend: Backend) {
                 let name = p["name"].as_str().expect("parameter name");
                 if p["in"] == "path" {
                     assert!(path.contains(&format!("{{{name}}}")), "{method} {path}: {name} is not in the path");
+                    // What the route checks of an id is in the document: decimal digits.
+                    if name.ends_with("_id") {
+                        let bounded = p["schema"]["pattern"].is_string() || p["schema"]["maximum"].is_u64();
+                        assert!(bounded, "{method} {path}: {name} has neither pattern nor bounds");
+                    }
+                }
+                if name == "limit" {
+                    let range = (p["schema"]["minimum"].as_u64(), p["schema"]["maximum"].as_u64());
+                    assert!(matches!(range, (Some(1), Some(max)) if max >= 100), "{method} {path}: limit {range:?}");
                 }
             }
         }
+    }
+    // The pattern admits every id the server makes and nothing that is not one.
+    let pattern = copains_client_core::ids::ID_PATTERN;
+    let server_id = &doc["paths"]["/api/v1/servers/{server_id}"]["get"]["parameters"][0]["schema"]["pattern"];
+    assert_eq!(server_id, pattern);
+    let id = regex::Regex::new(pattern).expect("a regular expression");
+    for good in ["0", "1", "118820194968666112", "9219999999999999999"] {
+        assert!(id.is_match(good) && good.parse::<i64>().is_ok(), "{good}");
+    }
+    for bad in ["", "-1", "1a", " 1", "9223372036854775808", "99999999999999999999"] {
+        assert!(!id.is_match(bad), "{bad}");
     }
     app.shutdown().await;
 }

@@ -113,8 +113,10 @@ fn next_cursor<T>(page: &mut Vec<T>, limit: u32, id: impl Fn(&T) -> String) -> O
 pub struct UsersParams {
     /// Only accounts whose username or display name contains this (case-insensitive; at most
     /// 64 characters).
+    #[param(max_length = 64)]
     pub query: Option<String>,
     /// At most this many (1–200; default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// After this account (the `next_cursor` of the previous page).
     pub cursor: Option<String>,
@@ -408,6 +410,7 @@ async fn node_health(state: &AppState) -> NodeHealth {
 #[into_params(parameter_in = Query)]
 pub struct PlatformAuditParams {
     /// At most this many (1–100; default 50).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// Entries before this one (the `next_before` of the previous page).
     pub before: Option<String>,
@@ -513,6 +516,7 @@ pub async fn create_ban(
 #[into_params(parameter_in = Query)]
 pub struct BansParams {
     /// At most this many (1–200; default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// Bans before this one (the `next_before` of the previous page).
     pub before: Option<String>,
@@ -580,8 +584,10 @@ pub async fn lift_ban(State(state): State<AppState>, auth: Authenticated, Path(r
 #[into_params(parameter_in = Query)]
 pub struct ServersParams {
     /// Only servers whose name contains this (case-insensitive; at most 64 characters).
+    #[param(max_length = 64)]
     pub query: Option<String>,
     /// At most this many (1–200; default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// After this server (the `next_cursor` of the previous page).
     pub cursor: Option<String>,

@@ -499,6 +499,7 @@ pub async fn device_lists(
 #[into_params(parameter_in = Query)]
 pub struct HistoryParams {
     /// At most this many messages (1–100, default 50).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<usize>,
     /// Only messages older than this one.
     pub before: Option<String>,
@@ -676,11 +677,7 @@ pub async fn remove(
     }
     if let (Some(server), true) = (view.server_id, message.author_id != auth.user.id) {
         let details = serde_json::json!({"channel_id": channel, "author_id": message.author_id});
-        let entry = AuditRecord::new(server, auth.user.id, AuditAction::MessageDelete).target(id).details(details);
-        // The message is gone already: a log that cannot be written does not undo it.
-        if let Err(e) = state.store.record_audit(entry).await {
-            tracing::error!(error = %e, "audit entry not written: message deleted by a moderator");
-        }
+        audit_after(&state, AuditRecord::new(server, auth.user.id, AuditAction::MessageDelete).target(id).details(details)).await;
     }
     to_readers(&state, &view, message.created_at, event_name::MESSAGE_DELETE, &MessageDeleted { id, channel_id: channel }).await;
     Ok(StatusCode::NO_CONTENT)
@@ -797,6 +794,11 @@ pub async fn unreact(
     if !state.store.delete_reaction(channel, message_id, reaction_id).await? {
         return Err(ApiError::NotFound("no such reaction"));
     }
+    if let (Some(server), true) = (view.server_id, reaction.user_id != auth.user.id) {
+        let details = serde_json::json!({"channel_id": channel, "message_id": message_id});
+        let entry = AuditRecord::new(server, auth.user.id, AuditAction::ReactionRemove).target(reaction.user_id).details(details);
+        audit_after(&state, entry).await;
+    }
     let removed = ReactionRemoved { id: reaction_id, message_id, channel_id: channel };
     to_readers(&state, &view, message.created_at, event_name::REACTION_REMOVE, &removed).await;
     Ok(StatusCode::NO_CONTENT)
@@ -833,6 +835,11 @@ async fn set_pin(state: &AppState, auth: &Authenticated, raw: (String, String), 
         state.store.channel_message(channel, message_id, reader.joined_at).await?.ok_or(ApiError::NotFound(NO_MESSAGE))?;
     match state.store.set_pinned(channel, message_id, pinned, reader.joined_at).await? {
         PinOutcome::Changed => {
+            if let Some(server) = view.server_id {
+                let action = if pinned { AuditAction::MessagePin } else { AuditAction::MessageUnpin };
+                let details = serde_json::json!({"channel_id": channel, "author_id": message.author_id});
+                audit_after(state, AuditRecord::new(server, auth.user.id, action).target(message_id).details(details)).await;
+            }
             let update = PinUpdate { channel_id: channel, message_id, pinned };
             to_readers(state, &view, message.created_at, event_name::PINS_UPDATE, &update).await;
             Ok(StatusCode::NO_CONTENT)
@@ -879,4 +886,13 @@ pub async fn unpin(
 ) -> ApiResult<StatusCode> {
     state.limiters.delete(auth.user.id)?;
     set_pin(&state, &auth, raw, false).await
+}
+
+/// Writes an audit entry for a change already made: a log that cannot be written does not
+/// undo it (it is logged as an error).
+async fn audit_after(state: &AppState, entry: AuditRecord<'_>) {
+    let action = entry.action.as_str();
+    if let Err(e) = state.store.record_audit(entry).await {
+        tracing::error!(error = %e, action, "audit entry not written");
+    }
 }

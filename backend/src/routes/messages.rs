@@ -131,6 +131,7 @@ pub async fn send(
 #[into_params(parameter_in = Query)]
 pub struct QueueParams {
     /// At most this many envelopes (1–500, default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
     /// Only envelopes after this one (the last id of the previous page).
     pub after: Option<String>,

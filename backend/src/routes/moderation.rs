@@ -157,6 +157,7 @@ async fn announce_member(state: &AppState, server: ServerId, member: &Member) {
 #[into_params(parameter_in = Query)]
 pub struct AuditParams {
     /// At most this many (1–100; default 50).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// Entries before this one (the `next_before` of the previous page).
     pub before: Option<String>,
@@ -208,6 +209,7 @@ pub async fn audit_log(
 #[into_params(parameter_in = Query)]
 pub struct PurgeParams {
     /// Messages of the last this many seconds (1 to 604 800, 7 days; default 3600).
+    #[param(minimum = 1, maximum = 604_800)]
     pub within_secs: Option<u64>,
 }
 

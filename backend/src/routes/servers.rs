@@ -362,6 +362,7 @@ pub async fn leave_server(State(state): State<AppState>, auth: Authenticated, Pa
 #[into_params(parameter_in = Query)]
 pub struct MembersParams {
     /// At most this many (1–1000; default 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Only members whose user id is above this one (the last id of the previous page).
     pub after: Option<String>,
@@ -717,6 +718,15 @@ pub async fn delete_role(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Refuses a guest account (403 with `why`): a guest is a visitor of the one server it was
+/// invited to, for a while; it makes no servers and joins no others.
+pub(crate) fn not_guest(auth: &Authenticated, why: &'static str) -> ApiResult<()> {
+    if auth.user.guest_expires_at.is_some() {
+        return Err(ApiError::Forbidden(why));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -731,13 +741,4 @@ mod tests {
         assert!(channel_name(&"x".repeat(101), ChannelKind::Text).is_err());
         assert!(channel_name("a\u{7}b", ChannelKind::Category).is_err());
     }
-}
-
-/// Refuses a guest account (403 with `why`): a guest is a visitor of the one server it was
-/// invited to, for a while; it makes no servers and joins no others.
-pub(crate) fn not_guest(auth: &Authenticated, why: &'static str) -> ApiResult<()> {
-    if auth.user.guest_expires_at.is_some() {
-        return Err(ApiError::Forbidden(why));
-    }
-    Ok(())
 }

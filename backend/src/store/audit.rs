@@ -146,6 +146,10 @@ impl Store {
                     named.insert(t);
                 }
             }
+            // A message's author, for "deleted a message by …".
+            if let Some(author) = details.get("author_id").and_then(Value::as_str).and_then(|a| a.parse::<i64>().ok()) {
+                named.insert(author);
+            }
             let id: i64 = r.try_get(0)?;
             entries.push(AuditEntry {
                 id: id.to_string(),
@@ -207,5 +211,7 @@ pub fn action_targets_user(action: AuditAction) -> bool {
             | AuditAction::MemberVoiceUpdate
             | AuditAction::MemberVoiceDisconnect
             | AuditAction::MemberVoiceMove
+            | AuditAction::MessagesPurge
+            | AuditAction::ReactionRemove
     )
 }

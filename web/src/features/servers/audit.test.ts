@@ -43,8 +43,14 @@ describe('the audit log in words', () => {
 
   it('has a filter label for every action', () => {
     const actions = AUDIT_ACTIONS.map((a) => a.action);
-    expect(new Set(actions).size).toBe(20);
+    expect(new Set(actions).size).toBe(23);
     for (const a of actions) expect(sentence(entry(a, '2'), name)).toMatch(/^Ann /);
+  });
+
+  it('names the author of a pinned message and of a removed reaction', () => {
+    expect(sentence({ ...entry('message_pin', '9'), details: { author_id: '2', channel_id: '5' } }, name)).toBe('Ann pinned a message by Ben');
+    expect(sentence({ ...entry('message_unpin', '9'), details: { author_id: '2' } }, name)).toBe('Ann unpinned a message by Ben');
+    expect(sentence({ ...entry('reaction_remove', '2'), details: { message_id: '9' } }, name)).toBe('Ann removed a reaction by Ben');
   });
 
   it('counts a purge and says how far back it went', () => {

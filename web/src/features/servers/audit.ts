@@ -18,6 +18,9 @@ export const AUDIT_ACTIONS: ReadonlyArray<{ action: AuditAction; label: string }
   { action: 'member_voice_move', label: 'Voice moves' },
   { action: 'message_delete', label: 'Messages deleted' },
   { action: 'messages_purge', label: 'Recent messages purged' },
+  { action: 'message_pin', label: 'Messages pinned' },
+  { action: 'message_unpin', label: 'Messages unpinned' },
+  { action: 'reaction_remove', label: 'Reactions removed' },
   { action: 'role_create', label: 'Roles created' },
   { action: 'role_update', label: 'Roles changed' },
   { action: 'role_delete', label: 'Roles deleted' },
@@ -117,6 +120,12 @@ export function describe(entry: AuditEntry, name: (userId: string) => string): s
       return `${actor} moved ${who()} to another voice channel`;
     case 'message_delete':
       return `${actor} deleted a message by ${typeof d.author_id === 'string' ? name(d.author_id) : 'someone'}`;
+    case 'message_pin':
+      return `${actor} pinned a message by ${typeof d.author_id === 'string' ? name(d.author_id) : 'someone'}`;
+    case 'message_unpin':
+      return `${actor} unpinned a message by ${typeof d.author_id === 'string' ? name(d.author_id) : 'someone'}`;
+    case 'reaction_remove':
+      return `${actor} removed a reaction by ${who()}`;
     case 'messages_purge': {
       const n = typeof d.deleted === 'number' ? d.deleted : 0;
       const span = typeof d.within_secs === 'number' ? ` from the last ${durationText(d.within_secs)}` : '';

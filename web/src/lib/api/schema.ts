@@ -1711,7 +1711,7 @@ export interface components {
          * @description What a member of a server did, as its audit log names it.
          * @enum {string}
          */
-        AuditAction: "server_update" | "channel_create" | "channel_update" | "channel_delete" | "role_create" | "role_update" | "role_delete" | "member_kick" | "member_ban" | "member_unban" | "member_timeout" | "member_timeout_remove" | "member_roles_update" | "member_voice_update" | "member_voice_disconnect" | "member_voice_move" | "message_delete" | "invite_create" | "invite_delete" | "messages_purge";
+        AuditAction: "server_update" | "channel_create" | "channel_update" | "channel_delete" | "role_create" | "role_update" | "role_delete" | "member_kick" | "member_ban" | "member_unban" | "member_timeout" | "member_timeout_remove" | "member_roles_update" | "member_voice_update" | "member_voice_disconnect" | "member_voice_move" | "message_delete" | "invite_create" | "invite_delete" | "messages_purge" | "message_pin" | "message_unpin" | "reaction_remove";
         /** @description An entry of a server's audit log. It names who did what to whom, never what anyone wrote. */
         AuditEntry: {
             /** @description What was done. */
