@@ -88,11 +88,23 @@ impl From<User> for PublicUser {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Credentials {
     /// Login name.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 2, max_length = 32, pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*[A-Za-z0-9_]$")
+    )]
     pub username: String,
     /// Password (8 characters to 1024 bytes).
+    #[cfg_attr(feature = "openapi", schema(min_length = 8, max_length = 256))]
     pub password: String,
     /// Name for the device this login creates (e.g. "Firefox on Linux").
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 64,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\-\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub device_name: Option<String>,
 }
 
@@ -206,11 +218,11 @@ impl<T: Serialize> Serialize for Patch<T> {
 pub struct UpdateProfile {
     /// New display name (1–64 characters), or `null` to clear.
     #[serde(default, skip_serializing_if = "Patch::is_keep")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, max_length = 64, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\-\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"))]
     pub display_name: Patch<String>,
     /// New status text (up to 190 characters), or `null` to clear.
     #[serde(default, skip_serializing_if = "Patch::is_keep")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, max_length = 190, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"))]
     pub status_text: Patch<String>,
 }
 

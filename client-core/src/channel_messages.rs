@@ -118,6 +118,7 @@ pub struct DeviceAddress {
 #[serde(deny_unknown_fields)]
 pub struct ClaimBundles {
     /// 1 to [`CLAIM_MAX`] devices.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 1000))]
     pub devices: Vec<DeviceAddress>,
 }
 
@@ -137,6 +138,7 @@ pub struct ClaimedBundles {
 #[serde(deny_unknown_fields)]
 pub struct ReadDeviceLists {
     /// 1 to [`CLAIM_MAX`] users.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 1000))]
     pub users: Vec<UserId>,
 }
 
@@ -166,6 +168,7 @@ pub struct DeviceLists {
 pub struct SendChannelMessage {
     /// The libsignal `SenderKeyMessage` (text, reply quote, thread name: all inside).
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
+    #[cfg_attr(feature = "openapi", schema(min_length = 4))]
     pub ciphertext: Base64Bytes,
     /// The view of the recipient devices the sender encrypted for ([`ChannelRecipients::view`]).
     pub view: i64,
@@ -184,6 +187,7 @@ pub struct SendChannelMessage {
 pub struct EditChannelMessage {
     /// The new ciphertext.
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
+    #[cfg_attr(feature = "openapi", schema(min_length = 4))]
     pub ciphertext: Base64Bytes,
     /// As for a send.
     pub view: i64,
@@ -199,6 +203,7 @@ pub struct EditChannelMessage {
 pub struct NewReaction {
     /// The encrypted reaction.
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
+    #[cfg_attr(feature = "openapi", schema(min_length = 4))]
     pub ciphertext: Base64Bytes,
     /// As for a send.
     pub view: i64,

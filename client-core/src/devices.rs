@@ -167,6 +167,7 @@ pub struct PublishDeviceList {
 pub struct RecoveryBackup {
     /// Opaque to the server.
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
+    #[cfg_attr(feature = "openapi", schema(min_length = 4, max_length = 21_844))]
     pub sealed: Base64Bytes,
 }
 
@@ -177,6 +178,7 @@ pub struct RecoveryBackup {
 pub struct NewLinkRequest {
     /// The new device's SPAKE2 message (at most 64 bytes).
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
+    #[cfg_attr(feature = "openapi", schema(min_length = 4, max_length = 84))]
     pub pake: Base64Bytes,
 }
 
@@ -209,10 +211,12 @@ pub struct LinkRequest {
 pub struct NewLinkAnswer {
     /// The linked device's SPAKE2 message (at most 64 bytes).
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
+    #[cfg_attr(feature = "openapi", schema(min_length = 4, max_length = 84))]
     pub pake: Base64Bytes,
     /// The account key (and the current signed list) sealed under the exchange's key
     /// (at most 16 KiB).
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
+    #[cfg_attr(feature = "openapi", schema(min_length = 4, max_length = 21_844))]
     pub sealed: Base64Bytes,
 }
 

@@ -46,6 +46,7 @@ pub struct UploadKeys {
     pub identity_key: Option<Base64Bytes>,
     /// Registration id (1..=16380).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 16_380))]
     pub registration_id: Option<u32>,
     /// Signed EC prekey (replaces the current one).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -38,9 +38,23 @@ pub const BAN_MAX_SECS: u64 = 365 * 24 * 3600;
 
 /// Permission bitflags (Discord-like). Travel as a JSON number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct Permissions(pub u64);
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Permissions {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Integer)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Int64)))
+            .description(Some("Permission bitflags (Discord-like), a JSON number; only the known bits"))
+            .minimum(Some(0))
+            .maximum(Some(Permissions::ALL.0 as f64))
+            .into()
+    }
+}
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Permissions {}
 
 impl Permissions {
     /// See the channel and read its messages.
@@ -163,7 +177,7 @@ pub struct Overwrite {
     /// The role's or the member's id: a decimal string on the wire like every snowflake (a
     /// JSON number would lose bits in JavaScript); a bare number is accepted too.
     #[serde(with = "id_string")]
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^([0-9]{1,18}|[1-8][0-9]{18}|9[01][0-9]{17}|92[01][0-9]{16})$"))]
     pub id: i64,
     /// Role or member.
     pub kind: OverwriteKind,
@@ -351,6 +365,13 @@ pub struct ServerState {
 #[serde(deny_unknown_fields)]
 pub struct NewServer {
     /// Name (1–100 characters).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 100,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\-\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub name: String,
 }
 
@@ -361,6 +382,13 @@ pub struct NewServer {
 pub struct EditServer {
     /// New name.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 100,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\-\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub name: Option<String>,
     /// Transfer ownership to this member (owner only).
     #[serde(default)]
@@ -373,6 +401,13 @@ pub struct EditServer {
 #[serde(deny_unknown_fields)]
 pub struct NewChannel {
     /// Name (1–100 characters; text and voice channel names are lowercased, spaces become `-`).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 100,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\-\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub name: String,
     /// `text`, `voice` or `category`.
     pub kind: ChannelKind,
@@ -390,6 +425,7 @@ pub struct NewChannel {
     pub overwrites: Option<Vec<Overwrite>>,
     /// A voice channel's cap on participants (0 to 99; 0: none).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(maximum = 99))]
     pub user_limit: Option<u32>,
 }
 
@@ -401,6 +437,13 @@ pub struct NewChannel {
 pub struct EditChannel {
     /// New name.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 100,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\-\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub name: Option<String>,
     /// New topic (empty clears it).
     #[serde(default)]
@@ -410,13 +453,14 @@ pub struct EditChannel {
     pub position: Option<i32>,
     /// New category (`null`: none).
     #[serde(default, with = "double_option", skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<ChannelId>))]
     pub parent_id: Option<Option<ChannelId>>,
     /// Replaces every overwrite.
     #[serde(default)]
     pub overwrites: Option<Vec<Overwrite>>,
     /// A voice channel's cap on participants (0 to 99; 0: none).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(maximum = 99))]
     pub user_limit: Option<u32>,
 }
 
@@ -428,15 +472,24 @@ pub struct EditChannel {
 pub struct EditRole {
     /// Name.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 100,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\-\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub name: Option<String>,
     /// RGB colour.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(maximum = 0xFF_FFFF))]
     pub color: Option<u32>,
     /// Permissions (only ones the actor holds may be granted).
     #[serde(default)]
     pub permissions: Option<Permissions>,
     /// Position (below the actor's highest role; not 0).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub position: Option<i32>,
     /// Shown apart.
     #[serde(default)]
@@ -459,16 +512,19 @@ pub struct SetMemberRoles {
 pub struct NewInvite {
     /// Uses before it stops working (`None`: unlimited).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10_000))]
     pub max_uses: Option<u32>,
     /// Seconds before it expires (`None`: never; default 7 days when the field is absent).
     #[serde(default, with = "double_option", skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2_592_000))]
     pub max_age_secs: Option<Option<u64>>,
     /// A guest invite: whoever redeems it without an account gets one that lasts this many
     /// seconds (1 hour to 30 days; 86 400 is a day), then is removed with its data. Only the
     /// server's owner or a platform admin makes one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(minimum = 3600, maximum = 2592000))]
+    #[cfg_attr(feature = "openapi", schema(minimum = 3600, maximum = 2_592_000))]
     pub guest_ttl_secs: Option<u64>,
 }
 
@@ -497,12 +553,27 @@ pub struct GuestInvite {
 #[serde(deny_unknown_fields)]
 pub struct GuestJoin {
     /// The password (8 characters to 1024 bytes).
+    #[cfg_attr(feature = "openapi", schema(min_length = 8, max_length = 256))]
     pub password: String,
     /// The name shown (1 to 32 characters).
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 32,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\-\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub display_name: Option<String>,
     /// The first device's name.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 64,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\-\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub device_name: Option<String>,
 }
 
@@ -560,13 +631,16 @@ pub struct InvitePreview {
 pub struct NewBan {
     /// Why (shown to moderators, kept in the audit log).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 512, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"))]
     pub reason: Option<String>,
     /// Seconds it lasts (`None`: until lifted).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 31_536_000))]
     pub duration_secs: Option<u64>,
     /// Also delete their messages of this many last seconds in the server (up to 7 days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(maximum = 604800))]
+    #[cfg_attr(feature = "openapi", schema(maximum = 604_800))]
     pub delete_message_secs: Option<u64>,
 }
 
@@ -607,10 +681,12 @@ pub const TIMEOUT_MAX_SECS: u64 = 28 * 24 * 3600;
 pub struct NewTimeout {
     /// Seconds it lasts (1 to 28 days). A new timeout replaces the one running.
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2419200))]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2_419_200))]
     pub duration_secs: u64,
     /// Why (shown to moderators, kept in the audit log; at most 512 characters).
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(max_length = 512))]
+    #[cfg_attr(feature = "openapi", schema(max_length = 512, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"))]
     pub reason: Option<String>,
     /// Longer for a repeat: the duration doubles for each timeout the member was given in this
     /// server before (still at most 28 days).

@@ -496,7 +496,7 @@ pub struct VoiceModeration {
     pub deaf: Option<bool>,
     /// Move to this voice channel; `null` disconnects. Absent: stays.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::servers::double_option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<ChannelId>))]
     pub channel_id: Option<Option<ChannelId>>,
 }
 

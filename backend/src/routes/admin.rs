@@ -415,8 +415,10 @@ pub struct PlatformAuditParams {
     /// Entries before this one (the `next_before` of the previous page).
     pub before: Option<String>,
     /// Of this action only (`user_disable`, `role_change`…).
+    #[param(value_type = Option<PlatformAction>)]
     pub action: Option<String>,
     /// At or above this severity only (`info`, `warning`, `critical`).
+    #[param(value_type = Option<Severity>)]
     pub severity: Option<String>,
     /// By this account only.
     pub actor_id: Option<String>,

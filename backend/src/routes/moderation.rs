@@ -162,6 +162,7 @@ pub struct AuditParams {
     /// Entries before this one (the `next_before` of the previous page).
     pub before: Option<String>,
     /// Of this action only (`member_ban`, `member_timeout`, `channel_update`…).
+    #[param(value_type = Option<AuditAction>)]
     pub action: Option<String>,
     /// By this user only.
     pub actor_id: Option<String>,

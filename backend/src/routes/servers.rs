@@ -414,6 +414,7 @@ pub async fn member(
 #[into_params(parameter_in = Query)]
 pub struct KickParams {
     /// Why (kept in the audit log; at most 512 characters).
+    #[param(max_length = 512, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub reason: Option<String>,
 }
 
@@ -528,11 +529,8 @@ pub async fn ban(
     let server: ServerId = parse_id(&raw_server, "server id")?;
     let user: UserId = parse_id(&raw_user, "user id")?;
     // The body is optional: no body bans for good, without a reason.
-    let body: NewBan = if body.iter().all(u8::is_ascii_whitespace) {
-        NewBan::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::Malformed(format!("body: {e}")))?
-    };
+    let body: NewBan =
+        if body.iter().all(u8::is_ascii_whitespace) { NewBan::default() } else { crate::extract::json_body(&body)? };
     let reason = match body.reason.as_deref() {
         Some(r) => display_text(r, "reason", 0, REASON_MAX_CHARS).map_err(ApiError::Validation)?,
         None => String::new(),

@@ -230,6 +230,7 @@ pub(crate) fn parse_device_id(raw: &str) -> ApiResult<copains_client_core::Devic
 #[into_params(parameter_in = Query)]
 pub struct LookupParams {
     /// The whole username, in any case (`Alice` finds `alice`); never a prefix or a pattern.
+    #[param(min_length = 2, max_length = 32, pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*[A-Za-z0-9_]$")]
     pub username: String,
 }
 

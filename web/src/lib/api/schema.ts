@@ -2004,8 +2004,7 @@ export interface components {
             name?: string | null;
             /** @description Replaces every overwrite. */
             overwrites?: components["schemas"]["Overwrite"][] | null;
-            /** @description New category (`null`: none). */
-            parent_id?: string | null;
+            parent_id?: null | components["schemas"]["ChannelId"];
             /**
              * Format: int32
              * @description New position.
@@ -2535,7 +2534,7 @@ export interface components {
         };
         /**
          * Format: int64
-         * @description Permission bitflags (Discord-like). Travel as a JSON number.
+         * @description Permission bitflags (Discord-like), a JSON number; only the known bits
          */
         Permissions: number;
         /**
@@ -3149,8 +3148,7 @@ export interface components {
          *     member in voice (the fields given change).
          */
         VoiceModeration: {
-            /** @description Move to this voice channel; `null` disconnects. Absent: stays. */
-            channel_id?: string | null;
+            channel_id?: null | components["schemas"]["ChannelId"];
             /** @description Server deafen. */
             deaf?: boolean | null;
             /** @description Server mute. */
@@ -3202,9 +3200,9 @@ export interface operations {
                 /** @description Entries before this one (the `next_before` of the previous page). */
                 before?: string;
                 /** @description Of this action only (`user_disable`, `role_change`…). */
-                action?: string;
+                action?: components["schemas"]["PlatformAction"];
                 /** @description At or above this severity only (`info`, `warning`, `critical`). */
-                severity?: string;
+                severity?: components["schemas"]["Severity"];
                 /** @description By this account only. */
                 actor_id?: string;
                 /** @description On this account only. */
@@ -6816,7 +6814,7 @@ export interface operations {
                 /** @description Entries before this one (the `next_before` of the previous page). */
                 before?: string;
                 /** @description Of this action only (`member_ban`, `member_timeout`, `channel_update`…). */
-                action?: string;
+                action?: components["schemas"]["AuditAction"];
                 /** @description By this user only. */
                 actor_id?: string;
                 /** @description On this user, channel, role or message only. */
