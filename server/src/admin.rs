@@ -266,13 +266,15 @@ pub async fn prune(config: &Config) -> anyhow::Result<Pruned> {
     // server running meanwhile tells nobody, and its clients catch up at their next start).
     let mut guests = 0;
     for user in store.expired_guests(now).await? {
-        // One that owns a taken-down server stays (signed out: its time is up) until that is judged.
+        // One that owns a taken-down server stays, signed out, until that is judged.
         match store
             .delete_account(None, PlatformRole::Admin, user, copains_client_core::admin::PlatformAction::GuestExpired, now)
             .await
         {
             Ok(removed) => guests += usize::from(removed.is_some()),
-            Err(StoreError::OwnsTakenDownServer) => {}
+            Err(StoreError::OwnsTakenDownServer) => {
+                store.end_all_sessions(user).await?;
+            }
             Err(e) => return Err(e.into()),
         }
     }

@@ -105,6 +105,10 @@ async fn a_guest_joins_by_a_guest_invite_and_is_removed_when_its_time_is_up() {
     let transfer = json!({"owner_id": made.user.id.to_string()});
     let (st, body) = call(&app, Some(&owner), Method::PATCH, &format!("/api/v1/servers/{sid}"), Some(transfer)).await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    // Nor does it gather people into group DMs.
+    let member_id = call(&app, Some(&member), Method::GET, "/api/v1/users/@me", None).await.1["id"].clone();
+    let (st, body) = call(&app, Some(&token), Method::POST, "/api/v1/channels", Some(json!({"recipients": [member_id]}))).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
     let (_, servers) = call(&app, Some(&token), Method::GET, "/api/v1/servers", None).await;
     assert_eq!(servers.as_array().map(Vec::len), Some(1), "still in its one server: {servers}");
     let (_, server) = call(&app, Some(&owner), Method::GET, &format!("/api/v1/servers/{sid}"), None).await;

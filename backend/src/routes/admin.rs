@@ -207,7 +207,7 @@ pub async fn user_sessions(
 
 /// Ends `ended` sessions everywhere at once: their tokens stop working and their gateway
 /// connections close (the pages show the sign-in screen).
-async fn end_sessions(state: &AppState, user: UserId, ended: Vec<copains_client_core::SessionId>) {
+pub(crate) async fn end_sessions(state: &AppState, user: UserId, ended: Vec<copains_client_core::SessionId>) {
     for session in ended {
         announce_revocation(state, user, session).await;
     }
@@ -381,10 +381,15 @@ pub async fn stats(State(state): State<AppState>, auth: Authenticated) -> ApiRes
 
 /// This node's health, read now.
 async fn node_health(state: &AppState) -> NodeHealth {
+    // A database that does not answer is reported, not waited on.
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(2);
     let started = std::time::Instant::now();
-    let database_ok = state.store.ping().await;
+    let database_ok = tokio::time::timeout(WAIT, state.store.ping()).await.unwrap_or(false);
     let latency = started.elapsed();
-    let database_bytes = if database_ok { state.store.database_bytes().await.ok() } else { None };
+    let database_bytes = match database_ok {
+        true => tokio::time::timeout(WAIT, state.store.database_bytes()).await.ok().and_then(Result::ok),
+        false => None,
+    };
     let disk = state.data_dir.get().and_then(|dir| rustix::fs::statvfs(dir).ok());
     NodeHealth {
         version: env!("CARGO_PKG_VERSION").to_owned(),

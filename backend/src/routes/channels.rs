@@ -241,6 +241,7 @@ pub async fn delete_channel(
         (status = 201, body = Channel),
         (status = 400, body = ApiErrorBody),
         (status = 401, body = ApiErrorBody),
+        (status = 403, body = ApiErrorBody, description = "a guest account"),
         (status = 422, body = ApiErrorBody, description = "no recipient, over 24, twice the same, the caller, an unknown or \
             disabled user, or a bad name"),
         (status = 429, body = ApiErrorBody),
@@ -251,6 +252,7 @@ pub async fn create_group_dm(
     ApiJson(body): ApiJson<NewGroupDm>,
 ) -> ApiResult<(StatusCode, Json<Channel>)> {
     state.limiters.user_write(auth.user.id)?;
+    crate::routes::servers::not_guest(&auth, "a guest account starts no group DM")?;
     let others = body.recipients;
     if others.is_empty() || others.len() >= GROUP_DM_MAX_MEMBERS {
         return Err(ApiError::Validation(format!(
@@ -288,6 +290,7 @@ pub async fn group_dms(State(state): State<AppState>, auth: Authenticated) -> Ap
         (status = 204),
         (status = 400, body = ApiErrorBody),
         (status = 401, body = ApiErrorBody),
+        (status = 403, body = ApiErrorBody, description = "a guest account"),
         (status = 404, body = ApiErrorBody, description = "no such group DM (or the caller is not in it), or no such user"),
         (status = 409, body = ApiErrorBody, description = "the group DM is full"),
         (status = 429, body = ApiErrorBody),
@@ -298,6 +301,7 @@ pub async fn add_recipient(
     Path((raw_channel, raw_user)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     state.limiters.user_write(auth.user.id)?;
+    crate::routes::servers::not_guest(&auth, "a guest account adds nobody to a group DM")?;
     let id: ChannelId = parse_id(&raw_channel, "channel id")?;
     let user: UserId = parse_id(&raw_user, "user id")?;
     let change = state.store.add_recipient(id, auth.user.id, user, now_ms()).await?;

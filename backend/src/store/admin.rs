@@ -453,6 +453,14 @@ impl Store {
         Ok((servers.into_iter().map(ServerId).collect(), dms.into_iter().map(ChannelId).collect()))
     }
 
+    /// Ends every session of `user` (its devices stay); the sessions ended.
+    pub async fn end_all_sessions(&self, user: UserId) -> Result<Vec<SessionId>> {
+        let mut tx = self.pool().begin().await?;
+        let ended = super::accounts::end_sessions(&mut tx, self.kind(), user, None).await?;
+        tx.commit().await?;
+        Ok(ended)
+    }
+
     /// Whether `user` owns a taken-down server (which deleting it would delete: see
     /// [`Store::delete_account`]).
     pub async fn owns_taken_down_server(&self, user: UserId) -> Result<bool> {
@@ -491,6 +499,9 @@ impl Store {
         else {
             return Ok(None);
         };
+        // Its servers' rows first: a take-down of one of them waits for this transaction, or
+        // this one sees it (a server taken down meanwhile is never deleted).
+        sqlx::query("UPDATE servers SET owner_id = owner_id WHERE owner_id = $1").bind(user.0).execute(&mut *tx).await?;
         if owns_taken_down(&mut tx, user).await? {
             return Err(StoreError::OwnsTakenDownServer);
         }

@@ -1433,6 +1433,10 @@ impl<T: Transport> Engine<T> {
             event_name::MESSAGE_DELETE_BULK => {
                 let gone: MessagesDeleted = serde_json::from_value(data).map_err(invalid)?;
                 for id in gone.ids.into_iter().take(MESSAGES_DELETED_MAX) {
+                    // Only messages of the channel the event names.
+                    if self.meta(id).await?.is_some_and(|m| m.channel_id != gone.channel_id) {
+                        continue;
+                    }
                     self.device.vault().delete(META_NS, id.to_string().as_bytes()).await?;
                     self.events.push((Incoming::ChannelMessageDeleted { channel: gone.channel_id, id }, None));
                 }

@@ -4549,6 +4549,15 @@ export interface operations {
                     "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
+            /** @description a guest account */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
             /** @description no recipient, over 24, twice the same, the caller, an unknown or disabled user, or a bad name */
             422: {
                 headers: {
@@ -5672,6 +5681,15 @@ export interface operations {
                 };
             };
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description a guest account */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
