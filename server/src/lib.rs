@@ -156,10 +156,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 }
 
 fn store_kind(state: &AppState) -> &'static str {
-    match state.store.kind() {
-        copains_backend::store::DbKind::Sqlite => "sqlite",
-        copains_backend::store::DbKind::Postgres => "postgres",
-    }
+    state.store.kind().name()
 }
 
 impl Running {

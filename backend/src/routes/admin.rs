@@ -395,11 +395,7 @@ async fn node_health(state: &AppState) -> NodeHealth {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         started_at: state.started_at,
         accepting: state.accepting.load(std::sync::atomic::Ordering::SeqCst),
-        database: match state.store.kind() {
-            crate::store::DbKind::Sqlite => "sqlite",
-            crate::store::DbKind::Postgres => "postgres",
-        }
-        .to_owned(),
+        database: state.store.kind().name().to_owned(),
         database_ok,
         database_latency_us: database_ok.then(|| u64::try_from(latency.as_micros()).unwrap_or(u64::MAX)),
         database_bytes,

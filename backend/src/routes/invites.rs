@@ -317,16 +317,17 @@ pub async fn expire_guests(state: &AppState, now: i64) {
         }
     };
     for user in expired {
+        if state.store.owns_taken_down_server(user).await.unwrap_or(false) {
+            // Kept with the taken-down server it owns, until that is judged; signed out.
+            match state.store.end_all_sessions(user).await {
+                Ok(ended) if !ended.is_empty() => crate::routes::admin::end_sessions(state, user, ended).await,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(user = %user, error = %e, "an ended guest could not be signed out"),
+            }
+            continue;
+        }
         match crate::routes::admin::remove_account(state, None, PlatformRole::Admin, user, PlatformAction::GuestExpired).await {
             Ok(_) => tracing::info!(user = %user, "guest account ended and removed"),
-            Err(ApiError::Conflict(_)) if state.store.owns_taken_down_server(user).await.unwrap_or(false) => {
-                // Kept with the taken-down server it owns, until that is judged; signed out.
-                match state.store.end_all_sessions(user).await {
-                    Ok(ended) if !ended.is_empty() => crate::routes::admin::end_sessions(state, user, ended).await,
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(user = %user, error = %e, "an ended guest could not be signed out"),
-                }
-            }
             Err(e) => tracing::warn!(user = %user, error = %e, "a guest account could not be removed"),
         }
     }

@@ -86,6 +86,16 @@ pub enum DbKind {
     Postgres,
 }
 
+impl DbKind {
+    /// `sqlite` or `postgres`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
 /// The database.
 #[derive(Debug, Clone)]
 pub struct Store {
