@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bwe;
 pub mod driver;
 #[doc(hidden)]
 pub mod fuzz;

@@ -356,9 +356,9 @@ impl Room {
         Ok(())
     }
 
-    /// A subscriber's estimated downlink bandwidth.
-    pub fn set_bandwidth(&mut self, sub: Pid, bps: u64, now_ms: u64) -> Result<(), RoomError> {
-        self.participants.get_mut(&sub).ok_or(RoomError::NotIn)?.bandwidth_bps = Some(bps);
+    /// A subscriber's estimated downlink bandwidth (`None`: no limit known).
+    pub fn set_bandwidth(&mut self, sub: Pid, bps: Option<u64>, now_ms: u64) -> Result<(), RoomError> {
+        self.participants.get_mut(&sub).ok_or(RoomError::NotIn)?.bandwidth_bps = bps;
         let tracks: Vec<TrackId> = self.subs.keys().filter(|(_, s)| *s == sub).map(|(t, _)| *t).collect();
         for track in tracks {
             self.select(sub, track, now_ms);
@@ -652,15 +652,15 @@ mod tests {
         let got = stream(&mut room, 1000, 2000, &mut seqs, 2);
         assert_eq!(room.layer_of(2, 11), Some(2), "the highest layer while nothing limits it");
         assert!(!got.is_empty());
-        room.set_bandwidth(2, 400_000, 3000).expect("bwe");
+        room.set_bandwidth(2, Some(400_000), 3000).expect("bwe");
         assert!(drain(&mut room).contains(&Output::RequestKeyframe { publisher: 1, track: 11, layer: 1 }));
         let after = stream(&mut room, 3000, 2000, &mut seqs, 2);
         assert_eq!(room.layer_of(2, 11), Some(1));
         // Up again only with 20 % headroom over the top layer's rate.
-        room.set_bandwidth(2, 1_300_000, 5000).expect("bwe");
+        room.set_bandwidth(2, Some(1_300_000), 5000).expect("bwe");
         let held = stream(&mut room, 5000, 2000, &mut seqs, 2);
         assert_eq!(room.layer_of(2, 11), Some(1), "1.3 Mbit/s is not 1.2 × 1.2 Mbit/s");
-        room.set_bandwidth(2, 1_600_000, 7000).expect("bwe");
+        room.set_bandwidth(2, Some(1_600_000), 7000).expect("bwe");
         let back = stream(&mut room, 7000, 2000, &mut seqs, 2);
         assert_eq!(room.layer_of(2, 11), Some(2));
         // One continuous stream for the subscriber throughout.
@@ -783,7 +783,7 @@ mod tests {
                     let _ = room.request_quality(pid, track, q, now);
                 }
                 5 => {
-                    let _ = room.set_bandwidth(pid, next(3_000_000), now);
+                    let _ = room.set_bandwidth(pid, Some(next(3_000_000)), now);
                 }
                 6 => {
                     let _ = room.keyframe_request(pid, track, now);

@@ -202,3 +202,142 @@ async fn bad_signalling_is_refused_and_a_peer_that_never_connects_is_removed() {
     // The room has room again.
     assert!(sfu.join(ROOM, 2, two.offer().expect("offer")).await.is_ok());
 }
+
+/// A UDP relay between one client and the SFU that polices what the SFU sends the client to
+/// `limit` bits per second (0: no limit), dropping what exceeds it, as a narrow link would.
+struct Relay {
+    addr: std::net::SocketAddr,
+    limit: Arc<std::sync::atomic::AtomicU64>,
+}
+
+async fn relay(sfu: std::net::SocketAddr) -> Relay {
+    use std::sync::atomic::Ordering;
+    let socket = Arc::new(tokio::net::UdpSocket::bind((LOCALHOST, 0)).await.expect("relay"));
+    let addr = socket.local_addr().expect("addr");
+    let limit = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let rate = limit.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        let mut client = None;
+        // A token bucket of 100 ms worth of the rate.
+        let (mut tokens, mut refilled) = (0f64, Instant::now());
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            if from != sfu {
+                client = Some(from);
+                let _ = socket.send_to(&buf[..n], sfu).await;
+                continue;
+            }
+            let Some(to) = client else { continue };
+            let bps = rate.load(Ordering::Relaxed) as f64;
+            if bps > 0.0 {
+                let now = Instant::now();
+                tokens = (tokens + bps / 8.0 * now.duration_since(refilled).as_secs_f64()).min(bps / 80.0);
+                refilled = now;
+                if tokens < n as f64 {
+                    continue;
+                }
+                tokens -= n as f64;
+            }
+            let _ = socket.send_to(&buf[..n], to).await;
+        }
+    });
+    Relay { addr, limit }
+}
+
+/// An SDP of the SFU's with its host candidate moved to `to`.
+fn via(sdp: String, sfu: std::net::SocketAddr, to: std::net::SocketAddr) -> String {
+    sdp.replace(&format!(" {} {} typ host", sfu.ip(), sfu.port()), &format!(" {} {} typ host", to.ip(), to.port()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_behind_a_narrow_link_gets_a_lower_layer_and_the_best_again_when_it_widens() {
+    let config =
+        SfuConfig { bind: "127.0.0.1:0".parse().expect("addr"), probe_after: Duration::from_secs(1), ..SfuConfig::default() };
+    let (sfu, events) = driver::start(config).await.expect("sfu");
+    let heard = listen(events);
+    // Client 2 reaches the SFU through a relay; client 3 directly.
+    let link = relay(sfu.media_addr).await;
+    let mut peers = Vec::new();
+    for pid in [1u64, 2, 3] {
+        let mut peer = VoicePeer::bind(LOCALHOST, MediaSender::fresh(pid as u32, 0).expect("key"), true).await.expect("peer");
+        let joined = sfu.join(ROOM, pid, peer.offer().expect("offer")).await.expect("join");
+        let answer = if pid == 2 { via(joined.answer, sfu.media_addr, link.addr) } else { joined.answer };
+        assert!(pid != 2 || answer.contains(&format!(" {} typ host", link.addr.port())), "client 2 is sent to the relay");
+        peer.apply_answer(answer).expect("answer");
+        peers.push((pid, peer, Vec::<Received>::new()));
+    }
+    let share = peers[0].1.media.share();
+    for (_, peer, _) in &mut peers[1..] {
+        peer.keys.add(&share).expect("key");
+    }
+    // Client 1's camera: about 25, 140 and 470 kb/s for its three layers (50 frames a second).
+    let camera = |n: u32| -> Vec<Vec<u8>> {
+        [("q", 20), ("h", 300), ("f", 1100)]
+            .iter()
+            .map(|(rid, size)| {
+                let mut f = frame(1, Source::Camera, rid, n);
+                f.resize(*size, b'.');
+                f
+            })
+            .collect()
+    };
+    let layer_of = |r: &Received| text(r).split("layer ").nth(1).and_then(|l| l.split(' ').next()).unwrap_or_default().to_owned();
+    let started = Instant::now();
+    let mut n = 0;
+    // The link narrows to 250 kb/s from 3 s to 9 s, then widens; the run ends once client 2
+    // has the best layer again (20 s at most).
+    loop {
+        let elapsed = started.elapsed();
+        let limit = if (Duration::from_secs(3)..Duration::from_secs(9)).contains(&elapsed) { 250_000 } else { 0 };
+        link.limit.store(limit, std::sync::atomic::Ordering::Relaxed);
+        if elapsed > Duration::from_secs(10) {
+            let tail: Vec<String> = peers[1].2.iter().rev().take(25).map(layer_of).collect();
+            if tail.len() == 25 && tail.iter().all(|l| l == "f") {
+                break;
+            }
+        }
+        assert!(elapsed < Duration::from_secs(20), "client 2 never got the best layer back");
+        n += 1;
+        for (pid, peer, got) in &mut peers {
+            let offers = heard.lock().offers.remove(pid).unwrap_or_default();
+            for offer in offers {
+                let offer = if *pid == 2 { via(offer, sfu.media_addr, link.addr) } else { offer };
+                let answer = peer.answer_offer(offer).expect("answer the SFU");
+                sfu.answer(*pid, answer).await.expect("answer taken");
+            }
+            if *pid == 1 && peer.is_connected() {
+                let layers = camera(n);
+                peer.send_frames(Source::Camera, &layers.iter().map(Vec::as_slice).collect::<Vec<_>>()).await.expect("camera");
+            }
+            peer.run_until(Instant::now() + Duration::from_millis(6), got).await;
+        }
+    }
+    // The layers each got, in the order of the publisher's frames (a retransmission of a
+    // frame of the layer before a switch can arrive after it).
+    let number = |r: &Received| -> u32 {
+        text(r).split('#').nth(1).and_then(|n| n.split('.').next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+    };
+    let layers = |sub: usize| -> Vec<String> {
+        let mut got: Vec<&Received> = peers[sub].2.iter().collect();
+        got.sort_by_key(|r| number(r));
+        let mut runs: Vec<String> = Vec::new();
+        for r in got {
+            let l = layer_of(r);
+            if runs.last() != Some(&l) {
+                runs.push(l);
+            }
+        }
+        runs
+    };
+    let two = layers(1);
+    assert_eq!(two.first().map(String::as_str), Some("f"), "the best layer while the link is wide: {two:?}");
+    assert!(two.iter().any(|l| l == "h"), "a smaller layer while it is narrow: {two:?}");
+    assert_eq!(two.last().map(String::as_str), Some("f"), "the best again once it widens: {two:?}");
+    assert_eq!(layers(2), vec!["f".to_owned()], "client 3's link never narrowed");
+    // Gaps (what the link dropped) and retransmissions out of order, but no jump: the layers
+    // are renumbered into one sequence.
+    for pair in peers[1].2.windows(2) {
+        let step = pair[1].seq.wrapping_sub(pair[0].seq) as i16;
+        assert!(step.unsigned_abs() < 1000, "one sequence across the switches: {} then {}", pair[0].seq, pair[1].seq);
+    }
+}

@@ -54,6 +54,9 @@ pub struct SfuConfig {
     pub connect_timeout: Duration,
     /// The SFU's offers wait this long for more changes to bundle.
     pub offer_delay: Duration,
+    /// After congestion on a subscriber's downlink, a higher layer is tried again this much
+    /// later (doubling while tries fail; see [`crate::bwe`]).
+    pub probe_after: Duration,
 }
 
 impl Default for SfuConfig {
@@ -64,6 +67,7 @@ impl Default for SfuConfig {
             limits: RoomLimits::default(),
             connect_timeout: Duration::from_secs(15),
             offer_delay: Duration::from_millis(100),
+            probe_after: crate::bwe::PROBE_AFTER,
         }
     }
 }
@@ -620,8 +624,9 @@ impl Driver {
         if self.rooms.get(&room_key).is_some_and(|r| r.participants().count() >= self.config.limits.max_participants) {
             return Err(SfuError::RoomFull);
         }
-        let peer::Accepted { pc, ufrag, answer, offered, audio_level_id } =
+        let peer::Accepted { pc, ufrag, answer, offered, audio_level_id, downlink } =
             peer::accept_offer(offer, self.local, now).map_err(|e| SfuError::InvalidSdp(e.0))?;
+        downlink.lock().set_probe_after(self.config.probe_after);
         if offered.len() > self.config.limits.max_tracks {
             return Err(SfuError::TooManyTracks);
         }
@@ -654,6 +659,8 @@ impl Driver {
                 negotiation: Default::default(),
                 rules: MediaRules::default(),
                 timeout: None,
+                downlink,
+                budget: None,
             },
         );
         Ok(Joined { answer, epoch, tracks })
@@ -728,6 +735,20 @@ impl Driver {
         if now >= self.next_tick {
             self.next_tick = now + TICK;
             let now_ms = self.now_ms(now);
+            // Each downlink's budget, to its room when it changes.
+            for (&pid, peer) in &mut self.peers {
+                let budget = {
+                    let mut downlink = peer.downlink.lock();
+                    downlink.tick(now);
+                    downlink.budget()
+                };
+                if budget != peer.budget {
+                    peer.budget = budget;
+                    if let Some(room) = self.rooms.get_mut(&peer.room) {
+                        let _ = room.set_bandwidth(pid, budget, now_ms);
+                    }
+                }
+            }
             let keys: Vec<RoomKey> = self.rooms.keys().copied().collect();
             for key in keys {
                 if let Some(room) = self.rooms.get_mut(&key) {

@@ -5,10 +5,15 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::Cursor;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
+use parking_lot::Mutex;
+
 use rand::distr::{Alphanumeric, SampleString};
-use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use rtc::interceptor::{
+    Attribute, CongestionControlBuilder, Interceptor, Packet, Slot, StreamInfo, TaggedPacket, TwccSenderBuilder,
+};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
@@ -29,6 +34,7 @@ use rtc::sansio::Protocol;
 use rtc::sdp::extmap::AUDIO_LEVEL_URI;
 use rtc::shared::error::Error;
 
+use crate::bwe::{Downlink, DownlinkEstimator};
 use crate::room::TrackKind;
 use crate::rtp::{Pid, TrackId};
 
@@ -51,9 +57,9 @@ pub struct SdpError(pub String);
 /// The opus and VP8 codecs, header extensions and RTCP feedback every PC negotiates, and the
 /// interceptors behind them: NACK (answered from a send history, generated for what is
 /// received), sender and receiver reports, transport-wide congestion control feedback to
-/// publishers, and the
-/// keyframe requests (PLI, FIR) of subscribers handed to the SFU.
-fn engine() -> Result<(MediaEngine, rtc::interceptor::Registry), Error> {
+/// publishers and from subscribers (read into `downlink`), and the keyframe requests (PLI,
+/// FIR) of subscribers handed to the SFU.
+fn engine(downlink: &Arc<Mutex<Downlink>>) -> Result<(MediaEngine, rtc::interceptor::Registry), Error> {
     let fb = |typ: &str, parameter: &str| RTCPFeedback { typ: typ.into(), parameter: parameter.into() };
     let mut me = MediaEngine::default();
     me.register_codec(
@@ -89,10 +95,14 @@ fn engine() -> Result<(MediaEngine, rtc::interceptor::Registry), Error> {
     let registry = rtc::interceptor::Registry::new();
     let registry = configure_nack(registry, &mut me);
     let registry = configure_rtcp_reports(registry);
-    // Feedback for what publishers send (their browser's bandwidth estimate needs it); no
-    // sequence numbers on what the SFU sends, since nothing estimates the downlink yet: every
-    // subscriber would send feedback the SFU reads and drops.
+    // Feedback for what publishers send (their browser's bandwidth estimate needs it), and
+    // transport-wide sequence numbers on what the SFU forwards, whose feedback estimates the
+    // subscriber's downlink. Nothing paces: the SFU forwards as packets come, and a downlink
+    // short of bandwidth gets smaller simulcast layers instead (`crate::bwe`).
     let registry = configure_twcc_receiver_only(registry, &mut me)?;
+    let registry = registry
+        .with(Slot::CongestionControl, CongestionControlBuilder::new(DownlinkEstimator::new(downlink.clone())).build())
+        .with(Slot::TwccSender, TwccSenderBuilder::new().build());
     let registry = registry.with(Slot::from(14_000), KeyframeRequests::default());
     Ok((me, registry))
 }
@@ -104,8 +114,14 @@ pub fn credentials() -> (String, String) {
 }
 
 /// An ICE-lite PeerConnection whose only candidate is the SFU's shared host address.
-pub fn build(ufrag: &str, pwd: &str, host: SocketAddr, now: Instant) -> Result<RTCPeerConnection, Error> {
-    let (me, registry) = engine()?;
+pub fn build(
+    ufrag: &str,
+    pwd: &str,
+    host: SocketAddr,
+    downlink: &Arc<Mutex<Downlink>>,
+    now: Instant,
+) -> Result<RTCPeerConnection, Error> {
+    let (me, registry) = engine(downlink)?;
     let settings = SettingEngineBuilder::new()
         .with_lite(true)
         .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
@@ -144,6 +160,8 @@ pub struct Accepted {
     pub offered: Vec<OfferedTrack>,
     /// The audio-level extension id the offer negotiated, if any.
     pub audio_level_id: Option<u8>,
+    /// What the feedback on what the PC sends says of the client's downlink.
+    pub downlink: Arc<Mutex<Downlink>>,
 }
 
 /// Reads a client's join offer ([`published_tracks`]), then gives it to a fresh PC and answers:
@@ -152,7 +170,8 @@ pub fn accept_offer(offer: &str, host: SocketAddr, now: Instant) -> Result<Accep
     let offered = published_tracks(offer)?;
     let invalid = |e: Error| SdpError(e.to_string());
     let (ufrag, pwd) = credentials();
-    let mut pc = build(&ufrag, &pwd, host, now).map_err(invalid)?;
+    let downlink = Arc::new(Mutex::new(Downlink::new(crate::bwe::PROBE_AFTER)));
+    let mut pc = build(&ufrag, &pwd, host, &downlink, now).map_err(invalid)?;
     let description = rtc::peer_connection::sdp::RTCSessionDescription::offer(offer.to_owned()).map_err(invalid)?;
     pc.set_remote_description(now, description).map_err(invalid)?;
     let answer = pc.create_answer(None).map_err(invalid)?;
@@ -163,7 +182,7 @@ pub fn accept_offer(offer: &str, host: SocketAddr, now: Instant) -> Result<Accep
             r.get_parameters().rtp_parameters.header_extensions.iter().find(|e| e.uri == AUDIO_LEVEL_URI).map(|e| e.id as u8)
         })
     });
-    Ok(Accepted { pc, ufrag, answer: answer.sdp, offered, audio_level_id })
+    Ok(Accepted { pc, ufrag, answer: answer.sdp, offered, audio_level_id, downlink })
 }
 
 /// Adds a sendonly transceiver to `pc` for `publisher`'s `track`, written with `ssrc`.
@@ -350,6 +369,10 @@ pub struct Peer {
     pub rules: super::MediaRules,
     /// When the PC next wants `handle_timeout`.
     pub timeout: Option<Instant>,
+    /// Its downlink, from the feedback on what it is forwarded.
+    pub downlink: Arc<Mutex<Downlink>>,
+    /// The budget the room was last given for it.
+    pub budget: Option<u64>,
 }
 
 /// Hands a subscriber's keyframe requests (PLI, FIR) to the SFU: inbound RTCP otherwise ends
