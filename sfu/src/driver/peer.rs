@@ -96,13 +96,14 @@ fn engine(downlink: &Arc<Mutex<Downlink>>) -> Result<(MediaEngine, rtc::intercep
     let registry = configure_nack(registry, &mut me);
     let registry = configure_rtcp_reports(registry);
     // Feedback for what publishers send (their browser's bandwidth estimate needs it), and
-    // transport-wide sequence numbers on what the SFU forwards, whose feedback estimates the
-    // subscriber's downlink. Nothing paces: the SFU forwards as packets come, and a downlink
-    // short of bandwidth gets smaller simulcast layers instead (`crate::bwe`).
+    // transport-wide sequence numbers on the video the SFU forwards, whose feedback estimates
+    // the subscriber's downlink. Nothing paces: the SFU forwards as packets come, and a
+    // downlink short of bandwidth gets smaller simulcast layers instead (`crate::bwe`). Audio
+    // has no layers to choose: feedback on it would only cost every listener's packets.
     let registry = configure_twcc_receiver_only(registry, &mut me)?;
     let registry = registry
-        .with(Slot::CongestionControl, CongestionControlBuilder::new(DownlinkEstimator::new(downlink.clone())).build())
-        .with(Slot::TwccSender, TwccSenderBuilder::new().build());
+        .with(Slot::CongestionControl, VideoOnly(CongestionControlBuilder::new(DownlinkEstimator::new(downlink.clone())).build()))
+        .with(Slot::TwccSender, VideoOnly(TwccSenderBuilder::new().build()));
     let registry = registry.with(Slot::from(14_000), KeyframeRequests::default());
     Ok((me, registry))
 }
@@ -429,6 +430,67 @@ impl Interceptor for KeyframeRequests {
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// An interceptor that sees only the video streams the SFU sends: transport-wide sequence
+/// numbers and the send history of congestion control are for video (an audio packet in the
+/// history would never be acknowledged, and would read as lost).
+struct VideoOnly<I>(I);
+
+impl<I: Interceptor> Protocol<TaggedPacket, TaggedPacket, ()> for VideoOnly<I> {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.0.handle_read(msg)
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.0.poll_read()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.0.handle_write(msg)
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.0.poll_write()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), Self::Error> {
+        self.0.handle_timeout(now)
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.0.poll_timeout()
+    }
+
+    fn close(&mut self) -> Result<(), Self::Error> {
+        self.0.close()
+    }
+}
+
+impl<I: Interceptor> Interceptor for VideoOnly<I> {
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        if info.mime_type.to_ascii_lowercase().starts_with("video/") {
+            self.0.bind_local_stream(info);
+        }
+    }
+
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.0.unbind_local_stream(info);
+    }
+
+    fn bind_remote_stream(&mut self, info: &StreamInfo) {
+        self.0.bind_remote_stream(info);
+    }
+
+    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
+        self.0.unbind_remote_stream(info);
+    }
 }
 
 /// The local ufrag of a STUN Binding Request (`USERNAME` is `<ours>:<theirs>`), if `buf` is one.
