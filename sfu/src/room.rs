@@ -22,7 +22,7 @@ pub enum TrackKind {
 }
 
 impl TrackKind {
-    fn clock_rate(self) -> u32 {
+    pub(crate) fn clock_rate(self) -> u32 {
         match self {
             TrackKind::Audio => 48_000,
             TrackKind::Camera | TrackKind::Screen => 90_000,

@@ -86,6 +86,7 @@ test('two people talk in a voice channel: speaking, camera and screen share, dec
   await expect(channelList(b.page).getByTitle('Camera on')).toHaveCount(0);
   await stage(b.page).getByRole('button', { name: 'Leave voice' }).click();
   await expect(benOnA).toHaveCount(0, { timeout: 15_000 });
+  const openedByAnnBeforeLeave = await number(a.page, 'data-audio-opened');
   await expect(stage(a.page).getByText('Someone left')).toHaveCount(0);
   // Her (silent) microphone frames are dropped from the moment the leave arrived, none sent.
   const unsent = await number(a.page, 'data-audio-unsent');
@@ -104,6 +105,10 @@ test('two people talk in a voice channel: speaking, camera and screen share, dec
   await stage(a.page).getByRole('button', { name: 'Unmute', exact: true }).click();
   await expect.poll(() => number(b.page, 'data-audio-opened'), { timeout: 30_000 }).toBeGreaterThan(0);
   await expect(annOnB).toHaveAttribute('data-speaking', 'true', { timeout: 30_000 });
+  // Ben's new microphone track reaches Ann on the m-line his first one left free (the SFU
+  // reuses it, its numbering going on), and opens there with his new key.
+  await expect.poll(() => number(a.page, 'data-audio-opened'), { timeout: 30_000 }).toBeGreaterThan(openedByAnnBeforeLeave + 50);
+  await expect(benOnA).toHaveAttribute('data-speaking', 'true', { timeout: 30_000 });
   // The same privacy code on both screens again.
   const codes = async () => Promise.all([a.page, b.page].map((p) => stage(p).locator('[data-privacy-code]').getAttribute('data-privacy-code')));
   await expect.poll(async () => { const [x, y] = await codes(); return x !== null && x === y; }, { timeout: 30_000 }).toBe(true);

@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use peer::{
     accept_offer, add_subscription, published_tracks, Accepted, OfferedTrack, SdpError, CLIENT_MLINES_MAX, SDP_MAX_BYTES,
 };
-use peer::{Inbound, Outbound, Peer};
+use peer::{Freed, Inbound, Outbound, Peer};
 
 use crate::room::{Forward, Output, Quality, Room, RoomError, RoomLimits, TrackKind};
 use crate::rtp::{Pid, RtpMeta, TrackId};
@@ -557,13 +557,14 @@ impl Driver {
             if inbound.kind == TrackKind::Audio && !sub.rules.hear {
                 continue;
             }
-            let Some(out) = sub.outbound.get(&f.track).filter(|o| o.ready) else { continue };
+            let Some(out) = sub.outbound.get_mut(&f.track).filter(|o| o.ready) else { continue };
+            let (seq, timestamp) = out.renumber(f.seq, f.timestamp, now, inbound.kind.clock_rate());
             let mut header = rtc::rtp::header::Header {
                 version: 2,
                 marker: packet.header.marker,
                 payload_type: out.payload_type,
-                sequence_number: f.seq,
-                timestamp: f.timestamp,
+                sequence_number: seq,
+                timestamp,
                 ssrc: out.ssrc,
                 ..Default::default()
             };
@@ -656,6 +657,7 @@ impl Driver {
                 inbound: HashMap::new(),
                 audio_level_id,
                 outbound: HashMap::new(),
+                freed: Vec::new(),
                 negotiation: Default::default(),
                 rules: MediaRules::default(),
                 timeout: None,
@@ -677,6 +679,10 @@ impl Driver {
         let description = RTCSessionDescription::answer(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
         peer.pc.set_remote_description(now, description).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
         peer.negotiation.awaiting_answer = false;
+        // The m-lines this answer saw go inactive can carry new tracks now.
+        for f in &mut peer.freed {
+            f.settled |= f.revision.is_some_and(|r| r <= peer.negotiation.revision);
+        }
         let mut fresh_video = Vec::new();
         let ids: Vec<TrackId> = peer.outbound.keys().copied().collect();
         for track in ids {
@@ -775,6 +781,10 @@ impl Driver {
         }
         peer.negotiation.awaiting_answer = true;
         peer.negotiation.revision += 1;
+        let revision = peer.negotiation.revision;
+        for f in &mut peer.freed {
+            f.revision.get_or_insert(revision);
+        }
         let mut tracks = Vec::new();
         for (track, out) in &peer.outbound {
             if let Some(mid) = peer.pc.rtp_transceiver(out.transceiver).and_then(|t| t.mid().clone()) {
@@ -801,7 +811,18 @@ impl Driver {
                 Output::Unsubscribe { sub, track } => {
                     let Some(peer) = self.peers.get_mut(&sub) else { continue };
                     if let Some(out) = peer.outbound.remove(&track) {
-                        let _ = peer.pc.remove_track(out.sender);
+                        // Inactive, its sender kept: the m-line is reused for a later track.
+                        if let Some(mut t) = peer.pc.rtp_transceiver(out.transceiver) {
+                            t.set_direction(rtc::rtp_transceiver::RTCRtpTransceiverDirection::Inactive);
+                        }
+                        peer.freed.push(Freed {
+                            transceiver: out.transceiver,
+                            audio: out.kind == TrackKind::Audio,
+                            ssrc: out.ssrc,
+                            revision: None,
+                            settled: false,
+                            last: out.last,
+                        });
                         peer.negotiation.due.get_or_insert(now + self.config.offer_delay);
                     }
                 }
@@ -827,13 +848,21 @@ impl Driver {
 
     fn subscribe(&mut self, sub: Pid, track: TrackId, publisher: Pid, kind: TrackKind, now: Instant) {
         let Some(peer) = self.peers.get_mut(&sub) else { return };
-        let ssrc = loop {
-            let s = rand::random::<u32>();
-            if s != 0 && !peer.outbound.values().any(|o| o.ssrc == s) {
-                break s;
+        let audio = kind == TrackKind::Audio;
+        let reuse = peer.freed.iter().position(|f| f.settled && f.audio == audio).map(|i| peer.freed.remove(i));
+        let ssrc = match reuse {
+            Some(f) => {
+                tracing::debug!(sub, track, ssrc = f.ssrc, "sfu: a freed m-line carries a new track");
+                f.ssrc
             }
+            None => loop {
+                let s = rand::random::<u32>();
+                if s != 0 && !peer.outbound.values().any(|o| o.ssrc == s) && !peer.freed.iter().any(|f| f.ssrc == s) {
+                    break s;
+                }
+            },
         };
-        let transceiver = match peer::add_subscription(&mut peer.pc, publisher, track, kind, ssrc) {
+        let transceiver = match peer::add_subscription(&mut peer.pc, publisher, track, kind, ssrc, reuse.map(|f| f.transceiver)) {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(error = %e, "sfu: cannot add a subscription");
@@ -851,6 +880,9 @@ impl Driver {
                 ready: false,
                 payload_type: 0,
                 audio_level_id: None,
+                after: reuse.and_then(|f| f.last),
+                shift: None,
+                last: None,
             },
         );
         peer.negotiation.due.get_or_insert(now + self.config.offer_delay);

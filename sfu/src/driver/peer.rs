@@ -186,13 +186,15 @@ pub fn accept_offer(offer: &str, host: SocketAddr, now: Instant) -> Result<Accep
     Ok(Accepted { pc, ufrag, answer: answer.sdp, offered, audio_level_id, downlink })
 }
 
-/// Adds a sendonly transceiver to `pc` for `publisher`'s `track`, written with `ssrc`.
+/// Adds `publisher`'s `track` to `pc`, written with `ssrc`, on a sendonly m-line: `reuse`, an
+/// m-line whose last track was removed (its sender kept, with its SSRC), or a new one.
 pub fn add_subscription(
     pc: &mut RTCPeerConnection,
     publisher: Pid,
     track: TrackId,
     kind: TrackKind,
     ssrc: u32,
+    reuse: Option<RTCRtpTransceiverId>,
 ) -> Result<RTCRtpTransceiverId, Error> {
     let (codec_kind, codec) = match kind {
         TrackKind::Audio => (
@@ -212,8 +214,32 @@ pub fn add_subscription(
             ..Default::default()
         }],
     );
+    if let Some(transceiver) = reuse {
+        pc.rtp_transceiver(transceiver).ok_or(Error::ErrRTPSenderNotExisted)?.set_direction(RTCRtpTransceiverDirection::Sendonly);
+        pc.rtp_sender(RTCRtpSenderId::from(transceiver)).ok_or(Error::ErrRTPSenderNotExisted)?.replace_track(media)?;
+        return Ok(transceiver);
+    }
     let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, streams: vec![], send_encodings: vec![] };
     pc.add_transceiver_from_track(media, Some(init))
+}
+
+/// An m-line whose track was removed (made inactive, its sender kept). It carries a new track
+/// of its kind once the client has answered the offer that made it inactive: the client has
+/// then seen the old track end, and sees the new one start.
+#[derive(Debug, Clone, Copy)]
+pub struct Freed {
+    /// The transceiver.
+    pub transceiver: RTCRtpTransceiverId,
+    /// Whether it carries audio (otherwise video: a camera or a screen).
+    pub audio: bool,
+    /// The SSRC its sender writes.
+    pub ssrc: u32,
+    /// The revision of the offer that made it inactive, once sent.
+    pub revision: Option<u64>,
+    /// Whether that offer's answer is back.
+    pub settled: bool,
+    /// What was last written on it.
+    pub last: Option<Written>,
 }
 
 /// A track a client's offer publishes: an m-line it sends on.
@@ -329,6 +355,43 @@ pub struct Outbound {
     pub payload_type: u8,
     /// The audio-level extension id negotiated on it, if any.
     pub audio_level_id: Option<u8>,
+    /// On a reused m-line: what was last written on it before (so the numbering of the SSRC
+    /// goes on: a receiver's SRTP replay window and rollover counter would refuse a restart).
+    pub after: Option<Written>,
+    /// What is added to the room's numbering, fixed at the first packet written.
+    pub shift: Option<(u16, u32)>,
+    /// What was last written.
+    pub last: Option<Written>,
+}
+
+/// The last packet written on an m-line.
+#[derive(Debug, Clone, Copy)]
+pub struct Written {
+    /// Its sequence number.
+    pub seq: u16,
+    /// Its timestamp.
+    pub ts: u32,
+    /// When.
+    pub at: Instant,
+}
+
+impl Outbound {
+    /// The sequence number and timestamp to write for the room's `seq` and `ts`.
+    pub fn renumber(&mut self, seq: u16, ts: u32, now: Instant, clock_rate: u32) -> (u16, u32) {
+        let (seq_shift, ts_shift) = *self.shift.get_or_insert_with(|| match self.after {
+            Some(w) => {
+                let ticks = (now.saturating_duration_since(w.at).as_millis() as u64 * u64::from(clock_rate) / 1000)
+                    .clamp(1, u64::from(u32::MAX / 2)) as u32;
+                (w.seq.wrapping_add(1).wrapping_sub(seq), w.ts.wrapping_add(ticks).wrapping_sub(ts))
+            }
+            None => (0, 0),
+        });
+        let out = (seq.wrapping_add(seq_shift), ts.wrapping_add(ts_shift));
+        if self.last.is_none_or(|l| crate::rtp::seq_newer(out.0, l.seq)) {
+            self.last = Some(Written { seq: out.0, ts: out.1, at: now });
+        }
+        out
+    }
 }
 
 /// The state of the SFU's own offers on a PC.
@@ -364,6 +427,8 @@ pub struct Peer {
     pub audio_level_id: Option<u8>,
     /// The tracks it receives.
     pub outbound: HashMap<TrackId, Outbound>,
+    /// Its m-lines whose track was removed, to be reused.
+    pub freed: Vec<Freed>,
     /// Its SFU offers.
     pub negotiation: Negotiation,
     /// What it may send and hear.
