@@ -632,6 +632,36 @@ mod tests {
     }
 
     #[test]
+    fn a_reused_m_line_goes_on_with_its_ssrcs_numbering() {
+        let t0 = Instant::now();
+        let out = |after| Outbound {
+            transceiver: RTCRtpTransceiverId::from(0usize),
+            sender: RTCRtpSenderId::from(RTCRtpTransceiverId::from(0usize)),
+            ssrc: 7,
+            publisher: 1,
+            kind: TrackKind::Audio,
+            ready: true,
+            payload_type: OPUS_PT,
+            audio_level_id: None,
+            after,
+            shift: None,
+            last: None,
+        };
+        // A fresh m-line writes the room's numbers as they are.
+        let mut fresh = out(None);
+        assert_eq!(fresh.renumber(500, 9_000, t0, 48_000), (500, 9_000));
+        // A reused one goes on from the last packet written on it, spaced by the time since.
+        let last = Written { seq: 65_535, ts: u32::MAX - 100, at: t0 };
+        let mut reused = out(Some(last));
+        let later = t0 + std::time::Duration::from_millis(40);
+        assert_eq!(reused.renumber(500, 9_000, later, 48_000), (0, (u32::MAX - 100).wrapping_add(1920)));
+        assert_eq!(reused.renumber(501, 9_960, later, 48_000), (1, (u32::MAX - 100).wrapping_add(2880)));
+        // A retransmission of an older packet keeps its number and does not move the last.
+        assert_eq!(reused.renumber(500, 9_000, later, 48_000), (0, (u32::MAX - 100).wrapping_add(1920)));
+        assert_eq!(reused.last.map(|w| w.seq), Some(1));
+    }
+
+    #[test]
     fn publishers_get_transport_wide_feedback_and_layers_by_rid() {
         // What Chromium's bandwidth estimate for its uplink needs, and what simulcast needs.
         let offer = include_str!("../../../fuzz/seeds/sdp_offer/chromium-mic-camera-screen.sdp");
