@@ -108,7 +108,14 @@ impl Downlink {
     pub fn on_reports(&mut self, now: Instant, reports: &[PacketReport], delay_based_bps: Option<f64>) {
         let start = *self.window_start.get_or_insert(now);
         let elapsed = now.saturating_duration_since(start);
-        if elapsed >= WINDOW {
+        if elapsed >= WINDOW * 4 {
+            // Feedback stopped for a while (no video forwarded): what is left of the window
+            // says nothing about the link now.
+            self.window_start = Some(now);
+            self.sent = 0;
+            self.lost = 0;
+            self.arrived_bytes = 0;
+        } else if elapsed >= WINDOW {
             let received_bps = self.arrived_bytes.saturating_mul(8).saturating_mul(1000) / (elapsed.as_millis().max(1) as u64);
             let loss = if self.sent >= WINDOW_MIN_PACKETS { f64::from(self.lost) / f64::from(self.sent) } else { 0.0 };
             self.window_start = Some(now);
@@ -298,6 +305,18 @@ mod tests {
         assert_eq!(d.probing_from(), None, "no probe before 16 s");
         feed(&mut d, t0, 25000, 100, None);
         assert!(d.probing_from().is_some(), "a probe after 16 s");
+    }
+
+    #[test]
+    fn a_window_left_open_by_a_pause_is_not_judged() {
+        let t0 = Instant::now();
+        let mut d = Downlink::new(Duration::from_secs(8));
+        // Loss, then no video (no feedback) for a minute: that window is dropped, not read as
+        // a link that carried a few bytes a minute.
+        feed(&mut d, t0, 0, 300, Some(2));
+        feed(&mut d, t0, 60_000, 1000, None);
+        assert_eq!(d.budget(), None);
+        assert_eq!(d.congestions(), 0);
     }
 
     #[test]
