@@ -108,7 +108,7 @@ impl Downlink {
     pub fn on_reports(&mut self, now: Instant, reports: &[PacketReport], delay_based_bps: Option<f64>) {
         let start = *self.window_start.get_or_insert(now);
         let elapsed = now.saturating_duration_since(start);
-        if elapsed >= WINDOW * 4 {
+        if elapsed >= WINDOW * 2 {
             // Feedback stopped for a while (no video forwarded): what is left of the window
             // says nothing about the link now.
             self.window_start = Some(now);

@@ -685,9 +685,12 @@ impl Driver {
         }
         let mut fresh_video = Vec::new();
         let ids: Vec<TrackId> = peer.outbound.keys().copied().collect();
+        let answered = peer.negotiation.revision;
         for track in ids {
             let Some(out) = peer.outbound.get(&track) else { continue };
-            if out.ready {
+            // Only a track the answered offer carried: a reused m-line still has the codecs of
+            // its last track, and an older offer showed it inactive.
+            if out.ready || out.offered_in.is_none_or(|r| r > answered) {
                 continue;
             }
             let sender = out.sender;
@@ -785,6 +788,9 @@ impl Driver {
         for f in &mut peer.freed {
             f.revision.get_or_insert(revision);
         }
+        for out in peer.outbound.values_mut() {
+            out.offered_in.get_or_insert(revision);
+        }
         let mut tracks = Vec::new();
         for (track, out) in &peer.outbound {
             if let Some(mid) = peer.pc.rtp_transceiver(out.transceiver).and_then(|t| t.mid().clone()) {
@@ -821,7 +827,8 @@ impl Driver {
                             ssrc: out.ssrc,
                             revision: None,
                             settled: false,
-                            last: out.last,
+                            // Nothing written since its reuse: what was written before.
+                            last: out.last.or(out.after),
                         });
                         peer.negotiation.due.get_or_insert(now + self.config.offer_delay);
                     }
@@ -877,6 +884,7 @@ impl Driver {
                 ssrc,
                 publisher,
                 kind,
+                offered_in: None,
                 ready: false,
                 payload_type: 0,
                 audio_level_id: None,

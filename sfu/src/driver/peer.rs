@@ -102,7 +102,10 @@ fn engine(downlink: &Arc<Mutex<Downlink>>) -> Result<(MediaEngine, rtc::intercep
     // has no layers to choose: feedback on it would only cost every listener's packets.
     let registry = configure_twcc_receiver_only(registry, &mut me)?;
     let registry = registry
-        .with(Slot::CongestionControl, VideoOnly(CongestionControlBuilder::new(DownlinkEstimator::new(downlink.clone())).build()))
+        .with(
+            Slot::CongestionControl,
+            VideoOnly(BoundedFeedback::new(CongestionControlBuilder::new(DownlinkEstimator::new(downlink.clone())).build())),
+        )
         .with(Slot::TwccSender, VideoOnly(TwccSenderBuilder::new().build()));
     let registry = registry.with(Slot::from(14_000), KeyframeRequests::default());
     Ok((me, registry))
@@ -349,7 +352,9 @@ pub struct Outbound {
     pub publisher: Pid,
     /// What it carries.
     pub kind: TrackKind,
-    /// Whether an answer covering it has been applied (writes before are refused).
+    /// The revision of the first offer that carried it.
+    pub offered_in: Option<u64>,
+    /// Whether the answer to that offer has been applied (nothing is written before).
     pub ready: bool,
     /// The payload type and the audio-level extension id negotiated on it.
     pub payload_type: u8,
@@ -558,6 +563,122 @@ impl<I: Interceptor> Interceptor for VideoOnly<I> {
     }
 }
 
+/// Transport-wide feedback statuses a client may report per second (a 20 Mb/s downlink of
+/// 1,200-byte packets is about 2,100 a second) ...
+pub const FEEDBACK_STATUSES_PER_SECOND: f64 = 20_000.0;
+/// ... and at once.
+pub const FEEDBACK_STATUSES_BURST: f64 = 4_096.0;
+
+/// Bounds the transport-wide feedback a client sends before congestion control reads it.
+/// Each status in a feedback packet becomes work (an acknowledgement, a lookup in the send
+/// history), and a run-length chunk of two bytes can claim 8,191 of them: a feedback packet
+/// whose chunks claim more statuses than it counts is dropped, and the statuses a client may
+/// report are budgeted (a token bucket), so a client cannot make the SFU's one task work for
+/// everyone else's media.
+struct BoundedFeedback<I> {
+    inner: I,
+    tokens: f64,
+    refilled: Option<Instant>,
+}
+
+impl<I> BoundedFeedback<I> {
+    fn new(inner: I) -> Self {
+        Self { inner, tokens: FEEDBACK_STATUSES_BURST, refilled: None }
+    }
+
+    /// Whether a feedback packet is taken (and its statuses spent).
+    fn take(&mut self, now: Instant, feedback: &rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc) -> bool {
+        use rtc::rtcp::transport_feedbacks::transport_layer_cc::PacketStatusChunk;
+        let covered: usize = feedback
+            .packet_chunks
+            .iter()
+            .map(|c| match c {
+                PacketStatusChunk::RunLengthChunk(r) => usize::from(r.run_length),
+                PacketStatusChunk::StatusVectorChunk(v) => v.symbol_list.len(),
+            })
+            .sum();
+        let count = usize::from(feedback.packet_status_count);
+        // The last chunk may cover up to 13 statuses past the count (a run may not, but 14 is
+        // the most any well-formed packet can have left over).
+        if covered > count + 14 {
+            return false;
+        }
+        if let Some(at) = self.refilled {
+            let elapsed = now.saturating_duration_since(at).as_secs_f64();
+            self.tokens = (self.tokens + elapsed * FEEDBACK_STATUSES_PER_SECOND).min(FEEDBACK_STATUSES_BURST);
+        }
+        self.refilled = Some(now);
+        let cost = covered.max(count) as f64;
+        if cost > self.tokens {
+            return false;
+        }
+        self.tokens -= cost;
+        true
+    }
+}
+
+impl<I: Interceptor> Protocol<TaggedPacket, TaggedPacket, ()> for BoundedFeedback<I> {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
+        if let Packet::Rtcp(packets) = &mut msg.message.packet {
+            let now = msg.now;
+            packets.retain(|p| match p.as_any().downcast_ref::<TransportLayerCc>() {
+                Some(feedback) => self.take(now, feedback),
+                None => true,
+            });
+        }
+        self.inner.handle_read(msg)
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.inner.poll_read()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.inner.handle_write(msg)
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.inner.poll_write()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), Self::Error> {
+        self.inner.handle_timeout(now)
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.inner.poll_timeout()
+    }
+
+    fn close(&mut self) -> Result<(), Self::Error> {
+        self.inner.close()
+    }
+}
+
+impl<I: Interceptor> Interceptor for BoundedFeedback<I> {
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        self.inner.bind_local_stream(info);
+    }
+
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.inner.unbind_local_stream(info);
+    }
+
+    fn bind_remote_stream(&mut self, info: &StreamInfo) {
+        self.inner.bind_remote_stream(info);
+    }
+
+    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
+        self.inner.unbind_remote_stream(info);
+    }
+}
+
 /// The local ufrag of a STUN Binding Request (`USERNAME` is `<ours>:<theirs>`), if `buf` is one.
 pub fn binding_request_ufrag(buf: &[u8]) -> Option<String> {
     use rtc::stun::message::{is_stun_message, Message, BINDING_REQUEST};
@@ -632,6 +753,27 @@ mod tests {
     }
 
     #[test]
+    fn feedback_claiming_more_than_it_counts_or_more_than_the_budget_is_dropped() {
+        use rtc::rtcp::transport_feedbacks::transport_layer_cc::{PacketStatusChunk, RunLengthChunk, TransportLayerCc};
+        let feedback = |count: u16, run: u16| TransportLayerCc {
+            packet_status_count: count,
+            packet_chunks: vec![PacketStatusChunk::RunLengthChunk(RunLengthChunk { run_length: run, ..Default::default() })],
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        let mut guard = BoundedFeedback::new(());
+        // Two bytes claiming 8,191 statuses for a packet that counts one: never read.
+        assert!(!guard.take(t0, &feedback(1, 8191)));
+        // Honest feedback is read until the burst is spent...
+        let taken = (0..100).filter(|_| guard.take(t0, &feedback(100, 100))).count();
+        assert_eq!(taken, 40, "4,096 statuses at once");
+        // ... then 20,000 a second: 100 ms later, 2,000 more.
+        let later = t0 + std::time::Duration::from_millis(100);
+        let taken = (0..100).filter(|_| guard.take(later, &feedback(100, 100))).count();
+        assert_eq!(taken, 20);
+    }
+
+    #[test]
     fn a_reused_m_line_goes_on_with_its_ssrcs_numbering() {
         let t0 = Instant::now();
         let out = |after| Outbound {
@@ -640,6 +782,7 @@ mod tests {
             ssrc: 7,
             publisher: 1,
             kind: TrackKind::Audio,
+            offered_in: Some(1),
             ready: true,
             payload_type: OPUS_PT,
             audio_level_id: None,
