@@ -679,9 +679,10 @@ impl Driver {
         let description = RTCSessionDescription::answer(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
         peer.pc.set_remote_description(now, description).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
         peer.negotiation.awaiting_answer = false;
-        // The m-lines this answer saw go inactive can carry new tracks now.
+        // The m-lines this answer saw go inactive can carry new tracks now (an answer is to the
+        // last offer, which carried every freed m-line it found).
         for f in &mut peer.freed {
-            f.settled |= f.revision.is_some_and(|r| r <= peer.negotiation.revision);
+            f.settled |= f.revision.is_some();
         }
         let mut fresh_video = Vec::new();
         let ids: Vec<TrackId> = peer.outbound.keys().copied().collect();

@@ -104,9 +104,9 @@ fn engine(downlink: &Arc<Mutex<Downlink>>) -> Result<(MediaEngine, rtc::intercep
     let registry = registry
         .with(
             Slot::CongestionControl,
-            VideoOnly(BoundedFeedback::new(CongestionControlBuilder::new(DownlinkEstimator::new(downlink.clone())).build())),
+            VideoOnly::with_feedback_budget(CongestionControlBuilder::new(DownlinkEstimator::new(downlink.clone())).build()),
         )
-        .with(Slot::TwccSender, VideoOnly(TwccSenderBuilder::new().build()));
+        .with(Slot::TwccSender, VideoOnly::new(TwccSenderBuilder::new().build()));
     let registry = registry.with(Slot::from(14_000), KeyframeRequests::default());
     Ok((me, registry))
 }
@@ -502,91 +502,29 @@ impl Interceptor for KeyframeRequests {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
-/// An interceptor that sees only the video streams the SFU sends: transport-wide sequence
-/// numbers and the send history of congestion control are for video (an audio packet in the
-/// history would never be acknowledged, and would read as lost).
-struct VideoOnly<I>(I);
-
-impl<I: Interceptor> Protocol<TaggedPacket, TaggedPacket, ()> for VideoOnly<I> {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.0.handle_read(msg)
-    }
-
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.0.poll_read()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.0.handle_write(msg)
-    }
-
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.0.poll_write()
-    }
-
-    fn handle_timeout(&mut self, now: Instant) -> Result<(), Self::Error> {
-        self.0.handle_timeout(now)
-    }
-
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        self.0.poll_timeout()
-    }
-
-    fn close(&mut self) -> Result<(), Self::Error> {
-        self.0.close()
-    }
-}
-
-impl<I: Interceptor> Interceptor for VideoOnly<I> {
-    fn bind_local_stream(&mut self, info: &StreamInfo) {
-        if info.mime_type.to_ascii_lowercase().starts_with("video/") {
-            self.0.bind_local_stream(info);
-        }
-    }
-
-    fn unbind_local_stream(&mut self, info: &StreamInfo) {
-        self.0.unbind_local_stream(info);
-    }
-
-    fn bind_remote_stream(&mut self, info: &StreamInfo) {
-        self.0.bind_remote_stream(info);
-    }
-
-    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
-        self.0.unbind_remote_stream(info);
-    }
-}
-
 /// Transport-wide feedback statuses a client may report per second (a 20 Mb/s downlink of
 /// 1,200-byte packets is about 2,100 a second) ...
 pub const FEEDBACK_STATUSES_PER_SECOND: f64 = 20_000.0;
 /// ... and at once.
 pub const FEEDBACK_STATUSES_BURST: f64 = 4_096.0;
 
-/// Bounds the transport-wide feedback a client sends before congestion control reads it.
-/// Each status in a feedback packet becomes work (an acknowledgement, a lookup in the send
-/// history), and a run-length chunk of two bytes can claim 8,191 of them: a feedback packet
-/// whose chunks claim more statuses than it counts is dropped, and the statuses a client may
-/// report are budgeted (a token bucket), so a client cannot make the SFU's one task work for
-/// everyone else's media.
-struct BoundedFeedback<I> {
-    inner: I,
+/// The transport-wide feedback statuses a client may still report (a token bucket). Each
+/// status becomes work (an acknowledgement, a lookup in the send history), and a run-length
+/// chunk of two bytes can claim 8,191 of them.
+struct FeedbackBudget {
     tokens: f64,
     refilled: Option<Instant>,
 }
 
-impl<I> BoundedFeedback<I> {
-    fn new(inner: I) -> Self {
-        Self { inner, tokens: FEEDBACK_STATUSES_BURST, refilled: None }
+impl Default for FeedbackBudget {
+    fn default() -> Self {
+        Self { tokens: FEEDBACK_STATUSES_BURST, refilled: None }
     }
+}
 
-    /// Whether a feedback packet is taken (and its statuses spent).
+impl FeedbackBudget {
+    /// Whether a feedback packet is read (and its statuses spent): not if its chunks claim
+    /// more statuses than it counts, nor past the budget.
     fn take(&mut self, now: Instant, feedback: &rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc) -> bool {
         use rtc::rtcp::transport_feedbacks::transport_layer_cc::PacketStatusChunk;
         let covered: usize = feedback
@@ -617,7 +555,27 @@ impl<I> BoundedFeedback<I> {
     }
 }
 
-impl<I: Interceptor> Protocol<TaggedPacket, TaggedPacket, ()> for BoundedFeedback<I> {
+/// An interceptor of the SFU's own sending side that sees only the video streams it sends:
+/// transport-wide sequence numbers and the send history of congestion control are for video
+/// (an audio packet in the history would never be acknowledged, and would read as lost).
+/// With a budget, the transport-wide feedback a client sends is bounded before `inner` reads
+/// it, so a client cannot make the SFU's one task work for everyone else's media.
+struct VideoOnly<I> {
+    inner: I,
+    feedback: Option<FeedbackBudget>,
+}
+
+impl<I> VideoOnly<I> {
+    fn new(inner: I) -> Self {
+        Self { inner, feedback: None }
+    }
+
+    fn with_feedback_budget(inner: I) -> Self {
+        Self { inner, feedback: Some(FeedbackBudget::default()) }
+    }
+}
+
+impl<I: Interceptor> Protocol<TaggedPacket, TaggedPacket, ()> for VideoOnly<I> {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
@@ -626,12 +584,9 @@ impl<I: Interceptor> Protocol<TaggedPacket, TaggedPacket, ()> for BoundedFeedbac
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
-        if let Packet::Rtcp(packets) = &mut msg.message.packet {
+        if let (Some(budget), Packet::Rtcp(packets)) = (&mut self.feedback, &mut msg.message.packet) {
             let now = msg.now;
-            packets.retain(|p| match p.as_any().downcast_ref::<TransportLayerCc>() {
-                Some(feedback) => self.take(now, feedback),
-                None => true,
-            });
+            packets.retain(|p| p.as_any().downcast_ref::<TransportLayerCc>().is_none_or(|f| budget.take(now, f)));
         }
         self.inner.handle_read(msg)
     }
@@ -661,9 +616,11 @@ impl<I: Interceptor> Protocol<TaggedPacket, TaggedPacket, ()> for BoundedFeedbac
     }
 }
 
-impl<I: Interceptor> Interceptor for BoundedFeedback<I> {
+impl<I: Interceptor> Interceptor for VideoOnly<I> {
     fn bind_local_stream(&mut self, info: &StreamInfo) {
-        self.inner.bind_local_stream(info);
+        if info.mime_type.to_ascii_lowercase().starts_with("video/") {
+            self.inner.bind_local_stream(info);
+        }
     }
 
     fn unbind_local_stream(&mut self, info: &StreamInfo) {
@@ -761,7 +718,7 @@ mod tests {
             ..Default::default()
         };
         let t0 = Instant::now();
-        let mut guard = BoundedFeedback::new(());
+        let mut guard = FeedbackBudget::default();
         // Two bytes claiming 8,191 statuses for a packet that counts one: never read.
         assert!(!guard.take(t0, &feedback(1, 8191)));
         // Honest feedback is read until the burst is spent...
