@@ -26,6 +26,8 @@ pub struct BackendConfig {
     pub trusted_proxies: Vec<IpBlock>,
     /// Abuse controls and what is kept about clients: login throttling, CORS, retention.
     pub security: SecurityConfig,
+    /// Presence timings.
+    pub presence: crate::presence::PresenceConfig,
 }
 
 /// Abuse controls and retention.
@@ -237,6 +239,20 @@ pub struct RateLimits {
     pub identify_per_ip_per_minute: u32,
     /// Gateway IDENTIFY and RESUME per client IP: burst.
     pub identify_per_ip_burst: u32,
+    /// Typing indicators (`POST …/typing`) per user: sustained per minute (clients send one
+    /// every 8 s while their user types).
+    pub typing_per_minute: u32,
+    /// Typing indicators per user: burst.
+    pub typing_burst: u32,
+    /// Read marks (`PUT …/read`) per user: sustained per minute.
+    pub read_marks_per_minute: u32,
+    /// Read marks per user: burst.
+    pub read_marks_burst: u32,
+    /// Presence changes per user (gateway `ACTIVITY` frames and `PUT /users/@me/presence`):
+    /// sustained per minute.
+    pub presence_per_minute: u32,
+    /// Presence changes per user: burst.
+    pub presence_burst: u32,
 }
 
 impl Default for RateLimits {
@@ -264,6 +280,12 @@ impl Default for RateLimits {
             identify_burst: 30,
             identify_per_ip_per_minute: 300,
             identify_per_ip_burst: 100,
+            typing_per_minute: 30,
+            typing_burst: 10,
+            read_marks_per_minute: 300,
+            read_marks_burst: 60,
+            presence_per_minute: 30,
+            presence_burst: 10,
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod extract;
 pub mod ids;
 pub mod metrics;
 pub mod openapi;
+pub mod presence;
 pub mod ratelimit;
 pub mod routes;
 pub mod secrets;
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::invites::router())
         .merge(routes::channel_messages::router())
         .merge(routes::voice::router())
+        .merge(routes::social::router())
         .merge(routes::health::router())
         .fallback(|| async { ApiError::UnknownRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

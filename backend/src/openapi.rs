@@ -45,10 +45,18 @@ use crate::routes;
         routes::admin::set_role, routes::admin::stats, routes::admin::audit_log, routes::admin::bans,
         routes::admin::create_ban, routes::admin::lift_ban, routes::admin::user_sessions, routes::admin::servers,
         routes::admin::server, routes::admin::take_down, routes::admin::restore, routes::admin::delete_user,
+        routes::social::relationships, routes::social::request_friend, routes::social::set_relationship,
+        routes::social::remove_relationship, routes::social::presence_settings, routes::social::set_presence,
+        routes::social::channel_typing, routes::social::dm_typing, routes::social::mark_channel_read,
+        routes::social::mark_dm_read,
         routes::health::healthz, routes::health::readyz, routes::health::metrics, routes::health::openapi,
     ),
+    components(schemas(
+        copains_client_core::social::Presence, copains_client_core::social::PresenceUpdate,
+        copains_client_core::social::TypingStart, copains_client_core::social::RelationshipRemoved,
+    )),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "users"), (name = "keys"), (name = "devices"), (name = "messages"), (name = "servers"), (name = "channels"), (name = "invites"), (name = "channel messages"), (name = "voice"), (name = "admin"), (name = "operations")),
+    tags((name = "auth"), (name = "users"), (name = "keys"), (name = "devices"), (name = "messages"), (name = "servers"), (name = "channels"), (name = "invites"), (name = "channel messages"), (name = "voice"), (name = "social"), (name = "admin"), (name = "operations")),
 )]
 struct ApiDoc;
 

@@ -38,6 +38,9 @@ pub struct RateLimiters {
     gateway_acks: DefaultKeyedRateLimiter<UserId>,
     identify: DefaultKeyedRateLimiter<UserId>,
     identify_ip: DefaultKeyedRateLimiter<IpAddr>,
+    typing: DefaultKeyedRateLimiter<UserId>,
+    read_marks: DefaultKeyedRateLimiter<UserId>,
+    presence: DefaultKeyedRateLimiter<UserId>,
     clock: DefaultClock,
 }
 
@@ -62,6 +65,9 @@ impl RateLimiters {
             gateway_acks: DefaultKeyedRateLimiter::keyed(quota(cfg.gateway_acks_per_minute, cfg.gateway_acks_burst)),
             identify: DefaultKeyedRateLimiter::keyed(quota(cfg.identify_per_minute, cfg.identify_burst)),
             identify_ip: DefaultKeyedRateLimiter::keyed(quota(cfg.identify_per_ip_per_minute, cfg.identify_per_ip_burst)),
+            typing: DefaultKeyedRateLimiter::keyed(quota(cfg.typing_per_minute, cfg.typing_burst)),
+            read_marks: DefaultKeyedRateLimiter::keyed(quota(cfg.read_marks_per_minute, cfg.read_marks_burst)),
+            presence: DefaultKeyedRateLimiter::keyed(quota(cfg.presence_per_minute, cfg.presence_burst)),
             clock: DefaultClock::default(),
         }
     }
@@ -131,6 +137,21 @@ impl RateLimiters {
         self.check(&self.identify, user)
     }
 
+    /// One typing indicator from `user`.
+    pub fn typing(&self, user: UserId) -> Result<(), ApiError> {
+        self.check(&self.typing, user)
+    }
+
+    /// One read mark from `user`.
+    pub fn read_mark(&self, user: UserId) -> Result<(), ApiError> {
+        self.check(&self.read_marks, user)
+    }
+
+    /// One presence change from `user` (an `ACTIVITY` frame or a new status).
+    pub fn presence(&self, user: UserId) -> Result<(), ApiError> {
+        self.check(&self.presence, user)
+    }
+
     fn check(&self, limiter: &DefaultKeyedRateLimiter<UserId>, user: UserId) -> Result<(), ApiError> {
         limiter
             .check_key(&user)
@@ -153,6 +174,9 @@ impl RateLimiters {
             &self.user_lookups,
             &self.gateway_acks,
             &self.identify,
+            &self.typing,
+            &self.read_marks,
+            &self.presence,
         ] {
             limiter.retain_recent();
             limiter.shrink_to_fit();

@@ -50,6 +50,8 @@ pub struct Inner {
     pub data_dir: std::sync::OnceLock<std::path::PathBuf>,
     /// When this node started (Unix milliseconds).
     pub started_at: i64,
+    /// Who is connected to this node, and how each is seen.
+    pub presence: Arc<crate::presence::PresenceTracker>,
 }
 
 impl std::ops::Deref for AppState {
@@ -81,7 +83,9 @@ impl AppState {
         let throttle = LoginThrottle::new(config.security.login_throttle.clone());
         let sessions = Arc::new(SessionCache::new());
         bus.attach(sessions.clone());
+        let presence_config = config.presence.clone();
         Ok(Self(Arc::new(Inner {
+            presence: Arc::new(crate::presence::PresenceTracker::new(presence_config)),
             config,
             store,
             bus,

@@ -43,6 +43,8 @@ pub mod op {
     pub const VOICE_KEYS: u8 = 16;
     /// Client → server: layer wishes for received tracks ([`crate::voice_signal::VoiceQuality`]).
     pub const VOICE_QUALITY: u8 = 17;
+    /// Client → server: whether this session's user is idle ([`crate::social::Activity`]). No answer.
+    pub const ACTIVITY: u8 = 3;
 }
 
 /// WebSocket close codes the gateway uses. Codes marked *resumable* keep the session alive for
@@ -168,6 +170,21 @@ pub mod event_name {
     pub const VOICE_ERROR: &str = "VOICE_ERROR";
     /// The server ended this session's voice session ([`crate::voice_signal::VoiceDisconnect`]).
     pub const VOICE_DISCONNECT: &str = "VOICE_DISCONNECT";
+    /// A relationship of the user appeared or changed kind ([`crate::social::Relationship`]).
+    pub const RELATIONSHIP_ADD: &str = "RELATIONSHIP_ADD";
+    /// A relationship of the user ended ([`crate::social::RelationshipRemoved`]).
+    pub const RELATIONSHIP_REMOVE: &str = "RELATIONSHIP_REMOVE";
+    /// Presences the user may see changed, coalesced ([`crate::social::PresenceUpdate`]).
+    pub const PRESENCE_UPDATE: &str = "PRESENCE_UPDATE";
+    /// The user chose another status or custom status on one of their devices
+    /// ([`crate::social::PresenceSettings`]).
+    pub const PRESENCE_SETTINGS_UPDATE: &str = "PRESENCE_SETTINGS_UPDATE";
+    /// Someone types in a channel the user reads or in a DM with them ([`crate::social::TypingStart`]).
+    pub const TYPING_START: &str = "TYPING_START";
+    /// The user read a channel further on one of their devices ([`crate::social::ReadState`]).
+    pub const CHANNEL_READ: &str = "CHANNEL_READ";
+    /// The user read a DM further on one of their devices ([`crate::social::DmReadState`]).
+    pub const DM_READ: &str = "DM_READ";
 }
 
 /// A frame as it travels.
@@ -256,6 +273,9 @@ pub struct Ready {
     /// The user's group DMs.
     #[serde(default)]
     pub group_dms: Vec<crate::servers::Channel>,
+    /// Relationships, presences the user may see, their own presence choice, read states.
+    #[serde(flatten)]
+    pub social: crate::social::SocialReady,
 }
 
 /// RESUMED payload.
@@ -351,6 +371,8 @@ pub enum ClientMessage {
     VoiceKeys(crate::voice_signal::VoiceKeys),
     /// VOICE_QUALITY.
     VoiceQuality(crate::voice_signal::VoiceQuality),
+    /// ACTIVITY.
+    Activity(crate::social::Activity),
 }
 
 /// ACK payload: 1 to [`crate::limits::ACK_IDS_MAX`] envelope ids of the connected device.
@@ -431,6 +453,7 @@ impl ClientMessage {
                 }
                 Ok(ClientMessage::VoiceQuality(q))
             }
+            op::ACTIVITY => Ok(ClientMessage::Activity(serde_json::from_value(frame.d).map_err(decode)?)),
             other => Err(FrameError::UnknownOpcode(other)),
         }
     }
@@ -463,6 +486,7 @@ impl ClientMessage {
             ClientMessage::VoiceIce(v) => (op::VOICE_ICE, serde_json::json!(v)),
             ClientMessage::VoiceKeys(v) => (op::VOICE_KEYS, serde_json::json!(v)),
             ClientMessage::VoiceQuality(v) => (op::VOICE_QUALITY, serde_json::json!(v)),
+            ClientMessage::Activity(a) => (op::ACTIVITY, serde_json::json!(a)),
         };
         serde_json::json!({ "op": op, "d": d }).to_string()
     }

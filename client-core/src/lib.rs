@@ -19,6 +19,7 @@ pub mod keys;
 pub mod limits;
 pub mod messages;
 pub mod servers;
+pub mod social;
 pub mod voice_signal;
 
 #[cfg(feature = "native")]

@@ -161,6 +161,38 @@ fn gateway_frames() {
         devices: vec![device()],
         servers: Vec::new(),
         group_dms: Vec::new(),
+        social: copains_client_core::social::SocialReady {
+            relationships: vec![copains_client_core::social::Relationship {
+                user: copains_client_core::api::PublicUser {
+                    id: UserId(5),
+                    username: "ben".into(),
+                    display_name: None,
+                    status_text: None,
+                },
+                kind: copains_client_core::social::RelationshipKind::Friend,
+                since: 1_700_000_000_000,
+            }],
+            presence: copains_client_core::social::PresenceSettings {
+                status: copains_client_core::social::PresenceStatus::Dnd,
+                custom_status: Some(copains_client_core::social::CustomStatus {
+                    text: "focusing".into(),
+                    expires_at: Some(1_700_000_600_000),
+                }),
+            },
+            presences: vec![copains_client_core::social::Presence {
+                user_id: UserId(5),
+                status: copains_client_core::social::PresenceStatus::Idle,
+                custom_status: None,
+            }],
+            read_states: vec![copains_client_core::social::ReadState {
+                channel_id: copains_client_core::ChannelId(7),
+                last_read_id: copains_client_core::MessageId(8),
+            }],
+            dm_read_states: vec![copains_client_core::social::DmReadState {
+                user_id: UserId(5),
+                last_read_at: 1_700_000_000_500,
+            }],
+        },
     };
     let text = dispatch_text(1, event_name::READY, &serde_json::to_string(&ready).expect("json"));
     insta::assert_snapshot!("ready", text);

@@ -141,6 +141,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             let stopped = stopped.clone();
             async move { gateway.run_reaper(wait_stop(stopped)).await }
         }),
+        tokio::spawn({
+            let gateway = gateway.clone();
+            let stopped = stopped.clone();
+            async move { gateway.run_presence(wait_stop(stopped)).await }
+        }),
     ];
     tracing::info!(%addr, database = %store_kind(&state), "LesCopains is listening");
     Ok(Running {

@@ -168,6 +168,15 @@ impl Conn {
                     }
                 }
             }
+            ClientMessage::Activity(activity) => {
+                let (Some(owner), Some(id)) = (self.owner, &self.session) else { return Step::Close(close::NOT_AUTHENTICATED) };
+                if self.gw.state().limiters.presence(owner.user).is_err() {
+                    tracing::info!(user = %owner.user, ip = %self.ip, "gateway ACTIVITY frames rate-limited");
+                    return Step::Close(close::RATE_LIMITED);
+                }
+                self.gw.state().presence.activity(owner.user, id, activity.idle);
+                Step::Continue
+            }
             ClientMessage::VoiceJoin(join) => self.voice(op::VOICE_JOIN, None, |c| c.voice_join(join)).await,
             ClientMessage::VoiceLeave => {
                 let (Some(_), Some(id)) = (self.owner, self.session.clone()) else {
@@ -328,6 +337,14 @@ impl Conn {
                     .collect();
             }
         }
+        let social = match copains_backend::routes::social::ready_part(&state, auth.user.id).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load relationships and presences for READY");
+                return Step::Close(close::UNKNOWN_ERROR);
+            }
+        };
+        let settings = social.presence.clone();
         let id = new_session_id();
         let ready = Ready {
             session_id: id.to_string(),
@@ -337,11 +354,13 @@ impl Conn {
             devices,
             servers,
             group_dms,
+            social,
         };
         let Ok(payload) = serde_json::to_string(&ready) else { return Step::Close(close::UNKNOWN_ERROR) };
         let owner = Owner { user: auth.user.id, device: auth.device_id, login_session: auth.session_id };
         let topics = [Topic::user(auth.user.id), Topic::device(auth.user.id, auth.device_id), Topic::session(auth.session_id)];
         let created = self.gw.hub().create(id.clone(), owner, &topics, self.attachment(), &payload);
+        state.presence.connected(auth.user.id, id.clone(), settings);
         self.session = Some(id);
         self.owner = Some(owner);
         self.gw.subscribe(created.subscribe).await;
@@ -364,6 +383,15 @@ impl Conn {
         let owner = Owner { user: auth.user.id, device: auth.device_id, login_session: auth.session_id };
         match self.gw.hub().resume(session_id, owner, seq, self.attachment()) {
             ResumeOutcome::Resumed(frames) => {
+                let presence = &self.gw.state().presence;
+                if !presence.resumed(owner.user, session_id) {
+                    // Dropped for longer than the presence grace: connected again.
+                    let now = copains_backend::store::now_ms();
+                    match self.gw.state().store.presence_settings(owner.user, now).await {
+                        Ok(settings) => presence.connected(owner.user, session_id.into(), settings),
+                        Err(e) => tracing::warn!(error = %e, "cannot read a presence choice on RESUME"),
+                    }
+                }
                 self.session = Some(session_id.into());
                 self.owner = Some(owner);
                 for frame in frames {
@@ -420,6 +448,15 @@ impl Conn {
         if let Some(id) = self.session.take() {
             let emptied = self.gw.hub().detach(&id, self.conn_id, resumable, Instant::now().into_std());
             self.gw.unsubscribe(emptied).await;
+            // A connection that RESUMEd meanwhile holds the session: its presence stays too.
+            if let Some(owner) = self.owner.filter(|_| !self.gw.hub().is_attached(&id)) {
+                let presence = &self.gw.state().presence;
+                if resumable {
+                    presence.dropped(owner.user, &id, copains_backend::store::now_ms());
+                } else {
+                    presence.ended(owner.user, &id);
+                }
+            }
             // A connection that RESUMEd elsewhere meanwhile holds the session: its voice stays.
             if let Some(voice) = self.gw.voice().filter(|_| !self.gw.hub().is_attached(&id)) {
                 voice.gateway_gone(id, resumable);

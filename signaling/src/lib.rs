@@ -170,6 +170,22 @@ impl Gateway {
         }
     }
 
+    /// Sends the presence changes gathered since the last flush, every
+    /// `presence.flush_ms`. Runs until `shutdown` resolves.
+    pub async fn run_presence(&self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let every = Duration::from_millis(self.0.state.presence.config().flush_ms.max(50));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tick.tick() => {}
+            }
+            copains_backend::routes::social::flush_presence(&self.0.state).await;
+        }
+    }
+
     /// Closes every connection with 4012 and waits (up to `grace`) for them to end.
     pub async fn shutdown(&self, grace: Duration) {
         self.0.draining.store(true, Ordering::SeqCst);

@@ -241,7 +241,7 @@ pub async fn delete_channel(
         (status = 201, body = Channel),
         (status = 400, body = ApiErrorBody),
         (status = 401, body = ApiErrorBody),
-        (status = 403, body = ApiErrorBody, description = "a guest account"),
+        (status = 403, body = ApiErrorBody, description = "a guest account, or a block stands between the caller and a recipient"),
         (status = 422, body = ApiErrorBody, description = "no recipient, over 24, twice the same, the caller, an unknown or \
             disabled user, or a bad name"),
         (status = 429, body = ApiErrorBody),
@@ -267,6 +267,9 @@ pub async fn create_group_dm(
         return Err(ApiError::Validation("a recipient is listed twice".into()));
     }
     let name = group_dm_name(body.name.as_deref())?;
+    for other in &others {
+        crate::routes::social::not_blocked(&state, auth.user.id, *other).await?;
+    }
     let created = state.store.create_group_dm(ChannelId(state.ids.next_id()), auth.user.id, &others, &name, now_ms()).await?;
     tracing::info!(user = %auth.user.id, channel = %created.id, members = created.recipients.len(), "group DM created");
     let members: Vec<UserId> = created.recipients.iter().map(|u| u.id).collect();
@@ -290,7 +293,7 @@ pub async fn group_dms(State(state): State<AppState>, auth: Authenticated) -> Ap
         (status = 204),
         (status = 400, body = ApiErrorBody),
         (status = 401, body = ApiErrorBody),
-        (status = 403, body = ApiErrorBody, description = "a guest account"),
+        (status = 403, body = ApiErrorBody, description = "a guest account, or a block stands between the caller and that user"),
         (status = 404, body = ApiErrorBody, description = "no such group DM (or the caller is not in it), or no such user"),
         (status = 409, body = ApiErrorBody, description = "the group DM is full"),
         (status = 429, body = ApiErrorBody),
@@ -304,6 +307,9 @@ pub async fn add_recipient(
     crate::routes::servers::not_guest(&auth, "a guest account adds nobody to a group DM")?;
     let id: ChannelId = parse_id(&raw_channel, "channel id")?;
     let user: UserId = parse_id(&raw_user, "user id")?;
+    if user != auth.user.id {
+        crate::routes::social::not_blocked(&state, auth.user.id, user).await?;
+    }
     let change = state.store.add_recipient(id, auth.user.id, user, now_ms()).await?;
     if let (true, Some(channel)) = (change.changed, &change.channel) {
         tracing::info!(user = %auth.user.id, channel = %id, added = %user, "group DM member added");

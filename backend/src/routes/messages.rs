@@ -38,6 +38,7 @@ pub fn router() -> Router<AppState> {
         (status = 200, body = SendReceipt),
         (status = 400, body = ApiErrorBody, description = "malformed body or base64, unknown kind, to oneself"),
         (status = 401, body = ApiErrorBody),
+        (status = 403, body = ApiErrorBody, description = "a block stands between sender and recipient"),
         (status = 404, body = ApiErrorBody, description = "no such recipient"),
         (status = 409, body = ApiErrorBody, description = "device_mismatch: details lists missing, extra and stale devices; \
             queue_full: a target device holds too many undelivered envelopes (details lists them), nothing was queued"),
@@ -75,6 +76,9 @@ pub async fn send(
                 return Err(ApiError::Malformed(format!("two envelopes for device {}", e.device_id)));
             }
         }
+    }
+    if body.recipient != auth.user.id {
+        crate::routes::social::not_blocked(&state, auth.user.id, body.recipient).await?;
     }
     let now = now_ms();
     let envelope = |user, e: OutgoingEnvelope| NewEnvelope {

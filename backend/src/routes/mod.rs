@@ -11,5 +11,6 @@ pub mod keys;
 pub mod messages;
 pub mod moderation;
 pub mod servers;
+pub mod social;
 pub mod users;
 pub mod voice;

@@ -32,6 +32,7 @@ pub mod envelopes;
 pub mod keys;
 pub mod security;
 pub mod servers;
+pub mod social;
 pub mod sqlite_queue;
 
 use std::sync::Arc;

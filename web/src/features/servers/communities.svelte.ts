@@ -6,7 +6,7 @@
  */
 
 import { CommunityApi } from '../../lib/api/communities';
-import type { Channel, Member, MemberRemoved, Removed, Role, Server, ServerState } from '../../lib/api/types';
+import type { Channel, Member, MemberRemoved, ReadState, Removed, Role, Server, ServerState } from '../../lib/api/types';
 import { compareIds } from '../channels/timeline';
 import { P, channelPermissions, has } from './permissions';
 
@@ -44,11 +44,12 @@ export class Communities {
     return this.#me;
   }
 
-  /** READY's servers and group DMs. */
-  ready(servers: ServerState[] | undefined, groupDms: Channel[] | undefined): void {
+  /** READY's servers and group DMs, and how far this user read them on any device. */
+  ready(servers: ServerState[] | undefined, groupDms: Channel[] | undefined, readStates: ReadState[] = []): void {
     if (Array.isArray(servers)) this.servers = servers;
     if (Array.isArray(groupDms)) this.groupDms = groupDms;
     this.loaded = true;
+    for (const r of readStates) this.#remember(r.channel_id, r.last_read_id);
     const unread: Record<string, true> = {};
     for (const channel of [...this.servers.flatMap((s) => s.channels), ...this.groupDms]) {
       const last = channel.last_message_id;
@@ -102,21 +103,62 @@ export class Communities {
     else if (!this.unread[channelId]) this.unread = { ...this.unread, [channelId]: true };
   }
 
-  /** The channel was read up to its newest message. */
+  /** The channel was read here up to its newest message (or `upTo`): the server is told. */
   markRead(channelId: string, upTo?: string): void {
     const last = upTo ?? this.channel(channelId)?.channel.last_message_id ?? null;
-    if (last && (!this.#read[channelId] || compareIds(last, this.#read[channelId]!) > 0)) {
-      this.#read[channelId] = last;
-      try {
-        this.#storage?.setItem(READ_KEY + this.#me, JSON.stringify(this.#read));
-      } catch {
-        // A full store: the marks live until the page closes.
-      }
+    if (last && this.#remember(channelId, last)) this.#tellServer(channelId, last);
+    this.#clearUnread(channelId);
+  }
+
+  /** Another device of this user read `channelId` up to `upTo`. */
+  readElsewhere(channelId: string, upTo: string): void {
+    this.#remember(channelId, upTo);
+    const last = this.channel(channelId)?.channel.last_message_id;
+    if (!last || compareIds(last, upTo) <= 0) this.#clearUnread(channelId);
+  }
+
+  /** Keeps the furthest mark; returns whether it moved. */
+  #remember(channelId: string, upTo: string): boolean {
+    const read = this.#read[channelId];
+    if (read && compareIds(upTo, read) <= 0) return false;
+    this.#read[channelId] = upTo;
+    try {
+      this.#storage?.setItem(READ_KEY + this.#me, JSON.stringify(this.#read));
+    } catch {
+      // A full store: the marks live until the page closes.
     }
+    return true;
+  }
+
+  #clearUnread(channelId: string): void {
     if (this.unread[channelId]) {
       const { [channelId]: _, ...rest } = this.unread;
       this.unread = rest;
     }
+  }
+
+  /** Marks go to the server (the user's other devices follow), one request per channel at a time. */
+  readonly #marking = new Map<string, string>();
+  #tellServer(channelId: string, upTo: string): void {
+    const busy = this.#marking.has(channelId);
+    this.#marking.set(channelId, upTo);
+    if (busy) return;
+    const send = async () => {
+      for (;;) {
+        const mark = this.#marking.get(channelId);
+        if (mark === undefined) return;
+        try {
+          await this.rest.markRead(channelId, mark);
+        } catch {
+          // Offline or gone: the next read marks again.
+        }
+        if (this.#marking.get(channelId) === mark) {
+          this.#marking.delete(channelId);
+          return;
+        }
+      }
+    };
+    void send();
   }
 
   #setLast(channelId: string, messageId: string): void {

@@ -10,7 +10,7 @@
 
 import type { ApiClient } from '../../lib/api/client';
 import { CommunityApi } from '../../lib/api/communities';
-import type { Channel, PinUpdate, PublicUser, ServerState, User } from '../../lib/api/types';
+import type { Channel, DmReadState, PinUpdate, PublicUser, ReadState, ServerState, User } from '../../lib/api/types';
 import type { Engine, Step } from '../../lib/engine/engine';
 import {
   engineErrorKind,
@@ -33,6 +33,8 @@ import { Communities } from '../servers/communities.svelte';
 import { defaultChannel, groupName } from '../servers/layout';
 import { parseRoute, routePath, sameRoute, type Route } from './route';
 import { Voice, type VoiceState } from '../voice/voice.svelte';
+import { Social, type SocialReady } from '../social/social.svelte';
+import { dmPlace } from '../social/typing';
 
 export type SettingsTab = 'profile' | 'password' | 'devices' | 'privacy' | 'admin';
 export type ServerSettingsTab = 'overview' | 'channels' | 'roles' | 'invites' | 'members' | 'bans' | 'audit';
@@ -58,6 +60,7 @@ const CHANNEL_MESSAGE_EVENTS = new Set(['MESSAGE_CREATE', 'MESSAGE_UPDATE', 'MES
 /** What the main pane shows, from the route and what is known. */
 export type Place =
   | { kind: 'home' }
+  | { kind: 'friends' }
   | { kind: 'dm'; user: string }
   | { kind: 'channel'; state: ServerState; channel: Channel }
   | { kind: 'group'; channel: Channel }
@@ -182,6 +185,8 @@ export class ChatSession {
   readonly communities: Communities;
   /** Who is in voice, and this page's call. */
   readonly voice: Voice;
+  /** Friends, blocks, presence and typing. */
+  readonly social: Social;
   /** Bumped when a channel's pins changed (the pins popover reloads). */
   pinsChanged = $state<Record<string, number>>({});
 
@@ -226,6 +231,7 @@ export class ChatSession {
       iceServers: async () => (await this.api.json<{ ice_servers: RTCIceServer[] }>('GET', '/api/v1/voice/ice-servers')).ice_servers,
       announce: (text) => this.#announce(text),
     });
+    this.social = new Social({ api: options.api, me: options.session.userId, send: (op, d) => this.#gateway.send(op, d) });
     this.#history = options.history !== undefined ? options.history : typeof history === 'undefined' ? null : history;
     const path = options.initialPath ?? (typeof location === 'undefined' ? '/' : location.pathname);
     this.route = parseRoute(path);
@@ -248,6 +254,7 @@ export class ChatSession {
         },
         ready: (d) => this.#ready(d),
         resumed: () => {
+          this.social.resumed();
           if (this.linked) this.#scheduleListRefresh();
           else void this.#pendingOnline();
         },
@@ -273,6 +280,7 @@ export class ChatSession {
     if (this.linked) void this.#loadLinkRequests();
     else void this.link.start();
     this.#gateway.start();
+    this.social.start();
     this.#maintainTimer = setInterval(() => void this.engine.maintain().catch(() => undefined), MAINTAIN_EVERY_MS);
     this.#expireTimer = setInterval(() => this.approvals.expire(), EXPIRE_REQUESTS_EVERY_MS);
   }
@@ -287,6 +295,7 @@ export class ChatSession {
     if (this.#stopped) return;
     this.#stopped = true;
     this.voice.stop();
+    this.social.stop();
     this.#gateway.stop();
     if (this.#listTimer) clearTimeout(this.#listTimer);
     if (this.#maintainTimer) clearInterval(this.#maintainTimer);
@@ -418,6 +427,8 @@ export class ChatSession {
     switch (route.name) {
       case 'home':
         return { kind: 'home' };
+      case 'friends':
+        return { kind: 'friends' };
       case 'invite':
         return { kind: 'invite', code: route.code };
       case 'me': {
@@ -678,6 +689,7 @@ export class ChatSession {
       const list = await this.engine.conversations();
       const onScreen = this.#onScreen();
       this.conversations = onScreen ? markListRead(list, onScreen) : list;
+      this.#applyDmReads();
       for (const c of list.slice(0, 50)) this.contacts.ensure(c.user);
     } catch {
       // The engine is closing, or the store failed: the list keeps what it had.
@@ -717,7 +729,17 @@ export class ChatSession {
       this.#applyRoute(false);
     };
     window.addEventListener('popstate', onPopState);
-    const onKeyDown = (e: KeyboardEvent) => this.voice.key(e, true);
+    // Any input means the person is here (idle after five quiet minutes).
+    const onInput = () => this.social.input();
+    const inputs = ['pointerdown', 'pointermove', 'wheel', 'focus'] as const;
+    for (const name of inputs) window.addEventListener(name, onInput, { passive: true });
+    this.#cleanup.push(() => {
+      for (const name of inputs) window.removeEventListener(name, onInput);
+    });
+    const onKeyDown = (e: KeyboardEvent) => {
+      this.social.input();
+      this.voice.key(e, true);
+    };
     const onKeyUp = (e: KeyboardEvent) => this.voice.key(e, false);
     // Push-to-talk lets go when the page loses focus (the key-up would never come).
     const onBlur = () => this.voice.call?.setTalking(false);
@@ -741,8 +763,35 @@ export class ChatSession {
 
   #markRead(user: string): void {
     if (!this.visible) return;
+    const conversation = this.conversations.find((c) => c.user === user);
     this.conversations = markListRead(this.conversations, user);
     void this.engine.markRead(user).catch(() => undefined);
+    // The user's other devices learn it through the server (DM_READ).
+    const at = conversation?.last?.sent_at;
+    if (at !== undefined && (this.#dmRead.get(user) ?? -1) < at) {
+      this.#dmRead.set(user, at);
+      void this.api.json('PUT', `/api/v1/users/${encodeURIComponent(user)}/read`, { at }).catch(() => undefined);
+    }
+  }
+
+  /** How far each DM was read, on any device of this user (server timestamps). */
+  readonly #dmRead = new Map<string, number>();
+
+  /** Another device (or READY) says the DM with `user` was read up to `at`. */
+  #dmReadElsewhere(user: string, at: number): void {
+    if ((this.#dmRead.get(user) ?? -1) < at) this.#dmRead.set(user, at);
+    this.#applyDmReads();
+  }
+
+  /** Clears the unread count of conversations read elsewhere up to their last entry. */
+  #applyDmReads(): void {
+    for (const c of this.conversations) {
+      const at = this.#dmRead.get(c.user);
+      if (c.unread > 0 && at !== undefined && c.last && c.last.sent_at <= at) {
+        this.conversations = markListRead(this.conversations, c.user);
+        void this.engine.markRead(c.user).catch(() => undefined);
+      }
+    }
   }
 
   #ready(d: ReadyPayload): void {
@@ -751,7 +800,11 @@ export class ChatSession {
     // A new gateway session: events may have been missed, so the views read their pages again.
     this.#shownChannel = null;
     for (const [key, view] of this.#channelViews) if (view.channel !== this.activeChannel) this.#channelViews.delete(key);
-    this.communities.ready(extra.servers, extra.group_dms);
+    const social = d as ReadyPayload & SocialReady & { read_states?: ReadState[]; dm_read_states?: DmReadState[] };
+    this.communities.ready(extra.servers, extra.group_dms, social.read_states ?? []);
+    this.social.ready(social);
+    for (const r of social.relationships ?? []) this.contacts.put(r.user);
+    for (const r of social.dm_read_states ?? []) this.#dmReadElsewhere(r.user_id, r.last_read_at);
     this.voice.ready((extra.servers ?? []) as Array<{ voice_states?: VoiceState[] }>);
     for (const group of this.communities.groupDms) for (const user of group.recipients ?? []) this.contacts.put(user);
     this.#applyRoute(false);
@@ -776,6 +829,7 @@ export class ChatSession {
 
   #dispatch(t: string, d: unknown): void {
     if (t.startsWith('VOICE_') && this.voice.dispatch(t, d)) return;
+    if (t !== 'RELATIONSHIP_ADD' && this.social.dispatch(t, d)) return;
     switch (t) {
       case 'ENVELOPE': {
         const id = (d as { id?: unknown }).id;
@@ -797,6 +851,20 @@ export class ChatSession {
       }
       case 'SESSION_REVOKED':
         this.sessionsChanged += 1;
+        break;
+      case 'CHANNEL_READ': {
+        const r = d as ReadState;
+        this.communities.readElsewhere(r.channel_id, r.last_read_id);
+        break;
+      }
+      case 'DM_READ': {
+        const r = d as DmReadState;
+        this.#dmReadElsewhere(r.user_id, r.last_read_at);
+        break;
+      }
+      case 'RELATIONSHIP_ADD':
+        this.contacts.put((d as { user: PublicUser }).user);
+        this.social.dispatch(t, d);
         break;
       case 'PINS_UPDATE': {
         const pin = d as PinUpdate;
@@ -821,6 +889,7 @@ export class ChatSession {
         } else if (CHANNEL_MESSAGE_EVENTS.has(t)) {
           if (t === 'MESSAGE_CREATE') {
             const m = d as { id?: string; channel_id?: string; author_id?: string; thread_id?: string | null };
+            if (m.channel_id && m.author_id) this.social.messageFrom(m.channel_id, m.author_id);
             if (m.id && m.channel_id && m.author_id && !m.thread_id) {
               this.communities.messageArrived(m.channel_id, m.id, m.author_id, this.visible && this.activeChannel === m.channel_id);
             }
@@ -985,6 +1054,7 @@ export class ChatSession {
     if (entry.kind === 'identity_changed') return;
     const incoming = !(entry.kind === 'message' && entry.outgoing);
     if (incoming) {
+      this.social.messageFrom(dmPlace(entry.conversation), entry.author);
       const name = this.contacts.name(entry.author);
       if (entry.kind === 'undecryptable') this.#announce(`${name} sent a message that could not be decrypted yet.`);
       else if (onScreen === entry.conversation) this.#announce(`${name}: ${entry.body}`);

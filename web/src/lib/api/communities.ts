@@ -17,6 +17,7 @@ import type {
   InvitePreview,
   Member,
   Overwrite,
+  ReadState,
   Role,
   Server,
   NewTimeout,
@@ -58,6 +59,11 @@ export class CommunityApi {
   }
 
   // ---- servers ----
+  /** Marks a channel or group DM read up to a message (the marker never moves back). */
+  markRead(channel: string, messageId: string): Promise<ReadState> {
+    return this.#api.json('PUT', `/api/v1/channels/${enc(channel)}/read`, { message_id: messageId });
+  }
+
   createServer(name: string): Promise<Server> {
     return this.#api.json('POST', '/api/v1/servers', { name });
   }

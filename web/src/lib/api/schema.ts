@@ -585,6 +585,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/channels/{channel_id}/read": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Marks a channel or group DM read up to a message (a marker never moves back). The caller's
+         *     other devices get `CHANNEL_READ`.
+         */
+        put: operations["mark_channel_read"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/channels/{channel_id}/recipients": {
         parameters: {
             query?: never;
@@ -643,6 +663,26 @@ export interface paths {
          *     stored but the envelopes.
          */
         post: operations["send_sender_keys"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/channels/{channel_id}/typing": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Tells a channel's or group DM's readers that the caller types (rate-limited). Clients show
+         *     it for 10 s, or until the caller's message arrives.
+         */
+        post: operations["channel_typing"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1401,6 +1441,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/users/@me/presence": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** What the caller chose to be seen as. */
+        get: operations["presence_settings"];
+        /**
+         * Chooses a status (`online`, `idle`, `dnd`, `invisible`) and a custom status. Kept across
+         *     sessions; the user's other devices get `PRESENCE_SETTINGS_UPDATE`, and those who may see
+         *     the user a `PRESENCE_UPDATE` with the next flush.
+         */
+        put: operations["set_presence"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/users/@me/recovery": {
         parameters: {
             query?: never;
@@ -1417,6 +1479,53 @@ export interface paths {
         put: operations["put_recovery"];
         post?: never;
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/@me/relationships": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The caller's friends, pending requests (both ways) and blocks. */
+        get: operations["relationships"];
+        put?: never;
+        /**
+         * Asks a user to be friends, by username. If they had asked first, this accepts. Both get
+         *     `RELATIONSHIP_ADD`.
+         */
+        post: operations["request_friend"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/@me/relationships/{user_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Accepts a user's friend request (`friend`) or blocks them (`blocked`). Blocking ends a
+         *     friendship or a request between the two; the blocked user is told only that the friendship
+         *     or request ended.
+         */
+        put: operations["set_relationship"];
+        post?: never;
+        /**
+         * Ends the caller's relationship with a user: removes a friend, declines their request,
+         *     cancels the caller's own, or lifts a block. Both sides of a friendship or a request get
+         *     `RELATIONSHIP_REMOVE`.
+         */
+        delete: operations["remove_relationship"];
         options?: never;
         head?: never;
         patch?: never;
@@ -1508,6 +1617,43 @@ export interface paths {
         get: operations["device_list"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/{user_id}/read": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Marks the DM with a user read up to a server timestamp (a marker never moves back). The
+         *     caller's other devices get `DM_READ`.
+         */
+        put: operations["mark_dm_read"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/{user_id}/typing": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Tells a user that the caller types in their DM (rate-limited). Refused across a block. */
+        post: operations["dm_typing"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1906,6 +2052,16 @@ export interface components {
             /** @description Login name. */
             username: string;
         };
+        /** @description A custom status: a line of text, until an optional time. */
+        CustomStatus: {
+            /**
+             * Format: int64
+             * @description When it ends by itself (Unix ms); `None`: until cleared.
+             */
+            expires_at?: number | null;
+            /** @description The text (1 to [`CUSTOM_STATUS_MAX_CHARS`] characters). */
+            text: string;
+        };
         /** @description A device of the current user. */
         Device: {
             /**
@@ -1993,6 +2149,19 @@ export interface components {
              */
             registration_id: number;
             /** @description The member. */
+            user_id: components["schemas"]["UserId"];
+        };
+        /**
+         * @description How far the user has read the DM with another user (READY, the answer to a mark, and the
+         *     `DM_READ` event to the user's devices).
+         */
+        DmReadState: {
+            /**
+             * Format: int64
+             * @description The server timestamp of the last message read. Never moves back.
+             */
+            last_read_at: number;
+            /** @description The other user. */
             user_id: components["schemas"]["UserId"];
         };
         /**
@@ -2106,6 +2275,14 @@ export interface components {
             details?: Record<string, never> | null;
             /** @description Human-readable explanation, safe to show to the user. */
             message: string;
+        };
+        /**
+         * @description `POST /api/v1/users/@me/relationships`: a friend request by username. If that user already
+         *     asked the current user, this accepts instead.
+         */
+        FriendRequest: {
+            /** @description The other user's username (case-insensitive). */
+            username: string;
         };
         /** @description `GET /api/v1/invites/{code}/guest`: a guest invite as anyone sees it, signed in or not. */
         GuestInvite: {
@@ -2256,6 +2433,22 @@ export interface components {
              * @description Its SPAKE2 message.
              */
             pake: string;
+        };
+        /**
+         * @description `PUT /api/v1/users/{user_id}/read`: every message of the DM with that user up to this server
+         *     timestamp is read.
+         */
+        MarkDmRead: {
+            /**
+             * Format: int64
+             * @description The server timestamp (Unix ms) of the last message read.
+             */
+            at: number;
+        };
+        /** @description `PUT /api/v1/channels/{channel_id}/read`: everything up to this message is read. */
+        MarkRead: {
+            /** @description The last message read. */
+            message_id: components["schemas"]["MessageId"];
         };
         /** @description A member of a server. */
         Member: {
@@ -2689,6 +2882,36 @@ export interface components {
              */
             pre_keys: number;
         };
+        /** @description How one user is seen by another: `online`, `idle`, `dnd` or `offline` (never `invisible`). */
+        Presence: {
+            custom_status?: null | components["schemas"]["CustomStatus"];
+            /** @description Their status as others see it. */
+            status: components["schemas"]["PresenceStatus"];
+            /** @description The user. */
+            user_id: components["schemas"]["UserId"];
+        };
+        /**
+         * @description What the user chose to be seen as (`GET`/`PUT /api/v1/users/@me/presence`, READY, and the
+         *     `PRESENCE_SETTINGS_UPDATE` event to the user's other devices).
+         */
+        PresenceSettings: {
+            custom_status?: null | components["schemas"]["CustomStatus"];
+            /** @description `online` (idle follows activity), `idle`, `dnd` or `invisible`; never `offline`. */
+            status: components["schemas"]["PresenceStatus"];
+        };
+        /**
+         * @description A status a user can be seen with.
+         * @enum {string}
+         */
+        PresenceStatus: "online" | "idle" | "dnd" | "invisible" | "offline";
+        /**
+         * @description `PRESENCE_UPDATE`: the presences that changed since the last one, coalesced (each user at
+         *     most once, latest state).
+         */
+        PresenceUpdate: {
+            /** @description The new presences. */
+            presences: components["schemas"]["Presence"][];
+        };
         /**
          * @description What anyone signed in may learn about another user (`GET /api/v1/users/lookup`,
          *     `GET /api/v1/users/{user_id}`): no role, no creation date.
@@ -2756,6 +2979,16 @@ export interface components {
             /** @description 1 to [`CLAIM_MAX`] users. */
             users: components["schemas"]["UserId"][];
         };
+        /**
+         * @description How far the user has read a channel or group DM (READY, the answer to a mark, and the
+         *     `CHANNEL_READ` event to the user's devices).
+         */
+        ReadState: {
+            /** @description The channel. */
+            channel_id: components["schemas"]["ChannelId"];
+            /** @description The last message read. Never moves back. */
+            last_read_id: components["schemas"]["MessageId"];
+        };
         /** @description `GET /readyz` answer. */
         Readiness: {
             /** @description Whether the database answered. */
@@ -2790,6 +3023,34 @@ export interface components {
         RefreshRequest: {
             /** @description The current refresh token; it is consumed. */
             refresh_token: string;
+        };
+        /**
+         * @description One relationship of the current user (`GET /api/v1/users/@me/relationships`, READY, and
+         *     the `RELATIONSHIP_ADD` event, which also announces a change of kind).
+         */
+        Relationship: {
+            /** @description How the current user stands with them. */
+            kind: components["schemas"]["RelationshipKind"];
+            /**
+             * Format: int64
+             * @description Since when (Unix ms).
+             */
+            since: number;
+            /** @description The other user. */
+            user: components["schemas"]["PublicUser"];
+        };
+        /**
+         * @description How the current user stands with another.
+         * @enum {string}
+         */
+        RelationshipKind: "friend" | "blocked" | "incoming" | "outgoing";
+        /**
+         * @description `RELATIONSHIP_REMOVE`: the relationship with this user is gone (a request declined or
+         *     cancelled, a friend removed, a block lifted).
+         */
+        RelationshipRemoved: {
+            /** @description The other user. */
+            user_id: components["schemas"]["UserId"];
         };
         /** @description `PATCH /api/v1/users/@me/devices/{id}`: rename a device. */
         RenameDevice: {
@@ -2967,6 +3228,14 @@ export interface components {
             role: components["schemas"]["PlatformRole"];
         };
         /**
+         * @description `PUT /api/v1/users/@me/relationships/{user_id}`: accept their request (`friend`) or block
+         *     them (`blocked`).
+         */
+        SetRelationship: {
+            /** @description `friend` (accepts an incoming request) or `blocked`. */
+            kind: components["schemas"]["RelationshipKind"];
+        };
+        /**
          * @description How much an audit entry matters.
          * @enum {string}
          */
@@ -3059,6 +3328,17 @@ export interface components {
              * @description When the refresh token expires (RFC 3339).
              */
             refresh_token_expires_at: string;
+        };
+        /** @description `TYPING_START`: someone types in a channel the user reads, or in a DM with the user. */
+        TypingStart: {
+            /**
+             * Format: int64
+             * @description When (Unix ms, the server's clock).
+             */
+            at: number;
+            channel_id?: null | components["schemas"]["ChannelId"];
+            /** @description Who types. */
+            user_id: components["schemas"]["UserId"];
         };
         /** @description `PATCH /api/v1/users/@me`: each field absent (keep), `null` (clear) or a string (set). */
         UpdateProfile: {
@@ -4549,7 +4829,7 @@ export interface operations {
                     "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
-            /** @description a guest account */
+            /** @description a guest account, or a block stands between the caller and a recipient */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5597,6 +5877,66 @@ export interface operations {
             };
         };
     };
+    mark_channel_read: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description channel id */
+                channel_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MarkRead"];
+            };
+        };
+        responses: {
+            /** @description the marker as it now stands */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReadState"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such channel or message, or not readable by the caller */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
     recipients: {
         parameters: {
             query?: never;
@@ -5688,7 +6028,7 @@ export interface operations {
                     "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
-            /** @description a guest account */
+            /** @description a guest account, or a block stands between the caller and that user */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5849,6 +6189,69 @@ export interface operations {
                 };
             };
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    channel_typing: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description channel id */
+                channel_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description malformed id, or a category */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no permission to send messages there */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such channel, or the caller may not read it */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6422,6 +6825,15 @@ export interface operations {
                 };
             };
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description a block stands between sender and recipient */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9003,6 +9415,89 @@ export interface operations {
             };
         };
     };
+    presence_settings: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PresenceSettings"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    set_presence: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PresenceSettings"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PresenceSettings"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description status offline, an empty or too long custom status, or an end in the past or more than a year away */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
     recovery: {
         parameters: {
             query?: never;
@@ -9093,6 +9588,257 @@ export interface operations {
             };
             /** @description sealed is empty or over 16 KiB */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    relationships: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Relationship"][];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    request_friend: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["FriendRequest"];
+            };
+        };
+        responses: {
+            /** @description the caller's relationship now: `outgoing`, or `friend` if they had asked */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Relationship"];
+                };
+            };
+            /** @description malformed body, or the caller's own username */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description a block stands between the two */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such user */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description already friends, or too many relationships or pending requests */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description not a valid username */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    set_relationship: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description the other user's id */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SetRelationship"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Relationship"];
+                };
+            };
+            /** @description malformed, the caller, or a kind other than friend or blocked */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description accepting someone the caller blocked */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such user, or (accepting) no request from them */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description too many relationships */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    remove_relationship: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description the other user's id */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no relationship with this user */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9349,6 +10095,130 @@ export interface operations {
                 };
             };
             /** @description no such user, or no device list */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    mark_dm_read: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description the other user's id */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MarkDmRead"];
+            };
+        };
+        responses: {
+            /** @description the marker as it now stands */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DmReadState"];
+                };
+            };
+            /** @description malformed, the caller, or a time in the future */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such user */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    dm_typing: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description the other user's id */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description malformed id, or the caller */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description a block stands between the two */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such user */
             404: {
                 headers: {
                     [name: string]: unknown;

@@ -72,3 +72,14 @@ export interface PinUpdate {
   message_id: string;
   pinned: boolean;
 }
+
+// ---- friends, presence, typing, read states (client-core/src/social.rs) ----
+
+export type Relationship = Schemas['Relationship'];
+export type RelationshipKind = Schemas['RelationshipKind'];
+export type PresenceStatus = Schemas['PresenceStatus'];
+export type CustomStatus = Schemas['CustomStatus'];
+export type PresenceSettings = Schemas['PresenceSettings'];
+export type Presence = Schemas['Presence'];
+export type ReadState = Schemas['ReadState'];
+export type DmReadState = Schemas['DmReadState'];
