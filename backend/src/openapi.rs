@@ -48,7 +48,7 @@ use crate::routes;
         routes::social::relationships, routes::social::request_friend, routes::social::set_relationship,
         routes::social::remove_relationship, routes::social::presence_settings, routes::social::set_presence,
         routes::social::channel_typing, routes::social::dm_typing, routes::social::mark_channel_read,
-        routes::social::mark_dm_read,
+        routes::social::mark_dm_read, routes::social::set_notification_settings,
         routes::health::healthz, routes::health::readyz, routes::health::metrics, routes::health::openapi,
     ),
     components(schemas(

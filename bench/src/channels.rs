@@ -146,8 +146,13 @@ pub async fn fanout(url: &str, sizes: &[usize], messages: usize) -> anyhow::Resu
         let mut last = Vec::with_capacity(messages + 3);
         let mut each: Vec<Vec<Duration>> = Vec::with_capacity(messages + 3);
         for _ in 0..messages + 3 {
-            let body =
-                SendChannelMessage { ciphertext: ciphertext(180).into(), view, thread_id: None, distributions: Vec::new() };
+            let body = SendChannelMessage {
+                ciphertext: ciphertext(180).into(),
+                view,
+                thread_id: None,
+                distributions: Vec::new(),
+                mentions: Default::default(),
+            };
             let t0 = Instant::now();
             let sent: ChannelMessage = sender.api(Method::POST, &path, Some(&body)).await.context("send")?;
             let mut arrived: Vec<Instant> = Vec::with_capacity(size);
@@ -221,8 +226,13 @@ pub async fn throughput(url: &str, senders: usize, seconds: u64) -> anyhow::Resu
             let c = &community.clients[i];
             let path = format!("/api/v1/channels/{}/messages", community.channel);
             while Instant::now() < stop {
-                let body =
-                    SendChannelMessage { ciphertext: ciphertext(180).into(), view, thread_id: None, distributions: Vec::new() };
+                let body = SendChannelMessage {
+                    ciphertext: ciphertext(180).into(),
+                    view,
+                    thread_id: None,
+                    distributions: Vec::new(),
+                    mentions: Default::default(),
+                };
                 c.api::<ChannelMessage>(Method::POST, &path, Some(&body)).await.context("send")?;
                 sent.fetch_add(1, Ordering::Relaxed);
             }

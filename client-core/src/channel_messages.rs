@@ -178,6 +178,74 @@ pub struct SendChannelMessage {
     /// Key distributions to devices that do not have the sender's current key yet.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub distributions: Vec<Distribution>,
+    /// Who the text mentions, declared in the clear so that the server can count and notify
+    /// (it cannot read the text; readers' clients check it against the text they decrypt).
+    #[serde(default, skip_serializing_if = "Mentions::is_empty")]
+    pub mentions: Mentions,
+}
+
+/// Most users one message may mention.
+pub const MENTION_USERS_MAX: usize = 50;
+/// Most roles one message may mention.
+pub const MENTION_ROLES_MAX: usize = 20;
+
+/// Who a message mentions: `<@user id>`, `<@&role id>` and `@everyone` in its text.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Mentions {
+    /// Users (at most [`MENTION_USERS_MAX`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<UserId>,
+    /// Roles of the channel's server (at most [`MENTION_ROLES_MAX`]; needs `MENTION_EVERYONE`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<crate::ids::RoleId>,
+    /// `@everyone`: every reader of the channel (needs `MENTION_EVERYONE` in a server).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub everyone: bool,
+}
+
+impl Mentions {
+    /// Whether it mentions nobody.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.roles.is_empty() && !self.everyone
+    }
+
+    /// The mentions a text makes: `<@123>` a user, `<@&123>` a role, `@everyone` everyone.
+    /// Sorted, each once, at most the maximum of each kind (the first ones written).
+    pub fn in_text(text: &str) -> Self {
+        let mut out = Self { everyone: text.contains("@everyone"), ..Self::default() };
+        let mut rest = text;
+        while let Some(at) = rest.find("<@") {
+            rest = &rest[at + 2..];
+            let (role, digits) = match rest.strip_prefix('&') {
+                Some(r) => (true, r),
+                None => (false, rest),
+            };
+            let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+            if end == 0 || !digits[end..].starts_with('>') {
+                continue;
+            }
+            let Ok(id) = digits[..end].parse::<i64>() else { continue };
+            if role {
+                if !out.roles.contains(&crate::ids::RoleId(id)) && out.roles.len() < MENTION_ROLES_MAX {
+                    out.roles.push(crate::ids::RoleId(id));
+                }
+            } else if !out.users.contains(&UserId(id)) && out.users.len() < MENTION_USERS_MAX {
+                out.users.push(UserId(id));
+            }
+        }
+        out.normalized()
+    }
+
+    /// Sorted and without repeats (two declarations that mean the same compare equal).
+    pub fn normalized(mut self) -> Self {
+        self.users.sort();
+        self.users.dedup();
+        self.roles.sort();
+        self.roles.dedup();
+        self
+    }
 }
 
 /// `PATCH /api/v1/channels/{id}/messages/{message_id}` (the author only): a new ciphertext.
@@ -258,6 +326,9 @@ pub struct ChannelMessage {
     pub pinned: bool,
     /// Messages in the thread it starts (0: none).
     pub thread_count: u32,
+    /// Who its author declared it mentions (see [`Mentions`]).
+    #[serde(default, skip_serializing_if = "Mentions::is_empty")]
+    pub mentions: Mentions,
     /// Its reactions, oldest first.
     pub reactions: Vec<Reaction>,
 }

@@ -185,6 +185,9 @@ pub mod event_name {
     pub const CHANNEL_READ: &str = "CHANNEL_READ";
     /// The user read a DM further on one of their devices ([`crate::social::DmReadState`]).
     pub const DM_READ: &str = "DM_READ";
+    /// The user changed their notification settings of a server or channel
+    /// ([`crate::social::NotificationSettings`]).
+    pub const NOTIFICATION_SETTINGS_UPDATE: &str = "NOTIFICATION_SETTINGS_UPDATE";
 }
 
 /// A frame as it travels.

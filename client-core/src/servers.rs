@@ -92,8 +92,10 @@ impl Permissions {
 
     /// No permission.
     pub const NONE: Self = Self(0);
+    /// Mention `@everyone` and roles (which notifies every reader, or every member of the role).
+    pub const MENTION_EVERYONE: Self = Self(1 << 16);
     /// Every permission defined.
-    pub const ALL: Self = Self((1 << 16) - 1);
+    pub const ALL: Self = Self((1 << 17) - 1);
 
     /// What `@everyone` may do in a new server.
     pub const EVERYONE_DEFAULT: Self = Self(
@@ -107,7 +109,7 @@ impl Permissions {
     );
 
     /// The names, in bit order (for display and documentation).
-    pub const NAMES: [(&'static str, Self); 16] = [
+    pub const NAMES: [(&'static str, Self); 17] = [
         ("view_channel", Self::VIEW_CHANNEL),
         ("send_messages", Self::SEND_MESSAGES),
         ("manage_messages", Self::MANAGE_MESSAGES),
@@ -124,6 +126,7 @@ impl Permissions {
         ("add_reactions", Self::ADD_REACTIONS),
         ("administrator", Self::ADMINISTRATOR),
         ("view_audit_log", Self::VIEW_AUDIT_LOG),
+        ("mention_everyone", Self::MENTION_EVERYONE),
     ];
 
     /// Whether every bit of `other` is set.

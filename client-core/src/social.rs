@@ -231,15 +231,19 @@ pub struct MarkRead {
     pub message_id: MessageId,
 }
 
-/// How far the user has read a channel or group DM (READY, the answer to a mark, and the
+/// How far the user has read a channel or group DM, and how many mentions of them wait after
+/// that (READY, for every channel with a marker or a mention; the answer to a mark; and the
 /// `CHANNEL_READ` event to the user's devices).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReadState {
     /// The channel.
     pub channel_id: ChannelId,
-    /// The last message read. Never moves back.
+    /// The last message read (`0`: none yet). Never moves back.
     pub last_read_id: MessageId,
+    /// Messages after it that mention the user (by name, by a role of theirs, or `@everyone`).
+    #[serde(default)]
+    pub mention_count: u32,
 }
 
 /// `PUT /api/v1/users/{user_id}/read`: every message of the DM with that user up to this server
@@ -263,6 +267,70 @@ pub struct DmReadState {
     pub last_read_at: i64,
 }
 
+/// What a user wants to be notified of in a server or a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationLevel {
+    /// Every message.
+    All,
+    /// Messages that mention the user.
+    Mentions,
+    /// Nothing.
+    Nothing,
+}
+
+impl NotificationLevel {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Mentions => "mentions",
+            Self::Nothing => "nothing",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "all" => Self::All,
+            "mentions" => Self::Mentions,
+            "nothing" => Self::Nothing,
+            _ => return None,
+        })
+    }
+}
+
+/// `PUT /api/v1/users/@me/notification-settings/{target_id}`: the user's settings for a server or
+/// a channel (all fields absent: back to the defaults).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SetNotificationSettings {
+    /// The level; `None`: the server's (for a channel), or the default (all in a group DM and a
+    /// server of few members, mentions otherwise: the client's choice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<NotificationLevel>,
+    /// Muted: no notification and no unread mark.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub muted: bool,
+    /// The end of the mute (Unix ms, in the future, within a year); `None`: until lifted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub muted_until: Option<i64>,
+}
+
+/// The settings of one server or channel (READY, the answer to a change, and the
+/// `NOTIFICATION_SETTINGS_UPDATE` event to the user's devices).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NotificationSettings {
+    /// The server or channel (a decimal id).
+    pub target_id: String,
+    /// The settings.
+    #[serde(flatten)]
+    pub settings: SetNotificationSettings,
+}
+
 /// What READY carries of all this.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SocialReady {
@@ -281,4 +349,7 @@ pub struct SocialReady {
     /// Read states of DMs.
     #[serde(default)]
     pub dm_read_states: Vec<DmReadState>,
+    /// Notification settings that differ from the defaults.
+    #[serde(default)]
+    pub notification_settings: Vec<NotificationSettings>,
 }

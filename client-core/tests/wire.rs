@@ -187,6 +187,7 @@ fn gateway_frames() {
             read_states: vec![copains_client_core::social::ReadState {
                 channel_id: copains_client_core::ChannelId(7),
                 last_read_id: copains_client_core::MessageId(8),
+                mention_count: 2,
             }],
             dm_read_states: vec![copains_client_core::social::DmReadState {
                 user_id: UserId(5),
@@ -636,6 +637,11 @@ fn channel_message_bodies() {
             view: 7,
             thread_id: Some(MessageId(117_632_502_289_400_000)),
             distributions: vec![distribution.clone()],
+            mentions: copains_client_core::channel_messages::Mentions {
+                users: vec![user],
+                roles: vec![RoleId(117_632_502_289_400_009)],
+                everyone: true,
+            },
         }
     );
     wire!("send_sender_keys", SendSenderKeys { view: 7, distributions: vec![distribution.clone()] });
@@ -659,6 +665,7 @@ fn channel_message_bodies() {
             thread_id: None,
             pinned: true,
             thread_count: 2,
+            mentions: copains_client_core::channel_messages::Mentions { users: vec![user], ..Default::default() },
             reactions: vec![Reaction {
                 id: ReactionId(117_632_502_289_400_002),
                 message_id,

@@ -24,6 +24,8 @@ backend_tests!(
     a_block_forbids_dms_requests_group_dms_and_typing,
     read_markers_sync_between_devices_and_never_move_back,
     typing_reaches_the_readers_and_is_rate_limited,
+    mentions_are_counted_until_read_and_everyone_needs_the_permission,
+    notification_settings_are_kept_per_server_and_channel_for_every_device,
     bad_input_is_refused,
 );
 
@@ -111,16 +113,26 @@ async fn server_with(app: &TestApp, owner: &U, members: &[&U]) -> (String, Chann
 
 /// Posts a (meaningless to the server) ciphertext in a channel, as a member's client would.
 async fn post_message(app: &TestApp, u: &U, channel: ChannelId) -> MessageId {
+    post_mentioning(app, u, channel, json!({})).await.expect("sent")
+}
+
+/// The same, declaring `mentions`; the status of a refusal.
+async fn post_mentioning(app: &TestApp, u: &U, channel: ChannelId, mentions: Value) -> Result<MessageId, StatusCode> {
     let recipients: Value = ok(app, u, Method::GET, &format!("/api/v1/channels/{channel}/recipients"), None).await;
-    let sent: Value = ok(
-        app,
-        u,
-        Method::POST,
-        &format!("/api/v1/channels/{channel}/messages"),
-        Some(json!({"ciphertext": "AAECAwQFBgc=", "view": recipients["view"]})),
-    )
-    .await;
-    sent["id"].as_str().expect("id").parse().expect("message id")
+    let body = json!({"ciphertext": "AAECAwQFBgc=", "view": recipients["view"], "mentions": mentions});
+    let (code, text) = call(app, u, Method::POST, &format!("/api/v1/channels/{channel}/messages"), Some(body)).await;
+    if code != StatusCode::CREATED {
+        return Err(code);
+    }
+    let sent: Value = serde_json::from_str(&text).expect("json");
+    Ok(sent["id"].as_str().expect("id").parse().expect("message id"))
+}
+
+/// The mentions waiting for `u` in `channel`, as a new session's READY says.
+async fn waiting_mentions(app: &TestApp, u: &U, channel: ChannelId) -> u32 {
+    let (_, ready) = identified(&app.ws_url, &u.token).await;
+    let states: Vec<ReadState> = serde_json::from_value(ready["d"]["read_states"].clone()).expect("read states");
+    states.iter().find(|r| r.channel_id == channel).map_or(0, |r| r.mention_count)
 }
 
 /// The presences of a `PRESENCE_UPDATE` or of READY, by user.
@@ -402,7 +414,7 @@ async fn read_markers_sync_between_devices_and_never_move_back(backend: Backend)
     // Read on one device, the other hears it.
     let marked: ReadState =
         ok(&app, &ann, Method::PUT, &format!("/api/v1/channels/{channel}/read"), Some(json!({"message_id": second}))).await;
-    assert_eq!(marked, ReadState { channel_id: channel, last_read_id: second });
+    assert_eq!(marked, ReadState { channel_id: channel, last_read_id: second, mention_count: 0 });
     let told: ReadState = serde_json::from_value(next_event(&mut other_device, event_name::CHANNEL_READ).await).expect("read");
     assert_eq!(told, marked);
     // An older message does not move it back.
@@ -417,7 +429,7 @@ async fn read_markers_sync_between_devices_and_never_move_back(backend: Backend)
     // A new session of either device starts from what was read anywhere.
     let (_, ready) = identified(&app.ws_url, &ann.token).await;
     let states: Vec<ReadState> = serde_json::from_value(ready["d"]["read_states"].clone()).expect("read states");
-    assert_eq!(states, [ReadState { channel_id: channel, last_read_id: second }]);
+    assert_eq!(states, [ReadState { channel_id: channel, last_read_id: second, mention_count: 0 }]);
     assert_eq!(ready["d"]["dm_read_states"], json!([{"user_id": ben.id.to_string(), "last_read_at": 1_000}]));
     // Someone who cannot read the channel, or a message of another channel, gets a 404.
     let path = format!("/api/v1/channels/{channel}/read");
@@ -476,6 +488,115 @@ async fn typing_reaches_the_readers_and_is_rate_limited(backend: Backend) {
         StatusCode::TOO_MANY_REQUESTS
     );
     app.shutdown().await;
+}
+
+async fn mentions_are_counted_until_read_and_everyone_needs_the_permission(backend: Backend) {
+    let app = spawn(backend).await;
+    let ben = register(&app, "ben").await;
+    let ann = register(&app, "ann").await;
+    let cid = register(&app, "cid").await;
+    let outsider = register(&app, "outsider").await;
+    let (server, channel) = server_with(&app, &ben, &[&ann, &cid]).await;
+    let (mut ann_ws, _) = identified(&app.ws_url, &ann.token).await;
+    // Ben names Ann (and someone who does not read the channel: nobody is told of that).
+    let named = post_mentioning(&app, &ben, channel, json!({"users": [ann.id, outsider.id, ann.id]})).await.expect("sent");
+    let created = next_event(&mut ann_ws, event_name::MESSAGE_CREATE).await;
+    assert_eq!(created["id"], named.to_string());
+    assert_eq!(created["mentions"]["users"], json!([ann.id.to_string(), outsider.id.to_string()]), "as declared, once each");
+    assert_eq!((waiting_mentions(&app, &ann, channel).await, waiting_mentions(&app, &cid, channel).await), (1, 0));
+    assert_eq!(waiting_mentions(&app, &outsider, channel).await, 0);
+    // @everyone and roles need MENTION_EVERYONE, which members lack by default and the owner has.
+    assert_eq!(post_mentioning(&app, &ann, channel, json!({"everyone": true})).await, Err(StatusCode::FORBIDDEN));
+    post_mentioning(&app, &ben, channel, json!({"everyone": true})).await.expect("the owner may");
+    assert_eq!((waiting_mentions(&app, &ann, channel).await, waiting_mentions(&app, &cid, channel).await), (2, 1));
+    assert_eq!(waiting_mentions(&app, &ben, channel).await, 0, "the author is not counted");
+    let role: Value =
+        ok(&app, &ben, Method::POST, &format!("/api/v1/servers/{server}/roles"), Some(json!({"name": "crew"}))).await;
+    let role_id = role["id"].as_str().expect("role id").to_owned();
+    let _: Value = ok(
+        &app,
+        &ben,
+        Method::PUT,
+        &format!("/api/v1/servers/{server}/members/{}/roles", cid.id),
+        Some(json!({"roles": [role_id]})),
+    )
+    .await;
+    let last = post_mentioning(&app, &ben, channel, json!({"roles": [role_id]})).await.expect("role mention");
+    assert_eq!((waiting_mentions(&app, &ann, channel).await, waiting_mentions(&app, &cid, channel).await), (2, 2));
+    // Refused: another server's role, too many users; nothing is stored for them.
+    let (other_server, _) = server_with(&app, &ben, &[]).await;
+    let foreign: Value =
+        ok(&app, &ben, Method::POST, &format!("/api/v1/servers/{other_server}/roles"), Some(json!({"name": "x"}))).await;
+    let mentions_before = app.count("message_mentions").await;
+    assert_eq!(post_mentioning(&app, &ben, channel, json!({"roles": [foreign["id"]]})).await, Err(StatusCode::BAD_REQUEST));
+    let crowd: Vec<String> = (1..=51).map(|i| i.to_string()).collect();
+    assert_eq!(post_mentioning(&app, &ben, channel, json!({"users": crowd})).await, Err(StatusCode::BAD_REQUEST));
+    assert_eq!(app.count("message_mentions").await, mentions_before);
+    // Reading past them clears the count, on every device.
+    let read: ReadState =
+        ok(&app, &cid, Method::PUT, &format!("/api/v1/channels/{channel}/read"), Some(json!({"message_id": named}))).await;
+    assert_eq!(read.mention_count, 2, "the two after the marker still wait");
+    let read: ReadState =
+        ok(&app, &cid, Method::PUT, &format!("/api/v1/channels/{channel}/read"), Some(json!({"message_id": last}))).await;
+    assert_eq!(read.mention_count, 0);
+    assert_eq!(waiting_mentions(&app, &cid, channel).await, 0);
+    // History shows what was declared.
+    let page: Vec<Value> = ok(&app, &ann, Method::GET, &format!("/api/v1/channels/{channel}/messages?limit=10"), None).await;
+    let first = page.iter().find(|m| m["id"] == named.to_string()).expect("in history");
+    assert_eq!(first["mentions"]["users"][0], ann.id.to_string());
+    app.shutdown().await;
+}
+
+async fn notification_settings_are_kept_per_server_and_channel_for_every_device(backend: Backend) {
+    let app = spawn(backend).await;
+    let ann = register(&app, "ann").await;
+    let ann2 = login(&app, &ann).await;
+    let ben = register(&app, "ben").await;
+    let outsider = register(&app, "outsider").await;
+    let (server, channel) = server_with(&app, &ben, &[&ann]).await;
+    let (mut other_device, _) = identified(&app.ws_url, &ann2.token).await;
+    let on = |id: &str| format!("/api/v1/users/@me/notification-settings/{id}");
+    // Only mentions from the server; the channel muted for an hour.
+    let saved: Value = ok(&app, &ann, Method::PUT, &on(&server), Some(json!({"level": "mentions"}))).await;
+    assert_eq!(saved, json!({"target_id": server, "level": "mentions"}));
+    let told = next_event(&mut other_device, event_name::NOTIFICATION_SETTINGS_UPDATE).await;
+    assert_eq!(told, saved);
+    let hour = now_ms() + 3_600_000;
+    let muted: Value =
+        ok(&app, &ann, Method::PUT, &on(&channel.to_string()), Some(json!({"muted": true, "muted_until": hour}))).await;
+    assert_eq!(muted["muted_until"], hour);
+    let (_, ready) = identified(&app.ws_url, &ann.token).await;
+    let mut expected = vec![
+        json!({"target_id": channel.to_string(), "muted": true, "muted_until": hour}),
+        json!({"target_id": server, "level": "mentions"}),
+    ];
+    expected.sort_by_key(|v| v["target_id"].as_str().and_then(|t| t.parse::<i64>().ok()));
+    assert_eq!(ready["d"]["notification_settings"], Value::Array(expected));
+    // Back to the defaults: nothing kept.
+    let _: Value = ok(&app, &ann, Method::PUT, &on(&server), Some(json!({}))).await;
+    let _: Value = ok(&app, &ann, Method::PUT, &on(&channel.to_string()), Some(json!({}))).await;
+    assert_eq!(app.count("notification_settings").await, 0);
+    // Refused: a server or channel the caller is not in, an end without a mute, an end past.
+    assert_eq!(status(&app, &outsider, Method::PUT, &on(&server), Some(json!({"level": "all"}))).await, StatusCode::NOT_FOUND);
+    assert_eq!(
+        status(&app, &outsider, Method::PUT, &on(&channel.to_string()), Some(json!({"muted": true}))).await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        status(&app, &ann, Method::PUT, &on(&server), Some(json!({"muted_until": hour}))).await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        status(&app, &ann, Method::PUT, &on(&server), Some(json!({"muted": true, "muted_until": 5}))).await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(status(&app, &ann, Method::PUT, &on(&server), Some(json!({"level": "loud"}))).await, StatusCode::BAD_REQUEST);
+    assert_eq!(app.count("notification_settings").await, 0);
+    app.shutdown().await;
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0))
 }
 
 async fn bad_input_is_refused(backend: Backend) {

@@ -1,5 +1,5 @@
 import type { Locator, Page } from '@playwright/test';
-import { capture, composer, expect, messages, newUser, signUp, test, uniqueName } from './fixtures';
+import { capture, channelMessages, composer, expect, messageRow, messages, newUser, signUp, test, twoInAServer, uniqueName } from './fixtures';
 
 /** The Friends page's row of `username`. */
 function friendRow(page: Page, username: string): Locator {
@@ -100,6 +100,27 @@ test('two people become friends, see each other online, idle and busy, type, and
   await friendsTab(a.page, 'All');
   await expect(friendRow(a.page, ben)).toHaveCount(0, { timeout: 30_000 });
 
+  await a.context.close();
+  await b.context.close();
+});
+
+test('a mention by name is counted on the server until read, drawn as a name and set apart', async ({ browser }) => {
+  const { ben, a, b } = await twoInAServer(browser, 'Mentions');
+  // Ben is elsewhere (his direct messages) when Ann names him in #general.
+  await b.page.getByRole('navigation', { name: 'Servers' }).getByRole('button', { name: /^Direct messages/ }).click();
+  const text = `look at this @${ben}`;
+  await composer(a.page).fill(text);
+  await composer(a.page).press('Enter');
+  await expect(channelMessages(a.page).getByText(`look at this @${ben}`)).toBeVisible();
+  const rail = b.page.getByRole('navigation', { name: 'Servers' });
+  await expect(rail.getByRole('button', { name: /, 1 mention$/ })).toBeVisible({ timeout: 30_000 });
+  await capture(b.page, 'mention-badge');
+  // Opening the server reads #general: the count goes, the message names him and is set apart.
+  await rail.getByRole('button', { name: /, 1 mention$/ }).click();
+  const row = messageRow(b.page, 'look at this');
+  await expect(row.locator('.mention.self')).toHaveText(`@${ben}`);
+  await expect(row).toHaveClass(/mentioned/);
+  await expect(rail.getByRole('button', { name: /mention/ })).toHaveCount(0);
   await a.context.close();
   await b.context.close();
 });

@@ -17,9 +17,9 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use copains_client_core::channel_messages::{
     ChannelMessage, ChannelRecipients, ClaimBundles, ClaimedBundles, DeviceLists, Distribution, EditChannelMessage,
-    MemberDeviceList, MessageDeleted, MessagesDeleted, NewReaction, PinUpdate, Reaction, ReactionRemoved, ReadDeviceLists,
-    SendChannelMessage, SendSenderKeys, SenderKeysSent, CIPHERTEXT_MAX_BYTES, CLAIM_MAX, DISTRIBUTIONS_MAX, HISTORY_PAGE_MAX,
-    MESSAGES_DELETED_MAX, PINS_MAX,
+    MemberDeviceList, Mentions, MessageDeleted, MessagesDeleted, NewReaction, PinUpdate, Reaction, ReactionRemoved,
+    ReadDeviceLists, SendChannelMessage, SendSenderKeys, SenderKeysSent, CIPHERTEXT_MAX_BYTES, CLAIM_MAX, DISTRIBUTIONS_MAX,
+    HISTORY_PAGE_MAX, MENTION_ROLES_MAX, MENTION_USERS_MAX, MESSAGES_DELETED_MAX, PINS_MAX,
 };
 use copains_client_core::gateway::event_name;
 use copains_client_core::keys::UserBundles;
@@ -268,9 +268,11 @@ pub async fn recipients(
     request_body = SendChannelMessage,
     responses(
         (status = 201, body = ChannelMessage),
-        (status = 400, body = ApiErrorBody, description = "malformed body or base64, empty ciphertext, bad distribution, a category"),
+        (status = 400, body = ApiErrorBody, description = "malformed body or base64, empty ciphertext, bad distribution, a category, \
+            too many mentions, a mentioned role not of this server"),
         (status = 401, body = ApiErrorBody),
-        (status = 403, body = ApiErrorBody, description = "no SEND_MESSAGES permission in the channel"),
+        (status = 403, body = ApiErrorBody, description = "no SEND_MESSAGES permission in the channel, or mentions of @everyone \
+            or roles without MENTION_EVERYONE"),
         (status = 404, body = ApiErrorBody, description = "no such channel (or not readable by the caller), or no such thread"),
         (status = 409, body = ApiErrorBody, description = "view_stale: the view is not the current one or a distribution does not go to a \
             current recipient device with its registration id; details are the current ChannelRecipients. \
@@ -310,12 +312,16 @@ pub async fn send(
         }
     }
     let now = now_ms();
+    let mentions = body.mentions.normalized();
+    let mentioned = mentioned(&state, &view, reader.permissions(), user, &mentions, now).await?;
     let message = NewChannelMessage {
         id: MessageId(state.ids.next_id()),
         author: user,
         author_device: auth.device_id,
         ciphertext: body.ciphertext.0,
         thread_id: body.thread_id,
+        mentions: mentions.clone(),
+        mentioned,
     };
     let done = write(
         &state,
@@ -344,11 +350,53 @@ pub async fn send(
         thread_id: m.thread_id,
         pinned: false,
         thread_count: 0,
+        mentions,
         reactions: Vec::new(),
     };
     // The view the message was checked against in its transaction: exactly its readers.
     to_readers(&state, &view, now, event_name::MESSAGE_CREATE, &message).await;
     Ok((StatusCode::CREATED, Json(message)))
+}
+
+/// The readers a message's declared mentions notify (its author aside), once the declaration is
+/// checked: within the bounds, `@everyone` and roles only with `MENTION_EVERYONE` in a server,
+/// roles of the channel's server only. Users who do not read the channel are not notified.
+async fn mentioned(
+    state: &AppState,
+    view: &ChannelView,
+    permissions: Permissions,
+    author: UserId,
+    mentions: &Mentions,
+    now: i64,
+) -> ApiResult<Vec<UserId>> {
+    if mentions.users.len() > MENTION_USERS_MAX || mentions.roles.len() > MENTION_ROLES_MAX {
+        return Err(ApiError::Malformed(format!(
+            "a message mentions at most {MENTION_USERS_MAX} users and {MENTION_ROLES_MAX} roles"
+        )));
+    }
+    let readers: BTreeSet<UserId> = view.readers_at(now).collect();
+    let mut notified = BTreeSet::new();
+    if let Some(server) = view.server_id {
+        if (mentions.everyone || !mentions.roles.is_empty()) && !permissions.contains(Permissions::MENTION_EVERYONE) {
+            return Err(ApiError::Forbidden("you may not mention @everyone or roles in this channel"));
+        }
+        if !mentions.roles.is_empty() {
+            let members = state
+                .store
+                .role_members(server, &mentions.roles)
+                .await?
+                .ok_or_else(|| ApiError::Malformed("a mentioned role is not a role of this server".into()))?;
+            notified.extend(members.into_iter().filter(|u| readers.contains(u)));
+        }
+    } else if !mentions.roles.is_empty() {
+        return Err(ApiError::Malformed("a group DM has no roles to mention".into()));
+    }
+    if mentions.everyone {
+        notified.extend(readers.iter().copied());
+    }
+    notified.extend(mentions.users.iter().copied().filter(|u| readers.contains(u)));
+    notified.remove(&author);
+    Ok(notified.into_iter().collect())
 }
 
 /// Key distributions alone, for the view they were made on: what does not fit in the request

@@ -15,8 +15,9 @@ use axum::{Json, Router};
 use copains_client_core::gateway::event_name;
 use copains_client_core::servers::{ChannelKind, Permissions};
 use copains_client_core::social::{
-    DmReadState, FriendRequest, MarkDmRead, MarkRead, Presence, PresenceSettings, PresenceStatus, PresenceUpdate, ReadState,
-    Relationship, RelationshipKind, RelationshipRemoved, SetRelationship, TypingStart, CUSTOM_STATUS_MAX_CHARS,
+    DmReadState, FriendRequest, MarkDmRead, MarkRead, NotificationSettings, Presence, PresenceSettings, PresenceStatus,
+    PresenceUpdate, ReadState, Relationship, RelationshipKind, RelationshipRemoved, SetNotificationSettings, SetRelationship,
+    TypingStart, CUSTOM_STATUS_MAX_CHARS,
 };
 use copains_client_core::{ApiErrorBody, ChannelId, UserId};
 use serde::Serialize;
@@ -40,6 +41,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/users/{user_id}/typing", post(dm_typing))
         .route("/api/v1/channels/{channel_id}/read", put(mark_channel_read))
         .route("/api/v1/users/{user_id}/read", put(mark_dm_read))
+        .route("/api/v1/users/@me/notification-settings/{target_id}", put(set_notification_settings))
 }
 
 /// Answer to a request that a block forbids: the same whichever side blocked, so that it does
@@ -55,7 +57,7 @@ pub(crate) async fn not_blocked(state: &AppState, me: UserId, other: UserId) -> 
         (false, false) => Ok(()),
     }
 }
-/// Longest a custom status may be set for (ms): a year.
+/// Longest a custom status or a mute may be set for (ms): a year.
 const CUSTOM_STATUS_MAX_MS: i64 = 365 * 24 * 3600 * 1000;
 
 fn parse_id<T: std::str::FromStr>(raw: &str, what: &str) -> ApiResult<T> {
@@ -428,6 +430,50 @@ pub async fn mark_dm_read(
     Ok(Json(marker))
 }
 
+/// Sets what the caller wants to be notified of in a server they are in or a channel they may
+/// read (every field absent: back to the defaults). Their devices get
+/// `NOTIFICATION_SETTINGS_UPDATE`.
+#[utoipa::path(put, path = "/api/v1/users/@me/notification-settings/{target_id}", tag = "social", security(("bearer" = [])),
+    params(("target_id" = String, Path, description = "a server or channel id")),
+    request_body = SetNotificationSettings,
+    responses(
+        (status = 200, body = NotificationSettings),
+        (status = 400, body = ApiErrorBody),
+        (status = 401, body = ApiErrorBody),
+        (status = 404, body = ApiErrorBody, description = "no server the caller is in, nor channel they may read, by that id"),
+        (status = 422, body = ApiErrorBody, description = "an end of mute without a mute, in the past, or more than a year away"),
+        (status = 429, body = ApiErrorBody),
+    ))]
+pub async fn set_notification_settings(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(raw): Path<String>,
+    ApiJson(body): ApiJson<SetNotificationSettings>,
+) -> ApiResult<Json<NotificationSettings>> {
+    state.limiters.user_write(auth.user.id)?;
+    let target: i64 = parse_id(&raw, "target id")?;
+    if body.muted_until.is_some() && !body.muted {
+        return Err(ApiError::Validation("muted_until goes with muted".into()));
+    }
+    if let Some(end) = body.muted_until {
+        let now = now_ms();
+        if end <= now || end - now > CUSTOM_STATUS_MAX_MS {
+            return Err(ApiError::Validation("a mute ends in the future, within a year (or give no end)".into()));
+        }
+    }
+    let readable = match state.store.channel_view(ChannelId(target)).await? {
+        Some(view) => view.reader(auth.user.id).is_some(),
+        None => false,
+    };
+    if !readable && !state.store.is_member(target, auth.user.id).await? {
+        return Err(ApiError::NotFound("no such server or channel"));
+    }
+    state.store.set_notification_settings(auth.user.id, target, &body).await?;
+    let saved = NotificationSettings { target_id: target.to_string(), settings: body };
+    to_user(&state, auth.user.id, event_name::NOTIFICATION_SETTINGS_UPDATE, &saved).await;
+    Ok(Json(saved))
+}
+
 /// What READY carries: relationships, the user's choice, the presences they may see (not
 /// offline), read markers.
 pub async fn ready_part(state: &AppState, user: UserId) -> crate::store::Result<copains_client_core::social::SocialReady> {
@@ -445,6 +491,7 @@ pub async fn ready_part(state: &AppState, user: UserId) -> crate::store::Result<
         presences,
         read_states: state.store.read_states(user).await?,
         dm_read_states: state.store.dm_read_states(user).await?,
+        notification_settings: state.store.notification_settings(user, now).await?,
     })
 }
 

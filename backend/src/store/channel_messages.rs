@@ -75,6 +75,11 @@ impl ChannelView {
         self.readers.get(&user).copied()
     }
 
+    /// The users who may read a message created at `created_at`.
+    pub fn readers_at(&self, created_at: i64) -> impl Iterator<Item = UserId> + '_ {
+        self.readers.iter().filter(move |(_, r)| r.joined_at <= created_at).map(|(u, _)| *u)
+    }
+
     /// How many users read the channel.
     pub fn reader_count(&self) -> usize {
         self.readers.len()
@@ -269,6 +274,17 @@ pub struct NewChannelMessage {
     pub ciphertext: Vec<u8>,
     /// The thread (its first message), if any.
     pub thread_id: Option<MessageId>,
+    /// What its author declared it mentions.
+    pub mentions: copains_client_core::channel_messages::Mentions,
+    /// The readers it notifies (the declaration expanded: users, role members, everyone).
+    pub mentioned: Vec<UserId>,
+}
+
+impl NewChannelMessage {
+    /// The declared mentions as stored (`NULL` for none).
+    pub(crate) fn mentions_json(&self) -> Option<String> {
+        (!self.mentions.is_empty()).then(|| serde_json::to_string(&self.mentions).ok()).flatten()
+    }
 }
 
 /// The ciphertext a [`ChannelWrite`] stores.
@@ -401,7 +417,7 @@ pub enum PinOutcome {
 }
 
 const MESSAGE_COLUMNS: &str =
-    "m.id, m.channel_id, m.author_id, m.author_device, m.ciphertext, m.created_at, m.edited_at, m.thread_id, m.pinned, m.thread_count";
+    "m.id, m.channel_id, m.author_id, m.author_device, m.ciphertext, m.created_at, m.edited_at, m.thread_id, m.pinned, m.thread_count, m.mentions";
 
 fn message_of(r: &AnyRow) -> Result<ChannelMessage> {
     Ok(ChannelMessage {
@@ -415,6 +431,10 @@ fn message_of(r: &AnyRow) -> Result<ChannelMessage> {
         thread_id: r.try_get::<Option<i64>, _>(7)?.map(MessageId),
         pinned: r.try_get::<i64, _>(8)? != 0,
         thread_count: u32_of(r.try_get(9)?)?,
+        mentions: match r.try_get::<Option<String>, _>(10)? {
+            Some(raw) => serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt(format!("mentions: {e}")))?,
+            None => Default::default(),
+        },
         reactions: Vec::new(),
     })
 }
@@ -655,8 +675,8 @@ impl Store {
                     }
                 }
                 sqlx::query(
-                    "INSERT INTO channel_messages (id, channel_id, author_id, author_device, ciphertext, created_at, thread_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    "INSERT INTO channel_messages (id, channel_id, author_id, author_device, ciphertext, created_at, thread_id, mentions) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 )
                 .bind(m.id.0)
                 .bind(write.channel.0)
@@ -665,8 +685,17 @@ impl Store {
                 .bind(m.ciphertext.as_slice())
                 .bind(write.now)
                 .bind(m.thread_id.map(|t| t.0))
+                .bind(m.mentions_json())
                 .execute(&mut *tx)
                 .await?;
+                for user in &m.mentioned {
+                    sqlx::query("INSERT INTO message_mentions (user_id, channel_id, message_id) VALUES ($1, $2, $3)")
+                        .bind(user.0)
+                        .bind(write.channel.0)
+                        .bind(m.id.0)
+                        .execute(&mut *tx)
+                        .await?;
+                }
             }
             ChannelWriteKind::Edit { id, author, device, ciphertext } => {
                 let edited = sqlx::query(

@@ -5,15 +5,15 @@
 //! alone. Every change of a pair happens in one transaction that starts with a write.
 
 use copains_client_core::social::{
-    CustomStatus, DmReadState, PresenceSettings, PresenceStatus, ReadState, Relationship, RelationshipKind,
-    OUTGOING_REQUESTS_MAX, RELATIONSHIPS_MAX,
+    CustomStatus, DmReadState, NotificationLevel, NotificationSettings, PresenceSettings, PresenceStatus, ReadState,
+    Relationship, RelationshipKind, SetNotificationSettings, OUTGOING_REQUESTS_MAX, RELATIONSHIPS_MAX,
 };
 use copains_client_core::{ChannelId, MessageId, UserId};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::servers::public_user_at;
-use super::{Result, Store, StoreError};
+use super::{u32_of, Result, Store, StoreError};
 
 /// Why a friend request or an acceptance was refused.
 #[derive(Debug, thiserror::Error)]
@@ -302,6 +302,32 @@ impl Store {
         Ok(ids.into_iter().map(UserId).collect())
     }
 
+    /// The members of the given roles of `server`; `None` if one of them is not a role of it.
+    pub async fn role_members(
+        &self,
+        server: copains_client_core::ServerId,
+        roles: &[copains_client_core::RoleId],
+    ) -> Result<Option<Vec<UserId>>> {
+        let mut members = Vec::new();
+        for role in roles {
+            let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM roles WHERE id = $1 AND server_id = $2")
+                .bind(role.0)
+                .bind(server.0)
+                .fetch_optional(self.pool())
+                .await?;
+            if exists.is_none() {
+                return Ok(None);
+            }
+            let ids: Vec<i64> = sqlx::query_scalar("SELECT user_id FROM member_roles WHERE server_id = $1 AND role_id = $2")
+                .bind(server.0)
+                .bind(role.0)
+                .fetch_all(self.pool())
+                .await?;
+            members.extend(ids.into_iter().map(UserId));
+        }
+        Ok(Some(members))
+    }
+
     /// Whether `a` and `b` may see each other's presence: friends, or sharing a server or a
     /// group DM, and no block either way.
     pub async fn sees_presence(&self, a: UserId, b: UserId) -> Result<bool> {
@@ -373,22 +399,38 @@ impl Store {
         .bind(now)
         .fetch_one(self.pool())
         .await?;
-        Ok(ReadState { channel_id: channel, last_read_id: MessageId(last) })
+        let mentions: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM message_mentions WHERE user_id = $1 AND channel_id = $2 AND message_id > $3",
+        )
+        .bind(user.0)
+        .bind(channel.0)
+        .bind(last)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(ReadState { channel_id: channel, last_read_id: MessageId(last), mention_count: u32_of(mentions)? })
     }
 
-    /// `user`'s read markers in channels they may still read.
+    /// `user`'s read markers and waiting mentions in channels they may still read: every
+    /// channel with a marker or a mention of them.
     pub async fn read_states(&self, user: UserId) -> Result<Vec<ReadState>> {
-        let rows: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT r.channel_id, r.last_read_id FROM read_states r WHERE r.user_id = $1 AND ( \
-               EXISTS (SELECT 1 FROM channels c JOIN members m ON m.server_id = c.server_id \
-                       WHERE c.id = r.channel_id AND m.user_id = $1) \
-               OR EXISTS (SELECT 1 FROM channel_members cm WHERE cm.channel_id = r.channel_id AND cm.user_id = $1)) \
-             ORDER BY r.channel_id",
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+            "SELECT k.channel_id, COALESCE(r.last_read_id, 0), \
+               (SELECT COUNT(*) FROM message_mentions mm WHERE mm.user_id = $1 AND mm.channel_id = k.channel_id \
+                  AND mm.message_id > COALESCE(r.last_read_id, 0)) \
+             FROM (SELECT channel_id FROM read_states WHERE user_id = $1 \
+                   UNION SELECT channel_id FROM message_mentions WHERE user_id = $1) k \
+             LEFT JOIN read_states r ON r.user_id = $1 AND r.channel_id = k.channel_id \
+             WHERE EXISTS (SELECT 1 FROM channels c JOIN members m ON m.server_id = c.server_id \
+                       WHERE c.id = k.channel_id AND m.user_id = $1) \
+               OR EXISTS (SELECT 1 FROM channel_members cm WHERE cm.channel_id = k.channel_id AND cm.user_id = $1) \
+             ORDER BY k.channel_id",
         )
         .bind(user.0)
         .fetch_all(self.pool())
         .await?;
-        Ok(rows.into_iter().map(|(c, m)| ReadState { channel_id: ChannelId(c), last_read_id: MessageId(m) }).collect())
+        rows.into_iter()
+            .map(|(c, m, n)| Ok(ReadState { channel_id: ChannelId(c), last_read_id: MessageId(m), mention_count: u32_of(n)? }))
+            .collect()
     }
 
     /// Moves `user`'s read marker in the DM with `peer` forward to `at` (never back).
@@ -416,5 +458,66 @@ impl Store {
                 .fetch_all(self.pool())
                 .await?;
         Ok(rows.into_iter().map(|(p, at)| DmReadState { user_id: UserId(p), last_read_at: at }).collect())
+    }
+
+    /// `user`'s notification settings that differ from the defaults (a mute that ended counts as
+    /// none).
+    pub async fn notification_settings(&self, user: UserId, now: i64) -> Result<Vec<NotificationSettings>> {
+        let rows: Vec<(i64, Option<String>, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT target_id, level, muted, muted_until FROM notification_settings WHERE user_id = $1 ORDER BY target_id",
+        )
+        .bind(user.0)
+        .fetch_all(self.pool())
+        .await?;
+        let mut out = Vec::new();
+        for (target, level, muted, until) in rows {
+            let level = match level {
+                Some(raw) => Some(
+                    NotificationLevel::parse(&raw).ok_or_else(|| StoreError::Corrupt(format!("notification level {raw:?}")))?,
+                ),
+                None => None,
+            };
+            let muted = muted != 0 && until.is_none_or(|u| u > now);
+            let settings = SetNotificationSettings { level, muted, muted_until: if muted { until } else { None } };
+            if settings != SetNotificationSettings::default() {
+                out.push(NotificationSettings { target_id: target.to_string(), settings });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Saves `user`'s settings of a server or channel (the defaults remove the row).
+    pub async fn set_notification_settings(&self, user: UserId, target: i64, settings: &SetNotificationSettings) -> Result<()> {
+        if *settings == SetNotificationSettings::default() {
+            sqlx::query("DELETE FROM notification_settings WHERE user_id = $1 AND target_id = $2")
+                .bind(user.0)
+                .bind(target)
+                .execute(self.pool())
+                .await?;
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO notification_settings (user_id, target_id, level, muted, muted_until) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (user_id, target_id) DO UPDATE SET level = excluded.level, muted = excluded.muted, \
+             muted_until = excluded.muted_until",
+        )
+        .bind(user.0)
+        .bind(target)
+        .bind(settings.level.map(NotificationLevel::as_str))
+        .bind(i64::from(settings.muted))
+        .bind(settings.muted_until)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Whether `user` is a member of the server `id`.
+    pub async fn is_member(&self, server: i64, user: UserId) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM members WHERE server_id = $1 AND user_id = $2")
+            .bind(server)
+            .bind(user.0)
+            .fetch_one(self.pool())
+            .await?;
+        Ok(n > 0)
     }
 }

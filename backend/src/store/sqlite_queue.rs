@@ -312,8 +312,8 @@ fn channel_write(conn: &Connection, w: &ChannelWrite, limits: QueueLimits) -> Re
                 }
             }
             conn.prepare_cached(
-                "INSERT INTO channel_messages (id, channel_id, author_id, author_device, ciphertext, created_at, thread_id) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO channel_messages (id, channel_id, author_id, author_device, ciphertext, created_at, thread_id, mentions) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -323,10 +323,16 @@ fn channel_write(conn: &Connection, w: &ChannelWrite, limits: QueueLimits) -> Re
                     i64::from(m.author_device.0),
                     m.ciphertext,
                     w.now,
-                    m.thread_id.map(|t| t.0)
+                    m.thread_id.map(|t| t.0),
+                    m.mentions_json()
                 ])
             })
             .map_err(channel_error)?;
+            for user in &m.mentioned {
+                conn.prepare_cached("INSERT INTO message_mentions (user_id, channel_id, message_id) VALUES (?1, ?2, ?3)")
+                    .and_then(|mut s| s.execute(params![user.0, w.channel.0, m.id.0]))
+                    .map_err(channel_error)?;
+            }
         }
         ChannelWriteKind::Edit { id, author, device, ciphertext } => {
             let edited = conn

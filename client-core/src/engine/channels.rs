@@ -36,8 +36,9 @@ use super::{Engine, Incoming, LinkState, MessagingError, Transport, BODY_MAX_BYT
 use crate::bytes::Base64Bytes;
 use crate::channel_messages::{
     ChannelMessage, ChannelRecipients, ClaimBundles, ClaimedBundles, DeviceAddress, DeviceLists, Distribution,
-    EditChannelMessage, MessageDeleted, MessagesDeleted, NewReaction, PinUpdate, Reaction, ReactionRemoved, ReadDeviceLists,
-    RecipientDevice, SendChannelMessage, SendSenderKeys, SenderKeysSent, CLAIM_MAX, HISTORY_PAGE_MAX, MESSAGES_DELETED_MAX,
+    EditChannelMessage, Mentions, MessageDeleted, MessagesDeleted, NewReaction, PinUpdate, Reaction, ReactionRemoved,
+    ReadDeviceLists, RecipientDevice, SendChannelMessage, SendSenderKeys, SenderKeysSent, CLAIM_MAX, HISTORY_PAGE_MAX,
+    MESSAGES_DELETED_MAX,
 };
 use crate::crypto::store::Trust;
 use crate::crypto::{E2eeDevice, GroupDecrypted, VaultError};
@@ -189,6 +190,13 @@ pub struct ChannelEntry {
     pub thread_name: Option<String>,
     /// Its reactions, by emoji, in the order they first came.
     pub reactions: Vec<ReactionSummary>,
+    /// Who its author declared it mentions (what the server counted and notified).
+    #[serde(default, skip_serializing_if = "Mentions::is_empty")]
+    pub mentions: Mentions,
+    /// The declared mentions are not those of the text (a client that lies to notify people
+    /// the text does not name, or to hide a mention from the counts): shown as a warning.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mention_mismatch: bool,
 }
 
 /// The plaintext of a message or of an edit (inside the `SenderKeyMessage`).
@@ -467,9 +475,15 @@ fn summarize(me: UserId, reactions: &[(UserId, String)]) -> Vec<ReactionSummary>
 
 /// Where a channel write goes.
 enum Write {
-    Send { thread_id: Option<MessageId> },
+    Send { thread_id: Option<MessageId>, mentions: Mentions },
     Edit { message: MessageId },
     React { message: MessageId },
+}
+
+/// Whether a message's declared mentions differ from those its decrypted text makes. (Checked
+/// on messages as sent: an edit keeps the declaration of the send, so may honestly differ.)
+pub fn mentions_differ(body: &str, declared: &Mentions) -> bool {
+    Mentions::in_text(body) != declared.clone().normalized()
 }
 
 /// Whether a decrypted pairwise plaintext hands over a sender key.
@@ -564,11 +578,13 @@ impl<T: Transport> Engine<T> {
             Some(id) => Some(self.reply_quote(channel, id).await?),
             None => None,
         };
+        // Who the text mentions goes beside the ciphertext, for the server to count and notify.
+        let mentions = Mentions::in_text(&draft.body);
         let plain = MessagePlain { v: 1, nonce: random_nonce(), edit_of: None, body: draft.body, reply_to, thread_name };
         let plaintext = serde_json::to_vec(&plain).map_err(|e| MessagingError::Send(e.to_string()))?;
         self.device.vault().begin_batch();
         let result = async {
-            let raw = self.seal_and_post(channel, &plaintext, Write::Send { thread_id: draft.thread_id }).await?;
+            let raw = self.seal_and_post(channel, &plaintext, Write::Send { thread_id: draft.thread_id, mentions }).await?;
             let m: ChannelMessage = serde_json::from_slice(&raw)
                 .map_err(|e| MessagingError::Transport(format!("unreadable answer to a channel send: {e}")))?;
             self.keep_own(channel, None, &m, &plain).await?;
@@ -963,8 +979,9 @@ impl<T: Transport> Engine<T> {
         distributions: Vec<Distribution>,
     ) -> Result<Vec<u8>, MessagingError> {
         match write {
-            Write::Send { thread_id } => {
-                let body = SendChannelMessage { ciphertext, view, thread_id: *thread_id, distributions };
+            Write::Send { thread_id, mentions } => {
+                let body =
+                    SendChannelMessage { ciphertext, view, thread_id: *thread_id, distributions, mentions: mentions.clone() };
                 self.call("POST", &format!("/api/v1/channels/{channel}/messages"), Some(&body)).await
             }
             Write::Edit { message } => {
@@ -1323,6 +1340,7 @@ impl<T: Transport> Engine<T> {
             Some(p) => (p.body, p.reply_to, p.thread_name),
             None => (String::new(), None, None),
         };
+        let body_for_check = body.clone();
         let reply_to = match reply_to {
             Some(quote) => self.checked_quote(m.channel_id, quote).await?,
             None => None,
@@ -1342,6 +1360,8 @@ impl<T: Transport> Engine<T> {
             reply_to,
             thread_name,
             reactions: summarize(self.me, &reactions),
+            mention_mismatch: state == EntryState::Ok && m.edited_at.is_none() && mentions_differ(&body_for_check, &m.mentions),
+            mentions: m.mentions.clone(),
         })
     }
 
@@ -1521,8 +1541,28 @@ mod tests {
             thread_id: None,
             pinned: false,
             thread_count: 0,
+            mentions: Mentions::default(),
             reactions: Vec::new(),
         }
+    }
+
+    #[test]
+    fn mentions_are_read_from_the_text_and_a_different_declaration_is_told() {
+        let text = "hi <@12> and <@&40>, <@12> again, @everyone; not <@x>, <@> or <@&7 nor a <@3";
+        let found = Mentions::in_text(text);
+        assert_eq!(found, Mentions { users: vec![UserId(12)], roles: vec![crate::ids::RoleId(40)], everyone: true });
+        assert!(!mentions_differ(text, &found));
+        // Declared in another order: the same.
+        let reordered = Mentions { users: vec![UserId(12), UserId(12)], roles: vec![crate::ids::RoleId(40)], everyone: true };
+        assert!(!mentions_differ(text, &reordered));
+        // Someone notified whom the text does not name, or a mention hidden from the server.
+        let extra = Mentions { users: vec![UserId(12), UserId(99)], ..found.clone() };
+        assert!(mentions_differ(text, &extra));
+        assert!(mentions_differ(text, &Mentions::default()));
+        assert!(!mentions_differ("plain text", &Mentions::default()));
+        // At most the maximum of each kind.
+        let many: String = (0..80).map(|i| format!("<@{i}> ")).collect();
+        assert_eq!(Mentions::in_text(&many).users.len(), crate::channel_messages::MENTION_USERS_MAX);
     }
 
     fn plain(nonce: &str, edit_of: Option<&str>) -> MessagePlain {
@@ -1763,6 +1803,8 @@ mod tests {
             reply_to: None,
             thread_name: None,
             reactions: Vec::new(),
+            mentions: Mentions::default(),
+            mention_mismatch: false,
         };
         let v = serde_json::to_value(&entry).expect("json");
         assert_eq!(v["state"], "pending");

@@ -23,6 +23,8 @@ export class Communities {
   members = $state.raw<Record<string, Member[]>>({});
   /** Channels with messages newer than the last read one. */
   unread = $state.raw<Record<string, true>>({});
+  /** Mentions of this user after the last read message, per channel. */
+  mentions = $state.raw<Record<string, number>>({});
 
   readonly #me: string;
   readonly #storage: Storage | null;
@@ -49,7 +51,12 @@ export class Communities {
     if (Array.isArray(servers)) this.servers = servers;
     if (Array.isArray(groupDms)) this.groupDms = groupDms;
     this.loaded = true;
-    for (const r of readStates) this.#remember(r.channel_id, r.last_read_id);
+    const waiting: Record<string, number> = {};
+    for (const r of readStates) {
+      if (r.last_read_id !== '0') this.#remember(r.channel_id, r.last_read_id);
+      if ((r.mention_count ?? 0) > 0) waiting[r.channel_id] = r.mention_count ?? 0;
+    }
+    this.mentions = waiting;
     const unread: Record<string, true> = {};
     for (const channel of [...this.servers.flatMap((s) => s.channels), ...this.groupDms]) {
       const last = channel.last_message_id;
@@ -96,11 +103,24 @@ export class Communities {
 
   // ---- unread marks ----
 
-  /** A message came to `channel`: unread unless it is on screen or it is one's own. */
-  messageArrived(channelId: string, messageId: string, author: string, onScreen: boolean): void {
+  /** A message came to `channel`: unread unless it is on screen or it is one's own; counted if it mentions this user. */
+  messageArrived(channelId: string, messageId: string, author: string, onScreen: boolean, mentioned = false): void {
     this.#setLast(channelId, messageId);
     if (onScreen || author === this.#me) this.markRead(channelId, messageId);
-    else if (!this.unread[channelId]) this.unread = { ...this.unread, [channelId]: true };
+    else {
+      if (!this.unread[channelId]) this.unread = { ...this.unread, [channelId]: true };
+      if (mentioned) this.mentions = { ...this.mentions, [channelId]: (this.mentions[channelId] ?? 0) + 1 };
+    }
+  }
+
+  /** This user's roles in the server of `channelId` (none in a group DM). */
+  myRoles(channelId: string): string[] {
+    return this.channel(channelId)?.state?.me.roles ?? [];
+  }
+
+  /** Mentions waiting in a server's channels. */
+  serverMentions(server: string): number {
+    return this.state(server)?.channels.reduce((n, c) => n + (this.mentions[c.id] ?? 0), 0) ?? 0;
   }
 
   /** The channel was read here up to its newest message (or `upTo`): the server is told. */
@@ -108,13 +128,21 @@ export class Communities {
     const last = upTo ?? this.channel(channelId)?.channel.last_message_id ?? null;
     if (last && this.#remember(channelId, last)) this.#tellServer(channelId, last);
     this.#clearUnread(channelId);
+    this.#setMentions(channelId, 0);
   }
 
-  /** Another device of this user read `channelId` up to `upTo`. */
-  readElsewhere(channelId: string, upTo: string): void {
+  /** Another device of this user read `channelId` up to `upTo`; `mentionCount` still wait after it. */
+  readElsewhere(channelId: string, upTo: string, mentionCount = 0): void {
     this.#remember(channelId, upTo);
     const last = this.channel(channelId)?.channel.last_message_id;
     if (!last || compareIds(last, upTo) <= 0) this.#clearUnread(channelId);
+    this.#setMentions(channelId, mentionCount);
+  }
+
+  #setMentions(channelId: string, count: number): void {
+    if ((this.mentions[channelId] ?? 0) === count) return;
+    const { [channelId]: _, ...rest } = this.mentions;
+    this.mentions = count > 0 ? { ...rest, [channelId]: count } : rest;
   }
 
   /** Keeps the furthest mark; returns whether it moved. */

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { ApiClient } from '../../lib/api/client';
 import { CommunityApi } from '../../lib/api/communities';
 import type { Channel, ServerState } from '../../lib/api/types';
@@ -40,6 +40,49 @@ function make(storage = memoryStorage()) {
 }
 
 describe('Communities', () => {
+  it('syncs read marks and mention counts with the user\'s other devices through the server', async () => {
+    const marks: Array<{ path: string; body: string }> = [];
+    const fetch = (async (url: string, init: RequestInit) => {
+      const path = new URL(url, 'http://x').pathname;
+      if (path === '/api/v1/auth/refresh') {
+        const tokens = { access_token: 'a', access_token_expires_in: 900, refresh_token: 'r2', refresh_token_expires_at: '2030-01-01T00:00:00Z' };
+        return new Response(JSON.stringify(tokens), { status: 200 });
+      }
+      marks.push({ path, body: String(init.body) });
+      return new Response(JSON.stringify({ channel_id: '50', last_read_id: '961', mention_count: 0 }), { status: 200 });
+    }) as unknown as typeof globalThis.fetch;
+    const api = new ApiClient({ fetch });
+    api.resume('r1');
+    const store = new Communities(new CommunityApi(api), ME, memoryStorage());
+    // READY: read up to 900 elsewhere, two mentions after it; a channel never read with one.
+    store.ready(
+      [server('5', [channel('50', '5', { last_message_id: '950' }), channel('51', '5', { last_message_id: '20' })])],
+      [],
+      [
+        { channel_id: '50', last_read_id: '900', mention_count: 2 },
+        { channel_id: '51', last_read_id: '0', mention_count: 1 },
+      ],
+    );
+    expect(store.unread).toEqual({ '50': true, '51': true });
+    expect(store.mentions).toEqual({ '50': 2, '51': 1 });
+    expect(store.serverMentions('5')).toBe(3);
+    // A mention arrives off screen: counted; one that does not mention this user: not.
+    store.messageArrived('50', '960', '7', false, true);
+    store.messageArrived('50', '961', '7', false, false);
+    expect(store.mentions['50']).toBe(3);
+    // Another device read channel 51 entirely: cleared here without a request.
+    store.readElsewhere('51', '20', 0);
+    expect(store.unread['51']).toBeUndefined();
+    expect(store.mentions['51']).toBeUndefined();
+    expect(marks).toEqual([]);
+    // Read here: cleared, and the server is told (one request with the newest message).
+    store.markRead('50');
+    expect(store.mentions['50']).toBeUndefined();
+    expect(store.serverMentions('5')).toBe(0);
+    await vi.waitFor(() => expect(marks.length).toBe(1));
+    expect(marks).toEqual([{ path: '/api/v1/channels/50/read', body: JSON.stringify({ message_id: '961' }) }]);
+  });
+
   it('takes READY, and marks unread the channels with messages newer than the last read', () => {
     const { store, storage } = make();
     store.ready([server('5', [channel('50', '5', { last_message_id: '900' }), channel('51', '5')])], [channel('60', null, { last_message_id: '10' })]);

@@ -23,10 +23,11 @@ export const P = {
   ADD_REACTIONS: 1 << 13,
   ADMINISTRATOR: 1 << 14,
   VIEW_AUDIT_LOG: 1 << 15,
+  MENTION_EVERYONE: 1 << 16,
 } as const;
 
 export const NONE = 0;
-export const ALL = (1 << 16) - 1;
+export const ALL = (1 << 17) - 1;
 export const EVERYONE_DEFAULT =
   P.VIEW_CHANNEL | P.SEND_MESSAGES | P.CREATE_INVITES | P.CONNECT | P.SPEAK | P.STREAM | P.ADD_REACTIONS;
 
@@ -35,6 +36,7 @@ export const PERMISSION_INFO: ReadonlyArray<{ bit: number; label: string; help: 
   { bit: P.VIEW_CHANNEL, label: 'View channels', help: 'See the channel and read its messages.', channel: true },
   { bit: P.SEND_MESSAGES, label: 'Send messages', help: 'Write, reply and start threads.', channel: true },
   { bit: P.ADD_REACTIONS, label: 'Add reactions', help: 'React to messages with emoji.', channel: true },
+  { bit: P.MENTION_EVERYONE, label: 'Mention @everyone and roles', help: 'Notify everyone in the channel, or every member of a role.', channel: true },
   { bit: P.MANAGE_MESSAGES, label: 'Manage messages', help: "Delete other people's messages, pin and unpin.", channel: true },
   { bit: P.MANAGE_CHANNELS, label: 'Manage channels', help: 'Create, edit and delete channels and their permissions.', channel: true },
   { bit: P.CREATE_INVITES, label: 'Create invites', help: 'Invite people to the server.', channel: true },

@@ -35,6 +35,7 @@ import { parseRoute, routePath, sameRoute, type Route } from './route';
 import { Voice, type VoiceState } from '../voice/voice.svelte';
 import { Social, type SocialReady } from '../social/social.svelte';
 import { dmPlace } from '../social/typing';
+import { mentionsMe, type Mentions } from '../social/mentions';
 
 export type SettingsTab = 'profile' | 'password' | 'devices' | 'privacy' | 'admin';
 export type ServerSettingsTab = 'overview' | 'channels' | 'roles' | 'invites' | 'members' | 'bans' | 'audit';
@@ -854,7 +855,7 @@ export class ChatSession {
         break;
       case 'CHANNEL_READ': {
         const r = d as ReadState;
-        this.communities.readElsewhere(r.channel_id, r.last_read_id);
+        this.communities.readElsewhere(r.channel_id, r.last_read_id, r.mention_count);
         break;
       }
       case 'DM_READ': {
@@ -888,10 +889,11 @@ export class ChatSession {
           this.#toEngine(t, d);
         } else if (CHANNEL_MESSAGE_EVENTS.has(t)) {
           if (t === 'MESSAGE_CREATE') {
-            const m = d as { id?: string; channel_id?: string; author_id?: string; thread_id?: string | null };
+            const m = d as { id?: string; channel_id?: string; author_id?: string; thread_id?: string | null; mentions?: Mentions };
             if (m.channel_id && m.author_id) this.social.messageFrom(m.channel_id, m.author_id);
             if (m.id && m.channel_id && m.author_id && !m.thread_id) {
-              this.communities.messageArrived(m.channel_id, m.id, m.author_id, this.visible && this.activeChannel === m.channel_id);
+              const mentioned = mentionsMe(m.mentions, this.session.userId, this.communities.myRoles(m.channel_id));
+              this.communities.messageArrived(m.channel_id, m.id, m.author_id, this.visible && this.activeChannel === m.channel_id, mentioned);
             }
           }
           this.#toEngine(t, d);

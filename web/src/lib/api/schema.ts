@@ -2001,6 +2001,8 @@ export interface components {
             edited_at?: number | null;
             /** @description Id (snowflake: ordered by time). */
             id: components["schemas"]["MessageId"];
+            /** @description Who its author declared it mentions (see [`Mentions`]). */
+            mentions?: components["schemas"]["Mentions"];
             /** @description Pinned in its channel. */
             pinned: boolean;
             /** @description Its reactions, oldest first. */
@@ -2476,6 +2478,15 @@ export interface components {
             signed: components["schemas"]["SignedDeviceList"];
             /** @description The member. */
             user_id: components["schemas"]["UserId"];
+        };
+        /** @description Who a message mentions: `<@user id>`, `<@&role id>` and `@everyone` in its text. */
+        Mentions: {
+            /** @description `@everyone`: every reader of the channel (needs `MENTION_EVERYONE` in a server). */
+            everyone?: boolean;
+            /** @description Roles of the channel's server (at most [`MENTION_ROLES_MAX`]; needs `MENTION_EVERYONE`). */
+            roles?: components["schemas"]["RoleId"][];
+            /** @description Users (at most [`MENTION_USERS_MAX`]). */
+            users?: components["schemas"]["UserId"][];
         };
         /**
          * @description 64-bit snowflake id as a decimal string
@@ -2980,14 +2991,20 @@ export interface components {
             users: components["schemas"]["UserId"][];
         };
         /**
-         * @description How far the user has read a channel or group DM (READY, the answer to a mark, and the
+         * @description How far the user has read a channel or group DM, and how many mentions of them wait after
+         *     that (READY, for every channel with a marker or a mention; the answer to a mark; and the
          *     `CHANNEL_READ` event to the user's devices).
          */
         ReadState: {
             /** @description The channel. */
             channel_id: components["schemas"]["ChannelId"];
-            /** @description The last message read. Never moves back. */
+            /** @description The last message read (`0`: none yet). Never moves back. */
             last_read_id: components["schemas"]["MessageId"];
+            /**
+             * Format: int32
+             * @description Messages after it that mention the user (by name, by a role of theirs, or `@everyone`).
+             */
+            mention_count?: number;
         };
         /** @description `GET /readyz` answer. */
         Readiness: {
@@ -3094,6 +3111,11 @@ export interface components {
             ciphertext: string;
             /** @description Key distributions to devices that do not have the sender's current key yet. */
             distributions?: components["schemas"]["Distribution"][];
+            /**
+             * @description Who the text mentions, declared in the clear so that the server can count and notify
+             *     (it cannot read the text; readers' clients check it against the text they decrypt).
+             */
+            mentions?: components["schemas"]["Mentions"];
             thread_id?: null | components["schemas"]["MessageId"];
             /**
              * Format: int64
@@ -5259,7 +5281,7 @@ export interface operations {
                     "application/json": components["schemas"]["ChannelMessage"];
                 };
             };
-            /** @description malformed body or base64, empty ciphertext, bad distribution, a category */
+            /** @description malformed body or base64, empty ciphertext, bad distribution, a category, too many mentions, a mentioned role not of this server */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5276,7 +5298,7 @@ export interface operations {
                     "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
-            /** @description no SEND_MESSAGES permission in the channel */
+            /** @description no SEND_MESSAGES permission in the channel, or mentions of @everyone or roles without MENTION_EVERYONE */
             403: {
                 headers: {
                     [name: string]: unknown;

@@ -192,6 +192,10 @@ export interface ChannelEntry {
   reply_to: ChannelReplyQuote | null;
   thread_name: string | null;
   reactions: ChannelReaction[];
+  /** Who its author declared it mentions (absent: nobody). */
+  mentions?: { users?: string[]; roles?: string[]; everyone?: boolean };
+  /** The declared mentions are not those of the text. */
+  mention_mismatch?: boolean;
 }
 
 /** A message to send to a channel. */
