@@ -193,6 +193,14 @@ fn gateway_frames() {
                 user_id: UserId(5),
                 last_read_at: 1_700_000_000_500,
             }],
+            notification_settings: vec![copains_client_core::social::NotificationSettings {
+                target_id: "7".into(),
+                settings: copains_client_core::social::SetNotificationSettings {
+                    level: Some(copains_client_core::social::NotificationLevel::Mentions),
+                    muted: true,
+                    muted_until: Some(1_700_003_600_000),
+                },
+            }],
         },
     };
     let text = dispatch_text(1, event_name::READY, &serde_json::to_string(&ready).expect("json"));
