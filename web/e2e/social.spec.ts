@@ -104,14 +104,50 @@ test('two people become friends, see each other online, idle and busy, type, and
   await b.context.close();
 });
 
-test('a mention by name is counted on the server until read, drawn as a name and set apart', async ({ browser }) => {
+/** Makes the page look hidden (another tab in front), or visible again. */
+async function setHidden(page: Page, hidden: boolean): Promise<void> {
+  await page.evaluate((h) => {
+    Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => (h ? 'hidden' : 'visible') });
+    document.dispatchEvent(new Event('visibilitychange'));
+  }, hidden);
+}
+
+test('a mention by name notifies and is counted on the server until read, drawn as a name and set apart', async ({ browser }) => {
   const { ben, a, b } = await twoInAServer(browser, 'Mentions');
-  // Ben is elsewhere (his direct messages) when Ann names him in #general.
+  // Ben wants only his mentions from this server, and allows desktop notifications.
+  await b.context.grantPermissions(['notifications'], { origin: process.env.COPAINS_E2E_BASE_URL! });
+  await b.page.evaluate(() => {
+    const shown: Array<{ title: string; body?: string }> = [];
+    (window as unknown as { shown: typeof shown }).shown = shown;
+    const Real = window.Notification;
+    window.Notification = class extends Real {
+      constructor(title: string, options?: NotificationOptions) {
+        super(title, options);
+        shown.push({ title, body: options?.body });
+      }
+    } as typeof Notification;
+  });
+  await b.page.getByRole('button', { name: /, server menu$/ }).click();
+  await b.page.getByRole('menuitem', { name: 'Notification settings' }).click();
+  const dialog = b.page.getByRole('dialog', { name: 'Notifications' });
+  await dialog.getByLabel('Only @mentions').check();
+  await capture(b.page, 'notification-settings');
+  await dialog.getByRole('button', { name: 'Save' }).click();
+  await expect(dialog).toBeHidden();
+  // Ben is elsewhere (his direct messages, another tab in front) when Ann writes in #general,
+  // then names him.
   await b.page.getByRole('navigation', { name: 'Servers' }).getByRole('button', { name: /^Direct messages/ }).click();
+  await setHidden(b.page, true);
+  await composer(a.page).fill('just chatting');
+  await composer(a.page).press('Enter');
   const text = `look at this @${ben}`;
   await composer(a.page).fill(text);
   await composer(a.page).press('Enter');
   await expect(channelMessages(a.page).getByText(`look at this @${ben}`)).toBeVisible();
+  await expect
+    .poll(() => b.page.evaluate(() => (window as unknown as { shown: Array<{ body?: string }> }).shown), { timeout: 30_000 })
+    .toEqual([expect.objectContaining({ body: `look at this @${ben}` })]);
+  await setHidden(b.page, false);
   const rail = b.page.getByRole('navigation', { name: 'Servers' });
   await expect(rail.getByRole('button', { name: /, 1 mention$/ })).toBeVisible({ timeout: 30_000 });
   await capture(b.page, 'mention-badge');

@@ -88,9 +88,9 @@ export class Communities {
     return this.groupDms.find((c) => c.id === id);
   }
 
-  /** Whether a server has unread channels. */
-  serverUnread(server: string): boolean {
-    return this.state(server)?.channels.some((c) => this.unread[c.id]) ?? false;
+  /** Whether a server has unread channels (`shows` tells which channels may show it: not muted). */
+  serverUnread(server: string, shows: (channel: string) => boolean = () => true): boolean {
+    return this.state(server)?.channels.some((c) => this.unread[c.id] && shows(c.id)) ?? false;
   }
 
   /** This account's permissions in a server channel (every permission in a group DM). */

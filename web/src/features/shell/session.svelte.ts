@@ -35,7 +35,8 @@ import { parseRoute, routePath, sameRoute, type Route } from './route';
 import { Voice, type VoiceState } from '../voice/voice.svelte';
 import { Social, type SocialReady } from '../social/social.svelte';
 import { dmPlace } from '../social/typing';
-import { mentionsMe, type Mentions } from '../social/mentions';
+import { mentionsMe, plainMentions, type Mentions } from '../social/mentions';
+import { notifies } from '../social/notify';
 
 export type SettingsTab = 'profile' | 'password' | 'devices' | 'privacy' | 'admin';
 export type ServerSettingsTab = 'overview' | 'channels' | 'roles' | 'invites' | 'members' | 'bans' | 'audit';
@@ -179,6 +180,8 @@ export class ChatSession {
     voiceChat: false,
     /** The thread shown beside a channel. */
     thread: null as { channel: string; id: string } | null,
+    /** Notification settings of a server or channel. */
+    notifications: null as { id: string; name: string; server: string | null; kind: 'server' | 'channel' } | null,
   });
   /** Where the app is (the URL's path). */
   route = $state.raw<Route>({ name: 'home' });
@@ -1041,10 +1044,43 @@ export class ChatSession {
     const views = [...this.#viewsOf(entry.channel_id)];
     const known = views.some((v) => v.entries.some((e) => e.id === entry.id));
     for (const view of views) view.upsert(entry);
+    if (!known && entry.state === 'ok' && entry.edited_at == null && entry.author_id !== this.session.userId) {
+      this.#maybeNotifyChannel(entry);
+    }
     if (known || entry.author_id === this.session.userId || !this.visible || this.activeChannel !== entry.channel_id) return;
     const name = this.contacts.name(entry.author_id);
     if (entry.state === 'ok') this.#announce(`${name}: ${entry.body}`);
     else if (entry.state === 'pending') this.#announce(`${name} sent a message that could not be decrypted yet.`);
+  }
+
+  /** A desktop notification for a channel message that came while the page is hidden. */
+  #maybeNotifyChannel(entry: ChannelEntry): void {
+    if (this.visible || this.social.isBlocked(entry.author_id)) return;
+    const found = this.communities.channel(entry.channel_id);
+    if (!found) return;
+    const server = found.state?.server.id ?? null;
+    const mentioned = mentionsMe(entry.mentions, this.session.userId, this.communities.myRoles(entry.channel_id));
+    const arrival = { channel: entry.channel_id, server, mentionsMe: mentioned, status: this.social.status(this.session.userId), now: Date.now() };
+    if (!notifies(this.social.notifications, arrival)) return;
+    const where = found.state ? `#${found.channel.name}, ${found.state.server.name}` : this.groupName(found.channel);
+    const text = plainMentions(entry.body, (id) => this.contacts.name(id), (id) => found.state?.roles.find((r) => r.id === id)?.name ?? 'role');
+    const route: Route = found.state ? { name: 'server', server: found.state.server.id, channel: entry.channel_id } : { name: 'me', id: entry.channel_id };
+    this.#desktopNotify(`${this.contacts.name(entry.author_id)} (${where})`, text, `channel-${entry.channel_id}`, route);
+  }
+
+  /** Shows a desktop notification if the browser allows it; a click brings the page to `route`. */
+  #desktopNotify(title: string, body: string, tag: string, route: Route): void {
+    if (typeof Notification === 'undefined' || Notification.permission !== 'granted') return;
+    try {
+      const shown = new Notification(title, { body: body.slice(0, 200), tag });
+      shown.onclick = () => {
+        window.focus();
+        this.navigate(route);
+        shown.close();
+      };
+    } catch {
+      // Some browsers only notify from a service worker: the unread marks still tell.
+    }
   }
 
   #entry(entry: HistoryEntry): void {
@@ -1057,6 +1093,9 @@ export class ChatSession {
     const incoming = !(entry.kind === 'message' && entry.outgoing);
     if (incoming) {
       this.social.messageFrom(dmPlace(entry.conversation), entry.author);
+      if (!this.visible && entry.kind === 'message' && notifies(this.social.notifications, { mentionsMe: true, status: this.social.status(this.session.userId), now: Date.now() })) {
+        this.#desktopNotify(this.contacts.name(entry.author), entry.body, `dm-${entry.conversation}`, { name: 'me', id: entry.conversation });
+      }
       const name = this.contacts.name(entry.author);
       if (entry.kind === 'undecryptable') this.#announce(`${name} sent a message that could not be decrypted yet.`);
       else if (onScreen === entry.conversation) this.#announce(`${name}: ${entry.body}`);

@@ -10,6 +10,7 @@
 import type { ApiClient } from '../../lib/api/client';
 import type { CustomStatus, Presence, PresenceSettings, PresenceStatus, PublicUser, Relationship } from '../../lib/api/types';
 import { IdleWatcher } from './idle';
+import type { SettingsMap, TargetSettings } from './notify';
 import { dmPlace, TypingSender, TypingTracker } from './typing';
 
 /** Gateway op ACTIVITY (client-core `op::ACTIVITY`). */
@@ -19,6 +20,7 @@ export interface SocialReady {
   relationships?: Relationship[];
   presence?: PresenceSettings;
   presences?: Presence[];
+  notification_settings?: Array<TargetSettings & { target_id: string }>;
 }
 
 export interface SocialOptions {
@@ -60,6 +62,8 @@ export class Social {
   idle = $state(false);
   /** Bumped when typing indicators change. */
   typingChanged = $state(0);
+  /** Notification settings per server and channel (absent: the defaults). */
+  notifications = $state.raw<SettingsMap>({});
 
   readonly #api: ApiClient;
   readonly #me: string;
@@ -108,6 +112,9 @@ export class Social {
     const pres: Record<string, Presence> = {};
     for (const p of d.presences ?? []) if (p.status !== 'offline') pres[p.user_id] = p;
     this.presences = pres;
+    const settings: Record<string, TargetSettings> = {};
+    for (const { target_id, ...rest } of d.notification_settings ?? []) settings[target_id] = rest;
+    this.notifications = settings;
     if (this.idle) this.#send(OP_ACTIVITY, { idle: true });
   }
 
@@ -143,6 +150,11 @@ export class Social {
       case 'PRESENCE_SETTINGS_UPDATE':
         this.mine = d as PresenceSettings;
         return true;
+      case 'NOTIFICATION_SETTINGS_UPDATE': {
+        const { target_id, ...rest } = d as TargetSettings & { target_id: string };
+        this.#putNotifications(target_id, rest);
+        return true;
+      }
       case 'TYPING_START': {
         const typing = d as { user_id: string; channel_id?: string | null };
         if (typing.user_id === this.#me || this.isBlocked(typing.user_id)) return true;
@@ -175,6 +187,24 @@ export class Social {
   /** Chooses a status and custom status (kept by the server for every device). */
   async setPresence(settings: PresenceSettings): Promise<void> {
     this.mine = await this.#api.json<PresenceSettings>('PUT', '/api/v1/users/@me/presence', settings);
+  }
+
+  // ---- notifications ----
+
+  /** Sets what to be notified of in a server or channel (`{}`: back to the defaults). */
+  async setNotifications(target: string, settings: TargetSettings): Promise<void> {
+    const saved = await this.#api.json<TargetSettings & { target_id: string }>(
+      'PUT',
+      `/api/v1/users/@me/notification-settings/${enc(target)}`,
+      settings,
+    );
+    const { target_id: _, ...rest } = saved;
+    this.#putNotifications(target, rest);
+  }
+
+  #putNotifications(target: string, settings: TargetSettings): void {
+    const { [target]: _, ...others } = this.notifications;
+    this.notifications = settings.level || settings.muted ? { ...others, [target]: settings } : others;
   }
 
   // ---- relationships ----
