@@ -56,6 +56,9 @@ echo "== Sender Keys: a new device's first message into a channel of 1,000, and 
 "$BIN/copains-bench" --url "$URL" channel-first-message --members "${FIRST_MEMBERS:-1000}" --rounds "${FIRST_ROUNDS:-5}"
 "$BIN/copains-bench" --url "$URL" channel-rotation --members "${ROTATION_MEMBERS:-100}" --rounds "${ROTATION_ROUNDS:-10}"
 
+echo "== presence fan-out: one member of 1,000 comes online; then 100 together"
+"$BIN/copains-bench" --url "$URL" presence --members "${PRESENCE_MEMBERS:-1000}" --rounds 10 --crowd 100 --server-pid $PID
+
 echo "== sustained channel messages per second (SQLite)"
 "$BIN/copains-bench" --url "$URL" channel-throughput --senders "${SENDERS:-32}" --seconds "${SECONDS_OF_LOAD:-10}"
 

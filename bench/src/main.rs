@@ -15,6 +15,7 @@ mod channels;
 mod dm;
 mod link;
 mod memory;
+mod presence;
 mod sfu;
 mod voice_room;
 
@@ -102,6 +103,23 @@ enum Cmd {
         /// Seconds measured while the room talks.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// The server's process id, to read its CPU time.
+        #[arg(long)]
+        server_pid: Option<u32>,
+    },
+    /// Presence fan-out: a server of N members, all connected but one, which comes online
+    /// (then goes) `rounds` times; events sent, time to the first and last member told, server
+    /// CPU; then `crowd` members arriving together, coalesced.
+    Presence {
+        /// Members of the server.
+        #[arg(long, default_value_t = 1_000)]
+        members: usize,
+        /// Arrivals measured.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Members arriving together at the end.
+        #[arg(long, default_value_t = 100)]
+        crowd: usize,
         /// The server's process id, to read its CPU time.
         #[arg(long)]
         server_pid: Option<u32>,
@@ -203,6 +221,7 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
+        Cmd::Presence { members, rounds, crowd, server_pid } => presence::run(&cli.url, members, rounds, crowd, server_pid).await,
         Cmd::SfuFanout { subscribers, seconds } => sfu::fanout(&subscribers, seconds).await,
         Cmd::VoiceRoom { size, speakers, screens, seconds, server_pid } => {
             voice_room::run(&cli.url, size, speakers, screens, seconds, server_pid).await
