@@ -92,15 +92,15 @@ impl PresenceTracker {
     }
 
     /// A gateway session of `user` identified (or resumed after it stopped counting), with the
-    /// user's stored choice.
+    /// user's stored choice (read before: a user already here keeps the choice they hold, which
+    /// [`Self::settings_changed`] kept current).
     pub fn connected(&self, user: UserId, session: Arc<str>, settings: PresenceSettings) {
         let mut inner = self.inner.lock();
         let entry = inner.users.entry(user).or_insert_with(|| Entry {
             sessions: HashMap::new(),
-            settings: settings.clone(),
+            settings,
             published: (PresenceStatus::Offline, None),
         });
-        entry.settings = settings;
         entry.sessions.insert(session, Session { idle: false, dropped_at: None });
         inner.dirty.insert(user);
     }

@@ -102,7 +102,10 @@ pub async fn run(url: &str, members: usize, rounds: usize, crowd: usize, server_
         anyhow::ensure!(gone.len() == watchers, "round {round}: {} of {watchers} members heard the leave", gone.len());
     }
     println!("presence fan-out, a server of {members} members, {watchers} of them connected, {rounds} arrivals:");
-    println!("  PRESENCE_UPDATE events per arrival: {} (one per connected member)", median(events_per_round.iter().map(|&n| n as f64).collect()));
+    println!(
+        "  PRESENCE_UPDATE events per arrival: {} (one per connected member)",
+        median(events_per_round.iter().map(|&n| n as f64).collect())
+    );
     println!(
         "  from IDENTIFY to the first member told: median {:.0} ms; to the last: median {:.0} ms (the spread is the fan-out itself: {:.1} ms)",
         median(firsts.clone()),

@@ -211,10 +211,17 @@ impl Mentions {
         self.users.is_empty() && self.roles.is_empty() && !self.everyone
     }
 
-    /// The mentions a text makes: `<@123>` a user, `<@&123>` a role, `@everyone` everyone.
+    /// The mentions a text makes: `<@123>` a user, `<@&123>` a role, `@everyone` (not inside a
+    /// word or an address) everyone.
     /// Sorted, each once, at most the maximum of each kind (the first ones written).
     pub fn in_text(text: &str) -> Self {
-        let mut out = Self { everyone: text.contains("@everyone"), ..Self::default() };
+        let everyone = text.match_indices("@everyone").any(|(at, _)| {
+            let before = text[..at].chars().next_back();
+            let after = text[at + "@everyone".len()..].chars().next();
+            !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
+                && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+        });
+        let mut out = Self { everyone, ..Self::default() };
         let mut rest = text;
         while let Some(at) = rest.find("<@") {
             rest = &rest[at + 2..];
@@ -223,7 +230,9 @@ impl Mentions {
                 None => (false, rest),
             };
             let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
-            if end == 0 || !digits[end..].starts_with('>') {
+            // One spelling per id: no leading zero (`<@012>` would name 12 here and nobody on a
+            // screen that reads ids as text).
+            if end == 0 || !digits[end..].starts_with('>') || (end > 1 && digits.starts_with('0')) {
                 continue;
             }
             let Ok(id) = digits[..end].parse::<i64>() else { continue };
@@ -262,6 +271,10 @@ pub struct EditChannelMessage {
     /// As for a send.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub distributions: Vec<Distribution>,
+    /// Who the new text mentions (it replaces the declaration of the send: readers check the
+    /// declaration against the text they decrypt, edited or not).
+    #[serde(default, skip_serializing_if = "Mentions::is_empty")]
+    pub mentions: Mentions,
 }
 
 /// `POST /api/v1/channels/{id}/messages/{message_id}/reactions`: the emoji, encrypted.

@@ -10,10 +10,19 @@ use serde::{Deserialize, Serialize};
 use crate::api::PublicUser;
 use crate::ids::{ChannelId, MessageId, UserId};
 
-/// Most relationships (friends, requests and blocks together) one user holds.
+/// Most friends and pending requests (both ways) one user holds together.
 pub const RELATIONSHIPS_MAX: usize = 1_000;
 /// Outgoing friend requests one user may have pending at once.
 pub const OUTGOING_REQUESTS_MAX: usize = 100;
+/// Friend requests waiting for one user's answer: past it, new ones are refused (so that
+/// strangers cannot fill the list).
+pub const INCOMING_REQUESTS_MAX: usize = 200;
+/// Users one user may block (a cap of its own: a full list of friends never stops a block).
+pub const BLOCKS_MAX: usize = 5_000;
+/// Notification settings (servers and channels that differ from the defaults) one user keeps.
+pub const NOTIFICATION_SETTINGS_MAX: usize = 1_000;
+/// DMs whose read marker one user keeps.
+pub const DM_READ_STATES_MAX: usize = 10_000;
 /// Longest custom status, in characters.
 pub const CUSTOM_STATUS_MAX_CHARS: usize = 128;
 /// How long a typing indicator lasts without a new `TYPING_START` (ms). Clients send one at

@@ -544,6 +544,23 @@ async fn mentions_are_counted_until_read_and_everyone_needs_the_permission(backe
     let page: Vec<Value> = ok(&app, &ann, Method::GET, &format!("/api/v1/channels/{channel}/messages?limit=10"), None).await;
     let first = page.iter().find(|m| m["id"] == named.to_string()).expect("in history");
     assert_eq!(first["mentions"]["users"][0], ann.id.to_string());
+    // An edit declares again, for its new text: Ann, named in the edit, has one more waiting.
+    let recipients: Value = ok(&app, &ben, Method::GET, &format!("/api/v1/channels/{channel}/recipients"), None).await;
+    let edited: Value = ok(
+        &app,
+        &ben,
+        Method::PATCH,
+        &format!("/api/v1/channels/{channel}/messages/{last}"),
+        Some(json!({"ciphertext": "AAECAwQFBgc=", "view": recipients["view"], "mentions": {"users": [ann.id]}})),
+    )
+    .await;
+    assert_eq!(edited["mentions"], json!({"users": [ann.id.to_string()]}));
+    assert_eq!(waiting_mentions(&app, &ann, channel).await, 3);
+    // Someone who blocked the author is not notified.
+    block(&app, &ann, &ben).await;
+    let before = waiting_mentions(&app, &ann, channel).await;
+    post_mentioning(&app, &ben, channel, json!({"users": [ann.id]})).await.expect("sent");
+    assert_eq!(waiting_mentions(&app, &ann, channel).await, before);
     app.shutdown().await;
 }
 

@@ -448,15 +448,6 @@ impl Conn {
         if let Some(id) = self.session.take() {
             let emptied = self.gw.hub().detach(&id, self.conn_id, resumable, Instant::now().into_std());
             self.gw.unsubscribe(emptied).await;
-            // A connection that RESUMEd meanwhile holds the session: its presence stays too.
-            if let Some(owner) = self.owner.filter(|_| !self.gw.hub().is_attached(&id)) {
-                let presence = &self.gw.state().presence;
-                if resumable {
-                    presence.dropped(owner.user, &id, copains_backend::store::now_ms());
-                } else {
-                    presence.ended(owner.user, &id);
-                }
-            }
             // A connection that RESUMEd elsewhere meanwhile holds the session: its voice stays.
             if let Some(voice) = self.gw.voice().filter(|_| !self.gw.hub().is_attached(&id)) {
                 voice.gateway_gone(id, resumable);

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use copains_backend::bus::{BusEvent, EventSink, Topic};
 use copains_backend::metrics::Metrics;
+use copains_backend::presence::PresenceTracker;
 use copains_client_core::gateway::close;
 use copains_client_core::{DeviceId, SessionId, UserId};
 use parking_lot::Mutex;
@@ -123,6 +124,9 @@ pub struct Hub {
     metrics: Arc<Metrics>,
     limits: HubLimits,
     next_conn: AtomicU64,
+    /// Who is seen online: told here, under the session's lock, when a session's connection
+    /// drops or the session ends (a RESUME racing a drop cannot leave it counted as gone).
+    presence: Arc<PresenceTracker>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -133,7 +137,7 @@ impl std::fmt::Debug for Hub {
 
 impl Hub {
     /// An empty hub.
-    pub fn new(metrics: Arc<Metrics>, limits: HubLimits) -> Self {
+    pub fn new(metrics: Arc<Metrics>, limits: HubLimits, presence: Arc<PresenceTracker>) -> Self {
         let limits = HubLimits {
             sessions_per_device: limits.sessions_per_device.max(1),
             sessions_per_user: limits.sessions_per_user.max(1),
@@ -146,6 +150,7 @@ impl Hub {
             metrics,
             limits,
             next_conn: AtomicU64::new(1),
+            presence,
         }
     }
 
@@ -240,6 +245,11 @@ impl Hub {
                 Some(a) if a.conn_id == conn_id => {
                     slot.attachment = None;
                     slot.detached_at = Some(now);
+                    if resumable {
+                        // Still counted for the presence grace: a RESUME within it changes
+                        // nothing anyone sees.
+                        self.presence.dropped(slot.owner.user, id, copains_backend::store::now_ms());
+                    }
                 }
                 // Another connection already took the session over: nothing to do.
                 Some(_) => return Vec::new(),
@@ -268,6 +278,7 @@ impl Hub {
             if let Some(a) = slot.attachment.take() {
                 a.close.close(code);
             }
+            self.presence.ended(slot.owner.user, id);
             (slot.owner, std::mem::take(&mut slot.topics))
         };
         {
@@ -447,6 +458,10 @@ impl Hub {
 mod tests {
     use super::*;
 
+    fn tracker() -> Arc<PresenceTracker> {
+        Arc::new(PresenceTracker::new(copains_backend::presence::PresenceConfig::default()))
+    }
+
     fn owner(user: i64) -> Owner {
         Owner { user: UserId(user), device: DeviceId(1), login_session: SessionId(user * 10) }
     }
@@ -465,8 +480,42 @@ mod tests {
     }
 
     #[test]
+    fn presence_counts_a_session_until_it_ends_and_a_takeover_is_no_drop() {
+        let presence = tracker();
+        let hub = Hub::new(Arc::new(Metrics::new()), limits(64), presence.clone());
+        let ann = UserId(1);
+        let past_grace = || copains_backend::store::now_ms() + presence.config().grace_ms + 1;
+        let (a, _rx) = attach(&hub, 16);
+        let first = a.conn_id;
+        hub.create("s1".into(), owner(1), &[], a, "{}");
+        presence.connected(ann, "s1".into(), Default::default());
+        // A new connection resumes the session before the old one's end is noticed: the old
+        // connection's detach changes nothing, however long after.
+        let (b, _rx2) = attach(&hub, 16);
+        let second = b.conn_id;
+        assert!(matches!(hub.resume("s1", owner(1), 1, b), ResumeOutcome::Resumed(_)));
+        assert!(presence.resumed(ann, "s1"));
+        hub.detach("s1", first, true, Instant::now());
+        presence.tick(past_grace());
+        assert!(presence.is_connected(ann), "a takeover is not a drop");
+        // The attached connection drops: counted until the grace ends.
+        hub.detach("s1", second, true, Instant::now());
+        presence.tick(copains_backend::store::now_ms());
+        assert!(presence.is_connected(ann));
+        presence.tick(past_grace());
+        assert!(!presence.is_connected(ann), "gone once the grace passed");
+        // A session ended by the hub (replaced, revoked, expired) stops counting at once.
+        let (c, _rx3) = attach(&hub, 16);
+        hub.create("s2".into(), owner(1), &[], c, "{}");
+        presence.connected(ann, "s2".into(), Default::default());
+        hub.remove("s2");
+        presence.tick(copains_backend::store::now_ms());
+        assert!(!presence.is_connected(ann), "an ended session does not count");
+    }
+
+    #[test]
     fn events_reach_only_their_topic_and_survive_a_detach() {
-        let hub = Hub::new(Arc::new(Metrics::new()), limits(64));
+        let hub = Hub::new(Arc::new(Metrics::new()), limits(64), tracker());
         let (a, mut rx) = attach(&hub, 16);
         let conn = a.conn_id;
         let created = hub.create("s1".into(), owner(1), &[Topic::user(UserId(1))], a, "{}");
@@ -490,7 +539,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_closes_as_slow_consumer_and_keeps_the_event() {
-        let hub = Hub::new(Arc::new(Metrics::new()), limits(64));
+        let hub = Hub::new(Arc::new(Metrics::new()), limits(64), tracker());
         let (a, _rx) = attach(&hub, 2);
         let close = a.close.clone();
         hub.create("s1".into(), owner(1), &[Topic::user(UserId(1))], a, "{}");
@@ -505,7 +554,7 @@ mod tests {
 
     #[test]
     fn session_topic_events_remove_the_session_and_expiry_forgets_detached_ones() {
-        let hub = Hub::new(Arc::new(Metrics::new()), limits(64));
+        let hub = Hub::new(Arc::new(Metrics::new()), limits(64), tracker());
         let (a, _rx) = attach(&hub, 4);
         let close = a.close.clone();
         let topics = [Topic::user(UserId(1)), Topic::session(SessionId(10))];
@@ -528,7 +577,11 @@ mod tests {
 
     #[test]
     fn the_oldest_sessions_give_way_past_the_caps() {
-        let hub = Hub::new(Arc::new(Metrics::new()), HubLimits { sessions_per_device: 2, sessions_per_user: 3, ..limits(64) });
+        let hub = Hub::new(
+            Arc::new(Metrics::new()),
+            HubLimits { sessions_per_device: 2, sessions_per_user: 3, ..limits(64) },
+            tracker(),
+        );
         let on = |device: u32| Owner { device: DeviceId(device), ..owner(1) };
         let topics = |device: u32| [Topic::user(UserId(1)), Topic::device(UserId(1), DeviceId(device))];
         let mut closes = Vec::new();
@@ -561,7 +614,11 @@ mod tests {
         assert!(matches!(hub.resume("d1-a", on(1), 1, b), ResumeOutcome::Invalid), "a replaced session is gone");
 
         // Replacing the last session of a device leaves its device topic without listeners.
-        let solo = Hub::new(Arc::new(Metrics::new()), HubLimits { sessions_per_device: 5, sessions_per_user: 1, ..limits(64) });
+        let solo = Hub::new(
+            Arc::new(Metrics::new()),
+            HubLimits { sessions_per_device: 5, sessions_per_user: 1, ..limits(64) },
+            tracker(),
+        );
         let (a, _rx1) = attach(&solo, 4);
         solo.create("x".into(), on(1), &topics(1), a, "{}");
         let (b, _rx2) = attach(&solo, 4);
@@ -576,7 +633,7 @@ mod tests {
 
     #[test]
     fn replay_buffers_are_capped_in_bytes() {
-        let hub = Hub::new(Arc::new(Metrics::new()), HubLimits { replay_bytes: 200, ..limits(1024) });
+        let hub = Hub::new(Arc::new(Metrics::new()), HubLimits { replay_bytes: 200, ..limits(1024) }, tracker());
         let (a, _rx) = attach(&hub, 64);
         let conn = a.conn_id;
         hub.create("s1".into(), owner(1), &[Topic::user(UserId(1))], a, "{}");
@@ -600,7 +657,7 @@ mod tests {
         let now = || tokio::time::Instant::now().into_std();
         let window = Duration::from_secs(120);
         let ms = Duration::from_millis(1);
-        let hub = Hub::new(Arc::new(Metrics::new()), limits(64));
+        let hub = Hub::new(Arc::new(Metrics::new()), limits(64), tracker());
 
         // s1 drops at t0.
         let (a, _rx_a) = attach(&hub, 16);
@@ -639,7 +696,7 @@ mod tests {
     async fn a_resume_takes_over_and_the_old_connection_cannot_detach_the_session() {
         let now = || tokio::time::Instant::now().into_std();
         let window = Duration::from_secs(120);
-        let hub = Hub::new(Arc::new(Metrics::new()), limits(64));
+        let hub = Hub::new(Arc::new(Metrics::new()), limits(64), tracker());
         let (old, _rx_old) = attach(&hub, 16);
         let (old_conn, old_close) = (old.conn_id, old.close.clone());
         hub.create("s1".into(), owner(1), &[Topic::user(UserId(1))], old, "{}");

@@ -116,7 +116,7 @@ impl Gateway {
             sessions_per_device: config.max_sessions_per_device,
             sessions_per_user: config.max_sessions_per_user,
         };
-        let hub = Arc::new(Hub::new(state.metrics.clone(), limits));
+        let hub = Arc::new(Hub::new(state.metrics.clone(), limits, state.presence.clone()));
         state.bus.attach(hub.clone());
         let (shutdown, _) = watch::channel(false);
         Self(Arc::new(Inner {

@@ -360,21 +360,22 @@ pub async fn send(
 
 /// The readers a message's declared mentions notify (its author aside), once the declaration is
 /// checked: within the bounds, `@everyone` and roles only with `MENTION_EVERYONE` in a server,
-/// roles of the channel's server only. Users who do not read the channel are not notified.
+/// roles of the channel's server only. Users who may not read a message created at
+/// `created_at`, and those who blocked its author, are not notified.
 async fn mentioned(
     state: &AppState,
     view: &ChannelView,
     permissions: Permissions,
     author: UserId,
     mentions: &Mentions,
-    now: i64,
+    created_at: i64,
 ) -> ApiResult<Vec<UserId>> {
     if mentions.users.len() > MENTION_USERS_MAX || mentions.roles.len() > MENTION_ROLES_MAX {
         return Err(ApiError::Malformed(format!(
             "a message mentions at most {MENTION_USERS_MAX} users and {MENTION_ROLES_MAX} roles"
         )));
     }
-    let readers: BTreeSet<UserId> = view.readers_at(now).collect();
+    let readers: BTreeSet<UserId> = view.readers_at(created_at).collect();
     let mut notified = BTreeSet::new();
     if let Some(server) = view.server_id {
         if (mentions.everyone || !mentions.roles.is_empty()) && !permissions.contains(Permissions::MENTION_EVERYONE) {
@@ -396,6 +397,11 @@ async fn mentioned(
     }
     notified.extend(mentions.users.iter().copied().filter(|u| readers.contains(u)));
     notified.remove(&author);
+    if !notified.is_empty() {
+        for blocker in state.store.blockers_of(author).await? {
+            notified.remove(&blocker);
+        }
+    }
     Ok(notified.into_iter().collect())
 }
 
@@ -672,6 +678,9 @@ pub async fn edit(
         return Err(ApiError::ViewStale(Box::new(view.recipients.clone())));
     }
     let now = now_ms();
+    let mentions = body.mentions.normalized();
+    // Those who may read the message: who joined by the time it was sent.
+    let mentioned = mentioned(&state, &view, reader.permissions(), user, &mentions, message.created_at).await?;
     let done = write(
         &state,
         ChannelWrite {
@@ -679,7 +688,14 @@ pub async fn edit(
             view: body.view,
             sender: user,
             sender_device: auth.device_id,
-            kind: ChannelWriteKind::Edit { id, author: user, device: auth.device_id, ciphertext: body.ciphertext.0 },
+            kind: ChannelWriteKind::Edit {
+                id,
+                author: user,
+                device: auth.device_id,
+                ciphertext: body.ciphertext.0,
+                mentions: mentions.clone(),
+                mentioned,
+            },
             distributions: envelopes_of(&state, body.distributions),
             now,
         },
@@ -690,7 +706,13 @@ pub async fn edit(
     let ChannelWriteKind::Edit { ciphertext, .. } = done.kind else {
         return Err(ApiError::internal(anyhow::anyhow!("write kind changed")));
     };
-    let edited = ChannelMessage { ciphertext: ciphertext.into(), author_device: auth.device_id, edited_at: Some(now), ..message };
+    let edited = ChannelMessage {
+        ciphertext: ciphertext.into(),
+        author_device: auth.device_id,
+        edited_at: Some(now),
+        mentions,
+        ..message
+    };
     to_readers(&state, &view, edited.created_at, event_name::MESSAGE_UPDATE, &edited).await;
     Ok(Json(edited))
 }

@@ -17,7 +17,7 @@ use copains_client_core::servers::{ChannelKind, Permissions};
 use copains_client_core::social::{
     DmReadState, FriendRequest, MarkDmRead, MarkRead, NotificationSettings, Presence, PresenceSettings, PresenceStatus,
     PresenceUpdate, ReadState, Relationship, RelationshipKind, RelationshipRemoved, SetNotificationSettings, SetRelationship,
-    TypingStart, CUSTOM_STATUS_MAX_CHARS,
+    TypingStart, CUSTOM_STATUS_MAX_CHARS, DM_READ_STATES_MAX, NOTIFICATION_SETTINGS_MAX,
 };
 use copains_client_core::{ApiErrorBody, ChannelId, UserId};
 use serde::Serialize;
@@ -60,6 +60,12 @@ pub(crate) async fn not_blocked(state: &AppState, me: UserId, other: UserId) -> 
 /// Longest a custom status or a mute may be set for (ms): a year.
 const CUSTOM_STATUS_MAX_MS: i64 = 365 * 24 * 3600 * 1000;
 
+/// Direction and invisible format characters (which could make a status read otherwise than it
+/// is written): the bidirectional embeddings, overrides and isolates, and the zero-width ones.
+fn is_format_control(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}' | '\u{061C}')
+}
+
 fn parse_id<T: std::str::FromStr>(raw: &str, what: &str) -> ApiResult<T> {
     raw.parse().map_err(|_| ApiError::Malformed(format!("{what} must be a decimal id")))
 }
@@ -71,10 +77,14 @@ fn refusal(e: RelationshipError) -> ApiError {
         RelationshipError::AlreadyFriends => ApiError::Conflict("you are already friends".into()),
         RelationshipError::NoRequest => ApiError::NotFound("no friend request from this user"),
         RelationshipError::TooMany => ApiError::Conflict(format!(
-            "too many friends, requests or blocks (at most {} in all, {} pending requests)",
+            "too many friends and requests, or blocks (at most {} friends and requests, {} of them sent, {} blocks)",
             copains_client_core::social::RELATIONSHIPS_MAX,
-            copains_client_core::social::OUTGOING_REQUESTS_MAX
+            copains_client_core::social::OUTGOING_REQUESTS_MAX,
+            copains_client_core::social::BLOCKS_MAX
         )),
+        RelationshipError::TooManyIncoming => {
+            ApiError::Conflict("this user has too many friend requests waiting; try again later".into())
+        }
         RelationshipError::Store(e) => e.into(),
     }
 }
@@ -156,7 +166,7 @@ pub async fn request_friend(
     if outcome == RequestOutcome::Accepted {
         exchange_presences(&state, me, other.id).await?;
     }
-    mine.map(Json).ok_or_else(|| ApiError::internal(anyhow::anyhow!("relationship missing after a request")))
+    mine.map(Json).ok_or_else(|| ApiError::Conflict("the relationship changed meanwhile; look again".into()))
 }
 
 /// Accepts a user's friend request (`friend`) or blocks them (`blocked`). Blocking ends a
@@ -213,7 +223,7 @@ pub async fn set_relationship(
         }
     }
     let now = state.store.relationship(me, other).await?;
-    now.map(Json).ok_or_else(|| ApiError::internal(anyhow::anyhow!("relationship missing after a change")))
+    now.map(Json).ok_or_else(|| ApiError::Conflict("the relationship changed meanwhile; look again".into()))
 }
 
 /// Ends the caller's relationship with a user: removes a friend, declines their request,
@@ -284,8 +294,8 @@ pub async fn set_presence(
         if chars == 0 || chars > CUSTOM_STATUS_MAX_CHARS {
             return Err(ApiError::Validation(format!("a custom status holds 1 to {CUSTOM_STATUS_MAX_CHARS} characters")));
         }
-        if custom.text.chars().any(char::is_control) {
-            return Err(ApiError::Validation("a custom status is one line of text".into()));
+        if custom.text.chars().any(|c| c.is_control() || is_format_control(c)) {
+            return Err(ApiError::Validation("a custom status is one line of plain text".into()));
         }
         if let Some(end) = custom.expires_at {
             if end <= now || end - now > CUSTOM_STATUS_MAX_MS {
@@ -406,6 +416,7 @@ pub async fn mark_channel_read(
         (status = 400, body = ApiErrorBody, description = "malformed, the caller, or a time in the future"),
         (status = 401, body = ApiErrorBody),
         (status = 404, body = ApiErrorBody, description = "no such user"),
+        (status = 409, body = ApiErrorBody, description = "markers kept for too many DMs already"),
         (status = 429, body = ApiErrorBody),
     ))]
 pub async fn mark_dm_read(
@@ -425,7 +436,11 @@ pub async fn mark_dm_read(
     if state.store.public_user(other).await?.is_none() {
         return Err(ApiError::NotFound("no such user"));
     }
-    let marker = state.store.mark_dm_read(auth.user.id, other, body.at).await?;
+    let marker = state
+        .store
+        .mark_dm_read(auth.user.id, other, body.at, DM_READ_STATES_MAX)
+        .await?
+        .ok_or_else(|| ApiError::Conflict(format!("read markers are kept for at most {DM_READ_STATES_MAX} DMs")))?;
     to_user(&state, auth.user.id, event_name::DM_READ, &marker).await;
     Ok(Json(marker))
 }
@@ -441,6 +456,7 @@ pub async fn mark_dm_read(
         (status = 400, body = ApiErrorBody),
         (status = 401, body = ApiErrorBody),
         (status = 404, body = ApiErrorBody, description = "no server the caller is in, nor channel they may read, by that id"),
+        (status = 409, body = ApiErrorBody, description = "settings kept for too many servers and channels already"),
         (status = 422, body = ApiErrorBody, description = "an end of mute without a mute, in the past, or more than a year away"),
         (status = 429, body = ApiErrorBody),
     ))]
@@ -468,7 +484,11 @@ pub async fn set_notification_settings(
     if !readable && !state.store.is_member(target, auth.user.id).await? {
         return Err(ApiError::NotFound("no such server or channel"));
     }
-    state.store.set_notification_settings(auth.user.id, target, &body).await?;
+    if !state.store.set_notification_settings(auth.user.id, target, &body, NOTIFICATION_SETTINGS_MAX).await? {
+        return Err(ApiError::Conflict(format!(
+            "at most {NOTIFICATION_SETTINGS_MAX} servers and channels with settings of their own; reset some first"
+        )));
+    }
     let saved = NotificationSettings { target_id: target.to_string(), settings: body };
     to_user(&state, auth.user.id, event_name::NOTIFICATION_SETTINGS_UPDATE, &saved).await;
     Ok(Json(saved))

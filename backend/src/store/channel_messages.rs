@@ -280,11 +280,9 @@ pub struct NewChannelMessage {
     pub mentioned: Vec<UserId>,
 }
 
-impl NewChannelMessage {
-    /// The declared mentions as stored (`NULL` for none).
-    pub(crate) fn mentions_json(&self) -> Option<String> {
-        (!self.mentions.is_empty()).then(|| serde_json::to_string(&self.mentions).ok()).flatten()
-    }
+/// Declared mentions as stored (`NULL` for none).
+pub(crate) fn mentions_json(mentions: &copains_client_core::channel_messages::Mentions) -> Option<String> {
+    (!mentions.is_empty()).then(|| serde_json::to_string(mentions).ok()).flatten()
 }
 
 /// The ciphertext a [`ChannelWrite`] stores.
@@ -304,6 +302,10 @@ pub enum ChannelWriteKind {
         device: DeviceId,
         /// The new ciphertext.
         ciphertext: Vec<u8>,
+        /// Who the new text mentions (replaces the send's declaration).
+        mentions: copains_client_core::channel_messages::Mentions,
+        /// The readers it notifies now.
+        mentioned: Vec<UserId>,
     },
     /// A reaction.
     React {
@@ -685,7 +687,7 @@ impl Store {
                 .bind(m.ciphertext.as_slice())
                 .bind(write.now)
                 .bind(m.thread_id.map(|t| t.0))
-                .bind(m.mentions_json())
+                .bind(mentions_json(&m.mentions))
                 .execute(&mut *tx)
                 .await?;
                 for user in &m.mentioned {
@@ -697,9 +699,9 @@ impl Store {
                         .await?;
                 }
             }
-            ChannelWriteKind::Edit { id, author, device, ciphertext } => {
+            ChannelWriteKind::Edit { id, author, device, ciphertext, mentions, mentioned } => {
                 let edited = sqlx::query(
-                    "UPDATE channel_messages SET ciphertext = $4, author_device = $5, edited_at = $6 \
+                    "UPDATE channel_messages SET ciphertext = $4, author_device = $5, edited_at = $6, mentions = $7 \
                      WHERE id = $1 AND channel_id = $2 AND author_id = $3",
                 )
                 .bind(id.0)
@@ -708,10 +710,20 @@ impl Store {
                 .bind(ciphertext.as_slice())
                 .bind(i64::from(device.0))
                 .bind(write.now)
+                .bind(mentions_json(mentions))
                 .execute(&mut *tx)
                 .await?;
                 if edited.rows_affected() == 0 {
                     return Err(ChannelWriteError::MessageGone);
+                }
+                sqlx::query("DELETE FROM message_mentions WHERE message_id = $1").bind(id.0).execute(&mut *tx).await?;
+                for user in mentioned.iter() {
+                    sqlx::query("INSERT INTO message_mentions (user_id, channel_id, message_id) VALUES ($1, $2, $3)")
+                        .bind(user.0)
+                        .bind(write.channel.0)
+                        .bind(id.0)
+                        .execute(&mut *tx)
+                        .await?;
                 }
             }
             ChannelWriteKind::React { id, message, user, device, ciphertext } => {

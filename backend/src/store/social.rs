@@ -6,7 +6,8 @@
 
 use copains_client_core::social::{
     CustomStatus, DmReadState, NotificationLevel, NotificationSettings, PresenceSettings, PresenceStatus, ReadState,
-    Relationship, RelationshipKind, SetNotificationSettings, OUTGOING_REQUESTS_MAX, RELATIONSHIPS_MAX,
+    Relationship, RelationshipKind, SetNotificationSettings, BLOCKS_MAX, INCOMING_REQUESTS_MAX, OUTGOING_REQUESTS_MAX,
+    RELATIONSHIPS_MAX,
 };
 use copains_client_core::{ChannelId, MessageId, UserId};
 use sqlx::any::AnyRow;
@@ -30,10 +31,13 @@ pub enum RelationshipError {
     /// No request from that user to accept.
     #[error("no such request")]
     NoRequest,
-    /// One side holds [`RELATIONSHIPS_MAX`] relationships, or the asker
-    /// [`OUTGOING_REQUESTS_MAX`] pending requests.
+    /// One side holds [`RELATIONSHIPS_MAX`] friends and requests, or the asker
+    /// [`OUTGOING_REQUESTS_MAX`] pending requests, or the blocker [`BLOCKS_MAX`] blocks.
     #[error("too many relationships")]
     TooMany,
+    /// The asked user holds [`INCOMING_REQUESTS_MAX`] requests waiting for an answer.
+    #[error("too many incoming requests")]
+    TooManyIncoming,
     /// A database failure.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -133,16 +137,16 @@ async fn count(tx: &mut Transaction<'_, Any>, user: UserId, kind: Option<Relatio
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
 
-/// Starts a transaction on the pair with a write, so that SQLite takes its write lock first
-/// (see the module docs of `store`): both users' `updated_at` are left as they are, but the
-/// statement takes the lock.
+/// Starts a transaction on the pair with a write to both users' rows, smaller id first: SQLite
+/// takes its write lock at once (see the module docs of `store`), PostgreSQL locks the two rows
+/// in one order for everyone, so two changes of a pair (or of one user's counts) run one after
+/// the other instead of deadlocking or both passing a cap.
 async fn begin_pair(store: &Store, user: UserId, other: UserId) -> Result<Transaction<'static, Any>> {
     let mut tx = store.pool().begin().await?;
-    sqlx::query("UPDATE relationships SET since = since WHERE user_id = $1 AND other_id = $2")
-        .bind(user.0)
-        .bind(other.0)
-        .execute(&mut *tx)
-        .await?;
+    let (first, second) = if user.0 <= other.0 { (user, other) } else { (other, user) };
+    for id in [first, second] {
+        sqlx::query("UPDATE users SET updated_at = updated_at WHERE id = $1").bind(id.0).execute(&mut *tx).await?;
+    }
     Ok(tx)
 }
 
@@ -193,6 +197,15 @@ impl Store {
         Ok((blockers.contains(&a.0), blockers.contains(&b.0)))
     }
 
+    /// The users who blocked `user`.
+    pub async fn blockers_of(&self, user: UserId) -> Result<Vec<UserId>> {
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT user_id FROM relationships WHERE other_id = $1 AND kind = 'blocked'")
+            .bind(user.0)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(ids.into_iter().map(UserId).collect())
+    }
+
     /// Whether either of the two blocked the other.
     pub async fn blocked_between(&self, a: UserId, b: UserId) -> Result<bool> {
         let (ab, ba) = self.blocks(a, b).await?;
@@ -222,9 +235,15 @@ impl Store {
             (None, _) => {
                 if count(&mut tx, user, Some(RelationshipKind::Outgoing)).await? >= OUTGOING_REQUESTS_MAX
                     || count(&mut tx, user, None).await? >= RELATIONSHIPS_MAX
-                    || count(&mut tx, other, None).await? >= RELATIONSHIPS_MAX
                 {
                     return Err(RelationshipError::TooMany);
+                }
+                // Strangers cannot fill someone's list: requests waiting for them have a cap of
+                // their own, and blocks are never counted with friends.
+                if count(&mut tx, other, Some(RelationshipKind::Incoming)).await? >= INCOMING_REQUESTS_MAX
+                    || count(&mut tx, other, None).await? >= RELATIONSHIPS_MAX
+                {
+                    return Err(RelationshipError::TooManyIncoming);
                 }
                 put_row(&mut tx, user, other, RelationshipKind::Outgoing, now).await?;
                 put_row(&mut tx, other, user, RelationshipKind::Incoming, now).await?;
@@ -251,13 +270,15 @@ impl Store {
     }
 
     /// `user` blocks `other`: whatever `user` had with them becomes a block, and `other`'s
-    /// friendship or request with `user` ends (a block of their own stays). A new row counts
-    /// towards [`RELATIONSHIPS_MAX`].
+    /// friendship or request with `user` ends (a block of their own stays). Blocks have their own
+    /// cap, [`BLOCKS_MAX`], so that a full list of friends never stops one.
     pub async fn block(&self, user: UserId, other: UserId, now: i64) -> std::result::Result<Blocked, RelationshipError> {
         let mut tx = begin_pair(self, user, other).await?;
         let mine_before = row_kind(&mut tx, user, other).await?;
         let theirs = row_kind(&mut tx, other, user).await?;
-        if mine_before.is_none() && count(&mut tx, user, None).await? >= RELATIONSHIPS_MAX {
+        if mine_before != Some(RelationshipKind::Blocked)
+            && count(&mut tx, user, Some(RelationshipKind::Blocked)).await? >= BLOCKS_MAX
+        {
             return Err(RelationshipError::TooMany);
         }
         if mine_before != Some(RelationshipKind::Blocked) {
@@ -433,8 +454,21 @@ impl Store {
             .collect()
     }
 
-    /// Moves `user`'s read marker in the DM with `peer` forward to `at` (never back).
-    pub async fn mark_dm_read(&self, user: UserId, peer: UserId, at: i64) -> Result<DmReadState> {
+    /// Moves `user`'s read marker in the DM with `peer` forward to `at` (never back); `None`
+    /// when it would be a new marker past `cap` of them.
+    pub async fn mark_dm_read(&self, user: UserId, peer: UserId, at: i64, cap: usize) -> Result<Option<DmReadState>> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("UPDATE users SET updated_at = updated_at WHERE id = $1").bind(user.0).execute(&mut *tx).await?;
+        let (kept, exists): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN peer_id = $2 THEN 1 ELSE 0 END), 0) FROM dm_read_states WHERE user_id = $1",
+        )
+        .bind(user.0)
+        .bind(peer.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        if exists == 0 && usize::try_from(kept).unwrap_or(usize::MAX) >= cap {
+            return Ok(None);
+        }
         let last: i64 = sqlx::query_scalar(
             "INSERT INTO dm_read_states (user_id, peer_id, last_read_at) VALUES ($1, $2, $3) \
              ON CONFLICT (user_id, peer_id) DO UPDATE SET \
@@ -445,9 +479,10 @@ impl Store {
         .bind(user.0)
         .bind(peer.0)
         .bind(at)
-        .fetch_one(self.pool())
+        .fetch_one(&mut *tx)
         .await?;
-        Ok(DmReadState { user_id: peer, last_read_at: last })
+        tx.commit().await?;
+        Ok(Some(DmReadState { user_id: peer, last_read_at: last }))
     }
 
     /// `user`'s read markers in DMs.
@@ -486,15 +521,36 @@ impl Store {
         Ok(out)
     }
 
-    /// Saves `user`'s settings of a server or channel (the defaults remove the row).
-    pub async fn set_notification_settings(&self, user: UserId, target: i64, settings: &SetNotificationSettings) -> Result<()> {
+    /// Saves `user`'s settings of a server or channel (the defaults remove the row); false when
+    /// it would be a new row past `cap` of them.
+    pub async fn set_notification_settings(
+        &self,
+        user: UserId,
+        target: i64,
+        settings: &SetNotificationSettings,
+        cap: usize,
+    ) -> Result<bool> {
+        let mut tx = self.pool().begin().await?;
         if *settings == SetNotificationSettings::default() {
             sqlx::query("DELETE FROM notification_settings WHERE user_id = $1 AND target_id = $2")
                 .bind(user.0)
                 .bind(target)
-                .execute(self.pool())
+                .execute(&mut *tx)
                 .await?;
-            return Ok(());
+            tx.commit().await?;
+            return Ok(true);
+        }
+        sqlx::query("UPDATE users SET updated_at = updated_at WHERE id = $1").bind(user.0).execute(&mut *tx).await?;
+        let (kept, exists): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN target_id = $2 THEN 1 ELSE 0 END), 0) FROM notification_settings \
+             WHERE user_id = $1",
+        )
+        .bind(user.0)
+        .bind(target)
+        .fetch_one(&mut *tx)
+        .await?;
+        if exists == 0 && usize::try_from(kept).unwrap_or(usize::MAX) >= cap {
+            return Ok(false);
         }
         sqlx::query(
             "INSERT INTO notification_settings (user_id, target_id, level, muted, muted_until) VALUES ($1, $2, $3, $4, $5) \
@@ -506,9 +562,10 @@ impl Store {
         .bind(settings.level.map(NotificationLevel::as_str))
         .bind(i64::from(settings.muted))
         .bind(settings.muted_until)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Whether `user` is a member of the server `id`.

@@ -324,7 +324,7 @@ fn channel_write(conn: &Connection, w: &ChannelWrite, limits: QueueLimits) -> Re
                     m.ciphertext,
                     w.now,
                     m.thread_id.map(|t| t.0),
-                    m.mentions_json()
+                    super::channel_messages::mentions_json(&m.mentions)
                 ])
             })
             .map_err(channel_error)?;
@@ -334,16 +334,27 @@ fn channel_write(conn: &Connection, w: &ChannelWrite, limits: QueueLimits) -> Re
                     .map_err(channel_error)?;
             }
         }
-        ChannelWriteKind::Edit { id, author, device, ciphertext } => {
+        ChannelWriteKind::Edit { id, author, device, ciphertext, mentions, mentioned } => {
+            let declared = super::channel_messages::mentions_json(mentions);
             let edited = conn
                 .prepare_cached(
-                    "UPDATE channel_messages SET ciphertext = ?4, author_device = ?5, edited_at = ?6 \
+                    "UPDATE channel_messages SET ciphertext = ?4, author_device = ?5, edited_at = ?6, mentions = ?7 \
                      WHERE id = ?1 AND channel_id = ?2 AND author_id = ?3",
                 )
-                .and_then(|mut s| s.execute(params![id.0, w.channel.0, author.0, ciphertext, i64::from(device.0), w.now]))
+                .and_then(|mut s| {
+                    s.execute(params![id.0, w.channel.0, author.0, ciphertext, i64::from(device.0), w.now, declared])
+                })
                 .map_err(channel_error)?;
             if edited == 0 {
                 return Err(ChannelWriteError::MessageGone);
+            }
+            conn.prepare_cached("DELETE FROM message_mentions WHERE message_id = ?1")
+                .and_then(|mut s| s.execute(params![id.0]))
+                .map_err(channel_error)?;
+            for user in mentioned {
+                conn.prepare_cached("INSERT INTO message_mentions (user_id, channel_id, message_id) VALUES (?1, ?2, ?3)")
+                    .and_then(|mut s| s.execute(params![user.0, w.channel.0, id.0]))
+                    .map_err(channel_error)?;
             }
         }
         ChannelWriteKind::React { id, message, user, device, ciphertext } => {

@@ -476,12 +476,12 @@ fn summarize(me: UserId, reactions: &[(UserId, String)]) -> Vec<ReactionSummary>
 /// Where a channel write goes.
 enum Write {
     Send { thread_id: Option<MessageId>, mentions: Mentions },
-    Edit { message: MessageId },
+    Edit { message: MessageId, mentions: Mentions },
     React { message: MessageId },
 }
 
-/// Whether a message's declared mentions differ from those its decrypted text makes. (Checked
-/// on messages as sent: an edit keeps the declaration of the send, so may honestly differ.)
+/// Whether a message's declared mentions differ from those its decrypted text makes (an edit
+/// declares again for its new text, so this holds for edited messages too).
 pub fn mentions_differ(body: &str, declared: &Mentions) -> bool {
     Mentions::in_text(body) != declared.clone().normalized()
 }
@@ -634,7 +634,7 @@ impl<T: Transport> Engine<T> {
         let plaintext = serde_json::to_vec(&plain).map_err(|e| MessagingError::Send(e.to_string()))?;
         self.device.vault().begin_batch();
         let result = async {
-            let raw = self.seal_and_post(channel, &plaintext, Write::Edit { message }).await?;
+            let raw = self.seal_and_post(channel, &plaintext, Write::Edit { message, mentions: Mentions::in_text(body) }).await?;
             let m: ChannelMessage = serde_json::from_slice(&raw)
                 .map_err(|e| MessagingError::Transport(format!("unreadable answer to an edit: {e}")))?;
             self.keep_own(channel, Some(message), &m, &plain).await?;
@@ -984,8 +984,8 @@ impl<T: Transport> Engine<T> {
                     SendChannelMessage { ciphertext, view, thread_id: *thread_id, distributions, mentions: mentions.clone() };
                 self.call("POST", &format!("/api/v1/channels/{channel}/messages"), Some(&body)).await
             }
-            Write::Edit { message } => {
-                let body = EditChannelMessage { ciphertext, view, distributions };
+            Write::Edit { message, mentions } => {
+                let body = EditChannelMessage { ciphertext, view, distributions, mentions: mentions.clone() };
                 self.call("PATCH", &format!("/api/v1/channels/{channel}/messages/{message}"), Some(&body)).await
             }
             Write::React { message } => {
@@ -1360,7 +1360,7 @@ impl<T: Transport> Engine<T> {
             reply_to,
             thread_name,
             reactions: summarize(self.me, &reactions),
-            mention_mismatch: state == EntryState::Ok && m.edited_at.is_none() && mentions_differ(&body_for_check, &m.mentions),
+            mention_mismatch: state == EntryState::Ok && mentions_differ(&body_for_check, &m.mentions),
             mentions: m.mentions.clone(),
         })
     }
@@ -1560,8 +1560,12 @@ mod tests {
         assert!(mentions_differ(text, &extra));
         assert!(mentions_differ(text, &Mentions::default()));
         assert!(!mentions_differ("plain text", &Mentions::default()));
+        // One spelling per id, and @everyone only as a word of its own.
+        assert_eq!(Mentions::in_text("<@012> <@0>"), Mentions { users: vec![UserId(0)], ..Mentions::default() });
+        assert!(!Mentions::in_text("write to me@everyone.org or @everyones").everyone);
+        assert!(Mentions::in_text("(@everyone)").everyone);
         // At most the maximum of each kind.
-        let many: String = (0..80).map(|i| format!("<@{i}> ")).collect();
+        let many: String = (1..80).map(|i| format!("<@{i}> ")).collect();
         assert_eq!(Mentions::in_text(&many).users.len(), crate::channel_messages::MENTION_USERS_MAX);
     }
 

@@ -35,7 +35,7 @@ import { parseRoute, routePath, sameRoute, type Route } from './route';
 import { Voice, type VoiceState } from '../voice/voice.svelte';
 import { Social, type SocialReady } from '../social/social.svelte';
 import { dmPlace } from '../social/typing';
-import { mentionsMe, plainMentions, type Mentions } from '../social/mentions';
+import { mentionsInText, mentionsMe, plainMentions, type Mentions } from '../social/mentions';
 import { notifies } from '../social/notify';
 
 export type SettingsTab = 'profile' | 'password' | 'devices' | 'privacy' | 'admin';
@@ -895,7 +895,8 @@ export class ChatSession {
             const m = d as { id?: string; channel_id?: string; author_id?: string; thread_id?: string | null; mentions?: Mentions };
             if (m.channel_id && m.author_id) this.social.messageFrom(m.channel_id, m.author_id);
             if (m.id && m.channel_id && m.author_id && !m.thread_id) {
-              const mentioned = mentionsMe(m.mentions, this.session.userId, this.communities.myRoles(m.channel_id));
+              const mentioned =
+                !this.social.isBlocked(m.author_id) && mentionsMe(m.mentions, this.session.userId, this.communities.myRoles(m.channel_id));
               this.communities.messageArrived(m.channel_id, m.id, m.author_id, this.visible && this.activeChannel === m.channel_id, mentioned);
             }
           }
@@ -1059,7 +1060,8 @@ export class ChatSession {
     const found = this.communities.channel(entry.channel_id);
     if (!found) return;
     const server = found.state?.server.id ?? null;
-    const mentioned = mentionsMe(entry.mentions, this.session.userId, this.communities.myRoles(entry.channel_id));
+    // Judged by the text decrypted, not by what the sender declared beside it.
+    const mentioned = mentionsMe(mentionsInText(entry.body), this.session.userId, this.communities.myRoles(entry.channel_id));
     const arrival = { channel: entry.channel_id, server, mentionsMe: mentioned, status: this.social.status(this.session.userId), now: Date.now() };
     if (!notifies(this.social.notifications, arrival)) return;
     const where = found.state ? `#${found.channel.name}, ${found.state.server.name}` : this.groupName(found.channel);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { encodeMentions, mentionParts, mentionsMe, plainMentions } from './mentions';
+import { encodeMentions, mentionParts, mentionsInText, mentionsMe, plainMentions } from './mentions';
 
 const people = [
   { id: '11', username: 'Ben' },
@@ -32,6 +32,15 @@ describe('mentionParts', () => {
       { kind: 'text', text: ' <@x> c' },
     ]);
     expect(mentionParts('')).toEqual([]);
+  });
+
+  it('reads ids and @everyone as client-core does', () => {
+    expect(mentionParts('<@012> me@everyone.org @everyones (@everyone)')).toEqual([
+      { kind: 'text', text: '<@012> me@everyone.org @everyones (' },
+      { kind: 'everyone' },
+      { kind: 'text', text: ')' },
+    ]);
+    expect(mentionsInText('<@11> <@11> <@&40> hi')).toEqual({ users: ['11'], roles: ['40'], everyone: false });
   });
 
   it('gives names for plain text', () => {

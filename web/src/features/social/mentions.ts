@@ -39,7 +39,8 @@ export function encodeMentions(text: string, people: readonly Person[], roles: r
 
 export type Part = { kind: 'text'; text: string } | { kind: 'user'; id: string } | { kind: 'role'; id: string } | { kind: 'everyone' };
 
-const TOKEN = /<@(&?)(\d{1,20})>|@everyone/g;
+// As client-core reads them: an id without a leading zero, `@everyone` as a word of its own.
+const TOKEN = /<@(&?)(0|[1-9]\d{0,19})>|(?<![\p{L}\p{N}_.])@everyone(?![\p{L}\p{N}_])/gu;
 
 /** The text cut into plain runs and mentions. */
 export function mentionParts(text: string): Part[] {
@@ -54,6 +55,17 @@ export function mentionParts(text: string): Part[] {
   }
   if (last < text.length) parts.push({ kind: 'text', text: text.slice(last) });
   return parts;
+}
+
+/** The mentions a text makes (what a decrypted message is judged by: not its declaration). */
+export function mentionsInText(text: string): Mentions {
+  const out: Required<Mentions> = { users: [], roles: [], everyone: false };
+  for (const part of mentionParts(text)) {
+    if (part.kind === 'everyone') out.everyone = true;
+    else if (part.kind === 'user' && !out.users.includes(part.id)) out.users.push(part.id);
+    else if (part.kind === 'role' && !out.roles.includes(part.id)) out.roles.push(part.id);
+  }
+  return out;
 }
 
 /** Whether declared mentions reach `me` (by name, by one of `myRoles`, or everyone). */
