@@ -21,6 +21,7 @@ backend_tests!(
     friend_requests_are_sent_accepted_declined_cancelled_and_removed,
     presence_is_seen_by_friends_and_shared_members_only,
     presence_follows_devices_idleness_choices_and_a_resume,
+    joining_or_leaving_a_server_shows_or_hides_presence_at_once,
     a_block_forbids_dms_requests_group_dms_and_typing,
     read_markers_sync_between_devices_and_never_move_back,
     typing_reaches_the_readers_and_is_rate_limited,
@@ -158,6 +159,11 @@ async fn next_presence(ws: &mut Ws, of: UserId) -> PresenceStatus {
             return s;
         }
     }
+}
+
+/// Reads presence events until `of` is seen as `status` (the flush may repeat a state first).
+async fn until_presence(ws: &mut Ws, of: UserId, status: PresenceStatus) {
+    while next_presence(ws, of).await != status {}
 }
 
 /// Reads up to this user's next `USER_UPDATE` (caused by a profile change made now) and
@@ -352,6 +358,30 @@ async fn presence_follows_devices_idleness_choices_and_a_resume(backend: Backend
     assert!(heard_before_marker(&app, &ben, &mut ben_ws, ann.id).await.is_empty(), "a resumed session does not flap");
     drop(resumed);
     assert_eq!(next_presence(&mut ben_ws, ann.id).await, PresenceStatus::Offline, "offline once the grace passed");
+    app.shutdown().await;
+}
+
+async fn joining_or_leaving_a_server_shows_or_hides_presence_at_once(backend: Backend) {
+    let app = spawn(backend).await;
+    let owner = register(&app, "owner").await;
+    let newcomer = register(&app, "newcomer").await;
+    let server: Value = ok(&app, &owner, Method::POST, "/api/v1/servers", Some(json!({"name": "Club"}))).await;
+    let id = server["id"].as_str().expect("id").to_owned();
+    let invite: Value = ok(&app, &owner, Method::POST, &format!("/api/v1/servers/{id}/invites"), Some(json!({}))).await;
+    let (mut owner_ws, _) = identified(&app.ws_url, &owner.token).await;
+    let (mut new_ws, _) = identified(&app.ws_url, &newcomer.token).await;
+    // Strangers until the join; then each hears the other online, without waiting for a change.
+    let _: Value =
+        ok(&app, &newcomer, Method::POST, &format!("/api/v1/invites/{}", invite["code"].as_str().expect("code")), None).await;
+    assert_eq!(next_presence(&mut owner_ws, newcomer.id).await, PresenceStatus::Online);
+    assert_eq!(next_presence(&mut new_ws, owner.id).await, PresenceStatus::Online);
+    // Kicked: strangers again, each told the other is offline.
+    assert_eq!(
+        status(&app, &owner, Method::DELETE, &format!("/api/v1/servers/{id}/members/{}", newcomer.id), None).await,
+        StatusCode::NO_CONTENT
+    );
+    until_presence(&mut owner_ws, newcomer.id, PresenceStatus::Offline).await;
+    until_presence(&mut new_ws, owner.id, PresenceStatus::Offline).await;
     app.shutdown().await;
 }
 

@@ -172,7 +172,8 @@ pub async fn join(State(state): State<AppState>, auth: Authenticated, Path(code)
                 publish_to(&state, [auth.user.id], event_name::SERVER_CREATE, &joined).await;
             }
             let members = state.store.member_ids(server.id).await.unwrap_or_default();
-            publish_to(&state, members, event_name::MEMBER_ADD, &member).await;
+            publish_to(&state, members.clone(), event_name::MEMBER_ADD, &member).await;
+            crate::routes::social::exchange_presences_with(&state, auth.user.id, &members).await;
             Ok(Json(server))
         }
     }

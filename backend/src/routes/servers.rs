@@ -182,7 +182,8 @@ pub(crate) async fn announce_removal(state: &AppState, server: ServerId, user: U
     }
     publish_to(state, [user], event_name::SERVER_DELETE, &Removed { id: server.to_string(), server_id: None }).await;
     let others = member_ids(state, server).await;
-    publish_to(state, others, event_name::MEMBER_REMOVE, &MemberRemoved { server_id: server, user_id: user }).await;
+    publish_to(state, others.clone(), event_name::MEMBER_REMOVE, &MemberRemoved { server_id: server, user_id: user }).await;
+    crate::routes::social::exchange_presences_with(state, user, &others).await;
     announce_channel_updates(state, &removal.touched_channels).await;
 }
 

@@ -123,6 +123,42 @@ async fn exchange_presences(state: &AppState, a: UserId, b: UserId) -> ApiResult
     Ok(())
 }
 
+/// After `user` joined a server or group DM of `others`, or left one: each connected one of them
+/// hears `user`'s presence as they may now see it (offline if not any more), and `user` hears
+/// theirs, in one event.
+pub(crate) async fn exchange_presences_with(state: &AppState, user: UserId, others: &[UserId]) {
+    let audience: std::collections::HashSet<UserId> = match state.store.presence_audience(user).await {
+        Ok(a) => a.into_iter().collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read who sees a presence; not exchanged");
+            return;
+        }
+    };
+    let now = now_ms();
+    let offline = |of: UserId| Presence { user_id: of, status: PresenceStatus::Offline, custom_status: None };
+    let mine = state.presence.presence(user, now);
+    let mut theirs = Vec::new();
+    let mut events = Vec::new();
+    // Those not connected are offline to everyone already: nothing to tell either way.
+    for &other in others.iter().filter(|o| **o != user && state.presence.is_connected(**o)) {
+        let sees = audience.contains(&other);
+        let shown = if sees { mine.clone() } else { offline(user) };
+        if let Ok(e) = BusEvent::new(Topic::user(other), event_name::PRESENCE_UPDATE, &PresenceUpdate { presences: vec![shown] })
+        {
+            events.push(e);
+        }
+        theirs.push(if sees { state.presence.presence(other, now) } else { offline(other) });
+    }
+    if state.presence.is_connected(user) && !theirs.is_empty() {
+        if let Ok(e) = BusEvent::new(Topic::user(user), event_name::PRESENCE_UPDATE, &PresenceUpdate { presences: theirs }) {
+            events.push(e);
+        }
+    }
+    if let Err(e) = state.bus.publish_all(events).await {
+        tracing::warn!(error = %e, "presence events not published");
+    }
+}
+
 /// The caller's friends, pending requests (both ways) and blocks.
 #[utoipa::path(get, path = "/api/v1/users/@me/relationships", tag = "social", security(("bearer" = [])),
     responses((status = 200, body = Vec<Relationship>), (status = 401, body = ApiErrorBody), (status = 429, body = ApiErrorBody)))]
