@@ -92,6 +92,10 @@ pub struct Relationship {
 #[serde(deny_unknown_fields)]
 pub struct FriendRequest {
     /// The other user's username (case-insensitive).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 2, max_length = 32, pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*[A-Za-z0-9_]$")
+    )]
     pub username: String,
 }
 
@@ -102,7 +106,18 @@ pub struct FriendRequest {
 #[serde(deny_unknown_fields)]
 pub struct SetRelationship {
     /// `friend` (accepts an incoming request) or `blocked`.
-    pub kind: RelationshipKind,
+    pub kind: SetRelationshipKind,
+}
+
+/// What `PUT /api/v1/users/@me/relationships/{user_id}` makes of a relationship.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum SetRelationshipKind {
+    /// Accept their request.
+    Friend,
+    /// Block them.
+    Blocked,
 }
 
 /// `RELATIONSHIP_REMOVE`: the relationship with this user is gone (a request declined or

@@ -17,7 +17,7 @@ use copains_client_core::servers::{ChannelKind, Permissions};
 use copains_client_core::social::{
     DmReadState, FriendRequest, MarkDmRead, MarkRead, NotificationSettings, Presence, PresenceSettings, PresenceStatus,
     PresenceUpdate, ReadState, Relationship, RelationshipKind, RelationshipRemoved, SetNotificationSettings, SetRelationship,
-    TypingStart, CUSTOM_STATUS_MAX_CHARS, DM_READ_STATES_MAX, NOTIFICATION_SETTINGS_MAX,
+    SetRelationshipKind, TypingStart, CUSTOM_STATUS_MAX_CHARS, DM_READ_STATES_MAX, NOTIFICATION_SETTINGS_MAX,
 };
 use copains_client_core::{ApiErrorBody, ChannelId, UserId};
 use serde::Serialize;
@@ -213,7 +213,7 @@ pub async fn request_friend(
     request_body = SetRelationship,
     responses(
         (status = 200, body = Relationship),
-        (status = 400, body = ApiErrorBody, description = "malformed, the caller, or a kind other than friend or blocked"),
+        (status = 400, body = ApiErrorBody, description = "malformed, or the caller"),
         (status = 401, body = ApiErrorBody),
         (status = 403, body = ApiErrorBody, description = "accepting someone the caller blocked"),
         (status = 404, body = ApiErrorBody, description = "no such user, or (accepting) no request from them"),
@@ -236,14 +236,14 @@ pub async fn set_relationship(
         return Err(ApiError::NotFound("no such user"));
     }
     match body.kind {
-        RelationshipKind::Friend => {
+        SetRelationshipKind::Friend => {
             if state.store.accept_friend(me, other, now_ms()).await.map_err(refusal)? {
                 announce_relationship(&state, other, me).await?;
                 announce_relationship(&state, me, other).await?;
                 exchange_presences(&state, me, other).await?;
             }
         }
-        RelationshipKind::Blocked => {
+        SetRelationshipKind::Blocked => {
             let blocked = state.store.block(me, other, now_ms()).await.map_err(refusal)?;
             if blocked.theirs_removed.is_some() {
                 announce_relationship(&state, other, me).await?;
@@ -253,9 +253,6 @@ pub async fn set_relationship(
                 exchange_presences(&state, me, other).await?;
             }
             tracing::info!(user = %me, blocked = %other, "user blocked");
-        }
-        RelationshipKind::Incoming | RelationshipKind::Outgoing => {
-            return Err(ApiError::Malformed("kind must be friend (accept) or blocked".into()));
         }
     }
     let now = state.store.relationship(me, other).await?;

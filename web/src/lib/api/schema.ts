@@ -1424,6 +1424,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/users/@me/notification-settings/{target_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Sets what the caller wants to be notified of in a server they are in or a channel they may
+         *     read (every field absent: back to the defaults). Their devices get
+         *     `NOTIFICATION_SETTINGS_UPDATE`.
+         */
+        put: operations["set_notification_settings"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/users/@me/password": {
         parameters: {
             query?: never;
@@ -2199,6 +2220,11 @@ export interface components {
             /** @description As for a send. */
             distributions?: components["schemas"]["Distribution"][];
             /**
+             * @description Who the new text mentions (it replaces the declaration of the send: readers check the
+             *     declaration against the text they decrypt, edited or not).
+             */
+            mentions?: components["schemas"]["Mentions"];
+            /**
              * Format: int64
              * @description As for a send.
              */
@@ -2687,6 +2713,19 @@ export interface components {
             started_at: number;
             /** @description The server's version. */
             version: string;
+        };
+        /**
+         * @description What a user wants to be notified of in a server or a channel.
+         * @enum {string}
+         */
+        NotificationLevel: "all" | "mentions" | "nothing";
+        /**
+         * @description The settings of one server or channel (READY, the answer to a change, and the
+         *     `NOTIFICATION_SETTINGS_UPDATE` event to the user's devices).
+         */
+        NotificationSettings: components["schemas"]["SetNotificationSettings"] & {
+            /** @description The server or channel (a decimal id). */
+            target_id: string;
         };
         /** @description One ciphertext for one device. */
         OutgoingEnvelope: {
@@ -3244,6 +3283,20 @@ export interface components {
             /** @description Role ids (not `@everyone`). */
             roles: components["schemas"]["RoleId"][];
         };
+        /**
+         * @description `PUT /api/v1/users/@me/notification-settings/{target_id}`: the user's settings for a server or
+         *     a channel (all fields absent: back to the defaults).
+         */
+        SetNotificationSettings: {
+            level?: null | components["schemas"]["NotificationLevel"];
+            /** @description Muted: no notification and no unread mark. */
+            muted?: boolean;
+            /**
+             * Format: int64
+             * @description The end of the mute (Unix ms, in the future, within a year); `None`: until lifted.
+             */
+            muted_until?: number | null;
+        };
         /** @description `PUT /api/v1/admin/users/{user_id}/role`. */
         SetPlatformRole: {
             /** @description The new role. */
@@ -3255,8 +3308,13 @@ export interface components {
          */
         SetRelationship: {
             /** @description `friend` (accepts an incoming request) or `blocked`. */
-            kind: components["schemas"]["RelationshipKind"];
+            kind: components["schemas"]["SetRelationshipKind"];
         };
+        /**
+         * @description What `PUT /api/v1/users/@me/relationships/{user_id}` makes of a relationship.
+         * @enum {string}
+         */
+        SetRelationshipKind: "friend" | "blocked";
         /**
          * @description How much an audit entry matters.
          * @enum {string}
@@ -9374,6 +9432,83 @@ export interface operations {
             };
         };
     };
+    set_notification_settings: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description a server or channel id */
+                target_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SetNotificationSettings"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NotificationSettings"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no server the caller is in, nor channel they may read, by that id */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description settings kept for too many servers and channels already */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description an end of mute without a mute, in the past, or more than a year away */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
     change_password: {
         parameters: {
             query?: never;
@@ -9771,7 +9906,7 @@ export interface operations {
                     "application/json": components["schemas"]["Relationship"];
                 };
             };
-            /** @description malformed, the caller, or a kind other than friend or blocked */
+            /** @description malformed, or the caller */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -10179,6 +10314,15 @@ export interface operations {
             };
             /** @description no such user */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description markers kept for too many DMs already */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
