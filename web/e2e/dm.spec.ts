@@ -273,7 +273,7 @@ test('a conversation with a username nobody has is refused; the screens are acce
   await openSettings(c.page);
   await capture(c.page, 'settings-profile', { phone: true });
   await c.page.getByLabel('Display name').fill('Carol C.');
-  await c.page.getByLabel('Status').fill('Out for lunch');
+  await c.page.getByLabel('Status', { exact: true }).fill('Out for lunch');
   await c.page.getByRole('button', { name: 'Save changes' }).click();
   await expect(c.page.getByText('Profile saved.')).toBeVisible();
   await expect(c.page.getByRole('region', { name: 'Your account' })).toContainText('Carol C.');
