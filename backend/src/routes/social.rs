@@ -108,18 +108,7 @@ async fn announce_relationship(state: &AppState, user: UserId, other: UserId) ->
 /// more: each is told the other's presence as they may now see it (offline if not at all).
 async fn exchange_presences(state: &AppState, a: UserId, b: UserId) -> ApiResult<()> {
     let visible = state.store.sees_presence(a, b).await?;
-    let now = now_ms();
-    for (to, of) in [(a, b), (b, a)] {
-        if !state.presence.is_connected(to) {
-            continue;
-        }
-        let presence = if visible {
-            state.presence.presence(of, now)
-        } else {
-            Presence { user_id: of, status: PresenceStatus::Offline, custom_status: None }
-        };
-        to_user(state, to, event_name::PRESENCE_UPDATE, &PresenceUpdate { presences: vec![presence] }).await;
-    }
+    tell_presences(state, a, &[b], |_| visible).await;
     Ok(())
 }
 
@@ -134,20 +123,26 @@ pub(crate) async fn exchange_presences_with(state: &AppState, user: UserId, othe
             return;
         }
     };
+    tell_presences(state, user, others, |other| audience.contains(&other)).await;
+}
+
+/// Tells each connected one of `others` how they now see `user` (`sees`, or offline), and
+/// `user` how they see those others, in one event. Those not connected are offline to everyone
+/// already: nothing to tell either way.
+async fn tell_presences(state: &AppState, user: UserId, others: &[UserId], sees: impl Fn(UserId) -> bool) {
     let now = now_ms();
     let offline = |of: UserId| Presence { user_id: of, status: PresenceStatus::Offline, custom_status: None };
     let mine = state.presence.presence(user, now);
     let mut theirs = Vec::new();
     let mut events = Vec::new();
-    // Those not connected are offline to everyone already: nothing to tell either way.
     for &other in others.iter().filter(|o| **o != user && state.presence.is_connected(**o)) {
-        let sees = audience.contains(&other);
-        let shown = if sees { mine.clone() } else { offline(user) };
+        let visible = sees(other);
+        let shown = if visible { mine.clone() } else { offline(user) };
         if let Ok(e) = BusEvent::new(Topic::user(other), event_name::PRESENCE_UPDATE, &PresenceUpdate { presences: vec![shown] })
         {
             events.push(e);
         }
-        theirs.push(if sees { state.presence.presence(other, now) } else { offline(other) });
+        theirs.push(if visible { state.presence.presence(other, now) } else { offline(other) });
     }
     if state.presence.is_connected(user) && !theirs.is_empty() {
         if let Ok(e) = BusEvent::new(Topic::user(user), event_name::PRESENCE_UPDATE, &PresenceUpdate { presences: theirs }) {
