@@ -165,11 +165,6 @@ impl PresenceTracker {
         self.inner.lock().users.get(&user).is_some_and(|e| !e.sessions.is_empty())
     }
 
-    /// Sessions here, counted or not.
-    pub fn sessions(&self) -> usize {
-        self.inner.lock().users.values().map(|e| e.sessions.len()).sum()
-    }
-
     /// Lets dropped sessions past the grace go, ends custom statuses past their time, and
     /// returns the presences that differ from what was last published (now published).
     pub fn tick(&self, now: i64) -> Vec<Presence> {

@@ -543,21 +543,12 @@ pub async fn ready_part(state: &AppState, user: UserId) -> crate::store::Result<
     })
 }
 
-/// What one flush of presence changes sent.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Flushed {
-    /// Users whose presence changed.
-    pub changed: usize,
-    /// `PRESENCE_UPDATE` events published (one per recipient connected to this node).
-    pub events: usize,
-}
-
 /// Gathers the presence changes since the last flush and sends each connected recipient one
 /// `PRESENCE_UPDATE` with all the changes they may see.
-pub async fn flush_presence(state: &AppState) -> Flushed {
+pub async fn flush_presence(state: &AppState) {
     let changes = state.presence.tick(now_ms());
     if changes.is_empty() {
-        return Flushed::default();
+        return;
     }
     let mut per_recipient: HashMap<UserId, Vec<Presence>> = HashMap::new();
     for change in &changes {
@@ -578,9 +569,7 @@ pub async fn flush_presence(state: &AppState) -> Flushed {
             BusEvent::new(Topic::user(to), event_name::PRESENCE_UPDATE, &PresenceUpdate { presences }).ok()
         })
         .collect();
-    let sent = Flushed { changed: changes.len(), events: events.len() };
     if let Err(e) = state.bus.publish_all(events).await {
         tracing::warn!(error = %e, "presence events not published");
     }
-    sent
 }

@@ -206,12 +206,6 @@ impl Store {
         Ok(ids.into_iter().map(UserId).collect())
     }
 
-    /// Whether either of the two blocked the other.
-    pub async fn blocked_between(&self, a: UserId, b: UserId) -> Result<bool> {
-        let (ab, ba) = self.blocks(a, b).await?;
-        Ok(ab || ba)
-    }
-
     /// `user` asks `other` to be friends (or accepts, if `other` asked first).
     pub async fn request_friend(
         &self,
