@@ -16,6 +16,7 @@ mod dm;
 mod link;
 mod memory;
 mod presence;
+mod search;
 mod sfu;
 mod voice_room;
 
@@ -124,6 +125,13 @@ enum Cmd {
         #[arg(long)]
         server_pid: Option<u32>,
     },
+    /// Private search over N messages in a client's local store (no server): the index's
+    /// size on disk, the time to build it, and query times.
+    Search {
+        /// Messages indexed.
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+    },
     /// Registers an account and prints an access token (for wrk).
     Token,
     /// Login (argon2id) latency: sequential logins, each followed by a logout.
@@ -222,6 +230,7 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Cmd::Presence { members, rounds, crowd, server_pid } => presence::run(&cli.url, members, rounds, crowd, server_pid).await,
+        Cmd::Search { messages } => search::run(messages),
         Cmd::SfuFanout { subscribers, seconds } => sfu::fanout(&subscribers, seconds).await,
         Cmd::VoiceRoom { size, speakers, screens, seconds, server_pid } => {
             voice_room::run(&cli.url, size, speakers, screens, seconds, server_pid).await

@@ -34,6 +34,7 @@ use crate::messages::{Envelope, OutgoingEnvelope, Queue, SendMessage, SendMismat
 
 mod accounts;
 mod channels;
+mod search;
 #[cfg(feature = "voice")]
 mod voice;
 use accounts::KnownAccount;
@@ -41,6 +42,7 @@ pub use accounts::{LinkState, OwnDevice, SafetyNumber};
 pub use channels::{
     ChannelDraft, ChannelEntry, EntryState, HistoryQuery, ReactionSummary, ReplyTo, EMOJI_MAX_BYTES, THREAD_NAME_MAX_CHARS,
 };
+pub use search::{Has, HitPlace, SearchHit, SearchQuery, SearchResults, QUERY_MAX_CHARS, SEARCH_PAGE, SEARCH_PAGE_MAX};
 #[cfg(feature = "voice")]
 pub use voice::{OpenedVoiceKey, SealedVoiceKeys};
 
@@ -380,6 +382,10 @@ pub struct Engine<T: Transport> {
     /// epoch it sealed for: the privacy code covers them.
     #[cfg(feature = "voice")]
     voice_sealed: HashMap<crate::ids::ChannelId, voice::Sealed>,
+    /// The search index's document table, once a search has read it.
+    search_docs: Option<crate::crypto::search::DocTable>,
+    /// Channels whose newest messages were read for search during this run.
+    search_caught_up: HashSet<crate::ids::ChannelId>,
     now: i64,
 }
 
@@ -432,6 +438,8 @@ impl<T: Transport> Engine<T> {
             distribution_bytes: channels::DISTRIBUTION_BYTES_PER_REQUEST,
             #[cfg(feature = "voice")]
             voice_sealed: HashMap::new(),
+            search_docs: None,
+            search_caught_up: HashSet::new(),
             now,
         })
     }

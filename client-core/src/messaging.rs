@@ -19,8 +19,8 @@ use crate::client::{Client, ClientError, GatewayHandle, GatewayUpdate};
 use crate::crypto::sqlite::SqliteBackend;
 use crate::engine::{Answer, Engine, Transport};
 pub use crate::engine::{
-    ChannelDraft, ChannelEntry, DirectMessage, EntryState, HistoryEntry, HistoryQuery, Incoming, LinkState, MessagingError,
-    OwnDevice, ReactionSummary, ReplyTo, RetryRefusal, SafetyNumber,
+    ChannelDraft, ChannelEntry, DirectMessage, EntryState, Has, HistoryEntry, HistoryQuery, HitPlace, Incoming, LinkState,
+    MessagingError, OwnDevice, ReactionSummary, ReplyTo, RetryRefusal, SafetyNumber, SearchHit, SearchQuery, SearchResults,
 };
 use crate::gateway::{Ack, ClientMessage, Event};
 use crate::ids::{ChannelId, DeviceId, MessageId, UserId};
@@ -363,6 +363,16 @@ impl Messenger {
     /// The pinned messages of a channel, decrypted.
     pub async fn channel_pins(&self, channel: ChannelId) -> Result<Vec<ChannelEntry>, MessagingError> {
         self.with_engine(move |e, now| Box::pin(async move { e.channel_pins(channel, now).await })).await?
+    }
+
+    /// Searches this device's history (the query never leaves the device).
+    pub async fn search(&self, query: SearchQuery) -> Result<SearchResults, MessagingError> {
+        self.with_engine(move |e, _| Box::pin(async move { e.search(&query).await })).await?
+    }
+
+    /// Reads one more page of a channel's history for search; `true` when all of it is read.
+    pub async fn search_crawl(&self, channel: ChannelId, fresh: bool) -> Result<bool, MessagingError> {
+        self.with_engine(move |e, now| Box::pin(async move { e.search_crawl(channel, fresh, now).await })).await?
     }
 
     /// The distribution id of this device's current sender key in a channel.

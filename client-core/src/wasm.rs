@@ -17,7 +17,8 @@ use crate::crypto::account::AccountError;
 use crate::crypto::{VaultBackend, VaultError};
 use crate::devices::LinkRequest;
 use crate::engine::{
-    Answer, ChannelDraft, ChannelEntry, Engine as CoreEngine, HistoryEntry, HistoryQuery, Incoming, MessagingError, Transport,
+    Answer, ChannelDraft, ChannelEntry, Engine as CoreEngine, HistoryEntry, HistoryQuery, Incoming, MessagingError, SearchQuery,
+    Transport,
 };
 use crate::ids::{ChannelId, DeviceId, MessageId, SessionId, UserId};
 use crate::messages::Envelope;
@@ -463,6 +464,23 @@ impl Engine {
     pub async fn channel_pins(&mut self, channel: String, now: f64) -> Result<String, JsValue> {
         let channel: ChannelId = parse_id(&channel, "channel id")?;
         json(&self.inner.channel_pins(channel, now as i64).await.map_err(error)?)
+    }
+
+    /// Searches this device's history; the query never leaves the device. `query_json`: a
+    /// `SearchQuery` (`{text, from?, dms?, channels?, has?, before?, after?, offset?,
+    /// limit?}`). JSON `SearchResults`.
+    pub async fn search(&mut self, query_json: String) -> Result<String, JsValue> {
+        let query: SearchQuery =
+            serde_json::from_str(&query_json).map_err(|e| JsValue::from(js_sys::Error::new(&format!("invalid: query: {e}"))))?;
+        json(&self.inner.search(&query).await.map_err(error)?)
+    }
+
+    /// Reads one more page of a channel's history for search (see the engine's
+    /// `search_crawl`). `true` when the whole channel is read.
+    #[wasm_bindgen(js_name = searchCrawl)]
+    pub async fn search_crawl(&mut self, channel: String, fresh: bool, now: f64) -> Result<bool, JsValue> {
+        let channel: ChannelId = parse_id(&channel, "channel id")?;
+        self.inner.search_crawl(channel, fresh, now as i64).await.map_err(error)
     }
 
     // ---- voice --------------------------------------------------------------------------

@@ -62,7 +62,7 @@ pub trait VaultBackend {
 
 /// A backend in memory (tests, and clients that keep nothing).
 #[derive(Debug, Default)]
-pub struct MemoryBackend(RefCell<HashMap<Vec<u8>, Vec<u8>>>);
+pub struct MemoryBackend(pub(crate) RefCell<HashMap<Vec<u8>, Vec<u8>>>);
 
 #[async_trait(?Send)]
 impl VaultBackend for MemoryBackend {
@@ -346,6 +346,11 @@ impl Vault {
         let result = self.flush_batch().await;
         *self.pending.borrow_mut() = None;
         result
+    }
+
+    /// Drops what the open batch holds, unwritten, and closes it.
+    pub fn abort_batch(&self) {
+        *self.pending.borrow_mut() = None;
     }
 
     /// Deletes a record.

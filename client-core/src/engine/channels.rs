@@ -547,6 +547,21 @@ impl<T: Transport> Engine<T> {
         self.write_json(META_NS, &m.id.to_string(), m).await
     }
 
+    /// A message of `channel` this device read, as last known, with its current text (`None`
+    /// when it is gone or was not read here).
+    pub(super) async fn channel_text(
+        &self,
+        channel: ChannelId,
+        id: MessageId,
+    ) -> Result<Option<(ChannelMessage, String)>, MessagingError> {
+        let Some(m) = self.meta(id).await?.filter(|m| m.channel_id == channel) else { return Ok(None) };
+        let record: Option<PlainRecord> = self.read_json(PLAIN_NS, &plain_key(id, m.edited_at)).await?;
+        Ok(match record.and_then(|r| r.plain.filter(|_| r.sealed == Sealed::of_message(&m))) {
+            Some(p) => Some((m, p.body)),
+            None => None,
+        })
+    }
+
     async fn origin(&self, id: MessageId) -> Result<Option<Origin>, MessagingError> {
         self.read_json(PLAIN_NS, &format!("o/{id}")).await
     }
@@ -650,7 +665,7 @@ impl<T: Transport> Engine<T> {
         self.tick(now);
         self.call("DELETE", &format!("/api/v1/channels/{channel}/messages/{message}"), None::<&()>).await?;
         self.device.vault().delete(META_NS, message.to_string().as_bytes()).await?;
-        Ok(())
+        self.unindex_channel_message(message).await
     }
 
     /// Reacts to a message with `emoji`. Returns the message as shown.
@@ -1336,6 +1351,9 @@ impl<T: Transport> Engine<T> {
                 }
             }
         }
+        if let (EntryState::Ok, Some(p)) = (state, &plain) {
+            self.index_channel_message(m, &p.body, p.thread_name.as_deref(), p.reply_to.is_some()).await?;
+        }
         let (body, reply_to, thread_name) = match plain {
             Some(p) => (p.body, p.reply_to, p.thread_name),
             None => (String::new(), None, None),
@@ -1382,7 +1400,7 @@ impl<T: Transport> Engine<T> {
 
     /// Reads messages in a write batch of their own (a decrypted message is kept with the
     /// key step that read it).
-    async fn read_batch(&mut self, messages: &[ChannelMessage]) -> Result<Vec<ChannelEntry>, MessagingError> {
+    pub(super) async fn read_batch(&mut self, messages: &[ChannelMessage]) -> Result<Vec<ChannelEntry>, MessagingError> {
         self.device.vault().begin_batch();
         let mut out = Vec::with_capacity(messages.len());
         let mut failure = None;
@@ -1448,6 +1466,7 @@ impl<T: Transport> Engine<T> {
             event_name::MESSAGE_DELETE => {
                 let gone: MessageDeleted = serde_json::from_value(data).map_err(invalid)?;
                 self.device.vault().delete(META_NS, gone.id.to_string().as_bytes()).await?;
+                self.unindex_channel_message(gone.id).await?;
                 self.events.push((Incoming::ChannelMessageDeleted { channel: gone.channel_id, id: gone.id }, None));
             }
             event_name::MESSAGE_DELETE_BULK => {
@@ -1458,6 +1477,7 @@ impl<T: Transport> Engine<T> {
                         continue;
                     }
                     self.device.vault().delete(META_NS, id.to_string().as_bytes()).await?;
+                    self.unindex_channel_message(id).await?;
                     self.events.push((Incoming::ChannelMessageDeleted { channel: gone.channel_id, id }, None));
                 }
             }
@@ -1691,6 +1711,20 @@ mod tests {
                 account.devices = vec![(DeviceId(1), Base64Bytes(vec![5; 33]))];
             }
             assert_eq!(bob.read_batch(&[sealed(7, 16, fifth)]).await.expect("read")[0].state, EntryState::Failed);
+
+            // Search finds what was read, once each, and nothing refused; it asks the server
+            // nothing (this one answers every request with a 404).
+            let found = bob.search(&super::super::SearchQuery { text: "HI".into(), ..Default::default() }).await.expect("search");
+            let ids: Vec<MessageId> = found
+                .hits
+                .iter()
+                .map(|h| match h.place {
+                    super::super::HitPlace::Channel { message_id, .. } => message_id,
+                    super::super::HitPlace::Dm { .. } => panic!("no DM here"),
+                })
+                .collect();
+            assert_eq!(ids, [MessageId(13), MessageId(12), MessageId(10)]);
+            assert!(found.hits.iter().all(|h| h.body == "hi" && h.author_id == UserId(1)));
         });
     }
 

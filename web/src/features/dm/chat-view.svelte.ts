@@ -4,6 +4,11 @@ import type { Engine } from '../../lib/engine/engine';
 import { engineErrorKind, type HistoryEntry } from '../../lib/engine/types';
 import { PAGE_SIZE, firstUnreadPos, markRepaired, mayHaveOlder, mergeEntries, type Pending } from './timeline';
 
+/** Entries loaded above one jumped to. */
+const JUMP_CONTEXT = 10;
+/** Entries read at a time to reach one jumped to (the most the engine gives at once). */
+const JUMP_PAGE = 500;
+
 /** Longest message the composer accepts. */
 export const MAX_MESSAGE_LENGTH = 4000;
 
@@ -37,6 +42,8 @@ export class ChatView {
   error = $state<string | null>(null);
   /** Where the "new messages" line goes (set when the conversation was opened with unread entries). */
   unreadFrom = $state<number | null>(null);
+  /** An entry to bring into view and mark (a search result), by position. */
+  highlight = $state<number | null>(null);
   readonly #engine: Engine;
   readonly #now: () => number;
   readonly #onSent: (entry: HistoryEntry) => void;
@@ -78,6 +85,27 @@ export class ChatView {
     } finally {
       this.loadingOlder = false;
     }
+  }
+
+  /** Brings the entry at `pos` into view: loads what lies between it and the newest first. */
+  async jumpTo(pos: number): Promise<boolean> {
+    if (!this.loaded) await this.load(0);
+    // Older pages of the local store until it is loaded, with a few entries above it.
+    while (this.entries.length > 0 && this.entries[0]!.pos > Math.max(0, pos - JUMP_CONTEXT)) {
+      const oldest = this.entries[0]!.pos;
+      try {
+        const page = await this.#engine.history(this.user, oldest, JUMP_PAGE);
+        if (page.length === 0) break;
+        this.entries = mergeEntries(page, this.entries);
+        this.hasOlder = mayHaveOlder(page, JUMP_PAGE);
+      } catch (e) {
+        this.error = `That message could not be read: ${e instanceof Error ? e.message : String(e)}`;
+        return false;
+      }
+    }
+    if (!this.entries.some((e) => e.pos === pos)) return false;
+    this.highlight = pos;
+    return true;
   }
 
   /** A new entry of this conversation (received, or sent from another device). */

@@ -49,6 +49,21 @@ describe('ChatView', () => {
     expect(asked).toHaveLength(3);
   });
 
+  it('jumps to an old entry: loads what lies between it and the newest, and marks it', async () => {
+    const { engine, asked } = engineWith(2000, 0);
+    const view = new ChatView(engine, BOB);
+    await view.load(0);
+    expect(await view.jumpTo(1200)).toBe(true);
+    expect(view.highlight).toBe(1200);
+    expect(view.entries[0]!.pos).toBeLessThanOrEqual(1190);
+    // Contiguous from there to the newest.
+    expect(view.entries.map((e) => e.pos)).toEqual(Array.from({ length: 2000 - view.entries[0]!.pos }, (_, i) => view.entries[0]!.pos + i));
+    expect(asked).toEqual([undefined, 1950, 1450]);
+    expect(await view.jumpTo(5)).toBe(true);
+    expect(view.entries[0]!.pos).toBe(0);
+    expect(await view.jumpTo(4000)).toBe(false);
+  });
+
   it('keeps a failed message with its error until retried or deleted', async () => {
     const { engine } = engineWith(0, 1);
     const view = new ChatView(engine, BOB);

@@ -37,6 +37,10 @@ import { Social, type SocialReady } from '../social/social.svelte';
 import { dmPlace } from '../social/typing';
 import { mentionsInText, mentionsMe, plainMentions, type Mentions } from '../social/mentions';
 import { notifies } from '../social/notify';
+import { Search, type NamedPerson, type NamedPlace, type SearchScope } from '../search/search.svelte';
+import type { SearchHit } from '../../lib/engine/types';
+import { Crawler } from '../search/crawler';
+import { P, channelPermissions, has } from '../servers/permissions';
 
 export type SettingsTab = 'profile' | 'password' | 'devices' | 'privacy' | 'admin';
 export type ServerSettingsTab = 'overview' | 'channels' | 'roles' | 'invites' | 'members' | 'bans' | 'audit';
@@ -191,6 +195,10 @@ export class ChatSession {
   readonly voice: Voice;
   /** Friends, blocks, presence and typing. */
   readonly social: Social;
+  /** The search panel (answered on this device). */
+  readonly search: Search;
+  /** Reads the history of every channel in the background, for search. */
+  readonly #crawler: Crawler;
   /** Bumped when a channel's pins changed (the pins popover reloads). */
   pinsChanged = $state<Record<string, number>>({});
 
@@ -236,6 +244,11 @@ export class ChatSession {
       announce: (text) => this.#announce(text),
     });
     this.social = new Social({ api: options.api, me: options.session.userId, send: (op, d) => this.#gateway.send(op, d) });
+    this.search = new Search(this.engine, {
+      people: (scope) => this.#searchPeople(scope),
+      places: (scope) => this.#searchPlaces(scope),
+    });
+    this.#crawler = new Crawler(this.engine, () => this.#crawlChannels());
     this.#history = options.history !== undefined ? options.history : typeof history === 'undefined' ? null : history;
     const path = options.initialPath ?? (typeof location === 'undefined' ? '/' : location.pathname);
     this.route = parseRoute(path);
@@ -298,6 +311,7 @@ export class ChatSession {
   async shutdown(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
+    this.#crawler.stop();
     this.voice.stop();
     this.social.stop();
     this.#gateway.stop();
@@ -482,6 +496,8 @@ export class ChatSession {
       }
     }
     if (this.ui.thread && this.ui.thread.channel !== this.activeChannel) this.ui.thread = null;
+    // Another server (or the direct messages after a server): its search is another one.
+    if (this.search.open && JSON.stringify(this.#searchScope()) !== JSON.stringify(this.search.scope)) this.search.close();
     const channel = this.activeChannel;
     if (channel) {
       // Open views follow the events; a channel (re)opened reads its newest page again.
@@ -520,6 +536,59 @@ export class ChatSession {
 
   closeThread(): void {
     this.ui.thread = null;
+  }
+
+  /** The people a search's `from:` can name: a server's members, or the people of the DMs and groups. */
+  #searchPeople(scope: SearchScope): NamedPerson[] {
+    if (scope.kind === 'server') return (this.communities.members[scope.server] ?? []).map((m) => m.user);
+    const me = this.me ?? { id: this.session.userId, username: this.session.username };
+    const others = [...this.conversations.map((c) => c.user), ...this.communities.groupDms.flatMap((g) => (g.recipients ?? []).map((r) => r.id))];
+    const known = [...new Set(others)].flatMap((id) => (this.contacts.byId[id] ? [this.contacts.byId[id]!] : []));
+    const recipients = this.communities.groupDms.flatMap((g) => g.recipients ?? []);
+    return [me, ...known, ...recipients];
+  }
+
+  /** The places a search's `in:` can name: a server's channels, or the DMs and groups. */
+  #searchPlaces(scope: SearchScope): NamedPlace[] {
+    if (scope.kind === 'server') {
+      return (this.communities.state(scope.server)?.channels ?? []).filter((c) => c.kind !== 'category').map((c) => ({ name: c.name, channel: c.id }));
+    }
+    const dms = this.conversations.flatMap((c) => {
+      const user = this.contacts.byId[c.user];
+      return user ? [{ name: user.username, dm: c.user }, ...(user.display_name ? [{ name: user.display_name, dm: c.user }] : [])] : [];
+    });
+    return [...dms, ...this.communities.groupDms.map((g) => ({ name: this.groupName(g), channel: g.id }))];
+  }
+
+  /** Where a search from here looks: the server on screen, or the direct messages. */
+  #searchScope(): SearchScope {
+    const server = this.activeServer;
+    const state = server ? this.communities.state(server) : undefined;
+    return state ? { kind: 'server', server: state.server.id, name: state.server.name } : { kind: 'dms' };
+  }
+
+  /** Opens the search panel where the user is. */
+  openSearch(): void {
+    this.search.show(this.#searchScope());
+  }
+
+  /** Shows a search result where it is: its conversation, channel or thread, the message marked. */
+  async showHit(hit: SearchHit): Promise<boolean> {
+    if (hit.kind === 'dm') {
+      this.openConversation(hit.user_id);
+      return this.view(hit.user_id).jumpTo(hit.position);
+    }
+    const found = this.communities.channel(hit.channel_id);
+    if (!found) return false;
+    if (found.state) this.openChannel(found.state.server.id, hit.channel_id);
+    else this.openGroup(hit.channel_id);
+    if (hit.thread_id) {
+      this.search.close();
+      this.openThread(hit.channel_id, hit.thread_id);
+    }
+    const view = this.channelView(hit.channel_id, hit.thread_id);
+    await view.load();
+    return view.jumpTo(hit.message_id);
   }
 
   /** The name shown for a group DM. */
@@ -812,8 +881,21 @@ export class ChatSession {
     this.voice.ready((extra.servers ?? []) as Array<{ voice_states?: VoiceState[] }>);
     for (const group of this.communities.groupDms) for (const user of group.recipients ?? []) this.contacts.put(user);
     this.#applyRoute(false);
-    if (this.linked) this.#drain();
-    else void this.#pendingOnline();
+    if (this.linked) {
+      this.#drain();
+      void this.#crawler.connected();
+    } else void this.#pendingOnline();
+  }
+
+  /** The channels and groups whose history search may read: the one on screen first. */
+  #crawlChannels(): string[] {
+    if (!this.linked) return [];
+    const readable = this.communities.servers.flatMap((s) =>
+      s.channels.filter((c) => c.kind !== 'category' && has(channelPermissions(s, c), P.VIEW_CHANNEL)).map((c) => c.id),
+    );
+    const all = [...readable, ...this.communities.groupDms.map((g) => g.id)];
+    const shown = this.activeChannel;
+    return shown && all.includes(shown) ? [shown, ...all.filter((c) => c !== shown)] : all;
   }
 
   #drain(): void {
@@ -890,6 +972,8 @@ export class ChatSession {
           this.#community(t, d);
           // Who reads a channel may have changed: the engine asks again before its next send.
           this.#toEngine(t, d);
+          // A channel joined or made readable: its history, for search.
+          if (this.linked) void this.#crawler.kick();
         } else if (CHANNEL_MESSAGE_EVENTS.has(t)) {
           if (t === 'MESSAGE_CREATE') {
             const m = d as { id?: string; channel_id?: string; author_id?: string; thread_id?: string | null; mentions?: Mentions };

@@ -5,6 +5,8 @@ import type {
   ChannelEntry,
   ChannelQuery,
   Conversation,
+  SearchQuery,
+  SearchResults,
   EngineEvent,
   HistoryEntry,
   LinkRequest,
@@ -284,6 +286,23 @@ export class Engine {
   async history(conversation: string, before: number | undefined, limit: number): Promise<HistoryEntry[]> {
     const text = await this.#run((e) => e.history(conversation, before, limit));
     return JSON.parse(text) as HistoryEntry[];
+  }
+
+  /** Searches this device's history; nothing of the query leaves the device. */
+  async search(query: SearchQuery): Promise<SearchResults> {
+    const text = await this.#run((e) => {
+      if (!e.search) throw new Error('the engine predates search; reload the page');
+      return e.search(JSON.stringify(query));
+    });
+    return JSON.parse(text) as SearchResults;
+  }
+
+  /** Reads one more page of a channel's history for search; true when all of it is read. */
+  searchCrawl(channel: string, fresh: boolean): Promise<boolean> {
+    return this.#run((e) => {
+      if (!e.searchCrawl) throw new Error('the engine predates search; reload the page');
+      return e.searchCrawl(channel, fresh, this.#now());
+    });
   }
 
   async conversations(): Promise<Conversation[]> {

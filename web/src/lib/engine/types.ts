@@ -50,6 +50,9 @@ export interface WasmEngine {
   channelUnreact?(channel: string, message: string, emoji: string, now: number): Promise<string | undefined | void>;
   channelHistory?(channel: string, queryJson: string, now: number): Promise<string>;
   channelPins?(channel: string, now: number): Promise<string>;
+  /** Searches this device's history (the query never leaves the device). */
+  search?(queryJson: string): Promise<string>;
+  searchCrawl?(channel: string, fresh: boolean, now: number): Promise<boolean>;
   // Voice (the `voice` feature): media key shares over the pairwise sessions.
   sealVoiceKeys?(channel: string, epoch: number, participantsJson: string, shareJson: string, now: number): Promise<string>;
   openVoiceKey?(keyJson: string, participantsJson: string, now: number): Promise<string>;
@@ -204,6 +207,37 @@ export interface ChannelDraft {
   reply_to?: string;
   thread_id?: string;
   thread_name?: string;
+}
+
+/** A search of this device's history (client-core's `SearchQuery`). */
+export interface SearchQuery {
+  /** Words to find (all of them; the last one may begin a word). Empty: any message the filters keep. */
+  text: string;
+  /** Written by one of these users (anyone when empty). */
+  from?: string[];
+  /** In these DM conversations (every one when absent, none when empty). */
+  dms?: string[];
+  /** In these channels or group DMs (every one when absent, none when empty). */
+  channels?: string[];
+  has?: Array<'link' | 'mention' | 'reply'>;
+  /** Sent before / at or after (Unix milliseconds). */
+  before?: number;
+  after?: number;
+  offset?: number;
+  limit?: number;
+}
+
+/** One message a search found. */
+export type SearchHit = (
+  | { kind: 'dm'; user_id: string; position: number }
+  | { kind: 'channel'; channel_id: string; message_id: string; thread_id: string | null }
+) & { author_id: string; sent_at: number; body: string };
+
+/** What a search found: `total` in all, one page of `hits` (newest first), the words looked for. */
+export interface SearchResults {
+  total: number;
+  hits: SearchHit[];
+  words: string[];
 }
 
 /** Which page of a channel's history to read. */
