@@ -74,6 +74,7 @@ test('search finds messages by word and filter on this device, jumps to them, an
   await expect(panel.getByRole('status')).toHaveText('No results');
 
   // Direct messages: Ann writes to Ben; from his DMs, search finds it and opens it.
+  await a.page.getByRole('navigation', { name: 'Servers' }).getByRole('button', { name: /^Direct messages/ }).click();
   await openDm(a.page, ben);
   await send(a.page, 'Secret: the surprise cake is lemon');
   await b.page.getByRole('navigation', { name: 'Servers' }).getByRole('button', { name: /^Direct messages/ }).click();
