@@ -56,6 +56,9 @@ echo "== Sender Keys: a new device's first message into a channel of 1,000, and 
 "$BIN/copains-bench" --url "$URL" channel-first-message --members "${FIRST_MEMBERS:-1000}" --rounds "${FIRST_ROUNDS:-5}"
 "$BIN/copains-bench" --url "$URL" channel-rotation --members "${ROTATION_MEMBERS:-100}" --rounds "${ROTATION_ROUNDS:-10}"
 
+echo "== private search over 100,000 messages in a client's local store (no server)"
+"$BIN/copains-bench" search --messages "${SEARCH_MESSAGES:-100000}"
+
 echo "== presence fan-out: one member of 1,000 comes online; then 100 together"
 "$BIN/copains-bench" --url "$URL" presence --members "${PRESENCE_MEMBERS:-1000}" --rounds 10 --crowd 100 --server-pid $PID
 

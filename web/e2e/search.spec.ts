@@ -1,6 +1,8 @@
 import type { Page } from '@playwright/test';
 import {
   capture,
+  channelList,
+  expectShell,
   channelMessages,
   composer,
   expect,
@@ -9,8 +11,10 @@ import {
   openDm,
   recordOutgoing,
   send,
+  serverMenu,
   test,
   twoInAServer,
+  unlock,
 } from './fixtures';
 
 /** Opens the search panel from the top bar and searches for `query`. */
@@ -95,6 +99,47 @@ test('search finds messages by word and filter on this device, jumps to them, an
   for (const word of ['Picnic', 'picnic', 'blanket', 'lemon', 'boules', 'filler']) {
     expect(stored.includes(word), `the store shows ${word}`).toBe(false);
   }
+
+  await a.context.close();
+  await b.context.close();
+});
+
+test('what was sent while one was away, in a channel one never opened, is found on coming back', async ({ browser }) => {
+  test.setTimeout(180_000);
+  const { b, a } = await twoInAServer(browser, 'Away');
+  await serverMenu(a.page, 'Create channel');
+  const create = a.page.getByRole('dialog', { name: 'Create channel' });
+  await create.getByLabel('Channel name').fill('news');
+  await create.getByRole('button', { name: 'Create channel' }).click();
+  await expect(a.page.getByRole('heading', { level: 1, name: 'news' })).toBeVisible();
+  await expect(channelList(b.page).getByRole('button', { name: /^news \(text channel\)/ })).toBeVisible({ timeout: 30_000 });
+
+  // Ben closes his tab; Ann writes in #news meanwhile.
+  await b.page.close();
+  await send(a.page, 'The regatta moved to Sunday');
+  await expect(channelMessages(a.page, 'news').getByText('The regatta moved to Sunday')).toBeVisible();
+
+  // Ben comes back to #general. The history of #news is read in the background (never on
+  // screen), and search finds the message.
+  const page = await b.context.newPage();
+  await page.goto('/');
+  await unlock(page);
+  await expectShell(page);
+  await page.getByRole('navigation', { name: 'Servers' }).getByRole('button', { name: /^Away/ }).click();
+  await expect(page.getByRole('heading', { level: 1, name: 'general' })).toBeVisible();
+  await expect
+    .poll(
+      async () => {
+        await search(page, 'regatta');
+        return page.getByRole('complementary', { name: 'Search' }).getByRole('status').textContent();
+      },
+      { timeout: 30_000 },
+    )
+    .toBe('1 result');
+  await expect(results(page).first()).toContainText('#news');
+  await results(page).first().getByRole('button').click();
+  await expect(page.getByRole('heading', { level: 1, name: 'news' })).toBeVisible();
+  await expect(channelMessages(page, 'news').getByText('The regatta moved to Sunday')).toBeInViewport();
 
   await a.context.close();
   await b.context.close();

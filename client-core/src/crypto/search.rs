@@ -36,10 +36,29 @@ pub const BLOCK: u32 = 4096;
 /// Longer words are cut to this many characters (in the index and in queries alike).
 pub const WORD_MAX_CHARS: usize = 40;
 /// Distinct words indexed per message at most (the rest of a very long one is not).
-pub const WORDS_PER_DOC_MAX: usize = 1000;
+pub const WORDS_PER_DOC_MAX: usize = 500;
+/// Words new to the index that one message adds to the dictionary at most (the others are
+/// found whole, not by their beginning): a message of junk words costs a bounded rewrite.
+pub const NEW_WORDS_LISTED_MAX: usize = 64;
+/// Words one dictionary bucket (two first characters) lists at most.
+pub const BUCKET_MAX: usize = 4096;
 /// Words the last word of a query may stand for as a beginning.
 pub const PREFIX_EXPANSION_MAX: usize = 64;
 const DOC_BYTES: usize = 34;
+
+/// Replies of one thread noted at most (to retire them with the thread's first message).
+pub const THREAD_REPLIES_MAX: usize = 10_000;
+
+/// What the index holds of a channel message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelDoc {
+    /// The document of its current version.
+    pub number: u32,
+    /// Which version: its edit time, `i64::MIN` for the original.
+    pub version: i64,
+    /// It was deleted (its document is retired, and it is not indexed again).
+    pub deleted: bool,
+}
 
 /// What a message has, as bits of [`Doc::flags`].
 pub mod has {
@@ -231,7 +250,7 @@ fn varints(bytes: &[u8]) -> Result<Vec<u32>, VaultError> {
 
 /// The documents of a postings block (deltas from the block's first number).
 fn decode_block(block: u32, bytes: &[u8]) -> Result<Vec<u32>, VaultError> {
-    let mut at = block * BLOCK;
+    let mut at = block.checked_mul(BLOCK).ok_or(VaultError::Corrupt)?;
     let mut out = Vec::new();
     for (i, d) in varints(bytes)?.into_iter().enumerate() {
         at = if i == 0 { at.checked_add(d) } else { at.checked_add(d).filter(|_| d > 0) }.ok_or(VaultError::Corrupt)?;
@@ -281,21 +300,33 @@ impl<'a> SearchIndex<'a> {
         Ok(self.get_u64("n").await?.unwrap_or(0).try_into().map_err(|_| VaultError::Corrupt)?)
     }
 
-    /// Adds a message with its text and returns its document number.
+    /// Adds a message with its text and returns its document number. Everything the
+    /// document changes is read first and written together, so a failed read leaves the
+    /// index as it was.
     pub async fn add(&mut self, doc: Doc, text: &str) -> Result<u32, VaultError> {
         let number = self.count().await?;
         let next = number.checked_add(1).ok_or_else(|| VaultError::Backend("the search index is full".into()))?;
-        self.write_doc(number, &doc).await?;
+        let mut writes: Vec<(String, Vec<u8>)> = Vec::new();
+        writes.push(self.doc_write(number, &doc).await?);
         let mut seen = HashSet::new();
+        let mut new_words: Vec<String> = Vec::new();
         for word in words(text) {
             if seen.len() >= WORDS_PER_DOC_MAX {
                 break;
             }
             if seen.insert(word.clone()) {
-                self.post(&word, number).await?;
+                let (head, block, first) = self.post_writes(&word, number).await?;
+                writes.extend(head);
+                writes.extend(block);
+                if first && new_words.len() < NEW_WORDS_LISTED_MAX {
+                    new_words.push(word);
+                }
             }
         }
-        self.vault.put(NS, b"n", &u64::from(next).to_le_bytes()).await?;
+        writes.extend(self.dictionary_writes(&new_words).await?);
+        writes.push(("n".to_owned(), u64::from(next).to_le_bytes().to_vec()));
+        let records: Vec<(&[u8], &[u8])> = writes.iter().map(|(k, v)| (k.as_bytes(), v.as_slice())).collect();
+        self.vault.put_many(NS, &records).await?;
         if let Some(docs) = self.docs.as_mut() {
             if docs.len() == number as usize {
                 docs.push(doc);
@@ -322,7 +353,8 @@ impl<'a> SearchIndex<'a> {
         Ok(())
     }
 
-    async fn write_doc(&self, number: u32, doc: &Doc) -> Result<(), VaultError> {
+    /// The document table's record with `doc` at `number` (the next one).
+    async fn doc_write(&self, number: u32, doc: &Doc) -> Result<(String, Vec<u8>), VaultError> {
         let key = format!("d/{}", number / CHUNK);
         let mut chunk = self.vault.get(NS, key.as_bytes()).await?.unwrap_or_default();
         let at = (number % CHUNK) as usize * DOC_BYTES;
@@ -331,49 +363,70 @@ impl<'a> SearchIndex<'a> {
         }
         chunk.resize(at + DOC_BYTES, 0);
         doc.encode(&mut chunk[at..]);
-        self.vault.put(NS, key.as_bytes(), &chunk).await
+        Ok((key, chunk))
     }
 
-    async fn post(&self, word: &str, number: u32) -> Result<(), VaultError> {
+    /// The records that put document `number` in `word`'s postings (its list of blocks when
+    /// a block starts, and the block), and whether the word is new to the index.
+    async fn post_writes(
+        &self,
+        word: &str,
+        number: u32,
+    ) -> Result<(Option<(String, Vec<u8>)>, Option<(String, Vec<u8>)>, bool), VaultError> {
         let block = number / BLOCK;
         let head_key = format!("h/{word}");
         let mut blocks = match self.vault.get(NS, head_key.as_bytes()).await? {
             Some(raw) => varints(&raw)?,
             None => Vec::new(),
         };
-        if blocks.last() != Some(&block) {
-            if blocks.is_empty() {
-                self.list_in_dictionary(word).await?;
-            }
+        let first = blocks.is_empty();
+        let head = if blocks.last() != Some(&block) {
             blocks.push(block);
             let mut raw = Vec::with_capacity(blocks.len() * 2);
             blocks.iter().for_each(|b| put_varint(&mut raw, *b));
-            self.vault.put(NS, head_key.as_bytes(), &raw).await?;
-        }
+            Some((head_key, raw))
+        } else {
+            None
+        };
         let block_key = format!("p/{word}/{block}");
         let mut raw = self.vault.get(NS, block_key.as_bytes()).await?.unwrap_or_default();
-        let last = decode_block(block, &raw)?.last().copied();
-        let delta = match last {
+        let delta = match decode_block(block, &raw)?.last().copied() {
             None => number - block * BLOCK,
             Some(l) if l < number => number - l,
             // Already there (the same document twice): nothing to add.
-            Some(_) => return Ok(()),
+            Some(_) => return Ok((head, None, first)),
         };
         put_varint(&mut raw, delta);
-        self.vault.put(NS, block_key.as_bytes(), &raw).await
+        Ok((head, Some((block_key, raw)), first))
     }
 
-    async fn list_in_dictionary(&self, word: &str) -> Result<(), VaultError> {
-        let Some(bucket) = bucket_of(word) else { return Ok(()) };
-        let key = format!("w/{bucket}");
-        let raw = self.vault.get(NS, key.as_bytes()).await?.unwrap_or_default();
-        let text = String::from_utf8(raw).map_err(|_| VaultError::Corrupt)?;
-        let mut list: BTreeSet<&str> = text.split('\n').filter(|w| !w.is_empty()).collect();
-        if list.insert(word) {
-            let joined = list.into_iter().collect::<Vec<_>>().join("\n");
-            self.vault.put(NS, key.as_bytes(), joined.as_bytes()).await?;
+    /// The dictionary buckets with `new` words listed (each bucket written once; a full one
+    /// takes no more: its words are still found whole, not by their beginning).
+    async fn dictionary_writes(&self, new: &[String]) -> Result<Vec<(String, Vec<u8>)>, VaultError> {
+        let mut buckets: std::collections::BTreeMap<String, Vec<&str>> = std::collections::BTreeMap::new();
+        for word in new {
+            if let Some(bucket) = bucket_of(word) {
+                buckets.entry(bucket).or_default().push(word);
+            }
         }
-        Ok(())
+        let mut out = Vec::with_capacity(buckets.len());
+        for (bucket, words) in buckets {
+            let key = format!("w/{bucket}");
+            let raw = self.vault.get(NS, key.as_bytes()).await?.unwrap_or_default();
+            let text = String::from_utf8(raw).map_err(|_| VaultError::Corrupt)?;
+            let mut list: BTreeSet<&str> = text.split('\n').filter(|w| !w.is_empty()).collect();
+            let before = list.len();
+            for w in words {
+                if list.len() >= BUCKET_MAX {
+                    break;
+                }
+                list.insert(w);
+            }
+            if list.len() != before {
+                out.push((key, list.into_iter().collect::<Vec<_>>().join("\n").into_bytes()));
+            }
+        }
+        Ok(out)
     }
 
     /// The documents holding `word`, in order.
@@ -394,8 +447,10 @@ impl<'a> SearchIndex<'a> {
         if let Some(bucket) = word.chars().nth(1).map(|_| word.chars().take(2).collect::<String>()) {
             if let Some(raw) = self.vault.get(NS, format!("w/{bucket}").as_bytes()).await? {
                 let text = String::from_utf8(raw).map_err(|_| VaultError::Corrupt)?;
-                let longer = text.split('\n').filter(|w| w.len() > word.len() && w.starts_with(word));
-                for other in longer.take(PREFIX_EXPANSION_MAX) {
+                // The closest completions first (the shortest words).
+                let mut longer: Vec<&str> = text.split('\n').filter(|w| w.len() > word.len() && w.starts_with(word)).collect();
+                longer.sort_by_key(|w| (w.len(), *w));
+                for other in longer.into_iter().take(PREFIX_EXPANSION_MAX) {
                     all.extend(self.postings(other).await?);
                 }
                 all.sort_unstable();
@@ -440,18 +495,17 @@ impl<'a> SearchIndex<'a> {
     ) -> Result<(usize, Vec<(u32, Doc)>), VaultError> {
         self.load().await?;
         let mut terms = words(text);
-        let mut seen = HashSet::new();
-        terms.retain(|t| seen.insert(t.clone()));
         if terms.is_empty() && !text.trim().is_empty() {
             // Only punctuation: no word to look for.
             return Ok((0, Vec::new()));
         }
         // Unless the text ends with a space, its last word may be the beginning of one.
-        let open_end = !text.ends_with(char::is_whitespace);
+        let prefix = terms.last().cloned().filter(|_| !text.ends_with(char::is_whitespace));
+        let mut seen = HashSet::new();
+        terms.retain(|t| seen.insert(t.clone()));
         let mut lists = Vec::with_capacity(terms.len());
-        for (i, term) in terms.iter().enumerate() {
-            let list =
-                if open_end && i + 1 == terms.len() { self.postings_from(term).await? } else { self.postings(term).await? };
+        for term in &terms {
+            let list = if prefix.as_ref() == Some(term) { self.postings_from(term).await? } else { self.postings(term).await? };
             if list.is_empty() {
                 return Ok((0, Vec::new()));
             }
@@ -477,22 +531,46 @@ impl<'a> SearchIndex<'a> {
         self.vault.get(NS, key.as_bytes()).await
     }
 
-    /// The document of a channel message and the version it holds (its edit time, 0 for the
-    /// original).
-    pub async fn channel_doc(&self, message: MessageId) -> Result<Option<(u32, i64)>, VaultError> {
+    /// What the index holds of a channel message: its document and version, or that it was
+    /// deleted.
+    pub async fn channel_doc(&self, message: MessageId) -> Result<Option<ChannelDoc>, VaultError> {
         let Some(raw) = self.small(&format!("c/{message}")).await? else { return Ok(None) };
-        if raw.len() != 12 {
+        if raw.len() != 13 {
             return Err(VaultError::Corrupt);
         }
-        let number = u32::from_le_bytes(raw[..4].try_into().expect("4 bytes"));
-        Ok(Some((number, i64::from_le_bytes(raw[4..].try_into().expect("8 bytes")))))
+        Ok(Some(ChannelDoc {
+            number: u32::from_le_bytes(raw[..4].try_into().expect("4 bytes")),
+            version: i64::from_le_bytes(raw[4..12].try_into().expect("8 bytes")),
+            deleted: raw[12] != 0,
+        }))
     }
 
-    /// Notes the document of a channel message's version.
-    pub async fn set_channel_doc(&self, message: MessageId, number: u32, version: i64) -> Result<(), VaultError> {
-        let mut raw = number.to_le_bytes().to_vec();
-        raw.extend_from_slice(&version.to_le_bytes());
+    /// Notes what the index holds of a channel message.
+    pub async fn set_channel_doc(&self, message: MessageId, doc: ChannelDoc) -> Result<(), VaultError> {
+        let mut raw = doc.number.to_le_bytes().to_vec();
+        raw.extend_from_slice(&doc.version.to_le_bytes());
+        raw.push(u8::from(doc.deleted));
         self.vault.put(NS, format!("c/{message}").as_bytes(), &raw).await
+    }
+
+    /// The replies indexed in the thread `thread` starts (up to [`THREAD_REPLIES_MAX`]).
+    pub async fn thread_replies(&self, thread: MessageId) -> Result<Vec<MessageId>, VaultError> {
+        let Some(raw) = self.small(&format!("t/{thread}")).await? else { return Ok(Vec::new()) };
+        if raw.len() % 8 != 0 {
+            return Err(VaultError::Corrupt);
+        }
+        Ok(raw.chunks_exact(8).map(|c| MessageId(i64::from_le_bytes(c.try_into().expect("8 bytes")))).collect())
+    }
+
+    /// Notes a reply of the thread `thread` starts (its deletion deletes the replies).
+    pub async fn add_thread_reply(&self, thread: MessageId, reply: MessageId) -> Result<(), VaultError> {
+        let key = format!("t/{thread}");
+        let mut raw = self.small(&key).await?.unwrap_or_default();
+        if raw.len() / 8 >= THREAD_REPLIES_MAX {
+            return Ok(());
+        }
+        raw.extend_from_slice(&reply.get().to_le_bytes());
+        self.vault.put(NS, key.as_bytes(), &raw).await
     }
 
     /// How far the history of a DM conversation is indexed (entries before this position).

@@ -107,8 +107,48 @@ const DEVICE_NAMESPACES: &[&str] = &[
     "channel_pending",
 ];
 
-/// Records kept opened in memory before the read cache is emptied.
-const CACHE_MAX: usize = 4096;
+/// Records kept opened in memory per generation of the read cache (see [`ReadCache`]).
+const CACHE_MAX: usize = 8192;
+
+/// Opened records (and known absences) by slot, in two generations: when the newer one is
+/// full it becomes the older one, and what is read from the older one moves back into the
+/// newer. What is used often stays (an approximate LRU at the cost of two maps), where
+/// emptying the whole cache when full would throw the session and identity records away in
+/// the middle of a history page's worth of search-index records.
+#[derive(Default)]
+struct ReadCache {
+    new: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    old: HashMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl ReadCache {
+    fn get(&mut self, slot: &[u8]) -> Option<Option<Vec<u8>>> {
+        if let Some(hit) = self.new.get(slot) {
+            return Some(hit.clone());
+        }
+        let (slot, hit) = self.old.remove_entry(slot)?;
+        self.insert(slot, hit.clone());
+        Some(hit)
+    }
+
+    fn insert(&mut self, slot: Vec<u8>, value: Option<Vec<u8>>) {
+        if self.new.len() >= CACHE_MAX && !self.new.contains_key(&slot) {
+            self.old = std::mem::take(&mut self.new);
+        }
+        self.old.remove(&slot);
+        self.new.insert(slot, value);
+    }
+
+    fn remove(&mut self, slot: &[u8]) {
+        self.new.remove(slot);
+        self.old.remove(slot);
+    }
+
+    fn clear(&mut self) {
+        self.new.clear();
+        self.old.clear();
+    }
+}
 
 /// An opened vault.
 pub struct Vault {
@@ -120,7 +160,7 @@ pub struct Vault {
     /// Opened records (and known absences) by slot. The vault has one owner, so the cache
     /// stays true; it spares a read and an AEAD open for every session and identity lookup
     /// that libsignal makes per message. Writes go through to the backend at once.
-    cache: RefCell<HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    cache: RefCell<ReadCache>,
     /// While a batch is open ([`Vault::begin_batch`]): the writes not yet in the backend, by
     /// slot (the opened value and the sealed one; `None` for a delete).
     pending: RefCell<Option<PendingWrites>>,
@@ -199,7 +239,7 @@ impl Vault {
             cipher,
             names,
             device: std::cell::Cell::new(None),
-            cache: RefCell::new(HashMap::new()),
+            cache: RefCell::new(ReadCache::default()),
             pending: RefCell::new(None),
         };
         match vault.get(CHECK_NS, b"check").await? {
@@ -252,8 +292,8 @@ impl Vault {
         if let Some(pending) = self.pending.borrow().as_ref().and_then(|p| p.get(&slot)) {
             return Ok(pending.as_ref().map(|(value, _)| value.clone()));
         }
-        if let Some(hit) = self.cache.borrow().get(&slot) {
-            return Ok(hit.clone());
+        if let Some(hit) = self.cache.borrow_mut().get(&slot) {
+            return Ok(hit);
         }
         let value = match self.backend.get(&slot).await? {
             None => None,
@@ -264,11 +304,7 @@ impl Vault {
     }
 
     fn remember(&self, slot: Vec<u8>, value: Option<Vec<u8>>) {
-        let mut cache = self.cache.borrow_mut();
-        if cache.len() >= CACHE_MAX && !cache.contains_key(&slot) {
-            cache.clear();
-        }
-        cache.insert(slot, value);
+        self.cache.borrow_mut().insert(slot, value);
     }
 
     fn seal(&self, slot: &[u8], value: &[u8]) -> Result<Vec<u8>, VaultError> {

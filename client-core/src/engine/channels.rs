@@ -755,9 +755,11 @@ impl<T: Transport> Engine<T> {
         result
     }
 
-    async fn commit_after_send(&self) {
+    async fn commit_after_send(&mut self) {
         if let Err(e) = self.device.vault().commit_batch().await {
             tracing::warn!(error = %e, "could not keep a channel write in the store");
+            // The index's table in memory may hold documents that were not written.
+            self.search_docs = None;
         }
     }
 
@@ -1352,7 +1354,7 @@ impl<T: Transport> Engine<T> {
             }
         }
         if let (EntryState::Ok, Some(p)) = (state, &plain) {
-            self.index_channel_message(m, &p.body, p.thread_name.as_deref(), p.reply_to.is_some()).await?;
+            self.index_channel_message(m, &p.body, p.thread_name.as_deref(), p.reply_to.is_some()).await;
         }
         let (body, reply_to, thread_name) = match plain {
             Some(p) => (p.body, p.reply_to, p.thread_name),
@@ -1413,7 +1415,11 @@ impl<T: Transport> Engine<T> {
                 }
             }
         }
-        self.device.vault().commit_batch().await?;
+        if let Err(e) = self.device.vault().commit_batch().await {
+            // The index's table in memory may hold documents that were not written.
+            self.search_docs = None;
+            return Err(e.into());
+        }
         match failure {
             Some(e) => Err(e),
             None => Ok(out),
@@ -1465,6 +1471,10 @@ impl<T: Transport> Engine<T> {
             }
             event_name::MESSAGE_DELETE => {
                 let gone: MessageDeleted = serde_json::from_value(data).map_err(invalid)?;
+                // Only a message of the channel the event names.
+                if self.meta(gone.id).await?.is_some_and(|m| m.channel_id != gone.channel_id) {
+                    return Ok(());
+                }
                 self.device.vault().delete(META_NS, gone.id.to_string().as_bytes()).await?;
                 self.unindex_channel_message(gone.id).await?;
                 self.events.push((Incoming::ChannelMessageDeleted { channel: gone.channel_id, id: gone.id }, None));

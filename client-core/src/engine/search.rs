@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Engine, HistoryEntry, MessagingError, Transport};
 use crate::channel_messages::{ChannelMessage, Mentions, HISTORY_PAGE_MAX};
-use crate::crypto::search::{has, text_flags, words, Doc, Filter, Place, SearchIndex};
+use crate::crypto::search::{has, text_flags, words, ChannelDoc, Doc, Filter, Place, SearchIndex};
 use crate::crypto::History;
 use crate::crypto::VaultError;
 use crate::ids::{ChannelId, MessageId, UserId};
@@ -36,7 +36,15 @@ struct Crawl {
     newest: Option<MessageId>,
     oldest: Option<MessageId>,
     complete: bool,
+    /// Messages read that start threads, whose replies are still to read.
+    #[serde(default)]
+    threads: Vec<MessageId>,
 }
+
+/// Threads whose replies one crawl step reads.
+const THREADS_PER_STEP: usize = 5;
+/// Threads waiting to be read, per channel, at most.
+const THREADS_QUEUED_MAX: usize = 1_000;
 
 /// What a message must have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +136,9 @@ pub struct SearchResults {
     pub hits: Vec<SearchHit>,
     /// The query's words as they were looked for (to highlight them).
     pub words: Vec<String>,
+    /// The `offset` of the next page (results whose message is gone are skipped, so this is
+    /// not always `offset + hits.len()`).
+    pub next_offset: u32,
 }
 
 impl<T: Transport> Engine<T> {
@@ -154,6 +165,7 @@ impl<T: Transport> Engine<T> {
         let (total, docs) = SearchIndex::new(self.device.vault(), &mut self.search_docs)
             .search(&text, &filter, query.offset as usize, limit)
             .await?;
+        let next_offset = query.offset.saturating_add(docs.len() as u32);
         let mut hits = Vec::with_capacity(docs.len());
         for (_, doc) in docs {
             if let Some(hit) = self.hit(&doc).await? {
@@ -162,7 +174,7 @@ impl<T: Transport> Engine<T> {
         }
         let mut found = words(&text);
         found.dedup();
-        Ok(SearchResults { total: total.try_into().unwrap_or(u32::MAX), hits, words: found })
+        Ok(SearchResults { total: total.try_into().unwrap_or(u32::MAX), hits, words: found, next_offset })
     }
 
     /// A document as a result, with its message's text as it is now (`None` if it is gone).
@@ -239,22 +251,31 @@ impl<T: Transport> Engine<T> {
         Ok(())
     }
 
-    /// Indexes a channel message's version as read (once; a later version retires it).
-    pub(super) async fn index_channel_message(
+    /// Indexes a channel message's version as read (once; a later version retires it). An
+    /// index that cannot be written does not keep the message from being read: it is only
+    /// missing from the results.
+    pub(super) async fn index_channel_message(&mut self, m: &ChannelMessage, body: &str, thread_name: Option<&str>, reply: bool) {
+        if let Err(e) = self.try_index_channel_message(m, body, thread_name, reply).await {
+            tracing::warn!(error = %e, message = %m.id, "a message could not be added to the search index");
+            self.search_docs = None;
+        }
+    }
+
+    async fn try_index_channel_message(
         &mut self,
         m: &ChannelMessage,
         body: &str,
         thread_name: Option<&str>,
         reply: bool,
-    ) -> Result<(), MessagingError> {
-        let version = m.edited_at.unwrap_or(0);
+    ) -> Result<(), VaultError> {
+        let version = m.edited_at.unwrap_or(i64::MIN);
         let mut index = SearchIndex::new(self.device.vault(), &mut self.search_docs);
         let known = index.channel_doc(m.id).await?;
-        if known.is_some_and(|(_, v)| v >= version) {
+        if known.is_some_and(|k| k.deleted || k.version >= version) {
             return Ok(());
         }
-        if let Some((old, _)) = known {
-            index.retire(old).await?;
+        if let Some(old) = known {
+            index.retire(old.number).await?;
         }
         let mut flags = text_flags(body);
         if !Mentions::in_text(body).is_empty() {
@@ -276,7 +297,10 @@ impl<T: Transport> Engine<T> {
             live: true,
         };
         let number = index.add(doc, &text).await?;
-        index.set_channel_doc(m.id, number, version).await?;
+        index.set_channel_doc(m.id, ChannelDoc { number, version, deleted: false }).await?;
+        if let (Some(thread), None) = (m.thread_id, known) {
+            index.add_thread_reply(thread, m.id).await?;
+        }
         Ok(())
     }
 
@@ -299,6 +323,19 @@ impl<T: Transport> Engine<T> {
             None => Crawl::default(),
         };
         let limit = HISTORY_PAGE_MAX;
+        // Threads first, a few per step: the newest replies of each.
+        if !crawl.threads.is_empty() {
+            let take = crawl.threads.len().min(THREADS_PER_STEP);
+            for starter in crawl.threads.drain(..take).collect::<Vec<_>>() {
+                let path = format!("/api/v1/channels/{channel}/messages?limit={limit}&thread_id={starter}");
+                let mut replies: Vec<ChannelMessage> = self.api("GET", &path, None::<&()>).await?;
+                replies.retain(|m| m.channel_id == channel && m.thread_id == Some(starter));
+                replies.sort_by_key(|m| m.id);
+                self.read_batch(&replies).await?;
+            }
+            self.keep_crawl(&key, &crawl).await?;
+            return Ok(false);
+        }
         let forward = !self.search_caught_up.contains(&channel);
         let path = match (crawl.newest, crawl.oldest) {
             (None, _) => format!("/api/v1/channels/{channel}/messages?limit={limit}"),
@@ -307,16 +344,26 @@ impl<T: Transport> Engine<T> {
             _ => return Ok(true),
         };
         let mut page: Vec<ChannelMessage> = self.api("GET", &path, None::<&()>).await?;
-        page.retain(|m| m.channel_id == channel && m.thread_id.is_none());
+        // Only what lies beyond the cursor: a server that serves the same page again ends
+        // the walk instead of keeping it going.
+        page.retain(|m| {
+            m.channel_id == channel
+                && m.thread_id.is_none()
+                && match (crawl.newest, crawl.oldest) {
+                    (None, _) => true,
+                    (Some(newest), _) if forward => m.id > newest,
+                    (_, Some(oldest)) => m.id < oldest,
+                    _ => false,
+                }
+        });
         page.sort_by_key(|m| m.id);
+        page.dedup_by_key(|m| m.id);
         let short = page.len() < limit;
         self.read_batch(&page).await?;
         for starter in page.iter().filter(|m| m.thread_count > 0) {
-            let path = format!("/api/v1/channels/{channel}/messages?limit={limit}&thread_id={}", starter.id);
-            let mut replies: Vec<ChannelMessage> = self.api("GET", &path, None::<&()>).await?;
-            replies.retain(|m| m.channel_id == channel && m.thread_id == Some(starter.id));
-            replies.sort_by_key(|m| m.id);
-            self.read_batch(&replies).await?;
+            if crawl.threads.len() < THREADS_QUEUED_MAX {
+                crawl.threads.push(starter.id);
+            }
         }
         let (first, last) = (page.first().map(|m| m.id), page.last().map(|m| m.id));
         match (crawl.newest, forward) {
@@ -337,18 +384,25 @@ impl<T: Transport> Engine<T> {
                 crawl.complete = short;
             }
         }
-        let raw = serde_json::to_vec(&crawl).map_err(|e| MessagingError::Transport(e.to_string()))?;
-        self.device.vault().put(CRAWL_NS, key.as_bytes(), &raw).await?;
-        Ok(crawl.complete && self.search_caught_up.contains(&channel))
+        self.keep_crawl(&key, &crawl).await?;
+        Ok(crawl.complete && crawl.threads.is_empty() && self.search_caught_up.contains(&channel))
     }
 
-    /// A deleted channel message leaves the results (and is not indexed again).
+    async fn keep_crawl(&self, key: &str, crawl: &Crawl) -> Result<(), MessagingError> {
+        let raw = serde_json::to_vec(crawl).map_err(|e| MessagingError::Transport(e.to_string()))?;
+        self.device.vault().put(CRAWL_NS, key.as_bytes(), &raw).await?;
+        Ok(())
+    }
+
+    /// A deleted channel message leaves the results (with the replies of the thread it
+    /// starts, which go with it), and is not indexed again.
     pub(super) async fn unindex_channel_message(&mut self, id: MessageId) -> Result<(), MessagingError> {
         let mut index = SearchIndex::new(self.device.vault(), &mut self.search_docs);
-        if let Some((number, version)) = index.channel_doc(id).await? {
-            if version != i64::MAX {
-                index.retire(number).await?;
-                index.set_channel_doc(id, number, i64::MAX).await?;
+        let replies = index.thread_replies(id).await?;
+        for message in std::iter::once(id).chain(replies) {
+            if let Some(known) = index.channel_doc(message).await?.filter(|k| !k.deleted) {
+                index.retire(known.number).await?;
+                index.set_channel_doc(message, ChannelDoc { deleted: true, ..known }).await?;
             }
         }
         Ok(())

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { Crawler } from './crawler';
 
 describe('the history reader for search', () => {
-  it('reads every channel a page at a time, fresh once per connection, and skips failures', async () => {
+  it('reads every channel a page at a time in turns, fresh once per connection, and skips failures', async () => {
     const calls: string[] = [];
     let pagesLeft: Record<string, number> = { a: 3, b: 1, c: 2 };
     const engine = {
@@ -16,7 +16,7 @@ describe('the history reader for search', () => {
     let channels = ['a', 'b', 'c'];
     const crawler = new Crawler(engine, () => channels, { sleep: async () => {} });
     await crawler.connected();
-    expect(calls).toEqual(['a*', 'a', 'a', 'b*', 'c*']);
+    expect(calls).toEqual(['a*', 'b*', 'c*', 'a', 'a']);
 
     // A new channel: only it is read; done and failed ones wait for the next connection.
     calls.length = 0;

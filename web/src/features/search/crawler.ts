@@ -62,27 +62,23 @@ export class Crawler {
   }
 
   async #loop(): Promise<void> {
-    do {
+    // One page of each channel in turn: a long history does not hold the others back.
+    for (;;) {
       this.#again = false;
-      for (const channel of this.#channels()) {
+      const due = this.#channels().filter((c) => !this.#done.has(c) && !this.#failed.has(c));
+      if (due.length === 0 && !this.#again) return;
+      for (const channel of due) {
         if (this.#stopped) return;
-        if (this.#done.has(channel) || this.#failed.has(channel)) continue;
         try {
-          for (;;) {
-            const fresh = !this.#fresh.has(channel);
-            this.#fresh.add(channel);
-            const all = await this.#engine.searchCrawl(channel, fresh);
-            if (this.#stopped) return;
-            await this.#sleep(this.#pauseMs);
-            if (all) {
-              this.#done.add(channel);
-              break;
-            }
-          }
+          const fresh = !this.#fresh.has(channel);
+          this.#fresh.add(channel);
+          if (await this.#engine.searchCrawl(channel, fresh)) this.#done.add(channel);
         } catch {
           this.#failed.add(channel);
         }
+        if (this.#stopped) return;
+        await this.#sleep(this.#pauseMs);
       }
-    } while (this.#again && !this.#stopped);
+    }
   }
 }

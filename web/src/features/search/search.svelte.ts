@@ -33,6 +33,11 @@ export interface SearchPlaces {
 
 export const RESULTS_PER_PAGE = 25;
 
+/** One key per message found. */
+export function hitKey(hit: SearchHit): string {
+  return hit.kind === 'dm' ? `dm:${hit.user_id}:${hit.position}` : `ch:${hit.message_id}`;
+}
+
 function same(a: string, b: string): boolean {
   return a.localeCompare(b, undefined, { sensitivity: 'accent' }) === 0;
 }
@@ -66,6 +71,7 @@ export class Search {
   readonly #engine: { search(query: SearchQuery): Promise<SearchResults> };
   readonly #places: SearchPlaces;
   #query: SearchQuery | null = null;
+  #nextOffset = 0;
   #seq = 0;
 
   constructor(engine: { search(query: SearchQuery): Promise<SearchResults> }, places: SearchPlaces) {
@@ -96,6 +102,7 @@ export class Search {
     this.searched = false;
     this.loading = false;
     this.#query = null;
+    this.#nextOffset = 0;
   }
 
   /** The query for what is typed, or a sentence saying what is wrong with it. */
@@ -149,8 +156,13 @@ export class Search {
 
   /** The next page of results. */
   async more(): Promise<void> {
-    if (!this.#query || this.loading || this.hits.length >= this.total) return;
-    await this.#fetch({ ...this.#query, offset: this.hits.length }, true);
+    if (!this.#query || this.loading || !this.hasMore) return;
+    await this.#fetch({ ...this.#query, offset: this.#nextOffset }, true);
+  }
+
+  /** More results than those shown. */
+  get hasMore(): boolean {
+    return this.#nextOffset < this.total;
   }
 
   async #fetch(query: SearchQuery, append: boolean): Promise<void> {
@@ -159,8 +171,11 @@ export class Search {
     try {
       const found = await this.#engine.search(query);
       if (seq !== this.#seq) return;
-      this.hits = append ? [...this.hits, ...found.hits] : found.hits;
+      // A message that came between two pages shifts them: nothing is shown twice.
+      const shown = new Set(append ? this.hits.map(hitKey) : []);
+      this.hits = append ? [...this.hits, ...found.hits.filter((h) => !shown.has(hitKey(h)))] : found.hits;
       this.total = found.total;
+      this.#nextOffset = found.next_offset;
       this.words = found.words;
       this.error = null;
       this.searched = true;

@@ -38,7 +38,9 @@ function engine() {
         sent_at: 1000 - offset - i,
         body: 'picnic',
       }));
-      return { total: 30, hits, words: ['picnic'] };
+      // One result's message is gone: the page is one short, the next offset says where to go on.
+      const kept = offset === 0 ? hits.filter((h) => h.message_id !== '103') : hits;
+      return { total: 30, hits: kept, words: ['picnic'], next_offset: offset + hits.length };
     },
   };
 }
@@ -53,10 +55,13 @@ describe('the search panel', () => {
     s.input = 'picnic from:"alice martin" in:#random has:link';
     await s.run();
     expect(e.asked[0]).toEqual({ text: 'picnic', limit: 25, has: ['link'], from: ['1'], channels: ['11'], dms: [] });
-    expect(s.hits).toHaveLength(25);
+    expect(s.hits).toHaveLength(24);
+    expect(s.hasMore).toBe(true);
     await s.more();
     expect(e.asked[1]).toMatchObject({ offset: 25 });
-    expect(s.hits).toHaveLength(30);
+    expect(s.hits).toHaveLength(29);
+    expect(new Set(s.hits.map((h) => (h.kind === 'channel' ? h.message_id : ''))).size).toBe(29);
+    expect(s.hasMore).toBe(false);
     await s.more();
     expect(e.asked).toHaveLength(2);
   });

@@ -6,7 +6,7 @@
  */
 
 import { CommunityApi } from '../../lib/api/communities';
-import type { Channel, Member, MemberRemoved, ReadState, Removed, Role, Server, ServerState } from '../../lib/api/types';
+import type { Channel, Member, MemberRemoved, PublicUser, ReadState, Removed, Role, Server, ServerState } from '../../lib/api/types';
 import { compareIds } from '../channels/timeline';
 import { P, channelPermissions, has } from './permissions';
 
@@ -75,6 +75,19 @@ export class Communities {
   }
 
   /** A channel of a server or a group DM, with its server's state. */
+  /** A user as the loaded member lists and group DMs know them (nothing is fetched). */
+  knownUser(id: string): PublicUser | undefined {
+    for (const list of Object.values(this.members)) {
+      const found = list.find((m) => m.user.id === id);
+      if (found) return found.user;
+    }
+    for (const group of this.groupDms) {
+      const found = group.recipients?.find((u) => u.id === id);
+      if (found) return found;
+    }
+    return undefined;
+  }
+
   channel(id: string): { channel: Channel; state: ServerState | null } | null {
     for (const s of this.servers) {
       const channel = s.channels.find((c) => c.id === id);

@@ -551,13 +551,24 @@ export class ChatSession {
   /** The places a search's `in:` can name: a server's channels, or the DMs and groups. */
   #searchPlaces(scope: SearchScope): NamedPlace[] {
     if (scope.kind === 'server') {
-      return (this.communities.state(scope.server)?.channels ?? []).filter((c) => c.kind !== 'category').map((c) => ({ name: c.name, channel: c.id }));
+      const state = this.communities.state(scope.server);
+      if (!state) return [];
+      return state.channels
+        .filter((c) => c.kind !== 'category' && has(channelPermissions(state, c), P.VIEW_CHANNEL))
+        .map((c) => ({ name: c.name, channel: c.id }));
     }
     const dms = this.conversations.flatMap((c) => {
       const user = this.contacts.byId[c.user];
       return user ? [{ name: user.username, dm: c.user }, ...(user.display_name ? [{ name: user.display_name, dm: c.user }] : [])] : [];
     });
     return [...dms, ...this.communities.groupDms.map((g) => ({ name: this.groupName(g), channel: g.id }))];
+  }
+
+  /** A user's name from what this page knows already (nothing is fetched). */
+  knownName(user: string): string {
+    if (user === this.session.userId) return this.myName;
+    const known = this.contacts.byId[user] ?? this.communities.knownUser(user);
+    return known ? displayName(known) : 'Someone';
   }
 
   /** Where a search from here looks: the server on screen, or the direct messages. */

@@ -238,6 +238,8 @@ export interface SearchResults {
   total: number;
   hits: SearchHit[];
   words: string[];
+  /** The offset of the next page (results whose message is gone are skipped). */
+  next_offset: number;
 }
 
 /** Which page of a channel's history to read. */
