@@ -81,7 +81,7 @@ impl Zipf {
 fn message(rng: &mut Rng, zipf: &Zipf, i: usize) -> (Doc, String) {
     let words = 4 + rng.below(27) as usize;
     let mut text: Vec<String> = (0..words).map(|_| word(zipf.sample(rng))).collect();
-    if i % 20 == 0 {
+    if i.is_multiple_of(20) {
         text.push(format!("https://example.org/{}", word(rng.below(VOCABULARY as u64) as usize)));
     }
     let text = text.join(" ");

@@ -297,7 +297,7 @@ impl<'a> SearchIndex<'a> {
 
     /// Documents numbered so far.
     pub async fn count(&self) -> Result<u32, VaultError> {
-        Ok(self.get_u64("n").await?.unwrap_or(0).try_into().map_err(|_| VaultError::Corrupt)?)
+        self.get_u64("n").await?.unwrap_or(0).try_into().map_err(|_| VaultError::Corrupt)
     }
 
     /// Adds a message with its text and returns its document number. Everything the
@@ -522,7 +522,7 @@ impl<'a> SearchIndex<'a> {
             }
             hits.into_iter().filter_map(|n| docs.get(n as usize).map(|d| (n, *d))).filter(|(_, d)| filter.keeps(d)).collect()
         };
-        found.sort_unstable_by(|a, b| (b.1.at, b.0).cmp(&(a.1.at, a.0)));
+        found.sort_unstable_by_key(|(n, d)| std::cmp::Reverse((d.at, *n)));
         let total = found.len();
         Ok((total, found.into_iter().skip(offset).take(limit).collect()))
     }
