@@ -604,28 +604,8 @@ fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::vault::{MemoryBackend, VaultBackend};
-    use async_trait::async_trait;
-
-    #[derive(Clone, Default)]
-    struct Shared(std::rc::Rc<MemoryBackend>);
-
-    #[async_trait(?Send)]
-    impl VaultBackend for Shared {
-        async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, VaultError> {
-            self.0.get(key).await
-        }
-        async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), VaultError> {
-            self.0.put(key, value).await
-        }
-        async fn delete(&self, key: &[u8]) -> Result<(), VaultError> {
-            self.0.delete(key).await
-        }
-    }
-
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().build().expect("runtime").block_on(f)
-    }
+    use crate::crypto::vault::tests::{block_on, Shared};
+    use crate::crypto::vault::MemoryBackend;
 
     fn doc(place: Place, author: i64, at: i64, flags: u8) -> Doc {
         Doc { place, author: UserId(author), at, reference: at as u64, flags, live: true }

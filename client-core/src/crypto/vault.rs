@@ -404,12 +404,12 @@ impl Vault {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A backend that shares its map so a test can reopen the "file" and look inside.
     #[derive(Clone, Default)]
-    struct Shared(std::rc::Rc<MemoryBackend>);
+    pub(crate) struct Shared(pub(crate) std::rc::Rc<MemoryBackend>);
 
     #[async_trait(?Send)]
     impl VaultBackend for Shared {
@@ -424,7 +424,7 @@ mod tests {
         }
     }
 
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread().build().expect("runtime").block_on(f)
     }
 

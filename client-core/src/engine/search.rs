@@ -173,7 +173,8 @@ impl<T: Transport> Engine<T> {
             }
         }
         let mut found = words(&text);
-        found.dedup();
+        let mut seen = std::collections::HashSet::new();
+        found.retain(|w| seen.insert(w.clone()));
         Ok(SearchResults { total: total.try_into().unwrap_or(u32::MAX), hits, words: found, next_offset })
     }
 
@@ -182,7 +183,7 @@ impl<T: Transport> Engine<T> {
         Ok(match doc.place {
             Place::Dm(user) => {
                 let page: Vec<(u64, HistoryEntry)> =
-                    History::new(self.device.vault()).page(&user.to_string(), Some(doc.reference + 1), 1).await?;
+                    History::new(self.device.vault()).page(&user.to_string(), Some(doc.reference.saturating_add(1)), 1).await?;
                 match page.into_iter().next() {
                     Some((position, HistoryEntry::Message(m))) if position == doc.reference => Some(SearchHit {
                         place: HitPlace::Dm { user_id: user, position },
