@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc,
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc,
 };
 use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
@@ -27,7 +27,7 @@ use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCI
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
-    RtpCodecKind,
+    RTCRtpRtxParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
@@ -49,6 +49,10 @@ pub enum Source {
 
 /// The simulcast rids of a camera, lowest layer first.
 pub const CAMERA_RIDS: [&str; 3] = ["q", "h", "f"];
+
+/// VP8's payload type in this peer's offers, and its retransmission stream's (RTX).
+const VP8_PT: u8 = 96;
+const VP8_RTX_PT: u8 = 97;
 
 /// Why the peer could not do something.
 #[derive(Debug, thiserror::Error)]
@@ -152,7 +156,7 @@ fn engine() -> Result<MediaEngine, VoiceError> {
     .map_err(rtc_error)?;
     me.register_codec(
         RTCRtpCodecParameters {
-            payload_type: 96,
+            payload_type: VP8_PT,
             rtp_codec: RTCRtpCodec { mime_type: MIME_TYPE_VP8.into(), clock_rate: 90_000, ..Default::default() },
         },
         RtpCodecKind::Video,
@@ -184,7 +188,10 @@ impl VoicePeer {
         let local = socket.local_addr()?;
         let mut me = engine()?;
         let registry = rtc::interceptor::Registry::new();
-        let registry = configure_nack(registry, &mut me);
+        // Lost video is asked for again, and comes back over VP8's retransmission stream where
+        // the SFU sends one, read by `copains_rtx` as the packet it repairs; the retransmissions
+        // of this peer's camera layers are named by their rid, as browsers name them.
+        let registry = copains_rtx::configure(registry, &mut me, VP8_RTX_PT, VP8_PT, true).map_err(rtc_error)?;
         let registry = configure_rtcp_reports(registry);
         let registry = configure_twcc(registry, &mut me).map_err(rtc_error)?;
         let mut pc = RTCPeerConnectionBuilder::new()
@@ -222,7 +229,7 @@ impl VoicePeer {
                 .map(|rid| {
                     let ssrc = loop {
                         let s = rand::random::<u32>();
-                        if s != 0 {
+                        if s != 0 && s != u32::MAX {
                             break s;
                         }
                     };
@@ -232,7 +239,13 @@ impl VoicePeer {
             let encodings = layers
                 .iter()
                 .map(|(rid, ssrc)| RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters { rid: rid.clone(), ssrc: Some(*ssrc), ..Default::default() },
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        rid: rid.clone(),
+                        ssrc: Some(*ssrc),
+                        // Video is retransmitted on a stream of its own (RTX) where the SFU takes it.
+                        rtx: (kind == RtpCodecKind::Video).then(|| RTCRtpRtxParameters { ssrc: ssrc.wrapping_add(1) }),
+                        ..Default::default()
+                    },
                     codec: codec.clone(),
                     ..Default::default()
                 })

@@ -35,7 +35,8 @@ pub fn renegotiating(offer: &str) -> (RTCPeerConnection, String) {
     let now = Instant::now();
     let mut pc = accept_offer(offer, SocketAddr::from(HOST), now).expect("the seed offer is valid").pc;
     for (track, kind) in [(16, TrackKind::Audio), (17, TrackKind::Camera), (18, TrackKind::Screen)] {
-        add_subscription(&mut pc, 2, track, kind, 1000 + track as u32, None).expect("a subscription");
+        let rtx = (kind != TrackKind::Audio).then_some(2000 + track as u32);
+        add_subscription(&mut pc, 2, track, kind, (1000 + track as u32, rtx), None).expect("a subscription");
     }
     let ours = pc.create_offer(None).expect("the SFU offers");
     pc.set_local_description(now, ours.clone()).expect("the SFU applies its offer");

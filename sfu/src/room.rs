@@ -184,6 +184,9 @@ pub enum Output {
 pub const KEYFRAME_REQUEST_INTERVAL_MS: u64 = 500;
 /// An upgrade needs this much headroom (in fifths: 6/5 = 1.2×) over the layer's rate.
 const UPGRADE_HEADROOM_FIFTHS: u64 = 6;
+/// A simulcast layer with no packet for this long is not being sent (a browser stops its upper
+/// layers when its own uplink is short): subscribers move to a layer that is.
+pub const LAYER_IDLE_MS: u64 = 1_500;
 
 #[derive(Debug, Default)]
 struct Participant {
@@ -222,6 +225,20 @@ struct Track {
     layers: u8,
     rates: [Rate; 3],
     last_keyframe_request_ms: [Option<u64>; 3],
+    /// When each layer last had a packet.
+    last_packet_ms: [Option<u64>; 3],
+    /// The layers being sent, as of the last tick (a bit per layer; none: not known yet).
+    live: u8,
+}
+
+impl Track {
+    /// The layers that had a packet within [`LAYER_IDLE_MS`] of `now_ms`.
+    fn live_layers(&self, now_ms: u64) -> u8 {
+        (0..self.layers.min(3)).fold(0, |mask, l| match self.last_packet_ms[usize::from(l)] {
+            Some(at) if now_ms.saturating_sub(at) < LAYER_IDLE_MS => mask | 1 << l,
+            _ => mask,
+        })
+    }
 }
 
 #[derive(Debug, Default)]
@@ -327,8 +344,18 @@ impl Room {
             return Err(RoomError::BadLayers);
         }
         participant.tracks.push(track);
-        self.tracks
-            .insert(track, Track { owner: pid, kind, layers, rates: [Rate::default(); 3], last_keyframe_request_ms: [None; 3] });
+        self.tracks.insert(
+            track,
+            Track {
+                owner: pid,
+                kind,
+                layers,
+                rates: [Rate::default(); 3],
+                last_keyframe_request_ms: [None; 3],
+                last_packet_ms: [None; 3],
+                live: 0,
+            },
+        );
         let others: Vec<Pid> = self.participants.keys().copied().filter(|p| *p != pid).collect();
         for sub in others {
             self.subscribe(sub, track, now_ms);
@@ -383,6 +410,23 @@ impl Room {
                 self.out.push_back(Output::Speaking { pid: *pid, speaking });
             }
         }
+        // A simulcast layer that started or stopped: its subscribers choose again.
+        let mut changed = Vec::new();
+        for (id, t) in &mut self.tracks {
+            if t.kind.is_video() && t.layers > 1 {
+                let live = t.live_layers(now_ms);
+                if live != t.live {
+                    t.live = live;
+                    changed.push(*id);
+                }
+            }
+        }
+        for track in changed {
+            let subs: Vec<Pid> = self.subs.range((track, Pid::MIN)..=(track, Pid::MAX)).map(|((_, s), _)| *s).collect();
+            for sub in subs {
+                self.select(sub, track, now_ms);
+            }
+        }
     }
 
     /// An incoming packet: where it goes, renumbered, into `forward` (cleared first). A packet
@@ -396,6 +440,7 @@ impl Room {
         }
         let layer = usize::from(meta.layer);
         track.rates[layer].add(now_ms, meta.len);
+        track.last_packet_ms[layer] = Some(now_ms);
         let (kind, track_id) = (track.kind, meta.track);
         if kind == TrackKind::Audio {
             if let (Some(level), Some(p)) = (meta.audio_level, self.participants.get_mut(&meta.pid)) {
@@ -444,7 +489,8 @@ impl Room {
     }
 
     /// Chooses the layer `sub` should receive of `track`: at most the one asked for, and the
-    /// best that fits the subscriber's share of its bandwidth (an upgrade needs headroom).
+    /// best that fits the subscriber's share of its bandwidth (an upgrade needs headroom), of
+    /// the layers being sent; the lowest being sent if none of those is.
     fn select(&mut self, sub: Pid, track: TrackId, now_ms: u64) {
         let Some(t) = self.tracks.get(&track) else { return };
         let video_subs =
@@ -457,16 +503,16 @@ impl Room {
             if !t.kind.is_video() {
                 return 0;
             }
-            let Some(share) = share else { return max };
+            // Nothing known yet (no tick since the track began): as if every layer were sent.
+            let sent = |l: u8| t.live == 0 || t.live & (1 << l) != 0;
             let current = s.current.unwrap_or(0);
-            (1..=max)
-                .rev()
-                .find(|&l| {
-                    let bps = t.rates[usize::from(l)].bps;
-                    let needed = if l > current { bps * UPGRADE_HEADROOM_FIFTHS / 5 } else { bps };
-                    bps == 0 || share >= needed
-                })
-                .unwrap_or(0)
+            let fits = |l: u8| {
+                let Some(share) = share else { return true };
+                let bps = t.rates[usize::from(l)].bps;
+                let needed = if l > current { bps * UPGRADE_HEADROOM_FIFTHS / 5 } else { bps };
+                l == 0 || bps == 0 || share >= needed
+            };
+            (0..=max).rev().find(|&l| sent(l) && fits(l)).or_else(|| (0..t.layers).find(|&l| sent(l))).unwrap_or(0)
         });
         if target == s.target {
             return;
@@ -669,6 +715,42 @@ mod tests {
             assert_eq!(pair[1].seq, pair[0].seq.wrapping_add(1), "{pair:?}");
             assert!(crate::rtp::ts_newer(pair[1].timestamp, pair[0].timestamp) || pair[1].timestamp == pair[0].timestamp);
         }
+    }
+
+    #[test]
+    fn a_subscriber_gets_the_layers_being_sent_when_the_best_one_is_not() {
+        let mut room = room_of_three();
+        let mut fwd = Vec::new();
+        let mut got = |room: &mut Room, now: u64, layer: u8, seq: u16, key: bool| -> bool {
+            room.route_rtp(now, &packet(1, 11, layer, seq, now as u32 * 90, key), &mut fwd);
+            fwd.iter().any(|f| f.sub == 2)
+        };
+        // The publisher's browser sends only its lowest layer (its uplink estimate is low).
+        for i in 0..10u16 {
+            assert!(!got(&mut room, u64::from(i) * 30, 0, i, i == 0), "waiting for the best layer");
+        }
+        room.tick(300);
+        assert!(drain(&mut room).contains(&Output::RequestKeyframe { publisher: 1, track: 11, layer: 0 }));
+        assert!(!got(&mut room, 330, 0, 10, false), "from a keyframe");
+        assert!(got(&mut room, 360, 0, 11, true), "the lowest layer, the only one sent");
+        assert_eq!(room.layer_of(2, 11), Some(0));
+        // Then it adds its best layer: the subscriber moves up at that layer's keyframe.
+        for i in 0..5u16 {
+            got(&mut room, 400 + u64::from(i) * 30, 0, 12 + i, false);
+            got(&mut room, 400 + u64::from(i) * 30, 2, 500 + i, i == 4);
+        }
+        room.tick(600);
+        assert!(drain(&mut room).contains(&Output::RequestKeyframe { publisher: 1, track: 11, layer: 2 }));
+        assert!(got(&mut room, 630, 2, 505, true));
+        assert_eq!(room.layer_of(2, 11), Some(2));
+        // And back down once the best layer stops for longer than a moment.
+        for i in 0..60u16 {
+            got(&mut room, 660 + u64::from(i) * 30, 0, 20 + i, i == 59);
+        }
+        room.tick(660 + 59 * 30);
+        assert_eq!(room.layer_of(2, 11), Some(2), "not before the lower layer's keyframe");
+        assert!(got(&mut room, 2500, 0, 80, true));
+        assert_eq!(room.layer_of(2, 11), Some(0));
     }
 
     #[test]

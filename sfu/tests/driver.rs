@@ -341,3 +341,154 @@ async fn a_subscriber_behind_a_narrow_link_gets_a_lower_layer_and_the_best_again
         assert!(step.unsigned_abs() < 1000, "one sequence across the switches: {} then {}", pair[0].seq, pair[1].seq);
     }
 }
+
+/// What a lossy relay saw of the video it carried.
+#[derive(Default)]
+struct Losses {
+    /// (SSRC, sequence number) of the VP8 packets it dropped, each once.
+    dropped: HashSet<(u32, u16)>,
+    /// VP8 packets seen more than once (a plain retransmission).
+    repeated: usize,
+    /// Retransmission (RTX) packets passed on.
+    rtx: usize,
+    /// Whether it still drops (the last losses must have packets after them, or nothing
+    /// tells the receiver they are lost).
+    dropping: bool,
+}
+
+/// A UDP relay between one client and the SFU that drops, once each, the VP8 packets whose
+/// sequence number is 3 modulo 7 (one in seven) going one way (`uplink`: from the client),
+/// and counts what comes back.
+async fn lossy_relay(sfu: std::net::SocketAddr, uplink: bool) -> (std::net::SocketAddr, Arc<Mutex<Losses>>) {
+    let socket = Arc::new(tokio::net::UdpSocket::bind((LOCALHOST, 0)).await.expect("relay"));
+    let addr = socket.local_addr().expect("addr");
+    let losses = Arc::new(Mutex::new(Losses { dropping: true, ..Losses::default() }));
+    let seen = losses.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        let mut client = None;
+        let mut passed = HashSet::new();
+        let mut counts: HashMap<u32, u32> = HashMap::new();
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let to = if from == sfu {
+                match client {
+                    Some(c) => c,
+                    None => continue,
+                }
+            } else {
+                client = Some(from);
+                sfu
+            };
+            // An SRTP packet's header is in the clear: version 2, then the payload type.
+            let p = &buf[..n];
+            if (from != sfu) == uplink && n > 12 && p[0] >> 6 == 2 && !(200..=206).contains(&p[1]) {
+                let pt = p[1] & 0x7f;
+                let seq = u16::from_be_bytes([p[2], p[3]]);
+                let ssrc = u32::from_be_bytes([p[8], p[9], p[10], p[11]]);
+                let mut l = seen.lock();
+                if pt == copains_sfu::driver::VP8_PT {
+                    // Nothing before a stream's tenth packet: a stream begins where it is first
+                    // seen, so what it lost before is never asked for.
+                    let count = counts.entry(ssrc).or_default();
+                    *count += 1;
+                    if !passed.insert((ssrc, seq)) {
+                        l.repeated += 1;
+                    } else if l.dropping && *count > 10 && seq % 7 == 3 && l.dropped.insert((ssrc, seq)) {
+                        passed.remove(&(ssrc, seq));
+                        continue;
+                    }
+                } else if pt == copains_sfu::driver::VP8_RTX_PT {
+                    l.rtx += 1;
+                }
+            }
+            let _ = socket.send_to(p, to).await;
+        }
+    });
+    (addr, losses)
+}
+
+/// Client 1 publishes a screen (`simulcast`: a three-layer camera) and client 2 receives it,
+/// with one in seven of its VP8 packets lost once on the way (`uplink`: between client 1 and
+/// the SFU; otherwise between the SFU and client 2). Every lost packet must come back over
+/// RTX, about once, and client 2 must open every frame.
+async fn lost_packets_come_back_over_rtx(uplink: bool, simulcast: bool) {
+    let config = SfuConfig { bind: "127.0.0.1:0".parse().expect("addr"), ..SfuConfig::default() };
+    let (sfu, events) = driver::start(config).await.expect("sfu");
+    let heard = listen(events);
+    let (relay, losses) = lossy_relay(sfu.media_addr, uplink).await;
+    let source = if simulcast { Source::Camera } else { Source::Screen };
+    let lossy = if uplink { 1 } else { 2 };
+    let mut peers = Vec::new();
+    for (pid, sources) in [(1u64, &[source][..]), (2, &[][..])] {
+        let mut peer = VoicePeer::bind_with(LOCALHOST, MediaSender::fresh(pid as u32, 0).expect("key"), simulcast, sources)
+            .await
+            .expect("peer");
+        let joined = sfu.join(ROOM, pid, peer.offer().expect("offer")).await.expect("join");
+        let answer = if pid == lossy { via(joined.answer, sfu.media_addr, relay) } else { joined.answer };
+        peer.apply_answer(answer).expect("answer");
+        peers.push((pid, peer, Vec::<Received>::new()));
+    }
+    let share = peers[0].1.media.share();
+    peers[1].1.keys.add(&share).expect("key");
+    let started = Instant::now();
+    let mut sent = Vec::new();
+    let mut n = 0;
+    while started.elapsed() < Duration::from_secs(5) {
+        n += 1;
+        for (pid, peer, got) in &mut peers {
+            let offers = heard.lock().offers.remove(pid).unwrap_or_default();
+            for offer in offers {
+                let offer = if *pid == lossy { via(offer, sfu.media_addr, relay) } else { offer };
+                let answer = peer.answer_offer(offer).expect("answer the SFU");
+                sfu.answer(*pid, answer).await.expect("answer taken");
+            }
+            if started.elapsed() > Duration::from_millis(3500) {
+                losses.lock().dropping = false;
+            }
+            if *pid == 1 && peer.is_connected() && started.elapsed() < Duration::from_secs(4) {
+                let layers: Vec<Vec<u8>> = if simulcast { CAMERA_RIDS.to_vec() } else { vec![""] }
+                    .into_iter()
+                    .map(|rid| {
+                        let mut f = frame(1, source, rid, n);
+                        f.resize(600, b'.');
+                        f
+                    })
+                    .collect();
+                peer.send_frames(source, &layers.iter().map(Vec::as_slice).collect::<Vec<_>>()).await.expect("video");
+                sent.push(n);
+            }
+            peer.run_until(Instant::now() + Duration::from_millis(9), got).await;
+        }
+    }
+    let losses = losses.lock();
+    let (dropped, rtx) = (losses.dropped.len(), losses.rtx);
+    assert!(dropped >= 20, "the relay dropped {dropped} packets");
+    assert_eq!(losses.repeated, 0, "nothing is retransmitted as a plain copy once RTX is negotiated");
+    // Every dropped packet comes back over RTX, and is not asked for again once it has.
+    assert!(rtx >= dropped, "{rtx} retransmissions for {dropped} losses");
+    assert!(rtx <= dropped * 3 / 2, "{rtx} retransmissions for {dropped} losses");
+    // And client 2 opened every frame client 1 sent once its subscription was up.
+    let got: HashSet<u32> = peers[1]
+        .2
+        .iter()
+        .filter_map(|r| text(r).split('#').nth(1).and_then(|n| n.split('.').next()).and_then(|n| n.parse().ok()))
+        .collect();
+    let first = *got.iter().min().expect("client 2 received the video");
+    let missing: Vec<u32> = sent.iter().copied().filter(|n| *n >= first && !got.contains(n)).collect();
+    assert!(missing.is_empty(), "frames never recovered: {missing:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_sfu_forwards_and_loses_comes_back_over_rtx_once() {
+    lost_packets_come_back_over_rtx(false, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_publisher_sends_and_loses_comes_back_over_rtx_once() {
+    lost_packets_come_back_over_rtx(true, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_simulcast_layer_loses_comes_back_over_rtx_once() {
+    lost_packets_come_back_over_rtx(true, true).await;
+}

@@ -55,7 +55,20 @@ test('two people talk in a voice channel: speaking, camera and screen share, dec
   await expect.poll(() => number(b.page, 'data-frames-decoded'), { timeout: 30_000 }).toBeGreaterThan(0);
   await expect.poll(() => number(b.page, 'data-video-opened')).toBeGreaterThan(0);
   await expect.poll(() => annOnB.locator('video').evaluate((v: HTMLVideoElement) => v.videoWidth), { timeout: 30_000 }).toBeGreaterThan(0);
+  // Her browser's bandwidth estimate grows (its probes are acknowledged, RTX padding included)
+  // until it sends her best layer, which the SFU gives Ben: more than a quarter of the width.
+  const bestWidth = await a.page.evaluate(async () => {
+    const s = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 1280 }, height: { ideal: 720 } } });
+    const width = s.getVideoTracks()[0]?.getSettings().width ?? 0;
+    for (const t of s.getTracks()) t.stop();
+    return width;
+  });
+  await expect.poll(() => annOnB.locator('video').evaluate((v: HTMLVideoElement) => v.videoWidth), { timeout: 30_000 }).toBeGreaterThan(bestWidth / 2);
   await expect(channelList(b.page).getByTitle('Camera on')).toBeVisible();
+  // Lost video is sent again on a retransmission stream (RTX) both ways: Ann's camera layers
+  // to the SFU, and the SFU's copy of her camera to Ben.
+  await expect.poll(() => number(a.page, 'data-video-rtx-sending'), { timeout: 15_000 }).toBeGreaterThan(0);
+  await expect.poll(() => number(b.page, 'data-video-rtx-receiving'), { timeout: 15_000 }).toBeGreaterThan(0);
   await shot(b.page, 'voice-camera');
 
   // Ben shares his screen: Ann gets a tile for it and decodes it.

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_RTX;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -30,7 +31,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 pub use peer::{
-    accept_offer, add_subscription, published_tracks, Accepted, OfferedTrack, SdpError, CLIENT_MLINES_MAX, SDP_MAX_BYTES,
+    accept_offer, add_subscription, published_tracks, Accepted, OfferedTrack, SdpError, CLIENT_MLINES_MAX, SDP_MAX_BYTES, VP8_PT,
+    VP8_RTX_PT,
 };
 use peer::{Freed, Inbound, Outbound, Peer};
 
@@ -697,7 +699,10 @@ impl Driver {
             let sender = out.sender;
             let Some(mut s) = peer.pc.rtp_sender(sender) else { continue };
             let params = s.get_parameters().rtp_parameters.clone();
-            let Some(codec) = params.codecs.first() else { continue };
+            // The media codec: not its retransmission stream's.
+            let Some(codec) = params.codecs.iter().find(|c| !c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_RTX)) else {
+                continue;
+            };
             let audio_level_id =
                 params.header_extensions.iter().find(|e| e.uri == rtc::sdp::extmap::AUDIO_LEVEL_URI).map(|e| e.id as u8);
             let payload_type = codec.payload_type;
@@ -826,6 +831,7 @@ impl Driver {
                             transceiver: out.transceiver,
                             audio: out.kind == TrackKind::Audio,
                             ssrc: out.ssrc,
+                            rtx_ssrc: out.rtx_ssrc,
                             revision: None,
                             settled: false,
                             // Nothing written since its reuse: what was written before.
@@ -858,31 +864,32 @@ impl Driver {
         let Some(peer) = self.peers.get_mut(&sub) else { return };
         let audio = kind == TrackKind::Audio;
         let reuse = peer.freed.iter().position(|f| f.settled && f.audio == audio).map(|i| peer.freed.remove(i));
-        let ssrc = match reuse {
+        let (ssrc, rtx_ssrc) = match reuse {
             Some(f) => {
                 tracing::debug!(sub, track, ssrc = f.ssrc, "sfu: a freed m-line carries a new track");
-                f.ssrc
+                (f.ssrc, f.rtx_ssrc)
             }
-            None => loop {
-                let s = rand::random::<u32>();
-                if s != 0 && !peer.outbound.values().any(|o| o.ssrc == s) && !peer.freed.iter().any(|f| f.ssrc == s) {
-                    break s;
+            None => {
+                let ssrc = peer.fresh_ssrc();
+                let rtx = (!audio).then(|| std::iter::repeat_with(|| peer.fresh_ssrc()).find(|&r| r != ssrc)).flatten();
+                (ssrc, rtx)
+            }
+        };
+        let transceiver =
+            match peer::add_subscription(&mut peer.pc, publisher, track, kind, (ssrc, rtx_ssrc), reuse.map(|f| f.transceiver)) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(error = %e, "sfu: cannot add a subscription");
+                    return;
                 }
-            },
-        };
-        let transceiver = match peer::add_subscription(&mut peer.pc, publisher, track, kind, ssrc, reuse.map(|f| f.transceiver)) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(error = %e, "sfu: cannot add a subscription");
-                return;
-            }
-        };
+            };
         peer.outbound.insert(
             track,
             Outbound {
                 transceiver,
                 sender: RTCRtpSenderId::from(transceiver),
                 ssrc,
+                rtx_ssrc,
                 publisher,
                 kind,
                 offered_in: None,

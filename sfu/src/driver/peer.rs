@@ -15,9 +15,7 @@ use rtc::interceptor::{
     Attribute, CongestionControlBuilder, Interceptor, Packet, Slot, StreamInfo, TaggedPacket, TwccSenderBuilder,
 };
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
-};
+use rtc::peer_connection::configuration::interceptor_registry::{configure_rtcp_reports, configure_simulcast_extension_headers};
 use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -25,7 +23,7 @@ use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCI
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-    RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    RTCRtpHeaderExtensionCapability, RTCRtpRtxParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{
     RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverId, RTCRtpTransceiverInit,
@@ -42,6 +40,8 @@ use crate::rtp::{Pid, TrackId};
 pub const OPUS_PT: u8 = 111;
 /// VP8's payload type in the SFU's offers.
 pub const VP8_PT: u8 = 96;
+/// The payload type of VP8's retransmission stream (RTX) in the SFU's offers.
+pub const VP8_RTX_PT: u8 = 97;
 /// An offer from a client is refused beyond this size.
 pub const SDP_MAX_BYTES: usize = 64 * 1024;
 /// A client offers this many m-lines at most (mic, camera, screen, and some slack).
@@ -55,8 +55,10 @@ pub const ADDRESSES_MAX: usize = 8;
 pub struct SdpError(pub String);
 
 /// The opus and VP8 codecs, header extensions and RTCP feedback every PC negotiates, and the
-/// interceptors behind them: NACK (answered from a send history, generated for what is
-/// received), sender and receiver reports, transport-wide congestion control feedback to
+/// interceptors behind them: NACK (answered from a send history over VP8's retransmission
+/// stream where the client takes one, generated for what is received, each lost packet asked
+/// for a few times at most, a packet recovered over RTX counted as received:
+/// [`copains_rtx`]), sender and receiver reports, transport-wide congestion control feedback to
 /// publishers and from subscribers (read into `downlink`), and the keyframe requests (PLI,
 /// FIR) of subscribers handed to the SFU.
 fn engine(downlink: &Arc<Mutex<Downlink>>) -> Result<(MediaEngine, rtc::interceptor::Registry), Error> {
@@ -93,14 +95,15 @@ fn engine(downlink: &Arc<Mutex<Downlink>>) -> Result<(MediaEngine, rtc::intercep
     me.register_header_extension(ext(rtc::sdp::extmap::SDES_MID_URI), RtpCodecKind::Audio, None)?;
     configure_simulcast_extension_headers(&mut me)?;
     let registry = rtc::interceptor::Registry::new();
-    let registry = configure_nack(registry, &mut me);
+    // What the SFU sends declares its SSRCs: its retransmissions need no naming.
+    let registry = copains_rtx::configure(registry, &mut me, VP8_RTX_PT, VP8_PT, false)?;
     let registry = configure_rtcp_reports(registry);
     // Feedback for what publishers send (their browser's bandwidth estimate needs it), and
     // transport-wide sequence numbers on the video the SFU forwards, whose feedback estimates
     // the subscriber's downlink. Nothing paces: the SFU forwards as packets come, and a
     // downlink short of bandwidth gets smaller simulcast layers instead (`crate::bwe`). Audio
     // has no layers to choose: feedback on it would only cost every listener's packets.
-    let registry = configure_twcc_receiver_only(registry, &mut me)?;
+    let registry = copains_rtx::configure_twcc_receiver(registry, &mut me)?;
     let registry = registry
         .with(
             Slot::CongestionControl,
@@ -189,14 +192,15 @@ pub fn accept_offer(offer: &str, host: SocketAddr, now: Instant) -> Result<Accep
     Ok(Accepted { pc, ufrag, answer: answer.sdp, offered, audio_level_id, downlink })
 }
 
-/// Adds `publisher`'s `track` to `pc`, written with `ssrc`, on a sendonly m-line: `reuse`, an
-/// m-line whose last track was removed (its sender kept, with its SSRC), or a new one.
+/// Adds `publisher`'s `track` to `pc`, written with `ssrc` (video: retransmitted with
+/// `rtx_ssrc` where the client takes RTX), on a sendonly m-line: `reuse`, an m-line whose last
+/// track was removed (its sender kept, with its SSRCs), or a new one.
 pub fn add_subscription(
     pc: &mut RTCPeerConnection,
     publisher: Pid,
     track: TrackId,
     kind: TrackKind,
-    ssrc: u32,
+    (ssrc, rtx_ssrc): (u32, Option<u32>),
     reuse: Option<RTCRtpTransceiverId>,
 ) -> Result<RTCRtpTransceiverId, Error> {
     let (codec_kind, codec) = match kind {
@@ -212,7 +216,11 @@ pub fn add_subscription(
         format!("{kind:?}"),
         codec_kind,
         vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                rtx: rtx_ssrc.map(|ssrc| RTCRtpRtxParameters { ssrc }),
+                ..Default::default()
+            },
             codec,
             ..Default::default()
         }],
@@ -237,6 +245,8 @@ pub struct Freed {
     pub audio: bool,
     /// The SSRC its sender writes.
     pub ssrc: u32,
+    /// The SSRC of its retransmissions (video).
+    pub rtx_ssrc: Option<u32>,
     /// The revision of the offer that made it inactive, once sent.
     pub revision: Option<u64>,
     /// Whether that offer's answer is back.
@@ -348,6 +358,8 @@ pub struct Outbound {
     pub sender: RTCRtpSenderId,
     /// The SSRC the SFU writes.
     pub ssrc: u32,
+    /// The SSRC of its retransmissions (video).
+    pub rtx_ssrc: Option<u32>,
     /// Who publishes it.
     pub publisher: Pid,
     /// What it carries.
@@ -444,6 +456,22 @@ pub struct Peer {
     pub downlink: Arc<Mutex<Downlink>>,
     /// The budget the room was last given for it.
     pub budget: Option<u64>,
+}
+
+impl Peer {
+    /// An SSRC none of its m-lines writes.
+    pub fn fresh_ssrc(&self) -> u32 {
+        loop {
+            let s = rand::random::<u32>();
+            let taken = |o: Option<u32>| o == Some(s);
+            if s != 0
+                && !self.outbound.values().any(|o| o.ssrc == s || taken(o.rtx_ssrc))
+                && !self.freed.iter().any(|f| f.ssrc == s || taken(f.rtx_ssrc))
+            {
+                return s;
+            }
+        }
+    }
 }
 
 /// Hands a subscriber's keyframe requests (PLI, FIR) to the SFU: inbound RTCP otherwise ends
@@ -737,6 +765,7 @@ mod tests {
             transceiver: RTCRtpTransceiverId::from(0usize),
             sender: RTCRtpSenderId::from(RTCRtpTransceiverId::from(0usize)),
             ssrc: 7,
+            rtx_ssrc: None,
             publisher: 1,
             kind: TrackKind::Audio,
             offered_in: Some(1),

@@ -121,6 +121,9 @@ export class Call {
   stats = $state.raw<FrameStats | null>(null);
   /** Video frames this page decoded (after decryption), from the connection's stats. */
   framesDecoded = $state(0);
+  /** Retransmission (RTX): the video streams this page sends and receives with one, and the
+   * lost video packets that came back over them. */
+  retransmission = $state.raw({ sending: 0, receiving: 0, recovered: 0 });
 
   readonly media: MediaWorker;
   readonly #host: VoiceHost;
@@ -385,10 +388,19 @@ export class Call {
     try {
       this.stats = await this.media.stats();
       let decoded = 0;
-      (await this.#pc.getStats()).forEach((s: { type: string; kind?: string; framesDecoded?: number }) => {
-        if (s.type === 'inbound-rtp' && s.kind === 'video') decoded += s.framesDecoded ?? 0;
+      const rtx = { sending: 0, receiving: 0, recovered: 0 };
+      (await this.#pc.getStats()).forEach((s: VideoRtpStats) => {
+        if (s.kind !== 'video') return;
+        if (s.type === 'inbound-rtp') {
+          decoded += s.framesDecoded ?? 0;
+          if (s.rtxSsrc !== undefined) rtx.receiving += 1;
+          rtx.recovered += s.retransmittedPacketsReceived ?? 0;
+        } else if (s.type === 'outbound-rtp' && s.rtxSsrc !== undefined) {
+          rtx.sending += 1;
+        }
       });
       this.framesDecoded = decoded;
+      this.retransmission = rtx;
     } catch {
       // The call ended.
     }
@@ -411,10 +423,22 @@ export class Call {
   }
 }
 
+/** What this page reads of a video stream's statistics. */
+interface VideoRtpStats {
+  type: string;
+  kind?: string;
+  framesDecoded?: number;
+  rtxSsrc?: number;
+  retransmittedPacketsReceived?: number;
+}
+
+/** Keeps `mime` (and, for video, its retransmission stream: RTX, which the SFU reads) as the
+ * only codecs `tx` offers. */
 function preferCodec(tx: RTCRtpTransceiver, kind: 'audio' | 'video', mime: string): void {
   const caps = RTCRtpReceiver.getCapabilities(kind)?.codecs ?? [];
   const wanted = caps.filter((c) => c.mimeType.toLowerCase() === mime.toLowerCase());
   if (wanted.length > 0) {
+    if (kind === 'video') wanted.push(...caps.filter((c) => c.mimeType.toLowerCase() === 'video/rtx'));
     try {
       tx.setCodecPreferences(wanted);
     } catch {
