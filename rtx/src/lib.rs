@@ -115,6 +115,60 @@ struct Original {
     payload_type: u8,
 }
 
+/// A video stream bound to the chain.
+#[derive(Debug, Clone)]
+struct Bound {
+    payload_type: u8,
+    received: Received,
+}
+
+/// The sequence numbers one stream received lately: the newest, and a bit for each of the
+/// [`Received::WINDOW`] before it.
+#[derive(Debug, Clone, Default)]
+struct Received {
+    newest: Option<u16>,
+    bits: [u64; 16],
+}
+
+impl Received {
+    const WINDOW: u16 = 1024;
+
+    fn bit(&mut self, seq: u16) -> (&mut u64, u64) {
+        let i = usize::from(seq % Self::WINDOW);
+        (&mut self.bits[i / 64], 1 << (i % 64))
+    }
+
+    /// Marks `seq` received; `false` if it already was, or is too old to tell (a browser
+    /// probes bandwidth with copies of packets it sent: they carry nothing new).
+    fn insert(&mut self, seq: u16) -> bool {
+        let Some(newest) = self.newest else {
+            self.newest = Some(seq);
+            let (word, bit) = self.bit(seq);
+            *word |= bit;
+            return true;
+        };
+        let ahead = seq.wrapping_sub(newest);
+        if ahead != 0 && ahead < 0x8000 {
+            // Newer: what lies between is not received (yet).
+            if ahead >= Self::WINDOW {
+                self.bits = [0; 16];
+            } else {
+                for s in 1..ahead {
+                    let (word, bit) = self.bit(newest.wrapping_add(s));
+                    *word &= !bit;
+                }
+            }
+            self.newest = Some(seq);
+        } else if newest.wrapping_sub(seq) >= Self::WINDOW {
+            return false;
+        }
+        let (word, bit) = self.bit(seq);
+        let fresh = *word & bit == 0;
+        *word |= bit;
+        fresh
+    }
+}
+
 /// The header extension ids a layer is named by.
 #[derive(Debug, Clone, Copy, Default)]
 struct Ids {
@@ -128,8 +182,9 @@ struct Ids {
 pub struct RtxReader {
     /// Repair SSRC → the stream it repairs.
     repairs: HashMap<u32, Original>,
-    /// The streams bound to the chain (SSRC → payload type): only their packets name layers.
-    bound: HashMap<u32, u8>,
+    /// The video streams bound to the chain: only their packets name layers, and what each
+    /// received is remembered so that a copy that comes back over RTX is not read twice.
+    bound: HashMap<u32, Bound>,
     /// (mid, rid) → the layer's stream, learnt from its packets.
     layers: HashMap<(Vec<u8>, Vec<u8>), Original>,
     ids: Ids,
@@ -159,15 +214,15 @@ impl RtxReader {
     }
 
     /// Remembers which layer a bound stream's packet names, while it names one.
-    fn learn_layer(&mut self, header: &rtc::rtp::Header) {
-        let Some(&payload_type) = self.bound.get(&header.ssrc) else { return };
+    fn learn_layer(&mut self, header: &rtc::rtp::Header, payload_type: u8) {
         let (Some(mid_id), Some(rid_id)) = (self.ids.mid, self.ids.rid) else { return };
         let (Some(mid), Some(rid)) = (header.get_extension(mid_id), header.get_extension(rid_id)) else { return };
-        let key = (mid.to_vec(), rid.to_vec());
-        if self.layers.len() >= REPAIRS_MAX && !self.layers.contains_key(&key) {
-            return;
+        let original = Original { ssrc: header.ssrc, payload_type };
+        if let Some(known) = self.layers.get_mut(&(mid.to_vec(), rid.to_vec())) {
+            *known = original;
+        } else if self.layers.len() < REPAIRS_MAX {
+            self.layers.insert((mid.to_vec(), rid.to_vec()), original);
         }
-        self.layers.insert(key, Original { ssrc: header.ssrc, payload_type });
     }
 }
 
@@ -195,11 +250,17 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtxReader {
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtp(packet) = &mut msg.message.packet {
             if let Some(original) = self.original(&packet.header) {
-                if !deencapsulate(packet, original) {
+                let fresh = deencapsulate(packet, original)
+                    && self.bound.get_mut(&original.ssrc).is_some_and(|b| b.received.insert(packet.header.sequence_number));
+                if !fresh {
                     return Ok(());
                 }
-            } else {
-                self.learn_layer(&packet.header);
+            } else if let Some(bound) = self.bound.get_mut(&packet.header.ssrc) {
+                bound.received.insert(packet.header.sequence_number);
+                let payload_type = bound.payload_type;
+                if packet.header.extension {
+                    self.learn_layer(&packet.header, payload_type);
+                }
             }
         }
         self.reads.push_back(msg);
@@ -236,8 +297,8 @@ impl Interceptor for RtxReader {
                 self.repairs.insert(rtx, Original { ssrc: info.ssrc, payload_type: info.payload_type });
             }
         }
-        if self.bound.len() < REPAIRS_MAX {
-            self.bound.insert(info.ssrc, info.payload_type);
+        if self.bound.len() < REPAIRS_MAX && info.mime_type.to_ascii_lowercase().starts_with("video/") {
+            self.bound.insert(info.ssrc, Bound { payload_type: info.payload_type, received: Received::default() });
         }
     }
 
@@ -284,8 +345,10 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtxWriter {
             let header = &mut packet.header;
             if let Some(original) = self.repairs.get(&header.ssrc) {
                 if let Some((mid, rid)) = self.names.get(original) {
-                    header.set_extension(mid_id, mid.clone())?;
-                    header.set_extension(rrid_id, rid.clone())?;
+                    // A retransmission that cannot be named still goes (a receiver that
+                    // declared its SSRC reads it anyway).
+                    let _ = header.set_extension(mid_id, mid.clone());
+                    let _ = header.set_extension(rrid_id, rid.clone());
                 }
             } else if self.names.len() < REPAIRS_MAX || self.names.contains_key(&header.ssrc) {
                 if let (Some(mid), Some(rid)) = (header.get_extension(mid_id), header.get_extension(rid_id)) {
@@ -407,6 +470,16 @@ mod tests {
         );
         // Padding alone (a probe) carries nothing: dropped.
         assert!(read(&mut reader, packet(2000, 97, 41, &[], b"\x00")).is_none());
+        // Nor does a copy of a packet that arrived (a probe made of sent packets), or that
+        // came back already, or that is too old to tell.
+        assert!(read(&mut reader, packet(2000, 97, 43, &[], b"\x00\x07media")).is_none());
+        assert!(read(&mut reader, packet(2000, 97, 44, &[], b"\x00\x05media")).is_none());
+        read(&mut reader, packet(1000, 96, 3000, &[], b"media")).expect("passes");
+        assert!(read(&mut reader, packet(2000, 97, 45, &[], b"\x00\x06media")).is_none());
+        // Within the window, a packet still missing comes back once.
+        let p = read(&mut reader, packet(2000, 97, 46, &[], b"\x0b\xb0media")).expect("recovered");
+        assert_eq!(p.header.sequence_number, 2992);
+        assert!(read(&mut reader, packet(2000, 97, 47, &[], b"\x0b\xb0media")).is_none());
         // Once the original stream is gone, so is its repair stream's meaning.
         reader.unbind_remote_stream(&info(1000, 96, Some((2000, 97))));
         let p = read(&mut reader, packet(2000, 97, 42, &[], b"\x00\x06x")).expect("passes");
@@ -454,10 +527,12 @@ mod tests {
         assert_eq!(p.header.get_extension(MID).as_deref(), Some(&b"0"[..]));
         assert_eq!(p.header.get_extension(RRID).as_deref(), Some(&b"h"[..]));
         assert_eq!(p.header.get_extension(RID), None);
-        // A receiver that knows the layer only by its rid reads it back as packet 5 of the layer.
+        // A receiver that lost packet 5, and knows the layer only by the rid of its others,
+        // reads the retransmission back as packet 5 of the layer.
         let mut reader = RtxReader::default();
         reader.bind_remote_stream(&info(10, 96, None));
-        read(&mut reader, sent);
+        drop(sent);
+        read(&mut reader, write(&mut writer, packet(10, 96, 6, &[(MID, "0"), (RID, "h")], b"next")));
         let p = read(&mut reader, rtx).expect("recovered");
         assert_eq!((p.header.ssrc, p.header.sequence_number, &p.payload[..]), (10, 5, &b"media"[..]));
     }

@@ -227,8 +227,8 @@ struct Track {
     last_keyframe_request_ms: [Option<u64>; 3],
     /// When each layer last had a packet.
     last_packet_ms: [Option<u64>; 3],
-    /// The layers being sent, as of the last tick (a bit per layer; none: not known yet).
-    live: u8,
+    /// The layers being sent, as of the last tick (a bit per layer), once known.
+    live: Option<u8>,
 }
 
 impl Track {
@@ -353,7 +353,7 @@ impl Room {
                 rates: [Rate::default(); 3],
                 last_keyframe_request_ms: [None; 3],
                 last_packet_ms: [None; 3],
-                live: 0,
+                live: None,
             },
         );
         let others: Vec<Pid> = self.participants.keys().copied().filter(|p| *p != pid).collect();
@@ -414,7 +414,7 @@ impl Room {
         let mut changed = Vec::new();
         for (id, t) in &mut self.tracks {
             if t.kind.is_video() && t.layers > 1 {
-                let live = t.live_layers(now_ms);
+                let live = Some(t.live_layers(now_ms));
                 if live != t.live {
                     t.live = live;
                     changed.push(*id);
@@ -503,8 +503,12 @@ impl Room {
             if !t.kind.is_video() {
                 return 0;
             }
+            // Nothing sent for a while (a paused camera): the choice stays.
+            if t.live == Some(0) {
+                return s.target.unwrap_or(max);
+            }
             // Nothing known yet (no tick since the track began): as if every layer were sent.
-            let sent = |l: u8| t.live == 0 || t.live & (1 << l) != 0;
+            let sent = |l: u8| t.live.is_none_or(|live| live & (1 << l) != 0);
             let current = s.current.unwrap_or(0);
             let fits = |l: u8| {
                 let Some(share) = share else { return true };

@@ -56,7 +56,7 @@ test('two people talk in a voice channel: speaking, camera and screen share, dec
   await expect.poll(() => number(b.page, 'data-video-opened')).toBeGreaterThan(0);
   await expect.poll(() => annOnB.locator('video').evaluate((v: HTMLVideoElement) => v.videoWidth), { timeout: 30_000 }).toBeGreaterThan(0);
   // Her browser's bandwidth estimate grows (its probes are acknowledged, RTX padding included)
-  // until it sends her best layer, which the SFU gives Ben: more than a quarter of the width.
+  // until it sends her best layer, which the SFU gives Ben: more than half of its width.
   const bestWidth = await a.page.evaluate(async () => {
     const s = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 1280 }, height: { ideal: 720 } } });
     const width = s.getVideoTracks()[0]?.getSettings().width ?? 0;

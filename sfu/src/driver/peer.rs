@@ -648,11 +648,18 @@ impl<I: Interceptor> Interceptor for VideoOnly<I> {
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         if info.mime_type.to_ascii_lowercase().starts_with("video/") {
             self.inner.bind_local_stream(info);
+            // Its retransmissions are bytes on the same downlink: numbered and counted too.
+            if let Some(rtx) = info.ssrc_rtx {
+                self.inner.bind_local_stream(&StreamInfo { ssrc: rtx, ssrc_rtx: None, ..info.clone() });
+            }
         }
     }
 
     fn unbind_local_stream(&mut self, info: &StreamInfo) {
         self.inner.unbind_local_stream(info);
+        if let Some(rtx) = info.ssrc_rtx {
+            self.inner.unbind_local_stream(&StreamInfo { ssrc: rtx, ssrc_rtx: None, ..info.clone() });
+        }
     }
 
     fn bind_remote_stream(&mut self, info: &StreamInfo) {
