@@ -217,11 +217,9 @@ impl RtxReader {
     fn learn_layer(&mut self, header: &rtc::rtp::Header, payload_type: u8) {
         let (Some(mid_id), Some(rid_id)) = (self.ids.mid, self.ids.rid) else { return };
         let (Some(mid), Some(rid)) = (header.get_extension(mid_id), header.get_extension(rid_id)) else { return };
-        let original = Original { ssrc: header.ssrc, payload_type };
-        if let Some(known) = self.layers.get_mut(&(mid.to_vec(), rid.to_vec())) {
-            *known = original;
-        } else if self.layers.len() < REPAIRS_MAX {
-            self.layers.insert((mid.to_vec(), rid.to_vec()), original);
+        let key = (mid.to_vec(), rid.to_vec());
+        if self.layers.len() < REPAIRS_MAX || self.layers.contains_key(&key) {
+            self.layers.insert(key, Original { ssrc: header.ssrc, payload_type });
         }
     }
 }

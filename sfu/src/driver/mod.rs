@@ -871,7 +871,12 @@ impl Driver {
             }
             None => {
                 let ssrc = peer.fresh_ssrc();
-                let rtx = (!audio).then(|| std::iter::repeat_with(|| peer.fresh_ssrc()).find(|&r| r != ssrc)).flatten();
+                let rtx = (!audio).then(|| loop {
+                    let r = peer.fresh_ssrc();
+                    if r != ssrc {
+                        break r;
+                    }
+                });
                 (ssrc, rtx)
             }
         };
