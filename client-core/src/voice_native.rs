@@ -132,6 +132,8 @@ pub struct VoicePeer {
     connected: bool,
     failed: bool,
     started: Instant,
+    /// The audio level its microphone packets carry (RFC 6464, −dBov: 0 loudest, 127 silence).
+    audio_level: u8,
     /// This peer's key and frame counter.
     pub media: MediaSender,
     /// The others' keys.
@@ -283,6 +285,7 @@ impl VoicePeer {
             connected: false,
             failed: false,
             started: Instant::now(),
+            audio_level: 10,
             media,
             keys: MediaReceiver::default(),
         })
@@ -308,6 +311,12 @@ impl VoicePeer {
         let answer = self.pc.create_answer(None).map_err(rtc_error)?;
         self.pc.set_local_description(Instant::now(), answer.clone()).map_err(rtc_error)?;
         Ok(answer.sdp)
+    }
+
+    /// Sets the audio level its microphone packets carry from now on (RFC 6464, −dBov: 0 the
+    /// loudest, 127 silence; 10 by default). The SFU forwards the loudest microphones of a room.
+    pub fn set_audio_level(&mut self, level: u8) {
+        self.audio_level = level.min(127);
     }
 
     /// Whether media flows to and from the SFU.
@@ -376,8 +385,9 @@ impl VoicePeer {
                 header.set_extension(id, Bytes::from(rid.clone().into_bytes())).map_err(rtc_error)?;
             }
             if let (Some(id), true) = (level_id, audio) {
-                // A synthetic source speaks loudly (RFC 6464: 10 dB below full scale, voice).
-                header.set_extension(id, Bytes::from_static(&[0x80 | 10])).map_err(rtc_error)?;
+                // The voice-activity bit and the level (by default 10 dB below full scale: a
+                // synthetic source speaks loudly).
+                header.set_extension(id, Bytes::copy_from_slice(&[0x80 | self.audio_level.min(127)])).map_err(rtc_error)?;
             }
             s.write_rtp(Instant::now(), rtc::rtp::Packet { header, payload: Bytes::from(payload) }).map_err(rtc_error)?;
         }

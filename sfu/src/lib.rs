@@ -13,6 +13,7 @@ pub mod bwe;
 pub mod driver;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod loudest;
 pub mod munger;
 pub mod room;
 pub mod rtp;

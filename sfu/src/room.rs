@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
+use crate::loudest::Loudest;
 use crate::munger::Munger;
 use crate::rtp::{Pid, RtpMeta, TrackId};
 use crate::speaker::SpeakerDetector;
@@ -67,11 +68,13 @@ pub struct RoomLimits {
     pub max_tracks: usize,
     /// Simulcast layers of a video track at most.
     pub max_layers: u8,
+    /// Microphones forwarded at once, the loudest ([`crate::loudest`]); 0 forwards them all.
+    pub loudest_audio: usize,
 }
 
 impl Default for RoomLimits {
     fn default() -> Self {
-        Self { max_participants: 100, max_tracks: 4, max_layers: 3 }
+        Self { max_participants: 100, max_tracks: 4, max_layers: 3, loudest_audio: 5 }
     }
 }
 
@@ -247,6 +250,9 @@ struct Subscription {
     target: Option<u8>,
     current: Option<u8>,
     munger: Munger,
+    /// Audio dropped since the last packet forwarded (not among the loudest): the next one
+    /// forwarded starts a new run, following what was sent.
+    gap: bool,
 }
 
 /// One room.
@@ -258,13 +264,14 @@ pub struct Room {
     tracks: BTreeMap<TrackId, Track>,
     /// By (track, subscriber): a track's subscribers are one range.
     subs: BTreeMap<(TrackId, Pid), Subscription>,
+    loudest: Loudest<TrackId>,
     out: VecDeque<Output>,
 }
 
 impl Room {
     /// An empty room with these limits.
     pub fn new(limits: RoomLimits) -> Self {
-        Self { limits, ..Self::default() }
+        Self { limits, loudest: Loudest::new(limits.loudest_audio), ..Self::default() }
     }
 
     /// The current media epoch.
@@ -448,13 +455,23 @@ impl Room {
                     self.out.push_back(Output::Speaking { pid: meta.pid, speaking });
                 }
             }
+            if !self.loudest.admit(track_id, meta.audio_level, now_ms) {
+                for ((_, _), s) in self.subs.range_mut((track_id, Pid::MIN)..=(track_id, Pid::MAX)) {
+                    s.gap = true;
+                }
+                return;
+            }
         }
         let mut waiting = false;
         for ((_, sub), s) in self.subs.range_mut((track_id, Pid::MIN)..=(track_id, Pid::MAX)) {
-            let renumbered = if s.current == Some(meta.layer) && s.target.is_some() {
+            let renumbered = if s.gap && s.current.is_some() && s.target.is_some() {
+                s.gap = false;
+                Some(s.munger.switch(meta.seq, meta.timestamp, now_ms, kind.clock_rate()))
+            } else if s.current == Some(meta.layer) && s.target.is_some() {
                 s.munger.forward(meta.seq, meta.timestamp, now_ms)
             } else if s.target == Some(meta.layer) && (!kind.is_video() || meta.keyframe_start) {
                 s.current = Some(meta.layer);
+                s.gap = false;
                 self.out.push_back(Output::LayerChanged { sub: *sub, track: track_id, layer: s.current });
                 Some(s.munger.switch(meta.seq, meta.timestamp, now_ms, kind.clock_rate()))
             } else {
@@ -481,6 +498,7 @@ impl Room {
 
     fn drop_track(&mut self, track: TrackId) {
         self.tracks.remove(&track);
+        self.loudest.remove(track);
         let subs: Vec<Pid> = self.subs.range((track, Pid::MIN)..=(track, Pid::MAX)).map(|((_, s), _)| *s).collect();
         for sub in subs {
             self.subs.remove(&(track, sub));
@@ -550,6 +568,7 @@ impl Room {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     fn drain(room: &mut Room) -> Vec<Output> {
         std::iter::from_fn(|| room.poll_output()).collect()
@@ -837,8 +856,76 @@ mod tests {
     }
 
     #[test]
+    fn only_the_loudest_microphones_are_forwarded_and_a_resumed_one_continues_its_stream() {
+        let mut room = Room::new(RoomLimits { loudest_audio: 2, ..RoomLimits::default() });
+        for pid in 1..=4 {
+            room.join(pid, 0).expect("join");
+            room.publish(pid, pid * 10, TrackKind::Audio, 1, 0).expect("audio");
+        }
+        drain(&mut room);
+        let mut fwd = Vec::new();
+        // Everyone has an open microphone: 1 and 2 talk, 3 and 4 hear their room.
+        let levels = |i: u64| [(1, 20), (2, 25), (3, if i < 50 { 70 } else { 15 }), (4, 72)];
+        let mut heard: BTreeMap<(Pid, TrackId), Vec<(u64, u16, u32)>> = BTreeMap::new();
+        for i in 0..100u64 {
+            for (pid, level) in levels(i) {
+                let meta =
+                    RtpMeta { audio_level: Some(level), ..packet(pid, pid * 10, 0, 1000 + i as u16, (i * 960) as u32, false) };
+                room.route_rtp(i * 20, &meta, &mut fwd);
+                for f in &fwd {
+                    heard.entry((f.sub, f.track)).or_default().push((i, f.seq, f.timestamp));
+                }
+            }
+        }
+        // Until 3 talks, nobody hears 3 or 4; 4 hears 1 and 2 throughout the first half.
+        let first_half =
+            |sub: Pid, track: TrackId| heard.get(&(sub, track)).map_or(0, |v| v.iter().filter(|(i, _, _)| *i < 50).count());
+        assert_eq!(first_half(4, 10), 50);
+        assert_eq!(first_half(4, 20), 50);
+        assert_eq!(first_half(1, 30), 0);
+        assert_eq!(first_half(1, 40), 0);
+        assert!(heard.keys().all(|(_, track)| *track != 40), "4 stays the quietest: never forwarded");
+        // 3 talks louder than 2 by more than the margin: it takes 2's slot within a few packets
+        // (loudness is smoothed: one loud packet does not take a talker's slot).
+        let from = heard.get(&(4, 30)).expect("3 is heard once it talks")[0].0;
+        assert!((50..=57).contains(&from), "{from}");
+        assert_eq!(heard[&(4, 20)].iter().filter(|(i, _, _)| *i > from).count(), 0, "2 gave way");
+        // 2's stream for 3 and 4 simply stops; 1's goes on. A subscriber of 2 that later hears it
+        // again (2 becomes loudest) sees the stream go on: the next sequence number, the
+        // timestamp moved by the time gone by.
+        for i in 100..120u64 {
+            for (pid, level) in [(2, 5), (3, 60), (1, 60)] {
+                let meta =
+                    RtpMeta { audio_level: Some(level), ..packet(pid, pid * 10, 0, 1000 + i as u16, (i * 960) as u32, false) };
+                room.route_rtp(i * 20, &meta, &mut fwd);
+                for f in &fwd {
+                    heard.entry((f.sub, f.track)).or_default().push((i, f.seq, f.timestamp));
+                }
+            }
+        }
+        let two = &heard[&(4, 20)];
+        let resumed = two.iter().position(|(i, _, _)| *i >= 100).expect("2 is heard again");
+        let (before, after) = (two[resumed - 1], two[resumed]);
+        assert_eq!(after.1, before.1.wrapping_add(1), "no gap in sequence numbers: {before:?} {after:?}");
+        let elapsed_ticks = (after.0 - before.0) as u32 * 960;
+        assert_eq!(after.2.wrapping_sub(before.2), elapsed_ticks, "the timestamp follows the time gone by");
+        assert!(two[resumed..].windows(2).all(|w| w[1].1 == w[0].1.wrapping_add(1) && w[1].2 == w[0].2.wrapping_add(960)));
+        // No subscriber gets more than two microphones in a 20 ms round, but for the round of a
+        // handover (the one giving way was forwarded earlier in it): two handovers here.
+        let mut per_round: BTreeMap<(Pid, u64), usize> = BTreeMap::new();
+        for ((sub, _), v) in &heard {
+            for (i, _, _) in v {
+                *per_round.entry((*sub, *i)).or_default() += 1;
+            }
+        }
+        assert!(per_round.values().all(|n| *n <= 3), "{per_round:?}");
+        let handovers: BTreeSet<u64> = per_round.iter().filter(|(_, n)| **n == 3).map(|((_, i), _)| *i).collect();
+        assert!(handovers.len() <= 2, "{handovers:?}");
+    }
+
+    #[test]
     fn any_sequence_of_inputs_keeps_the_room_consistent() {
-        let mut room = Room::new(RoomLimits { max_participants: 6, max_tracks: 3, max_layers: 3 });
+        let mut room = Room::new(RoomLimits { max_participants: 6, max_tracks: 3, max_layers: 3, loudest_audio: 2 });
         let mut x: u64 = 42;
         let mut next = move |n: u64| {
             x ^= x << 13;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use copains_client_core::voice::{FrameError, MediaReceiver, MediaSender};
 use copains_client_core::voice_native::{Received, Source, VoicePeer};
 use copains_sfu::driver::{self, SfuConfig, SfuEvent, SfuHandle};
+use copains_sfu::RoomLimits;
 use tokio::sync::mpsc;
 
 const ROOM: u64 = 42;
@@ -207,12 +208,17 @@ async fn encrypted_media_is_read_by_the_room_only() {
 /// Everyone in a room of 30 offers a microphone, a camera and a screen, as the browser does,
 /// and only talks: a track joins the room at its first packet, so the SFU's offers carry the
 /// 29 others' microphones and nothing else, every answer stays small, and everyone opens
-/// everyone else's audio.
+/// everyone else's audio. All 30 talk at once, equally loud: the bound on forwarded microphones
+/// is lifted (`loudest_audio: 0`) so that every one of them is forwarded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_of_thirty_who_only_talk_negotiates_only_their_microphones() {
     const N: u64 = 30;
-    let (sfu, mut events) =
-        driver::start(SfuConfig { bind: "127.0.0.1:0".parse().expect("addr"), ..SfuConfig::default() }).await.expect("sfu");
+    let config = SfuConfig {
+        bind: "127.0.0.1:0".parse().expect("addr"),
+        limits: RoomLimits { loudest_audio: 0, ..RoomLimits::default() },
+        ..SfuConfig::default()
+    };
+    let (sfu, mut events) = driver::start(config).await.expect("sfu");
     let queues: std::sync::Arc<parking_lot::Mutex<HashMap<u64, mpsc::UnboundedSender<String>>>> = Default::default();
     let offered: std::sync::Arc<parking_lot::Mutex<Vec<(u64, usize, bool)>>> = Default::default();
     {
@@ -268,6 +274,107 @@ async fn a_room_of_thirty_who_only_talk_negotiates_only_their_microphones() {
     assert!(largest < driver::SDP_MAX_BYTES / 2, "the largest SFU offer is {largest} bytes");
     for m in &members {
         assert!(m.got.iter().all(|r| r.audio && r.frame.is_ok()), "only audio arrives, and all of it opens");
+    }
+}
+
+/// A room of eight with open microphones: two talk, six hear their rooms' background noise.
+/// The SFU forwards the loudest five microphones: everyone opens the two talkers' audio, every
+/// frame of it, and the three louder noises, never the three quieter ones. When the quietest
+/// starts talking, everyone opens its audio at once (it takes the slot of the quietest noise
+/// forwarded, which stops), every frame opening after the gap in its stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_loudest_open_microphones_are_forwarded() {
+    const N: u64 = 8;
+    let (sfu, events) =
+        driver::start(SfuConfig { bind: "127.0.0.1:0".parse().expect("addr"), ..SfuConfig::default() }).await.expect("sfu");
+    assert_eq!(RoomLimits::default().loudest_audio, 5);
+    let queues = std::sync::Arc::new(parking_lot::Mutex::new(HashMap::new()));
+    dispatch(events, queues.clone());
+    let mut members = Vec::new();
+    for pid in 1..=N {
+        let mut local = HashMap::new();
+        let mut m = join(&sfu, pid, MediaSender::fresh(pid as u32, 0).expect("key"), &mut local).await;
+        // 1 and 2 talk; 3 to 5 are noise, 6 to 8 a noise quieter by 10 dB and more (whatever
+        // order their media connects in, 3 to 5 end up holding the slots).
+        m.peer.set_audio_level(match pid {
+            1 => 10,
+            2 => 15,
+            p @ 3..=5 => 44 + p as u8 * 2,
+            p => 52 + p as u8 * 2,
+        });
+        queues.lock().extend(local);
+        members.push(m);
+    }
+    let shares: Vec<_> = members.iter().map(|m| (m.pid, m.peer.media.share())).collect();
+    for m in &mut members {
+        for (pid, share) in &shares {
+            if *pid != m.pid {
+                m.peer.keys.add(share).expect("key");
+            }
+        }
+    }
+    // Everyone's media connects, and the room settles on its loudest five.
+    let mut n = 0;
+    talk(&sfu, &mut members, Duration::from_secs(3), &mut n).await;
+    for m in &mut members {
+        m.got.clear();
+    }
+    let n0 = n;
+    talk(&sfu, &mut members, Duration::from_secs(2), &mut n).await;
+    let sent = (n - n0) as usize;
+    let heard = |m: &Member| -> Vec<u64> { (1..=N).filter(|o| *o != m.pid && opened(m, *o, Source::Microphone) > 0).collect() };
+    for m in &members {
+        let h = heard(m);
+        let loudest: Vec<u64> = (1..=5).filter(|o| *o != m.pid).collect();
+        assert_eq!(h, loudest, "{} hears the talkers and the louder noise only", m.pid);
+        for talker in [1, 2].into_iter().filter(|t| *t != m.pid) {
+            // Every frame, but for those still in flight at either end of the window.
+            let got = opened(m, talker, Source::Microphone);
+            assert!(got + 3 >= sent, "{} opened {got} of {talker}'s {sent} frames", m.pid);
+        }
+        assert!(m.got.iter().all(|r| r.frame.is_ok()), "every frame forwarded opens");
+    }
+    // 8, the quietest, starts talking.
+    for m in &mut members {
+        m.got.clear();
+        if m.pid == 8 {
+            m.peer.set_audio_level(5);
+        }
+    }
+    let n0 = n;
+    talk(&sfu, &mut members, Duration::from_secs(2), &mut n).await;
+    let sent = (n - n0) as usize;
+    for m in members.iter().filter(|m| m.pid != 8) {
+        let h = heard(m);
+        let got = opened(m, 8, Source::Microphone);
+        assert!(got + 5 >= sent, "{} opened {got} of 8's {sent} frames once it talks", m.pid);
+        assert!(!h.contains(&6) && !h.contains(&7), "{} never hears the quieter noise: {h:?}", m.pid);
+        if m.pid != 5 {
+            let five = opened(m, 5, Source::Microphone);
+            assert!(five < 5, "{}: the quietest noise forwarded gave its slot to 8 at once ({five} frames)", m.pid);
+        }
+        assert!(m.got.iter().all(|r| r.frame.is_ok()), "every frame forwarded opens");
+    }
+}
+
+/// Every member sends a microphone frame each 20 ms for `span`; the SFU's offers are answered.
+async fn talk(sfu: &SfuHandle, members: &mut [Member], span: Duration, n: &mut u32) {
+    let end = Instant::now() + span;
+    while Instant::now() < end {
+        *n += 1;
+        for m in members.iter_mut() {
+            while let Ok(offer) = m.offers.try_recv() {
+                let answer = m.peer.answer_offer(offer).expect("answer the SFU");
+                sfu.answer(m.pid, answer).await.expect("answer taken");
+            }
+            if m.peer.is_connected() {
+                m.peer.send_frames(Source::Microphone, &[&frame(m.pid, Source::Microphone, *n)]).await.expect("sent");
+            }
+        }
+        let share = Duration::from_millis(20) / members.len() as u32;
+        for m in members.iter_mut() {
+            m.peer.run_until(Instant::now() + share, &mut m.got).await;
+        }
     }
 }
 

@@ -58,6 +58,10 @@ pub struct VoiceConfig {
     pub announce_ip: Option<IpAddr>,
     /// Participants in one room at most (a channel's own user limit may be lower).
     pub max_participants: usize,
+    /// Microphones of one room forwarded at once: the loudest (0 forwards every one). The
+    /// others' packets are dropped at the SFU, so an open microphone in silence costs no one
+    /// anything (docs/voice.md §2.3).
+    pub loudest_audio: usize,
     /// A participant whose media does not connect this long after joining is removed.
     pub connect_timeout_ms: u64,
     /// A participant whose gateway connection dropped and was not resumed this long after is
@@ -115,6 +119,7 @@ impl Default for VoiceConfig {
             udp_bind: SocketAddr::from(([0, 0, 0, 0], 50_000)),
             announce_ip: None,
             max_participants: 100,
+            loudest_audio: 5,
             connect_timeout_ms: 15_000,
             gateway_grace_ms: 5_000,
             sdp_per_minute: 10,
@@ -265,7 +270,11 @@ impl Voice {
         let sfu_config = SfuConfig {
             bind: config.udp_bind,
             announce: announce.map(|ip| SocketAddr::new(ip, 0)),
-            limits: RoomLimits { max_participants: config.max_participants.max(1), ..RoomLimits::default() },
+            limits: RoomLimits {
+                max_participants: config.max_participants.max(1),
+                loudest_audio: config.loudest_audio,
+                ..RoomLimits::default()
+            },
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             ..SfuConfig::default()
         };
