@@ -101,6 +101,10 @@ enum Cmd {
         /// How many of them share a screen.
         #[arg(long, default_value_t = 2)]
         screens: usize,
+        /// How many of them have an open microphone in a quiet room (background noise, 50 dB
+        /// below the talkers): sent, but not among the loudest the SFU forwards.
+        #[arg(long, default_value_t = 0)]
+        open_mics: usize,
         /// Seconds measured while the room talks.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
@@ -232,8 +236,8 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Presence { members, rounds, crowd, server_pid } => presence::run(&cli.url, members, rounds, crowd, server_pid).await,
         Cmd::Search { messages } => search::run(messages),
         Cmd::SfuFanout { subscribers, seconds } => sfu::fanout(&subscribers, seconds).await,
-        Cmd::VoiceRoom { size, speakers, screens, seconds, server_pid } => {
-            voice_room::run(&cli.url, size, speakers, screens, seconds, server_pid).await
+        Cmd::VoiceRoom { size, speakers, screens, open_mics, seconds, server_pid } => {
+            voice_room::run(&cli.url, size, speakers, screens, open_mics, seconds, server_pid).await
         }
         Cmd::Token => {
             let c = Client::new(&cli.url);

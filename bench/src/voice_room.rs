@@ -55,6 +55,8 @@ struct Board {
     audio: u64,
     video: u64,
     failed: u64,
+    /// Open microphones' frames decrypted while measuring.
+    open: u64,
     /// Shares that did not open.
     refused: u64,
     /// VOICE_ERRORs.
@@ -68,6 +70,7 @@ struct Shared {
     measuring: AtomicBool,
     sent_audio: AtomicU64,
     sent_video: AtomicU64,
+    sent_open: AtomicU64,
     stop: AtomicBool,
 }
 
@@ -83,7 +86,16 @@ enum Role {
     Listener,
     Speaker,
     Screen,
+    /// A microphone open in a quiet room: frames as a speaker's, marked apart, at the level of
+    /// background noise.
+    OpenMic,
 }
+
+/// The first byte of a speaker's frame (an Opus TOC byte) and of an open microphone's.
+const SPEAKER_FRAME: u8 = 0xf8;
+const OPEN_MIC_FRAME: u8 = 0xf0;
+/// The audio level of an open microphone's packets (−dBov): background noise.
+const OPEN_MIC_LEVEL: u8 = 60;
 
 struct Bot {
     id: UserId,
@@ -249,11 +261,14 @@ impl Bot {
                     Command::Join => {
                         let sources: &[Source] = match self.role {
                             Role::Listener => &[],
-                            Role::Speaker => &[Source::Microphone],
+                            Role::Speaker | Role::OpenMic => &[Source::Microphone],
                             Role::Screen => &[Source::Screen],
                         };
                         let Ok(media) = MediaSender::fresh(0, 0) else { return };
                         let Ok(mut peer) = VoicePeer::bind_with(LOCALHOST, media, false, sources).await else { return };
+                        if self.role == Role::OpenMic {
+                            peer.set_audio_level(OPEN_MIC_LEVEL);
+                        }
                         let Ok(offer) = peer.offer() else { return };
                         self.peer = Some(peer);
                         let _ = self.send(json!({"op": op::VOICE_JOIN, "d": {"channel_id": self.channel, "sdp": offer}})).await;
@@ -279,16 +294,18 @@ impl Bot {
             };
             let now = Instant::now();
             if peer.is_connected() && self.session.is_some() {
-                if self.role == Role::Speaker && now >= next_audio {
+                if matches!(self.role, Role::Speaker | Role::OpenMic) && now >= next_audio {
                     next_audio += Duration::from_millis(20);
-                    let mut frame = vec![0xf8];
+                    let speaker = self.role == Role::Speaker;
+                    let mut frame = vec![if speaker { SPEAKER_FRAME } else { OPEN_MIC_FRAME }];
                     frame.extend_from_slice(&n.to_be_bytes());
                     frame.resize(60, 0);
                     n += 1;
                     if peer.send_frames(Source::Microphone, &[&frame]).await.is_ok()
                         && self.shared.measuring.load(Ordering::Relaxed)
                     {
-                        self.shared.sent_audio.fetch_add(1, Ordering::Relaxed);
+                        let sent = if speaker { &self.shared.sent_audio } else { &self.shared.sent_open };
+                        sent.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 if self.role == Role::Screen && now >= next_video {
@@ -317,12 +334,15 @@ impl Bot {
             }
             peer.run_until(Instant::now() + Duration::from_millis(10), &mut got).await;
             if self.shared.measuring.load(Ordering::Relaxed) && !got.is_empty() {
-                let audio = got.iter().filter(|r| r.audio && r.frame.is_ok()).count() as u64;
+                let first = |r: &Received| r.frame.as_ref().ok().and_then(|(_, f)| f.first().copied());
+                let audio = got.iter().filter(|r| r.audio && first(r) == Some(SPEAKER_FRAME)).count() as u64;
+                let open = got.iter().filter(|r| r.audio && first(r) == Some(OPEN_MIC_FRAME)).count() as u64;
                 let video = got.iter().filter(|r| !r.audio && r.frame.is_ok()).count() as u64;
                 let mut b = self.shared.board.lock();
                 b.audio += audio;
+                b.open += open;
                 b.video += video;
-                b.failed += got.len() as u64 - audio - video;
+                b.failed += got.iter().filter(|r| r.frame.is_err()).count() as u64;
             }
             got.clear();
         }
@@ -459,10 +479,11 @@ pub async fn run(
     size: usize,
     speakers: usize,
     screens: usize,
+    open_mics: usize,
     seconds: u64,
     server_pid: Option<u32>,
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(size >= speakers + screens + 2, "--size must leave at least two listeners");
+    anyhow::ensure!(size >= speakers + screens + open_mics + 2, "--size must leave at least two listeners");
     let prefix = unique_name("vr");
     eprintln!("registering {} accounts…", size + 1);
     let clients = register(url, size + 1, &prefix).await?;
@@ -476,6 +497,7 @@ pub async fn run(
         measuring: AtomicBool::new(false),
         sent_audio: AtomicU64::new(0),
         sent_video: AtomicU64::new(0),
+        sent_open: AtomicU64::new(0),
         stop: AtomicBool::new(false),
     });
     eprintln!("opening {} engines and gateways…", size + 1);
@@ -487,6 +509,8 @@ pub async fn run(
             Role::Speaker
         } else if i < speakers + screens {
             Role::Screen
+        } else if i < speakers + screens + open_mics {
+            Role::OpenMic
         } else {
             Role::Listener
         };
@@ -532,7 +556,7 @@ pub async fn run(
     let cpu0 = server_pid.map(process_cpu).transpose()?;
     {
         let mut b = shared.board.lock();
-        (b.audio, b.video, b.failed) = (0, 0, 0);
+        (b.audio, b.video, b.failed, b.open) = (0, 0, 0, 0);
     }
     shared.measuring.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(seconds)).await;
@@ -543,9 +567,10 @@ pub async fn run(
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (audio, video) = (shared.sent_audio.load(Ordering::Relaxed), shared.sent_video.load(Ordering::Relaxed));
-    let (got_audio, got_video, failed) = {
+    let open = shared.sent_open.load(Ordering::Relaxed);
+    let (got_audio, got_video, failed, got_open) = {
         let b = shared.board.lock();
-        (b.audio, b.video, b.failed)
+        (b.audio, b.video, b.failed, b.open)
     };
     // Every frame sent goes to everyone else.
     let listeners = size as u64 - 1;
@@ -589,12 +614,21 @@ pub async fn run(
     }
     let ms = |d: Option<Duration>| d.map_or("not within 60 s".to_owned(), |d| format!("{:.0} ms", d.as_secs_f64() * 1e3));
     println!(
-        "voice room of {size}, {speakers} speaking, {screens} sharing a screen, {seconds} s: audio {audio} packets sent, {got_audio} decrypted of {} ({:.2} % loss); screen {video} packets sent, {got_video} decrypted of {} ({:.2} % loss); {failed} did not open{}; re-keyed after a leave in {} (one client sealing its new key for the {} others: median {seal_p50:.0} ms, slowest {seal_max:.0} ms), after a join in {}; shares refused: {refused}; voice errors: {errors}",
+        "voice room of {size}, {speakers} speaking, {screens} sharing a screen, {open_mics} open microphones, {seconds} s: audio {audio} packets sent, {got_audio} decrypted of {} ({:.2} % loss); screen {video} packets sent, {got_video} decrypted of {} ({:.2} % loss); {failed} did not open{}{}; re-keyed after a leave in {} (one client sealing its new key for the {} others: median {seal_p50:.0} ms, slowest {seal_max:.0} ms), after a join in {}; shares refused: {refused}; voice errors: {errors}",
         audio * listeners,
         loss(got_audio, audio),
         video * listeners,
         loss(got_video, video),
         cpu.map_or(String::new(), |c| format!(", server CPU {} ms ({:.0} % of a core)", c.as_millis(), c.as_secs_f64() * 100.0 / seconds as f64)),
+        if open_mics == 0 {
+            String::new()
+        } else {
+            format!(
+                "; {open_mics} open microphones: {open} packets sent, {got_open} forwarded and decrypted ({:.1} % of {})",
+                got_open as f64 * 100.0 / (open * listeners).max(1) as f64,
+                open * listeners
+            )
+        },
         ms(leave),
         size - 2,
         ms(join),

@@ -487,7 +487,14 @@ async fn voice_ops_are_refused_with_their_codes_and_the_connection_stays(backend
         ana.expect_where(event_name::VOICE_STATE_UPDATE, |d| d["user_id"] == eve.id.to_string() && d["self_mute"] == true).await;
     assert_eq!(muted["self_video"], false);
 
-    // Joins and answers are limited per minute.
+    // Answers count with the other voice ops, not against the join budget (the SFU's offers
+    // bound them): twelve answers not asked for are twelve conflicts, never a rate limit.
+    for _ in 0..12 {
+        ana.send(json!({"op": op::VOICE_SDP, "d": {"voice_session_id": vs, "type": "answer", "sdp": "v=0", "revision": 99}}))
+            .await;
+        assert_eq!(ana.error_code().await, u64::from(code::NEGOTIATION_CONFLICT));
+    }
+    // Joins are limited per minute.
     let mut limited = false;
     for _ in 0..12 {
         ana.send(join(text, &offer)).await;

@@ -197,8 +197,11 @@ impl Conn {
             ClientMessage::VoiceSdp(sdp) => {
                 let id = Some(sdp.voice_session_id.clone());
                 self.voice(op::VOICE_SDP, id, |c| async move {
-                    c.voice_rate()?;
-                    let (voice, caller) = c.voice_caller()?;
+                    // An answer counts with the other voice ops, not against the join budget:
+                    // the SFU's offers bound the answers (one out at a time, changes within
+                    // 100 ms in one), and a room that fills fast brings each member more than
+                    // ten in a minute. One not asked for is refused before any parsing.
+                    let (voice, caller) = c.voice_op()?;
                     voice.answer(caller.gateway_session, sdp).await
                 })
                 .await
@@ -260,7 +263,7 @@ impl Conn {
         Ok((voice, Caller { gateway_session: id, owner }))
     }
 
-    /// A join or an SDP answer, within the user's budget.
+    /// A join, within the user's budget.
     fn voice_rate(&mut self) -> Result<(), Refusal> {
         let (voice, caller) = self.voice_caller()?;
         voice.allow_sdp(caller.owner.user)

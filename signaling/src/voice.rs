@@ -67,9 +67,9 @@ pub struct VoiceConfig {
     /// A participant whose gateway connection dropped and was not resumed this long after is
     /// removed.
     pub gateway_grace_ms: u64,
-    /// Joins and SDP answers one user may send per minute.
+    /// Joins one user may send per minute.
     pub sdp_per_minute: u32,
-    /// Other voice ops (state, keys, quality, ICE) one user may send per minute.
+    /// Other voice ops (state, SDP answers, keys, quality, ICE) one user may send per minute.
     pub ops_per_minute: u32,
     /// STUN servers handed to clients (`stun:host:port`). None by default: the SFU's own
     /// address is all a client on a reachable network needs.
@@ -319,7 +319,7 @@ impl Voice {
         Ok(voice)
     }
 
-    /// Counts a join or an SDP answer of `user` (4109 past the budget).
+    /// Counts a join of `user` (4109 past the budget).
     pub(crate) fn allow_sdp(&self, user: UserId) -> Result<(), Refusal> {
         Limits::check(&self.limits.sdp, user)
     }
