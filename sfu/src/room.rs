@@ -866,7 +866,9 @@ mod tests {
         let mut fwd = Vec::new();
         // Everyone has an open microphone: 1 and 2 talk, 3 and 4 hear their room.
         let levels = |i: u64| [(1, 20), (2, 25), (3, if i < 50 { 70 } else { 15 }), (4, 72)];
-        let mut heard: BTreeMap<(Pid, TrackId), Vec<(u64, u16, u32)>> = BTreeMap::new();
+        // (round, sequence number, timestamp) of what each subscriber got of each track.
+        type Heard = BTreeMap<(Pid, TrackId), Vec<(u64, u16, u32)>>;
+        let mut heard: Heard = BTreeMap::new();
         for i in 0..100u64 {
             for (pid, level) in levels(i) {
                 let meta =
