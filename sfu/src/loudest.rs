@@ -12,8 +12,9 @@
 //! A microphone holds its slot while it sends. A newcomer takes a free slot, or the slot of one
 //! that stopped sending, or that of the quietest holder when it is louder than that holder by
 //! a margin (so that two similar background noises do not take turns). Digital silence (level
-//! 127, a muted track) never takes a slot. Loudness is smoothed over a few packets, so one loud
-//! click does not take a slot from a talker.
+//! 127, a muted track) never takes a slot. Loudness is smoothed over a few packets, rising from
+//! silence for a microphone that starts or comes back after a pause, so one loud click does not
+//! take a slot from a talker.
 
 use std::collections::BTreeMap;
 
@@ -54,12 +55,12 @@ impl<K: Ord + Copy> Loudest<K> {
         }
         let Some(level) = level else { return true };
         let loud = f32::from(127 - level.min(127));
-        let mic = self.mics.entry(track).or_insert(Mic { loudness: loud, last_ms: now_ms, routed: false });
+        // A microphone that starts, or sends again after a pause, rises from silence.
+        let mic = self.mics.entry(track).or_insert(Mic { loudness: 0.0, last_ms: now_ms, routed: false });
         if now_ms.saturating_sub(mic.last_ms) > STALE_MS {
-            mic.loudness = loud;
-        } else {
-            mic.loudness += (loud - mic.loudness) * ALPHA;
+            mic.loudness = 0.0;
         }
+        mic.loudness += (loud - mic.loudness) * ALPHA;
         mic.last_ms = now_ms;
         if mic.routed {
             return true;
@@ -105,6 +106,12 @@ impl<K: Ord + Copy> Loudest<K> {
     /// Forgets a track that ended.
     pub fn remove(&mut self, track: K) {
         self.mics.remove(&track);
+    }
+
+    /// Every track it remembers.
+    #[cfg(test)]
+    pub(crate) fn tracks(&self) -> impl Iterator<Item = K> + '_ {
+        self.mics.keys().copied()
     }
 
     /// The tracks holding a slot.
@@ -163,8 +170,11 @@ mod tests {
             let stale = i * 20 > 9 * 20 + STALE_MS;
             assert_eq!(got.contains(&4), stale, "at {} ms: {got:?}", i * 20);
         }
-        // Back: 2 is louder than 4 by more than the margin, and takes 4's slot.
-        assert_eq!(round(&mut l, 40 * 20, &[(2, 30), (3, 40), (4, 60)]), vec![2, 3]);
+        // Back: 2 is louder than 4 by more than the margin, and takes 4's slot once its
+        // loudness has risen from silence, within a few packets.
+        let back = (40..50).find(|i| round(&mut l, i * 20, &[(2, 30), (3, 40), (4, 60)]).contains(&2)).expect("2 is back");
+        assert!(back <= 44, "{back}");
+        assert_eq!(round(&mut l, 50 * 20, &[(2, 30), (3, 40), (4, 60)]), vec![2, 3]);
     }
 
     #[test]
@@ -175,6 +185,12 @@ mod tests {
         }
         // A click at 30 dB against 1's 40 dB: smoothed, 2 is far from 6 dB louder than 1.
         assert_eq!(round(&mut l, 200, &[(1, 40), (2, 30)]), vec![1]);
+        // Nor a click at full scale from one that was not sending: it rises from silence.
+        assert!(!l.admit(3, Some(0), 220));
+        for t in (220..=560).step_by(20) {
+            assert!(l.admit(1, Some(40), t), "the talker talks on");
+        }
+        assert!(!l.admit(2, Some(0), 560), "nor one that paused");
     }
 
     #[test]

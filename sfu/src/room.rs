@@ -993,6 +993,8 @@ mod tests {
             for (id, t) in &room.tracks {
                 assert!(room.participants.get(&t.owner).is_some_and(|p| p.tracks.contains(id)));
             }
+            assert!(room.loudest.tracks().all(|t| room.tracks.contains_key(&t)), "a microphone of a track that is gone");
+            assert!(room.loudest.routed().count() <= 2, "more microphones forwarded than the bound");
         }
     }
 }

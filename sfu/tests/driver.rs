@@ -203,6 +203,49 @@ async fn bad_signalling_is_refused_and_a_peer_that_never_connects_is_removed() {
     assert!(sfu.join(ROOM, 2, two.offer().expect("offer")).await.is_ok());
 }
 
+/// A refused answer leaves the SFU's offer waiting for a good one; after three, the SFU refuses
+/// the answers to that offer unread, even a good one: a hostile client cannot make the SFU's
+/// one task parse SDP without end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_refused_answers_to_an_offer_are_the_last_read() {
+    let config = SfuConfig { bind: "127.0.0.1:0".parse().expect("addr"), ..SfuConfig::default() };
+    let (sfu, events) = driver::start(config).await.expect("sfu");
+    let heard = listen(events);
+    let mut peers = Vec::new();
+    for pid in [1u64, 2] {
+        let mut peer = VoicePeer::bind(LOCALHOST, MediaSender::fresh(pid as u32, 0).expect("key"), false).await.expect("peer");
+        let joined = sfu.join(ROOM, pid, peer.offer().expect("offer")).await.expect("join");
+        peer.apply_answer(joined.answer).expect("answer");
+        peers.push((pid, peer, Vec::<Received>::new()));
+    }
+    // 1 talks: its microphone joins the room, and the SFU offers it to 2.
+    let started = Instant::now();
+    let mut n = 0;
+    let offer = loop {
+        assert!(started.elapsed() < Duration::from_secs(10), "no offer for 2");
+        if let Some(offer) = heard.lock().offers.get_mut(&2).and_then(|o| o.pop()) {
+            break offer;
+        }
+        n += 1;
+        for (pid, peer, got) in &mut peers {
+            if *pid == 1 && peer.is_connected() {
+                peer.send_frames(Source::Microphone, &[&frame(1, Source::Microphone, "", n)]).await.expect("sent");
+            }
+            peer.run_until(Instant::now() + Duration::from_millis(10), got).await;
+        }
+    };
+    let good = peers[1].1.answer_offer(offer).expect("2 answers");
+    for bad in ["v=0".to_owned(), "garbage".to_owned(), "x".repeat(70_000)] {
+        let refused = sfu.answer(2, bad).await;
+        assert!(matches!(&refused, Err(SfuError::InvalidSdp(why)) if !why.contains("were refused")), "{refused:?}");
+    }
+    let unread = sfu.answer(2, good).await;
+    assert!(
+        matches!(&unread, Err(SfuError::InvalidSdp(why)) if why.contains("3 answers to this offer were refused")),
+        "{unread:?}"
+    );
+}
+
 /// A UDP relay between one client and the SFU that polices what the SFU sends the client to
 /// `limit` bits per second (0: no limit), dropping what exceeds it, as a narrow link would.
 struct Relay {

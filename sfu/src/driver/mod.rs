@@ -675,11 +675,23 @@ impl Driver {
         if !peer.negotiation.awaiting_answer {
             return Err(SfuError::NegotiationConflict);
         }
-        if sdp.len() > SDP_MAX_BYTES {
-            return Err(SfuError::InvalidSdp("the answer is larger than 64 KiB".into()));
+        if peer.negotiation.refused_answers >= peer::ANSWER_TRIES {
+            return Err(SfuError::InvalidSdp(format!(
+                "{} answers to this offer were refused: leave and join again",
+                peer::ANSWER_TRIES
+            )));
         }
-        let description = RTCSessionDescription::answer(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
-        peer.pc.set_remote_description(now, description).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        let applied = if sdp.len() > SDP_MAX_BYTES {
+            Err(SfuError::InvalidSdp("the answer is larger than 64 KiB".into()))
+        } else {
+            RTCSessionDescription::answer(sdp)
+                .and_then(|description| peer.pc.set_remote_description(now, description))
+                .map_err(|e| SfuError::InvalidSdp(e.to_string()))
+        };
+        if let Err(e) = applied {
+            peer.negotiation.refused_answers += 1;
+            return Err(e);
+        }
         peer.negotiation.awaiting_answer = false;
         // The m-lines this answer saw go inactive can carry new tracks now (an answer is to the
         // last offer, which carried every freed m-line it found).
@@ -789,6 +801,7 @@ impl Driver {
             return;
         }
         peer.negotiation.awaiting_answer = true;
+        peer.negotiation.refused_answers = 0;
         peer.negotiation.revision += 1;
         let revision = peer.negotiation.revision;
         for f in &mut peer.freed {

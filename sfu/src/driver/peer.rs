@@ -411,6 +411,11 @@ impl Outbound {
     }
 }
 
+/// Answers refused to one offer before the SFU stops reading the next (a refused answer leaves
+/// the offer waiting: without a bound, a client could have the SFU's one task parse SDP
+/// without end).
+pub const ANSWER_TRIES: u8 = 3;
+
 /// The state of the SFU's own offers on a PC.
 #[derive(Debug, Default)]
 pub struct Negotiation {
@@ -418,6 +423,9 @@ pub struct Negotiation {
     pub revision: u64,
     /// An offer is out and its answer not back.
     pub awaiting_answer: bool,
+    /// Answers to the offer out that were refused: past [`ANSWER_TRIES`], the next are refused
+    /// unread.
+    pub refused_answers: u8,
     /// The tracks changed since the last offer: send one when due.
     pub due: Option<Instant>,
 }
