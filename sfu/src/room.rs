@@ -232,6 +232,8 @@ struct Track {
     last_packet_ms: [Option<u64>; 3],
     /// The layers being sent, as of the last tick (a bit per layer), once known.
     live: Option<u8>,
+    /// Audio: its last packet was not forwarded (not among the loudest).
+    dropping: bool,
 }
 
 impl Track {
@@ -361,6 +363,7 @@ impl Room {
                 last_keyframe_request_ms: [None; 3],
                 last_packet_ms: [None; 3],
                 live: None,
+                dropping: false,
             },
         );
         let others: Vec<Pid> = self.participants.keys().copied().filter(|p| *p != pid).collect();
@@ -455,9 +458,14 @@ impl Room {
                     self.out.push_back(Output::Speaking { pid: meta.pid, speaking });
                 }
             }
-            if !self.loudest.admit(track_id, meta.audio_level, now_ms) {
-                for ((_, _), s) in self.subs.range_mut((track_id, Pid::MIN)..=(track_id, Pid::MAX)) {
-                    s.gap = true;
+            let forwarded = self.loudest.admit(track_id, meta.audio_level, now_ms);
+            let was_dropping = self.tracks.get_mut(&track_id).is_some_and(|t| std::mem::replace(&mut t.dropping, !forwarded));
+            if !forwarded {
+                if !was_dropping {
+                    // The first packet of a run not forwarded: each subscriber's stream pauses.
+                    for ((_, _), s) in self.subs.range_mut((track_id, Pid::MIN)..=(track_id, Pid::MAX)) {
+                        s.gap = true;
+                    }
                 }
                 return;
             }

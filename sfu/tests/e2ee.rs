@@ -74,6 +74,19 @@ async fn join(sfu: &SfuHandle, pid: u64, media: MediaSender, offers: &mut HashMa
     Member { pid, peer, got: Vec::new(), offers: rx }
 }
 
+/// Hands each member's key to the others (over the pairwise Signal sessions in the product;
+/// directly here).
+fn hand_out_keys(members: &mut [Member]) {
+    let shares: Vec<_> = members.iter().map(|m| (m.pid, m.peer.media.share())).collect();
+    for m in members.iter_mut() {
+        for (pid, share) in &shares {
+            if *pid != m.pid {
+                m.peer.keys.add(share).expect("key");
+            }
+        }
+    }
+}
+
 /// The SFU's offers go to their member's queue.
 fn dispatch(
     mut events: mpsc::UnboundedReceiver<SfuEvent>,
@@ -117,14 +130,7 @@ async fn encrypted_media_is_read_by_the_room_only() {
         queues.lock().extend(local);
         members.push(member);
     }
-    let shares: Vec<_> = members.iter().map(|m| (m.pid, m.peer.media.share())).collect();
-    for m in &mut members {
-        for (pid, share) in &shares {
-            if *pid != m.pid {
-                m.peer.keys.add(share).expect("key");
-            }
-        }
-    }
+    hand_out_keys(&mut members);
     // Screens: member 1 turns its screen on and off every 5 ticks, twenty times over.
     let mut tick = 0;
     run(&sfu, &mut members, Duration::from_secs(5), &mut tick, |pid, n| pid == 1 && (n / 5) % 2 == 0 && n < 200).await;
@@ -155,14 +161,7 @@ async fn encrypted_media_is_read_by_the_room_only() {
         m.peer.media = MediaSender::fresh(m.pid as u32, 1).expect("fresh key");
         m.got.clear();
     }
-    let shares: Vec<_> = members.iter().map(|m| (m.pid, m.peer.media.share())).collect();
-    for m in &mut members {
-        for (pid, share) in &shares {
-            if *pid != m.pid {
-                m.peer.keys.add(share).expect("key");
-            }
-        }
-    }
+    hand_out_keys(&mut members);
     run(&sfu, &mut members, Duration::from_secs(2), &mut tick, |_, _| false).await;
     let after_leave: Vec<Vec<u8>> = members[0].got.iter().filter(|r| r.audio).map(|r| r.payload.clone()).collect();
     assert!(after_leave.len() >= 30);
@@ -241,14 +240,7 @@ async fn a_room_of_thirty_who_only_talk_negotiates_only_their_microphones() {
         members.push(join(&sfu, pid, MediaSender::fresh(pid as u32, 0).expect("key"), &mut local).await);
         queues.lock().extend(local);
     }
-    let shares: Vec<_> = members.iter().map(|m| (m.pid, m.peer.media.share())).collect();
-    for m in &mut members {
-        for (pid, share) in &shares {
-            if *pid != m.pid {
-                m.peer.keys.add(share).expect("key");
-            }
-        }
-    }
+    hand_out_keys(&mut members);
     let end = Instant::now() + Duration::from_secs(20);
     let mut n = 0;
     let everyone_heard = |members: &[Member]| {
@@ -305,14 +297,7 @@ async fn only_the_loudest_open_microphones_are_forwarded() {
         queues.lock().extend(local);
         members.push(m);
     }
-    let shares: Vec<_> = members.iter().map(|m| (m.pid, m.peer.media.share())).collect();
-    for m in &mut members {
-        for (pid, share) in &shares {
-            if *pid != m.pid {
-                m.peer.keys.add(share).expect("key");
-            }
-        }
-    }
+    hand_out_keys(&mut members);
     // Everyone's media connects, and the room settles on its loudest five.
     let mut n = 0;
     talk(&sfu, &mut members, Duration::from_secs(3), &mut n).await;
