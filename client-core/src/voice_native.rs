@@ -387,7 +387,7 @@ impl VoicePeer {
             if let (Some(id), true) = (level_id, audio) {
                 // The voice-activity bit and the level (by default 10 dB below full scale: a
                 // synthetic source speaks loudly).
-                header.set_extension(id, Bytes::copy_from_slice(&[0x80 | self.audio_level.min(127)])).map_err(rtc_error)?;
+                header.set_extension(id, Bytes::copy_from_slice(&[0x80 | self.audio_level])).map_err(rtc_error)?;
             }
             s.write_rtp(Instant::now(), rtc::rtp::Packet { header, payload: Bytes::from(payload) }).map_err(rtc_error)?;
         }

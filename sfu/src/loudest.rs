@@ -65,10 +65,10 @@ impl<K: Ord + Copy> Loudest<K> {
         if mic.routed {
             return true;
         }
-        let (loudness, silent) = (mic.loudness, level >= 127);
-        if silent {
+        if level >= 127 {
             return false;
         }
+        let loudness = mic.loudness;
         let mut held = 0;
         let mut stale: Option<(K, u64)> = None;
         let mut quietest: Option<(K, f32)> = None;
